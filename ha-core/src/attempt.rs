@@ -1,0 +1,287 @@
+//! What one logical request carries across its attempts.
+//!
+//! A retry or hedge layer creates an [`AttemptContext`] when a request first
+//! enters it and hands a clone to every attempt; the balancer reads it to
+//! avoid endpoints this request already tried and records the endpoint it
+//! picks. Clones share one set of tried endpoints (so a hedge sees what the
+//! first attempt picked), while each clone has its own attempt number.
+//!
+//! For `http::Request` the context lives in the request's extensions; any
+//! other request type can carry it by implementing [`HasAttemptContext`] or
+//! by being wrapped in [`WithAttempt`].
+//!
+//! ```
+//! use ha_core::attempt::{AttemptContext, EndpointId, HasAttemptContext};
+//!
+//! let mut req = http::Request::get("/").body(()).unwrap();
+//! req.set_attempt_context(AttemptContext::new());
+//!
+//! // The balancer picks endpoint 7 for the first attempt.
+//! let ctx = req.attempt_context().unwrap();
+//! ctx.record_tried(EndpointId::from_raw(7));
+//!
+//! // The retry layer sends attempt 2 with the same shared history.
+//! let second = ctx.next_attempt();
+//! assert_eq!(second.attempt(), 2);
+//! assert!(second.was_tried(EndpointId::from_raw(7)));
+//! ```
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::num::NonZeroU64;
+
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::Arc;
+use crate::Instant;
+
+/// How many tried endpoints a context remembers. Later ones are not
+/// recorded; a request that has tried this many endpoints is past any sane
+/// retry policy.
+pub const MAX_TRIED: usize = 16;
+
+/// A compact identity of an endpoint, shared by the balancer and the
+/// attempt context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointId(NonZeroU64);
+
+impl EndpointId {
+    /// The identity of an endpoint key (its address, its discovery key):
+    /// equal keys give equal ids within one build of the program.
+    pub fn from_key<K: Hash + ?Sized>(key: &K) -> Self {
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new();
+        key.hash(&mut h);
+        Self::from_raw(h.finish())
+    }
+
+    /// An id from a raw number; `0` is mapped to `u64::MAX` because zero marks
+    /// an empty slot.
+    pub fn from_raw(raw: u64) -> Self {
+        EndpointId(NonZeroU64::new(raw).unwrap_or(NonZeroU64::MAX))
+    }
+
+    /// The raw number.
+    pub fn get(self) -> u64 {
+        self.0.get()
+    }
+}
+
+struct Shared {
+    tried: [AtomicU64; MAX_TRIED],
+    len: AtomicUsize,
+    deadline: Option<Instant>,
+}
+
+/// The state one logical request carries across attempts; see the
+/// [module docs](self).
+#[derive(Clone)]
+pub struct AttemptContext {
+    shared: Arc<Shared>,
+    attempt: u32,
+}
+
+impl AttemptContext {
+    /// A context for a new request, at attempt 1, with no deadline.
+    pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// A context for a new request that must be done by `deadline`.
+    pub fn with_deadline(deadline: Instant) -> Self {
+        Self::build(Some(deadline))
+    }
+
+    fn build(deadline: Option<Instant>) -> Self {
+        AttemptContext {
+            shared: Arc::new(Shared {
+                tried: std::array::from_fn(|_| AtomicU64::new(0)),
+                len: AtomicUsize::new(0),
+                deadline,
+            }),
+            attempt: 1,
+        }
+    }
+
+    /// The attempt number, starting at 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// A clone for the next attempt (retry or hedge), sharing the history.
+    pub fn next_attempt(&self) -> Self {
+        AttemptContext { shared: self.shared.clone(), attempt: self.attempt.saturating_add(1) }
+    }
+
+    /// The overall deadline of the request, if it has one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.shared.deadline
+    }
+
+    /// Records that an attempt of this request went to `id`.
+    pub fn record_tried(&self, id: EndpointId) {
+        if self.was_tried(id) {
+            return;
+        }
+        let slot = self.shared.len.fetch_add(1, Ordering::AcqRel);
+        if let Some(cell) = self.shared.tried.get(slot) {
+            cell.store(id.get(), Ordering::Release);
+        } else {
+            // Keep len bounded so it cannot wrap however often this is called.
+            self.shared.len.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// True when an attempt of this request already went to `id`.
+    pub fn was_tried(&self, id: EndpointId) -> bool {
+        self.tried().any(|t| t == id)
+    }
+
+    /// The endpoints tried so far, in the order they were recorded.
+    pub fn tried(&self) -> impl Iterator<Item = EndpointId> + '_ {
+        let n = self.shared.len.load(Ordering::Acquire).min(MAX_TRIED);
+        // A slot claimed but not yet written reads as zero and is skipped.
+        self.shared.tried[..n].iter().filter_map(|c| NonZeroU64::new(c.load(Ordering::Acquire)).map(EndpointId))
+    }
+
+    /// How many endpoints were recorded (concurrent records of one endpoint
+    /// may count twice).
+    pub fn tried_count(&self) -> usize {
+        self.tried().count()
+    }
+}
+
+impl Default for AttemptContext {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for AttemptContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttemptContext")
+            .field("attempt", &self.attempt)
+            .field("tried", &self.tried().map(EndpointId::get).collect::<Vec<_>>())
+            .field("deadline", &self.shared.deadline)
+            .finish()
+    }
+}
+
+/// A request type that can carry an [`AttemptContext`].
+pub trait HasAttemptContext {
+    /// The context, if a retry or hedge layer attached one.
+    fn attempt_context(&self) -> Option<&AttemptContext>;
+
+    /// Attaches (or replaces) the context.
+    fn set_attempt_context(&mut self, ctx: AttemptContext);
+}
+
+#[cfg(feature = "http")]
+impl<B> HasAttemptContext for http::Request<B> {
+    fn attempt_context(&self) -> Option<&AttemptContext> {
+        self.extensions().get::<AttemptContext>()
+    }
+
+    fn set_attempt_context(&mut self, ctx: AttemptContext) {
+        self.extensions_mut().insert(ctx);
+    }
+}
+
+/// Wraps any request so it can carry an [`AttemptContext`].
+#[derive(Debug, Clone)]
+pub struct WithAttempt<R> {
+    /// The wrapped request.
+    pub request: R,
+    context: Option<AttemptContext>,
+}
+
+impl<R> WithAttempt<R> {
+    /// Wraps `request` with no context yet.
+    pub fn new(request: R) -> Self {
+        WithAttempt { request, context: None }
+    }
+
+    /// Unwraps the request.
+    pub fn into_inner(self) -> R {
+        self.request
+    }
+}
+
+impl<R> HasAttemptContext for WithAttempt<R> {
+    fn attempt_context(&self) -> Option<&AttemptContext> {
+        self.context.as_ref()
+    }
+
+    fn set_attempt_context(&mut self, ctx: AttemptContext) {
+        self.context = Some(ctx);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn attempts_count_up_and_share_history() {
+        let ctx = AttemptContext::new();
+        assert_eq!(ctx.attempt(), 1);
+        let a = EndpointId::from_key("10.0.0.1:80");
+        let b = EndpointId::from_key("10.0.0.2:80");
+        assert_ne!(a, b);
+        assert_eq!(a, EndpointId::from_key("10.0.0.1:80"));
+        ctx.record_tried(a);
+        let hedge = ctx.next_attempt();
+        hedge.record_tried(b);
+        let third = hedge.next_attempt();
+        assert_eq!((hedge.attempt(), third.attempt()), (2, 3));
+        // Every clone sees both endpoints, in order, once.
+        ctx.record_tried(a);
+        assert_eq!(ctx.tried().collect::<Vec<_>>(), vec![a, b]);
+        assert!(third.was_tried(a) && third.was_tried(b));
+        assert!(!third.was_tried(EndpointId::from_raw(3)));
+        assert_eq!(ctx.tried_count(), 2);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let ctx = AttemptContext::new();
+        for i in 1..=100 {
+            ctx.record_tried(EndpointId::from_raw(i));
+        }
+        assert_eq!(ctx.tried_count(), MAX_TRIED);
+        assert!(ctx.was_tried(EndpointId::from_raw(MAX_TRIED as u64)));
+        assert!(!ctx.was_tried(EndpointId::from_raw(MAX_TRIED as u64 + 1)));
+    }
+
+    #[test]
+    fn zero_is_not_an_empty_slot() {
+        let ctx = AttemptContext::new();
+        ctx.record_tried(EndpointId::from_raw(0));
+        assert!(ctx.was_tried(EndpointId::from_raw(0)));
+        assert_eq!(ctx.tried_count(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_is_carried_by_every_clone() {
+        let at = Instant::now() + Duration::from_secs(2);
+        let ctx = AttemptContext::with_deadline(at);
+        assert_eq!(ctx.next_attempt().deadline(), Some(at));
+        assert_eq!(AttemptContext::new().deadline(), None);
+    }
+
+    #[test]
+    fn http_requests_and_wrapped_requests_carry_the_context() {
+        let mut req = http::Request::get("/").body(()).unwrap();
+        assert!(req.attempt_context().is_none());
+        req.set_attempt_context(AttemptContext::new().next_attempt());
+        assert_eq!(req.attempt_context().unwrap().attempt(), 2);
+
+        let mut wrapped = WithAttempt::new(42u32);
+        assert!(wrapped.attempt_context().is_none());
+        wrapped.set_attempt_context(AttemptContext::new());
+        wrapped.attempt_context().unwrap().record_tried(EndpointId::from_raw(9));
+        let copy = wrapped.clone();
+        assert!(copy.attempt_context().unwrap().was_tried(EndpointId::from_raw(9)));
+        assert_eq!(copy.into_inner(), 42);
+    }
+}

@@ -1,0 +1,258 @@
+//! The typed errors of the `ha` middlewares.
+//!
+//! Each is its own type implementing [`std::error::Error`], so that code
+//! holding a [`tower::BoxError`] can ask precisely what happened:
+//!
+//! ```
+//! use ha_core::error::{BreakerOpen, NoHealthyEndpoint};
+//! use std::time::Duration;
+//! use tower::BoxError;
+//!
+//! let err: BoxError = BreakerOpen::new(Duration::from_secs(5)).into();
+//! match err.downcast_ref::<BreakerOpen>() {
+//!     Some(open) => assert_eq!(open.retry_after(), Duration::from_secs(5)),
+//!     None => unreachable!(),
+//! }
+//! assert!(err.downcast_ref::<NoHealthyEndpoint>().is_none());
+//! ```
+//!
+//! [`never_sent`] tells whether an error proves the request never left this
+//! process, which makes any request safe to retry.
+
+use std::error::Error;
+use std::fmt;
+use std::time::Duration;
+
+/// No endpoint could take the request: none is known, or every one is
+/// ejected, open or failing its health checks, for longer than the
+/// balancer's configured wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoHealthyEndpoint {
+    known: usize,
+}
+
+impl NoHealthyEndpoint {
+    /// The error, with the number of endpoints known (all of them unhealthy).
+    pub fn new(known: usize) -> Self {
+        NoHealthyEndpoint { known }
+    }
+
+    /// How many endpoints the balancer knew when it gave up.
+    pub fn known_endpoints(&self) -> usize {
+        self.known
+    }
+}
+
+impl fmt::Display for NoHealthyEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.known == 0 {
+            f.write_str("no endpoint is known")
+        } else {
+            write!(f, "none of the {} known endpoints is healthy", self.known)
+        }
+    }
+}
+
+impl Error for NoHealthyEndpoint {}
+
+/// A retry or hedge was not sent because the shared budget for extra load is
+/// spent. Carries the outcome of the last attempt, if it was an error.
+#[derive(Debug)]
+pub struct BudgetExhausted {
+    last: Option<tower::BoxError>,
+}
+
+impl BudgetExhausted {
+    /// The error, keeping the last attempt's error as its source.
+    pub fn new(last: Option<tower::BoxError>) -> Self {
+        BudgetExhausted { last }
+    }
+
+    /// The last attempt's error, which the budget stopped us from retrying.
+    pub fn into_last_error(self) -> Option<tower::BoxError> {
+        self.last
+    }
+}
+
+impl fmt::Display for BudgetExhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("retry budget exhausted")
+    }
+}
+
+impl Error for BudgetExhausted {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.last.as_deref().map(|e| e as &(dyn Error + 'static))
+    }
+}
+
+/// A circuit breaker is open and rejected the call without sending it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerOpen {
+    retry_after: Duration,
+}
+
+impl BreakerOpen {
+    /// The error, saying how long until the breaker admits a probe.
+    pub fn new(retry_after: Duration) -> Self {
+        BreakerOpen { retry_after }
+    }
+
+    /// How long from the rejection until the breaker lets a probe through
+    /// (zero when a probe is allowed now but all probe permits are taken).
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for BreakerOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "circuit breaker is open; a probe is allowed in {:?}", self.retry_after)
+    }
+}
+
+impl Error for BreakerOpen {}
+
+/// One attempt took longer than its per-try timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptTimedOut {
+    after: Duration,
+}
+
+impl AttemptTimedOut {
+    /// The error, with the timeout that elapsed.
+    pub fn new(after: Duration) -> Self {
+        AttemptTimedOut { after }
+    }
+
+    /// The per-try timeout that elapsed.
+    pub fn timeout(&self) -> Duration {
+        self.after
+    }
+}
+
+impl fmt::Display for AttemptTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "attempt timed out after {:?}", self.after)
+    }
+}
+
+impl Error for AttemptTimedOut {}
+
+/// The logical request's overall deadline passed; no further attempt is made.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeadlineExceeded {
+    _priv: (),
+}
+
+impl DeadlineExceeded {
+    /// The error.
+    pub fn new() -> Self {
+        DeadlineExceeded { _priv: () }
+    }
+}
+
+impl fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("request deadline exceeded")
+    }
+}
+
+impl Error for DeadlineExceeded {}
+
+/// True when `err`, or an error in its `source()` chain, proves the request
+/// never reached a server: an `ha` breaker or balancer refused it, or the
+/// connection was refused. Such a request is safe to retry whatever its
+/// method.
+pub fn never_sent(err: &(dyn Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<BreakerOpen>() || e.is::<NoHealthyEndpoint>() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(io.kind(), ConnectionRefused | AddrNotAvailable | AddrInUse) {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::BoxError;
+
+    #[derive(Debug)]
+    struct Wrapper(Box<dyn Error + Send + Sync>);
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+    impl Error for Wrapper {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    #[test]
+    fn each_error_downcasts_from_box_error_to_itself_only() {
+        let errors: Vec<BoxError> = vec![
+            NoHealthyEndpoint::new(3).into(),
+            BudgetExhausted::new(None).into(),
+            BreakerOpen::new(Duration::from_secs(2)).into(),
+            AttemptTimedOut::new(Duration::from_millis(250)).into(),
+            DeadlineExceeded::new().into(),
+        ];
+        let hits = |e: &BoxError| {
+            [
+                e.is::<NoHealthyEndpoint>(),
+                e.is::<BudgetExhausted>(),
+                e.is::<BreakerOpen>(),
+                e.is::<AttemptTimedOut>(),
+                e.is::<DeadlineExceeded>(),
+            ]
+        };
+        for (i, e) in errors.iter().enumerate() {
+            let h = hits(e);
+            for (j, hit) in h.iter().enumerate() {
+                assert_eq!(*hit, i == j, "error {i} ({e}) matched type {j}");
+            }
+        }
+        assert_eq!(errors[0].downcast_ref::<NoHealthyEndpoint>().unwrap().known_endpoints(), 3);
+        assert_eq!(errors[2].downcast_ref::<BreakerOpen>().unwrap().retry_after(), Duration::from_secs(2));
+        assert_eq!(errors[3].downcast_ref::<AttemptTimedOut>().unwrap().timeout(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn messages_say_what_happened() {
+        assert_eq!(NoHealthyEndpoint::new(0).to_string(), "no endpoint is known");
+        assert_eq!(NoHealthyEndpoint::new(4).to_string(), "none of the 4 known endpoints is healthy");
+        assert!(BreakerOpen::new(Duration::from_secs(1)).to_string().contains("1s"));
+        assert!(AttemptTimedOut::new(Duration::from_millis(5)).to_string().contains("5ms"));
+    }
+
+    #[test]
+    fn budget_exhausted_keeps_the_last_error_as_source() {
+        let inner: BoxError = AttemptTimedOut::new(Duration::from_secs(1)).into();
+        let err = BudgetExhausted::new(Some(inner));
+        assert!(err.source().unwrap().is::<AttemptTimedOut>());
+        assert!(err.into_last_error().unwrap().is::<AttemptTimedOut>());
+    }
+
+    #[test]
+    fn never_sent_walks_the_source_chain() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let wrapped = Wrapper(Box::new(refused));
+        assert!(never_sent(&wrapped));
+        let reset = Wrapper(Box::new(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset")));
+        assert!(!never_sent(&reset));
+        assert!(never_sent(&BreakerOpen::new(Duration::ZERO)));
+        assert!(never_sent(&Wrapper(Box::new(NoHealthyEndpoint::new(1)))));
+        assert!(!never_sent(&AttemptTimedOut::new(Duration::ZERO)));
+    }
+}

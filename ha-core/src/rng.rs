@@ -1,0 +1,104 @@
+//! A small, fast, seedable pseudo-random generator for jitter and sampling.
+//!
+//! Load balancers and backoff need a few random bits per call; a thread-local
+//! or locked generator costs more than the decision itself. [`FastRng`] is a
+//! `wyrand` generator owned by whoever uses it (each service clone keeps its
+//! own), so drawing a number is a multiply and an add. It is not
+//! cryptographically secure and must not be used where that matters.
+//!
+//! ```
+//! use ha_core::rng::FastRng;
+//!
+//! let mut rng = FastRng::new(7);
+//! let x = rng.below(10);
+//! assert!(x < 10);
+//! let f = rng.unit_f64();
+//! assert!((0.0..1.0).contains(&f));
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A `wyrand` pseudo-random generator.
+#[derive(Debug, Clone)]
+pub struct FastRng {
+    state: u64,
+}
+
+impl FastRng {
+    /// A generator with a fixed seed: the same seed gives the same sequence.
+    pub fn new(seed: u64) -> Self {
+        FastRng { state: seed }
+    }
+
+    /// A generator seeded from process-wide entropy (the address-space
+    /// randomised hasher keys) and a counter, distinct for every call.
+    pub fn from_entropy() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        FastRng::new(h.finish())
+    }
+
+    /// The next 64 random bits.
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = u128::from(self.state) * u128::from(self.state ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) as u64) ^ (t as u64)
+    }
+
+    /// A number uniformly drawn from `0..n` (`0` when `n` is `0`).
+    #[inline]
+    pub fn below(&mut self, n: u64) -> u64 {
+        // Lemire's multiply-shift: the bias is below 2^-64 * n, negligible here.
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// A float uniformly drawn from `[0, 1)`.
+    #[inline]
+    pub fn unit_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+impl Default for FastRng {
+    fn default() -> Self {
+        FastRng::from_entropy()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_sequence_and_different_seeds_differ() {
+        let mut a = FastRng::new(1);
+        let mut b = FastRng::new(1);
+        let mut c = FastRng::new(2);
+        let xs: Vec<u64> = (0..8).map(|_| a.next_u64()).collect();
+        let ys: Vec<u64> = (0..8).map(|_| b.next_u64()).collect();
+        let zs: Vec<u64> = (0..8).map(|_| c.next_u64()).collect();
+        assert_eq!(xs, ys);
+        assert_ne!(xs, zs);
+    }
+
+    #[test]
+    fn below_is_in_range_and_covers_it() {
+        let mut r = FastRng::new(3);
+        let mut seen = [0u32; 5];
+        for _ in 0..10_000 {
+            seen[r.below(5) as usize] += 1;
+        }
+        for count in seen {
+            assert!((1_700..2_300).contains(&count), "{seen:?}");
+        }
+        assert_eq!(r.below(0), 0);
+    }
+
+    #[test]
+    fn entropy_generators_differ() {
+        assert_ne!(FastRng::from_entropy().next_u64(), FastRng::from_entropy().next_u64());
+    }
+}

@@ -1,0 +1,160 @@
+//! A peak-sensitive exponentially weighted moving average of latency.
+
+use std::time::Duration;
+
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::Instant;
+
+/// Time stamps are kept in ticks of 100 µs in 32 bits, beside the estimate:
+/// one word, so an update is one compare-and-swap. The stamp wraps after
+/// about five days, after which an idle estimate decays as if less time had
+/// passed; an endpoint idle that long has long decayed to nothing.
+const TICK_NANOS: u128 = 100_000;
+
+/// A latency estimate that takes a new peak at once and otherwise moves
+/// towards recent observations with weight `1 - e^(-elapsed/decay)`, and that
+/// decays towards zero while nothing is observed (so an endpoint that was
+/// slow gets tried again). This is the estimator of Finagle's and tower's
+/// PeakEWMA balancers; the balancer multiplies it by the pending requests.
+///
+/// The estimate and its time stamp share one atomic word, so concurrent
+/// observations never lose an update and a reader never sees a torn value.
+///
+/// ```
+/// use std::time::Duration;
+/// use ha_core::stats::PeakEwma;
+/// use tokio::time::Instant;
+///
+/// let t0 = Instant::now();
+/// let ewma = PeakEwma::new(t0, Duration::from_millis(10), Duration::from_secs(1));
+/// ewma.observe(t0, Duration::from_millis(500)); // a peak is taken at once
+/// assert_eq!(ewma.estimate(t0), Duration::from_millis(500));
+/// // A second later, a fast response pulls it most of the way down.
+/// ewma.observe(t0 + Duration::from_secs(1), Duration::from_millis(10));
+/// assert!(ewma.estimate(t0 + Duration::from_secs(1)) < Duration::from_millis(200));
+/// ```
+#[derive(Debug)]
+pub struct PeakEwma {
+    state: AtomicU64,
+    epoch: Instant,
+    decay_ticks: f64,
+}
+
+impl PeakEwma {
+    /// An estimate starting at `initial` at `now`, decaying with time
+    /// constant `decay` (tower's default: 10 s; clamped to at least 100 µs).
+    pub fn new(now: Instant, initial: Duration, decay: Duration) -> Self {
+        let decay_ticks = (decay.as_nanos() as f64 / TICK_NANOS as f64).max(1.0);
+        PeakEwma { state: AtomicU64::new(pack(initial.as_nanos() as f64, 0)), epoch: now, decay_ticks }
+    }
+
+    fn tick(&self, now: Instant) -> u32 {
+        (now.saturating_duration_since(self.epoch).as_nanos() / TICK_NANOS) as u32
+    }
+
+    /// The weight the old value keeps after `from -> to`.
+    fn keep(&self, from: u32, to: u32) -> f64 {
+        let elapsed = to.wrapping_sub(from);
+        if elapsed > u32::MAX / 2 {
+            return 1.0; // `to` is older than the stamp: a racing observer got there first
+        }
+        (-(elapsed as f64) / self.decay_ticks).exp()
+    }
+
+    /// Adds one observed latency at `now`.
+    #[inline]
+    pub fn observe(&self, now: Instant, rtt: Duration) {
+        let rtt = rtt.as_nanos() as f64;
+        let tick = self.tick(now);
+        let mut cur = self.state.load(Ordering::Acquire);
+        loop {
+            let (value, stamp) = unpack(cur);
+            let next = if rtt > value {
+                rtt
+            } else {
+                let keep = self.keep(stamp, tick);
+                value * keep + rtt * (1.0 - keep)
+            };
+            let stamp = if tick.wrapping_sub(stamp) > u32::MAX / 2 { stamp } else { tick };
+            match self.state.compare_exchange_weak(cur, pack(next, stamp), Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// The estimate at `now`, in nanoseconds, decayed for the time since the
+    /// last observation.
+    #[inline]
+    pub fn estimate_nanos(&self, now: Instant) -> f64 {
+        let (value, stamp) = unpack(self.state.load(Ordering::Acquire));
+        value * self.keep(stamp, self.tick(now))
+    }
+
+    /// The estimate at `now`.
+    pub fn estimate(&self, now: Instant) -> Duration {
+        Duration::from_nanos(self.estimate_nanos(now).round() as u64)
+    }
+}
+
+fn pack(nanos: f64, stamp: u32) -> u64 {
+    u64::from((nanos as f32).to_bits()) << 32 | u64::from(stamp)
+}
+
+fn unpack(word: u64) -> (f64, u32) {
+    (f64::from(f32::from_bits((word >> 32) as u32)), word as u32)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn close(a: Duration, b: Duration) -> bool {
+        a.as_nanos().abs_diff(b.as_nanos()) < 1_000 + b.as_nanos() / 10_000
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn peaks_are_taken_at_once_and_lows_blend_in() {
+        let t0 = Instant::now();
+        let e = PeakEwma::new(t0, ms(30), Duration::from_secs(10));
+        assert!(close(e.estimate(t0), ms(30)));
+        e.observe(t0, ms(100));
+        assert!(close(e.estimate(t0), ms(100)));
+        // A low sample at the same instant carries no weight.
+        e.observe(t0, ms(1));
+        assert!(close(e.estimate(t0), ms(100)));
+
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let now = Instant::now();
+        e.observe(now, ms(10));
+        // keep = e^-1: 100 * 0.3679 + 10 * 0.6321 = 43.11 ms
+        let expected = Duration::from_nanos((100e6 * (-1f64).exp() + 10e6 * (1.0 - (-1f64).exp())) as u64);
+        assert!(close(e.estimate(now), expected), "{:?} vs {expected:?}", e.estimate(now));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_estimates_decay_towards_zero() {
+        let t0 = Instant::now();
+        let e = PeakEwma::new(t0, ms(30), Duration::from_secs(1));
+        e.observe(t0, ms(200));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let decayed = e.estimate(Instant::now());
+        assert!(close(decayed, Duration::from_nanos((200e6 * (-1f64).exp()) as u64)), "{decayed:?}");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(e.estimate(Instant::now()) < Duration::from_micros(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn observations_from_the_past_do_not_rewind_the_stamp() {
+        let t0 = Instant::now();
+        let e = PeakEwma::new(t0, ms(10), Duration::from_secs(1));
+        let later = t0 + Duration::from_secs(2);
+        e.observe(later, ms(50));
+        e.observe(t0, ms(5)); // a racing observer with an older clock reading
+        assert!(close(e.estimate(later), ms(50)));
+    }
+}
