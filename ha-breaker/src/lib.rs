@@ -1,10 +1,76 @@
-//! Circuit breakers and per-endpoint health gates for tower services.
+//! Circuit breakers for tower services: stop calling an endpoint that is
+//! failing, let a few probes through after a growing wait, close when they
+//! pass.
 //!
-//! `ha-breaker` stops calling an endpoint that is failing (consecutive
-//! failures, failure rate or slow-call rate over a sliding window), lets a
-//! bounded number of probes through after a growing wait, and closes again
-//! when they pass. Its hot path is lock-free.
+//! ```
+//! use std::time::Duration;
+//! use ha_breaker::{BreakerConfig, CircuitBreakerLayer};
+//! use ha_core::BreakerOpen;
+//! use tower::{service_fn, Layer, Service, ServiceExt};
 //!
-//! The public API lands with its issue; this crate has none yet.
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let config = BreakerConfig { consecutive_failures: Some(3), ..BreakerConfig::default() };
+//! let layer = CircuitBreakerLayer::new(config).unwrap().name("inventory");
+//! let mut svc = layer.layer(service_fn(|fail: bool| async move {
+//!     if fail { Err("backend down") } else { Ok("ok") }
+//! }));
+//!
+//! for _ in 0..3 {
+//!     assert!(svc.ready().await.unwrap().call(true).await.is_err());
+//! }
+//! // Tripped: calls fail at once without reaching the backend.
+//! let err = svc.ready().await.unwrap().call(false).await.unwrap_err();
+//! let open = err.downcast_ref::<BreakerOpen>().expect("rejected by the breaker");
+//! assert!(open.retry_after() <= Duration::from_secs(5));
+//! assert!(svc.is_open());
+//! # }
+//! ```
+//!
+//! # What it does
+//!
+//! - Trips on consecutive failures, on the failure rate of a count-based or
+//!   time-based sliding window once it holds `minimum_calls`, and on the
+//!   slow-call rate ([`BreakerConfig`]). Outcomes come from ha-core's
+//!   [`Classify`](ha_core::Classify); ignored outcomes and (by default)
+//!   cancelled calls count for nothing.
+//! - Open → half-open after a wait that grows on repeated trips, jittered and
+//!   capped, and goes back to the base after staying closed for a while.
+//!   Half-open admits at most `half_open_probes` calls at once and closes or
+//!   reopens on their outcomes.
+//! - While open, `call` fails with [`BreakerOpen`](ha_core::BreakerOpen)
+//!   saying when a probe is allowed; or, with [`RejectMode::NotReady`],
+//!   `poll_ready` stays pending and wakes the task when a probe may go, so a
+//!   balancer skips the endpoint. [`Breaker::is_open`] is one atomic load.
+//! - [`Breaker::force_open`], [`Breaker::disable`],
+//!   [`Breaker::metrics_only`] and [`Breaker::reset`] control it;
+//!   [`Breaker::metrics`] reads its counters; every transition is an
+//!   ha-core [`Event`](ha_core::Event) and a `tracing` event.
+//! - [`KeyedCircuitBreaker`] keeps one breaker per key of the request, with
+//!   a bound on the number of keys and idle eviction.
+//!
+//! # Cost
+//!
+//! With the default config (count window, no slow-call detection) the
+//! closed path reads no clock, takes no lock and allocates nothing: one
+//! atomic load to admit, one `Arc` clone for the response future, and one
+//! `fetch_add` to record a success. A time window or slow-call detection
+//! adds clock reads (one per call for a time window, two for slow calls).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod breaker;
+pub mod config;
+mod future;
+pub mod keyed;
+mod layer;
+mod service;
+mod state;
+mod window;
+
+pub use breaker::{Breaker, Metrics, Permit};
+pub use config::{BreakerConfig, CancelledAs, ConfigError, OpenWaitConfig, RejectMode, SlowCallConfig, WindowConfig};
+pub use future::{ResponseFuture, TryOutput};
+pub use keyed::{KeyedCircuitBreaker, KeyedConfig};
+pub use layer::CircuitBreakerLayer;
+pub use service::CircuitBreaker;

@@ -1,0 +1,606 @@
+//! The breaker's state machine, sans IO: it is handed the time and the
+//! outcomes, and answers whether a call may go.
+//!
+//! [`Breaker`] is what the tower service wraps, what the keyed breaker keeps
+//! one of per key, and what a balancer reads ([`Breaker::is_open`]). It is
+//! lock-free: the closed path is one atomic load on admission and, on
+//! completion, one `fetch_add` (plus one load and a store when a failure
+//! streak ends); transitions are single compare-and-swaps on one word, so
+//! exactly one thread performs each and emits its event.
+//!
+//! Time is a closure (`now: impl FnOnce() -> Instant`) called only when the
+//! decision needs it: never on the closed success path with a count window.
+//!
+//! ```
+//! use ha_breaker::{Breaker, BreakerConfig};
+//! use ha_core::{event::BreakerState, Events, Outcome};
+//! use tokio::time::Instant;
+//!
+//! let t0 = Instant::now();
+//! let config = BreakerConfig { consecutive_failures: Some(2), ..Default::default() };
+//! let breaker = Breaker::new("db", config, Events::new(), t0).unwrap();
+//! for _ in 0..2 {
+//!     let permit = breaker.try_acquire(|| t0).unwrap();
+//!     breaker.record(permit, Outcome::Failure, None, || t0);
+//! }
+//! assert_eq!(breaker.state(), BreakerState::Open);
+//! let open = breaker.try_acquire(|| t0).unwrap_err();
+//! assert!(open.retry_after() > std::time::Duration::ZERO);
+//! ```
+
+use std::fmt;
+use std::sync::Arc as StdArc;
+use std::task::Waker;
+use std::time::Duration;
+
+use ha_core::error::BreakerOpen;
+use ha_core::event::{BreakerState, Event, Events};
+use ha_core::rng::FastRng;
+use ha_core::stats::{Sample, TimeWindow, WindowSnapshot};
+use ha_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use ha_core::sync::Mutex;
+use ha_core::{Instant, Outcome};
+
+use crate::config::{BreakerConfig, ConfigError, WindowConfig};
+use crate::state::*;
+use crate::window::{CountRing, Padded, Window};
+
+/// Leave to make one call, from [`Breaker::try_acquire`]. Hand it back with
+/// [`Breaker::record`] or [`Breaker::cancel`]; a half-open probe permit that
+/// is neither blocks one probe slot until the breaker changes state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a permit must be handed back with record() or cancel()"]
+pub struct Permit {
+    gen: u64,
+    kind: PermitKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PermitKind {
+    /// Closed or metrics-only: the outcome goes to the window.
+    Normal,
+    /// Half-open: the outcome goes to the probe tally.
+    Probe,
+    /// Disabled: nothing is recorded.
+    Untracked,
+}
+
+impl Permit {
+    /// True for a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.kind == PermitKind::Probe
+    }
+
+    /// True when the outcome will be recorded (the breaker was not disabled).
+    pub fn is_tracked(&self) -> bool {
+        self.kind != PermitKind::Untracked
+    }
+}
+
+/// Counters of one breaker since it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Metrics {
+    /// Calls whose outcome was recorded (ignored ones excluded).
+    pub calls: u64,
+    /// Of those, failures.
+    pub failures: u64,
+    /// Of those, slow calls.
+    pub slow_calls: u64,
+    /// Calls with an ignored outcome (including cancelled ones by default).
+    pub ignored: u64,
+    /// Calls rejected because the breaker was open.
+    pub rejections: u64,
+    /// State transitions.
+    pub transitions: u64,
+}
+
+/// Thresholds precomputed from the config.
+#[derive(Debug)]
+struct Rules {
+    consecutive: u32,
+    failure_rate: Option<f64>,
+    slow_rate: Option<f64>,
+    slow_threshold: Duration,
+    minimum_calls: u64,
+    probes: u64,
+    probe_failure_rate: f64,
+}
+
+/// A circuit breaker's shared state; see the [module](self) docs.
+pub struct Breaker {
+    state: Padded<AtomicU64>,
+    consecutive: Padded<AtomicU32>,
+    window: Window,
+    /// generation << 43 | open deadline in ms since `epoch`: a deadline is
+    /// only believed by the generation that set it.
+    deadline: AtomicU64,
+    /// ms since `epoch` when the breaker last entered Closed.
+    closed_since: AtomicU64,
+    /// Trips since the wait was last reset.
+    trips: AtomicU32,
+    failures: AtomicU64,
+    slow_calls: AtomicU64,
+    ignored: AtomicU64,
+    rejections: AtomicU64,
+    transitions: AtomicU64,
+    probe_calls: AtomicU64,
+    waiters: Mutex<Vec<Waker>>,
+    rules: Rules,
+    config: BreakerConfig,
+    epoch: Instant,
+    seed: u64,
+    name: StdArc<str>,
+    events: Events,
+}
+
+const DEADLINE_BITS: u32 = 43;
+const DEADLINE_MASK: u64 = (1 << DEADLINE_BITS) - 1;
+
+impl Breaker {
+    /// A closed breaker named `name` (its endpoint or key, used in events),
+    /// created at `now`.
+    pub fn new(
+        name: impl Into<StdArc<str>>,
+        config: BreakerConfig,
+        events: Events,
+        now: Instant,
+    ) -> Result<Breaker, ConfigError> {
+        config.validate()?;
+        let window = match config.window {
+            WindowConfig::Count { size } => Window::Count(CountRing::new(size)),
+            WindowConfig::Time { span, buckets } => Window::Time {
+                window: TimeWindow::new(now, span, buckets as usize)
+                    .map_err(|_| ConfigError::WindowSize { size: buckets, max: crate::config::MAX_WINDOW_BUCKETS })?,
+                recorded: AtomicU64::new(0),
+            },
+        };
+        let rules = Rules {
+            consecutive: config.consecutive_failures.unwrap_or(u32::MAX),
+            failure_rate: config.failure_rate,
+            slow_rate: config.slow_calls.map(|s| s.rate),
+            slow_threshold: config.slow_calls.map_or(Duration::MAX, |s| s.threshold),
+            minimum_calls: u64::from(config.minimum_calls),
+            probes: u64::from(config.half_open_probes),
+            probe_failure_rate: config.failure_rate.unwrap_or(0.5),
+        };
+        Ok(Breaker {
+            state: Padded(AtomicU64::new(Word::new(CLOSED, 0).0)),
+            consecutive: Padded(AtomicU32::new(0)),
+            window,
+            deadline: AtomicU64::new(0),
+            closed_since: AtomicU64::new(0),
+            trips: AtomicU32::new(0),
+            failures: AtomicU64::new(0),
+            slow_calls: AtomicU64::new(0),
+            ignored: AtomicU64::new(0),
+            rejections: AtomicU64::new(0),
+            transitions: AtomicU64::new(0),
+            probe_calls: AtomicU64::new(0),
+            waiters: Mutex::new(Vec::new()),
+            rules,
+            config,
+            epoch: now,
+            seed: FastRng::from_entropy().next_u64(),
+            name: name.into(),
+            events,
+        })
+    }
+
+    /// Fixes the seed of the open-wait jitter (for reproducible tests).
+    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &BreakerConfig {
+        &self.config
+    }
+
+    /// True when a call must read the clock: the window is time-based or
+    /// slow calls are detected.
+    pub fn needs_clock(&self) -> bool {
+        self.window.needs_clock() || self.config.measures_duration()
+    }
+
+    /// The current state. One atomic load: cheap enough for a balancer to
+    /// read on every pick. An `Open` breaker whose wait is over still reads
+    /// `Open` until a call (or `poll_ready`) moves it to `HalfOpen`.
+    #[inline]
+    pub fn state(&self) -> BreakerState {
+        self.word().state()
+    }
+
+    /// True while calls are rejected (open or forced open). A half-open
+    /// breaker reads false: it admits probes.
+    #[inline]
+    pub fn is_open(&self) -> bool {
+        matches!(self.word().code(), OPEN | FORCED_OPEN)
+    }
+
+    #[inline]
+    fn word(&self) -> Word {
+        Word(self.state.load(Ordering::Acquire))
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> Metrics {
+        Metrics {
+            calls: self.window.recorded() + self.probe_calls.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            slow_calls: self.slow_calls.load(Ordering::Relaxed),
+            ignored: self.ignored.load(Ordering::Relaxed),
+            rejections: self.rejections.load(Ordering::Relaxed),
+            transitions: self.transitions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The closed-state window's contents at `now`.
+    pub fn window(&self, now: Instant) -> WindowSnapshot {
+        self.window.snapshot(|| now)
+    }
+
+    /// Asks to make a call. `now` is called only when the answer depends on
+    /// the time (the breaker is open). A rejection says how long until a
+    /// probe is allowed: zero when half-open with every probe permit taken,
+    /// [`Duration::MAX`] when forced open.
+    #[inline]
+    pub fn try_acquire(&self, now: impl FnOnce() -> Instant) -> Result<Permit, BreakerOpen> {
+        let w = self.word();
+        match w.code() {
+            CLOSED | METRICS_ONLY => Ok(Permit { gen: w.gen(), kind: PermitKind::Normal }),
+            DISABLED => Ok(Permit { gen: w.gen(), kind: PermitKind::Untracked }),
+            _ => self.acquire_slow(w, now),
+        }
+    }
+
+    /// Like [`try_acquire`](Self::try_acquire), but a rejection is not counted
+    /// (for `poll_ready`, which may ask many times for one call).
+    pub(crate) fn poll_acquire(&self, now: impl FnOnce() -> Instant) -> Result<Permit, BreakerOpen> {
+        let w = self.word();
+        match w.code() {
+            CLOSED | METRICS_ONLY => Ok(Permit { gen: w.gen(), kind: PermitKind::Normal }),
+            DISABLED => Ok(Permit { gen: w.gen(), kind: PermitKind::Untracked }),
+            _ => self.acquire_contended(w, now),
+        }
+    }
+
+    #[cold]
+    fn acquire_slow(&self, w: Word, now: impl FnOnce() -> Instant) -> Result<Permit, BreakerOpen> {
+        let r = self.acquire_contended(w, now);
+        if r.is_err() {
+            self.rejections.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn acquire_contended(&self, mut w: Word, now: impl FnOnce() -> Instant) -> Result<Permit, BreakerOpen> {
+        let mut clock = Lazy::new(now);
+        loop {
+            let next = match w.code() {
+                CLOSED | METRICS_ONLY => return Ok(Permit { gen: w.gen(), kind: PermitKind::Normal }),
+                DISABLED => return Ok(Permit { gen: w.gen(), kind: PermitKind::Untracked }),
+                FORCED_OPEN => return Err(BreakerOpen::new(Duration::MAX)),
+                OPEN => {
+                    let now_ms = self.ms_since_epoch(clock.get());
+                    let d = self.deadline.load(Ordering::Acquire);
+                    if d >> DEADLINE_BITS != w.gen() {
+                        // The tripping thread has not stored this period's
+                        // deadline yet: it is at least the base wait away.
+                        return Err(BreakerOpen::new(self.config.open_wait.base));
+                    }
+                    let until = d & DEADLINE_MASK;
+                    if now_ms < until {
+                        return Err(BreakerOpen::new(Duration::from_millis(until - now_ms)));
+                    }
+                    w.next(HALF_OPEN).with_issued_plus_one()
+                }
+                _ => {
+                    // HALF_OPEN
+                    if w.issued() >= self.rules.probes {
+                        return Err(BreakerOpen::new(Duration::ZERO));
+                    }
+                    w.with_issued_plus_one()
+                }
+            };
+            match self.state.compare_exchange_weak(w.0, next.0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    if w.code() == OPEN {
+                        self.transitioned(BreakerState::Open, BreakerState::HalfOpen);
+                    }
+                    return Ok(Permit { gen: next.gen(), kind: PermitKind::Probe });
+                }
+                Err(actual) => w = Word(actual),
+            }
+        }
+    }
+
+    /// Records the outcome of the call `permit` admitted. `elapsed` is the
+    /// call's duration when slow calls are detected (`None` counts as fast);
+    /// `now` is called only when the window is time-based or a transition
+    /// happens.
+    #[inline]
+    pub fn record(&self, permit: Permit, outcome: Outcome, elapsed: Option<Duration>, now: impl FnOnce() -> Instant) {
+        match permit.kind {
+            PermitKind::Untracked => {}
+            _ if !outcome.counts() => {
+                self.ignored.fetch_add(1, Ordering::Relaxed);
+                if permit.kind == PermitKind::Probe {
+                    self.release(permit);
+                }
+            }
+            PermitKind::Normal => {
+                let slow = elapsed.is_some_and(|e| e >= self.rules.slow_threshold);
+                self.record_closed(permit, outcome.is_failure(), slow, now)
+            }
+            PermitKind::Probe => {
+                let slow = elapsed.is_some_and(|e| e >= self.rules.slow_threshold);
+                self.record_probe(permit, outcome.is_failure(), slow, now)
+            }
+        }
+    }
+
+    /// Hands back a permit whose call never completed (its future was
+    /// dropped): counted as configured by [`BreakerConfig::cancelled`].
+    pub fn cancel(&self, permit: Permit, now: impl FnOnce() -> Instant) {
+        let outcome = match self.config.cancelled {
+            crate::config::CancelledAs::Ignored => Outcome::Ignored,
+            crate::config::CancelledAs::Failure => Outcome::Failure,
+        };
+        self.record(permit, outcome, None, now)
+    }
+
+    #[inline]
+    fn record_closed(&self, permit: Permit, failed: bool, slow: bool, now: impl FnOnce() -> Instant) {
+        let w = self.word();
+        if w.gen() != permit.gen {
+            // Admitted before the last transition: the period it speaks of is over.
+            return;
+        }
+        let mut clock = Lazy::new(now);
+        self.window.record(Sample::new(failed, slow), || clock.get());
+        let streak = if failed {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            self.consecutive.fetch_add(1, Ordering::AcqRel).saturating_add(1)
+        } else {
+            // Load first: the common case (no streak) then writes nothing.
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Relaxed);
+            }
+            0
+        };
+        if slow {
+            self.slow_calls.fetch_add(1, Ordering::Relaxed);
+        }
+        if (failed || slow) && w.code() == CLOSED {
+            self.maybe_trip(w, streak, &mut clock);
+        }
+    }
+
+    #[cold]
+    fn maybe_trip<F: FnOnce() -> Instant>(&self, w: Word, streak: u32, clock: &mut Lazy<F>) {
+        let mut trip = streak >= self.rules.consecutive;
+        if !trip && (self.rules.failure_rate.is_some() || self.rules.slow_rate.is_some()) {
+            let s = self.window.snapshot(|| clock.get());
+            if s.calls >= self.rules.minimum_calls {
+                trip = self.rules.failure_rate.is_some_and(|r| s.failure_rate() >= r)
+                    || self.rules.slow_rate.is_some_and(|r| s.slow_rate() >= r);
+            }
+        }
+        if trip {
+            self.open(w, clock.get());
+        }
+    }
+
+    fn record_probe(&self, permit: Permit, failed: bool, slow: bool, now: impl FnOnce() -> Instant) {
+        self.probe_calls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if slow {
+            self.slow_calls.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut w = self.word();
+        loop {
+            if w.code() != HALF_OPEN || w.gen() != permit.gen {
+                return;
+            }
+            let tallied = w.with_outcome(failed, slow);
+            if tallied.completed() < self.rules.probes {
+                match self.state.compare_exchange_weak(w.0, tallied.0, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => return,
+                    Err(actual) => w = Word(actual),
+                }
+                continue;
+            }
+            // The last probe decides.
+            let n = tallied.completed() as f64;
+            let bad = tallied.failed() as f64 / n >= self.rules.probe_failure_rate
+                || self.rules.slow_rate.is_some_and(|r| tallied.slow() as f64 / n >= r);
+            if bad {
+                self.open(w, now());
+            } else {
+                self.close_from(w, now());
+            }
+            return;
+        }
+    }
+
+    /// Gives back a permit whose call was never sent (reserved by
+    /// `poll_ready`, then the service was dropped).
+    pub(crate) fn release_unused(&self, permit: Permit) {
+        if permit.kind == PermitKind::Probe {
+            self.release(permit);
+        }
+    }
+
+    /// Gives a probe permit back without an outcome.
+    fn release(&self, permit: Permit) {
+        let mut w = self.word();
+        while w.code() == HALF_OPEN && w.gen() == permit.gen && w.issued() > w.completed() {
+            match self.state.compare_exchange_weak(
+                w.0,
+                w.with_issued_minus_one().0,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.wake_all();
+                    return;
+                }
+                Err(actual) => w = Word(actual),
+            }
+        }
+    }
+
+    /// Moves `from` (Closed or HalfOpen) to Open; a no-op when another thread
+    /// changed the state first.
+    fn open(&self, from: Word, now: Instant) -> bool {
+        let to = from.next(OPEN);
+        if self.state.compare_exchange(from.0, to.0, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return false;
+        }
+        // Only the winner of the swap gets here, so the trip count and the
+        // deadline have one writer per period.
+        let now_ms = self.ms_since_epoch(now);
+        let wait = &self.config.open_wait;
+        let trips = if from.code() == CLOSED
+            && now_ms.saturating_sub(self.closed_since.load(Ordering::Acquire)) >= wait.reset_after.as_millis() as u64
+        {
+            1
+        } else {
+            self.trips.load(Ordering::Acquire).saturating_add(1)
+        };
+        self.trips.store(trips, Ordering::Release);
+        let wait_ms = self.wait_ms(trips);
+        let deadline = now_ms.saturating_add(wait_ms).min(DEADLINE_MASK);
+        self.deadline.store((to.gen() & GEN_MASK) << DEADLINE_BITS | deadline, Ordering::Release);
+        self.transitioned(from.state(), BreakerState::Open);
+        true
+    }
+
+    /// The wait after the `trips`-th consecutive trip, jittered.
+    fn wait_ms(&self, trips: u32) -> u64 {
+        let w = &self.config.open_wait;
+        let grown = w.base.as_secs_f64() * w.multiplier.powi(trips.saturating_sub(1).min(1024) as i32);
+        let capped = grown.min(w.max.as_secs_f64());
+        let cut = FastRng::new(self.seed ^ u64::from(trips).wrapping_mul(0x9e37_79b9_7f4a_7c15)).unit_f64() * w.jitter;
+        ((capped * (1.0 - cut)) * 1000.0).max(1.0) as u64
+    }
+
+    fn close_from(&self, from: Word, now: Instant) {
+        let to = from.next(CLOSED);
+        if self.state.compare_exchange(from.0, to.0, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            self.entered_closed(now);
+            self.transitioned(from.state(), BreakerState::Closed);
+        }
+    }
+
+    fn entered_closed(&self, now: Instant) {
+        self.window.reset();
+        self.consecutive.store(0, Ordering::Relaxed);
+        self.closed_since.store(self.ms_since_epoch(now), Ordering::Release);
+    }
+
+    fn transitioned(&self, from: BreakerState, to: BreakerState) {
+        self.transitions.fetch_add(1, Ordering::Relaxed);
+        self.events.emit(Event::BreakerStateChanged { breaker: self.name.clone(), from, to });
+        self.wake_all();
+    }
+
+    fn ms_since_epoch(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis().min(u128::from(DEADLINE_MASK)) as u64
+    }
+
+    /// Registers `waker` to be woken on the next transition or released
+    /// probe permit (the not-ready mode's wake-up).
+    pub(crate) fn register(&self, waker: &Waker) {
+        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if !w.iter().any(|x| x.will_wake(waker)) {
+            w.push(waker.clone());
+        }
+    }
+
+    fn wake_all(&self) {
+        let woken = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in woken {
+            w.wake();
+        }
+    }
+
+    fn force(&self, code: u64, now: Instant) {
+        let mut w = self.word();
+        loop {
+            if w.code() == code {
+                return;
+            }
+            let to = w.next(code);
+            match self.state.compare_exchange(w.0, to.0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    if code == CLOSED || code == METRICS_ONLY {
+                        self.entered_closed(now);
+                    }
+                    self.transitioned(w.state(), to.state());
+                    return;
+                }
+                Err(actual) => w = Word(actual),
+            }
+        }
+    }
+
+    /// Holds the breaker open, rejecting every call, until another control
+    /// call. A balancer sees it open.
+    pub fn force_open(&self, now: Instant) {
+        self.force(FORCED_OPEN, now)
+    }
+
+    /// Admits every call and records nothing, until another control call.
+    pub fn disable(&self, now: Instant) {
+        self.force(DISABLED, now)
+    }
+
+    /// Records every outcome but never rejects (to try a config in production).
+    pub fn metrics_only(&self, now: Instant) {
+        self.force(METRICS_ONLY, now)
+    }
+
+    /// Closes the breaker with an empty window, whatever its state (also
+    /// ends forced-open, disabled and metrics-only).
+    pub fn reset(&self, now: Instant) {
+        self.force(CLOSED, now)
+    }
+}
+
+impl fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Breaker").field("name", &self.name).field("state", &self.state()).finish_non_exhaustive()
+    }
+}
+
+/// A time read at most once, and only if asked for.
+pub(crate) struct Lazy<F> {
+    f: Option<F>,
+    at: Option<Instant>,
+}
+
+impl<F: FnOnce() -> Instant> Lazy<F> {
+    #[inline]
+    pub(crate) fn new(f: F) -> Self {
+        Lazy { f: Some(f), at: None }
+    }
+
+    #[inline]
+    pub(crate) fn get(&mut self) -> Instant {
+        if let Some(t) = self.at {
+            return t;
+        }
+        let t = (self.f.take().expect("a Lazy is filled when its closure is taken"))();
+        self.at = Some(t);
+        t
+    }
+}

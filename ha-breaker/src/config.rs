@@ -1,0 +1,384 @@
+//! What makes a breaker trip, how long it stays open, and how it recovers.
+//!
+//! [`BreakerConfig`] is plain data (serde, with production defaults) so it can
+//! live in a config file; [`BreakerConfig::validate`] (called by every
+//! constructor) rejects impossible values with a typed [`ConfigError`].
+//!
+//! ```
+//! use ha_breaker::BreakerConfig;
+//!
+//! let config: BreakerConfig = serde_json::from_str(r#"{ "failure_rate": 0.25 }"#).unwrap();
+//! assert_eq!(config.failure_rate, Some(0.25));
+//! assert_eq!(config.window, BreakerConfig::default().window);
+//! assert!(config.validate().is_ok());
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The window the failure and slow-call rates are computed over while closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowConfig {
+    /// The last `size` calls. Needs no clock read on the success path: the
+    /// fastest choice and the default.
+    Count {
+        /// Calls in the window.
+        size: u32,
+    },
+    /// The calls of the last `span`, in `buckets` buckets. Costs one clock
+    /// read per call.
+    Time {
+        /// How far back the window reaches.
+        #[serde(with = "duration_ms")]
+        span: Duration,
+        /// How many buckets the span is cut into (the window slides by one
+        /// bucket at a time).
+        buckets: u32,
+    },
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig::Count { size: 100 }
+    }
+}
+
+/// Slow-call detection: calls slower than `threshold` count as slow, and the
+/// breaker trips when the slow share of the window reaches `rate`.
+///
+/// Measuring a call's duration costs two clock reads per call (start and end).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SlowCallConfig {
+    /// A call that takes at least this long is slow.
+    #[serde(with = "duration_ms")]
+    pub threshold: Duration,
+    /// The share of slow calls in the window, in `(0, 1]`, that trips.
+    pub rate: f64,
+}
+
+impl Default for SlowCallConfig {
+    fn default() -> Self {
+        SlowCallConfig { threshold: Duration::from_secs(5), rate: 1.0 }
+    }
+}
+
+/// How long the breaker stays open before it admits probes.
+///
+/// The `n`-th consecutive trip waits `base * multiplier^(n-1)`, capped at
+/// `max`, then shortened by a random share of up to `jitter` (so a fleet of
+/// clients does not probe in lockstep). The trip count goes back to zero once
+/// the breaker has stayed closed for `reset_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OpenWaitConfig {
+    /// The wait after a first trip.
+    #[serde(with = "duration_ms")]
+    pub base: Duration,
+    /// The growth factor on each further trip, at least 1.
+    pub multiplier: f64,
+    /// The longest wait.
+    #[serde(with = "duration_ms")]
+    pub max: Duration,
+    /// The largest share of the wait removed at random, in `[0, 1)`.
+    pub jitter: f64,
+    /// How long the breaker must stay closed for the wait to go back to `base`.
+    #[serde(with = "duration_ms")]
+    pub reset_after: Duration,
+}
+
+impl Default for OpenWaitConfig {
+    fn default() -> Self {
+        OpenWaitConfig {
+            base: Duration::from_secs(5),
+            multiplier: 2.0,
+            max: Duration::from_secs(120),
+            jitter: 0.2,
+            reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a call whose response future is dropped before it finishes counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelledAs {
+    /// Nothing: the caller gave up, which says nothing about the endpoint.
+    #[default]
+    Ignored,
+    /// A failure (for callers whose timeouts drop the future).
+    Failure,
+}
+
+/// What the service does while the breaker rejects calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectMode {
+    /// `poll_ready` stays ready and `call` fails at once with
+    /// [`BreakerOpen`](ha_core::BreakerOpen).
+    #[default]
+    FailFast,
+    /// `poll_ready` returns `Pending` and wakes the task when a probe may be
+    /// sent, so a balancer skips the endpoint meanwhile.
+    NotReady,
+}
+
+/// The whole configuration of one breaker. Every field has a production
+/// default; `None` turns a trip condition off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BreakerConfig {
+    /// Trip after this many failures in a row (default 20).
+    pub consecutive_failures: Option<u32>,
+    /// Trip when the failure share of the window reaches this rate, in
+    /// `(0, 1]` (default 0.5).
+    pub failure_rate: Option<f64>,
+    /// Trip on slow calls (default off: it costs clock reads).
+    pub slow_calls: Option<SlowCallConfig>,
+    /// The window rates are computed over (default the last 100 calls).
+    pub window: WindowConfig,
+    /// Rates are only judged once the window holds this many calls (default 20).
+    pub minimum_calls: u32,
+    /// How long the breaker stays open.
+    pub open_wait: OpenWaitConfig,
+    /// How many probe calls half-open admits at once, and how many outcomes
+    /// it waits for before deciding (default 5).
+    pub half_open_probes: u32,
+    /// What a dropped response future counts as (default nothing).
+    pub cancelled: CancelledAs,
+    /// What `poll_ready` does while rejecting (default: stays ready, `call` fails fast).
+    pub reject_mode: RejectMode,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            consecutive_failures: Some(20),
+            failure_rate: Some(0.5),
+            slow_calls: None,
+            window: WindowConfig::default(),
+            minimum_calls: 20,
+            open_wait: OpenWaitConfig::default(),
+            half_open_probes: 5,
+            cancelled: CancelledAs::Ignored,
+            reject_mode: RejectMode::FailFast,
+        }
+    }
+}
+
+/// The largest count window.
+pub const MAX_WINDOW_CALLS: u32 = 1 << 19;
+/// The most buckets in a time window.
+pub const MAX_WINDOW_BUCKETS: u32 = 4096;
+/// The most concurrent half-open probes.
+pub const MAX_HALF_OPEN_PROBES: u32 = 1000;
+
+impl BreakerConfig {
+    /// Checks every value; the breaker constructors call it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.consecutive_failures == Some(0) {
+            return Err(ConfigError::ZeroConsecutiveFailures);
+        }
+        if let Some(r) = self.failure_rate {
+            check_rate("failure_rate", r)?;
+        }
+        if let Some(s) = &self.slow_calls {
+            check_rate("slow_calls.rate", s.rate)?;
+            if s.threshold.is_zero() {
+                return Err(ConfigError::ZeroDuration("slow_calls.threshold"));
+            }
+        }
+        match self.window {
+            WindowConfig::Count { size } => {
+                if size == 0 || size > MAX_WINDOW_CALLS {
+                    return Err(ConfigError::WindowSize { size, max: MAX_WINDOW_CALLS });
+                }
+                if self.minimum_calls > size {
+                    return Err(ConfigError::MinimumCallsAboveWindow { minimum: self.minimum_calls, window: size });
+                }
+            }
+            WindowConfig::Time { span, buckets } => {
+                if buckets == 0 || buckets > MAX_WINDOW_BUCKETS {
+                    return Err(ConfigError::WindowSize { size: buckets, max: MAX_WINDOW_BUCKETS });
+                }
+                if span.as_nanos() < u128::from(buckets) * 1_000_000 {
+                    return Err(ConfigError::ZeroDuration("window.span (at least 1 ms per bucket)"));
+                }
+            }
+        }
+        if self.minimum_calls == 0 {
+            return Err(ConfigError::ZeroMinimumCalls);
+        }
+        let w = &self.open_wait;
+        if w.base.is_zero() {
+            return Err(ConfigError::ZeroDuration("open_wait.base"));
+        }
+        if w.max < w.base {
+            return Err(ConfigError::MaxWaitBelowBase);
+        }
+        if w.max > Duration::from_secs(86_400 * 365) {
+            return Err(ConfigError::WaitTooLong);
+        }
+        if !(w.multiplier.is_finite() && w.multiplier >= 1.0) {
+            return Err(ConfigError::Multiplier(w.multiplier));
+        }
+        if !(0.0..1.0).contains(&w.jitter) {
+            return Err(ConfigError::Jitter(w.jitter));
+        }
+        if self.half_open_probes == 0 || self.half_open_probes > MAX_HALF_OPEN_PROBES {
+            return Err(ConfigError::HalfOpenProbes { probes: self.half_open_probes, max: MAX_HALF_OPEN_PROBES });
+        }
+        Ok(())
+    }
+
+    /// True when a call's duration must be measured (two clock reads per call).
+    pub fn measures_duration(&self) -> bool {
+        self.slow_calls.is_some()
+    }
+}
+
+fn check_rate(field: &'static str, rate: f64) -> Result<(), ConfigError> {
+    if rate > 0.0 && rate <= 1.0 {
+        Ok(())
+    } else {
+        Err(ConfigError::Rate { field, rate })
+    }
+}
+
+/// A [`BreakerConfig`] value that cannot work.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `consecutive_failures` is zero (use `None` to turn it off).
+    ZeroConsecutiveFailures,
+    /// A rate is outside `(0, 1]`.
+    Rate {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        rate: f64,
+    },
+    /// A window holds no calls or buckets, or more than the maximum.
+    WindowSize {
+        /// What was asked for.
+        size: u32,
+        /// The largest supported.
+        max: u32,
+    },
+    /// `minimum_calls` is larger than the count window, so rates could never trip.
+    MinimumCallsAboveWindow {
+        /// `minimum_calls`.
+        minimum: u32,
+        /// The window size.
+        window: u32,
+    },
+    /// `minimum_calls` is zero.
+    ZeroMinimumCalls,
+    /// A duration that must be positive is zero (or too short).
+    ZeroDuration(&'static str),
+    /// `open_wait.max` is below `open_wait.base`.
+    MaxWaitBelowBase,
+    /// `open_wait.max` is longer than a year.
+    WaitTooLong,
+    /// `open_wait.multiplier` is below 1 or not finite.
+    Multiplier(f64),
+    /// `open_wait.jitter` is outside `[0, 1)`.
+    Jitter(f64),
+    /// `half_open_probes` is zero or above the maximum.
+    HalfOpenProbes {
+        /// What was asked for.
+        probes: u32,
+        /// The largest supported.
+        max: u32,
+    },
+    /// A keyed breaker's `max_keys` is zero.
+    ZeroMaxKeys,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::ZeroConsecutiveFailures => {
+                f.write_str("consecutive_failures must be at least 1 (or unset to disable it)")
+            }
+            ConfigError::Rate { field, rate } => write!(f, "{field} must be in (0, 1], got {rate}"),
+            ConfigError::WindowSize { size, max } => write!(f, "window size {size} must be in 1..={max}"),
+            ConfigError::MinimumCallsAboveWindow { minimum, window } => {
+                write!(f, "minimum_calls ({minimum}) exceeds the window size ({window})")
+            }
+            ConfigError::ZeroMinimumCalls => f.write_str("minimum_calls must be at least 1"),
+            ConfigError::ZeroDuration(field) => write!(f, "{field} must be positive"),
+            ConfigError::MaxWaitBelowBase => f.write_str("open_wait.max must be at least open_wait.base"),
+            ConfigError::WaitTooLong => f.write_str("open_wait.max must be at most a year"),
+            ConfigError::Multiplier(m) => write!(f, "open_wait.multiplier must be finite and at least 1, got {m}"),
+            ConfigError::Jitter(j) => write!(f, "open_wait.jitter must be in [0, 1), got {j}"),
+            ConfigError::HalfOpenProbes { probes, max } => {
+                write!(f, "half_open_probes {probes} must be in 1..={max}")
+            }
+            ConfigError::ZeroMaxKeys => f.write_str("max_keys must be at least 1"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Durations as whole milliseconds in config files.
+mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let c = BreakerConfig::default();
+        c.validate().unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        let back: BreakerConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+        assert!(!c.measures_duration());
+    }
+
+    #[test]
+    fn bad_values_get_typed_errors() {
+        let bad = |f: fn(&mut BreakerConfig)| {
+            let mut c = BreakerConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err()
+        };
+        assert_eq!(bad(|c| c.consecutive_failures = Some(0)), ConfigError::ZeroConsecutiveFailures);
+        assert!(matches!(bad(|c| c.failure_rate = Some(0.0)), ConfigError::Rate { .. }));
+        assert!(matches!(bad(|c| c.failure_rate = Some(f64::NAN)), ConfigError::Rate { .. }));
+        assert!(matches!(bad(|c| c.window = WindowConfig::Count { size: 0 }), ConfigError::WindowSize { .. }));
+        assert!(matches!(bad(|c| c.minimum_calls = 101), ConfigError::MinimumCallsAboveWindow { .. }));
+        assert_eq!(bad(|c| c.minimum_calls = 0), ConfigError::ZeroMinimumCalls);
+        assert_eq!(bad(|c| c.open_wait.base = Duration::ZERO), ConfigError::ZeroDuration("open_wait.base"));
+        assert_eq!(bad(|c| c.open_wait.max = Duration::from_secs(1)), ConfigError::MaxWaitBelowBase);
+        assert!(matches!(bad(|c| c.open_wait.multiplier = 0.5), ConfigError::Multiplier(_)));
+        assert!(matches!(bad(|c| c.open_wait.jitter = 1.0), ConfigError::Jitter(_)));
+        assert!(matches!(bad(|c| c.half_open_probes = 0), ConfigError::HalfOpenProbes { .. }));
+        assert!(matches!(
+            bad(|c| c.slow_calls = Some(SlowCallConfig { threshold: Duration::ZERO, rate: 0.5 })),
+            ConfigError::ZeroDuration(_)
+        ));
+        assert!(matches!(
+            bad(|c| c.window = WindowConfig::Time { span: Duration::from_millis(5), buckets: 10 }),
+            ConfigError::ZeroDuration(_)
+        ));
+        assert!(bad(|c| c.failure_rate = Some(2.0)).to_string().contains("failure_rate"));
+    }
+}

@@ -1,0 +1,271 @@
+//! One breaker per key of the request (an endpoint, a tenant, a partition),
+//! with a bound on how many keys are remembered.
+//!
+//! The map is read-locked on every call (the breaker itself stays
+//! lock-free); a new key takes the write lock once, and when the map is
+//! full, keys idle for longer than `idle_timeout` are evicted first, then the
+//! least recently used one, so memory stays bounded whatever the keys.
+//!
+//! ```
+//! use ha_breaker::{BreakerConfig, KeyedCircuitBreaker, KeyedConfig};
+//! use tower::{service_fn, Service, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let config = KeyedConfig {
+//!     breaker: BreakerConfig { consecutive_failures: Some(1), ..Default::default() },
+//!     ..Default::default()
+//! };
+//! let backend = service_fn(|(shard, ok): (u32, bool)| async move { if ok { Ok(shard) } else { Err("down") } });
+//! let mut svc = KeyedCircuitBreaker::new(backend, |req: &(u32, bool)| req.0, config).unwrap();
+//! assert!(svc.ready().await.unwrap().call((1, false)).await.is_err()); // trips shard 1 only
+//! assert!(svc.ready().await.unwrap().call((1, true)).await.is_err()); // rejected
+//! assert_eq!(svc.ready().await.unwrap().call((2, true)).await.unwrap(), 2);
+//! assert!(svc.breakers().get(&1).unwrap().is_open());
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ha_core::classify::ErrorsAreFailures;
+use ha_core::sync::atomic::{AtomicU64, Ordering};
+use ha_core::sync::RwLock;
+use ha_core::{Classify, Events, Instant};
+use serde::{Deserialize, Serialize};
+use tower_service::Service;
+
+use crate::breaker::Breaker;
+use crate::config::{BreakerConfig, ConfigError};
+use crate::future::{self, tower_service_box::BoxError, ResponseFuture};
+
+/// The configuration of a keyed breaker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KeyedConfig {
+    /// The configuration of each key's breaker.
+    pub breaker: BreakerConfig,
+    /// The most keys remembered at once (default 4096).
+    pub max_keys: usize,
+    /// A key unused for this long may be evicted when room is needed
+    /// (default 10 minutes).
+    #[serde(with = "ms")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for KeyedConfig {
+    fn default() -> Self {
+        KeyedConfig { breaker: BreakerConfig::default(), max_keys: 4096, idle_timeout: Duration::from_secs(600) }
+    }
+}
+
+impl KeyedConfig {
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_keys == 0 {
+            return Err(ConfigError::ZeroMaxKeys);
+        }
+        self.breaker.validate()
+    }
+}
+
+mod ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+struct Entry {
+    breaker: Arc<Breaker>,
+    /// ms since the map's epoch.
+    last_used: AtomicU64,
+}
+
+/// The breakers of a keyed breaker, shared by its clones.
+pub struct KeyedBreakers<K> {
+    map: RwLock<HashMap<K, Entry>>,
+    config: KeyedConfig,
+    events: Events,
+    epoch: Instant,
+    evicted: AtomicU64,
+}
+
+impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
+    /// An empty set of breakers.
+    pub fn new(config: KeyedConfig, events: Events) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(KeyedBreakers {
+            map: RwLock::new(HashMap::new()),
+            config,
+            events,
+            epoch: Instant::now(),
+            evicted: AtomicU64::new(0),
+        })
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// The breaker of `key`, if it is remembered.
+    pub fn get(&self, key: &K) -> Option<Arc<Breaker>> {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).get(key).map(|e| e.breaker.clone())
+    }
+
+    /// How many keys are remembered.
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// True when no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keys evicted so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// The breaker of `key`, made if needed, marked used at `now`.
+    pub fn breaker_for(&self, key: &K, now: Instant) -> Arc<Breaker> {
+        let now_ms = self.ms(now);
+        if let Some(e) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(key) {
+            // Write only when the value changes, so busy keys do not bounce
+            // the cache line between threads on every call.
+            if e.last_used.load(Ordering::Relaxed) != now_ms {
+                e.last_used.store(now_ms, Ordering::Relaxed);
+            }
+            return e.breaker.clone();
+        }
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = map.get(key) {
+            return e.breaker.clone();
+        }
+        if map.len() >= self.config.max_keys {
+            self.make_room(&mut map, now_ms);
+        }
+        let breaker = Arc::new(
+            Breaker::new(key.to_string(), self.config.breaker.clone(), self.events.clone(), now)
+                .expect("the config was validated when the keyed breaker was built"),
+        );
+        map.insert(key.clone(), Entry { breaker: breaker.clone(), last_used: AtomicU64::new(now_ms) });
+        breaker
+    }
+
+    /// Forgets every key idle for longer than the idle timeout at `now`;
+    /// returns how many.
+    pub fn evict_idle(&self, now: Instant) -> usize {
+        let now_ms = self.ms(now);
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        self.evict_idle_locked(&mut map, now_ms)
+    }
+
+    fn evict_idle_locked(&self, map: &mut HashMap<K, Entry>, now_ms: u64) -> usize {
+        let idle = self.config.idle_timeout.as_millis() as u64;
+        let before = map.len();
+        map.retain(|_, e| now_ms.saturating_sub(e.last_used.load(Ordering::Relaxed)) < idle);
+        let n = before - map.len();
+        self.evicted.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    fn make_room(&self, map: &mut HashMap<K, Entry>, now_ms: u64) {
+        if self.evict_idle_locked(map, now_ms) > 0 {
+            return;
+        }
+        let lru = map.iter().min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed)).map(|(k, _)| k.clone());
+        if let Some(k) = lru {
+            map.remove(&k);
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<K> fmt::Debug for KeyedBreakers<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedBreakers").field("max_keys", &self.config.max_keys).finish_non_exhaustive()
+    }
+}
+
+/// A service with one circuit breaker per key of the request, chosen by
+/// `F: Fn(&Req) -> K`. Rejections always fail fast (the key is only known
+/// once the request is).
+pub struct KeyedCircuitBreaker<S, K, F, C = ErrorsAreFailures> {
+    inner: S,
+    breakers: Arc<KeyedBreakers<K>>,
+    key_fn: F,
+    classifier: C,
+}
+
+impl<S, K, F> KeyedCircuitBreaker<S, K, F>
+where
+    K: Hash + Eq + Clone + fmt::Display,
+{
+    /// `inner` with one breaker per `key_fn(&request)`.
+    pub fn new(inner: S, key_fn: F, config: KeyedConfig) -> Result<Self, ConfigError> {
+        Ok(Self::with_breakers(inner, key_fn, Arc::new(KeyedBreakers::new(config, Events::new())?), Default::default()))
+    }
+}
+
+impl<S, K, F, C> KeyedCircuitBreaker<S, K, F, C> {
+    /// `inner` with the breakers of `breakers` (shared with whoever else
+    /// holds them), classifying with `classifier`.
+    pub fn with_breakers(inner: S, key_fn: F, breakers: Arc<KeyedBreakers<K>>, classifier: C) -> Self {
+        KeyedCircuitBreaker { inner, breakers, key_fn, classifier }
+    }
+
+    /// The breakers, by key.
+    pub fn breakers(&self) -> &Arc<KeyedBreakers<K>> {
+        &self.breakers
+    }
+}
+
+impl<S: Clone, K, F: Clone, C: Clone> Clone for KeyedCircuitBreaker<S, K, F, C> {
+    fn clone(&self) -> Self {
+        KeyedCircuitBreaker {
+            inner: self.inner.clone(),
+            breakers: self.breakers.clone(),
+            key_fn: self.key_fn.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K, F, C> fmt::Debug for KeyedCircuitBreaker<S, K, F, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedCircuitBreaker").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl<S, K, F, C, Req> Service<Req> for KeyedCircuitBreaker<S, K, F, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    K: Hash + Eq + Clone + fmt::Display,
+    F: Fn(&Req) -> K,
+    C: Classify<Req, S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C, Req>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let key = (self.key_fn)(&req);
+        let breaker = self.breakers.breaker_for(&key, Instant::now());
+        future::call(&mut self.inner, &breaker, &self.classifier, None, req)
+    }
+}
