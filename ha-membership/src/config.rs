@@ -1,0 +1,222 @@
+//! Protocol configuration: the LAN, WAN and local presets, and validation.
+//!
+//! Every timing of the protocol lives here, as serde data, so a deployment can
+//! keep its tuning in a file. [`Config::lan`] is the default and the
+//! recommended production setting inside one data centre.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// The largest UDP payload the protocol ever sends (safe under a 1500-byte MTU).
+pub const MAX_PACKET: usize = 1400;
+
+/// Tuning of the SWIM protocol and its Lifeguard extensions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The cluster label: packets from clusters with another label fail to
+    /// decode (and are counted as dropped). At most 255 bytes.
+    pub label: String,
+    /// How often one member is probed (scaled by the local health multiplier).
+    #[serde(with = "millis")]
+    pub probe_interval: Duration,
+    /// How long to wait for a direct ack before asking `indirect_checks`
+    /// members to probe (scaled by the local health multiplier).
+    #[serde(with = "millis")]
+    pub probe_timeout: Duration,
+    /// How many members are asked to probe indirectly (`k`).
+    pub indirect_checks: usize,
+    /// Updates are retransmitted `retransmit_mult * ceil(log10(n + 1))` times.
+    pub retransmit_mult: u32,
+    /// How often queued updates are gossiped on their own (not piggy-backed).
+    #[serde(with = "millis")]
+    pub gossip_interval: Duration,
+    /// How many random members receive each gossip round.
+    pub gossip_nodes: usize,
+    /// The minimum suspicion timeout is
+    /// `suspicion_mult * max(1, log10(n)) * probe_interval`.
+    pub suspicion_mult: u32,
+    /// The suspicion timeout starts at `suspicion_max_mult` times its
+    /// minimum and falls toward the minimum with each independent confirmation.
+    pub suspicion_max_mult: u32,
+    /// Lifeguard's local health multiplier never exceeds this (probe interval
+    /// and timeout are scaled by up to this factor).
+    pub awareness_max: u32,
+    /// Full-state push-pull with a random member this often, for clusters up
+    /// to 32 members; beyond that the interval grows with `n / 32` so that the
+    /// anti-entropy traffic per member stays flat.
+    #[serde(with = "millis")]
+    pub push_pull_interval: Duration,
+    /// A dead member (or a seed while this node knows nobody) is probed
+    /// again this often, so a healed partition merges by itself.
+    #[serde(with = "millis")]
+    pub reconnect_interval: Duration,
+    /// How long dead and departed members are remembered (and re-probed).
+    #[serde(with = "millis")]
+    pub dead_retention: Duration,
+    /// The largest encoded member metadata accepted, in bytes.
+    pub max_metadata: usize,
+    /// Lifeguard (health multiplier, dynamic suspicion, buddy system, nacks).
+    /// Off gives plain SWIM, for comparison.
+    pub lifeguard: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::lan()
+    }
+}
+
+impl Config {
+    /// Inside one data centre: 1 s probe period, 500 ms probe timeout.
+    pub fn lan() -> Self {
+        Config {
+            label: String::new(),
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+            indirect_checks: 3,
+            retransmit_mult: 4,
+            gossip_interval: Duration::from_millis(200),
+            gossip_nodes: 3,
+            suspicion_mult: 4,
+            suspicion_max_mult: 6,
+            awareness_max: 8,
+            push_pull_interval: Duration::from_secs(30),
+            reconnect_interval: Duration::from_secs(10),
+            dead_retention: Duration::from_secs(3600),
+            max_metadata: 8 * 1024,
+            lifeguard: true,
+        }
+    }
+
+    /// Across data centres: 5 s probe period, 3 s probe timeout.
+    pub fn wan() -> Self {
+        Config {
+            probe_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(3),
+            retransmit_mult: 4,
+            gossip_interval: Duration::from_millis(500),
+            gossip_nodes: 4,
+            suspicion_mult: 6,
+            push_pull_interval: Duration::from_secs(60),
+            reconnect_interval: Duration::from_secs(30),
+            ..Config::lan()
+        }
+    }
+
+    /// One machine (tests, development): 1 s period, 200 ms timeout, quick gossip.
+    pub fn local() -> Self {
+        Config {
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(200),
+            retransmit_mult: 2,
+            gossip_interval: Duration::from_millis(100),
+            suspicion_mult: 3,
+            push_pull_interval: Duration::from_secs(15),
+            reconnect_interval: Duration::from_secs(3),
+            ..Config::lan()
+        }
+    }
+
+    /// Checks every field; the core and the driver call it when built.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, reason: &'static str| Err(ConfigError { field, reason });
+        if self.label.len() > 255 {
+            return bad("label", "at most 255 bytes");
+        }
+        if self.probe_interval.is_zero() {
+            return bad("probe_interval", "must be positive");
+        }
+        if self.probe_timeout.is_zero() || self.probe_timeout >= self.probe_interval {
+            return bad("probe_timeout", "must be positive and shorter than probe_interval");
+        }
+        if self.indirect_checks > 16 {
+            return bad("indirect_checks", "at most 16");
+        }
+        if self.retransmit_mult == 0 || self.retransmit_mult > 64 {
+            return bad("retransmit_mult", "between 1 and 64");
+        }
+        if self.gossip_interval.is_zero() {
+            return bad("gossip_interval", "must be positive");
+        }
+        if self.gossip_nodes == 0 || self.gossip_nodes > 64 {
+            return bad("gossip_nodes", "between 1 and 64");
+        }
+        if self.suspicion_mult == 0 || self.suspicion_mult > 64 {
+            return bad("suspicion_mult", "between 1 and 64");
+        }
+        if self.suspicion_max_mult == 0 || self.suspicion_max_mult > 64 {
+            return bad("suspicion_max_mult", "between 1 and 64");
+        }
+        if self.awareness_max == 0 || self.awareness_max > 64 {
+            return bad("awareness_max", "between 1 and 64");
+        }
+        if self.push_pull_interval.is_zero() {
+            return bad("push_pull_interval", "must be positive");
+        }
+        if self.reconnect_interval.is_zero() {
+            return bad("reconnect_interval", "must be positive");
+        }
+        if self.dead_retention < self.reconnect_interval {
+            return bad("dead_retention", "must be at least reconnect_interval");
+        }
+        if self.max_metadata > 64 * 1024 {
+            return bad("max_metadata", "at most 64 KiB");
+        }
+        Ok(())
+    }
+}
+
+/// Durations as integer milliseconds in config files.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid_and_lan_is_default() {
+        for c in [Config::lan(), Config::wan(), Config::local()] {
+            c.validate().unwrap();
+        }
+        assert_eq!(Config::default(), Config::lan());
+        assert_eq!(Config::lan().probe_interval, Duration::from_secs(1));
+        assert_eq!(Config::lan().probe_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn invalid_fields_are_rejected_with_their_name() {
+        let c = Config { probe_timeout: Duration::from_secs(2), ..Config::lan() };
+        assert_eq!(c.validate().unwrap_err().field, "probe_timeout");
+        let c = Config { label: "x".repeat(300), ..Config::lan() };
+        assert_eq!(c.validate().unwrap_err().field, "label");
+        let c = Config { awareness_max: 0, ..Config::lan() };
+        assert_eq!(c.validate().unwrap_err().field, "awareness_max");
+    }
+
+    #[test]
+    fn round_trips_through_toml_with_defaults() {
+        let c: Config = toml::from_str("probe_interval = 2000\nlabel = \"prod\"").unwrap();
+        assert_eq!(c.probe_interval, Duration::from_secs(2));
+        assert_eq!(c.label, "prod");
+        assert_eq!(c.probe_timeout, Config::lan().probe_timeout);
+        let back: Config = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert!(toml::from_str::<Config>("nonsense = 1").is_err());
+    }
+}

@@ -1,0 +1,65 @@
+//! Typed errors: invalid configuration, undecodable packets, transport failures.
+
+use std::fmt;
+
+/// A configuration field failed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The field.
+    pub field: &'static str,
+    /// What it must satisfy.
+    pub reason: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid membership config: `{}` {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Why an incoming packet or state was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Shorter than a header, or longer than allowed.
+    Size,
+    /// An unknown protocol version.
+    Version,
+    /// Another cluster's label.
+    Label,
+    /// Encrypted when no keyring is configured, or plain when one is.
+    Encryption,
+    /// No key of the keyring authenticates it.
+    Authentication,
+    /// The body is not a valid message sequence.
+    Malformed,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DecodeError::Size => "packet size out of bounds",
+            DecodeError::Version => "unknown protocol version",
+            DecodeError::Label => "cluster label mismatch",
+            DecodeError::Encryption => "encryption mode mismatch",
+            DecodeError::Authentication => "authentication failed",
+            DecodeError::Malformed => "malformed message",
+        })
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// A key of the wrong length was given to the keyring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyError;
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("keyring needs at least one key, each of 32 bytes")
+    }
+}
+
+impl std::error::Error for KeyError {}

@@ -1,0 +1,1030 @@
+//! The sans-IO SWIM + Lifeguard state machine.
+//!
+//! [`Swim`] never reads a clock and never touches a socket: the caller hands
+//! it `now` and the bytes that arrived ([`Swim::handle`]), wakes it at
+//! [`Swim::poll_timeout`] ([`Swim::tick`]), and drains what it wants sent
+//! ([`Swim::poll_transmit`], [`Swim::poll_sync`]) and what changed
+//! ([`Swim::poll_event`]). The tokio driver and the deterministic simulator
+//! both run this same code.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ha_core::rng::FastRng;
+use ha_core::{Event, Events, Instant};
+
+use crate::broadcast::{Broadcasts, Key};
+use crate::config::{Config, MAX_PACKET};
+use crate::error::{ConfigError, DecodeError};
+use crate::keyring::Keyring;
+use crate::member::{Member, MemberState, MembershipEvent, Metadata};
+use crate::wire::{self, Codec, Message, State, StateEntry};
+
+/// A datagram the core wants sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub to: SocketAddr,
+    /// The sealed packet, at most [`MAX_PACKET`] bytes.
+    pub payload: Vec<u8>,
+}
+
+/// What the core has counted since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Direct probes sent.
+    pub probes: u64,
+    /// Indirect probe requests sent.
+    pub indirect_probes: u64,
+    /// Members this node began to suspect.
+    pub suspicions: u64,
+    /// Suspicions or death notices about this node that it refuted.
+    pub refutations: u64,
+    /// Members this node confirmed dead.
+    pub deaths: u64,
+    /// Datagrams received (including dropped ones).
+    pub packets_in: u64,
+    /// Datagrams sent.
+    pub packets_out: u64,
+    /// Bytes received in datagrams and states.
+    pub bytes_in: u64,
+    /// Bytes sent in datagrams and states.
+    pub bytes_out: u64,
+    /// Datagrams and states dropped because they failed to decode.
+    pub dropped: u64,
+    /// Push-pull state exchanges merged.
+    pub syncs: u64,
+}
+
+struct Entry {
+    member: Member,
+    /// The incarnation the metadata we hold was published with.
+    meta_inc: u64,
+    since: Instant,
+    suspicion: Option<Suspicion>,
+}
+
+/// Lifeguard's dynamic suspicion timer.
+struct Suspicion {
+    start: Instant,
+    min: Duration,
+    max: Duration,
+    k: u32,
+    confirmers: HashSet<Arc<str>>,
+    deadline: Instant,
+}
+
+impl Suspicion {
+    fn new(start: Instant, from: Arc<str>, min: Duration, max: Duration, k: u32) -> Self {
+        let mut confirmers = HashSet::new();
+        confirmers.insert(from);
+        let first = if k == 0 { min } else { max };
+        Suspicion { start, min, max, k, confirmers, deadline: start + first }
+    }
+
+    /// Counts an independent confirmation; true when it was new.
+    fn confirm(&mut self, from: Arc<str>) -> bool {
+        if self.k == 0 || self.confirmers.len() as u32 > self.k || !self.confirmers.insert(from) {
+            return false;
+        }
+        let n = (self.confirmers.len() - 1) as f64;
+        let frac = (n + 1.0).ln() / (f64::from(self.k) + 1.0).ln();
+        let raw = self.max.as_secs_f64() - frac * (self.max.as_secs_f64() - self.min.as_secs_f64());
+        self.deadline = self.start + Duration::from_secs_f64(raw.max(self.min.as_secs_f64()));
+        true
+    }
+}
+
+struct Probe {
+    target: Arc<str>,
+    addr: SocketAddr,
+    seq: u32,
+    indirect_at: Instant,
+    deadline: Instant,
+    indirect_sent: bool,
+    expected_nacks: u32,
+    nacks: u32,
+}
+
+/// An indirect probe this node runs for another.
+struct Relay {
+    seq: u32,
+    origin: SocketAddr,
+    origin_seq: u32,
+    nack_at: Option<Instant>,
+    expires: Instant,
+}
+
+/// The SWIM + Lifeguard protocol state of one node.
+pub struct Swim {
+    cfg: Config,
+    codec: Codec,
+    events_out: Events,
+    me: Arc<str>,
+    addr: SocketAddr,
+    incarnation: u64,
+    meta: Arc<Metadata>,
+    left: bool,
+    members: Vec<Entry>,
+    index: HashMap<Arc<str>, usize>,
+    live: usize,
+    cursor: usize,
+    rng: FastRng,
+    seq: u32,
+    probe: Option<Probe>,
+    relays: Vec<Relay>,
+    suspects: Vec<Arc<str>>,
+    broadcasts: Broadcasts,
+    awareness: u32,
+    next_probe: Instant,
+    next_gossip: Instant,
+    next_push_pull: Instant,
+    next_reconnect: Instant,
+    seeds: Vec<SocketAddr>,
+    user_seen: HashSet<(Arc<str>, u64)>,
+    user_order: VecDeque<(Arc<str>, u64)>,
+    user_seq: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<MembershipEvent>,
+    syncs: VecDeque<SocketAddr>,
+    user_in: VecDeque<Vec<u8>>,
+    counters: Counters,
+    scratch: Vec<Message>,
+}
+
+impl std::fmt::Debug for Swim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Swim")
+            .field("me", &self.me)
+            .field("incarnation", &self.incarnation)
+            .field("members", &self.members.len())
+            .field("live", &self.live)
+            .finish_non_exhaustive()
+    }
+}
+
+const USER_SEEN_MAX: usize = 4096;
+
+impl Swim {
+    /// A node named `name` reachable at `addr`, alone until it joins.
+    /// `seed` seeds the probe order and jitter (the simulator fixes it).
+    pub fn new(
+        config: Config,
+        name: impl Into<Arc<str>>,
+        addr: SocketAddr,
+        now: Instant,
+        seed: u64,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let me: Arc<str> = name.into();
+        let mut rng = FastRng::new(seed);
+        let stagger = |rng: &mut FastRng, d: Duration| d.mul_f64(rng.unit_f64());
+        let next_probe = now + stagger(&mut rng, config.probe_interval);
+        let next_gossip = now + stagger(&mut rng, config.gossip_interval);
+        let next_push_pull = now + stagger(&mut rng, config.push_pull_interval);
+        let next_reconnect = now + stagger(&mut rng, config.reconnect_interval);
+        let mut swim = Swim {
+            codec: Codec::new(&config.label, None),
+            cfg: config,
+            events_out: Events::new(),
+            me: me.clone(),
+            addr,
+            incarnation: 0,
+            meta: Arc::new(Metadata::default()),
+            left: false,
+            members: Vec::new(),
+            index: HashMap::new(),
+            live: 0,
+            cursor: 0,
+            rng,
+            seq: 0,
+            probe: None,
+            relays: Vec::new(),
+            suspects: Vec::new(),
+            broadcasts: Broadcasts::default(),
+            awareness: 0,
+            next_probe,
+            next_gossip,
+            next_push_pull,
+            next_reconnect,
+            seeds: Vec::new(),
+            user_seen: HashSet::new(),
+            user_order: VecDeque::new(),
+            user_seq: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            syncs: VecDeque::new(),
+            user_in: VecDeque::new(),
+            counters: Counters::default(),
+            scratch: Vec::new(),
+        };
+        let member =
+            Member { name: me.clone(), addr, incarnation: 0, state: MemberState::Alive, meta: swim.meta.clone() };
+        swim.index.insert(me, 0);
+        swim.members.push(Entry { member, meta_inc: 0, since: now, suspicion: None });
+        swim.live = 1;
+        Ok(swim)
+    }
+
+    /// Starts at `incarnation` (a restarted node may pass what it remembers;
+    /// it will refute any higher one it hears about itself anyway).
+    pub fn with_incarnation(mut self, incarnation: u64) -> Self {
+        self.incarnation = incarnation;
+        self.members[0].member.incarnation = incarnation;
+        self.members[0].meta_inc = incarnation;
+        self
+    }
+
+    /// Publishes `meta` from the start.
+    pub fn with_metadata(mut self, meta: Metadata) -> Self {
+        self.meta = Arc::new(meta);
+        self.members[0].member.meta = self.meta.clone();
+        self
+    }
+
+    /// Encrypts every packet with the keyring's primary key and accepts any of its keys.
+    pub fn with_keyring(mut self, keyring: Keyring) -> Self {
+        self.codec.set_keyring(Some(keyring));
+        self
+    }
+
+    /// Sends every state change to `events` as well (it always goes to `tracing`).
+    pub fn with_events(mut self, events: Events) -> Self {
+        self.events_out = events;
+        self
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.me
+    }
+
+    /// This node's current incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Lifeguard's local health score: 0 is healthy; timeouts are scaled by score + 1.
+    pub fn health_score(&self) -> u32 {
+        self.awareness
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Every member known, this node included, dead and departed ones too.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().map(|e| &e.member)
+    }
+
+    /// A member by name.
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.index.get(name).map(|&i| &self.members[i].member)
+    }
+
+    /// How many members are alive or suspect, this node included.
+    pub fn live_count(&self) -> usize {
+        self.live
+    }
+
+    /// How many updates wait to be piggy-backed.
+    pub fn queued_updates(&self) -> usize {
+        self.broadcasts.len()
+    }
+
+    /// True once [`Swim::leave`] was called.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// Joins through `seeds`: asks for a push-pull state sync with each
+    /// ([`Swim::poll_sync`]), and retries every `reconnect_interval` while
+    /// this node knows no other live member.
+    pub fn join(&mut self, seeds: &[SocketAddr]) {
+        self.seeds = seeds.iter().copied().filter(|s| *s != self.addr).collect();
+        self.syncs.extend(self.seeds.iter().copied());
+    }
+
+    /// Leaves gracefully: tells the cluster at once and stops probing.
+    pub fn leave(&mut self, now: Instant) {
+        if self.left {
+            return;
+        }
+        self.left = true;
+        let msg = Message::Dead { name: self.me.clone(), incarnation: self.incarnation, from: self.me.clone() };
+        self.broadcasts.push(Key::Member(self.me.clone()), wire::frame(&msg));
+        self.members[0].member.state = MemberState::Left;
+        self.live -= 1;
+        // Tell several members directly rather than wait for the next gossip round.
+        for to in self.random_live(self.cfg.gossip_nodes * 2, None) {
+            self.send(to, &[]);
+        }
+        self.next_gossip = now;
+    }
+
+    /// Publishes new metadata under a new incarnation.
+    pub fn set_metadata(&mut self, now: Instant, meta: Metadata) {
+        self.meta = Arc::new(meta);
+        self.incarnation += 1;
+        let me = &mut self.members[0];
+        me.member.meta = self.meta.clone();
+        me.member.incarnation = self.incarnation;
+        me.meta_inc = self.incarnation;
+        me.since = now;
+        self.broadcast_self();
+    }
+
+    /// Sends `payload` to every member (best effort, by gossip).
+    pub fn broadcast_user(&mut self, payload: Vec<u8>) {
+        self.user_seq += 1;
+        let key = (self.me.clone(), self.user_seq);
+        self.remember_user(key.clone());
+        let msg = Message::User { origin: key.0.clone(), seq: key.1, payload };
+        self.broadcasts.push(Key::User(key.0, key.1), wire::frame(&msg));
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next membership change.
+    pub fn poll_event(&mut self) -> Option<MembershipEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next member to run a push-pull state sync with: send it
+    /// [`Swim::local_state`] and merge its answer with [`Swim::handle_state`].
+    pub fn poll_sync(&mut self) -> Option<SocketAddr> {
+        self.syncs.pop_front()
+    }
+
+    /// The next user broadcast received.
+    pub fn poll_user(&mut self) -> Option<Vec<u8>> {
+        self.user_in.pop_front()
+    }
+
+    /// When [`Swim::tick`] must next run.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut t = self.next_gossip.min(self.next_reconnect);
+        if !self.left {
+            t = t.min(self.next_probe).min(self.next_push_pull);
+        }
+        if let Some(p) = &self.probe {
+            t = t.min(if p.indirect_sent { p.deadline } else { p.indirect_at });
+        }
+        for r in &self.relays {
+            t = t.min(r.nack_at.unwrap_or(r.expires));
+        }
+        for s in &self.suspects {
+            if let Some(d) = self.index.get(s).and_then(|&i| self.members[i].suspicion.as_ref()).map(|s| s.deadline) {
+                t = t.min(d);
+            }
+        }
+        t
+    }
+
+    fn scale(&self, d: Duration) -> Duration {
+        if self.cfg.lifeguard {
+            d * (self.awareness + 1)
+        } else {
+            d
+        }
+    }
+
+    fn adjust_awareness(&mut self, delta: i32) {
+        if self.cfg.lifeguard {
+            let max = self.cfg.awareness_max as i32 - 1;
+            self.awareness = (self.awareness as i32 + delta).clamp(0, max) as u32;
+        }
+    }
+
+    fn retransmit_limit(&self) -> u32 {
+        let n = (self.live + 1) as f64;
+        self.cfg.retransmit_mult * (n.log10().ceil() as u32).max(1)
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn tick(&mut self, now: Instant) {
+        self.expire_suspicions(now);
+        self.run_relays(now);
+        if !self.left {
+            self.run_probe(now);
+            if now >= self.next_probe {
+                self.start_probe(now);
+                self.next_probe = now + self.scale(self.cfg.probe_interval);
+            }
+            if now >= self.next_push_pull {
+                // Anti-entropy traffic per member stays flat as the cluster grows.
+                let factor = (self.live as f64 / 32.0).max(1.0);
+                self.next_push_pull = now + self.cfg.push_pull_interval.mul_f64(factor * self.jitter());
+                if let Some(to) = self.random_live(1, None).into_iter().next() {
+                    self.syncs.push_back(to);
+                }
+            }
+        }
+        if now >= self.next_gossip {
+            self.next_gossip = now + self.cfg.gossip_interval;
+            if !self.broadcasts.is_empty() {
+                for to in self.random_live(self.cfg.gossip_nodes, None) {
+                    self.send(to, &[]);
+                }
+            }
+        }
+        if now >= self.next_reconnect {
+            self.next_reconnect = now + self.cfg.reconnect_interval.mul_f64(self.jitter());
+            if !self.left {
+                self.reconnect(now);
+            }
+        }
+    }
+
+    fn jitter(&mut self) -> f64 {
+        0.5 + self.rng.unit_f64()
+    }
+
+    fn expire_suspicions(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.suspects.len() {
+            let name = self.suspects[i].clone();
+            let due = match self.index.get(&name).map(|&j| &self.members[j]) {
+                Some(e) if e.member.state == MemberState::Suspect => {
+                    e.suspicion.as_ref().map(|s| s.deadline <= now).unwrap_or(true)
+                }
+                _ => {
+                    self.suspects.swap_remove(i);
+                    continue;
+                }
+            };
+            if due {
+                self.suspects.swap_remove(i);
+                let inc = self.members[self.index[&name]].member.incarnation;
+                self.counters.deaths += 1;
+                self.apply_dead(now, name, inc, self.me.clone());
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn run_relays(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.relays.len() {
+            if let Some(at) = self.relays[i].nack_at {
+                if now >= at {
+                    self.relays[i].nack_at = None;
+                    let (origin, seq) = (self.relays[i].origin, self.relays[i].origin_seq);
+                    self.send(origin, &[Message::Nack { seq }]);
+                }
+            }
+            if now >= self.relays[i].expires {
+                self.relays.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn run_probe(&mut self, now: Instant) {
+        let Some(p) = &self.probe else { return };
+        if !p.indirect_sent && now >= p.indirect_at {
+            let (target, addr, seq) = (p.target.clone(), p.addr, p.seq);
+            let helpers = self.random_live(self.cfg.indirect_checks, Some(&target));
+            let nack = self.cfg.lifeguard;
+            for &h in &helpers {
+                self.counters.indirect_probes += 1;
+                self.send(h, &[Message::PingReq { seq, target: target.clone(), addr, nack }]);
+            }
+            let p = self.probe.as_mut().expect("checked above");
+            p.indirect_sent = true;
+            p.expected_nacks = if nack { helpers.len() as u32 } else { 0 };
+        }
+        let p = self.probe.as_ref().expect("checked above");
+        if p.indirect_sent && now >= p.deadline {
+            let p = self.probe.take().expect("checked above");
+            let delta = if p.expected_nacks > 0 { (p.expected_nacks.saturating_sub(p.nacks)) as i32 } else { 1 };
+            self.adjust_awareness(delta);
+            if let Some(&i) = self.index.get(&p.target) {
+                let e = &self.members[i].member;
+                if e.state == MemberState::Alive {
+                    let inc = e.incarnation;
+                    self.counters.suspicions += 1;
+                    self.apply_suspect(now, p.target, inc, self.me.clone());
+                }
+            }
+        }
+    }
+
+    fn start_probe(&mut self, now: Instant) {
+        if let Some(p) = self.probe.take() {
+            // The previous probe outlived its period (timeouts grew): judge it now.
+            self.probe = Some(Probe { indirect_sent: true, deadline: now, ..p });
+            self.run_probe(now);
+        }
+        let n = self.members.len();
+        let mut target = None;
+        for _ in 0..n {
+            if self.cursor >= self.members.len() {
+                self.reshuffle(now);
+            }
+            let e = &self.members[self.cursor];
+            self.cursor += 1;
+            if e.member.name != self.me && e.member.state.is_live() {
+                target = Some((e.member.name.clone(), e.member.addr, e.member.state, e.member.incarnation));
+                break;
+            }
+        }
+        let Some((name, addr, state, inc)) = target else { return };
+        let seq = self.next_seq();
+        self.counters.probes += 1;
+        let ping = Message::Ping { seq, target: name.clone(), from: self.me.clone() };
+        if state == MemberState::Suspect && self.cfg.lifeguard {
+            // Buddy system: the suspect learns of its suspicion from the probe itself.
+            let buddy = Message::Suspect { name: name.clone(), incarnation: inc, from: self.me.clone() };
+            // News first, so that the ack already carries the refutation.
+            self.send(addr, &[buddy, ping]);
+        } else {
+            self.send(addr, &[ping]);
+        }
+        self.probe = Some(Probe {
+            target: name,
+            addr,
+            seq,
+            indirect_at: now + self.scale(self.cfg.probe_timeout),
+            deadline: now + self.scale(self.cfg.probe_interval),
+            indirect_sent: false,
+            expected_nacks: 0,
+            nacks: 0,
+        });
+    }
+
+    /// Shuffles the probe order and forgets members dead for longer than `dead_retention`.
+    fn reshuffle(&mut self, now: Instant) {
+        let retention = self.cfg.dead_retention;
+        let me = self.me.clone();
+        self.members.retain(|e| e.member.state.is_live() || e.member.name == me || now - e.since < retention);
+        // This node stays at index 0; the others are shuffled.
+        for i in (2..self.members.len()).rev() {
+            let j = 1 + self.rng.below(i as u64) as usize;
+            self.members.swap(i, j);
+        }
+        self.index.clear();
+        for (i, e) in self.members.iter().enumerate() {
+            self.index.insert(e.member.name.clone(), i);
+        }
+        self.cursor = 0;
+    }
+
+    /// Probes one dead member, carrying the news of its death so that, if it
+    /// is in fact alive (a healed partition), it refutes; and while alone,
+    /// asks a seed for a state sync.
+    fn reconnect(&mut self, _now: Instant) {
+        if self.live <= 1 && !self.seeds.is_empty() {
+            let s = self.seeds[self.rng.below(self.seeds.len() as u64) as usize];
+            self.syncs.push_back(s);
+        }
+        let dead: Vec<usize> =
+            (0..self.members.len()).filter(|&i| self.members[i].member.state == MemberState::Dead).collect();
+        if dead.is_empty() {
+            return;
+        }
+        let e = &self.members[dead[self.rng.below(dead.len() as u64) as usize]].member;
+        let (name, addr, inc) = (e.name.clone(), e.addr, e.incarnation);
+        let seq = self.next_seq();
+        let ping = Message::Ping { seq, target: name.clone(), from: self.me.clone() };
+        let news = Message::Dead { name, incarnation: inc, from: self.me.clone() };
+        let alive = self.self_alive(true);
+        self.send(addr, &[news, alive, ping]);
+    }
+
+    /// Up to `k` distinct random live members other than this node and `except`.
+    fn random_live(&mut self, k: usize, except: Option<&Arc<str>>) -> Vec<SocketAddr> {
+        let mut out = Vec::with_capacity(k);
+        let n = self.members.len();
+        if n <= 1 || k == 0 {
+            return out;
+        }
+        let mut picked: Vec<usize> = Vec::with_capacity(k);
+        // Rejection sampling, bounded; a linear pass finishes small clusters.
+        for _ in 0..(3 * k + 8) {
+            if picked.len() == k {
+                break;
+            }
+            let i = self.rng.below(n as u64) as usize;
+            if !picked.contains(&i) && self.eligible(i, except) {
+                picked.push(i);
+            }
+        }
+        if picked.len() < k {
+            for i in 0..n {
+                if picked.len() == k {
+                    break;
+                }
+                if !picked.contains(&i) && self.eligible(i, except) {
+                    picked.push(i);
+                }
+            }
+        }
+        out.extend(picked.into_iter().map(|i| self.members[i].member.addr));
+        out
+    }
+
+    fn eligible(&self, i: usize, except: Option<&Arc<str>>) -> bool {
+        let m = &self.members[i].member;
+        m.name != self.me && m.state.is_live() && except.is_none_or(|x| *x != m.name)
+    }
+
+    fn self_alive(&self, with_meta: bool) -> Message {
+        Message::Alive {
+            name: self.me.clone(),
+            addr: self.addr,
+            incarnation: self.incarnation,
+            meta: with_meta.then(|| (*self.meta).clone()),
+        }
+    }
+
+    fn budget(&self) -> usize {
+        MAX_PACKET - self.codec.overhead()
+    }
+
+    /// Queues an update about a member, without its metadata if that would not fit a packet.
+    fn queue_update(&mut self, name: Arc<str>, msg: Message) {
+        let mut frame = wire::frame(&msg);
+        if frame.len() > self.budget() / 2 {
+            if let Message::Alive { name, addr, incarnation, .. } = msg {
+                frame = wire::frame(&Message::Alive { name, addr, incarnation, meta: None });
+            }
+        }
+        self.broadcasts.push(Key::Member(name), frame);
+    }
+
+    fn broadcast_self(&mut self) {
+        let msg = self.self_alive(true);
+        self.queue_update(self.me.clone(), msg);
+    }
+
+    /// Seals `first` plus as many queued updates as fit into one datagram to `to`.
+    fn send(&mut self, to: SocketAddr, first: &[Message]) {
+        let budget = self.budget();
+        let mut body = Vec::with_capacity(256);
+        for m in first {
+            let before = body.len();
+            wire::push_frame(m, &mut body);
+            if body.len() > budget {
+                body.truncate(before);
+            }
+        }
+        let limit = self.retransmit_limit();
+        self.broadcasts.fill(&mut body, budget, limit);
+        if body.is_empty() {
+            return;
+        }
+        let payload = self.codec.seal(false, &body);
+        self.counters.packets_out += 1;
+        self.counters.bytes_out += payload.len() as u64;
+        self.transmits.push_back(Transmit { to, payload });
+    }
+
+    /// Handles one datagram from `from`. Packets that fail to decode are
+    /// dropped and counted.
+    pub fn handle(&mut self, now: Instant, from: SocketAddr, packet: &[u8]) {
+        self.counters.packets_in += 1;
+        self.counters.bytes_in += packet.len() as u64;
+        let mut msgs = std::mem::take(&mut self.scratch);
+        msgs.clear();
+        let ok = match self.codec.open(false, packet) {
+            Ok(body) => wire::decode_frames(&body, &mut msgs).is_ok(),
+            Err(_) => false,
+        };
+        if !ok {
+            self.counters.dropped += 1;
+            tracing::debug!(target: "ha::membership", %from, "dropped undecodable packet");
+        } else {
+            for m in msgs.drain(..) {
+                self.handle_message(now, from, m);
+            }
+        }
+        self.scratch = msgs;
+    }
+
+    fn handle_message(&mut self, now: Instant, from: SocketAddr, msg: Message) {
+        match msg {
+            Message::Ping { seq, target, from: source } => {
+                if target != self.me {
+                    return;
+                }
+                let mut reply = vec![Message::Ack { seq }];
+                // Tell a sender we hold suspect or dead what we think, so it refutes.
+                if let Some(&i) = self.index.get(&source) {
+                    let m = &self.members[i].member;
+                    match m.state {
+                        MemberState::Suspect => reply.push(Message::Suspect {
+                            name: source,
+                            incarnation: m.incarnation,
+                            from: self.me.clone(),
+                        }),
+                        MemberState::Dead => reply.push(Message::Dead {
+                            name: source,
+                            incarnation: m.incarnation,
+                            from: self.me.clone(),
+                        }),
+                        _ => {}
+                    }
+                }
+                self.send(from, &reply);
+            }
+            Message::Ack { seq } => {
+                if self.probe.as_ref().is_some_and(|p| p.seq == seq) {
+                    self.probe = None;
+                    self.adjust_awareness(-1);
+                } else if let Some(i) = self.relays.iter().position(|r| r.seq == seq) {
+                    let r = self.relays.swap_remove(i);
+                    self.send(r.origin, &[Message::Ack { seq: r.origin_seq }]);
+                }
+            }
+            Message::PingReq { seq, target, addr, nack } => {
+                let own = self.next_seq();
+                let timeout = self.cfg.probe_timeout;
+                self.relays.push(Relay {
+                    seq: own,
+                    origin: from,
+                    origin_seq: seq,
+                    nack_at: nack.then(|| now + timeout.mul_f64(0.8)),
+                    expires: now + self.cfg.probe_interval,
+                });
+                self.send(addr, &[Message::Ping { seq: own, target, from: self.me.clone() }]);
+            }
+            Message::Nack { seq } => {
+                if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) {
+                    p.nacks += 1;
+                }
+            }
+            Message::Alive { name, addr, incarnation, meta } => self.apply_alive(now, name, addr, incarnation, meta),
+            Message::Suspect { name, incarnation, from } => self.apply_suspect(now, name, incarnation, from),
+            Message::Dead { name, incarnation, from } => self.apply_dead(now, name, incarnation, from),
+            Message::User { origin, seq, payload } => {
+                let key = (origin, seq);
+                if !self.user_seen.contains(&key) {
+                    self.remember_user(key.clone());
+                    let frame = wire::frame(&Message::User { origin: key.0.clone(), seq, payload: payload.clone() });
+                    self.broadcasts.push(Key::User(key.0, seq), frame);
+                    self.user_in.push_back(payload);
+                }
+            }
+        }
+    }
+
+    fn remember_user(&mut self, key: (Arc<str>, u64)) {
+        if self.user_order.len() >= USER_SEEN_MAX {
+            if let Some(old) = self.user_order.pop_front() {
+                self.user_seen.remove(&old);
+            }
+        }
+        self.user_seen.insert(key.clone());
+        self.user_order.push_back(key);
+    }
+
+    fn refute(&mut self, now: Instant, heard: u64) {
+        if self.left {
+            return;
+        }
+        self.incarnation = self.incarnation.max(heard) + 1;
+        let me = &mut self.members[0];
+        me.member.incarnation = self.incarnation;
+        me.meta_inc = self.incarnation;
+        me.since = now;
+        self.counters.refutations += 1;
+        self.adjust_awareness(1);
+        self.broadcast_self();
+    }
+
+    fn emit(&mut self, ev: MembershipEvent) {
+        let m = ev.member();
+        let (member, incarnation) = (m.name.clone(), m.incarnation);
+        let core = match &ev {
+            MembershipEvent::Joined(_) | MembershipEvent::Recovered(_) => {
+                Some(Event::MemberAlive { member, incarnation })
+            }
+            MembershipEvent::Suspected(_) => Some(Event::MemberSuspected { member, incarnation }),
+            MembershipEvent::Died(_) => Some(Event::MemberDead { member, incarnation }),
+            MembershipEvent::Left(_) => Some(Event::MemberLeft { member }),
+            MembershipEvent::Updated(_) => None,
+        };
+        if let Some(e) = core {
+            self.events_out.emit(e);
+        }
+        self.events.push_back(ev);
+    }
+
+    fn apply_alive(&mut self, now: Instant, name: Arc<str>, addr: SocketAddr, inc: u64, meta: Option<Metadata>) {
+        if name == self.me {
+            if inc > self.incarnation {
+                self.refute(now, inc);
+            }
+            return;
+        }
+        if meta.as_ref().is_some_and(|m| m.user.len() > self.cfg.max_metadata) {
+            return;
+        }
+        let msg_meta = meta.clone();
+        let Some(&i) = self.index.get(&name) else {
+            let meta = Arc::new(meta.unwrap_or_default());
+            let member = Member { name: name.clone(), addr, incarnation: inc, state: MemberState::Alive, meta };
+            self.index.insert(name.clone(), self.members.len());
+            // A newcomer goes at a random place in the probe order.
+            self.members.push(Entry { member: member.clone(), meta_inc: inc, since: now, suspicion: None });
+            let last = self.members.len() - 1;
+            let j = self.rng.below(self.members.len() as u64) as usize;
+            if j != last && j != 0 {
+                self.swap_entries(j, last);
+                if self.cursor > j {
+                    // Keep the newcomer in the not-yet-probed part of this round.
+                    self.swap_entries(j, last);
+                }
+            }
+            self.live += 1;
+            self.emit(MembershipEvent::Joined(member));
+            self.queue_update(name.clone(), Message::Alive { name, addr, incarnation: inc, meta: msg_meta });
+            return;
+        };
+        let e = &mut self.members[i];
+        let fresh_meta = inc == e.member.incarnation && meta.is_some() && e.meta_inc < inc;
+        if inc <= e.member.incarnation && !fresh_meta {
+            return;
+        }
+        let old = e.member.state;
+        e.member.incarnation = inc;
+        e.member.addr = addr;
+        if let Some(m) = meta {
+            if *e.member.meta != m {
+                e.member.meta = Arc::new(m);
+            }
+            e.meta_inc = inc;
+        }
+        e.member.state = MemberState::Alive;
+        e.suspicion = None;
+        if old != MemberState::Alive {
+            e.since = now;
+        }
+        let member = e.member.clone();
+        if !old.is_live() {
+            self.live += 1;
+        }
+        self.emit(match old {
+            MemberState::Alive => MembershipEvent::Updated(member),
+            MemberState::Suspect => MembershipEvent::Recovered(member),
+            MemberState::Dead | MemberState::Left => MembershipEvent::Joined(member),
+        });
+        self.queue_update(name.clone(), Message::Alive { name, addr, incarnation: inc, meta: msg_meta });
+    }
+
+    fn swap_entries(&mut self, a: usize, b: usize) {
+        self.members.swap(a, b);
+        self.index.insert(self.members[a].member.name.clone(), a);
+        self.index.insert(self.members[b].member.name.clone(), b);
+    }
+
+    fn apply_suspect(&mut self, now: Instant, name: Arc<str>, inc: u64, from: Arc<str>) {
+        if name == self.me {
+            if inc >= self.incarnation {
+                self.refute(now, inc);
+            } else {
+                // Old news about us still circulates: assert the newer incarnation again.
+                self.broadcast_self();
+            }
+            return;
+        }
+        let Some(&i) = self.index.get(&name) else { return };
+        let n = self.live;
+        let e = &mut self.members[i];
+        if inc < e.member.incarnation {
+            return;
+        }
+        match e.member.state {
+            MemberState::Dead | MemberState::Left => {}
+            MemberState::Suspect => {
+                let confirmed = e.suspicion.as_mut().is_some_and(|s| s.confirm(from.clone()));
+                if confirmed {
+                    self.queue_update(name.clone(), Message::Suspect { name, incarnation: inc, from });
+                }
+            }
+            MemberState::Alive => {
+                let interval = self.cfg.probe_interval;
+                let min = interval.mul_f64(f64::from(self.cfg.suspicion_mult) * (n.max(1) as f64).log10().max(1.0));
+                let (max, k) = if self.cfg.lifeguard {
+                    let k = self.cfg.suspicion_mult.saturating_sub(2);
+                    let k = if (n as u32).saturating_sub(2) < k { 0 } else { k };
+                    (min * self.cfg.suspicion_max_mult, k)
+                } else {
+                    (min, 0)
+                };
+                e.member.incarnation = inc;
+                e.member.state = MemberState::Suspect;
+                e.since = now;
+                e.suspicion = Some(Suspicion::new(now, from.clone(), min, max, k));
+                let member = e.member.clone();
+                self.suspects.push(name.clone());
+                self.emit(MembershipEvent::Suspected(member));
+                self.queue_update(name.clone(), Message::Suspect { name, incarnation: inc, from });
+            }
+        }
+    }
+
+    fn apply_dead(&mut self, now: Instant, name: Arc<str>, inc: u64, from: Arc<str>) {
+        if name == self.me {
+            if self.left {
+                return;
+            }
+            if inc >= self.incarnation {
+                self.refute(now, inc);
+            } else {
+                self.broadcast_self();
+            }
+            return;
+        }
+        let Some(&i) = self.index.get(&name) else { return };
+        let e = &mut self.members[i];
+        if inc < e.member.incarnation || !e.member.state.is_live() {
+            return;
+        }
+        let left = from == name;
+        e.member.incarnation = inc;
+        e.member.state = if left { MemberState::Left } else { MemberState::Dead };
+        e.since = now;
+        e.suspicion = None;
+        let member = e.member.clone();
+        self.live -= 1;
+        if self.probe.as_ref().is_some_and(|p| p.target == name) {
+            self.probe = None;
+        }
+        self.emit(if left { MembershipEvent::Left(member) } else { MembershipEvent::Died(member) });
+        self.queue_update(name.clone(), Message::Dead { name, incarnation: inc, from });
+    }
+
+    /// This node's full state, sealed for a push-pull exchange. `join` asks
+    /// the receiver to answer even though it may not know this node.
+    pub fn local_state(&mut self, join: bool) -> Vec<u8> {
+        let members = self
+            .members
+            .iter()
+            .map(|e| StateEntry {
+                name: e.member.name.clone(),
+                addr: e.member.addr,
+                incarnation: e.member.incarnation,
+                state: e.member.state.code(),
+                meta: (*e.member.meta).clone(),
+            })
+            .collect();
+        let payload = self.codec.seal(true, &wire::encode_state(&State { join, members }));
+        self.counters.bytes_out += payload.len() as u64;
+        payload
+    }
+
+    /// Merges a remote full state. Returns whether the sender was joining.
+    pub fn handle_state(&mut self, now: Instant, state: &[u8]) -> Result<bool, DecodeError> {
+        self.counters.bytes_in += state.len() as u64;
+        let decoded = self.codec.open(true, state).and_then(|body| wire::decode_state(&body));
+        let state = match decoded {
+            Ok(s) => s,
+            Err(e) => {
+                self.counters.dropped += 1;
+                return Err(e);
+            }
+        };
+        self.counters.syncs += 1;
+        for m in state.members {
+            let Some(st) = MemberState::from_code(m.state) else { continue };
+            match st {
+                MemberState::Alive => self.apply_alive(now, m.name, m.addr, m.incarnation, Some(m.meta)),
+                MemberState::Suspect => {
+                    self.apply_alive(now, m.name.clone(), m.addr, m.incarnation, Some(m.meta));
+                    self.apply_suspect(now, m.name, m.incarnation, "push-pull".into());
+                }
+                // A remote death is only a suspicion here: we may still reach it.
+                MemberState::Dead => {
+                    if self.index.contains_key(&m.name) || m.name == self.me {
+                        self.apply_suspect(now, m.name, m.incarnation, "push-pull".into());
+                    }
+                }
+                MemberState::Left => {
+                    let from = m.name.clone();
+                    self.apply_dead(now, m.name, m.incarnation, from);
+                }
+            }
+        }
+        Ok(state.join)
+    }
+}
+
+#[cfg(test)]
+#[path = "swim_tests.rs"]
+mod tests;
