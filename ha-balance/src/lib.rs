@@ -1,13 +1,87 @@
 //! Endpoint selection for tower services.
 //!
-//! `ha-balance` picks the endpoint for each attempt of a request: P2C over
-//! PeakEWMA latency (the default), least-pending, weighted round robin and
-//! consistent hashing; it keeps traffic on the primary tier while that tier
-//! is healthy and spills to secondary tiers as it degrades, ejects outliers
-//! (Envoy's model) and skips endpoints whose `ha-breaker` is open. It reads
-//! the `ha-core` attempt context so a retry never goes back to an endpoint
-//! the request already tried.
+//! `ha-balance` picks the endpoint for each attempt of a request and keeps
+//! picking well while endpoints slow down, fail, come and go:
 //!
-//! The public API lands with its issue; this crate has none yet.
+//! - **Pickers**: P2C over PeakEWMA latency x pending (the default), P2C
+//!   least-pending, weighted P2C, smooth weighted round robin, random, and
+//!   consistent hashing of a request key with virtual nodes and bounded
+//!   loads ([`Picker`]).
+//! - **Priority tiers**: traffic stays on tier 0 while it is healthy enough
+//!   (overprovisioning factor 1.4) and spills to the next tiers in
+//!   proportion as it degrades; below 50% healthy overall the balancer
+//!   panics and routes over every endpoint. Zones are tiers: put the
+//!   caller's zone in tier 0.
+//! - **Health**: outlier ejection (Envoy's consecutive-failure,
+//!   success-rate and failure-percentage rules, capped at 10% of the
+//!   endpoints), optional active health checks, and an optional per-endpoint
+//!   [`HealthGate`] such as a circuit breaker. Any of them takes an endpoint
+//!   out of selection at once.
+//! - **Attempt context**: a retry or hedge carrying an
+//!   [`AttemptContext`](ha_core::AttemptContext) never goes back to an
+//!   endpoint it tried while another is available; the picked endpoint is
+//!   recorded in it.
+//! - **Slow start**: a new endpoint's share ramps up over a window.
+//! - **Fail fast**: with nothing available a request fails with
+//!   [`NoHealthyEndpoint`](ha_core::NoHealthyEndpoint) after a bounded wait.
+//!
+//! [`Balance`] is `Clone` and shares its state between clones; selection
+//! takes no lock. Endpoints come from a [`tower::discover::Discover`]
+//! ([`BalanceBuilder::build_discover`]) or from the [`Endpoints`] handle
+//! (insert, remove, batch, reset).
+//!
+//! # Example
+//!
+//! Two primary endpoints and a secondary one; the primary tier takes the
+//! traffic while it is healthy:
+//!
+//! ```
+//! use ha_balance::{Balance, BalanceConfig, Endpoint};
+//! use ha_core::WithAttempt;
+//! use tower::{service_fn, BoxError, Service, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let backend = |name: &'static str| {
+//!     service_fn(move |_req: WithAttempt<&'static str>| async move { Ok::<_, BoxError>(name) })
+//! };
+//! let mut balance = Balance::builder()
+//!     .config(BalanceConfig::default())
+//!     .build_with([
+//!         ("10.0.0.1:80", Endpoint::new(backend("a")).tier(0)),
+//!         ("10.0.0.2:80", Endpoint::new(backend("b")).tier(0)),
+//!         ("10.0.1.1:80", Endpoint::new(backend("standby")).tier(1)),
+//!     ])?;
+//! for _ in 0..10 {
+//!     let served_by = balance.ready().await?.call(WithAttempt::new("GET /")).await?;
+//!     assert_ne!(served_by, "standby");
+//! }
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+mod builder;
+pub mod config;
+mod core;
+mod discover;
+mod endpoint;
+mod error;
+mod future;
+mod health;
+mod healthcheck;
+mod outlier;
+mod pick;
+mod service;
+mod snapshot;
+mod table;
+mod tiers;
+
+pub use builder::BalanceBuilder;
+pub use config::{BalanceConfig, Picker};
+pub use endpoint::{Endpoint, EndpointStats};
+pub use error::ConfigError;
+pub use future::ResponseFuture;
+pub use health::HealthGate;
+pub use service::{Balance, Endpoints};

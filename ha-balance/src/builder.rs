@@ -1,0 +1,190 @@
+//! Builds a [`Balance`]: configuration, events, classifier, hash key,
+//! health gates, active health checks, and where the endpoints come from.
+
+use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::{Arc, Weak};
+
+use ha_core::classify::ErrorsAreFailures;
+use ha_core::rng::FastRng;
+use ha_core::Events;
+use tokio::sync::oneshot;
+use tower::discover::Discover;
+use tower::{BoxError, Service};
+
+use crate::config::{BalanceConfig, Picker};
+use crate::core::{Core, GateFactory};
+use crate::endpoint::Endpoint;
+use crate::error::ConfigError;
+use crate::health::HealthGate;
+use crate::service::{Balance, Endpoints, HashKeyFn};
+use crate::snapshot::Cached;
+
+type Starter<K, S> = Box<dyn FnOnce(Weak<Core<K, S>>, oneshot::Receiver<()>, u64) + Send>;
+
+/// Builds a [`Balance`]; start with [`Balance::builder`].
+pub struct BalanceBuilder<K, S, Req, C = ErrorsAreFailures> {
+    config: BalanceConfig,
+    events: Events,
+    classifier: C,
+    hash_key: Option<HashKeyFn<Req>>,
+    seed: Option<u64>,
+    gate: Option<GateFactory<K>>,
+    health_check: Option<Starter<K, S>>,
+    _types: PhantomData<fn(K, S)>,
+}
+
+impl<K, S, Req> Balance<K, S, Req> {
+    /// A builder with the recommended configuration.
+    pub fn builder() -> BalanceBuilder<K, S, Req> {
+        BalanceBuilder {
+            config: BalanceConfig::default(),
+            events: Events::new(),
+            classifier: ErrorsAreFailures::default(),
+            hash_key: None,
+            seed: None,
+            gate: None,
+            health_check: None,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<K, S, Req, C> fmt::Debug for BalanceBuilder<K, S, Req, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalanceBuilder").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl<K, S, Req, C> BalanceBuilder<K, S, Req, C>
+where
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+{
+    /// Uses `config` (validated by the build methods).
+    pub fn config(mut self, config: BalanceConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sends ejection, restoration, tier-spill and panic events to `events`.
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Decides which responses count as failures for outlier detection
+    /// (default: every error is a failure).
+    pub fn classifier<C2>(self, classifier: C2) -> BalanceBuilder<K, S, Req, C2> {
+        BalanceBuilder {
+            config: self.config,
+            events: self.events,
+            classifier,
+            hash_key: self.hash_key,
+            seed: self.seed,
+            gate: self.gate,
+            health_check: self.health_check,
+            _types: PhantomData,
+        }
+    }
+
+    /// The key [`Picker::RingHash`] hashes; requests for which it returns
+    /// `None` are balanced by least pending instead. Required by that picker.
+    pub fn hash_key(mut self, key: impl Fn(&Req) -> Option<u64> + Send + Sync + 'static) -> Self {
+        self.hash_key = Some(Arc::new(key));
+        self
+    }
+
+    /// Seeds the random choices, for reproducible runs (default: from entropy).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Gives each new endpoint a health gate (typically a circuit breaker
+    /// shared with the endpoint's service stack): while the gate does not
+    /// admit, the endpoint is out of selection, even in panic mode.
+    pub fn health_gate<G: HealthGate>(mut self, gate: impl Fn(&K, &str) -> G + Send + Sync + 'static) -> Self {
+        self.gate = Some(Arc::new(move |k: &K, name: &Arc<str>| Arc::new(gate(k, name)) as Arc<dyn HealthGate>));
+        self
+    }
+
+    /// Probes every endpoint periodically through `probe`, called with the
+    /// endpoint's key; an `Err` or a timeout is a failed probe. Timing and
+    /// thresholds come from [`BalanceConfig::health_check`]. Needs a tokio
+    /// runtime when the balancer is built.
+    pub fn health_check<P>(mut self, probe: P) -> Self
+    where
+        P: Service<K> + Clone + Send + 'static,
+        P::Future: Send,
+        P::Error: Into<BoxError>,
+    {
+        let cfg = self.config.health_check;
+        self.health_check = Some(Box::new(move |core, shutdown, seed| {
+            // The config may be replaced after this call; the build re-reads it.
+            let cfg = core.upgrade().map(|c| c.cfg.health_check).unwrap_or(cfg);
+            crate::healthcheck::spawn(core, probe, cfg, seed, shutdown)
+        }));
+        self
+    }
+
+    fn core(self) -> Result<(Arc<Core<K, S>>, Balance<K, S, Req, C>), ConfigError> {
+        self.config.validate()?;
+        if matches!(self.config.picker, Picker::RingHash { .. }) && self.hash_key.is_none() {
+            return Err(ConfigError::new("picker", "ring_hash needs a hash key (BalanceBuilder::hash_key)"));
+        }
+        let seed = self.seed.unwrap_or_else(|| FastRng::from_entropy().next_u64());
+        let core = Arc::new(Core::new(self.config, self.events, seed.rotate_left(17), self.gate));
+        if let Some(start) = self.health_check {
+            let (tx, rx) = oneshot::channel();
+            core.on_drop(tx);
+            start(Arc::downgrade(&core), rx, seed ^ 0x5851_f42d_4c95_7f2d);
+        }
+        let balance = Balance {
+            cached: Cached::new(&core.cell),
+            core: core.clone(),
+            hash_key: self.hash_key,
+            classifier: self.classifier,
+            rng: FastRng::new(seed),
+        };
+        Ok((core, balance))
+    }
+
+    /// A balancer whose endpoints you manage with [`Balance::endpoints`].
+    pub fn build(self) -> Result<Balance<K, S, Req, C>, ConfigError> {
+        self.core().map(|(_, b)| b)
+    }
+
+    /// A balancer starting with `endpoints`.
+    pub fn build_with(
+        self,
+        endpoints: impl IntoIterator<Item = (K, Endpoint<S>)>,
+    ) -> Result<Balance<K, S, Req, C>, ConfigError> {
+        let (core, balance) = self.core()?;
+        Endpoints::new(core).reset(endpoints);
+        Ok(balance)
+    }
+
+    /// A balancer fed by `discover`, which a background task polls (so this
+    /// needs a tokio runtime). The task ends when the stream ends or fails,
+    /// or when the last clone of the balancer is dropped.
+    pub fn build_discover<D>(self, discover: D) -> Result<Balance<K, S, Req, C>, ConfigError>
+    where
+        D: Discover<Key = K, Service = Endpoint<S>> + Send + 'static,
+        D::Error: Into<BoxError>,
+    {
+        let (core, balance) = self.core()?;
+        let (tx, rx) = oneshot::channel();
+        core.on_drop(tx);
+        crate::discover::spawn(Arc::downgrade(&core), discover, rx);
+        Ok(balance)
+    }
+}
+
+impl<K, S, Req, C> BalanceBuilder<K, S, Req, C> {
+    /// The configuration so far.
+    pub fn get_config(&self) -> &BalanceConfig {
+        &self.config
+    }
+}

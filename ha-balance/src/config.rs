@@ -1,0 +1,337 @@
+//! The balancer's configuration: serde-friendly, with production defaults,
+//! validated once when the balancer is built.
+//!
+//! Durations are written as whole milliseconds (`"base_ejection_time_ms": 30000`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// How the balancer picks among the available endpoints of a tier.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Picker {
+    /// Power of two choices over PeakEWMA latency x (pending + 1): Finagle's
+    /// and Linkerd's default, the best under a slow endpoint.
+    #[default]
+    P2cPeakEwma,
+    /// Power of two choices over pending requests.
+    P2cPending,
+    /// Power of two choices over pending requests divided by the endpoint's weight.
+    WeightedP2c,
+    /// Smooth weighted round robin (nginx's): over one cycle each endpoint
+    /// gets exactly its weight's share, interleaved.
+    RoundRobin,
+    /// Uniformly random.
+    Random,
+    /// Consistent hashing of a request key (see
+    /// [`BalanceBuilder::hash_key`](crate::BalanceBuilder::hash_key)) on a ring
+    /// with virtual nodes and bounded loads.
+    RingHash {
+        /// Virtual nodes per unit of weight.
+        #[serde(default = "default_vnodes")]
+        vnodes: u32,
+        /// No endpoint takes more than `load_factor` x the average in-flight
+        /// load of its tier; must be at least 1.
+        #[serde(default = "default_load_factor")]
+        load_factor: f64,
+    },
+}
+
+fn default_vnodes() -> u32 {
+    100
+}
+
+fn default_load_factor() -> f64 {
+    1.25
+}
+
+impl Picker {
+    /// Consistent hashing with the recommended 100 virtual nodes and load factor 1.25.
+    pub fn ring_hash() -> Self {
+        Picker::RingHash { vnodes: default_vnodes(), load_factor: default_load_factor() }
+    }
+
+    pub(crate) fn needs_latency(&self) -> bool {
+        matches!(self, Picker::P2cPeakEwma)
+    }
+}
+
+/// Priority tiers and panic mode.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TierConfig {
+    /// A tier is considered able to take all its traffic while its healthy
+    /// fraction times this factor is at least 1 (Envoy: 1.4). Must be at least 1.
+    pub overprovisioning: f64,
+    /// When fewer than this fraction of all endpoints are available, route
+    /// over all of them, ignoring ejections and health checks (Envoy: 0.5).
+    /// `0` disables panic mode. In `[0, 1]`.
+    pub panic_threshold: f64,
+    /// How long a computed tier plan is reused before the balancer recounts
+    /// healthy endpoints (it also recounts at once on every membership or
+    /// ejection change it sees).
+    #[serde(with = "ms")]
+    #[serde(rename = "refresh_ms")]
+    pub refresh: Duration,
+}
+
+impl Default for TierConfig {
+    fn default() -> Self {
+        TierConfig { overprovisioning: 1.4, panic_threshold: 0.5, refresh: Duration::from_millis(100) }
+    }
+}
+
+/// Slow start: a newly added endpoint's share ramps up over `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlowStartConfig {
+    /// The ramp's length; zero disables slow start.
+    #[serde(with = "ms", rename = "window_ms")]
+    pub window: Duration,
+    /// The share a brand-new endpoint starts with, in `(0, 1]`.
+    pub min_factor: f64,
+}
+
+impl Default for SlowStartConfig {
+    fn default() -> Self {
+        SlowStartConfig { window: Duration::from_secs(10), min_factor: 0.1 }
+    }
+}
+
+/// Load tracking for the PeakEWMA picker.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoadConfig {
+    /// The latency assumed for an endpoint before it answered once.
+    #[serde(with = "ms", rename = "default_rtt_ms")]
+    pub default_rtt: Duration,
+    /// The EWMA's time constant.
+    #[serde(with = "ms", rename = "decay_ms")]
+    pub decay: Duration,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig { default_rtt: Duration::from_millis(30), decay: Duration::from_secs(10) }
+    }
+}
+
+/// Envoy's success-rate rule: eject endpoints whose success rate is below
+/// `mean - stdev_factor x stdev` of the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SuccessRateConfig {
+    /// How many standard deviations below the mean is an outlier.
+    pub stdev_factor: f64,
+    /// The rule runs only when at least this many endpoints had enough requests.
+    pub minimum_hosts: u32,
+    /// Requests an endpoint needs in an interval to be judged.
+    pub request_volume: u64,
+}
+
+impl Default for SuccessRateConfig {
+    fn default() -> Self {
+        SuccessRateConfig { stdev_factor: 1.9, minimum_hosts: 5, request_volume: 100 }
+    }
+}
+
+/// Envoy's failure-percentage rule: eject endpoints failing more than
+/// `threshold` percent of their requests.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailurePercentageConfig {
+    /// The failure percentage above which an endpoint is ejected, in `[0, 100]`.
+    pub threshold: f64,
+    /// The rule runs only when at least this many endpoints had enough requests.
+    pub minimum_hosts: u32,
+    /// Requests an endpoint needs in an interval to be judged.
+    pub request_volume: u64,
+}
+
+impl Default for FailurePercentageConfig {
+    fn default() -> Self {
+        FailurePercentageConfig { threshold: 85.0, minimum_hosts: 5, request_volume: 50 }
+    }
+}
+
+/// Outlier ejection, Envoy's model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Eject after this many failures in a row; `0` disables the rule.
+    pub consecutive_failures: u32,
+    /// How often the success-rate and failure-percentage rules run.
+    #[serde(with = "ms", rename = "interval_ms")]
+    pub interval: Duration,
+    /// An ejection lasts this times the number of times the endpoint was ejected.
+    #[serde(with = "ms", rename = "base_ejection_time_ms")]
+    pub base_ejection_time: Duration,
+    /// The longest ejection.
+    #[serde(with = "ms", rename = "max_ejection_time_ms")]
+    pub max_ejection_time: Duration,
+    /// At most this percentage of the endpoints is ejected at once (at least
+    /// one endpoint may always be ejected), in `[0, 100]`.
+    pub max_ejection_percent: f64,
+    /// The success-rate rule; `None` disables it.
+    pub success_rate: Option<SuccessRateConfig>,
+    /// The failure-percentage rule; `None` (Envoy's default) disables it.
+    pub failure_percentage: Option<FailurePercentageConfig>,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_failures: 5,
+            interval: Duration::from_secs(10),
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 10.0,
+            success_rate: Some(SuccessRateConfig::default()),
+            failure_percentage: None,
+        }
+    }
+}
+
+impl OutlierConfig {
+    /// Outlier detection switched off.
+    pub fn disabled() -> Self {
+        OutlierConfig { consecutive_failures: 0, success_rate: None, failure_percentage: None, ..Self::default() }
+    }
+}
+
+/// Active health checking: a periodic probe per endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Time between two probes of one endpoint.
+    #[serde(with = "ms", rename = "interval_ms")]
+    pub interval: Duration,
+    /// Each wait is lengthened by a random amount up to this.
+    #[serde(with = "ms", rename = "jitter_ms")]
+    pub jitter: Duration,
+    /// A probe that takes longer fails.
+    #[serde(with = "ms", rename = "timeout_ms")]
+    pub timeout: Duration,
+    /// Consecutive failed probes that take an endpoint out of selection.
+    pub unhealthy_threshold: u32,
+    /// Consecutive passed probes that bring it back.
+    pub healthy_threshold: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            interval: Duration::from_secs(5),
+            jitter: Duration::from_millis(500),
+            timeout: Duration::from_secs(1),
+            unhealthy_threshold: 3,
+            healthy_threshold: 2,
+        }
+    }
+}
+
+/// Everything the balancer can be configured with; see each field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BalanceConfig {
+    /// The picking strategy.
+    pub picker: Picker,
+    /// How long a request waits for an endpoint to become available before
+    /// failing with [`NoHealthyEndpoint`](ha_core::NoHealthyEndpoint).
+    #[serde(with = "ms", rename = "no_healthy_timeout_ms")]
+    pub no_healthy_timeout: Duration,
+    /// Priority tiers and panic mode.
+    pub tiers: TierConfig,
+    /// Slow start of new endpoints.
+    pub slow_start: SlowStartConfig,
+    /// Load tracking.
+    pub load: LoadConfig,
+    /// Outlier ejection.
+    pub outlier: OutlierConfig,
+    /// Active health checks, used when a probe service is given to the builder.
+    pub health_check: HealthCheckConfig,
+}
+
+impl BalanceConfig {
+    /// Checks every field; the builder calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn check(ok: bool, field: &'static str, reason: &'static str) -> Result<(), ConfigError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::new(field, reason))
+            }
+        }
+        if let Picker::RingHash { vnodes, load_factor } = self.picker {
+            check((1..=10_000).contains(&vnodes), "picker.vnodes", "must be in 1..=10000")?;
+            check(load_factor.is_finite() && load_factor >= 1.0, "picker.load_factor", "must be at least 1")?;
+        }
+        let t = &self.tiers;
+        check(
+            t.overprovisioning.is_finite() && t.overprovisioning >= 1.0,
+            "tiers.overprovisioning",
+            "must be at least 1",
+        )?;
+        check((0.0..=1.0).contains(&t.panic_threshold), "tiers.panic_threshold", "must be in [0, 1]")?;
+        let s = &self.slow_start;
+        check(s.min_factor > 0.0 && s.min_factor <= 1.0, "slow_start.min_factor", "must be in (0, 1]")?;
+        check(!self.load.decay.is_zero(), "load.decay", "must be positive")?;
+        let o = &self.outlier;
+        check(!o.interval.is_zero(), "outlier.interval", "must be positive")?;
+        check(
+            o.base_ejection_time <= o.max_ejection_time,
+            "outlier.base_ejection_time",
+            "must not exceed max_ejection_time",
+        )?;
+        check((0.0..=100.0).contains(&o.max_ejection_percent), "outlier.max_ejection_percent", "must be in [0, 100]")?;
+        if let Some(sr) = &o.success_rate {
+            check(
+                sr.stdev_factor.is_finite() && sr.stdev_factor >= 0.0,
+                "outlier.success_rate.stdev_factor",
+                "must be a non-negative number",
+            )?;
+            check(sr.request_volume > 0, "outlier.success_rate.request_volume", "must be positive")?;
+        }
+        if let Some(fp) = &o.failure_percentage {
+            check((0.0..=100.0).contains(&fp.threshold), "outlier.failure_percentage.threshold", "must be in [0, 100]")?;
+            check(fp.request_volume > 0, "outlier.failure_percentage.request_volume", "must be positive")?;
+        }
+        let h = &self.health_check;
+        check(!h.interval.is_zero(), "health_check.interval", "must be positive")?;
+        check(!h.timeout.is_zero(), "health_check.timeout", "must be positive")?;
+        check(h.unhealthy_threshold > 0, "health_check.unhealthy_threshold", "must be positive")?;
+        check(h.healthy_threshold > 0, "health_check.healthy_threshold", "must be positive")?;
+        Ok(())
+    }
+}
+
+mod ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        BalanceConfig {
+            picker: Picker::default(),
+            no_healthy_timeout: Duration::from_secs(1),
+            tiers: TierConfig::default(),
+            slow_start: SlowStartConfig::default(),
+            load: LoadConfig::default(),
+            outlier: OutlierConfig::default(),
+            health_check: HealthCheckConfig::default(),
+        }
+    }
+}

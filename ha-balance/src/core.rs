@@ -1,0 +1,290 @@
+//! The state every clone of a balancer shares: the endpoint table, the
+//! membership map behind its lock, the outlier detector, the tier plan's
+//! bookkeeping and the in-flight counters.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use ha_core::event::{EjectionReason, Event, Events};
+use ha_core::stats::PeakEwma;
+use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use ha_core::sync::Mutex;
+use ha_core::{Instant, Outcome};
+use tokio::sync::Notify;
+use tower::discover::Change;
+
+use crate::config::BalanceConfig;
+use crate::endpoint::{Counters, Endpoint, Slot};
+use crate::health::{Health, HealthGate};
+use crate::outlier::{Detector, Ejection, OutlierState};
+use crate::table::{Snapshot, LOAD_SCALE};
+use crate::tiers::{spilled, tier_loads};
+
+/// Builds the health gate (a circuit breaker) of a new endpoint.
+pub(crate) type GateFactory<K> = Arc<dyn Fn(&K, &Arc<str>) -> Arc<dyn HealthGate> + Send + Sync>;
+
+/// In-flight counters: one per tier, and the total at `TOTAL`.
+pub(crate) const TOTAL: usize = 256;
+
+pub(crate) struct Core<K, S> {
+    pub cfg: BalanceConfig,
+    pub epoch: Instant,
+    pub events: Events,
+    pub cell: crate::snapshot::SnapshotCell<Snapshot<S>>,
+    members: Mutex<HashMap<K, Arc<Slot<S>>>>,
+    pub notify: Arc<Notify>,
+    pub detector: Detector,
+    eject_lock: Mutex<()>,
+    next_eval_ns: AtomicU64,
+    pub pending: Box<[AtomicU64]>,
+    panic_reported: AtomicBool,
+    spill_reported: Box<[AtomicU32]>,
+    pub seeds: AtomicU64,
+    gate: Option<GateFactory<K>>,
+    /// Dropped with the core, which tells the background tasks to stop.
+    shutdown: Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
+    refresh_ns: u64,
+    pub slow_start_ns: u64,
+}
+
+impl<K, S> Core<K, S>
+where
+    K: Hash + Eq + Clone + fmt::Debug,
+{
+    pub fn new(cfg: BalanceConfig, events: Events, seed: u64, gate: Option<GateFactory<K>>) -> Self {
+        let epoch = Instant::now();
+        let empty = Arc::new(Snapshot::build(Vec::new(), &cfg.picker));
+        Core {
+            detector: Detector::new(cfg.outlier),
+            refresh_ns: nanos(cfg.tiers.refresh),
+            slow_start_ns: nanos(cfg.slow_start.window),
+            next_eval_ns: AtomicU64::new(nanos(cfg.outlier.interval)),
+            cfg,
+            epoch,
+            events,
+            cell: crate::snapshot::SnapshotCell::new(empty),
+            members: Mutex::new(HashMap::new()),
+            notify: Arc::new(Notify::new()),
+            eject_lock: Mutex::new(()),
+            pending: (0..=TOTAL).map(|_| AtomicU64::new(0)).collect(),
+            panic_reported: AtomicBool::new(false),
+            spill_reported: (0..TOTAL).map(|_| AtomicU32::new(0)).collect(),
+            seeds: AtomicU64::new(seed),
+            gate,
+            shutdown: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Ties a background task's stop signal to this core's lifetime.
+    pub fn on_drop(&self, stop: tokio::sync::oneshot::Sender<()>) {
+        self.shutdown.lock().unwrap_or_else(|e| e.into_inner()).push(stop);
+    }
+
+    fn make_slot(&self, key: &K, ep: Endpoint<S>, now: Instant, initial: bool) -> Arc<Slot<S>> {
+        let name: Arc<str> = ep.name.unwrap_or_else(|| format!("{key:?}").into());
+        let gate = self.gate.as_ref().map(|f| f(key, &name));
+        Arc::new(Slot {
+            id: ha_core::EndpointId::from_key(key),
+            name,
+            service: ep.service,
+            tier: ep.tier,
+            zone: ep.zone,
+            weight: ep.weight,
+            added_ns: (!initial).then(|| self.now_ns(now)),
+            pending: AtomicU64::new(0),
+            ewma: PeakEwma::new(now, self.cfg.load.default_rtt, self.cfg.load.decay),
+            health: Health::new(gate),
+            outlier: OutlierState::default(),
+            counters: Counters::default(),
+        })
+    }
+
+    /// Applies a batch of changes with one table rebuild.
+    pub fn apply(&self, changes: impl IntoIterator<Item = Change<K, Endpoint<S>>>) {
+        let now = Instant::now();
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let initial = members.is_empty();
+        for change in changes {
+            match change {
+                Change::Insert(key, ep) => {
+                    let slot = self.make_slot(&key, ep, now, initial);
+                    members.insert(key, slot);
+                }
+                Change::Remove(key) => {
+                    members.remove(&key);
+                }
+            }
+        }
+        self.install(&members, now);
+    }
+
+    /// Replaces the whole set; endpoints whose key stays keep their state.
+    pub fn reset(&self, endpoints: impl IntoIterator<Item = (K, Endpoint<S>)>) {
+        let now = Instant::now();
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let initial = members.is_empty();
+        let mut next = HashMap::new();
+        for (key, ep) in endpoints {
+            let slot = match members.remove(&key) {
+                Some(old) if old.tier == ep.tier && old.weight == ep.weight => old,
+                _ => self.make_slot(&key, ep, now, initial),
+            };
+            next.insert(key, slot);
+        }
+        *members = next;
+        self.install(&members, now);
+    }
+
+    fn install(&self, members: &HashMap<K, Arc<Slot<S>>>, now: Instant) {
+        let snap = Arc::new(Snapshot::build(members.values().cloned().collect(), &self.cfg.picker));
+        self.refresh_plan(&snap, self.now_ns(now));
+        self.cell.store(snap);
+        self.notify.notify_waiters();
+    }
+
+    pub fn keys(&self) -> Vec<(K, Arc<Slot<S>>)> {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        members.iter().map(|(k, s)| (k.clone(), s.clone())).collect()
+    }
+}
+
+impl<K, S> Core<K, S> {
+    #[inline]
+    pub fn now_ns(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.epoch)).max(1)
+    }
+
+    /// Recounts the available endpoints per tier when the plan is stale or
+    /// old, reports restorations, spill and panic changes. One caller at a
+    /// time; the others keep using the current plan.
+    pub fn refresh_plan(&self, snap: &Snapshot<S>, now_ns: u64) {
+        let plan = &snap.plan;
+        let due = plan.stale.load(Ordering::Acquire)
+            || now_ns >= plan.computed_ns.load(Ordering::Relaxed).saturating_add(self.refresh_ns);
+        if !due || plan.busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        plan.stale.store(false, Ordering::Release);
+        let mut counts = vec![(0u32, 0u32); snap.groups.len()];
+        let mut restored = false;
+        for (slot, &g) in snap.slots.iter().zip(&snap.slot_group) {
+            if slot.health.clear_expired(now_ns) {
+                restored = true;
+                self.events.emit(Event::EndpointRestored { endpoint: slot.name.clone() });
+            }
+            let c = &mut counts[g as usize];
+            c.1 += 1;
+            c.0 += u32::from(slot.health.available(now_ns, false));
+        }
+        let available: u32 = counts.iter().map(|c| c.0).sum();
+        let total = snap.slots.len() as u32;
+        let panic = total > 0 && f64::from(available) < self.cfg.tiers.panic_threshold * f64::from(total);
+        let loads = tier_loads(&counts, self.cfg.tiers.overprovisioning);
+        let mut cum = 0.0;
+        for (i, load) in loads.iter().enumerate() {
+            cum += load;
+            let scaled = if i + 1 == loads.len() && cum > 0.0 { LOAD_SCALE } else { (cum * f64::from(LOAD_SCALE)) as u32 };
+            plan.cum[i].store(scaled.min(LOAD_SCALE), Ordering::Relaxed);
+            plan.available[i].store(counts[i].0, Ordering::Relaxed);
+        }
+        plan.available_all.store(available, Ordering::Relaxed);
+        plan.panic.store(panic, Ordering::Release);
+        if self.panic_reported.swap(panic, Ordering::AcqRel) != panic {
+            self.events.emit(Event::PanicMode { entered: panic });
+        }
+        if available > 0 {
+            for (i, g) in snap.groups.iter().enumerate() {
+                let s = spilled(&loads, i);
+                let permille = (s * 1000.0).round() as u32;
+                let reported = &self.spill_reported[usize::from(g.tier)];
+                // Report changes of a percent or more, and every return to zero.
+                let before = reported.load(Ordering::Relaxed);
+                if before.abs_diff(permille) >= 10 || (permille == 0 && before != 0) {
+                    reported.store(permille, Ordering::Relaxed);
+                    self.events.emit(Event::TierSpill { from_tier: g.tier, spilled: f64::from(permille) / 1000.0 });
+                }
+            }
+        }
+        plan.computed_ns.store(now_ns, Ordering::Relaxed);
+        plan.busy.store(false, Ordering::Release);
+        if restored {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Runs the interval rules of outlier detection when an interval is over.
+    pub fn maybe_evaluate(&self, snap: &Snapshot<S>, now_ns: u64) {
+        let next = self.next_eval_ns.load(Ordering::Relaxed);
+        if now_ns < next {
+            return;
+        }
+        let following = now_ns.saturating_add(nanos(self.detector.interval()));
+        if self.next_eval_ns.compare_exchange(next, following, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return;
+        }
+        let _serial = self.eject_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let hosts = snap.hosts();
+        for e in self.detector.evaluate(&hosts, now_ns) {
+            self.report_ejection(&snap.slots[e.host], e);
+        }
+        snap.plan.mark_stale();
+    }
+
+    fn report_ejection(&self, slot: &Slot<S>, e: Ejection) {
+        slot.counters.ejections.fetch_add(1, Ordering::Relaxed);
+        self.events.emit(Event::EndpointEjected {
+            endpoint: slot.name.clone(),
+            reason: e.reason,
+            duration: e.duration,
+        });
+    }
+
+    /// Counts a finished request. Reads the clock only when an ejection
+    /// needs a time stamp and the caller has none.
+    pub fn on_outcome(&self, slot: &Slot<S>, outcome: Outcome, now: Option<Instant>) {
+        if !outcome.counts() {
+            return;
+        }
+        let failed = outcome.is_failure();
+        if failed {
+            slot.counters.failures.fetch_add(1, Ordering::Relaxed);
+        } else {
+            slot.counters.successes.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.detector.record(&slot.outlier, failed) {
+            let now_ns = self.now_ns(now.unwrap_or_else(Instant::now));
+            let (_, snap) = self.cell.load();
+            let Some(idx) = snap.index_of(slot) else { return };
+            let _serial = self.eject_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let hosts = snap.hosts();
+            if let Some(e) = self.detector.try_eject(&hosts, idx, now_ns, EjectionReason::ConsecutiveFailures) {
+                self.report_ejection(slot, e);
+                snap.plan.mark_stale();
+            }
+        }
+    }
+
+    /// The active health checker's verdict on one endpoint.
+    pub fn set_probe_verdict(&self, slot: &Slot<S>, failing: bool) {
+        if slot.health.set_probe_failing(failing) {
+            if failing {
+                self.events.emit(Event::EndpointEjected {
+                    endpoint: slot.name.clone(),
+                    reason: EjectionReason::HealthCheck,
+                    duration: self.cfg.health_check.interval,
+                });
+            } else {
+                self.events.emit(Event::EndpointRestored { endpoint: slot.name.clone() });
+                self.notify.notify_waiters();
+            }
+            self.cell.load().1.plan.mark_stale();
+        }
+    }
+}
+
+#[inline]
+pub(crate) fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,168 @@
+//! What the balancer knows about one endpoint: the description discovery
+//! hands in ([`Endpoint`]) and the counters a user reads back ([`EndpointStats`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ha_core::stats::PeakEwma;
+use ha_core::sync::atomic::{AtomicU64, Ordering};
+use ha_core::{EndpointId, Instant};
+
+use crate::health::Health;
+use crate::outlier::OutlierState;
+
+/// One endpoint as discovery describes it: its service and where it sits
+/// (tier, zone, weight).
+///
+/// ```
+/// use ha_balance::Endpoint;
+/// let primary = Endpoint::new(tower::service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) }))
+///     .tier(0)
+///     .zone("eu-west-1a")
+///     .weight(2);
+/// assert_eq!(primary.get_tier(), 0);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Endpoint<S> {
+    pub(crate) service: S,
+    pub(crate) tier: u8,
+    pub(crate) zone: Option<Arc<str>>,
+    pub(crate) weight: u32,
+    pub(crate) name: Option<Arc<str>>,
+}
+
+impl<S> Endpoint<S> {
+    /// An endpoint of tier 0, weight 1, no zone, named after its key.
+    pub fn new(service: S) -> Self {
+        Endpoint { service, tier: 0, zone: None, weight: 1, name: None }
+    }
+
+    /// Its priority tier: 0 is primary, 1 secondary, and so on.
+    pub fn tier(mut self, tier: u8) -> Self {
+        self.tier = tier;
+        self
+    }
+
+    /// Its zone (informational; express zone preference with tiers).
+    pub fn zone(mut self, zone: impl Into<Arc<str>>) -> Self {
+        self.zone = Some(zone.into());
+        self
+    }
+
+    /// Its weight for the weighted pickers, round robin and ring hash
+    /// (clamped to `1..=1000`).
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = weight.clamp(1, 1000);
+        self
+    }
+
+    /// The name used in events and stats (default: the key's `Debug` form).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Its tier.
+    pub fn get_tier(&self) -> u8 {
+        self.tier
+    }
+}
+
+/// Counters and state of one endpoint, read with
+/// [`Balance::endpoint_stats`](crate::Balance::endpoint_stats).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct EndpointStats {
+    /// Its id (the one recorded in attempt contexts).
+    pub id: EndpointId,
+    /// Its name.
+    pub name: Arc<str>,
+    /// Its tier.
+    pub tier: u8,
+    /// Its zone.
+    pub zone: Option<Arc<str>>,
+    /// Its weight.
+    pub weight: u32,
+    /// Requests in flight now.
+    pub pending: u64,
+    /// Requests sent to it.
+    pub requests: u64,
+    /// Responses classified as successes.
+    pub successes: u64,
+    /// Responses classified as failures.
+    pub failures: u64,
+    /// Times it was ejected.
+    pub ejections: u64,
+    /// True while it is ejected.
+    pub ejected: bool,
+    /// True while its active health checks fail.
+    pub health_check_failing: bool,
+    /// True while its breaker keeps it out of selection.
+    pub breaker_open: bool,
+    /// Its PeakEWMA latency estimate.
+    pub latency: Duration,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub requests: AtomicU64,
+    pub successes: AtomicU64,
+    pub failures: AtomicU64,
+    pub ejections: AtomicU64,
+}
+
+/// The balancer's shared record of one endpoint. Snapshots hold it by `Arc`,
+/// so an in-flight request keeps it alive after the endpoint is removed.
+pub(crate) struct Slot<S> {
+    pub id: EndpointId,
+    pub name: Arc<str>,
+    pub service: S,
+    pub tier: u8,
+    pub zone: Option<Arc<str>>,
+    pub weight: u32,
+    /// Nanoseconds since the balancer's epoch when it was added; slow start
+    /// ramps from here. `None` when it joined an empty balancer.
+    pub added_ns: Option<u64>,
+    pub pending: AtomicU64,
+    pub ewma: PeakEwma,
+    pub health: Health,
+    pub outlier: OutlierState,
+    pub counters: Counters,
+}
+
+impl<S> Slot<S> {
+    pub fn stats(&self, now: Instant, now_ns: u64) -> EndpointStats {
+        EndpointStats {
+            id: self.id,
+            name: self.name.clone(),
+            tier: self.tier,
+            zone: self.zone.clone(),
+            weight: self.weight,
+            pending: self.pending.load(Ordering::Relaxed),
+            requests: self.counters.requests.load(Ordering::Relaxed),
+            successes: self.counters.successes.load(Ordering::Relaxed),
+            failures: self.counters.failures.load(Ordering::Relaxed),
+            ejections: self.counters.ejections.load(Ordering::Relaxed),
+            ejected: self.health.is_ejected(now_ns),
+            health_check_failing: self.health.probe_failing(),
+            breaker_open: !self.health.gate_admits(),
+            latency: self.ewma.estimate(now),
+        }
+    }
+
+    /// The slow-start share in `[min_factor, 1]`.
+    #[inline]
+    pub fn ramp(&self, now_ns: u64, window_ns: u64, min_factor: f64) -> f64 {
+        match self.added_ns {
+            Some(added) if window_ns > 0 => {
+                let elapsed = now_ns.saturating_sub(added);
+                if elapsed >= window_ns {
+                    1.0
+                } else {
+                    (elapsed as f64 / window_ns as f64).max(min_factor)
+                }
+            }
+            _ => 1.0,
+        }
+    }
+}

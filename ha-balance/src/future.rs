@@ -1,0 +1,249 @@
+//! The response future: waits (boundedly) for an available endpoint when
+//! none was, drives the picked endpoint's own `poll_ready` and call, and
+//! reports the outcome and latency to that endpoint's state.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ha_core::classify::Classify;
+use ha_core::rng::FastRng;
+use ha_core::sync::atomic::Ordering;
+use ha_core::{HasAttemptContext, Instant, NoHealthyEndpoint};
+use pin_project::pin_project;
+use tokio::sync::futures::OwnedNotified;
+use tokio::time::Sleep;
+use tower::{BoxError, Service};
+
+use crate::core::{Core, TOTAL};
+use crate::endpoint::Slot;
+use crate::pick::Request;
+use crate::snapshot::Cached;
+use crate::table::Snapshot;
+
+/// While waiting for an endpoint, look again at least this often: an open
+/// breaker closing is not announced.
+const RECHECK: Duration = Duration::from_millis(50);
+
+/// One request's claim on its endpoint: counts it pending until dropped,
+/// whether the request completes, fails or is cancelled.
+pub(crate) struct Flight<K, S> {
+    core: Arc<Core<K, S>>,
+    slot: Arc<Slot<S>>,
+    start: Instant,
+}
+
+impl<K, S> Flight<K, S> {
+    pub fn new(core: Arc<Core<K, S>>, slot: Arc<Slot<S>>, start: Instant) -> Self {
+        slot.pending.fetch_add(1, Ordering::Relaxed);
+        slot.counters.requests.fetch_add(1, Ordering::Relaxed);
+        core.pending[usize::from(slot.tier)].fetch_add(1, Ordering::Relaxed);
+        core.pending[TOTAL].fetch_add(1, Ordering::Relaxed);
+        Flight { core, slot, start }
+    }
+
+    fn finish(self, outcome: ha_core::Outcome) {
+        let now = self.core.cfg.picker.needs_latency().then(Instant::now);
+        if let Some(now) = now {
+            if outcome.counts() {
+                self.slot.ewma.observe(now, now.saturating_duration_since(self.start));
+            }
+        }
+        self.core.on_outcome(&self.slot, outcome, now);
+    }
+}
+
+impl<K, S> Drop for Flight<K, S> {
+    fn drop(&mut self) {
+        self.slot.pending.fetch_sub(1, Ordering::Relaxed);
+        self.core.pending[usize::from(self.slot.tier)].fetch_sub(1, Ordering::Relaxed);
+        self.core.pending[TOTAL].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request waiting for an endpoint to become available.
+pub(crate) struct Wait<K, S, Req> {
+    pub core: Arc<Core<K, S>>,
+    pub cached: Cached<Snapshot<S>>,
+    pub req: Option<Req>,
+    pub hash: Option<u64>,
+    pub rng: FastRng,
+    pub deadline: Instant,
+    pub sleep: Pin<Box<Sleep>>,
+    pub notified: Pin<Box<OwnedNotified>>,
+}
+
+impl<K, S, Req: HasAttemptContext> Wait<K, S, Req> {
+    fn poll_pick(&mut self, cx: &mut Context<'_>) -> Poll<Result<(Arc<Slot<S>>, Instant), NoHealthyEndpoint>> {
+        loop {
+            // Registered before looking, so a change between the look and
+            // the poll below still wakes us.
+            self.notified.as_mut().enable();
+            let now = Instant::now();
+            let now_ns = self.core.now_ns(now);
+            let snap = self.cached.get(&self.core.cell).clone();
+            let req = self.req.as_ref().expect("request present while waiting");
+            let request = Request { now, now_ns, tried: req.attempt_context(), hash: self.hash };
+            if let Some(slot) = self.core.pick(&snap, &request, &mut self.rng) {
+                return Poll::Ready(Ok((slot.clone(), now)));
+            }
+            if now >= self.deadline {
+                return Poll::Ready(Err(NoHealthyEndpoint::new(snap.slots.len())));
+            }
+            let expiry = snap
+                .slots
+                .iter()
+                .map(|s| s.health.ejected_until())
+                .filter(|&until| until > now_ns)
+                .min()
+                .map(|until| self.core.epoch + Duration::from_nanos(until));
+            let wake = [Some(self.deadline), expiry, Some(now + RECHECK)].into_iter().flatten().min().unwrap_or(self.deadline);
+            self.sleep.as_mut().reset(wake.max(now + Duration::from_millis(1)).min(self.deadline.max(now)));
+            if self.notified.as_mut().poll(cx).is_ready() {
+                self.notified.set(self.core.notify.clone().notified_owned());
+                continue;
+            }
+            if self.sleep.as_mut().poll(cx).is_ready() {
+                continue;
+            }
+            return Poll::Pending;
+        }
+    }
+}
+
+#[pin_project(project = StateProj)]
+enum State<K, S: Service<Req>, Req> {
+    Waiting(Box<Wait<K, S, Req>>),
+    Ready { svc: S, req: Option<Req> },
+    Calling(#[pin] S::Future),
+    Done,
+}
+
+/// The future of [`Balance`](crate::Balance)'s responses.
+#[pin_project]
+pub struct ResponseFuture<K, S, Req, C>
+where
+    S: Service<Req>,
+    C: Classify<Req, S::Response, S::Error>,
+{
+    #[pin]
+    state: State<K, S, Req>,
+    flight: Option<Flight<K, S>>,
+    classifier: C,
+    info: Option<C::RequestInfo>,
+}
+
+impl<K, S, Req, C> ResponseFuture<K, S, Req, C>
+where
+    S: Service<Req> + Clone,
+    C: Classify<Req, S::Response, S::Error>,
+    Req: HasAttemptContext,
+{
+    pub(crate) fn dispatch(core: Arc<Core<K, S>>, slot: Arc<Slot<S>>, req: Req, now: Instant, classifier: C) -> Self {
+        let info = classifier.request_info(&req);
+        if let Some(ctx) = req.attempt_context() {
+            ctx.record_tried(slot.id);
+        }
+        let svc = slot.service.clone();
+        ResponseFuture {
+            state: State::Ready { svc, req: Some(req) },
+            flight: Some(Flight::new(core, slot, now)),
+            classifier,
+            info: Some(info),
+        }
+    }
+
+    pub(crate) fn wait(wait: Wait<K, S, Req>, classifier: C) -> Self {
+        ResponseFuture { state: State::Waiting(Box::new(wait)), flight: None, classifier, info: None }
+    }
+}
+
+impl<K, S, Req, C> Future for ResponseFuture<K, S, Req, C>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<Req, S::Response, S::Error>,
+    Req: HasAttemptContext,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Waiting(wait) => match wait.poll_pick(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(e.into()));
+                    }
+                    Poll::Ready(Ok((slot, now))) => {
+                        let req = wait.req.take().expect("request present while waiting");
+                        let core = wait.core.clone();
+                        *this.info = Some(this.classifier.request_info(&req));
+                        if let Some(ctx) = req.attempt_context() {
+                            ctx.record_tried(slot.id);
+                        }
+                        let svc = slot.service.clone();
+                        *this.flight = Some(Flight::new(core, slot, now));
+                        this.state.set(State::Ready { svc, req: Some(req) });
+                    }
+                },
+                StateProj::Ready { svc, req } => match svc.poll_ready(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) => {
+                        let fut = svc.call(req.take().expect("request present until called"));
+                        this.state.set(State::Calling(fut));
+                    }
+                    Poll::Ready(Err(e)) => {
+                        this.state.set(State::Done);
+                        return Poll::Ready(finish(this.flight, this.classifier, this.info, Err(e)));
+                    }
+                },
+                StateProj::Calling(fut) => {
+                    let result = std::task::ready!(fut.poll(cx));
+                    this.state.set(State::Done);
+                    return Poll::Ready(finish(this.flight, this.classifier, this.info, result));
+                }
+                StateProj::Done => panic!("ha_balance::ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+fn finish<K, S, Req, C>(
+    flight: &mut Option<Flight<K, S>>,
+    classifier: &C,
+    info: &mut Option<C::RequestInfo>,
+    result: Result<S::Response, S::Error>,
+) -> Result<S::Response, BoxError>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<Req, S::Response, S::Error>,
+{
+    if let (Some(flight), Some(info)) = (flight.take(), info.take()) {
+        let outcome = classifier.classify(&info, result.as_ref());
+        flight.finish(outcome);
+    }
+    result.map_err(Into::into)
+}
+
+impl<K, S, Req, C> fmt::Debug for ResponseFuture<K, S, Req, C>
+where
+    S: Service<Req>,
+    C: Classify<Req, S::Response, S::Error>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Waiting(_) => "waiting for an endpoint",
+            State::Ready { .. } => "waiting for the endpoint's readiness",
+            State::Calling(_) => "calling",
+            State::Done => "done",
+        };
+        f.debug_struct("ResponseFuture").field("state", &state).finish()
+    }
+}

@@ -1,0 +1,86 @@
+//! Whether an endpoint may be selected: the one place that combines outlier
+//! ejection, active health checks and an optional circuit breaker, so each
+//! of them takes the endpoint out of selection the moment it says so.
+
+use std::fmt;
+use std::sync::Arc;
+
+use ha_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// A source of health outside the balancer that can veto selection (a
+/// circuit breaker). Read on every pick, so it must be a few atomic loads.
+pub trait HealthGate: Send + Sync + 'static {
+    /// True while the endpoint may take requests.
+    fn admits(&self) -> bool;
+}
+
+pub(crate) struct Health {
+    /// Nanoseconds since the balancer's epoch until which the endpoint is
+    /// ejected; `0` when it is not. Expiry needs no writer: a reader compares
+    /// with its own clock reading.
+    ejected_until: AtomicU64,
+    probe_failing: AtomicBool,
+    gate: Option<Arc<dyn HealthGate>>,
+}
+
+impl Health {
+    pub fn new(gate: Option<Arc<dyn HealthGate>>) -> Self {
+        Health { ejected_until: AtomicU64::new(0), probe_failing: AtomicBool::new(false), gate }
+    }
+
+    /// May the endpoint be picked at `now_ns`? In panic mode ejections and
+    /// failing probes are overridden, but an open breaker is not: it would
+    /// refuse the request anyway.
+    #[inline]
+    pub fn available(&self, now_ns: u64, panic: bool) -> bool {
+        if !self.gate_admits() {
+            return false;
+        }
+        panic || (self.ejected_until.load(Ordering::Acquire) <= now_ns && !self.probe_failing.load(Ordering::Acquire))
+    }
+
+    #[inline]
+    pub fn gate_admits(&self) -> bool {
+        self.gate.as_ref().is_none_or(|g| g.admits())
+    }
+
+    pub fn is_ejected(&self, now_ns: u64) -> bool {
+        self.ejected_until.load(Ordering::Acquire) > now_ns
+    }
+
+    pub fn ejected_until(&self) -> u64 {
+        self.ejected_until.load(Ordering::Acquire)
+    }
+
+    pub fn eject_until(&self, until_ns: u64) {
+        self.ejected_until.store(until_ns.max(1), Ordering::Release);
+    }
+
+    /// Clears an ejection that has expired; true for the one caller that
+    /// cleared it (who reports the restoration).
+    pub fn clear_expired(&self, now_ns: u64) -> bool {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        until != 0
+            && until <= now_ns
+            && self.ejected_until.compare_exchange(until, 0, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    pub fn probe_failing(&self) -> bool {
+        self.probe_failing.load(Ordering::Acquire)
+    }
+
+    /// Sets the probe verdict; true when it changed.
+    pub fn set_probe_failing(&self, failing: bool) -> bool {
+        self.probe_failing.swap(failing, Ordering::AcqRel) != failing
+    }
+}
+
+impl fmt::Debug for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Health")
+            .field("ejected_until", &self.ejected_until.load(Ordering::Relaxed))
+            .field("probe_failing", &self.probe_failing())
+            .field("gate", &self.gate.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,220 @@
+//! Selection: which tier a request goes to, then which endpoint of it, by
+//! the configured picker. Lock-free: it reads the snapshot, the plan's
+//! atomics and each candidate's atomics, and draws from the caller's own
+//! random generator.
+
+use std::sync::Arc;
+
+use ha_core::rng::FastRng;
+use ha_core::sync::atomic::Ordering;
+use ha_core::{AttemptContext, Instant};
+
+use crate::config::Picker;
+use crate::core::{Core, TOTAL};
+use crate::endpoint::Slot;
+use crate::table::{Group, Snapshot, LOAD_SCALE};
+
+/// What a pick needs to know about the request and the moment.
+pub(crate) struct Request<'a> {
+    pub now: Instant,
+    pub now_ns: u64,
+    pub tried: Option<&'a AttemptContext>,
+    pub hash: Option<u64>,
+}
+
+/// Ring-hash probes before falling back to the least loaded endpoint.
+const RING_PROBES: u64 = 8;
+/// Random draws before scanning.
+const DRAWS: usize = 3;
+
+impl<K, S> Core<K, S> {
+    /// Picks an endpoint, or `None` when no endpoint is available. Avoids
+    /// endpoints the request already tried while any other is available.
+    pub fn pick<'s>(&self, snap: &'s Snapshot<S>, req: &Request<'_>, rng: &mut FastRng) -> Option<&'s Arc<Slot<S>>> {
+        if snap.slots.is_empty() {
+            return None;
+        }
+        self.refresh_plan(snap, req.now_ns);
+        self.maybe_evaluate(snap, req.now_ns);
+        let panic = snap.plan.panic.load(Ordering::Acquire);
+        let has_tried = req.tried.is_some_and(|c| c.tried_count() > 0);
+        let passes: &[bool] = if has_tried { &[true, false] } else { &[false] };
+        for &avoid_tried in passes {
+            let ok = |i: u32| {
+                let s = &snap.slots[i as usize];
+                s.health.available(req.now_ns, panic) && !(avoid_tried && req.tried.is_some_and(|c| c.was_tried(s.id)))
+            };
+            if panic {
+                if let Some(i) = self.pick_in(snap, &snap.all, req, rng, &ok) {
+                    return Some(&snap.slots[i as usize]);
+                }
+                continue;
+            }
+            let first = self.choose_group(snap, rng);
+            if let Some(i) = self.pick_in(snap, &snap.groups[first], req, rng, &ok) {
+                return Some(&snap.slots[i as usize]);
+            }
+            // The plan sent us to a tier with nothing available: it is out of
+            // date. Fall through the tiers in priority order meanwhile.
+            if !avoid_tried {
+                snap.plan.mark_stale();
+            }
+            for (g, group) in snap.groups.iter().enumerate() {
+                if g != first {
+                    if let Some(i) = self.pick_in(snap, group, req, rng, &ok) {
+                        return Some(&snap.slots[i as usize]);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn choose_group(&self, snap: &Snapshot<S>, rng: &mut FastRng) -> usize {
+        if snap.groups.len() == 1 {
+            return 0;
+        }
+        let r = rng.below(u64::from(LOAD_SCALE)) as u32;
+        snap.plan.cum.iter().position(|c| r < c.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    #[inline]
+    fn ramp(&self, slot: &Slot<S>, now_ns: u64) -> f64 {
+        slot.ramp(now_ns, self.slow_start_ns, self.cfg.slow_start.min_factor)
+    }
+
+    fn pick_in(
+        &self,
+        snap: &Snapshot<S>,
+        group: &Group,
+        req: &Request<'_>,
+        rng: &mut FastRng,
+        ok: &impl Fn(u32) -> bool,
+    ) -> Option<u32> {
+        let slots = &snap.slots;
+        match self.cfg.picker {
+            Picker::P2cPeakEwma => p2c(&group.members, rng, ok, |i| {
+                let s = &slots[i as usize];
+                let pending = s.pending.load(Ordering::Relaxed) as f64;
+                (s.ewma.estimate_nanos(req.now) + 1.0) * (pending + 1.0) / self.ramp(s, req.now_ns)
+            }),
+            Picker::P2cPending => p2c(&group.members, rng, ok, |i| {
+                let s = &slots[i as usize];
+                (s.pending.load(Ordering::Relaxed) as f64 + 1.0) / self.ramp(s, req.now_ns)
+            }),
+            Picker::WeightedP2c => p2c(&group.members, rng, ok, |i| {
+                let s = &slots[i as usize];
+                (s.pending.load(Ordering::Relaxed) as f64 + 1.0) / (f64::from(s.weight) * self.ramp(s, req.now_ns))
+            }),
+            Picker::Random => {
+                let m = &group.members;
+                for _ in 0..DRAWS {
+                    let i = *m.get(rng.below(m.len() as u64) as usize)?;
+                    if ok(i) && rng.unit_f64() < self.ramp(&slots[i as usize], req.now_ns) {
+                        return Some(i);
+                    }
+                }
+                scan(m, rng, ok)
+            }
+            Picker::RoundRobin => {
+                let sched = &group.schedule;
+                let len = sched.len();
+                if len == 0 {
+                    return None;
+                }
+                let start = group.cursor.fetch_add(1, Ordering::Relaxed);
+                for k in 0..len {
+                    let i = sched[start.wrapping_add(k) % len];
+                    if ok(i) {
+                        let ramp = self.ramp(&slots[i as usize], req.now_ns);
+                        if ramp >= 1.0 || rng.unit_f64() < ramp {
+                            return Some(i);
+                        }
+                    }
+                }
+                scan(&group.members, rng, ok)
+            }
+            Picker::RingHash { load_factor, .. } => {
+                let ring = group.ring.as_ref()?;
+                let least_loaded = || {
+                    group
+                        .members
+                        .iter()
+                        .copied()
+                        .filter(|&i| ok(i))
+                        .min_by_key(|&i| slots[i as usize].pending.load(Ordering::Relaxed))
+                };
+                let Some(hash) = req.hash else {
+                    return p2c(&group.members, rng, ok, |i| slots[i as usize].pending.load(Ordering::Relaxed) as f64);
+                };
+                let (in_flight, available) = if std::ptr::eq(group, &snap.all) {
+                    (self.pending[TOTAL].load(Ordering::Relaxed), snap.plan.available_all.load(Ordering::Relaxed))
+                } else {
+                    let g = snap.groups.iter().position(|g| std::ptr::eq(g, group)).unwrap_or(0);
+                    (
+                        self.pending[usize::from(group.tier)].load(Ordering::Relaxed),
+                        snap.plan.available[g].load(Ordering::Relaxed),
+                    )
+                };
+                // Bounded loads: at most ceil(c x average) after this request.
+                let cap = (load_factor * (in_flight + 1) as f64 / f64::from(available.max(1))).ceil() as u64;
+                for probe in 0..RING_PROBES {
+                    let node = ring.get(&(hash, probe))?;
+                    let i = node.slot;
+                    if ok(i) && slots[i as usize].pending.load(Ordering::Relaxed) < cap {
+                        return Some(i);
+                    }
+                }
+                least_loaded()
+            }
+        }
+    }
+}
+
+/// Power of two choices: the cheaper of two random available members.
+#[inline]
+fn p2c(members: &[u32], rng: &mut FastRng, ok: &impl Fn(u32) -> bool, cost: impl Fn(u32) -> f64) -> Option<u32> {
+    let n = members.len();
+    match n {
+        0 => None,
+        1 => ok(members[0]).then_some(members[0]),
+        _ => {
+            for _ in 0..DRAWS {
+                let a = rng.below(n as u64) as usize;
+                let mut b = rng.below(n as u64 - 1) as usize;
+                if b >= a {
+                    b += 1;
+                }
+                let (ia, ib) = (members[a], members[b]);
+                match (ok(ia), ok(ib)) {
+                    (true, true) => return Some(if cost(ia) <= cost(ib) { ia } else { ib }),
+                    (true, false) => return Some(ia),
+                    (false, true) => return Some(ib),
+                    (false, false) => {}
+                }
+            }
+            // Most members are unavailable: compare the first two found.
+            let start = rng.below(n as u64) as usize;
+            let mut first = None;
+            for k in 0..n {
+                let i = members[(start + k) % n];
+                if ok(i) {
+                    match first {
+                        None => first = Some(i),
+                        Some(f) => return Some(if cost(f) <= cost(i) { f } else { i }),
+                    }
+                }
+            }
+            first
+        }
+    }
+}
+
+fn scan(members: &[u32], rng: &mut FastRng, ok: &impl Fn(u32) -> bool) -> Option<u32> {
+    let n = members.len();
+    if n == 0 {
+        return None;
+    }
+    let start = rng.below(n as u64) as usize;
+    (0..n).map(|k| members[(start + k) % n]).find(|&i| ok(i))
+}

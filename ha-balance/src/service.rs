@@ -1,0 +1,204 @@
+//! The balancer service and the handle that changes its endpoint set.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use ha_core::classify::{Classify, ErrorsAreFailures};
+use ha_core::rng::FastRng;
+use ha_core::sync::atomic::Ordering;
+use ha_core::{HasAttemptContext, Instant};
+use tower::discover::Change;
+use tower::{BoxError, Service};
+
+use crate::core::Core;
+use crate::endpoint::{Endpoint, EndpointStats};
+use crate::future::{ResponseFuture, Wait};
+use crate::pick::Request;
+use crate::snapshot::Cached;
+use crate::table::Snapshot;
+
+/// Extracts the key a ring-hash balancer hashes (`None`: no affinity).
+pub(crate) type HashKeyFn<Req> = Arc<dyn Fn(&Req) -> Option<u64> + Send + Sync>;
+
+/// A load balancer over a changing set of endpoints; see the
+/// [crate docs](crate).
+///
+/// Every clone shares one endpoint table and its health, load and outlier
+/// state; each clone keeps its own random generator and its own cached view
+/// of the table, so selection takes no lock and no clone waits for another.
+///
+/// The endpoint is picked in `call`, because the pick depends on the
+/// request (the endpoints it already tried, its hash key). `poll_ready` is
+/// therefore always ready; the response future then waits for the picked
+/// endpoint's own readiness on a clone of its service (`S: Clone`, as with
+/// [`ServiceExt::oneshot`](tower::ServiceExt::oneshot)), so no request ever
+/// waits behind another one in a shared queue, and no `Buffer` is needed.
+/// When no endpoint is available the future waits at most
+/// [`no_healthy_timeout`](crate::BalanceConfig::no_healthy_timeout) for one
+/// and then fails with [`NoHealthyEndpoint`](ha_core::NoHealthyEndpoint).
+pub struct Balance<K, S, Req, C = ErrorsAreFailures> {
+    pub(crate) core: Arc<Core<K, S>>,
+    pub(crate) hash_key: Option<HashKeyFn<Req>>,
+    pub(crate) classifier: C,
+    pub(crate) cached: Cached<Snapshot<S>>,
+    pub(crate) rng: FastRng,
+}
+
+impl<K, S, Req, C> Balance<K, S, Req, C>
+where
+    K: Hash + Eq + Clone + fmt::Debug,
+{
+    /// The handle that inserts, removes and replaces endpoints.
+    pub fn endpoints(&self) -> Endpoints<K, S> {
+        Endpoints { core: self.core.clone() }
+    }
+
+    /// The counters and state of every endpoint, ordered by id.
+    pub fn endpoint_stats(&self) -> Vec<EndpointStats> {
+        let now = Instant::now();
+        let now_ns = self.core.now_ns(now);
+        self.core.cell.load().1.slots.iter().map(|s| s.stats(now, now_ns)).collect()
+    }
+
+    /// True while the balancer is in panic mode (as of its last recount).
+    pub fn in_panic_mode(&self) -> bool {
+        self.core.cell.load().1.plan.panic.load(Ordering::Acquire)
+    }
+
+    /// Requests in flight through this balancer (all clones).
+    pub fn in_flight(&self) -> u64 {
+        self.core.pending[crate::core::TOTAL].load(Ordering::Relaxed)
+    }
+}
+
+impl<K, S, Req, C: Clone> Clone for Balance<K, S, Req, C> {
+    fn clone(&self) -> Self {
+        // Each clone draws its own sequence; derived from one seed so a
+        // seeded balancer stays reproducible.
+        let n = self.core.seeds.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        Balance {
+            core: self.core.clone(),
+            hash_key: self.hash_key.clone(),
+            classifier: self.classifier.clone(),
+            cached: self.cached.clone(),
+            rng: FastRng::new(n),
+        }
+    }
+}
+
+impl<K, S, Req, C> fmt::Debug for Balance<K, S, Req, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balance")
+            .field("endpoints", &self.core.cell.load().1.slots.len())
+            .field("picker", &self.core.cfg.picker)
+            .finish()
+    }
+}
+
+impl<K, S, Req, C> Service<Req> for Balance<K, S, Req, C>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<Req, S::Response, S::Error> + Clone,
+    Req: HasAttemptContext,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<K, S, Req, C>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let core = &self.core;
+        // The one clock reading of this call: selection, EWMA decay, slow
+        // start, ejection expiry and the latency's start all share it.
+        let now = Instant::now();
+        let now_ns = core.now_ns(now);
+        let hash = self.hash_key.as_ref().and_then(|f| f(&req));
+        let snap = self.cached.get(&core.cell);
+        let request = Request { now, now_ns, tried: req.attempt_context(), hash };
+        match core.pick(snap, &request, &mut self.rng) {
+            Some(slot) => {
+                let slot = slot.clone();
+                ResponseFuture::dispatch(core.clone(), slot, req, now, self.classifier.clone())
+            }
+            None => {
+                let deadline = now + core.cfg.no_healthy_timeout;
+                let wait = Wait {
+                    core: core.clone(),
+                    cached: self.cached.clone(),
+                    req: Some(req),
+                    hash,
+                    rng: FastRng::new(self.rng.next_u64()),
+                    deadline,
+                    sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                    notified: Box::pin(core.notify.clone().notified_owned()),
+                };
+                ResponseFuture::wait(wait, self.classifier.clone())
+            }
+        }
+    }
+}
+
+/// Changes a balancer's endpoint set: one endpoint at a time, a batch (one
+/// table rebuild), or a full reset. Every clone of the balancer sees the
+/// change on its next call. Cheap to clone.
+pub struct Endpoints<K, S> {
+    core: Arc<Core<K, S>>,
+}
+
+impl<K, S> Clone for Endpoints<K, S> {
+    fn clone(&self) -> Self {
+        Endpoints { core: self.core.clone() }
+    }
+}
+
+impl<K, S> fmt::Debug for Endpoints<K, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoints").field("len", &self.core.cell.load().1.slots.len()).finish()
+    }
+}
+
+impl<K, S> Endpoints<K, S>
+where
+    K: Hash + Eq + Clone + fmt::Debug,
+{
+    pub(crate) fn new(core: Arc<Core<K, S>>) -> Self {
+        Endpoints { core }
+    }
+
+    /// Adds `endpoint` under `key`, replacing any endpoint with that key.
+    pub fn insert(&self, key: K, endpoint: Endpoint<S>) {
+        self.core.apply([Change::Insert(key, endpoint)]);
+    }
+
+    /// Removes the endpoint with `key`. Requests already sent to it finish there.
+    pub fn remove(&self, key: K) {
+        self.core.apply([Change::Remove(key)]);
+    }
+
+    /// Applies many changes at once.
+    pub fn batch(&self, changes: impl IntoIterator<Item = Change<K, Endpoint<S>>>) {
+        self.core.apply(changes);
+    }
+
+    /// Replaces the whole set. Endpoints whose key, tier and weight stay the
+    /// same keep their load, health and counters.
+    pub fn reset(&self, endpoints: impl IntoIterator<Item = (K, Endpoint<S>)>) {
+        self.core.reset(endpoints);
+    }
+
+    /// How many endpoints the balancer has.
+    pub fn len(&self) -> usize {
+        self.core.cell.load().1.slots.len()
+    }
+
+    /// True when it has none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,79 @@
+//! A value many readers load on every call and a few writers replace: the
+//! endpoint table.
+//!
+//! Writers take a lock, replace the `Arc` and then bump a generation counter.
+//! Each reader keeps its own [`Cached`] copy of the `Arc` and the generation
+//! it was read at; on the hot path it only loads the counter (one atomic
+//! load, no lock, no reference-count traffic) and takes the read lock only
+//! after a membership change. This is the `arc-swap` idea built from std
+//! parts without `unsafe`.
+
+use ha_core::sync::atomic::{AtomicU64, Ordering};
+use ha_core::sync::{Arc, RwLock};
+
+pub(crate) struct SnapshotCell<T> {
+    current: RwLock<Arc<T>>,
+    generation: AtomicU64,
+}
+
+impl<T> SnapshotCell<T> {
+    pub fn new(value: Arc<T>) -> Self {
+        SnapshotCell { current: RwLock::new(value), generation: AtomicU64::new(0) }
+    }
+
+    /// Replaces the value. The generation moves after the value, so a reader
+    /// that sees the new generation reads at least the new value.
+    pub fn store(&self, value: Arc<T>) {
+        let old = {
+            let mut w = self.current.write().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *w, value)
+        };
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        // The old table is dropped outside the lock.
+        drop(old);
+    }
+
+    /// The generation and the value. The generation is read first: if a
+    /// store slips in between, the value is newer than the generation says
+    /// and the reader merely reloads once more later.
+    pub fn load(&self) -> (u64, Arc<T>) {
+        let generation = self.generation.load(Ordering::Acquire);
+        let value = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        (generation, value)
+    }
+
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
+
+/// One reader's copy of a [`SnapshotCell`]'s value.
+pub(crate) struct Cached<T> {
+    generation: u64,
+    value: Arc<T>,
+}
+
+impl<T> Cached<T> {
+    pub fn new(cell: &SnapshotCell<T>) -> Self {
+        let (generation, value) = cell.load();
+        Cached { generation, value }
+    }
+
+    /// The current value: one atomic load unless the cell changed.
+    #[inline]
+    pub fn get(&mut self, cell: &SnapshotCell<T>) -> &Arc<T> {
+        if cell.generation() != self.generation {
+            let (generation, value) = cell.load();
+            self.generation = generation;
+            self.value = value;
+        }
+        &self.value
+    }
+}
+
+impl<T> Clone for Cached<T> {
+    fn clone(&self) -> Self {
+        Cached { generation: self.generation, value: self.value.clone() }
+    }
+}

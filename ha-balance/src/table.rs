@@ -1,0 +1,191 @@
+//! One immutable version of the endpoint set, as selection reads it: the
+//! endpoints, their grouping into tiers (with each tier's round-robin
+//! schedule and hash ring), and the tier plan, the only part that changes
+//! in place (atomics), recomputed every refresh period or when marked stale.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use hashring::HashRing;
+use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::config::Picker;
+use crate::endpoint::Slot;
+use crate::outlier::Host;
+
+/// A virtual node of the hash ring. Only the endpoint id and replica number
+/// decide its position, so a position survives table rebuilds.
+#[derive(Debug, Clone)]
+pub(crate) struct VNode {
+    id: u64,
+    replica: u32,
+    pub slot: u32,
+}
+
+impl Hash for VNode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+        self.replica.hash(state);
+    }
+}
+
+/// The endpoints of one tier (or of all tiers, for panic mode).
+pub(crate) struct Group {
+    pub tier: u8,
+    pub members: Vec<u32>,
+    pub schedule: Vec<u32>,
+    pub cursor: AtomicUsize,
+    pub ring: Option<HashRing<VNode>>,
+}
+
+/// Loads scaled to this; a random draw below `cum[i]` picks group `i`.
+pub(crate) const LOAD_SCALE: u32 = 1 << 24;
+
+pub(crate) struct Plan {
+    pub computed_ns: AtomicU64,
+    pub stale: AtomicBool,
+    pub busy: AtomicBool,
+    pub panic: AtomicBool,
+    pub cum: Vec<AtomicU32>,
+    pub available: Vec<AtomicU32>,
+    pub available_all: AtomicU32,
+}
+
+pub(crate) struct Snapshot<S> {
+    /// Sorted by id.
+    pub slots: Vec<Arc<Slot<S>>>,
+    /// The group index of each slot.
+    pub slot_group: Vec<u32>,
+    /// One group per tier present, in priority order.
+    pub groups: Vec<Group>,
+    pub all: Group,
+    pub plan: Plan,
+}
+
+impl<S> Snapshot<S> {
+    pub fn build(mut slots: Vec<Arc<Slot<S>>>, picker: &Picker) -> Self {
+        slots.sort_by_key(|s| s.id);
+        let mut tiers: Vec<u8> = slots.iter().map(|s| s.tier).collect();
+        tiers.sort_unstable();
+        tiers.dedup();
+        let slot_group: Vec<u32> =
+            slots.iter().map(|s| tiers.binary_search(&s.tier).unwrap_or_default() as u32).collect();
+        let groups: Vec<Group> = tiers
+            .iter()
+            .enumerate()
+            .map(|(g, &tier)| {
+                let members = (0..slots.len() as u32).filter(|&i| slot_group[i as usize] == g as u32).collect();
+                Group::build(tier, members, &slots, picker)
+            })
+            .collect();
+        let all = Group::build(0, (0..slots.len() as u32).collect(), &slots, picker);
+        let n = groups.len();
+        let plan = Plan {
+            computed_ns: AtomicU64::new(0),
+            stale: AtomicBool::new(true),
+            busy: AtomicBool::new(false),
+            panic: AtomicBool::new(false),
+            cum: (0..n).map(|i| AtomicU32::new(if i == 0 { LOAD_SCALE } else { 0 })).collect(),
+            available: groups.iter().map(|g| AtomicU32::new(g.members.len() as u32)).collect(),
+            available_all: AtomicU32::new(slots.len() as u32),
+        };
+        Snapshot { slots, slot_group, groups, all, plan }
+    }
+
+    pub fn hosts(&self) -> Vec<Host<'_>> {
+        self.slots.iter().map(|s| Host { outlier: &s.outlier, health: &s.health }).collect()
+    }
+
+    /// The index of this very slot (not merely one with its id).
+    pub fn index_of(&self, slot: &Slot<S>) -> Option<usize> {
+        let i = self.slots.binary_search_by_key(&slot.id, |s| s.id).ok()?;
+        std::ptr::eq(&*self.slots[i], slot).then_some(i)
+    }
+}
+
+impl Group {
+    fn build<S>(tier: u8, members: Vec<u32>, slots: &[Arc<Slot<S>>], picker: &Picker) -> Self {
+        let schedule = match picker {
+            Picker::RoundRobin => smooth_wrr(&members, |i| slots[i as usize].weight),
+            _ => Vec::new(),
+        };
+        let ring = match picker {
+            Picker::RingHash { vnodes, .. } => {
+                let mut ring = HashRing::new();
+                let nodes = members
+                    .iter()
+                    .flat_map(|&m| {
+                        let s = &slots[m as usize];
+                        let replicas = vnodes.saturating_mul(s.weight).min(100_000);
+                        (0..replicas).map(move |replica| VNode { id: s.id.get(), replica, slot: m })
+                    })
+                    .collect();
+                ring.batch_add(nodes);
+                Some(ring)
+            }
+            _ => None,
+        };
+        Group { tier, members, schedule, cursor: AtomicUsize::new(0), ring }
+    }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// nginx's smooth weighted round robin, unrolled into one cycle: each member
+/// appears exactly `weight / gcd` times, spread out.
+pub(crate) fn smooth_wrr(members: &[u32], weight: impl Fn(u32) -> u32) -> Vec<u32> {
+    let weights: Vec<u32> = members.iter().map(|&m| weight(m).max(1)).collect();
+    let g = weights.iter().fold(0, |acc, &w| gcd(acc, w)).max(1);
+    let mut weights: Vec<i64> = weights.iter().map(|&w| i64::from(w / g)).collect();
+    // Bound the schedule's length; a huge cycle would cost memory, not accuracy.
+    const MAX_CYCLE: i64 = 1 << 16;
+    let total: i64 = weights.iter().sum();
+    if total > MAX_CYCLE {
+        weights = weights.iter().map(|&w| (w * MAX_CYCLE / total).max(1)).collect();
+    }
+    let total: i64 = weights.iter().sum();
+    if weights.iter().all(|&w| w == 1) {
+        return members.to_vec();
+    }
+    let mut current = vec![0i64; members.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..members.len() {
+            current[i] += weights[i];
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        out.push(members[best]);
+    }
+    out
+}
+
+impl Plan {
+    pub fn mark_stale(&self) {
+        self.stale.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smooth_wrr_gives_exact_shares_interleaved() {
+        let w = [5u32, 1, 1];
+        let s = smooth_wrr(&[0, 1, 2], |i| w[i as usize]);
+        assert_eq!(s, vec![0, 0, 1, 0, 2, 0, 0]);
+        let s = smooth_wrr(&[7, 8], |i| if i == 7 { 4 } else { 2 });
+        assert_eq!(s, vec![7, 8, 7], "weights reduced by their gcd");
+        assert_eq!(smooth_wrr(&[3, 4, 5], |_| 9), vec![3, 4, 5]);
+    }
+}
