@@ -1,0 +1,349 @@
+//! The contender registry: every client stack the lab can run, in one table.
+//!
+//! A contender is a name, a role and a function that builds its client stack
+//! for one layer from that layer's simulated backends. Adding a contender
+//! (say `ha_p2c_ewma` when ha-balance lands) is one [`Contender`] entry in
+//! [`CONTENDERS`] and its build function.
+//!
+//! Balancers pick a backend per attempt. Request-level contenders (retry,
+//! hedge) wrap the scenario's `base_balancer`, so that a comparison such as
+//! `no_hedge` against `tower_hedge` differs only in the hedging.
+
+use std::cell::Cell;
+use std::future::{ready, Ready};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ha_core::rng::FastRng;
+use tower::balance::p2c::Balance;
+use tower::discover::ServiceList;
+use tower::hedge::Hedge;
+use tower::load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover};
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::retry::{Policy, Retry};
+use tower::{BoxError, Service};
+
+use super::sim::{mix, SimBackend, SimRequest, Stack, World};
+
+/// What a contender decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Picks a backend for each attempt.
+    Balancer,
+    /// Decides whether to send again (retry, hedge), over the base balancer.
+    RequestPolicy,
+}
+
+/// Everything a build function may use for one layer.
+pub struct BuildCtx<'a> {
+    /// The simulated world.
+    pub world: &'a Rc<World>,
+    /// The layer being built (0 = the one users call).
+    pub layer: usize,
+    /// The layer's backends, as services.
+    pub backends: &'a [SimBackend],
+    /// The scenario's balancer for request-level contenders.
+    pub base_balancer: &'static Contender,
+}
+
+impl BuildCtx<'_> {
+    /// A generator seeded from the run's seed, the layer and `salt`, so every
+    /// randomised contender is reproducible.
+    pub fn rng(&self, salt: u64) -> FastRng {
+        FastRng::new(mix(mix(self.world.seed, self.layer as u64), salt))
+    }
+
+    /// The stack of the base balancer, for request-level contenders.
+    pub fn base(&self) -> Stack {
+        (self.base_balancer.build)(self)
+    }
+}
+
+/// One entry of the registry.
+#[derive(Debug)]
+pub struct Contender {
+    /// Name used in scenario files and reports.
+    pub name: &'static str,
+    /// Role.
+    pub role: Role,
+    /// One line for `lab --list`.
+    pub about: &'static str,
+    /// Builds the client stack of one layer.
+    pub build: fn(&BuildCtx<'_>) -> Stack,
+}
+
+/// Every contender, in report order.
+pub static CONTENDERS: &[Contender] = &[
+    Contender {
+        name: "round_robin",
+        role: Role::Balancer,
+        about: "each attempt to the next backend in turn",
+        build: round_robin,
+    },
+    Contender { name: "random", role: Role::Balancer, about: "each attempt to a uniformly random backend", build: random },
+    Contender {
+        name: "tower_p2c_pending",
+        role: Role::Balancer,
+        about: "tower::balance::p2c over PendingRequestsDiscover (least pending of two random)",
+        build: tower_p2c_pending,
+    },
+    Contender {
+        name: "tower_p2c_peak_ewma",
+        role: Role::Balancer,
+        about: "tower::balance::p2c over PeakEwmaDiscover (default RTT 30 ms, decay 10 s, as tower's demo)",
+        build: tower_p2c_peak_ewma,
+    },
+    Contender {
+        name: "oracle",
+        role: Role::Balancer,
+        about: "knows every backend's true queue, service-time mean and error rates; least expected time to success",
+        build: oracle,
+    },
+    Contender {
+        name: "no_hedge",
+        role: Role::RequestPolicy,
+        about: "the base balancer alone (the baseline for retry and hedge contenders)",
+        build: no_hedge,
+    },
+    Contender {
+        name: "tower_retry_naive",
+        role: Role::RequestPolicy,
+        about: "tower::retry, up to 3 immediate retries of every failure",
+        build: tower_retry_naive,
+    },
+    Contender {
+        name: "tower_retry_budget",
+        role: Role::RequestPolicy,
+        about: "tower::retry with TpsBudget (ttl 10 s, 10/s floor, 20%), up to 3 retries",
+        build: tower_retry_budget,
+    },
+    Contender {
+        name: "tower_hedge",
+        role: Role::RequestPolicy,
+        about: "tower::hedge at the p95 latency (10 data points minimum, 1 s histogram period)",
+        build: tower_hedge,
+    },
+];
+
+/// Finds a contender by name.
+pub fn find(name: &str) -> Option<&'static Contender> {
+    CONTENDERS.iter().find(|c| c.name == name)
+}
+
+/// All names, comma separated (for error messages).
+pub fn names() -> String {
+    CONTENDERS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+}
+
+/// Round robin over the layer's backends.
+#[derive(Clone)]
+struct RoundRobin {
+    backends: Rc<[SimBackend]>,
+    next: Rc<Cell<usize>>,
+}
+
+impl Service<SimRequest> for RoundRobin {
+    type Response = ();
+    type Error = BoxError;
+    type Future = <SimBackend as Service<SimRequest>>::Future;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: SimRequest) -> Self::Future {
+        let i = self.next.get();
+        self.next.set((i + 1) % self.backends.len());
+        self.backends[i].clone().call(req)
+    }
+}
+
+fn round_robin(ctx: &BuildCtx<'_>) -> Stack {
+    Stack::new(RoundRobin { backends: ctx.backends.into(), next: Rc::new(Cell::new(0)) })
+}
+
+/// Uniformly random choice.
+#[derive(Clone)]
+struct Random {
+    backends: Rc<[SimBackend]>,
+    rng: Rc<Cell<FastRng>>,
+}
+
+impl Service<SimRequest> for Random {
+    type Response = ();
+    type Error = BoxError;
+    type Future = <SimBackend as Service<SimRequest>>::Future;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: SimRequest) -> Self::Future {
+        let mut rng = self.rng.replace(FastRng::new(0));
+        let i = rng.below(self.backends.len() as u64) as usize;
+        self.rng.set(rng);
+        self.backends[i].clone().call(req)
+    }
+}
+
+fn random(ctx: &BuildCtx<'_>) -> Stack {
+    Stack::new(Random { backends: ctx.backends.into(), rng: Rc::new(Cell::new(ctx.rng(0x72616e64))) })
+}
+
+/// The oracle: least expected time to a successful answer.
+#[derive(Clone)]
+struct Oracle {
+    world: Rc<World>,
+    layer: usize,
+    backends: Rc<[SimBackend]>,
+    /// Where the scan starts, rotated so that ties spread out.
+    offset: Rc<Cell<usize>>,
+}
+
+impl Service<SimRequest> for Oracle {
+    type Response = ();
+    type Error = BoxError;
+    type Future = <SimBackend as Service<SimRequest>>::Future;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: SimRequest) -> Self::Future {
+        let n = self.backends.len();
+        let now = self.world.now_ns();
+        let offset = self.offset.get();
+        self.offset.set((offset + 1) % n);
+        let mut best = offset;
+        let mut best_cost = f64::INFINITY;
+        for k in 0..n {
+            let i = (offset + k) % n;
+            let cost = self.world.expected_cost_ns(self.layer, i, now);
+            if cost < best_cost {
+                best = i;
+                best_cost = cost;
+            }
+        }
+        self.backends[best].clone().call(req)
+    }
+}
+
+fn oracle(ctx: &BuildCtx<'_>) -> Stack {
+    Stack::new(Oracle {
+        world: ctx.world.clone(),
+        layer: ctx.layer,
+        backends: ctx.backends.into(),
+        offset: Rc::new(Cell::new(0)),
+    })
+}
+
+/// tower's `Rng` over our seeded generator, so p2c's choices are reproducible.
+struct SeededRng(FastRng);
+
+impl tower::util::rng::Rng for SeededRng {
+    fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+}
+
+fn tower_p2c_pending(ctx: &BuildCtx<'_>) -> Stack {
+    let list = ServiceList::new::<SimRequest>(ctx.backends.to_vec());
+    let discover = PendingRequestsDiscover::new(list, CompleteOnResponse::default());
+    Stack::new(Balance::from_rng(discover, SeededRng(ctx.rng(0x7032_6370))))
+}
+
+fn tower_p2c_peak_ewma(ctx: &BuildCtx<'_>) -> Stack {
+    let list = ServiceList::new::<SimRequest>(ctx.backends.to_vec());
+    let discover = PeakEwmaDiscover::new(
+        list,
+        Duration::from_millis(30),
+        Duration::from_secs(10),
+        CompleteOnResponse::default(),
+    );
+    Stack::new(Balance::from_rng(discover, SeededRng(ctx.rng(0x7032_6365))))
+}
+
+fn no_hedge(ctx: &BuildCtx<'_>) -> Stack {
+    ctx.base()
+}
+
+/// Retries every failure up to `max` times, at once.
+#[derive(Clone)]
+struct NaiveRetry {
+    max: u32,
+}
+
+impl Policy<SimRequest, (), BoxError> for NaiveRetry {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, req: &mut SimRequest, result: &mut Result<(), BoxError>) -> Option<Self::Future> {
+        if result.is_err() && req.attempt < self.max {
+            req.attempt += 1;
+            Some(ready(()))
+        } else {
+            None
+        }
+    }
+
+    fn clone_request(&mut self, req: &SimRequest) -> Option<SimRequest> {
+        Some(*req)
+    }
+}
+
+fn tower_retry_naive(ctx: &BuildCtx<'_>) -> Stack {
+    Stack::new(Retry::new(NaiveRetry { max: 3 }, ctx.base()))
+}
+
+/// Retries failures while tower's `TpsBudget` allows (one deposit per
+/// logical request), up to `max` times.
+#[derive(Clone)]
+struct BudgetRetry {
+    budget: Arc<TpsBudget>,
+    max: u32,
+}
+
+impl Policy<SimRequest, (), BoxError> for BudgetRetry {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, req: &mut SimRequest, result: &mut Result<(), BoxError>) -> Option<Self::Future> {
+        if req.attempt == 0 {
+            self.budget.deposit();
+        }
+        if result.is_err() && req.attempt < self.max && self.budget.withdraw() {
+            req.attempt += 1;
+            Some(ready(()))
+        } else {
+            None
+        }
+    }
+
+    fn clone_request(&mut self, req: &SimRequest) -> Option<SimRequest> {
+        Some(*req)
+    }
+}
+
+fn tower_retry_budget(ctx: &BuildCtx<'_>) -> Stack {
+    // Must be created inside the runtime: TpsBudget reads tokio's clock.
+    let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2));
+    Stack::new(Retry::new(BudgetRetry { budget, max: 3 }, ctx.base()))
+}
+
+/// Hedges every request (a hedge is attempt `n + 1`).
+#[derive(Clone)]
+struct HedgeAll;
+
+impl tower::hedge::Policy<SimRequest> for HedgeAll {
+    fn clone_request(&self, req: &SimRequest) -> Option<SimRequest> {
+        Some(SimRequest { id: req.id, attempt: req.attempt + 1 })
+    }
+
+    fn can_retry(&self, _: &SimRequest) -> bool {
+        true
+    }
+}
+
+fn tower_hedge(ctx: &BuildCtx<'_>) -> Stack {
+    Stack::new(Hedge::new::<SimRequest>(ctx.base(), HedgeAll, 10, 0.95, Duration::from_secs(1)))
+}

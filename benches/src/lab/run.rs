@@ -1,0 +1,223 @@
+//! Runs one contender on one scenario with one seed, on virtual time.
+//!
+//! Traffic is pre-drawn per (scenario, seed) as a [`Trace`] (the arrival
+//! times) and replayed identically for every contender; service times and
+//! errors are drawn from generators keyed by (seed, layer, request, attempt,
+//! backend), so the same attempt meets the same backend behaviour whichever
+//! contender sends it.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use ha_core::rng::FastRng;
+use tokio::time::Instant;
+
+use super::contender::{BuildCtx, Contender};
+use super::scenario::{Scenario, Traffic};
+use super::sim::{mix, SimBackend, SimRequest, Stack, World};
+
+/// The pre-drawn traffic of one (scenario, seed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    /// The seed.
+    pub seed: u64,
+    /// Open loop: arrival times of user requests, ns from start (empty for
+    /// closed loop, whose requests are issued as earlier ones finish).
+    pub arrivals_ns: Vec<u64>,
+}
+
+impl Trace {
+    /// Draws the traffic of `scenario` for `seed`.
+    pub fn draw(scenario: &Scenario, seed: u64) -> Trace {
+        let mut arrivals_ns = Vec::new();
+        if let Traffic::Open { rate_per_s, duration_ns } = scenario.traffic {
+            let mut rng = FastRng::new(mix(seed, 0x6172_7269_7661_6c73));
+            let mean_gap_ns = 1e9 / rate_per_s;
+            let mut t = 0.0f64;
+            loop {
+                // Exponential gaps: Poisson arrivals.
+                t += -(1.0 - rng.unit_f64()).ln() * mean_gap_ns;
+                if t >= duration_ns as f64 {
+                    break;
+                }
+                arrivals_ns.push(t as u64);
+            }
+        }
+        Trace { seed, arrivals_ns }
+    }
+}
+
+/// What one user request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    /// When it was sent, ns from start.
+    pub sent_ns: u64,
+    /// How long until it succeeded, failed or timed out, ns.
+    pub latency_ns: u64,
+    /// Whether it succeeded.
+    pub ok: bool,
+}
+
+/// The measurements of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunResult {
+    /// Scenario name.
+    pub scenario: String,
+    /// Contender name.
+    pub contender: &'static str,
+    /// Seed.
+    pub seed: u64,
+    /// One record per user request, in sending order.
+    pub records: Vec<Record>,
+    /// Attempts received by each backend of the last layer.
+    pub last_layer_attempts: Vec<u64>,
+    /// Attempts the last layer would receive with no retry and no hedge.
+    pub needed_attempts: u64,
+    /// Virtual time from the first request to the last answer, ns.
+    pub makespan_ns: u64,
+}
+
+/// Runs `contender` on `scenario` with the traffic of `trace`.
+pub fn run(scenario: &Scenario, contender: &'static Contender, trace: &Trace) -> RunResult {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime builds");
+    rt.block_on(simulate(scenario, contender, trace))
+}
+
+/// Builds the client stack of every layer, innermost first, so each layer's
+/// backends can hold the stack of the next.
+fn build_stacks(scenario: &Scenario, contender: &'static Contender, world: &Rc<World>) -> Stack {
+    let mut downstream: Option<(Stack, Option<Duration>)> = None;
+    for (layer, l) in scenario.layers.iter().enumerate().rev() {
+        let backends: Vec<SimBackend> = (0..l.backends.len())
+            .map(|i| SimBackend::new(world.clone(), layer, i, downstream.clone()))
+            .collect();
+        let ctx = BuildCtx { world, layer, backends: &backends, base_balancer: scenario.base_balancer };
+        let stack = (contender.build)(&ctx);
+        downstream = Some((stack, l.timeout_ns.map(Duration::from_nanos)));
+    }
+    downstream.expect("a scenario has at least one layer").0
+}
+
+/// Sends user request `i` (its `fanout` sub-requests) and waits for all of
+/// them, the first failure, or the client timeout.
+async fn user_request(stack: Stack, i: u64, fanout: u32, layer0_timeout: Option<Duration>, timeout: Option<Duration>) -> bool {
+    let sub = move |f: u64| {
+        let d = stack.dispatch(SimRequest { id: i * u64::from(fanout) + f, attempt: 0 });
+        async move {
+            match layer0_timeout {
+                Some(t) => tokio::time::timeout(t, d).await.map_or(false, |r| r.is_ok()),
+                None => d.await.is_ok(),
+            }
+        }
+    };
+    let all = async move {
+        if fanout == 1 {
+            return sub(0).await;
+        }
+        let mut subs: FuturesUnordered<_> = (0..u64::from(fanout)).map(sub).collect();
+        while let Some(ok) = subs.next().await {
+            if !ok {
+                return false;
+            }
+        }
+        true
+    };
+    match timeout {
+        Some(t) => tokio::time::timeout(t, all).await.unwrap_or(false),
+        None => all.await,
+    }
+}
+
+async fn simulate(scenario: &Scenario, contender: &'static Contender, trace: &Trace) -> RunResult {
+    let world = Rc::new(World::new(scenario, trace.seed));
+    let stack = build_stacks(scenario, contender, &world);
+    let start = world.start;
+    let fanout = scenario.fanout;
+    let timeout = scenario.timeout_ns.map(Duration::from_nanos);
+    let layer0_timeout = scenario.layers[0].timeout_ns.map(Duration::from_nanos);
+    let since = move |t: Instant| t.saturating_duration_since(start).as_nanos() as u64;
+
+    let timed = |i: u64| {
+        let stack = stack.clone();
+        async move {
+            let sent = Instant::now();
+            let ok = user_request(stack, i, fanout, layer0_timeout, timeout).await;
+            Record { sent_ns: since(sent), latency_ns: sent.elapsed().as_nanos() as u64, ok }
+        }
+    };
+
+    let mut records: Vec<Record> = Vec::new();
+    match scenario.traffic {
+        Traffic::Open { .. } => {
+            let arrivals = &trace.arrivals_ns;
+            let mut slots: Vec<Option<Record>> = vec![None; arrivals.len()];
+            let mut inflight = FuturesUnordered::new();
+            let mut next = 0usize;
+            let sleep = tokio::time::sleep_until(start + Duration::from_nanos(arrivals.first().copied().unwrap_or(0)));
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    biased;
+                    Some((i, r)) = inflight.next(), if !inflight.is_empty() => {
+                        slots[i] = Some(r);
+                    }
+                    () = &mut sleep, if next < arrivals.len() => {
+                        let i = next;
+                        let f = timed(i as u64);
+                        inflight.push(async move { (i, f.await) });
+                        next += 1;
+                        if let Some(&at) = arrivals.get(next) {
+                            sleep.as_mut().reset(start + Duration::from_nanos(at));
+                        }
+                    }
+                    else => break,
+                }
+            }
+            records.extend(slots.into_iter().map(|r| r.expect("every request finished")));
+        }
+        Traffic::Closed { concurrency, requests } => {
+            let counter = Rc::new(Cell::new(0u64));
+            let done: Rc<RefCell<Vec<(u64, Record)>>> = Rc::new(RefCell::new(Vec::with_capacity(requests as usize)));
+            let mut users: FuturesUnordered<_> = (0..concurrency)
+                .map(|_| {
+                    let counter = counter.clone();
+                    let done = done.clone();
+                    let timed = &timed;
+                    async move {
+                        loop {
+                            let i = counter.get();
+                            if i >= requests {
+                                break;
+                            }
+                            counter.set(i + 1);
+                            let r = timed(i).await;
+                            done.borrow_mut().push((i, r));
+                        }
+                    }
+                })
+                .collect();
+            while users.next().await.is_some() {}
+            let mut done = done.take();
+            done.sort_unstable_by_key(|(i, _)| *i);
+            records.extend(done.into_iter().map(|(_, r)| r));
+        }
+    }
+
+    let makespan_ns = records.iter().map(|r| r.sent_ns + r.latency_ns).max().unwrap_or(0);
+    let last = world.layers.last().expect("at least one layer");
+    RunResult {
+        scenario: scenario.name.clone(),
+        contender: contender.name,
+        seed: trace.seed,
+        needed_attempts: records.len() as u64 * u64::from(fanout),
+        records,
+        last_layer_attempts: last.backends.iter().map(|b| b.attempts.get()).collect(),
+        makespan_ns,
+    }
+}

@@ -1,0 +1,615 @@
+//! Scenario files: what a lab run simulates, read from TOML and validated.
+//!
+//! A scenario names its backends (or a chain of backend layers), its traffic,
+//! its faults, the client timeout and the contenders that apply. The raw
+//! serde form ([`ScenarioSpec`]) mirrors the file; [`Scenario`] is the
+//! validated model the simulator runs. Every problem in a file is reported as
+//! a [`ScenarioError`] naming the file, the field and the problem.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::contender::{self, Contender, Role};
+use super::dist::Dist;
+
+/// A scenario file as written (see `benches/scenarios/*.toml`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioSpec {
+    /// Free text shown in reports.
+    #[serde(default)]
+    pub description: String,
+    /// Names of the contenders that run on this scenario (see
+    /// [`contender::CONTENDERS`]).
+    pub contenders: Vec<String>,
+    /// The balancer under request-level contenders (retries, hedging).
+    #[serde(default = "default_base_balancer")]
+    pub base_balancer: String,
+    /// Client timeout of a user request, in ms (none: wait for ever).
+    #[serde(default)]
+    pub timeout_ms: Option<f64>,
+    /// Factor applied to the traffic length and to fault times by `--quick`.
+    #[serde(default = "default_quick_scale")]
+    pub quick_scale: f64,
+    /// The offered traffic.
+    pub traffic: TrafficSpec,
+    /// The backends of a single-layer scenario (exclusive with `layers`).
+    #[serde(default)]
+    pub backends: Vec<BackendSpec>,
+    /// The layers of a chain: the user calls layer 0, whose backends call
+    /// layer 1 through their own client stack, and so on.
+    #[serde(default)]
+    pub layers: Vec<LayerSpec>,
+}
+
+fn default_base_balancer() -> String {
+    "round_robin".into()
+}
+
+fn default_quick_scale() -> f64 {
+    0.25
+}
+
+/// Open or closed loop traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrafficKind {
+    /// Poisson arrivals at `rate_per_s` for `duration_s`.
+    Open,
+    /// `concurrency` users each sending their next request when the last is
+    /// done, `requests` in total.
+    Closed,
+}
+
+/// The `[traffic]` table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficSpec {
+    /// `open` or `closed`.
+    pub kind: TrafficKind,
+    /// Open loop: user requests per second.
+    #[serde(default)]
+    pub rate_per_s: Option<f64>,
+    /// Open loop: how long requests arrive, in seconds.
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+    /// Closed loop: users in flight.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// Closed loop: user requests in total.
+    #[serde(default)]
+    pub requests: Option<u64>,
+    /// Sub-requests per user request; the user request is done when all are.
+    #[serde(default = "one_u32")]
+    pub fanout: u32,
+}
+
+fn one_u32() -> u32 {
+    1
+}
+
+/// One `[[layers]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSpec {
+    /// A label for reports.
+    #[serde(default)]
+    pub name: String,
+    /// Timeout of one call into this layer through its client stack (all its
+    /// retries included), in ms.
+    #[serde(default)]
+    pub timeout_ms: Option<f64>,
+    /// The backends of this layer.
+    pub backends: Vec<BackendSpec>,
+}
+
+/// A group of identical backends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSpec {
+    /// How many backends this entry stands for.
+    #[serde(default = "one_u32")]
+    pub count: u32,
+    /// Worker slots; requests beyond them wait in a FIFO queue. Absent: no
+    /// limit (every request starts at once).
+    #[serde(default)]
+    pub slots: Option<u32>,
+    /// Service time of one request.
+    pub service: Dist,
+    /// Fraction of requests rejected at once, without queueing.
+    #[serde(default)]
+    pub fail_fast: f64,
+    /// Fraction of requests that fail after their service time.
+    #[serde(default)]
+    pub fail_after: f64,
+    /// How long a fast failure takes, in ms.
+    #[serde(default = "default_fail_fast_ms")]
+    pub fail_fast_ms: f64,
+    /// Scheduled changes of behaviour.
+    #[serde(default)]
+    pub changes: Vec<ChangeSpec>,
+}
+
+fn default_fail_fast_ms() -> f64 {
+    1.0
+}
+
+/// A scheduled change: from `from_s` (to `to_s`, if given) the listed fields
+/// replace the backend's own. With `flap_period_s`, the change is on and off
+/// in alternate periods.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeSpec {
+    /// Start, seconds from the beginning of traffic.
+    pub from_s: f64,
+    /// End (exclusive); absent: for ever.
+    #[serde(default)]
+    pub to_s: Option<f64>,
+    /// Service time while the change is on.
+    #[serde(default)]
+    pub service: Option<Dist>,
+    /// Fast-failure fraction while on (`1.0`: the backend is down).
+    #[serde(default)]
+    pub fail_fast: Option<f64>,
+    /// Fail-after-service fraction while on.
+    #[serde(default)]
+    pub fail_after: Option<f64>,
+    /// While on, the backend stops answering (requests never complete).
+    #[serde(default)]
+    pub blackhole: Option<bool>,
+    /// Flap: on for this many seconds, off for as many, repeatedly.
+    #[serde(default)]
+    pub flap_period_s: Option<f64>,
+}
+
+/// What is wrong with a scenario file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    Io {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        error: String,
+    },
+    /// The file is not valid TOML for this schema (the message carries the
+    /// line, column and key).
+    Parse {
+        /// The file.
+        file: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A field has a value the lab cannot run.
+    Invalid {
+        /// The file.
+        file: String,
+        /// Dotted path of the field, e.g. `layers[0].backends[1].slots`.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScenarioError::Io { file, error } => write!(f, "{file}: cannot read: {error}"),
+            ScenarioError::Parse { file, message } => write!(f, "{file}: {}", message.trim_end()),
+            ScenarioError::Invalid { file, field, problem } => write!(f, "{file}: `{field}`: {problem}"),
+        }
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+/// Open or closed loop traffic, validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Traffic {
+    /// Poisson arrivals.
+    Open {
+        /// User requests per second.
+        rate_per_s: f64,
+        /// Arrival period in ns.
+        duration_ns: u64,
+    },
+    /// Fixed concurrency.
+    Closed {
+        /// Users in flight.
+        concurrency: u32,
+        /// User requests in total.
+        requests: u64,
+    },
+}
+
+/// A validated scenario, ready to run.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// File name without `.toml`.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Contenders to run, in file order.
+    pub contenders: Vec<&'static Contender>,
+    /// Balancer under request-level contenders.
+    pub base_balancer: &'static Contender,
+    /// Client timeout of a user request, ns.
+    pub timeout_ns: Option<u64>,
+    /// Traffic.
+    pub traffic: Traffic,
+    /// Sub-requests per user request.
+    pub fanout: u32,
+    /// Layers, outermost first (one for a plain scenario).
+    pub layers: Vec<Layer>,
+    /// `--quick` factor.
+    pub quick_scale: f64,
+}
+
+/// One layer of backends.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Label.
+    pub name: String,
+    /// Timeout of a call into this layer, ns.
+    pub timeout_ns: Option<u64>,
+    /// Its backends, one entry per backend (groups expanded).
+    pub backends: Vec<Backend>,
+}
+
+/// One simulated backend's behaviour over time.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Worker slots (`None`: unlimited).
+    pub slots: Option<u32>,
+    /// Duration of a fast failure, ns.
+    pub fail_fast_ns: u64,
+    /// Behaviour when no change is on.
+    pub normal: BackendState,
+    /// Scheduled changes, later entries win when several are on.
+    pub changes: Vec<Change>,
+}
+
+/// A backend's behaviour at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendState {
+    /// Service time.
+    pub service: Dist,
+    /// Fast-failure fraction.
+    pub fail_fast: f64,
+    /// Fail-after-service fraction.
+    pub fail_after: f64,
+    /// Never answers.
+    pub blackhole: bool,
+}
+
+/// A scheduled change, validated (times in ns from the start of traffic).
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Start.
+    pub from_ns: u64,
+    /// End (exclusive).
+    pub to_ns: Option<u64>,
+    /// Flap half-period.
+    pub flap_ns: Option<u64>,
+    /// Replacements.
+    pub service: Option<Dist>,
+    /// Replacement.
+    pub fail_fast: Option<f64>,
+    /// Replacement.
+    pub fail_after: Option<f64>,
+    /// Replacement.
+    pub blackhole: Option<bool>,
+}
+
+/// The effective behaviour of a backend at one instant (borrowed, no copy).
+#[derive(Debug, Clone, Copy)]
+pub struct Effective<'a> {
+    /// Service time.
+    pub service: &'a Dist,
+    /// Fast-failure fraction.
+    pub fail_fast: f64,
+    /// Fail-after-service fraction.
+    pub fail_after: f64,
+    /// Never answers.
+    pub blackhole: bool,
+}
+
+impl Change {
+    fn is_on(&self, now_ns: u64) -> bool {
+        if now_ns < self.from_ns || self.to_ns.is_some_and(|to| now_ns >= to) {
+            return false;
+        }
+        match self.flap_ns {
+            Some(p) => ((now_ns - self.from_ns) / p) % 2 == 0,
+            None => true,
+        }
+    }
+}
+
+impl Backend {
+    /// The behaviour at `now_ns` (ns from the start of traffic).
+    pub fn state_at(&self, now_ns: u64) -> Effective<'_> {
+        let mut e = Effective {
+            service: &self.normal.service,
+            fail_fast: self.normal.fail_fast,
+            fail_after: self.normal.fail_after,
+            blackhole: self.normal.blackhole,
+        };
+        for c in self.changes.iter().filter(|c| c.is_on(now_ns)) {
+            if let Some(s) = &c.service {
+                e.service = s;
+            }
+            if let Some(v) = c.fail_fast {
+                e.fail_fast = v;
+            }
+            if let Some(v) = c.fail_after {
+                e.fail_after = v;
+            }
+            if let Some(v) = c.blackhole {
+                e.blackhole = v;
+            }
+        }
+        e
+    }
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file; its name is the file stem.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError::Io { file: file.clone(), error: e.to_string() })?;
+        let name = path.file_stem().map_or_else(|| file.clone(), |s| s.to_string_lossy().into_owned());
+        Scenario::parse(&name, &file, &text)
+    }
+
+    /// Parses and validates scenario text; `file` is used in error messages.
+    pub fn parse(name: &str, file: &str, text: &str) -> Result<Scenario, ScenarioError> {
+        let spec: ScenarioSpec =
+            toml::from_str(text).map_err(|e| ScenarioError::Parse { file: file.to_string(), message: e.to_string() })?;
+        Scenario::from_spec(name, file, spec)
+    }
+
+    /// Validates a parsed spec.
+    pub fn from_spec(name: &str, file: &str, spec: ScenarioSpec) -> Result<Scenario, ScenarioError> {
+        let invalid = |field: String, problem: String| ScenarioError::Invalid { file: file.to_string(), field, problem };
+
+        if spec.contenders.is_empty() {
+            return Err(invalid("contenders".into(), "must name at least one contender".into()));
+        }
+        let mut contenders = Vec::new();
+        for (i, c) in spec.contenders.iter().enumerate() {
+            let found = contender::find(c).ok_or_else(|| {
+                invalid(format!("contenders[{i}]"), format!("unknown contender `{c}`; known: {}", contender::names()))
+            })?;
+            if contenders.iter().any(|k: &&Contender| k.name == found.name) {
+                return Err(invalid(format!("contenders[{i}]"), format!("`{c}` is listed twice")));
+            }
+            contenders.push(found);
+        }
+        let base_balancer = contender::find(&spec.base_balancer)
+            .filter(|c| c.role == Role::Balancer)
+            .ok_or_else(|| {
+                invalid(
+                    "base_balancer".into(),
+                    format!("`{}` is not a balancer contender; known: {}", spec.base_balancer, contender::names()),
+                )
+            })?;
+
+        let timeout_ns = opt_ms("timeout_ms", spec.timeout_ms).map_err(|(f, p)| invalid(f, p))?;
+        if !(spec.quick_scale.is_finite() && spec.quick_scale > 0.0 && spec.quick_scale <= 1.0) {
+            return Err(invalid("quick_scale".into(), format!("must be in (0, 1], got {}", spec.quick_scale)));
+        }
+
+        let t = &spec.traffic;
+        if t.fanout == 0 {
+            return Err(invalid("traffic.fanout".into(), "must be at least 1".into()));
+        }
+        let traffic = match t.kind {
+            TrafficKind::Open => {
+                let rate = t.rate_per_s.ok_or_else(|| {
+                    invalid("traffic.rate_per_s".into(), "required for open-loop traffic".into())
+                })?;
+                if !(rate.is_finite() && rate > 0.0) {
+                    return Err(invalid("traffic.rate_per_s".into(), format!("must be > 0, got {rate}")));
+                }
+                let d = t.duration_s.ok_or_else(|| {
+                    invalid("traffic.duration_s".into(), "required for open-loop traffic".into())
+                })?;
+                if !(d.is_finite() && d > 0.0) {
+                    return Err(invalid("traffic.duration_s".into(), format!("must be > 0, got {d}")));
+                }
+                for f in ["concurrency", "requests"] {
+                    let set = if f == "concurrency" { t.concurrency.is_some() } else { t.requests.is_some() };
+                    if set {
+                        return Err(invalid(format!("traffic.{f}"), "only applies to closed-loop traffic".into()));
+                    }
+                }
+                Traffic::Open { rate_per_s: rate, duration_ns: secs_to_ns(d) }
+            }
+            TrafficKind::Closed => {
+                let c = t.concurrency.ok_or_else(|| {
+                    invalid("traffic.concurrency".into(), "required for closed-loop traffic".into())
+                })?;
+                if c == 0 {
+                    return Err(invalid("traffic.concurrency".into(), "must be at least 1".into()));
+                }
+                let n = t
+                    .requests
+                    .ok_or_else(|| invalid("traffic.requests".into(), "required for closed-loop traffic".into()))?;
+                if n == 0 {
+                    return Err(invalid("traffic.requests".into(), "must be at least 1".into()));
+                }
+                if t.rate_per_s.is_some() || t.duration_s.is_some() {
+                    let f = if t.rate_per_s.is_some() { "rate_per_s" } else { "duration_s" };
+                    return Err(invalid(format!("traffic.{f}"), "only applies to open-loop traffic".into()));
+                }
+                Traffic::Closed { concurrency: c, requests: n }
+            }
+        };
+
+        let layer_specs: Vec<(String, LayerSpec)> = match (spec.backends.is_empty(), spec.layers.is_empty()) {
+            (false, true) => vec![(
+                String::new(),
+                LayerSpec { name: String::new(), timeout_ms: None, backends: spec.backends.clone() },
+            )],
+            (true, false) => spec.layers.iter().enumerate().map(|(i, l)| (format!("layers[{i}]."), l.clone())).collect(),
+            (true, true) => return Err(invalid("backends".into(), "give either `backends` or `layers`".into())),
+            (false, false) => {
+                return Err(invalid("layers".into(), "give either `backends` or `layers`, not both".into()));
+            }
+        };
+
+        let mut layers = Vec::new();
+        let mut any_blackhole = false;
+        for (prefix, ls) in &layer_specs {
+            let timeout = opt_ms(&format!("{prefix}timeout_ms"), ls.timeout_ms).map_err(|(f, p)| invalid(f, p))?;
+            if ls.backends.is_empty() {
+                return Err(invalid(format!("{prefix}backends"), "must list at least one backend".into()));
+            }
+            let mut backends = Vec::new();
+            for (bi, b) in ls.backends.iter().enumerate() {
+                let at = format!("{prefix}backends[{bi}]");
+                let backend = validate_backend(&at, b).map_err(|(f, p)| invalid(f, p))?;
+                any_blackhole |= backend.normal.blackhole || backend.changes.iter().any(|c| c.blackhole == Some(true));
+                for _ in 0..b.count {
+                    backends.push(backend.clone());
+                }
+            }
+            if backends.len() > 100_000 {
+                return Err(invalid(format!("{prefix}backends"), "more than 100000 backends".into()));
+            }
+            layers.push(Layer { name: ls.name.clone(), timeout_ns: timeout, backends });
+        }
+        if any_blackhole && timeout_ns.is_none() {
+            return Err(invalid(
+                "timeout_ms".into(),
+                "required when a backend can stop answering (`blackhole`), or requests never end".into(),
+            ));
+        }
+
+        Ok(Scenario {
+            name: name.to_string(),
+            description: spec.description,
+            contenders,
+            base_balancer,
+            timeout_ns,
+            traffic,
+            fanout: t.fanout,
+            layers,
+            quick_scale: spec.quick_scale,
+        })
+    }
+
+    /// The shortened variant `--quick` runs: traffic length and fault times
+    /// scaled by `quick_scale` (so fault windows keep their share of traffic).
+    pub fn quick(&self) -> Scenario {
+        let k = self.quick_scale;
+        let scale = |ns: u64| (ns as f64 * k) as u64;
+        let mut s = self.clone();
+        s.traffic = match self.traffic {
+            Traffic::Open { rate_per_s, duration_ns } => Traffic::Open { rate_per_s, duration_ns: scale(duration_ns) },
+            Traffic::Closed { concurrency, requests } => {
+                Traffic::Closed { concurrency, requests: ((requests as f64 * k) as u64).max(1) }
+            }
+        };
+        for layer in &mut s.layers {
+            for b in &mut layer.backends {
+                for c in &mut b.changes {
+                    c.from_ns = scale(c.from_ns);
+                    c.to_ns = c.to_ns.map(scale);
+                }
+            }
+        }
+        s
+    }
+
+    /// The window in which scheduled changes are on: earliest start and
+    /// latest end (`None` when there are none, or one never ends).
+    pub fn fault_window_ns(&self) -> Option<(u64, u64)> {
+        let changes = self.layers.iter().flat_map(|l| l.backends.iter()).flat_map(|b| b.changes.iter());
+        let mut window: Option<(u64, u64)> = None;
+        for c in changes {
+            let to = c.to_ns?;
+            window = Some(match window {
+                None => (c.from_ns, to),
+                Some((a, b)) => (a.min(c.from_ns), b.max(to)),
+            });
+        }
+        window
+    }
+}
+
+fn secs_to_ns(s: f64) -> u64 {
+    (s * 1e9) as u64
+}
+
+fn opt_ms(field: &str, v: Option<f64>) -> Result<Option<u64>, (String, String)> {
+    match v {
+        None => Ok(None),
+        Some(ms) if ms.is_finite() && ms > 0.0 => Ok(Some((ms * 1e6) as u64)),
+        Some(ms) => Err((field.to_string(), format!("must be > 0, got {ms}"))),
+    }
+}
+
+fn fraction(field: String, v: f64) -> Result<f64, (String, String)> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err((field, format!("must be a fraction in [0, 1], got {v}")))
+    }
+}
+
+fn validate_backend(at: &str, b: &BackendSpec) -> Result<Backend, (String, String)> {
+    if b.count == 0 {
+        return Err((format!("{at}.count"), "must be at least 1".into()));
+    }
+    if b.slots == Some(0) {
+        return Err((format!("{at}.slots"), "must be at least 1 (omit it for no limit)".into()));
+    }
+    b.service.validate().map_err(|(f, p)| (format!("{at}.service.{f}"), p))?;
+    let fail_fast = fraction(format!("{at}.fail_fast"), b.fail_fast)?;
+    let fail_after = fraction(format!("{at}.fail_after"), b.fail_after)?;
+    if !(b.fail_fast_ms.is_finite() && b.fail_fast_ms >= 0.0) {
+        return Err((format!("{at}.fail_fast_ms"), format!("must be >= 0, got {}", b.fail_fast_ms)));
+    }
+    let mut changes = Vec::new();
+    for (ci, c) in b.changes.iter().enumerate() {
+        let cat = format!("{at}.changes[{ci}]");
+        if !(c.from_s.is_finite() && c.from_s >= 0.0) {
+            return Err((format!("{cat}.from_s"), format!("must be >= 0, got {}", c.from_s)));
+        }
+        if let Some(to) = c.to_s {
+            if !(to.is_finite() && to > c.from_s) {
+                return Err((format!("{cat}.to_s"), format!("must be greater than from_s ({}), got {to}", c.from_s)));
+            }
+        }
+        if let Some(p) = c.flap_period_s {
+            if !(p.is_finite() && p > 0.0) {
+                return Err((format!("{cat}.flap_period_s"), format!("must be > 0, got {p}")));
+            }
+        }
+        if let Some(s) = &c.service {
+            s.validate().map_err(|(f, p)| (format!("{cat}.service.{f}"), p))?;
+        }
+        if c.service.is_none() && c.fail_fast.is_none() && c.fail_after.is_none() && c.blackhole.is_none() {
+            return Err((cat, "changes nothing: give service, fail_fast, fail_after or blackhole".into()));
+        }
+        changes.push(Change {
+            from_ns: secs_to_ns(c.from_s),
+            to_ns: c.to_s.map(secs_to_ns),
+            flap_ns: c.flap_period_s.map(secs_to_ns),
+            service: c.service.clone(),
+            fail_fast: c.fail_fast.map(|v| fraction(format!("{cat}.fail_fast"), v)).transpose()?,
+            fail_after: c.fail_after.map(|v| fraction(format!("{cat}.fail_after"), v)).transpose()?,
+            blackhole: c.blackhole,
+        });
+    }
+    Ok(Backend {
+        slots: b.slots,
+        fail_fast_ns: (b.fail_fast_ms * 1e6) as u64,
+        normal: BackendState { service: b.service.clone(), fail_fast, fail_after, blackhole: false },
+        changes,
+    })
+}

@@ -1,0 +1,328 @@
+//! The simulated world: backends with worker slots and a FIFO queue, the
+//! request type, and the [`Stack`] a client layer calls through.
+//!
+//! Everything runs on one current-thread tokio runtime with a paused clock,
+//! so tower's own timers and `Instant::now()` see virtual time. A backend
+//! decides an attempt's fate when the attempt arrives: with a FIFO queue and
+//! `k` slots, the attempt starts when the earliest slot frees up, so its
+//! completion time is known at once and the backend's future is a
+//! `sleep_until` of it. A client that gives up (timeout, losing hedge) drops
+//! the future, but the backend still does the work, as a real server would.
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ha_core::rng::FastRng;
+use tokio::time::Instant;
+use tower::util::UnsyncBoxService;
+use tower::{BoxError, Service};
+
+use super::scenario::{Layer, Scenario};
+
+/// One attempt as it travels through a client stack to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimRequest {
+    /// Identity of the logical request at this layer (same for all its
+    /// attempts, same across contenders).
+    pub id: u64,
+    /// Attempt number: 0 for the first, bumped by retry and hedge policies.
+    pub attempt: u32,
+}
+
+/// A backend's answer when it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendError {
+    /// Rejected at once (fast failure).
+    Rejected,
+    /// Failed after doing the work.
+    Failed,
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendError::Rejected => f.write_str("backend rejected the request"),
+            BackendError::Failed => f.write_str("backend failed the request"),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+/// A call into a layer did not finish within the layer's timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerTimeout;
+
+impl fmt::Display for LayerTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("call into the next layer timed out")
+    }
+}
+
+impl std::error::Error for LayerTimeout {}
+
+/// Mixes values into a 64-bit key (splitmix64 finaliser), so draws are a pure
+/// function of (seed, layer, request, attempt, backend).
+pub fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(0x6a09_e667_f3bc_c909);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Run-time state of one backend.
+#[derive(Debug)]
+pub struct BackendRuntime {
+    /// When each busy slot frees up (ns since start); `k` entries when slots
+    /// are limited.
+    free_at: RefCell<BinaryHeap<Reverse<u64>>>,
+    /// Attempts received.
+    pub attempts: Cell<u64>,
+}
+
+/// One layer at run time.
+#[derive(Debug)]
+pub struct LayerRuntime {
+    /// The layer's model.
+    pub model: Layer,
+    /// Its backends' state.
+    pub backends: Vec<BackendRuntime>,
+}
+
+/// The whole simulated world of one run.
+#[derive(Debug)]
+pub struct World {
+    /// Virtual time zero.
+    pub start: Instant,
+    /// The run's seed.
+    pub seed: u64,
+    /// Layers, outermost first.
+    pub layers: Vec<LayerRuntime>,
+}
+
+impl World {
+    /// A fresh world for `scenario`; must be called inside the runtime.
+    pub fn new(scenario: &Scenario, seed: u64) -> World {
+        let layers = scenario
+            .layers
+            .iter()
+            .map(|l| LayerRuntime {
+                model: l.clone(),
+                backends: l
+                    .backends
+                    .iter()
+                    .map(|b| BackendRuntime {
+                        free_at: RefCell::new(
+                            (0..b.slots.unwrap_or(0)).map(|_| Reverse(0)).collect::<BinaryHeap<_>>(),
+                        ),
+                        attempts: Cell::new(0),
+                    })
+                    .collect(),
+            })
+            .collect();
+        World { start: Instant::now(), seed, layers }
+    }
+
+    /// Virtual ns since start.
+    pub fn now_ns(&self) -> u64 {
+        Instant::now().saturating_duration_since(self.start).as_nanos() as u64
+    }
+
+    /// The oracle's cost of sending an attempt to backend `b` of `layer` now:
+    /// expected time until a successful answer, from the true queue (when the
+    /// next slot frees up) and the true current service-time mean and error
+    /// rates. Infinite for a backend that does not answer.
+    pub fn expected_cost_ns(&self, layer: usize, b: usize, now_ns: u64) -> f64 {
+        let l = &self.layers[layer];
+        let model = &l.model.backends[b];
+        let eff = model.state_at(now_ns);
+        if eff.blackhole {
+            return f64::INFINITY;
+        }
+        let wait = match model.slots {
+            Some(_) => l.backends[b].free_at.borrow().peek().map_or(0, |r| r.0.saturating_sub(now_ns)),
+            None => 0,
+        };
+        let p_ok = (1.0 - eff.fail_fast) * (1.0 - eff.fail_after);
+        let try_ns = eff.fail_fast * model.fail_fast_ns as f64
+            + (1.0 - eff.fail_fast) * (wait as f64 + eff.service.mean_ns());
+        // Expected time over a geometric number of tries until one succeeds.
+        if p_ok <= 0.0 {
+            f64::INFINITY
+        } else {
+            try_ns / p_ok
+        }
+    }
+}
+
+/// A simulated backend as a tower service (always ready: its queue is
+/// inside).
+#[derive(Clone)]
+pub struct SimBackend {
+    world: Rc<World>,
+    layer: usize,
+    index: usize,
+    downstream: Option<(Stack, Option<Duration>)>,
+}
+
+impl fmt::Debug for SimBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimBackend").field("layer", &self.layer).field("index", &self.index).finish()
+    }
+}
+
+impl SimBackend {
+    /// Backend `index` of `layer`; with `downstream`, it calls the next
+    /// layer through that stack (with that timeout) after its own work.
+    pub fn new(world: Rc<World>, layer: usize, index: usize, downstream: Option<(Stack, Option<Duration>)>) -> Self {
+        SimBackend { world, layer, index, downstream }
+    }
+
+    /// Its index in the layer.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+type SimFuture = Pin<Box<dyn Future<Output = Result<(), BoxError>>>>;
+
+impl Service<SimRequest> for SimBackend {
+    type Response = ();
+    type Error = BoxError;
+    type Future = SimFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: SimRequest) -> SimFuture {
+        let world = &self.world;
+        let now_ns = world.now_ns();
+        let rt = &world.layers[self.layer].backends[self.index];
+        rt.attempts.set(rt.attempts.get() + 1);
+        let model = &world.layers[self.layer].model.backends[self.index];
+        let eff = model.state_at(now_ns);
+        let key = mix(mix(mix(mix(world.seed, self.layer as u64), req.id), u64::from(req.attempt)), self.index as u64);
+        let mut rng = FastRng::new(key);
+        let u_fast = rng.unit_f64();
+        if eff.blackhole {
+            return Box::pin(std::future::pending());
+        }
+        if u_fast < eff.fail_fast {
+            let at = world.start + Duration::from_nanos(now_ns + model.fail_fast_ns);
+            return Box::pin(async move {
+                tokio::time::sleep_until(at).await;
+                Err(BackendError::Rejected.into())
+            });
+        }
+        let service = eff.service.sample_ns(&mut rng);
+        let fails = rng.unit_f64() < eff.fail_after;
+        let start = match model.slots {
+            Some(_) => {
+                let mut heap = rt.free_at.borrow_mut();
+                let mut slot = heap.peek_mut().expect("a limited backend has at least one slot");
+                let start = slot.0.max(now_ns);
+                slot.0 = start + service;
+                start
+            }
+            None => now_ns,
+        };
+        let done = world.start + Duration::from_nanos(start + service);
+        let downstream = self.downstream.clone();
+        let child = SimRequest { id: mix(mix(req.id, u64::from(req.attempt)), self.index as u64), attempt: 0 };
+        Box::pin(async move {
+            tokio::time::sleep_until(done).await;
+            if fails {
+                return Err(BackendError::Failed.into());
+            }
+            match downstream {
+                None => Ok(()),
+                Some((stack, None)) => stack.dispatch(child).await,
+                Some((stack, Some(t))) => match tokio::time::timeout(t, stack.dispatch(child)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(LayerTimeout.into()),
+                },
+            }
+        })
+    }
+}
+
+/// A client stack (balancer, retry, hedge, ...) shared by every caller of a
+/// layer. Cloning shares it, like tower's `Buffer` would, but without a
+/// task: the simulation is single-threaded, and [`Stack::dispatch`] calls
+/// `poll_ready` and `call` in the same poll, so no caller can take another's
+/// readiness.
+#[derive(Clone)]
+pub struct Stack(Rc<RefCell<UnsyncBoxService<SimRequest, (), BoxError>>>);
+
+impl fmt::Debug for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Stack")
+    }
+}
+
+impl Stack {
+    /// Wraps a service.
+    pub fn new<S>(service: S) -> Stack
+    where
+        S: Service<SimRequest, Response = ()> + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: 'static,
+    {
+        use tower::ServiceExt;
+        Stack(Rc::new(RefCell::new(UnsyncBoxService::new(service.map_err(Into::into)))))
+    }
+
+    /// Sends one request through the stack: waits for readiness, then calls.
+    pub fn dispatch(&self, req: SimRequest) -> Dispatch {
+        Dispatch { stack: self.clone(), req: Some(req), future: None }
+    }
+}
+
+impl Service<SimRequest> for Stack {
+    type Response = ();
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<(), BoxError>>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.0.borrow_mut().poll_ready(cx)
+    }
+
+    fn call(&mut self, req: SimRequest) -> Self::Future {
+        self.0.borrow_mut().call(req)
+    }
+}
+
+/// The future of [`Stack::dispatch`].
+pub struct Dispatch {
+    stack: Stack,
+    req: Option<SimRequest>,
+    future: Option<Pin<Box<dyn Future<Output = Result<(), BoxError>>>>>,
+}
+
+impl Future for Dispatch {
+    type Output = Result<(), BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if this.future.is_none() {
+            let mut inner = this.stack.0.borrow_mut();
+            match inner.poll_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {
+                    let req = this.req.take().expect("dispatch polled after completion");
+                    this.future = Some(inner.call(req));
+                }
+            }
+        }
+        this.future.as_mut().expect("set above").as_mut().poll(cx)
+    }
+}
