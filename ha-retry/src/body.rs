@@ -1,0 +1,365 @@
+//! Retrying `http::Request`s whose bodies are streams.
+//!
+//! An HTTP body can be read once. [`ReplayBody`] wraps it so the first
+//! attempt streams it as usual while a copy of each chunk is kept, up to a
+//! cap (default 64 KiB). A later attempt replays the kept chunks and then,
+//! if the first attempt stopped reading part-way, continues with the rest of
+//! the original body. A body longer than the cap is not kept: its request is
+//! sent once and never retried or hedged.
+//!
+//! [`HttpReplay`] is the [`Replay`] strategy that wraps bodies this way and
+//! tracks attempts in the request's extensions; [`RetryLayer::http`]
+//! (crate::RetryLayer::http) uses it.
+//!
+//! A hedge runs while the first attempt may still be reading the body, so a
+//! hedge is only sent once the whole body has been read and kept (or was
+//! empty), and only for idempotent requests (see
+//! [`HttpRequestInfo`](ha_core::classify::HttpRequestInfo)).
+//!
+//! The body hands its state from one attempt to the next through a mutex
+//! taken once when an attempt starts reading and once when it is dropped
+//! part-way; frames themselves are read without locking.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use ha_retry::body::ReplayBody;
+//!
+//! # tokio_test_block_on(async {
+//! let first = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), 64 * 1024);
+//! let second = first.clone();
+//! assert_eq!(first.collect().await.unwrap().to_bytes(), "hello");
+//! assert!(second.is_replayable());
+//! assert_eq!(second.collect().await.unwrap().to_bytes(), "hello");
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+use std::error::Error;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use ha_core::classify::HttpRequestInfo;
+use ha_core::{HasAttemptContext, Instant};
+use http::{HeaderMap, Request};
+use http_body::{Body, Frame, SizeHint};
+use tower::BoxError;
+
+use crate::replay::{advance, attach, Replay};
+
+/// The default cap on the bytes kept for replay: 64 KiB.
+pub const DEFAULT_MAX_REPLAY_BYTES: usize = 64 * 1024;
+
+/// A body that keeps what it streams so a later attempt can send it again;
+/// see the [module docs](self). Clones share the kept bytes.
+pub struct ReplayBody<B> {
+    shared: Arc<Shared<B>>,
+    // The reading state, while this clone is the one reading the original body.
+    reading: Option<Reading<B>>,
+    // The next kept chunk this clone sends.
+    pos: usize,
+    trailers_sent: bool,
+}
+
+struct Shared<B> {
+    max: usize,
+    complete: OnceLock<Complete>,
+    handover: Mutex<Option<Reading<B>>>,
+    capped: AtomicBool,
+}
+
+struct Reading<B> {
+    rest: Option<B>,
+    kept: Vec<Bytes>,
+    len: usize,
+    trailers: Option<HeaderMap>,
+    capped: bool,
+}
+
+struct Complete {
+    chunks: Vec<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+/// A replayed body was polled while another attempt was still reading the
+/// original, or after the original outgrew the replay cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayUnavailable {
+    capped: bool,
+}
+
+impl ReplayUnavailable {
+    /// True when the body was too large to keep.
+    pub fn was_capped(&self) -> bool {
+        self.capped
+    }
+}
+
+impl fmt::Display for ReplayUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.capped {
+            f.write_str("request body exceeded the replay cap and cannot be sent again")
+        } else {
+            f.write_str("request body is still being read by another attempt")
+        }
+    }
+}
+
+impl Error for ReplayUnavailable {}
+
+impl<B: Body> ReplayBody<B> {
+    /// Wraps `body`, keeping up to `max_bytes` of it for replay.
+    pub fn new(body: B, max_bytes: usize) -> Self {
+        let complete = OnceLock::new();
+        let rest = if body.is_end_stream() {
+            // Nothing to read: every attempt can replay the empty body at once.
+            let _ = complete.set(Complete { chunks: Vec::new(), trailers: None });
+            None
+        } else {
+            Some(body)
+        };
+        let reading = rest.map(|b| Reading { rest: Some(b), kept: Vec::new(), len: 0, trailers: None, capped: false });
+        ReplayBody {
+            shared: Arc::new(Shared {
+                max: max_bytes,
+                complete,
+                handover: Mutex::new(reading),
+                capped: AtomicBool::new(false),
+            }),
+            reading: None,
+            pos: 0,
+            trailers_sent: false,
+        }
+    }
+}
+
+impl<B> ReplayBody<B> {
+    /// False once the body outgrew the cap: a copy can no longer be sent.
+    pub fn is_replayable(&self) -> bool {
+        !self.shared.capped.load(Ordering::Acquire)
+    }
+
+    /// True once the whole body has been read and kept: copies can be sent
+    /// even while another attempt is in flight.
+    pub fn is_complete(&self) -> bool {
+        self.shared.complete.get().is_some()
+    }
+}
+
+impl<B> Clone for ReplayBody<B> {
+    fn clone(&self) -> Self {
+        ReplayBody { shared: self.shared.clone(), reading: None, pos: 0, trailers_sent: false }
+    }
+}
+
+impl<B> Drop for ReplayBody<B> {
+    fn drop(&mut self) {
+        // Stopped part-way: let the next attempt carry on from here.
+        if let Some(reading) = self.reading.take() {
+            if reading.rest.is_some() && !reading.capped {
+                if let Ok(mut slot) = self.shared.handover.lock() {
+                    *slot = Some(reading);
+                }
+            }
+        }
+    }
+}
+
+impl<B> Body for ReplayBody<B>
+where
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.reading.is_none() {
+            if let Some(done) = this.shared.complete.get() {
+                if let Some(chunk) = done.chunks.get(this.pos) {
+                    this.pos += 1;
+                    return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
+                }
+                if !this.trailers_sent {
+                    this.trailers_sent = true;
+                    if let Some(t) = &done.trailers {
+                        return Poll::Ready(Some(Ok(Frame::trailers(t.clone()))));
+                    }
+                }
+                return Poll::Ready(None);
+            }
+            let taken = this.shared.handover.lock().ok().and_then(|mut slot| slot.take());
+            match taken {
+                Some(reading) => {
+                    this.reading = Some(reading);
+                    this.pos = 0;
+                }
+                // The reader may have completed the body between our two looks.
+                None if this.shared.complete.get().is_some() => return self.poll_frame(cx),
+                None => {
+                    let capped = this.shared.capped.load(Ordering::Acquire);
+                    return Poll::Ready(Some(Err(ReplayUnavailable { capped }.into())));
+                }
+            }
+        }
+        let max = this.shared.max;
+        let Some(reading) = this.reading.as_mut() else { return Poll::Ready(None) };
+        if reading.capped && this.pos < reading.kept.len() {
+            return Poll::Ready(Some(Err(ReplayUnavailable { capped: true }.into())));
+        }
+        if let Some(chunk) = reading.kept.get(this.pos) {
+            this.pos += 1;
+            return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
+        }
+        let Some(rest) = reading.rest.as_mut() else { return Poll::Ready(None) };
+        match Pin::new(rest).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => {
+                let frame = match frame.into_data() {
+                    Ok(mut data) => {
+                        let bytes = data.copy_to_bytes(data.remaining());
+                        if !reading.capped {
+                            if reading.len + bytes.len() <= max {
+                                reading.len += bytes.len();
+                                reading.kept.push(bytes.clone());
+                                this.pos = reading.kept.len();
+                            } else {
+                                reading.capped = true;
+                                reading.kept = Vec::new();
+                                this.pos = 0;
+                                this.shared.capped.store(true, Ordering::Release);
+                            }
+                        }
+                        Frame::data(bytes)
+                    }
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(trailers) => {
+                            reading.trailers = Some(trailers.clone());
+                            Frame::trailers(trailers)
+                        }
+                        // A frame kind http-body does not know yet: pass nothing we cannot keep.
+                        Err(_) => return Poll::Ready(Some(Err(ReplayUnavailable { capped: false }.into()))),
+                    },
+                };
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The body broke: what was kept is incomplete, so no copy may be sent.
+                reading.capped = true;
+                this.shared.capped.store(true, Ordering::Release);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                reading.rest = None;
+                if !reading.capped {
+                    let kept = std::mem::take(&mut reading.kept);
+                    let _ = this.shared.complete.set(Complete { chunks: kept, trailers: reading.trailers.take() });
+                    // From here on this clone is a replayer that has sent everything.
+                    this.reading = None;
+                    this.pos = usize::MAX;
+                    this.trailers_sent = true;
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match (&self.reading, self.shared.complete.get()) {
+            (None, Some(done)) => self.pos >= done.chunks.len() && (self.trailers_sent || done.trailers.is_none()),
+            (Some(r), _) => r.rest.is_none() && self.pos >= r.kept.len(),
+            (None, None) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.reading, self.shared.complete.get()) {
+            (None, Some(done)) => {
+                let left: usize = done.chunks.iter().skip(self.pos).map(Bytes::len).sum();
+                SizeHint::with_exact(left as u64)
+            }
+            (Some(r), _) => {
+                let kept: usize = r.kept.iter().skip(self.pos).map(Bytes::len).sum();
+                let mut hint = r.rest.as_ref().map(Body::size_hint).unwrap_or_else(|| SizeHint::with_exact(0));
+                hint.set_lower(hint.lower() + kept as u64);
+                if let Some(upper) = hint.upper() {
+                    hint.set_upper(upper + kept as u64);
+                }
+                hint
+            }
+            (None, None) => SizeHint::default(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for ReplayBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplayBody")
+            .field("max", &self.shared.max)
+            .field("complete", &self.is_complete())
+            .field("replayable", &self.is_replayable())
+            .finish()
+    }
+}
+
+/// The [`Replay`] strategy for `http::Request<B>`: bodies wrapped in
+/// [`ReplayBody`], attempts tracked in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpReplay {
+    max_bytes: usize,
+}
+
+impl HttpReplay {
+    /// Keeps up to `max_bytes` of each body.
+    pub const fn new(max_bytes: usize) -> Self {
+        HttpReplay { max_bytes }
+    }
+
+    /// The cap on the bytes kept.
+    pub const fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+}
+
+impl Default for HttpReplay {
+    fn default() -> Self {
+        HttpReplay::new(DEFAULT_MAX_REPLAY_BYTES)
+    }
+}
+
+impl<B: Body> Replay<Request<B>> for HttpReplay {
+    type Request = Request<ReplayBody<B>>;
+
+    fn prepare(&self, req: Request<B>, deadline: Option<Instant>) -> Self::Request {
+        let mut req = req.map(|b| ReplayBody::new(b, self.max_bytes));
+        attach(&mut req, deadline);
+        req
+    }
+
+    fn deadline(&self, req: &Self::Request) -> Option<Instant> {
+        req.attempt_context().and_then(|c| c.deadline())
+    }
+
+    fn copy(&self, req: &Self::Request) -> Option<Self::Request> {
+        Some(req.clone())
+    }
+
+    fn can_replay(&self, kept: &Self::Request, concurrently: bool) -> bool {
+        if concurrently {
+            kept.body().is_complete() && HttpRequestInfo::of(kept).idempotent
+        } else {
+            kept.body().is_replayable()
+        }
+    }
+
+    fn next_attempt(&self, req: &mut Self::Request) {
+        advance(req);
+    }
+}

@@ -1,0 +1,427 @@
+//! The budget for extra load that retries and hedges draw on, lock-free.
+//!
+//! Every request deposits `ratio` of a token; every retry or hedge withdraws
+//! a whole one, and is refused when the balance is short. Deposits and
+//! withdrawals count for `ttl` and then expire, and a reserve of
+//! `min_per_second × ttl` tokens lets a quiet client retry at all. So over
+//! any `ttl` a client sends at most `ratio × requests + min_per_second × ttl`
+//! extra attempts, however hard its dependency fails (Finagle's and tower's
+//! retry budget).
+//!
+//! # How it stays lock-free
+//!
+//! One atomic word holds the balance; a withdrawal is a compare-and-swap that
+//! only succeeds when the balance covers it, so concurrent withdrawals can
+//! never lend more than the budget holds. The window is a ring of buckets,
+//! one atomic word each, packing the bucket's epoch (32 bits) with its net
+//! deposit (32 bits). Recording into a bucket whose epoch has passed is one
+//! compare-and-swap that both claims the bucket for the new epoch and hands
+//! its old net back to the balance, so exactly one thread expires each
+//! bucket. When time moves on, the first caller to see the new epoch sweeps
+//! the ring for buckets nobody touched.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ha_retry::budget::RetryBudget;
+//! use ha_retry::config::BudgetConfig;
+//! use tokio::time::Instant;
+//!
+//! let now = Instant::now();
+//! let cfg = BudgetConfig { ratio: 0.5, min_per_second: 0, ..BudgetConfig::default() };
+//! let budget = RetryBudget::builder(cfg).start(now).build().unwrap();
+//! assert!(!budget.withdraw(now)); // nothing deposited yet
+//! budget.deposit(now);
+//! budget.deposit(now);
+//! assert!(budget.withdraw(now)); // two requests paid for one retry
+//! assert!(!budget.withdraw(now));
+//! ```
+
+use std::fmt;
+use std::sync::Arc as StdArc;
+use std::time::Duration;
+
+use ha_core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use ha_core::sync::Arc;
+use ha_core::{Event, Events, Instant};
+
+use crate::config::{BudgetConfig, ConfigError};
+
+/// What one retry costs, in budget units; a deposit is `ratio` of it.
+const UNIT: i64 = 1000;
+
+/// A budget for retries and hedges, shared by every clone (and by every
+/// service it is given to); see the [module docs](self).
+#[derive(Clone)]
+pub struct RetryBudget {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    buckets: Box<[AtomicU64]>,
+    balance: AtomicI64,
+    swept: AtomicU64,
+    origin: Instant,
+    bucket_nanos: u64,
+    deposit: i64,
+    reserve: i64,
+    exhausted: AtomicBool,
+    allowed: AtomicU64,
+    refused: AtomicU64,
+    name: StdArc<str>,
+    events: Events,
+}
+
+/// Builds a [`RetryBudget`].
+#[derive(Debug)]
+pub struct RetryBudgetBuilder {
+    config: BudgetConfig,
+    start: Option<Instant>,
+    name: StdArc<str>,
+    events: Events,
+}
+
+impl RetryBudgetBuilder {
+    /// The instant the budget's window starts (default: now).
+    pub fn start(mut self, now: Instant) -> Self {
+        self.start = Some(now);
+        self
+    }
+
+    /// The name its events carry (default `"retry"`).
+    pub fn name(mut self, name: impl Into<StdArc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Where it reports [`Event::BudgetExhausted`].
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Validates the config and builds the budget.
+    pub fn build(self) -> Result<RetryBudget, ConfigError> {
+        let c = &self.config;
+        c.validate()?;
+        let n = c.buckets as usize;
+        let bucket_nanos = (c.ttl.as_nanos() / n as u128) as u64;
+        let reserve = (f64::from(c.min_per_second) * c.ttl.as_secs_f64() * UNIT as f64).min(1e15) as i64;
+        Ok(RetryBudget {
+            inner: Arc::new(Inner {
+                buckets: (0..n).map(|_| AtomicU64::new(0)).collect(),
+                balance: AtomicI64::new(reserve),
+                swept: AtomicU64::new(0),
+                origin: self.start.unwrap_or_else(Instant::now),
+                bucket_nanos,
+                deposit: (c.ratio * UNIT as f64).round() as i64,
+                reserve,
+                exhausted: AtomicBool::new(false),
+                allowed: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+                name: self.name,
+                events: self.events,
+            }),
+        })
+    }
+}
+
+/// A snapshot of a budget's counters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetStats {
+    /// Retries the budget could pay for now.
+    pub available: f64,
+    /// Withdrawals granted since the budget was built.
+    pub allowed: u64,
+    /// Withdrawals refused since the budget was built.
+    pub refused: u64,
+}
+
+impl RetryBudget {
+    /// A builder for a budget with `config`.
+    pub fn builder(config: BudgetConfig) -> RetryBudgetBuilder {
+        RetryBudgetBuilder { config, start: None, name: StdArc::from("retry"), events: Events::new() }
+    }
+
+    /// A budget with `config`, starting now, reporting only to `tracing`.
+    pub fn new(config: BudgetConfig) -> Result<Self, ConfigError> {
+        Self::builder(config).build()
+    }
+
+    /// Records one request at `now`.
+    #[inline]
+    pub fn deposit(&self, now: Instant) {
+        let inner = &*self.inner;
+        if inner.deposit == 0 {
+            return;
+        }
+        let epoch = inner.epoch(now);
+        inner.sweep(epoch);
+        let added = inner.record(epoch, inner.deposit);
+        inner.balance.fetch_add(added, Ordering::AcqRel);
+    }
+
+    /// Takes one token for a retry or hedge at `now`; false (and an
+    /// [`Event::BudgetExhausted`] when the budget just ran dry) when the
+    /// balance is short.
+    pub fn withdraw(&self, now: Instant) -> bool {
+        let inner = &*self.inner;
+        let epoch = inner.epoch(now);
+        inner.sweep(epoch);
+        let mut cur = inner.balance.load(Ordering::Acquire);
+        loop {
+            if cur < UNIT {
+                inner.refused.fetch_add(1, Ordering::Relaxed);
+                if !inner.exhausted.swap(true, Ordering::AcqRel) {
+                    inner.events.emit(Event::BudgetExhausted { budget: inner.name.clone() });
+                }
+                return false;
+            }
+            match inner.balance.compare_exchange_weak(cur, cur - UNIT, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        let recorded = inner.record(epoch, -UNIT);
+        // A bucket that saturated kept less than was withdrawn; the rest never
+        // comes back, which errs on the side of fewer retries.
+        let _ = recorded;
+        inner.allowed.fetch_add(1, Ordering::Relaxed);
+        if inner.exhausted.load(Ordering::Relaxed) {
+            inner.exhausted.store(false, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// How many retries the budget could pay for at `now`.
+    pub fn available(&self, now: Instant) -> f64 {
+        let inner = &*self.inner;
+        inner.sweep(inner.epoch(now));
+        inner.balance.load(Ordering::Acquire).max(0) as f64 / UNIT as f64
+    }
+
+    /// The budget's counters at `now`.
+    pub fn stats(&self, now: Instant) -> BudgetStats {
+        BudgetStats {
+            available: self.available(now),
+            allowed: self.inner.allowed.load(Ordering::Relaxed),
+            refused: self.inner.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The name its events carry.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The balance in budget units (1000 per retry), for tests and models.
+    #[doc(hidden)]
+    pub fn raw_balance(&self) -> i64 {
+        self.inner.balance.load(Ordering::Acquire)
+    }
+
+    /// The reserve in budget units, for tests and models.
+    #[doc(hidden)]
+    pub fn raw_reserve(&self) -> i64 {
+        self.inner.reserve
+    }
+
+    /// The span of one bucket.
+    pub fn bucket_span(&self) -> Duration {
+        Duration::from_nanos(self.inner.bucket_nanos)
+    }
+}
+
+impl Inner {
+    #[inline]
+    fn epoch(&self, now: Instant) -> u64 {
+        let d = now.saturating_duration_since(self.origin);
+        // u64 nanoseconds last 584 years; a u128 division would cost more than the rest of a deposit.
+        (d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos()))) / self.bucket_nanos
+    }
+
+    /// Expires the buckets nobody touched since time moved on; the first
+    /// caller to see a new epoch does it.
+    #[inline]
+    fn sweep(&self, epoch: u64) {
+        let seen = self.swept.load(Ordering::Acquire);
+        if epoch <= seen {
+            return;
+        }
+        if self.swept.compare_exchange(seen, epoch, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return;
+        }
+        let n = self.buckets.len() as i64;
+        let tag = epoch as u32;
+        for bucket in self.buckets.iter() {
+            let mut word = bucket.load(Ordering::Acquire);
+            loop {
+                let (their, net) = unpack(word);
+                let age = i64::from(tag.wrapping_sub(their) as i32);
+                if net == 0 || age < n {
+                    break;
+                }
+                // Keep the old tag: a writer of the current epoch still
+                // replaces it, and a late writer of an old epoch still adds to it.
+                match bucket.compare_exchange_weak(word, pack(their, 0), Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => {
+                        self.balance.fetch_sub(i64::from(net), Ordering::AcqRel);
+                        break;
+                    }
+                    Err(actual) => word = actual,
+                }
+            }
+        }
+    }
+
+    /// Adds `delta` to the bucket of `epoch`, expiring what it held for an
+    /// older epoch; returns what was added (less than `delta` only when the
+    /// bucket saturated).
+    #[inline]
+    fn record(&self, epoch: u64, delta: i64) -> i64 {
+        let bucket = &self.buckets[(epoch % self.buckets.len() as u64) as usize];
+        let tag = epoch as u32;
+        let mut word = bucket.load(Ordering::Acquire);
+        loop {
+            let (their, net) = unpack(word);
+            let newer_or_same = (their.wrapping_sub(tag) as i32) >= 0;
+            let (keep_tag, base, expired) = if newer_or_same { (their, net, 0) } else { (tag, 0, net) };
+            let next = (i64::from(base) + delta).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+            match bucket.compare_exchange_weak(word, pack(keep_tag, next), Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    if expired != 0 {
+                        self.balance.fetch_sub(i64::from(expired), Ordering::AcqRel);
+                    }
+                    return i64::from(next) - i64::from(base);
+                }
+                Err(actual) => word = actual,
+            }
+        }
+    }
+}
+
+#[inline]
+fn pack(tag: u32, net: i32) -> u64 {
+    u64::from(tag) << 32 | u64::from(net as u32)
+}
+
+#[inline]
+fn unpack(word: u64) -> (u32, i32) {
+    ((word >> 32) as u32, word as u32 as i32)
+}
+
+impl fmt::Debug for RetryBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryBudget")
+            .field("name", &self.inner.name)
+            .field("balance", &self.inner.balance.load(Ordering::Relaxed))
+            .field("reserve", &self.inner.reserve)
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn budget(ratio: f64, min_per_second: u32, now: Instant) -> RetryBudget {
+        let cfg = BudgetConfig { ratio, min_per_second, ttl: Duration::from_secs(10), buckets: 10 };
+        RetryBudget::builder(cfg).start(now).build().unwrap()
+    }
+
+    fn drain(b: &RetryBudget, now: Instant) -> u32 {
+        let mut n = 0;
+        while b.withdraw(now) {
+            n += 1;
+        }
+        n
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ratio_of_recent_requests() {
+        let t0 = Instant::now();
+        let b = budget(0.2, 0, t0);
+        for _ in 0..100 {
+            b.deposit(t0);
+        }
+        assert_eq!(drain(&b, t0), 20);
+        assert_eq!(b.stats(t0).refused, 1);
+        assert_eq!(b.stats(t0).allowed, 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn floor_per_second_without_traffic() {
+        let t0 = Instant::now();
+        let b = budget(0.2, 10, t0);
+        // 10 per second over a 10 s window: 100 retries in reserve.
+        assert_eq!(drain(&b, t0), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deposits_and_withdrawals_expire_after_the_ttl() {
+        let t0 = Instant::now();
+        let b = budget(1.0, 1, t0);
+        for _ in 0..5 {
+            b.deposit(t0);
+        }
+        // 10 reserve + 5 deposited.
+        assert_eq!(drain(&b, t0), 15);
+        // Nothing refills within the window...
+        assert_eq!(drain(&b, t0 + Duration::from_millis(9_900)), 0);
+        // ...the withdrawals and deposits of t0 expire together at 10 s: the reserve is back.
+        assert_eq!(b.available(t0 + Duration::from_secs(10)), 10.0);
+        assert_eq!(b.raw_balance(), b.raw_reserve());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refill_bucket_by_bucket() {
+        let t0 = Instant::now();
+        let b = budget(0.5, 0, t0);
+        for s in 0..10u64 {
+            for _ in 0..2 {
+                b.deposit(t0 + Duration::from_secs(s));
+            }
+        }
+        let t9 = t0 + Duration::from_secs(9);
+        assert_eq!(b.available(t9), 10.0);
+        // Each second from 10 s on, one second of deposits (one retry) expires.
+        assert_eq!(b.available(t0 + Duration::from_secs(10)), 9.0);
+        assert_eq!(b.available(t0 + Duration::from_secs(15)), 4.0);
+        // Idle far past the window: everything is swept.
+        assert_eq!(b.available(t0 + Duration::from_secs(1000)), 0.0);
+        assert_eq!(b.raw_balance(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exhaustion_is_an_event_once_per_episode() {
+        let t0 = Instant::now();
+        let seen = StdArc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let events = Events::new().with_observer(move |e: &Event| sink.lock().unwrap().push(e.clone()));
+        let cfg = BudgetConfig { ratio: 1.0, min_per_second: 0, ..BudgetConfig::default() };
+        let b = RetryBudget::builder(cfg).start(t0).name("api").events(events).build().unwrap();
+        assert!(!b.withdraw(t0));
+        assert!(!b.withdraw(t0));
+        b.deposit(t0);
+        assert!(b.withdraw(t0));
+        assert!(!b.withdraw(t0));
+        let seen = seen.lock().unwrap();
+        assert_eq!(*seen, vec![Event::BudgetExhausted { budget: "api".into() }; 2]);
+    }
+
+    #[test]
+    fn late_writers_add_to_the_newer_bucket() {
+        let t0 = Instant::now();
+        let b = budget(1.0, 0, t0);
+        b.deposit(t0 + Duration::from_secs(10)); // bucket 0, epoch 10
+        b.deposit(t0); // a late caller of epoch 0: same slot, counted with epoch 10
+        assert_eq!(b.available(t0 + Duration::from_secs(10)), 2.0);
+        assert_eq!(b.available(t0 + Duration::from_secs(20)), 0.0);
+    }
+
+    #[test]
+    fn packing_round_trips() {
+        for (t, n) in [(0, 0), (u32::MAX, -1), (7, i32::MIN), (1, i32::MAX)] {
+            assert_eq!(unpack(pack(t, n)), (t, n));
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The settings of retries, backoff, budgets and hedging, with production
+//! defaults, serde support and validation.
+//!
+//! Durations are written as whole milliseconds in config files
+//! (`per_try_timeout = 500`). Every config is checked by its `validate`
+//! method, which the layers' builders call, so a bad value is a
+//! [`ConfigError`] when the service is built, never a panic while serving.
+//!
+//! ```
+//! use ha_retry::config::{Jitter, RetryConfig};
+//!
+//! let cfg: RetryConfig = serde_json::from_str(r#"{
+//!     "max_attempts": 4,
+//!     "deadline": 2000,
+//!     "backoff": { "base": 20, "max": 500, "jitter": "decorrelated" }
+//! }"#).unwrap();
+//! assert_eq!(cfg.backoff.jitter, Jitter::Decorrelated);
+//! assert_eq!(cfg.budget.ratio, 0.2); // left at its default
+//! cfg.validate().unwrap();
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How a retry's backoff is randomised, so that clients that failed together
+/// do not retry together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Jitter {
+    /// No randomness: exactly the exponential delay.
+    None,
+    /// Uniform in `[0, d]` where `d` is the exponential delay (AWS "full jitter").
+    Full,
+    /// Uniform in `[d/2, d]` (AWS "equal jitter").
+    Equal,
+    /// Uniform in `[base, 3 × previous delay]`, capped (AWS "decorrelated jitter").
+    Decorrelated,
+}
+
+/// Exponential backoff between retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackoffConfig {
+    /// The delay before the first retry, before jitter. Default 25 ms.
+    #[serde(with = "millis")]
+    pub base: Duration,
+    /// The cap: no backoff is ever longer. Default 1 s.
+    #[serde(with = "millis")]
+    pub max: Duration,
+    /// Each retry's delay is the previous one times this. Default 2.
+    pub multiplier: f64,
+    /// How the delay is randomised. Default [`Jitter::Full`].
+    pub jitter: Jitter,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            base: Duration::from_millis(25),
+            max: Duration::from_secs(1),
+            multiplier: 2.0,
+            jitter: Jitter::Full,
+        }
+    }
+}
+
+impl BackoffConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.base > self.max {
+            return Err(ConfigError::new("backoff.base", "must not exceed backoff.max"));
+        }
+        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
+            return Err(ConfigError::new("backoff.multiplier", "must be a finite number >= 1"));
+        }
+        Ok(())
+    }
+}
+
+/// The budget for extra load (retries and hedges).
+///
+/// Retries are allowed up to `ratio` of the requests of the last `ttl`, plus
+/// `min_per_second` retries per second whatever the traffic (so a client
+/// with little traffic can still retry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Extra attempts per request. Default 0.2 (20%). At most 1000.
+    pub ratio: f64,
+    /// Extra attempts allowed per second even without traffic. Default 10.
+    pub min_per_second: u32,
+    /// How long a request's deposit counts. Default 10 s.
+    #[serde(with = "millis")]
+    pub ttl: Duration,
+    /// The number of buckets the `ttl` is split into: deposits expire one
+    /// bucket at a time. Default 10. At most 1024.
+    pub buckets: u32,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig { ratio: 0.2, min_per_second: 10, ttl: Duration::from_secs(10), buckets: 10 }
+    }
+}
+
+impl BudgetConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.ratio.is_finite() && (0.0..=1000.0).contains(&self.ratio)) {
+            return Err(ConfigError::new("budget.ratio", "must be between 0 and 1000"));
+        }
+        if !(1..=1024).contains(&self.buckets) {
+            return Err(ConfigError::new("budget.buckets", "must be between 1 and 1024"));
+        }
+        if self.ttl < Duration::from_millis(1) || self.ttl.as_nanos() / u128::from(self.buckets) == 0 {
+            return Err(ConfigError::new("budget.ttl", "must be at least 1 ms"));
+        }
+        if self.ttl > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::new("budget.ttl", "must be at most a day"));
+        }
+        Ok(())
+    }
+}
+
+/// How [`Retry`](crate::Retry) sends a request again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// The most attempts of one request, the first included. Default 3.
+    pub max_attempts: u32,
+    /// How long one attempt may take; `None` for no limit. Default none.
+    /// An attempt that takes longer fails with
+    /// [`AttemptTimedOut`](ha_core::AttemptTimedOut), which the classifier
+    /// may call retryable.
+    #[serde(with = "opt_millis")]
+    pub per_try_timeout: Option<Duration>,
+    /// How long the request may take in all, attempts and backoff included;
+    /// `None` for no limit. A deadline already set in the request's
+    /// [`AttemptContext`](ha_core::AttemptContext) applies too. Default none.
+    #[serde(with = "opt_millis")]
+    pub deadline: Option<Duration>,
+    /// The backoff between attempts.
+    pub backoff: BackoffConfig,
+    /// The longest server-requested `Retry-After` delay honoured: a longer
+    /// one is shortened to this. Default 10 s.
+    #[serde(with = "millis")]
+    pub max_retry_after: Duration,
+    /// The budget retries draw on (ignored when a shared budget is given to
+    /// the layer).
+    pub budget: BudgetConfig,
+    /// The name events carry. Default `"retry"`.
+    pub name: String,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 3,
+            per_try_timeout: None,
+            deadline: None,
+            backoff: BackoffConfig::default(),
+            max_retry_after: Duration::from_secs(10),
+            budget: BudgetConfig::default(),
+            name: "retry".to_owned(),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_attempts == 0 {
+            return Err(ConfigError::new("max_attempts", "must be at least 1"));
+        }
+        if self.per_try_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::new("per_try_timeout", "must be positive"));
+        }
+        if self.deadline == Some(Duration::ZERO) {
+            return Err(ConfigError::new("deadline", "must be positive"));
+        }
+        self.backoff.validate()?;
+        self.budget.validate()
+    }
+}
+
+/// How the hedging delay is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HedgeDelay {
+    /// Hedge after this quantile of recent latencies (0.95 for p95).
+    Percentile(f64),
+    /// Hedge so that about this fraction of requests get a hedge (Finagle's
+    /// `maxExtraLoad`): 0.05 hedges at p95.
+    MaxExtraLoad(f64),
+    /// Hedge after a fixed delay.
+    Fixed(#[serde(with = "millis")] Duration),
+}
+
+impl HedgeDelay {
+    /// The latency quantile this delay hedges at, if it is adaptive.
+    pub fn quantile(&self) -> Option<f64> {
+        match *self {
+            HedgeDelay::Percentile(q) => Some(q),
+            HedgeDelay::MaxExtraLoad(load) => Some(1.0 - load),
+            HedgeDelay::Fixed(_) => None,
+        }
+    }
+}
+
+/// How [`Hedge`](crate::Hedge) sends extra attempts of slow requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HedgeConfig {
+    /// The most extra attempts per request. Default 1.
+    pub max_hedges: u32,
+    /// When a hedge is sent. Default p95 of recent latencies.
+    pub delay: HedgeDelay,
+    /// No hedge is sent earlier than this after the first attempt. Default 1 ms.
+    #[serde(with = "millis")]
+    pub min_delay: Duration,
+    /// Latencies recorded before adaptive hedging starts. Default 100.
+    pub min_samples: u64,
+    /// Latencies are kept for between one and two of these. Default 10 s.
+    #[serde(with = "millis")]
+    pub window: Duration,
+    /// How often the hedging delay is recomputed from the latencies.
+    /// Default 1 s.
+    #[serde(with = "millis")]
+    pub refresh: Duration,
+    /// The budget hedges draw on (ignored when a shared budget is given to
+    /// the layer).
+    pub budget: BudgetConfig,
+    /// The name events carry. Default `"hedge"`.
+    pub name: String,
+}
+
+impl Default for HedgeConfig {
+    fn default() -> Self {
+        HedgeConfig {
+            max_hedges: 1,
+            delay: HedgeDelay::Percentile(0.95),
+            min_delay: Duration::from_millis(1),
+            min_samples: 100,
+            window: Duration::from_secs(10),
+            refresh: Duration::from_secs(1),
+            budget: BudgetConfig::default(),
+            name: "hedge".to_owned(),
+        }
+    }
+}
+
+impl HedgeConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_hedges > 16 {
+            return Err(ConfigError::new("max_hedges", "must be at most 16"));
+        }
+        if let Some(q) = self.delay.quantile() {
+            if !(q.is_finite() && q > 0.0 && q < 1.0) {
+                return Err(ConfigError::new("delay", "the percentile must be in (0, 1) and the extra load in (0, 1)"));
+            }
+        }
+        if self.window < Duration::from_millis(1) || self.window > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::new("window", "must be between 1 ms and a day"));
+        }
+        if self.refresh.is_zero() || self.refresh > self.window {
+            return Err(ConfigError::new("refresh", "must be positive and at most the window"));
+        }
+        self.budget.validate()
+    }
+}
+
+/// A configuration value is out of range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    field: &'static str,
+    problem: &'static str,
+}
+
+impl ConfigError {
+    pub(crate) fn new(field: &'static str, problem: &'static str) -> Self {
+        ConfigError { field, problem }
+    }
+
+    /// The offending field.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid retry configuration: {} {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+mod opt_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis().min(u128::from(u64::MAX)) as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|o| o.map(Duration::from_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let r = RetryConfig::default();
+        r.validate().unwrap();
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<RetryConfig>(&json).unwrap(), r);
+        let h = HedgeConfig::default();
+        h.validate().unwrap();
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(serde_json::from_str::<HedgeConfig>(&json).unwrap(), h);
+        assert_eq!(HedgeDelay::MaxExtraLoad(0.05).quantile().map(|q| (q * 100.0).round()), Some(95.0));
+    }
+
+    #[test]
+    fn bad_values_are_typed_errors() {
+        let bad = |f: fn(&mut RetryConfig)| {
+            let mut c = RetryConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err().field()
+        };
+        assert_eq!(bad(|c| c.max_attempts = 0), "max_attempts");
+        assert_eq!(bad(|c| c.per_try_timeout = Some(Duration::ZERO)), "per_try_timeout");
+        assert_eq!(bad(|c| c.backoff.base = Duration::from_secs(5)), "backoff.base");
+        assert_eq!(bad(|c| c.backoff.multiplier = f64::NAN), "backoff.multiplier");
+        assert_eq!(bad(|c| c.budget.ratio = -1.0), "budget.ratio");
+        assert_eq!(bad(|c| c.budget.buckets = 0), "budget.buckets");
+        assert_eq!(bad(|c| c.budget.ttl = Duration::ZERO), "budget.ttl");
+        let mut h = HedgeConfig { delay: HedgeDelay::Percentile(1.0), ..HedgeConfig::default() };
+        assert_eq!(h.validate().unwrap_err().field(), "delay");
+        h.delay = HedgeDelay::Fixed(Duration::from_millis(3));
+        h.max_hedges = 100;
+        assert_eq!(h.validate().unwrap_err().field(), "max_hedges");
+        assert!(serde_json::from_str::<RetryConfig>(r#"{"max_atempts": 3}"#).is_err());
+    }
+}

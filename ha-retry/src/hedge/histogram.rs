@@ -1,0 +1,246 @@
+//! Recent latencies, recorded lock-free at microsecond resolution, and the
+//! hedging delay derived from them.
+//!
+//! [`LatencyHistogram`] keeps two log-linear histograms of `AtomicU64`
+//! buckets (32 linear sub-buckets per power of two: exact below 32 µs,
+//! within 3.2% above, up to 2^40 µs). One records the current window, the
+//! other holds the previous one; when a window ends, the first caller to
+//! notice clears the older histogram and makes it current. Recording is one
+//! `fetch_add`. The quantile is recomputed from both histograms at most once
+//! per `refresh`, by whichever caller notices it is due, and read with one
+//! load in between.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ha_retry::hedge::LatencyHistogram;
+//! use tokio::time::Instant;
+//!
+//! let t0 = Instant::now();
+//! let h = LatencyHistogram::new(t0, Duration::from_secs(10), Duration::from_secs(1), 0.9, 10);
+//! for ms in 1..=100u64 {
+//!     h.record(t0, Duration::from_millis(ms));
+//! }
+//! let p90 = h.quantile(t0 + Duration::from_secs(1)).unwrap();
+//! assert!(p90 >= Duration::from_millis(90) && p90 <= Duration::from_millis(93), "{p90:?}");
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use ha_core::sync::atomic::{AtomicU64, Ordering};
+use ha_core::Instant;
+
+const SUB_BITS: u32 = 5;
+const SUB: u64 = 1 << SUB_BITS;
+const MAX_EXP: u32 = 39;
+/// Buckets per histogram: exact values below `SUB`, then `SUB` per power of two.
+const BUCKETS: usize = ((MAX_EXP - SUB_BITS + 2) as u64 * SUB) as usize;
+const NONE: u64 = u64::MAX;
+
+/// Recent latencies and their quantile; see the [module docs](self).
+pub struct LatencyHistogram {
+    hists: [Box<[AtomicU64]>; 2],
+    window: AtomicU64,
+    next_refresh: AtomicU64,
+    cached: AtomicU64,
+    samples: AtomicU64,
+    origin: Instant,
+    window_nanos: u64,
+    refresh_nanos: u64,
+    quantile: f64,
+    min_samples: u64,
+}
+
+impl LatencyHistogram {
+    /// A histogram starting at `now` that keeps between one and two
+    /// `window`s of latencies and recomputes the `quantile` (in (0, 1)) every
+    /// `refresh` once it holds `min_samples`.
+    pub fn new(now: Instant, window: Duration, refresh: Duration, quantile: f64, min_samples: u64) -> Self {
+        let nanos = |d: Duration| (d.as_nanos().min(u128::from(u64::MAX)) as u64).max(1);
+        LatencyHistogram {
+            hists: [new_hist(), new_hist()],
+            window: AtomicU64::new(0),
+            next_refresh: AtomicU64::new(0),
+            cached: AtomicU64::new(NONE),
+            samples: AtomicU64::new(0),
+            origin: now,
+            window_nanos: nanos(window),
+            refresh_nanos: nanos(refresh),
+            quantile: quantile.clamp(0.0, 1.0),
+            min_samples,
+        }
+    }
+
+    fn since(&self, now: Instant) -> u64 {
+        let d = now.saturating_duration_since(self.origin);
+        d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos()))
+    }
+
+    /// The index of the current histogram at `t` (nanoseconds since the
+    /// origin), rotating first when a window ended.
+    #[inline]
+    fn current(&self, t: u64) -> usize {
+        let w = t / self.window_nanos;
+        let seen = self.window.load(Ordering::Acquire);
+        if w > seen && self.window.compare_exchange(seen, w, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            // The new current histogram last held window w - 2: too old. After
+            // a gap of two windows or more, the previous one is too old as well.
+            clear(&self.hists[(w & 1) as usize]);
+            if w - seen >= 2 {
+                clear(&self.hists[((w + 1) & 1) as usize]);
+            }
+        }
+        (w.max(seen) & 1) as usize
+    }
+
+    /// Records one latency observed at `now`.
+    #[inline]
+    pub fn record(&self, now: Instant, latency: Duration) {
+        let cur = self.current(self.since(now));
+        let micros = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.hists[cur][index(micros)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The configured quantile of recent latencies at `now`, or `None` while
+    /// fewer than `min_samples` latencies are known.
+    #[inline]
+    pub fn quantile(&self, now: Instant) -> Option<Duration> {
+        let t = self.since(now);
+        let due = self.next_refresh.load(Ordering::Acquire);
+        if t >= due
+            && self
+                .next_refresh
+                .compare_exchange(due, t.saturating_add(self.refresh_nanos), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.refresh(t);
+        }
+        match self.cached.load(Ordering::Acquire) {
+            NONE => None,
+            micros => Some(Duration::from_micros(micros)),
+        }
+    }
+
+    /// The number of latencies the last refresh saw.
+    pub fn samples(&self) -> u64 {
+        self.samples.load(Ordering::Relaxed)
+    }
+
+    fn refresh(&self, t: u64) {
+        let cur = self.current(t);
+        let (a, b) = (&self.hists[cur], &self.hists[cur ^ 1]);
+        let total: u64 = a.iter().chain(b.iter()).map(|c| c.load(Ordering::Relaxed)).sum();
+        self.samples.store(total, Ordering::Relaxed);
+        if total == 0 || total < self.min_samples {
+            self.cached.store(NONE, Ordering::Release);
+            return;
+        }
+        // The smallest bucket whose cumulative count reaches the quantile's rank.
+        let rank = ((self.quantile * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for i in 0..BUCKETS {
+            seen += a[i].load(Ordering::Relaxed) + b[i].load(Ordering::Relaxed);
+            if seen >= rank {
+                self.cached.store(upper_bound(i), Ordering::Release);
+                return;
+            }
+        }
+        // Counts grew while we summed: the top bucket is a safe answer.
+        self.cached.store(upper_bound(BUCKETS - 1), Ordering::Release);
+    }
+}
+
+fn new_hist() -> Box<[AtomicU64]> {
+    (0..BUCKETS).map(|_| AtomicU64::new(0)).collect()
+}
+
+fn clear(h: &[AtomicU64]) {
+    for c in h {
+        c.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The bucket of a latency in microseconds.
+#[inline]
+fn index(micros: u64) -> usize {
+    if micros < SUB {
+        return micros as usize;
+    }
+    let v = micros.min((1u64 << (MAX_EXP + 1)) - 1);
+    let exp = 63 - v.leading_zeros();
+    let shift = exp - SUB_BITS;
+    let sub = (v >> shift) - SUB;
+    ((u64::from(shift) + 1) * SUB + sub) as usize
+}
+
+/// The largest latency (in microseconds) of a bucket.
+fn upper_bound(i: usize) -> u64 {
+    let i = i as u64;
+    if i < SUB {
+        return i;
+    }
+    let shift = i / SUB - 1;
+    let sub = i % SUB;
+    ((SUB + sub) << shift) + (1u64 << shift) - 1
+}
+
+impl fmt::Debug for LatencyHistogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LatencyHistogram")
+            .field("quantile", &self.quantile)
+            .field("samples", &self.samples())
+            .field("cached_micros", &self.cached.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_ordered_and_tight() {
+        let mut last = 0;
+        for v in (0..100_000u64).chain([1 << 30, (1 << 40) - 1]) {
+            let i = index(v);
+            assert!(i < BUCKETS);
+            assert!(i >= last);
+            last = i;
+            let hi = upper_bound(i);
+            assert!(hi >= v, "{v} -> bucket {i} upper {hi}");
+            assert!(hi as f64 <= v as f64 * 1.032 + 1.0, "{v} -> {hi}");
+        }
+        assert_eq!(index(u64::MAX), BUCKETS - 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quantile_needs_min_samples_and_follows_the_window() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let h = LatencyHistogram::new(t0, 10 * s, s, 0.95, 20);
+        for _ in 0..19 {
+            h.record(t0, Duration::from_millis(10));
+        }
+        assert_eq!(h.quantile(t0), None);
+        h.record(t0, Duration::from_millis(10));
+        // Cached until the next refresh.
+        assert_eq!(h.quantile(t0 + s / 2), None);
+        let q = h.quantile(t0 + s).unwrap();
+        assert!(q >= Duration::from_millis(10) && q < Duration::from_micros(10_400), "{q:?}");
+        // 11 s on the samples are in the previous window and still count; at 20 s they are gone.
+        assert!(h.quantile(t0 + 11 * s).is_some());
+        h.record(t0 + 21 * s, Duration::from_millis(1));
+        assert_eq!(h.quantile(t0 + 21 * s), None);
+        assert_eq!(h.samples(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn microsecond_resolution() {
+        let t0 = Instant::now();
+        let h = LatencyHistogram::new(t0, Duration::from_secs(10), Duration::from_secs(1), 0.5, 1);
+        for us in [7, 7, 7, 900] {
+            h.record(t0, Duration::from_micros(us));
+        }
+        assert_eq!(h.quantile(t0), Some(Duration::from_micros(7)));
+    }
+}

@@ -1,0 +1,122 @@
+//! Hedged requests: [`HedgeLayer`] and [`Hedge`].
+//!
+//! A request still unanswered after the hedging delay is sent again (up to
+//! `max_hedges` times, each a delay apart) while the first attempt stays in
+//! flight; the first successful response wins and the other attempts are
+//! dropped at once, which cancels them. A failure does not win while another
+//! attempt is still in flight; when every attempt failed, the last failure
+//! is returned. Each hedge takes a token from the budget (shared with the
+//! retry layer when you give both the same [`RetryBudget`](crate::RetryBudget)),
+//! and none is sent when it is empty.
+//!
+//! The delay is a quantile of recent latencies (default p95; or derived from
+//! a maximum extra load, Finagle's `maxExtraLoad`: 5% hedges at p95), never
+//! below `min_delay`, and hedging starts once `min_samples` latencies are
+//! known. Latencies are kept in a lock-free [`LatencyHistogram`]. When a
+//! hedge wins, the first attempt's time so far is recorded as its latency,
+//! so the slow attempts that hedging cut short still push the quantile up.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ha_retry::config::{HedgeConfig, HedgeDelay};
+//! use ha_retry::HedgeLayer;
+//! use tower::{service_fn, Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let config = HedgeConfig { delay: HedgeDelay::Fixed(Duration::from_millis(50)), ..HedgeConfig::default() };
+//! let layer = HedgeLayer::new(config).unwrap();
+//! let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+//! let counter = calls.clone();
+//! let svc = layer.layer(service_fn(move |_req: &'static str| {
+//!     // The first attempt hangs for a second; the hedge answers at once.
+//!     let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+//!     async move {
+//!         if n == 0 {
+//!             tokio::time::sleep(Duration::from_secs(1)).await;
+//!         }
+//!         Ok::<_, std::io::Error>(n)
+//!     }
+//! }));
+//! let start = tokio::time::Instant::now();
+//! assert_eq!(svc.oneshot("get").await.unwrap(), 1);
+//! assert_eq!(start.elapsed(), Duration::from_millis(50));
+//! assert_eq!(layer.stats().hedge_wins, 1);
+//! # }
+//! ```
+
+mod future;
+mod histogram;
+mod layer;
+
+pub use future::ResponseFuture;
+pub use histogram::LatencyHistogram;
+pub use layer::{HedgeLayer, HedgeLayerBuilder, HedgeStats};
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use ha_core::classify::{Classify, ErrorsAreFailures};
+use ha_core::Instant;
+use tower::BoxError;
+use tower_service::Service;
+
+use crate::replay::{Cloned, Replay};
+use layer::Shared;
+
+/// Hedges slow requests; see the [module docs](self).
+pub struct Hedge<S, C = ErrorsAreFailures, P = Cloned> {
+    inner: S,
+    shared: Arc<Shared<C, P>>,
+}
+
+impl<S: Clone, C, P> Clone for Hedge<S, C, P> {
+    fn clone(&self) -> Self {
+        Hedge { inner: self.inner.clone(), shared: self.shared.clone() }
+    }
+}
+
+impl<S: fmt::Debug, C, P> fmt::Debug for Hedge<S, C, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hedge").field("inner", &self.inner).field("config", &self.shared.config).finish()
+    }
+}
+
+impl<S, C, P> Hedge<S, C, P> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, C, P, Req> Service<Req> for Hedge<S, C, P>
+where
+    P: Replay<Req>,
+    S: Service<P::Request> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<P::Request, S::Response, BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, C, P, Req>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &*self.shared;
+        let now = Instant::now();
+        if shared.deposit {
+            shared.budget.deposit(now);
+        }
+        let req = shared.replay.prepare(req, None);
+        let info = shared.classifier.request_info(&req);
+        let delay = shared.delay(now);
+        let kept = if delay.is_some() { shared.replay.copy(&req) } else { None };
+        let service = self.inner.clone();
+        let fut = self.inner.call(req);
+        ResponseFuture::new(self.shared.clone(), service, fut, kept, info, now, delay)
+    }
+}

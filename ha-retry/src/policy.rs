@@ -1,0 +1,163 @@
+//! The retry decision of one request, as a plain state machine.
+//!
+//! [`RetryState`] is handed the outcome of each attempt and the current time
+//! and answers whether, and after how long, to send the request again. It
+//! knows the attempt limit, the backoff, the server's `Retry-After` and the
+//! overall deadline; it does not know the budget (the caller withdraws from
+//! it only once the state machine said yes) and does no IO, so the retry
+//! layer, the tower adapter and tests drive it the same way.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ha_core::{rng::FastRng, Outcome};
+//! use ha_retry::config::{Jitter, RetryConfig};
+//! use ha_retry::policy::{RetryState, Stop};
+//! use tokio::time::Instant;
+//!
+//! let mut cfg = RetryConfig::default();
+//! cfg.backoff.jitter = Jitter::None;
+//! let now = Instant::now();
+//! let mut state = RetryState::new(&cfg, now, None, FastRng::new(1));
+//! assert_eq!(state.on_outcome(now, Outcome::retryable()), Ok(Duration::from_millis(25)));
+//! assert_eq!(state.on_outcome(now, Outcome::Failure), Err(Stop::NotRetryable));
+//! ```
+
+use std::time::Duration;
+
+use ha_core::rng::FastRng;
+use ha_core::{Instant, Outcome};
+
+use crate::backoff::Backoff;
+use crate::config::RetryConfig;
+
+/// Why a request is not sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The attempt succeeded, or its result is not a failure.
+    Done,
+    /// The failure must not be retried.
+    NotRetryable,
+    /// The request used all its attempts.
+    MaxAttempts,
+    /// The next attempt could not start before the deadline.
+    Deadline,
+}
+
+/// The retry decisions of one request; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct RetryState {
+    attempt: u32,
+    max_attempts: u32,
+    backoff: Backoff,
+    max_retry_after: Duration,
+    deadline: Option<Instant>,
+}
+
+impl RetryState {
+    /// The state of a request whose first attempt starts at `now`. Its
+    /// deadline is the earlier of `now + config.deadline` and `deadline`
+    /// (one the request already carried).
+    pub fn new(config: &RetryConfig, now: Instant, deadline: Option<Instant>, rng: FastRng) -> Self {
+        let own = config.deadline.map(|d| now + d);
+        let deadline = match (own, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        RetryState {
+            attempt: 1,
+            max_attempts: config.max_attempts.max(1),
+            backoff: Backoff::new(&config.backoff, rng),
+            max_retry_after: config.max_retry_after,
+            deadline,
+        }
+    }
+
+    /// The attempt now in flight (or last made), starting at 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The request's overall deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Decides what follows an attempt that ended at `now` with `outcome`:
+    /// the delay before the next attempt, or why there is none. On `Ok` the
+    /// attempt number moves on.
+    pub fn on_outcome(&mut self, now: Instant, outcome: Outcome) -> Result<Duration, Stop> {
+        let retry_after = match outcome {
+            Outcome::RetryableFailure { retry_after } => retry_after,
+            Outcome::Failure => return Err(Stop::NotRetryable),
+            Outcome::Success | Outcome::Ignored => return Err(Stop::Done),
+        };
+        if self.attempt >= self.max_attempts {
+            return Err(Stop::MaxAttempts);
+        }
+        let mut delay = self.backoff.next_delay();
+        if let Some(asked) = retry_after {
+            delay = delay.max(asked.min(self.max_retry_after));
+        }
+        if let Some(deadline) = self.deadline {
+            // The next attempt must have time to run: starting it at the deadline is pointless.
+            if now + delay >= deadline {
+                return Err(Stop::Deadline);
+            }
+        }
+        self.attempt += 1;
+        Ok(delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Jitter;
+
+    fn config() -> RetryConfig {
+        let mut c = RetryConfig { max_attempts: 4, ..RetryConfig::default() };
+        c.backoff.jitter = Jitter::None;
+        c
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_are_bounded() {
+        let now = Instant::now();
+        let mut s = RetryState::new(&config(), now, None, FastRng::new(1));
+        assert_eq!(s.on_outcome(now, Outcome::retryable()), Ok(Duration::from_millis(25)));
+        assert_eq!(s.on_outcome(now, Outcome::retryable()), Ok(Duration::from_millis(50)));
+        assert_eq!(s.on_outcome(now, Outcome::retryable()), Ok(Duration::from_millis(100)));
+        assert_eq!(s.attempt(), 4);
+        assert_eq!(s.on_outcome(now, Outcome::retryable()), Err(Stop::MaxAttempts));
+        assert_eq!(s.on_outcome(now, Outcome::Success), Err(Stop::Done));
+        assert_eq!(s.on_outcome(now, Outcome::Ignored), Err(Stop::Done));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_and_capped() {
+        let now = Instant::now();
+        let mut c = config();
+        c.max_retry_after = Duration::from_secs(2);
+        let mut s = RetryState::new(&c, now, None, FastRng::new(1));
+        let asked = |secs| Outcome::RetryableFailure { retry_after: Some(Duration::from_secs(secs)) };
+        assert_eq!(s.on_outcome(now, asked(1)), Ok(Duration::from_secs(1)));
+        assert_eq!(s.on_outcome(now, asked(60)), Ok(Duration::from_secs(2)));
+        // A zero Retry-After never shortens the backoff.
+        assert_eq!(s.on_outcome(now, asked(0)), Ok(Duration::from_millis(100)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_earlier_deadline_wins_and_no_backoff_crosses_it() {
+        let now = Instant::now();
+        let mut c = config();
+        c.deadline = Some(Duration::from_millis(100));
+        let carried = now + Duration::from_millis(60);
+        let mut s = RetryState::new(&c, now, Some(carried), FastRng::new(1));
+        assert_eq!(s.deadline(), Some(carried));
+        assert_eq!(s.on_outcome(now, Outcome::retryable()), Ok(Duration::from_millis(25)));
+        // 50 ms of backoff from 20 ms in would end at 70 ms, past the 60 ms deadline.
+        assert_eq!(s.on_outcome(now + Duration::from_millis(20), Outcome::retryable()), Err(Stop::Deadline));
+        let s = RetryState::new(&c, now, None, FastRng::new(1));
+        assert_eq!(s.deadline(), Some(now + Duration::from_millis(100)));
+    }
+}

@@ -1,0 +1,133 @@
+//! How a request is kept so it can be sent again, and how each attempt is
+//! labelled for the balancer.
+//!
+//! A retry or hedge sends the same request more than once, so the layer
+//! keeps a copy of each attempt before sending it. A [`Replay`] says how:
+//!
+//! - [`Cloned`]: any `Req: Clone`, copied as is. No attempt context; the
+//!   cheapest (no allocation per request).
+//! - [`Tracked`]: any `Req: Clone + HasAttemptContext` (for example
+//!   [`WithAttempt<R>`](ha_core::WithAttempt)): also attaches an
+//!   [`AttemptContext`] when the request has none, and gives every retry and
+//!   hedge the next attempt number, so a balancer below sends it to an
+//!   endpoint this request has not tried. A deadline the context carries
+//!   bounds the retries.
+//! - [`HttpReplay`](crate::body::HttpReplay) (feature `http`): any
+//!   `http::Request<B>`, tracked like [`Tracked`], whose body is buffered up
+//!   to a cap while the first attempt streams it.
+//!
+//! ```
+//! use ha_core::{AttemptContext, HasAttemptContext, WithAttempt};
+//! use ha_retry::replay::{Replay, Tracked};
+//!
+//! let mut req = Tracked.prepare(WithAttempt::new("get /x"), None);
+//! let mut kept = Tracked.copy(&req).unwrap();
+//! Tracked.next_attempt(&mut kept);
+//! assert_eq!(req.attempt_context().unwrap().attempt(), 1);
+//! assert_eq!(kept.attempt_context().unwrap().attempt(), 2);
+//! ```
+
+use ha_core::{AttemptContext, HasAttemptContext, Instant};
+
+/// How a layer keeps copies of a request and labels its attempts; see the
+/// [module docs](self).
+pub trait Replay<Req> {
+    /// The request type the inner service receives.
+    type Request;
+
+    /// Turns the incoming request into the first attempt, attaching an
+    /// attempt context (with `deadline`, the layer's own) when the strategy
+    /// tracks attempts and the request has none.
+    fn prepare(&self, req: Req, deadline: Option<Instant>) -> Self::Request;
+
+    /// The deadline the request carries in its attempt context, if any.
+    fn deadline(&self, req: &Self::Request) -> Option<Instant>;
+
+    /// A copy to keep for a later attempt, made before `req` is sent;
+    /// `None` when the request cannot be copied.
+    fn copy(&self, req: &Self::Request) -> Option<Self::Request>;
+
+    /// Whether a kept copy can be sent now: after the attempt it was copied
+    /// from ended (`concurrently == false`, a retry), or while that attempt is
+    /// still in flight (`concurrently == true`, a hedge).
+    fn can_replay(&self, kept: &Self::Request, concurrently: bool) -> bool;
+
+    /// Labels `req` as the next attempt of its request.
+    fn next_attempt(&self, req: &mut Self::Request);
+}
+
+/// Copies `Req: Clone` requests as they are; see the [module docs](self).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cloned;
+
+impl<Req: Clone> Replay<Req> for Cloned {
+    type Request = Req;
+
+    #[inline]
+    fn prepare(&self, req: Req, _deadline: Option<Instant>) -> Req {
+        req
+    }
+
+    #[inline]
+    fn deadline(&self, _req: &Req) -> Option<Instant> {
+        None
+    }
+
+    #[inline]
+    fn copy(&self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+
+    #[inline]
+    fn can_replay(&self, _kept: &Req, _concurrently: bool) -> bool {
+        true
+    }
+
+    #[inline]
+    fn next_attempt(&self, _req: &mut Req) {}
+}
+
+/// Copies `Req: Clone + HasAttemptContext` requests and numbers their
+/// attempts; see the [module docs](self).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tracked;
+
+pub(crate) fn attach<R: HasAttemptContext>(req: &mut R, deadline: Option<Instant>) {
+    if req.attempt_context().is_none() {
+        req.set_attempt_context(match deadline {
+            Some(at) => AttemptContext::with_deadline(at),
+            None => AttemptContext::new(),
+        });
+    }
+}
+
+pub(crate) fn advance<R: HasAttemptContext>(req: &mut R) {
+    if let Some(next) = req.attempt_context().map(AttemptContext::next_attempt) {
+        req.set_attempt_context(next);
+    }
+}
+
+impl<Req: Clone + HasAttemptContext> Replay<Req> for Tracked {
+    type Request = Req;
+
+    fn prepare(&self, mut req: Req, deadline: Option<Instant>) -> Req {
+        attach(&mut req, deadline);
+        req
+    }
+
+    fn deadline(&self, req: &Req) -> Option<Instant> {
+        req.attempt_context().and_then(AttemptContext::deadline)
+    }
+
+    fn copy(&self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+
+    fn can_replay(&self, _kept: &Req, _concurrently: bool) -> bool {
+        true
+    }
+
+    fn next_attempt(&self, req: &mut Req) {
+        advance(req);
+    }
+}

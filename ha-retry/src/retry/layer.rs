@@ -1,0 +1,239 @@
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ha_core::classify::ErrorsAreFailures;
+use ha_core::rng::FastRng;
+use ha_core::Events;
+use tower_layer::Layer;
+
+use super::Retry;
+use crate::budget::RetryBudget;
+use crate::config::{ConfigError, RetryConfig};
+use crate::replay::{Cloned, Tracked};
+
+/// Applies [`Retry`] to a service; see the [crate docs](crate).
+pub struct RetryLayer<C = ErrorsAreFailures, P = Cloned> {
+    pub(crate) shared: Arc<Shared<C, P>>,
+    seed: Option<u64>,
+}
+
+pub(crate) struct Shared<C, P> {
+    pub(crate) config: RetryConfig,
+    pub(crate) classifier: C,
+    pub(crate) replay: P,
+    pub(crate) budget: RetryBudget,
+    pub(crate) events: Events,
+    pub(crate) deposit: bool,
+    pub(crate) stats: Counters,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) retries: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+    pub(crate) deadlines: AtomicU64,
+}
+
+/// What a retry layer has done so far, shared by every service it built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryStats {
+    /// Retries sent.
+    pub retries: u64,
+    /// Retries the budget refused.
+    pub budget_refused: u64,
+    /// Attempts cut by the per-try timeout.
+    pub attempt_timeouts: u64,
+    /// Requests that failed with [`DeadlineExceeded`](ha_core::DeadlineExceeded).
+    pub deadlines_exceeded: u64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> RetryStats {
+        RetryStats {
+            retries: self.retries.load(Ordering::Relaxed),
+            budget_refused: self.refused.load(Ordering::Relaxed),
+            attempt_timeouts: self.timeouts.load(Ordering::Relaxed),
+            deadlines_exceeded: self.deadlines.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl RetryLayer {
+    /// A layer with `config`, retrying `Err`s of any `Req: Clone` service
+    /// within its own budget.
+    pub fn new(config: RetryConfig) -> Result<Self, ConfigError> {
+        Self::builder(config).build()
+    }
+
+    /// A builder, to choose the classifier, the replay strategy, a shared
+    /// budget or the events handle.
+    pub fn builder(config: RetryConfig) -> RetryLayerBuilder {
+        RetryLayerBuilder {
+            config,
+            classifier: ErrorsAreFailures::default(),
+            replay: Cloned,
+            budget: None,
+            events: Events::new(),
+            deposit: true,
+            seed: None,
+        }
+    }
+}
+
+#[cfg(feature = "http")]
+impl RetryLayer<ha_core::classify::HttpClassifier, crate::body::HttpReplay> {
+    /// A layer for `http::Request<B>` services: the default HTTP
+    /// classification, bodies replayed up to 64 KiB, attempts tracked.
+    pub fn http(config: RetryConfig) -> Result<Self, ConfigError> {
+        RetryLayer::builder(config).http().build()
+    }
+}
+
+impl<C, P> RetryLayer<C, P> {
+    /// The budget this layer's retries draw on.
+    pub fn budget(&self) -> &RetryBudget {
+        &self.shared.budget
+    }
+
+    /// The counters of every service this layer built.
+    pub fn stats(&self) -> RetryStats {
+        self.shared.stats.snapshot()
+    }
+}
+
+impl<C, P> Clone for RetryLayer<C, P> {
+    fn clone(&self) -> Self {
+        RetryLayer { shared: self.shared.clone(), seed: self.seed }
+    }
+}
+
+impl<C, P> fmt::Debug for RetryLayer<C, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryLayer").field("config", &self.shared.config).finish_non_exhaustive()
+    }
+}
+
+impl<S, C, P> Layer<S> for RetryLayer<C, P> {
+    type Service = Retry<S, C, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let rng = match self.seed {
+            Some(seed) => FastRng::new(seed),
+            None => FastRng::from_entropy(),
+        };
+        Retry { inner, shared: self.shared.clone(), rng }
+    }
+}
+
+/// Builds a [`RetryLayer`].
+pub struct RetryLayerBuilder<C = ErrorsAreFailures, P = Cloned> {
+    config: RetryConfig,
+    classifier: C,
+    replay: P,
+    budget: Option<RetryBudget>,
+    events: Events,
+    deposit: bool,
+    seed: Option<u64>,
+}
+
+impl<C, P> RetryLayerBuilder<C, P> {
+    /// Decides which results are retried (default: every `Err`).
+    pub fn classifier<C2>(self, classifier: C2) -> RetryLayerBuilder<C2, P> {
+        RetryLayerBuilder {
+            config: self.config,
+            classifier,
+            replay: self.replay,
+            budget: self.budget,
+            events: self.events,
+            deposit: self.deposit,
+            seed: self.seed,
+        }
+    }
+
+    /// How requests are copied and their attempts labelled (default
+    /// [`Cloned`]); see [`replay`](crate::replay).
+    pub fn replay<P2>(self, replay: P2) -> RetryLayerBuilder<C, P2> {
+        RetryLayerBuilder {
+            config: self.config,
+            classifier: self.classifier,
+            replay,
+            budget: self.budget,
+            events: self.events,
+            deposit: self.deposit,
+            seed: self.seed,
+        }
+    }
+
+    /// Attaches an [`AttemptContext`](ha_core::AttemptContext) to requests
+    /// (`Req: HasAttemptContext`) and numbers their retries, for a balancer
+    /// below; see [`Tracked`].
+    pub fn track_attempts(self) -> RetryLayerBuilder<C, Tracked> {
+        self.replay(Tracked)
+    }
+
+    /// Retries `http::Request<B>`: [`HttpClassifier`](ha_core::classify::HttpClassifier)
+    /// and bodies replayed up to 64 KiB.
+    #[cfg(feature = "http")]
+    pub fn http(self) -> RetryLayerBuilder<ha_core::classify::HttpClassifier, crate::body::HttpReplay> {
+        self.classifier(ha_core::classify::HttpClassifier::default()).replay(crate::body::HttpReplay::default())
+    }
+
+    /// Draws on `budget`, shared with other layers (default: a budget of
+    /// this layer's own, built from `config.budget`).
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Whether each request deposits into the budget (default true). Turn
+    /// it off in a layer whose budget is shared with a layer above that
+    /// already counts the same requests.
+    pub fn count_requests(mut self, yes: bool) -> Self {
+        self.deposit = yes;
+        self
+    }
+
+    /// Where events are reported (default: `tracing` only).
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Seeds the jitter of the services this layer builds, for reproducible runs.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Validates the config and builds the layer.
+    pub fn build(self) -> Result<RetryLayer<C, P>, ConfigError> {
+        self.config.validate()?;
+        let budget = match self.budget {
+            Some(b) => b,
+            None => RetryBudget::builder(self.config.budget.clone())
+                .name(self.config.name.as_str())
+                .events(self.events.clone())
+                .build()?,
+        };
+        Ok(RetryLayer {
+            shared: Arc::new(Shared {
+                config: self.config,
+                classifier: self.classifier,
+                replay: self.replay,
+                budget,
+                events: self.events,
+                deposit: self.deposit,
+                stats: Counters::default(),
+            }),
+            seed: self.seed,
+        })
+    }
+}
+
+impl<C, P> fmt::Debug for RetryLayerBuilder<C, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryLayerBuilder").field("config", &self.config).finish_non_exhaustive()
+    }
+}

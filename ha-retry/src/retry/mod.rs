@@ -1,0 +1,133 @@
+//! The retry middleware: [`RetryLayer`] and [`Retry`].
+//!
+//! For each request, [`Retry`] keeps a copy (through its
+//! [`Replay`](crate::replay::Replay)), sends it, classifies the result with
+//! its [`Classify`], and while the outcome is retryable, attempts remain,
+//! the next attempt fits before the deadline and the budget pays for it,
+//! waits the backoff and sends the copy again, labelled as the next attempt.
+//!
+//! What the caller gets back:
+//! - the first result that is not a retryable failure;
+//! - the last result, when attempts, the deadline or the copy ran out;
+//! - `Err(BudgetExhausted)` wrapping the last error when the budget refused
+//!   a retry of an `Err` (a refused retry of an `Ok` response returns the
+//!   response);
+//! - `Err(DeadlineExceeded)` when the deadline passes during an attempt
+//!   (the attempt is cancelled);
+//! - an attempt cut by the per-try timeout counts as
+//!   `Err(AttemptTimedOut)`, classified like any error.
+
+mod future;
+mod layer;
+
+pub use future::ResponseFuture;
+pub use layer::{RetryLayer, RetryLayerBuilder, RetryStats};
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use ha_core::classify::{Classify, ErrorsAreFailures};
+use ha_core::rng::FastRng;
+use ha_core::Instant;
+use tower::BoxError;
+use tower_service::Service;
+
+use crate::budget::RetryBudget;
+use crate::policy::RetryState;
+use crate::replay::{Cloned, Replay};
+use layer::Shared;
+
+/// Retries failed requests; see the [module docs](self).
+pub struct Retry<S, C = ErrorsAreFailures, P = Cloned> {
+    inner: S,
+    shared: Arc<Shared<C, P>>,
+    rng: FastRng,
+}
+
+impl<S, C, P> Retry<S, C, P> {
+    /// The budget this service's retries draw on.
+    pub fn budget(&self) -> &RetryBudget {
+        &self.shared.budget
+    }
+
+    /// The counters of this service and every clone of it.
+    pub fn stats(&self) -> RetryStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Clone, C, P> Clone for Retry<S, C, P> {
+    fn clone(&self) -> Self {
+        // Each clone draws its own jitter, so clones that fail together do not retry in step.
+        let mut parent = self.rng.clone();
+        Retry { inner: self.inner.clone(), shared: self.shared.clone(), rng: FastRng::new(parent.next_u64() ^ salt()) }
+    }
+}
+
+fn salt() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CLONES: AtomicU64 = AtomicU64::new(0);
+    CLONES.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+impl<S: fmt::Debug, C, P> fmt::Debug for Retry<S, C, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry").field("inner", &self.inner).field("config", &self.shared.config).finish()
+    }
+}
+
+impl<S, C, P, Req> Service<Req> for Retry<S, C, P>
+where
+    P: Replay<Req>,
+    S: Service<P::Request> + Clone,
+    S::Error: Into<BoxError>,
+    C: Classify<P::Request, S::Response, BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, C, P, Req>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &*self.shared;
+        let now = Instant::now();
+        if shared.deposit {
+            shared.budget.deposit(now);
+        }
+        let own_deadline = shared.config.deadline.map(|d| now + d);
+        let req = shared.replay.prepare(req, own_deadline);
+        let carried = shared.replay.deadline(&req);
+        let state = RetryState::new(&shared.config, now, carried, FastRng::new(self.rng.next_u64()));
+        if state.deadline().is_some_and(|d| d <= now) {
+            return ResponseFuture::expired(self.shared.clone(), self.inner.clone(), state);
+        }
+        let info = shared.classifier.request_info(&req);
+        let kept = if shared.config.max_attempts > 1 { shared.replay.copy(&req) } else { None };
+        let timer = attempt_deadline(shared.config.per_try_timeout, now, state.deadline());
+        let service = self.inner.clone();
+        let fut = self.inner.call(req);
+        ResponseFuture::new(self.shared.clone(), service, fut, kept, info, state, timer)
+    }
+}
+
+/// When an attempt starting at `now` must end: its per-try timeout or the
+/// request's deadline, whichever comes first.
+pub(crate) fn attempt_deadline(
+    per_try: Option<std::time::Duration>,
+    now: Instant,
+    deadline: Option<Instant>,
+) -> Option<Instant> {
+    match (per_try.map(|t| now + t), deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
