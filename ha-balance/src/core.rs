@@ -84,7 +84,7 @@ where
 
     fn make_slot(&self, key: &K, ep: Endpoint<S>, now: Instant, initial: bool) -> Arc<Slot<S>> {
         let name: Arc<str> = ep.name.unwrap_or_else(|| format!("{key:?}").into());
-        let gate = self.gate.as_ref().map(|f| f(key, &name));
+        let gate = ep.gate.or_else(|| self.gate.as_ref().map(|f| f(key, &name)));
         Arc::new(Slot {
             id: ha_core::EndpointId::from_key(key),
             name,
@@ -139,7 +139,7 @@ where
 
     fn install(&self, members: &HashMap<K, Arc<Slot<S>>>, now: Instant) {
         let snap = Arc::new(Snapshot::build(members.values().cloned().collect(), &self.cfg.picker));
-        self.refresh_plan(&snap, self.now_ns(now));
+        self.refresh_plan(&snap, now, self.now_ns(now));
         self.cell.store(snap);
         self.notify.notify_waiters();
     }
@@ -159,7 +159,7 @@ impl<K, S> Core<K, S> {
     /// Recounts the available endpoints per tier when the plan is stale or
     /// old, reports restorations, spill and panic changes. One caller at a
     /// time; the others keep using the current plan.
-    pub fn refresh_plan(&self, snap: &Snapshot<S>, now_ns: u64) {
+    pub fn refresh_plan(&self, snap: &Snapshot<S>, now: Instant, now_ns: u64) {
         let plan = &snap.plan;
         let due = plan.stale.load(Ordering::Acquire)
             || now_ns >= plan.computed_ns.load(Ordering::Relaxed).saturating_add(self.refresh_ns);
@@ -176,7 +176,7 @@ impl<K, S> Core<K, S> {
             }
             let c = &mut counts[g as usize];
             c.1 += 1;
-            c.0 += u32::from(slot.health.available(now_ns, false));
+            c.0 += u32::from(slot.health.available(now, now_ns, false));
         }
         let available: u32 = counts.iter().map(|c| c.0).sum();
         let total = snap.slots.len() as u32;

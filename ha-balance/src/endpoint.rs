@@ -1,6 +1,7 @@
 //! What the balancer knows about one endpoint: the description discovery
 //! hands in ([`Endpoint`]) and the counters a user reads back ([`EndpointStats`]).
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use ha_core::stats::PeakEwma;
 use ha_core::sync::atomic::{AtomicU64, Ordering};
 use ha_core::{EndpointId, Instant};
 
-use crate::health::Health;
+use crate::health::{Health, HealthGate};
 use crate::outlier::OutlierState;
 
 /// One endpoint as discovery describes it: its service and where it sits
@@ -22,19 +23,29 @@ use crate::outlier::OutlierState;
 ///     .weight(2);
 /// assert_eq!(primary.get_tier(), 0);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Endpoint<S> {
     pub(crate) service: S,
     pub(crate) tier: u8,
     pub(crate) zone: Option<Arc<str>>,
     pub(crate) weight: u32,
     pub(crate) name: Option<Arc<str>>,
+    pub(crate) gate: Option<Arc<dyn HealthGate>>,
 }
 
 impl<S> Endpoint<S> {
     /// An endpoint of tier 0, weight 1, no zone, named after its key.
     pub fn new(service: S) -> Self {
-        Endpoint { service, tier: 0, zone: None, weight: 1, name: None }
+        Endpoint { service, tier: 0, zone: None, weight: 1, name: None, gate: None }
+    }
+
+    /// Gives the endpoint a [`HealthGate`] (for example the
+    /// [`BreakerGate`](crate::BreakerGate) of the breaker wrapped around its
+    /// service): while it does not admit, the endpoint is out of selection.
+    /// Overrides the builder's [`health_gate`](crate::BalanceBuilder::health_gate).
+    pub fn health_gate(mut self, gate: impl HealthGate) -> Self {
+        self.gate = Some(Arc::new(gate));
+        self
     }
 
     /// Its priority tier: 0 is primary, 1 secondary, and so on.
@@ -65,6 +76,19 @@ impl<S> Endpoint<S> {
     /// Its tier.
     pub fn get_tier(&self) -> u8 {
         self.tier
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Endpoint<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("service", &self.service)
+            .field("tier", &self.tier)
+            .field("zone", &self.zone)
+            .field("weight", &self.weight)
+            .field("name", &self.name)
+            .field("gate", &self.gate.is_some())
+            .finish()
     }
 }
 
@@ -145,7 +169,7 @@ impl<S> Slot<S> {
             ejections: self.counters.ejections.load(Ordering::Relaxed),
             ejected: self.health.is_ejected(now_ns),
             health_check_failing: self.health.probe_failing(),
-            breaker_open: !self.health.gate_admits(),
+            breaker_open: !self.health.gate_admits(now),
             latency: self.ewma.estimate(now),
         }
     }

@@ -77,6 +77,20 @@ pub(crate) struct Wait<K, S, Req> {
 }
 
 impl<K, S, Req: HasAttemptContext> Wait<K, S, Req> {
+    pub fn new(core: Arc<Core<K, S>>, cached: Cached<Snapshot<S>>, req: Req, hash: Option<u64>, seed: u64, now: Instant) -> Self {
+        let deadline = now + core.cfg.no_healthy_timeout;
+        Wait {
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            notified: Box::pin(core.notify.clone().notified_owned()),
+            core,
+            cached,
+            req: Some(req),
+            hash,
+            rng: FastRng::new(seed),
+            deadline,
+        }
+    }
+
     fn poll_pick(&mut self, cx: &mut Context<'_>) -> Poll<Result<(Arc<Slot<S>>, Instant), NoHealthyEndpoint>> {
         loop {
             // Registered before looking, so a change between the look and
@@ -134,6 +148,7 @@ where
     flight: Option<Flight<K, S>>,
     classifier: C,
     info: Option<C::RequestInfo>,
+    hash: Option<u64>,
 }
 
 impl<K, S, Req, C> ResponseFuture<K, S, Req, C>
@@ -142,7 +157,14 @@ where
     C: Classify<Req, S::Response, S::Error>,
     Req: HasAttemptContext,
 {
-    pub(crate) fn dispatch(core: Arc<Core<K, S>>, slot: Arc<Slot<S>>, req: Req, now: Instant, classifier: C) -> Self {
+    pub(crate) fn dispatch(
+        core: Arc<Core<K, S>>,
+        slot: Arc<Slot<S>>,
+        req: Req,
+        now: Instant,
+        hash: Option<u64>,
+        classifier: C,
+    ) -> Self {
         let info = classifier.request_info(&req);
         if let Some(ctx) = req.attempt_context() {
             ctx.record_tried(slot.id);
@@ -153,11 +175,12 @@ where
             flight: Some(Flight::new(core, slot, now)),
             classifier,
             info: Some(info),
+            hash,
         }
     }
 
-    pub(crate) fn wait(wait: Wait<K, S, Req>, classifier: C) -> Self {
-        ResponseFuture { state: State::Waiting(Box::new(wait)), flight: None, classifier, info: None }
+    pub(crate) fn wait(wait: Wait<K, S, Req>, hash: Option<u64>, classifier: C) -> Self {
+        ResponseFuture { state: State::Waiting(Box::new(wait)), flight: None, classifier, info: None, hash }
     }
 }
 
@@ -193,7 +216,27 @@ where
                     }
                 },
                 StateProj::Ready { svc, req } => match svc.poll_ready(cx) {
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        // Not sent yet, so going elsewhere cannot break the
+                        // "one request, the endpoint picked" rule: do so when
+                        // the endpoint's gate says it is rejecting.
+                        let Some(flight) = this.flight.as_ref() else { return Poll::Pending };
+                        let Some(gate) = flight.slot.health.gate() else { return Poll::Pending };
+                        let now = Instant::now();
+                        gate.deferred(now);
+                        if gate.admits(now) {
+                            return Poll::Pending;
+                        }
+                        let flight = this.flight.take().expect("checked above");
+                        let core = flight.core.clone();
+                        drop(flight);
+                        let req = req.take().expect("request present until called");
+                        let cached = Cached::new(&core.cell);
+                        let seed = core.seeds.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+                        let wait = Wait::new(core, cached, req, *this.hash, seed, now);
+                        *this.info = None;
+                        this.state.set(State::Waiting(Box::new(wait)));
+                    }
                     Poll::Ready(Ok(())) => {
                         let fut = svc.call(req.take().expect("request present until called"));
                         this.state.set(State::Calling(fut));

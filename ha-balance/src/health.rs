@@ -6,12 +6,36 @@ use std::fmt;
 use std::sync::Arc;
 
 use ha_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use ha_core::Instant;
 
 /// A source of health outside the balancer that can veto selection (a
 /// circuit breaker). Read on every pick, so it must be a few atomic loads.
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use ha_balance::HealthGate;
+/// use ha_core::Instant;
+///
+/// /// Maintenance switch an operator flips.
+/// struct Drain(AtomicBool);
+/// impl HealthGate for Drain {
+///     fn admits(&self, _now: Instant) -> bool {
+///         !self.0.load(Ordering::Relaxed)
+///     }
+/// }
+/// ```
 pub trait HealthGate: Send + Sync + 'static {
     /// True while the endpoint may take requests.
-    fn admits(&self) -> bool;
+    fn admits(&self, now: Instant) -> bool;
+
+    /// The balancer picked the endpoint because the gate admitted it, but
+    /// the endpoint's service was not ready and the gate's source says it is
+    /// still rejecting (a breaker whose wait was longer than the gate
+    /// thought); the request went elsewhere. The gate should stop admitting
+    /// for a while.
+    fn deferred(&self, now: Instant) {
+        let _ = now;
+    }
 }
 
 pub(crate) struct Health {
@@ -32,16 +56,20 @@ impl Health {
     /// failing probes are overridden, but an open breaker is not: it would
     /// refuse the request anyway.
     #[inline]
-    pub fn available(&self, now_ns: u64, panic: bool) -> bool {
-        if !self.gate_admits() {
+    pub fn available(&self, now: Instant, now_ns: u64, panic: bool) -> bool {
+        if !self.gate_admits(now) {
             return false;
         }
         panic || (self.ejected_until.load(Ordering::Acquire) <= now_ns && !self.probe_failing.load(Ordering::Acquire))
     }
 
     #[inline]
-    pub fn gate_admits(&self) -> bool {
-        self.gate.as_ref().is_none_or(|g| g.admits())
+    pub fn gate_admits(&self, now: Instant) -> bool {
+        self.gate.as_ref().is_none_or(|g| g.admits(now))
+    }
+
+    pub fn gate(&self) -> Option<&Arc<dyn HealthGate>> {
+        self.gate.as_ref()
     }
 
     pub fn is_ejected(&self, now_ns: u64) -> bool {

@@ -62,6 +62,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "breaker")]
+mod breaker;
 mod builder;
 pub mod config;
 mod core;
@@ -78,6 +80,8 @@ mod snapshot;
 mod table;
 mod tiers;
 
+#[cfg(feature = "breaker")]
+pub use breaker::BreakerGate;
 pub use builder::BalanceBuilder;
 pub use config::{BalanceConfig, Picker};
 pub use endpoint::{Endpoint, EndpointStats};

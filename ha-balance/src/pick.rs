@@ -34,7 +34,7 @@ impl<K, S> Core<K, S> {
         if snap.slots.is_empty() {
             return None;
         }
-        self.refresh_plan(snap, req.now_ns);
+        self.refresh_plan(snap, req.now, req.now_ns);
         self.maybe_evaluate(snap, req.now_ns);
         let panic = snap.plan.panic.load(Ordering::Acquire);
         let has_tried = req.tried.is_some_and(|c| c.tried_count() > 0);
@@ -42,7 +42,7 @@ impl<K, S> Core<K, S> {
         for &avoid_tried in passes {
             let ok = |i: u32| {
                 let s = &snap.slots[i as usize];
-                s.health.available(req.now_ns, panic) && !(avoid_tried && req.tried.is_some_and(|c| c.was_tried(s.id)))
+                s.health.available(req.now, req.now_ns, panic) && !(avoid_tried && req.tried.is_some_and(|c| c.was_tried(s.id)))
             };
             if panic {
                 if let Some(i) = self.pick_in(snap, &snap.all, req, rng, &ok) {

@@ -124,21 +124,11 @@ where
         match core.pick(snap, &request, &mut self.rng) {
             Some(slot) => {
                 let slot = slot.clone();
-                ResponseFuture::dispatch(core.clone(), slot, req, now, self.classifier.clone())
+                ResponseFuture::dispatch(core.clone(), slot, req, now, hash, self.classifier.clone())
             }
             None => {
-                let deadline = now + core.cfg.no_healthy_timeout;
-                let wait = Wait {
-                    core: core.clone(),
-                    cached: self.cached.clone(),
-                    req: Some(req),
-                    hash,
-                    rng: FastRng::new(self.rng.next_u64()),
-                    deadline,
-                    sleep: Box::pin(tokio::time::sleep_until(deadline)),
-                    notified: Box::pin(core.notify.clone().notified_owned()),
-                };
-                ResponseFuture::wait(wait, self.classifier.clone())
+                let wait = Wait::new(core.clone(), self.cached.clone(), req, hash, self.rng.next_u64(), now);
+                ResponseFuture::wait(wait, hash, self.classifier.clone())
             }
         }
     }

@@ -1,0 +1,100 @@
+//! `ha-breaker` circuit breakers as health gates (feature `breaker`).
+//!
+//! Wrap each endpoint's service in a `ha_breaker::CircuitBreaker` and give
+//! the endpoint a [`BreakerGate`] over the same `Breaker`: while the breaker
+//! is open the endpoint leaves selection at once, so no request another
+//! endpoint could serve goes to it and fails. Use the breaker's
+//! `RejectMode::NotReady`: when the gate lets a request through because the
+//! open wait should be over but the breaker still rejects, the endpoint's
+//! `poll_ready` stays pending and the balancer sends the request elsewhere.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ha_breaker::Breaker;
+use ha_core::sync::atomic::{AtomicU64, Ordering};
+use ha_core::Instant;
+
+use crate::health::HealthGate;
+
+/// A [`HealthGate`] reading an `ha-breaker` [`Breaker`]: one atomic load
+/// while the breaker is closed or half-open.
+///
+/// The breaker moves from open to half-open only when a call asks it to, so
+/// the gate cannot simply wait for it to stop reading open: after the
+/// breaker's base open wait it admits the endpoint again, and the breaker
+/// then takes its probe (or, still open, makes the balancer look elsewhere
+/// and the gate waits another base period).
+///
+/// ```
+/// use std::sync::Arc;
+/// use ha_balance::{BreakerGate, Endpoint};
+/// use ha_breaker::{Breaker, BreakerConfig, CircuitBreaker, RejectMode};
+/// use ha_core::{Events, Instant};
+///
+/// let config = BreakerConfig { reject_mode: RejectMode::NotReady, ..BreakerConfig::default() };
+/// let breaker = Arc::new(Breaker::new("10.0.0.1:80", config, Events::new(), Instant::now()).unwrap());
+/// let service = tower::service_fn(|x: u32| async move { Ok::<_, std::io::Error>(x) });
+/// let endpoint = Endpoint::new(CircuitBreaker::new(service, breaker.clone())).health_gate(BreakerGate::new(breaker));
+/// # let _ = endpoint;
+/// ```
+pub struct BreakerGate {
+    breaker: Arc<Breaker>,
+    epoch: Instant,
+    /// The breaker's transition count when the gate last saw it open: a new
+    /// value means a new open period.
+    seen: AtomicU64,
+    /// Milliseconds since `epoch` from which the gate admits again.
+    retry_at: AtomicU64,
+}
+
+impl BreakerGate {
+    /// A gate over `breaker`.
+    pub fn new(breaker: Arc<Breaker>) -> Self {
+        BreakerGate { breaker, epoch: Instant::now(), seen: AtomicU64::new(u64::MAX), retry_at: AtomicU64::new(0) }
+    }
+
+    /// The breaker.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn wait(&self) -> Duration {
+        self.breaker.config().open_wait.base
+    }
+}
+
+impl HealthGate for BreakerGate {
+    #[inline]
+    fn admits(&self, now: Instant) -> bool {
+        if !self.breaker.is_open() {
+            return true;
+        }
+        let period = self.breaker.metrics().transitions;
+        let now_ms = self.ms(now);
+        if self.seen.swap(period, Ordering::AcqRel) != period {
+            let wait = u64::try_from(self.wait().as_millis()).unwrap_or(u64::MAX);
+            self.retry_at.store(now_ms.saturating_add(wait), Ordering::Release);
+            return false;
+        }
+        now_ms >= self.retry_at.load(Ordering::Acquire)
+    }
+
+    fn deferred(&self, now: Instant) {
+        if self.breaker.is_open() {
+            let wait = u64::try_from(self.wait().as_millis()).unwrap_or(u64::MAX);
+            self.retry_at.store(self.ms(now).saturating_add(wait), Ordering::Release);
+        }
+    }
+}
+
+impl fmt::Debug for BreakerGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerGate").field("breaker", &self.breaker.name()).field("open", &self.breaker.is_open()).finish()
+    }
+}
