@@ -1,0 +1,350 @@
+//! The retry layer on paused virtual time.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ha_core::classify::{ErrorsAreFailures, HttpClassifier};
+use ha_core::{
+    AttemptContext, AttemptTimedOut, BudgetExhausted, DeadlineExceeded, EndpointId, Event, Events, HasAttemptContext,
+    Instant, WithAttempt,
+};
+use ha_retry::config::{BudgetConfig, Jitter, RetryConfig};
+use ha_retry::{RetryBudget, RetryLayer};
+use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
+
+fn config() -> RetryConfig {
+    let mut c = RetryConfig::default();
+    c.backoff.jitter = Jitter::None;
+    c.backoff.base = Duration::from_millis(10);
+    c
+}
+
+type Script = Arc<dyn Fn(u32) -> (Duration, Result<u32, &'static str>) + Send + Sync>;
+
+/// A service whose n-th call (from 0) takes and returns what `script` says,
+/// recording when each call started.
+fn scripted(
+    script: impl Fn(u32) -> (Duration, Result<u32, &'static str>) + Send + Sync + 'static,
+) -> (impl Service<u32, Response = u32, Error = BoxError, Future = impl Send> + Clone, Arc<Mutex<Vec<Instant>>>) {
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let log = starts.clone();
+    let n = Arc::new(AtomicU32::new(0));
+    let script: Script = Arc::new(script);
+    let svc = service_fn(move |_req: u32| {
+        let i = n.fetch_add(1, Ordering::SeqCst);
+        log.lock().unwrap().push(Instant::now());
+        let (took, result) = script(i);
+        async move {
+            tokio::time::sleep(took).await;
+            result.map_err(BoxError::from)
+        }
+    });
+    (svc, starts)
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_are_counted_and_the_last_error_returned() {
+    let (svc, starts) = scripted(|i| (Duration::ZERO, if i < 10 { Err("down") } else { Ok(i) }));
+    let layer = RetryLayer::new(config()).unwrap();
+    let t0 = Instant::now();
+    let err = layer.layer(svc).oneshot(1).await.unwrap_err();
+    assert_eq!(err.to_string(), "down");
+    let starts = starts.lock().unwrap();
+    // Three attempts, 10 ms then 20 ms apart.
+    assert_eq!(*starts, vec![t0, t0 + Duration::from_millis(10), t0 + Duration::from_millis(30)]);
+    assert_eq!(layer.stats().retries, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn success_after_failures() {
+    let (svc, starts) = scripted(|i| (Duration::from_millis(5), if i < 2 { Err("busy") } else { Ok(i) }));
+    let layer = RetryLayer::new(RetryConfig { max_attempts: 5, ..config() }).unwrap();
+    assert_eq!(layer.layer(svc).oneshot(1).await.unwrap(), 2);
+    assert_eq!(starts.lock().unwrap().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_retryable_outcomes_are_not_retried() {
+    let (svc, starts) = scripted(|_| (Duration::ZERO, Err("conflict")));
+    let layer = RetryLayer::builder(config()).classifier(ErrorsAreFailures::non_retryable()).build().unwrap();
+    assert!(layer.layer(svc).oneshot(1).await.is_err());
+    assert_eq!(starts.lock().unwrap().len(), 1);
+    assert_eq!(layer.stats().retries, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_try_timeout_cuts_an_attempt_and_retries_it() {
+    let (svc, starts) = scripted(|i| (if i == 0 { Duration::from_secs(60) } else { Duration::from_millis(5) }, Ok(i)));
+    let cfg = RetryConfig { per_try_timeout: Some(Duration::from_millis(100)), ..config() };
+    let layer = RetryLayer::new(cfg).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(layer.layer(svc).oneshot(1).await.unwrap(), 1);
+    // Cut at 100 ms, 10 ms of backoff, 5 ms for the second attempt.
+    assert_eq!(Instant::now() - t0, Duration::from_millis(115));
+    assert_eq!(starts.lock().unwrap()[1] - t0, Duration::from_millis(110));
+    assert_eq!(layer.stats().attempt_timeouts, 1);
+
+    // Every attempt too slow: the last timeout is the error.
+    let (svc, _) = scripted(|i| (Duration::from_secs(60), Ok(i)));
+    let err = layer.layer(svc).oneshot(1).await.unwrap_err();
+    assert_eq!(err.downcast_ref::<AttemptTimedOut>().unwrap().timeout(), Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_cancels_the_attempt_in_flight() {
+    let (svc, starts) = scripted(|i| (if i == 0 { Duration::ZERO } else { Duration::from_secs(60) }, Err("down")));
+    let cfg = RetryConfig { deadline: Some(Duration::from_millis(250)), max_attempts: 10, ..config() };
+    let layer = RetryLayer::new(cfg).unwrap();
+    let t0 = Instant::now();
+    let err = layer.layer(svc).oneshot(1).await.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>(), "{err}");
+    assert_eq!(Instant::now() - t0, Duration::from_millis(250));
+    assert_eq!(starts.lock().unwrap().len(), 2);
+    assert_eq!(layer.stats().deadlines_exceeded, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_backoff_crosses_the_deadline() {
+    let (svc, starts) = scripted(|_| (Duration::from_millis(20), Err("down")));
+    let mut cfg = RetryConfig { deadline: Some(Duration::from_millis(100)), max_attempts: 10, ..config() };
+    cfg.backoff.base = Duration::from_millis(30);
+    let layer = RetryLayer::new(cfg).unwrap();
+    let t0 = Instant::now();
+    let err = layer.layer(svc).oneshot(1).await.unwrap_err();
+    // Attempt at 0 (ends 20), backoff 30 -> attempt at 50 (ends 70); a 60 ms backoff would end past 100.
+    assert_eq!(err.to_string(), "down");
+    assert_eq!(Instant::now() - t0, Duration::from_millis(70));
+    assert_eq!(starts.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_carried_by_the_request_is_honoured() {
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let log = starts.clone();
+    let svc = service_fn(move |req: WithAttempt<u32>| {
+        log.lock().unwrap().push(req.attempt_context().unwrap().attempt());
+        async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, BoxError>(req.request)
+        }
+    });
+    let layer = RetryLayer::builder(config()).track_attempts().build().unwrap();
+    let t0 = Instant::now();
+    let mut req = WithAttempt::new(7);
+    req.set_attempt_context(AttemptContext::with_deadline(t0 + Duration::from_millis(40)));
+    let err = layer.layer(svc).oneshot(req).await.unwrap_err();
+    assert!(err.is::<DeadlineExceeded>());
+    assert_eq!(Instant::now() - t0, Duration::from_millis(40));
+
+    // Already past: nothing is sent.
+    let (svc, starts) = scripted(|i| (Duration::ZERO, Ok(i)));
+    let layer = RetryLayer::builder(config()).track_attempts().build().unwrap();
+    let svc = service_fn(move |r: WithAttempt<u32>| svc.clone().oneshot(r.request));
+    let mut req = WithAttempt::new(7);
+    req.set_attempt_context(AttemptContext::with_deadline(Instant::now()));
+    assert!(layer.layer(svc).oneshot(req).await.unwrap_err().is::<DeadlineExceeded>());
+    assert!(starts.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_retry_is_the_next_attempt_and_sees_the_endpoints_tried() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    // Plays the balancer: records the endpoint it "picks" (one not tried yet).
+    let svc = service_fn(move |req: WithAttempt<u32>| {
+        let ctx = req.attempt_context().cloned().unwrap();
+        let pick = (1..).map(EndpointId::from_raw).find(|e| !ctx.was_tried(*e)).unwrap();
+        ctx.record_tried(pick);
+        log.lock().unwrap().push((ctx.attempt(), pick.get()));
+        async move {
+            if ctx.attempt() < 3 {
+                Err::<u32, BoxError>("down".into())
+            } else {
+                Ok(req.request)
+            }
+        }
+    });
+    let layer = RetryLayer::builder(config()).track_attempts().build().unwrap();
+    assert_eq!(layer.layer(svc).oneshot(WithAttempt::new(5)).await.unwrap(), 5);
+    assert_eq!(*seen.lock().unwrap(), vec![(1, 1), (2, 2), (3, 3)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_bounds_retries_and_says_so() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let events_handle = Events::new().with_observer(move |e: &Event| sink.lock().unwrap().push(e.clone()));
+    // One retry per second in reserve over a 1 s window, no ratio.
+    let budget_cfg = BudgetConfig { ratio: 0.0, min_per_second: 1, ttl: Duration::from_secs(1), buckets: 10 };
+    let budget = RetryBudget::builder(budget_cfg).name("api").events(events_handle.clone()).build().unwrap();
+    let (svc, starts) = scripted(|_| (Duration::ZERO, Err("down")));
+    let layer = RetryLayer::builder(RetryConfig { max_attempts: 5, ..config() })
+        .budget(budget.clone())
+        .events(events_handle)
+        .build()
+        .unwrap();
+    let err = layer.layer(svc.clone()).oneshot(1).await.unwrap_err();
+    let exhausted = err.downcast_ref::<BudgetExhausted>().expect("the budget stopped the retries");
+    assert_eq!(std::error::Error::source(exhausted).unwrap().to_string(), "down");
+    assert_eq!(starts.lock().unwrap().len(), 2);
+    assert_eq!(layer.stats().budget_refused, 1);
+    {
+        let events = events.lock().unwrap();
+        assert_eq!(events[0], Event::RetryScheduled { attempt: 2, backoff: Duration::from_millis(10) });
+        assert_eq!(events[1], Event::BudgetExhausted { budget: "api".into() });
+    }
+    // The window slides on: the reserve is back.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    starts.lock().unwrap().clear();
+    let _ = layer.layer(svc).oneshot(1).await;
+    assert_eq!(starts.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_ratio_holds_under_a_full_outage() {
+    // 20% of requests, no floor: 100 failing requests earn 20 retries.
+    let budget_cfg = BudgetConfig { min_per_second: 0, ..BudgetConfig::default() };
+    let (svc, starts) = scripted(|_| (Duration::ZERO, Err("down")));
+    let layer = RetryLayer::new(RetryConfig { budget: budget_cfg, ..config() }).unwrap();
+    let mut svc = layer.layer(svc);
+    for _ in 0..100 {
+        let _ = svc.ready().await.unwrap().call(1).await;
+    }
+    assert_eq!(starts.lock().unwrap().len(), 120);
+    assert_eq!(layer.stats().retries, 20);
+}
+
+mod http {
+    use super::*;
+    use bytes::Bytes;
+    use ha_retry::body::{HttpReplay, ReplayBody};
+    use http_body::{Body, Frame};
+    use http_body_util::BodyExt;
+    use std::collections::VecDeque;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A body of separate chunks, like a request streamed from a client.
+    struct Chunks(VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    fn chunks(parts: &[&'static str]) -> Chunks {
+        Chunks(parts.iter().map(|p| Bytes::from_static(p.as_bytes())).collect())
+    }
+
+    type Req = ::http::Request<ReplayBody<Chunks>>;
+
+    /// Answers 503 to attempts before `ok_from` (after reading the whole body,
+    /// or only its first chunk on attempt 1 unless `read_all`) and logs what
+    /// each attempt read.
+    fn server(
+        ok_from: u32,
+        read_all: bool,
+        retry_after: Option<&'static str>,
+    ) -> (impl Service<Req, Response = ::http::Response<()>, Error = BoxError> + Clone, Arc<Mutex<Vec<(u32, Vec<u8>)>>>)
+    {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let svc = service_fn(move |req: Req| {
+            let sink = sink.clone();
+            async move {
+                let attempt = req.attempt_context().unwrap().attempt();
+                let mut body = req.into_body();
+                let mut got = Vec::new();
+                while let Some(frame) = body.frame().await {
+                    got.extend_from_slice(&frame?.into_data().unwrap());
+                    if !read_all && attempt == 1 {
+                        break;
+                    }
+                }
+                sink.lock().unwrap().push((attempt, got));
+                let mut res = ::http::Response::builder().status(if attempt >= ok_from { 200 } else { 503 });
+                if let Some(after) = retry_after {
+                    res = res.header("retry-after", after);
+                }
+                Ok::<_, BoxError>(res.body(()).unwrap())
+            }
+        });
+        (svc, log)
+    }
+
+    fn put(body: Chunks) -> ::http::Request<Chunks> {
+        ::http::Request::put("http://svc/doc").body(body).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_below_the_cap_is_replayed() {
+        let (svc, log) = server(2, true, None);
+        let layer = RetryLayer::http(config()).unwrap();
+        let res = layer.layer(svc).oneshot(put(chunks(&["hello ", "wor", "ld"]))).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let log = log.lock().unwrap();
+        assert_eq!(*log, vec![(1, b"hello world".to_vec()), (2, b"hello world".to_vec())]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_read_part_way_is_replayed_then_continued() {
+        // The server answers 503 after reading only the first chunk.
+        let (svc, log) = server(2, false, None);
+        let layer = RetryLayer::http(config()).unwrap();
+        let res = layer.layer(svc).oneshot(put(chunks(&["ab", "cd"]))).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(*log.lock().unwrap(), vec![(1, b"ab".to_vec()), (2, b"abcd".to_vec())]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_above_the_cap_is_sent_once() {
+        let (svc, log) = server(2, true, None);
+        let layer = RetryLayer::builder(config()).http().replay(HttpReplay::new(8)).build().unwrap();
+        let res = layer.layer(svc).oneshot(put(chunks(&["0123", "4567", "89"]))).await.unwrap();
+        assert_eq!(res.status(), 503);
+        assert_eq!(*log.lock().unwrap(), vec![(1, b"0123456789".to_vec())]);
+        assert_eq!(layer.stats().retries, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn non_idempotent_requests_are_not_retried() {
+        let (svc, log) = server(2, true, None);
+        let layer = RetryLayer::http(config()).unwrap();
+        let post = ::http::Request::post("http://svc/orders").body(chunks(&["x"])).unwrap();
+        assert_eq!(layer.layer(svc).oneshot(post).await.unwrap().status(), 503);
+        assert_eq!(log.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_and_capped() {
+        let (svc, _) = server(2, true, Some("2"));
+        let layer = RetryLayer::http(config()).unwrap();
+        let t0 = Instant::now();
+        assert_eq!(layer.layer(svc).oneshot(put(chunks(&["a"]))).await.unwrap().status(), 200);
+        assert_eq!(Instant::now() - t0, Duration::from_secs(2));
+
+        let (svc, _) = server(2, true, Some("3600"));
+        let layer = RetryLayer::http(RetryConfig { max_retry_after: Duration::from_millis(500), ..config() }).unwrap();
+        let t0 = Instant::now();
+        assert_eq!(layer.layer(svc).oneshot(put(chunks(&["a"]))).await.unwrap().status(), 200);
+        assert_eq!(Instant::now() - t0, Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn classifier_sees_http_statuses() {
+        // A 404 is the caller's mistake: a success as far as retries go.
+        let svc = service_fn(|_req: Req| async {
+            Ok::<_, BoxError>(::http::Response::builder().status(404).body(()).unwrap())
+        });
+        let layer = RetryLayer::builder(config()).classifier(HttpClassifier::default()).http().build().unwrap();
+        assert_eq!(layer.layer(svc).oneshot(put(chunks(&[]))).await.unwrap().status(), 404);
+        assert_eq!(layer.stats().retries, 0);
+    }
+}
