@@ -1,0 +1,218 @@
+//! Each picker's distribution, on paused virtual time.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{backend, req, Backend, Req};
+use ha_balance::{Balance, BalanceConfig, Endpoint, Picker};
+use tower::{Service, ServiceExt};
+
+type B = Balance<&'static str, Backend, Req>;
+
+fn config(picker: Picker) -> BalanceConfig {
+    BalanceConfig { picker, ..BalanceConfig::default() }
+}
+
+fn build(picker: Picker, endpoints: Vec<(&'static str, Endpoint<Backend>)>) -> B {
+    Balance::builder().config(config(picker)).seed(7).build_with(endpoints).unwrap()
+}
+
+async fn send(b: &mut B, key: u64) -> &'static str {
+    b.ready().await.unwrap().call(req(key)).await.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn round_robin_shares_are_exact_over_a_cycle() {
+    let (a, bb, c) = (backend("a"), backend("b"), backend("c"));
+    let mut b = build(
+        Picker::RoundRobin,
+        vec![
+            ("a", Endpoint::new(a.clone()).weight(3)),
+            ("b", Endpoint::new(bb.clone()).weight(2)),
+            ("c", Endpoint::new(c.clone()).weight(1)),
+        ],
+    );
+    for _ in 0..600 {
+        send(&mut b, 0).await;
+    }
+    assert_eq!((a.hits(), bb.hits(), c.hits()), (300, 200, 100));
+    // Smooth: the heavy endpoint never takes a whole cycle's share in a row.
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        order.push(send(&mut b, 0).await);
+    }
+    let mut longest = 1;
+    let mut run = 1;
+    for w in order.windows(2) {
+        run = if w[0] == w[1] { run + 1 } else { 1 };
+        longest = longest.max(run);
+    }
+    assert!(longest < 3, "{order:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn p2c_peak_ewma_prefers_the_faster_of_two() {
+    let fast = backend("fast").delay(10);
+    let slow = backend("slow").delay(100);
+    let mut b = build(
+        Picker::P2cPeakEwma,
+        vec![("fast", Endpoint::new(fast.clone())), ("slow", Endpoint::new(slow.clone()))],
+    );
+    for _ in 0..500 {
+        send(&mut b, 0).await;
+    }
+    // The slow one is tried while its estimate is unknown or decayed, and otherwise avoided.
+    assert!(fast.hits() > 9 * slow.hits(), "fast {} slow {}", fast.hits(), slow.hits());
+    let stats = b.endpoint_stats();
+    let slow_stats = stats.iter().find(|s| &*s.name == "\"slow\"").unwrap();
+    assert!(slow_stats.latency >= Duration::from_millis(50), "{:?}", slow_stats.latency);
+}
+
+#[tokio::test(start_paused = true)]
+async fn p2c_pending_avoids_the_endpoint_with_requests_piling_up() {
+    let stuck = backend("stuck").delay(3_600_000);
+    let free = backend("free");
+    let b = build(
+        Picker::P2cPending,
+        vec![("stuck", Endpoint::new(stuck.clone())), ("free", Endpoint::new(free.clone()))],
+    );
+    // 200 requests at once: once one is stuck, the stuck endpoint's pending
+    // count makes every later comparison go to the free one.
+    let mut handles = Vec::new();
+    for i in 0..200 {
+        let mut b = b.clone();
+        handles.push(tokio::spawn(async move { b.ready().await.unwrap().call(req(i)).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(stuck.hits() <= 2, "stuck {} free {}", stuck.hits(), free.hits());
+    assert_eq!(stuck.hits() + free.hits(), 200);
+    for h in handles {
+        h.abort();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn weighted_p2c_follows_the_weights_under_load() {
+    let heavy = backend("heavy").delay(10);
+    let light = backend("light").delay(10);
+    let b = build(
+        Picker::WeightedP2c,
+        vec![("heavy", Endpoint::new(heavy.clone()).weight(4)), ("light", Endpoint::new(light.clone()).weight(1))],
+    );
+    let mut handles = Vec::new();
+    for i in 0..1000 {
+        let mut b = b.clone();
+        handles.push(tokio::spawn(async move { b.ready().await.unwrap().call(req(i)).await.unwrap() }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let share = heavy.hits() as f64 / 1000.0;
+    assert!((0.7..0.9).contains(&share), "heavy share {share}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn random_is_uniform() {
+    let backends: Vec<Backend> = ["a", "b", "c", "d"].into_iter().map(backend).collect();
+    let mut b = build(Picker::Random, backends.iter().map(|x| (x.name, Endpoint::new(x.clone()))).collect());
+    for _ in 0..4000 {
+        send(&mut b, 0).await;
+    }
+    for x in &backends {
+        assert!((850..1150).contains(&x.hits()), "{} got {}", x.name, x.hits());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ring_hash_is_sticky_and_stable_when_an_endpoint_goes() {
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+    let backends: Vec<Backend> = names.into_iter().map(backend).collect();
+    let mut b: B = Balance::builder()
+        .config(config(Picker::ring_hash()))
+        .hash_key(|r: &Req| Some(r.request))
+        .seed(1)
+        .build_with(backends.iter().map(|x| (x.name, Endpoint::new(x.clone()))))
+        .unwrap();
+    let mut before = HashMap::new();
+    for key in 0..2000u64 {
+        let who = send(&mut b, key).await;
+        assert_eq!(send(&mut b, key).await, who, "same key, same endpoint");
+        before.insert(key, who);
+    }
+    let mut per: HashMap<&str, usize> = HashMap::new();
+    for who in before.values() {
+        *per.entry(who).or_default() += 1;
+    }
+    assert!(per.values().all(|&n| (100..300).contains(&n)), "spread {per:?}");
+
+    b.endpoints().remove("c");
+    let mut moved = 0;
+    for key in 0..2000u64 {
+        let who = send(&mut b, key).await;
+        if who != before[&key] {
+            moved += 1;
+            assert_eq!(before[&key], "c", "only the removed endpoint's keys move");
+        }
+    }
+    assert_eq!(moved, per["c"]);
+    // About 1/N of the keys moved.
+    assert!((100..300).contains(&moved), "moved {moved}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn ring_hash_bounds_the_load_of_a_hot_key() {
+    let backends: Vec<Backend> = ["a", "b", "c", "d"].into_iter().map(|n| backend(n).delay(1000)).collect();
+    let b: B = Balance::builder()
+        .config(config(Picker::RingHash { vnodes: 100, load_factor: 1.25 }))
+        .hash_key(|r: &Req| Some(r.request))
+        .build_with(backends.iter().map(|x| (x.name, Endpoint::new(x.clone()))))
+        .unwrap();
+    let mut handles = Vec::new();
+    for _ in 0..100 {
+        let mut b = b.clone();
+        // Every request carries the same key.
+        handles.push(tokio::spawn(async move { b.ready().await.unwrap().call(req(42)).await.unwrap() }));
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let max = b.endpoint_stats().iter().map(|s| s.pending).max().unwrap();
+    // At most ceil(1.25 x average) = ceil(1.25 x 100 / 4) = 32.
+    assert!(max <= 32, "max pending {max}");
+    assert_eq!(b.in_flight(), 100);
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(b.in_flight(), 0);
+    assert_eq!(backends.iter().map(|x| x.hits()).sum::<u64>(), 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_start_ramps_a_new_endpoint_up() {
+    let old = backend("old");
+    let new = backend("new");
+    let mut cfg = config(Picker::Random);
+    cfg.slow_start.window = Duration::from_secs(10);
+    cfg.slow_start.min_factor = 0.05;
+    let mut b: B = Balance::builder().config(cfg).seed(3).build_with([("old", Endpoint::new(old.clone()))]).unwrap();
+    b.endpoints().insert("new", Endpoint::new(new.clone()));
+    let mut shares = Vec::new();
+    for _ in 0..10 {
+        let before = new.hits();
+        for _ in 0..1000 {
+            send(&mut b, 0).await;
+        }
+        shares.push((new.hits() - before) as f64 / 1000.0);
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    // Ramps from almost nothing towards an even share.
+    assert!(shares[0] < 0.12, "{shares:?}");
+    assert!(shares[4] > shares[0] + 0.1, "{shares:?}");
+    for _ in 0..2000 {
+        send(&mut b, 0).await;
+    }
+    let after = new.hits() as f64 - shares.iter().sum::<f64>() * 1000.0;
+    assert!((after / 2000.0 - 0.5).abs() < 0.05, "after the window: {}", after / 2000.0);
+    assert_eq!(old.st.hits.load(Ordering::Relaxed) + new.hits(), 12_000);
+}
