@@ -102,6 +102,8 @@ impl HealthGate for Switch {
     }
 }
 
+pub type Recorded = Arc<Mutex<Vec<Event>>>;
+
 pub fn recorder() -> (Events, Arc<Mutex<Vec<Event>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
