@@ -66,9 +66,11 @@ pub struct TierConfig {
     /// A tier is considered able to take all its traffic while its healthy
     /// fraction times this factor is at least 1 (Envoy: 1.4). Must be at least 1.
     pub overprovisioning: f64,
-    /// When fewer than this fraction of all endpoints are available, route
-    /// over all of them, ignoring ejections and health checks (Envoy: 0.5).
-    /// `0` disables panic mode. In `[0, 1]`.
+    /// When fewer than this fraction of all endpoints are available and the
+    /// tiers together cannot carry the traffic (their overprovisioned
+    /// healths sum to less than one), route over all endpoints, ignoring
+    /// ejections and health checks, rather than overload the few (Envoy:
+    /// 0.5). `0` disables panic mode. In `[0, 1]`.
     pub panic_threshold: f64,
     /// How long a computed tier plan is reused before the balancer recounts
     /// healthy endpoints (it also recounts at once on every membership or

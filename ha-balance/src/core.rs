@@ -20,7 +20,7 @@ use crate::endpoint::{Counters, Endpoint, Slot};
 use crate::health::{Health, HealthGate};
 use crate::outlier::{Detector, Ejection, OutlierState};
 use crate::table::{Snapshot, LOAD_SCALE};
-use crate::tiers::{spilled, tier_loads};
+use crate::tiers::{degraded, spilled, tier_loads};
 
 /// Builds the health gate (a circuit breaker) of a new endpoint.
 pub(crate) type GateFactory<K> = Arc<dyn Fn(&K, &Arc<str>) -> Arc<dyn HealthGate> + Send + Sync>;
@@ -180,7 +180,9 @@ impl<K, S> Core<K, S> {
         }
         let available: u32 = counts.iter().map(|c| c.0).sum();
         let total = snap.slots.len() as u32;
-        let panic = total > 0 && f64::from(available) < self.cfg.tiers.panic_threshold * f64::from(total);
+        let panic = total > 0
+            && f64::from(available) < self.cfg.tiers.panic_threshold * f64::from(total)
+            && degraded(&counts, self.cfg.tiers.overprovisioning);
         let loads = tier_loads(&counts, self.cfg.tiers.overprovisioning);
         let mut cum = 0.0;
         for (i, load) in loads.iter().enumerate() {

@@ -6,19 +6,26 @@
 //! than fully healthy the shares are scaled up to sum to one, so traffic
 //! still goes where the healthy endpoints are.
 
+/// A tier's health: `min(1, overprovisioning x available / total)`.
+fn health(available: u32, total: u32, overprovisioning: f64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        (overprovisioning * f64::from(available) / f64::from(total)).min(1.0)
+    }
+}
+
+/// True when the tiers together cannot carry the traffic (their healths
+/// sum to less than one): only then does a low healthy fraction mean panic,
+/// so a healthy secondary tier takes over from a dead primary without it.
+pub(crate) fn degraded(tiers: &[(u32, u32)], overprovisioning: f64) -> bool {
+    tiers.iter().map(|&(a, t)| health(a, t, overprovisioning)).sum::<f64>() < 1.0
+}
+
 /// The share of traffic each tier gets, given `(available, total)` per tier
 /// in priority order. All zeros when nothing is available.
 pub(crate) fn tier_loads(tiers: &[(u32, u32)], overprovisioning: f64) -> Vec<f64> {
-    let health: Vec<f64> = tiers
-        .iter()
-        .map(|&(available, total)| {
-            if total == 0 {
-                0.0
-            } else {
-                (overprovisioning * f64::from(available) / f64::from(total)).min(1.0)
-            }
-        })
-        .collect();
+    let health: Vec<f64> = tiers.iter().map(|&(a, t)| health(a, t, overprovisioning)).collect();
     let sum: f64 = health.iter().sum();
     if sum <= 0.0 {
         return vec![0.0; tiers.len()];
@@ -80,5 +87,13 @@ mod tests {
         assert!(close(&loads, &[0.5, 0.5]), "{loads:?}");
         assert!(close(&tier_loads(&[(0, 3), (0, 2)], 1.4), &[0.0, 0.0]));
         assert!(close(&tier_loads(&[(0, 3), (1, 2)], 1.4), &[0.0, 1.0]));
+    }
+
+    #[test]
+    fn degraded_only_when_the_tiers_together_fall_short() {
+        assert!(!degraded(&[(0, 2), (1, 1)], 1.4), "a healthy secondary carries it");
+        assert!(degraded(&[(4, 10)], 1.4));
+        assert!(!degraded(&[(8, 10)], 1.4));
+        assert!(degraded(&[(0, 2), (1, 3)], 1.4));
     }
 }

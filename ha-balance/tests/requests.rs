@@ -1,0 +1,231 @@
+//! What one request sees: tried-endpoint exclusion, removal while in flight
+//! (tower#856), discovery, active health checks, circuit breakers, retries
+//! on top, and the service contract (Clone, Send, 'static).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{backend, recorder, req, Backend, Req};
+use ha_balance::config::OutlierConfig;
+use ha_balance::{Balance, BalanceConfig, Endpoint, Picker};
+use ha_core::{AttemptContext, EndpointId, Event, HasAttemptContext};
+use tower::discover::Change;
+use tower::{service_fn, BoxError, Service, ServiceExt};
+
+type B = Balance<&'static str, Backend, Req>;
+
+fn build(picker: Picker, backends: &[Backend]) -> B {
+    let cfg = BalanceConfig { picker, outlier: OutlierConfig::disabled(), ..BalanceConfig::default() };
+    Balance::builder().config(cfg).seed(5).build_with(backends.iter().map(|b| (b.name, Endpoint::new(b.clone())))).unwrap()
+}
+
+#[tokio::test]
+async fn balance_is_clone_send_sync_static() {
+    fn assert_service<T: Clone + Send + Sync + 'static>() {}
+    assert_service::<B>();
+    fn assert_future<F: Send + 'static>(_: &F) {}
+    let mut b = build(Picker::default(), &[]);
+    let fut = b.call(req(0));
+    assert_future(&fut);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_never_goes_back_to_an_endpoint_it_tried_while_another_exists() {
+    let backends: Vec<Backend> = ["a", "b", "c"].into_iter().map(backend).collect();
+    for picker in [Picker::P2cPeakEwma, Picker::P2cPending, Picker::RoundRobin, Picker::Random] {
+        let mut b = build(picker, &backends);
+        for _ in 0..50 {
+            let ctx = AttemptContext::new();
+            let mut seen = Vec::new();
+            for attempt in 0..3 {
+                let mut r = req(0);
+                r.set_attempt_context(if attempt == 0 { ctx.clone() } else { ctx.next_attempt() });
+                let who = b.ready().await.unwrap().call(r).await.unwrap();
+                assert!(!seen.contains(&who), "{picker:?}: {who} twice in {seen:?}");
+                seen.push(who);
+            }
+            // Each pick is recorded in the shared history.
+            let ids: Vec<EndpointId> = seen.iter().map(|n| EndpointId::from_key(n)).collect();
+            assert_eq!(ctx.tried().collect::<Vec<_>>(), ids);
+            // With all tried, it goes to one of them rather than fail.
+            let mut r = req(0);
+            r.set_attempt_context(ctx.next_attempt());
+            assert!(b.ready().await.unwrap().call(r).await.is_ok());
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn removing_an_endpoint_in_flight_never_sends_elsewhere() {
+    // tower#856: the request goes to the endpoint picked, even when that
+    // endpoint is removed between the pick and the call.
+    let a = backend("a").delay(100);
+    let other = backend("other");
+    let mut b = build(Picker::RoundRobin, &[a.clone()]);
+    // Picked and waiting for a's readiness.
+    a.set_ready(false);
+    let waiting = tokio::spawn(b.ready().await.unwrap().call(req(1)));
+    // Picked and in flight.
+    tokio::task::yield_now().await;
+    a.set_ready(true);
+    a.set_ready(false);
+    let endpoints = b.endpoints();
+    endpoints.insert("other", Endpoint::new(other.clone()));
+    endpoints.remove("a");
+    assert_eq!(endpoints.len(), 1);
+    tokio::task::yield_now().await;
+    a.set_ready(true);
+    assert_eq!(waiting.await.unwrap().unwrap(), "a");
+    assert_eq!((a.hits(), other.hits()), (1, 0));
+
+    let slow = backend("slow").delay(1000);
+    let mut b = build(Picker::RoundRobin, &[slow.clone()]);
+    let in_flight = tokio::spawn(b.ready().await.unwrap().call(req(2)));
+    tokio::task::yield_now().await;
+    b.endpoints().reset([("other", Endpoint::new(other.clone()))]);
+    assert_eq!(in_flight.await.unwrap().unwrap(), "slow");
+    assert_eq!(b.ready().await.unwrap().call(req(3)).await.unwrap(), "other");
+    assert_eq!(b.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn discovery_inserts_and_removes_endpoints() {
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Change<&'static str, Endpoint<Backend>>, BoxError>>();
+    let a = backend("a");
+    let c = backend("c");
+    let mut b: B = Balance::builder().config(BalanceConfig { picker: Picker::RoundRobin, ..Default::default() }).build_discover(rx).unwrap();
+    tx.unbounded_send(Ok(Change::Insert("a", Endpoint::new(a.clone())))).unwrap();
+    tx.unbounded_send(Ok(Change::Insert("c", Endpoint::new(c.clone())))).unwrap();
+    for _ in 0..10 {
+        b.ready().await.unwrap().call(req(0)).await.unwrap();
+    }
+    assert_eq!((a.hits(), c.hits()), (5, 5));
+    tx.unbounded_send(Ok(Change::Remove("a"))).unwrap();
+    tokio::task::yield_now().await;
+    for _ in 0..10 {
+        assert_eq!(b.ready().await.unwrap().call(req(0)).await.unwrap(), "c");
+    }
+    assert_eq!(b.endpoints().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn active_health_checks_take_an_endpoint_out_and_bring_it_back() {
+    let a = backend("a");
+    let z = backend("z");
+    let a_down = Arc::new(AtomicBool::new(false));
+    let flag = a_down.clone();
+    let probe = service_fn(move |key: &'static str| {
+        let down = key == "a" && flag.load(Ordering::Relaxed);
+        async move {
+            if down {
+                Err::<(), BoxError>("unhealthy".into())
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let (events, seen) = recorder();
+    let mut cfg = BalanceConfig { picker: Picker::RoundRobin, ..Default::default() };
+    cfg.health_check.interval = Duration::from_secs(5);
+    cfg.health_check.jitter = Duration::from_millis(500);
+    let mut b: B = Balance::builder()
+        .config(cfg)
+        .events(events)
+        .health_check(probe)
+        .build_with([("a", Endpoint::new(a.clone())), ("z", Endpoint::new(z.clone()))])
+        .unwrap();
+    a_down.store(true, Ordering::Relaxed);
+    // Three failed probes (default threshold) at ~5 s each.
+    tokio::time::sleep(Duration::from_secs(17)).await;
+    let stats = b.endpoint_stats();
+    assert!(stats.iter().any(|s| &*s.name == "\"a\"" && s.health_check_failing), "{stats:?}");
+    for _ in 0..10 {
+        assert_eq!(b.ready().await.unwrap().call(req(0)).await.unwrap(), "z");
+    }
+    assert!(seen.lock().unwrap().iter().any(|e| matches!(e,
+        Event::EndpointEjected { reason: ha_core::event::EjectionReason::HealthCheck, .. })));
+    a_down.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    for _ in 0..10 {
+        b.ready().await.unwrap().call(req(0)).await.unwrap();
+    }
+    assert_eq!(a.hits(), 5, "back after two passed probes");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_takes_its_endpoint_out_and_fails_no_request() {
+    use ha_balance::BreakerGate;
+    use ha_breaker::{Breaker, BreakerConfig, CircuitBreaker, RejectMode};
+
+    let bad = backend("bad");
+    let good = backend("good");
+    let config = BreakerConfig { consecutive_failures: Some(3), reject_mode: RejectMode::NotReady, ..BreakerConfig::default() };
+    let endpoint = |be: &Backend| {
+        let breaker = Arc::new(Breaker::new(be.name, config.clone(), ha_core::Events::new(), ha_core::Instant::now()).unwrap());
+        Endpoint::new(CircuitBreaker::new(be.clone(), breaker.clone())).health_gate(BreakerGate::new(breaker))
+    };
+    let cfg = BalanceConfig { picker: Picker::RoundRobin, outlier: OutlierConfig::disabled(), ..Default::default() };
+    let mut b: Balance<&'static str, CircuitBreaker<Backend>, Req> =
+        Balance::builder().config(cfg).build_with([("bad", endpoint(&bad)), ("good", endpoint(&good))]).unwrap();
+    bad.set_fail(true);
+    let mut failures = 0;
+    for _ in 0..6 {
+        failures += usize::from(b.ready().await.unwrap().call(req(0)).await.is_err());
+    }
+    assert_eq!(failures, 3, "three failures open the breaker");
+    // Open: every request goes to the good endpoint, none fails.
+    for _ in 0..100 {
+        assert_eq!(b.ready().await.unwrap().call(req(0)).await.unwrap(), "good");
+    }
+    assert_eq!(bad.hits(), 3);
+    let stats = b.endpoint_stats();
+    assert!(stats.iter().any(|s| &*s.name == "\"bad\"" && s.breaker_open));
+    // After the open wait the endpoint gets a probe, passes, and is back.
+    bad.set_fail(false);
+    tokio::time::advance(Duration::from_secs(6)).await;
+    for _ in 0..100 {
+        b.ready().await.unwrap().call(req(0)).await.unwrap();
+    }
+    assert!(bad.hits() > 30, "bad is back: {}", bad.hits());
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_over_tiers_keep_every_request_succeeding_while_one_endpoint_is_healthy() {
+    use ha_retry::{RetryConfig, RetryLayer};
+    use tower::Layer;
+
+    let p1 = backend("p1").delay(5);
+    let p2 = backend("p2").delay(5);
+    let s1 = backend("s1").delay(20);
+    let balance: B = Balance::builder()
+        .config(BalanceConfig { outlier: OutlierConfig { consecutive_failures: 2, max_ejection_percent: 100.0, ..Default::default() }, ..Default::default() })
+        .seed(9)
+        .build_with([
+            ("p1", Endpoint::new(p1.clone()).tier(0)),
+            ("p2", Endpoint::new(p2.clone()).tier(0)),
+            ("s1", Endpoint::new(s1.clone()).tier(1)),
+        ])
+        .unwrap();
+    let retry = RetryLayer::builder(RetryConfig { max_attempts: 3, ..RetryConfig::default() })
+        .track_attempts()
+        .build()
+        .unwrap();
+    let mut svc = retry.layer(balance);
+    let mut served = std::collections::HashMap::<&str, u32>::new();
+    for phase in 0..3 {
+        match phase {
+            1 => p1.set_fail(true),
+            2 => p2.set_fail(true),
+            _ => {}
+        }
+        for _ in 0..200 {
+            let who = svc.ready().await.unwrap().call(req(0)).await.expect("every request succeeds");
+            *served.entry(who).or_default() += 1;
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+    }
+    assert!(served["p1"] > 0 && served["p2"] > 0 && served["s1"] >= 200, "{served:?}");
+}
