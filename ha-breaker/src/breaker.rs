@@ -223,6 +223,26 @@ impl Breaker {
         matches!(self.word().code(), OPEN | FORCED_OPEN)
     }
 
+    /// While the breaker rejects, how long from `now` until it admits a
+    /// probe ([`Duration::ZERO`] once the open wait is over, or when
+    /// half-open with every probe permit taken; [`Duration::MAX`] when forced
+    /// open); `None` while it admits calls. Two atomic loads, no transition.
+    pub fn retry_after(&self, now: Instant) -> Option<Duration> {
+        let w = self.word();
+        match w.code() {
+            OPEN => {
+                let d = self.deadline.load(Ordering::Acquire);
+                if d >> DEADLINE_BITS != w.gen() {
+                    return Some(self.config.open_wait.base);
+                }
+                Some(Duration::from_millis((d & DEADLINE_MASK).saturating_sub(self.ms_since_epoch(now))))
+            }
+            FORCED_OPEN => Some(Duration::MAX),
+            HALF_OPEN if w.issued() >= self.rules.probes => Some(Duration::ZERO),
+            _ => None,
+        }
+    }
+
     #[inline]
     fn word(&self) -> Word {
         Word(self.state.load(Ordering::Acquire))
