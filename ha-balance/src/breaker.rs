@@ -95,6 +95,9 @@ impl HealthGate for BreakerGate {
 
 impl fmt::Debug for BreakerGate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BreakerGate").field("breaker", &self.breaker.name()).field("open", &self.breaker.is_open()).finish()
+        f.debug_struct("BreakerGate")
+            .field("breaker", &self.breaker.name())
+            .field("open", &self.breaker.is_open())
+            .finish()
     }
 }

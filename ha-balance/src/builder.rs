@@ -21,6 +21,7 @@ use crate::health::HealthGate;
 use crate::service::{Balance, Endpoints, HashKeyFn};
 use crate::snapshot::Cached;
 
+type Built<K, S, Req, C> = (Arc<Core<K, S>>, Balance<K, S, Req, C>);
 type Starter<K, S> = Box<dyn FnOnce(Weak<Core<K, S>>, oneshot::Receiver<()>, u64) + Send>;
 
 /// Builds a [`Balance`]; start with [`Balance::builder`].
@@ -129,7 +130,7 @@ where
         self
     }
 
-    fn core(self) -> Result<(Arc<Core<K, S>>, Balance<K, S, Req, C>), ConfigError> {
+    fn core(self) -> Result<Built<K, S, Req, C>, ConfigError> {
         self.config.validate()?;
         if matches!(self.config.picker, Picker::RingHash { .. }) && self.hash_key.is_none() {
             return Err(ConfigError::new("picker", "ring_hash needs a hash key (BalanceBuilder::hash_key)"));

@@ -298,7 +298,11 @@ impl BalanceConfig {
             check(sr.request_volume > 0, "outlier.success_rate.request_volume", "must be positive")?;
         }
         if let Some(fp) = &o.failure_percentage {
-            check((0.0..=100.0).contains(&fp.threshold), "outlier.failure_percentage.threshold", "must be in [0, 100]")?;
+            check(
+                (0.0..=100.0).contains(&fp.threshold),
+                "outlier.failure_percentage.threshold",
+                "must be in [0, 100]",
+            )?;
             check(fp.request_volume > 0, "outlier.failure_percentage.request_volume", "must be positive")?;
         }
         let h = &self.health_check;

@@ -187,7 +187,8 @@ impl<K, S> Core<K, S> {
         let mut cum = 0.0;
         for (i, load) in loads.iter().enumerate() {
             cum += load;
-            let scaled = if i + 1 == loads.len() && cum > 0.0 { LOAD_SCALE } else { (cum * f64::from(LOAD_SCALE)) as u32 };
+            let scaled =
+                if i + 1 == loads.len() && cum > 0.0 { LOAD_SCALE } else { (cum * f64::from(LOAD_SCALE)) as u32 };
             plan.cum[i].store(scaled.min(LOAD_SCALE), Ordering::Relaxed);
             plan.available[i].store(counts[i].0, Ordering::Relaxed);
         }

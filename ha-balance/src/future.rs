@@ -64,6 +64,9 @@ impl<K, S> Drop for Flight<K, S> {
     }
 }
 
+/// The endpoint picked and the time of the pick.
+type Picked<S> = (Arc<Slot<S>>, Instant);
+
 /// A request waiting for an endpoint to become available.
 pub(crate) struct Wait<K, S, Req> {
     pub core: Arc<Core<K, S>>,
@@ -77,7 +80,14 @@ pub(crate) struct Wait<K, S, Req> {
 }
 
 impl<K, S, Req: HasAttemptContext> Wait<K, S, Req> {
-    pub fn new(core: Arc<Core<K, S>>, cached: Cached<Snapshot<S>>, req: Req, hash: Option<u64>, seed: u64, now: Instant) -> Self {
+    pub fn new(
+        core: Arc<Core<K, S>>,
+        cached: Cached<Snapshot<S>>,
+        req: Req,
+        hash: Option<u64>,
+        seed: u64,
+        now: Instant,
+    ) -> Self {
         let deadline = now + core.cfg.no_healthy_timeout;
         Wait {
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
@@ -91,7 +101,7 @@ impl<K, S, Req: HasAttemptContext> Wait<K, S, Req> {
         }
     }
 
-    fn poll_pick(&mut self, cx: &mut Context<'_>) -> Poll<Result<(Arc<Slot<S>>, Instant), NoHealthyEndpoint>> {
+    fn poll_pick(&mut self, cx: &mut Context<'_>) -> Poll<Result<Picked<S>, NoHealthyEndpoint>> {
         loop {
             // Registered before looking, so a change between the look and
             // the poll below still wakes us.
@@ -114,7 +124,8 @@ impl<K, S, Req: HasAttemptContext> Wait<K, S, Req> {
                 .filter(|&until| until > now_ns)
                 .min()
                 .map(|until| self.core.epoch + Duration::from_nanos(until));
-            let wake = [Some(self.deadline), expiry, Some(now + RECHECK)].into_iter().flatten().min().unwrap_or(self.deadline);
+            let wake =
+                [Some(self.deadline), expiry, Some(now + RECHECK)].into_iter().flatten().min().unwrap_or(self.deadline);
             self.sleep.as_mut().reset(wake.max(now + Duration::from_millis(1)).min(self.deadline.max(now)));
             if self.notified.as_mut().poll(cx).is_ready() {
                 self.notified.set(self.core.notify.clone().notified_owned());

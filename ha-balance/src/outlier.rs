@@ -110,7 +110,9 @@ impl Detector {
     pub fn evaluate(&self, hosts: &[Host<'_>], now_ns: u64) -> Vec<Ejection> {
         let counts: Vec<(u64, u64)> = hosts
             .iter()
-            .map(|h| (h.outlier.interval_ok.swap(0, Ordering::AcqRel), h.outlier.interval_failed.swap(0, Ordering::AcqRel)))
+            .map(|h| {
+                (h.outlier.interval_ok.swap(0, Ordering::AcqRel), h.outlier.interval_failed.swap(0, Ordering::AcqRel))
+            })
             .collect();
         let mut out = Vec::new();
         if let Some(sr) = &self.cfg.success_rate {
@@ -307,7 +309,10 @@ mod tests {
         let c = OutlierConfig {
             consecutive_failures: 0,
             max_ejection_percent: 100.0,
-            failure_percentage: Some(FailurePercentageConfig { minimum_hosts: 3, ..FailurePercentageConfig::default() }),
+            failure_percentage: Some(FailurePercentageConfig {
+                minimum_hosts: 3,
+                ..FailurePercentageConfig::default()
+            }),
             ..cfg()
         };
         let d = Detector::new(c);
@@ -317,6 +322,9 @@ mod tests {
         feed(&d, &f.outlier[1], 10, 90);
         feed(&d, &f.outlier[2], 9, 41); // 82%: under the 85% threshold
         let out = d.evaluate(&hosts, SEC);
-        assert_eq!(out.iter().map(|e| (e.host, e.reason)).collect::<Vec<_>>(), vec![(1, EjectionReason::FailurePercentage)]);
+        assert_eq!(
+            out.iter().map(|e| (e.host, e.reason)).collect::<Vec<_>>(),
+            vec![(1, EjectionReason::FailurePercentage)]
+        );
     }
 }

@@ -42,7 +42,8 @@ impl<K, S> Core<K, S> {
         for &avoid_tried in passes {
             let ok = |i: u32| {
                 let s = &snap.slots[i as usize];
-                s.health.available(req.now, req.now_ns, panic) && !(avoid_tried && req.tried.is_some_and(|c| c.was_tried(s.id)))
+                s.health.available(req.now, req.now_ns, panic)
+                    && !(avoid_tried && req.tried.is_some_and(|c| c.was_tried(s.id)))
             };
             if panic {
                 if let Some(i) = self.pick_in(snap, &snap.all, req, rng, &ok) {

@@ -6,8 +6,8 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use hashring::HashRing;
 use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use hashring::HashRing;
 
 use crate::config::Picker;
 use crate::endpoint::Slot;

@@ -121,7 +121,10 @@ async fn zones_are_tiers_local_first_then_remote() {
     let mut eps = Vec::new();
     for (be, sw) in local.iter().zip(&local_sw) {
         let z = zone_of(be.name);
-        eps.push((be.name.to_string(), Endpoint::new(be.clone()).zone(z.clone()).tier(u8::from(z != caller_zone)).health_gate(sw.clone())));
+        eps.push((
+            be.name.to_string(),
+            Endpoint::new(be.clone()).zone(z.clone()).tier(u8::from(z != caller_zone)).health_gate(sw.clone()),
+        ));
     }
     for be in &remote {
         let z = zone_of(be.name);
@@ -189,7 +192,11 @@ async fn consecutive_failures_eject_and_the_endpoint_comes_back_after_its_time()
         send(&mut b).await.unwrap();
     }
     assert!(all[3].0.hits() >= 14, "hits {}", all[3].0.hits());
-    assert!(seen.lock().unwrap().iter().any(|e| matches!(e, Event::EndpointRestored { endpoint } if &**endpoint == "\"ep3\"")));
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, Event::EndpointRestored { endpoint } if &**endpoint == "\"ep3\"")));
 }
 
 #[tokio::test(start_paused = true)]

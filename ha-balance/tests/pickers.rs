@@ -57,10 +57,8 @@ async fn round_robin_shares_are_exact_over_a_cycle() {
 async fn p2c_peak_ewma_prefers_the_faster_of_two() {
     let fast = backend("fast").delay(10);
     let slow = backend("slow").delay(100);
-    let mut b = build(
-        Picker::P2cPeakEwma,
-        vec![("fast", Endpoint::new(fast.clone())), ("slow", Endpoint::new(slow.clone()))],
-    );
+    let mut b =
+        build(Picker::P2cPeakEwma, vec![("fast", Endpoint::new(fast.clone())), ("slow", Endpoint::new(slow.clone()))]);
     for _ in 0..500 {
         send(&mut b, 0).await;
     }
@@ -75,10 +73,8 @@ async fn p2c_peak_ewma_prefers_the_faster_of_two() {
 async fn p2c_pending_avoids_the_endpoint_with_requests_piling_up() {
     let stuck = backend("stuck").delay(3_600_000);
     let free = backend("free");
-    let b = build(
-        Picker::P2cPending,
-        vec![("stuck", Endpoint::new(stuck.clone())), ("free", Endpoint::new(free.clone()))],
-    );
+    let b =
+        build(Picker::P2cPending, vec![("stuck", Endpoint::new(stuck.clone())), ("free", Endpoint::new(free.clone()))]);
     // 200 requests at once: once one is stuck, the stuck endpoint's pending
     // count makes every later comparison go to the free one.
     let mut handles = Vec::new();

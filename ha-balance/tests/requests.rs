@@ -19,7 +19,11 @@ type B = Balance<&'static str, Backend, Req>;
 
 fn build(picker: Picker, backends: &[Backend]) -> B {
     let cfg = BalanceConfig { picker, outlier: OutlierConfig::disabled(), ..BalanceConfig::default() };
-    Balance::builder().config(cfg).seed(5).build_with(backends.iter().map(|b| (b.name, Endpoint::new(b.clone())))).unwrap()
+    Balance::builder()
+        .config(cfg)
+        .seed(5)
+        .build_with(backends.iter().map(|b| (b.name, Endpoint::new(b.clone()))))
+        .unwrap()
 }
 
 #[tokio::test]
@@ -48,7 +52,7 @@ async fn a_retry_never_goes_back_to_an_endpoint_it_tried_while_another_exists() 
                 seen.push(who);
             }
             // Each pick is recorded in the shared history.
-            let ids: Vec<EndpointId> = seen.iter().map(|n| EndpointId::from_key(n)).collect();
+            let ids: Vec<EndpointId> = seen.iter().map(EndpointId::from_key).collect();
             assert_eq!(ctx.tried().collect::<Vec<_>>(), ids);
             // With all tried, it goes to one of them rather than fail.
             let mut r = req(0);
@@ -64,7 +68,7 @@ async fn removing_an_endpoint_in_flight_never_sends_elsewhere() {
     // endpoint is removed between the pick and the call.
     let a = backend("a").delay(100);
     let other = backend("other");
-    let mut b = build(Picker::RoundRobin, &[a.clone()]);
+    let mut b = build(Picker::RoundRobin, std::slice::from_ref(&a));
     // Picked and waiting for a's readiness.
     a.set_ready(false);
     let waiting = tokio::spawn(b.ready().await.unwrap().call(req(1)));
@@ -82,7 +86,7 @@ async fn removing_an_endpoint_in_flight_never_sends_elsewhere() {
     assert_eq!((a.hits(), other.hits()), (1, 0));
 
     let slow = backend("slow").delay(1000);
-    let mut b = build(Picker::RoundRobin, &[slow.clone()]);
+    let mut b = build(Picker::RoundRobin, std::slice::from_ref(&slow));
     let in_flight = tokio::spawn(b.ready().await.unwrap().call(req(2)));
     tokio::task::yield_now().await;
     b.endpoints().reset([("other", Endpoint::new(other.clone()))]);
@@ -96,7 +100,10 @@ async fn discovery_inserts_and_removes_endpoints() {
     let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Change<&'static str, Endpoint<Backend>>, BoxError>>();
     let a = backend("a");
     let c = backend("c");
-    let mut b: B = Balance::builder().config(BalanceConfig { picker: Picker::RoundRobin, ..Default::default() }).build_discover(rx).unwrap();
+    let mut b: B = Balance::builder()
+        .config(BalanceConfig { picker: Picker::RoundRobin, ..Default::default() })
+        .build_discover(rx)
+        .unwrap();
     tx.unbounded_send(Ok(Change::Insert("a", Endpoint::new(a.clone())))).unwrap();
     tx.unbounded_send(Ok(Change::Insert("c", Endpoint::new(c.clone())))).unwrap();
     for _ in 0..10 {
@@ -145,8 +152,11 @@ async fn active_health_checks_take_an_endpoint_out_and_bring_it_back() {
     for _ in 0..10 {
         assert_eq!(b.ready().await.unwrap().call(req(0)).await.unwrap(), "z");
     }
-    assert!(seen.lock().unwrap().iter().any(|e| matches!(e,
-        Event::EndpointEjected { reason: ha_core::event::EjectionReason::HealthCheck, .. })));
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, Event::EndpointEjected { reason: ha_core::event::EjectionReason::HealthCheck, .. })));
     a_down.store(false, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(12)).await;
     for _ in 0..10 {
@@ -162,9 +172,11 @@ async fn an_open_breaker_takes_its_endpoint_out_and_fails_no_request() {
 
     let bad = backend("bad");
     let good = backend("good");
-    let config = BreakerConfig { consecutive_failures: Some(3), reject_mode: RejectMode::NotReady, ..BreakerConfig::default() };
+    let config =
+        BreakerConfig { consecutive_failures: Some(3), reject_mode: RejectMode::NotReady, ..BreakerConfig::default() };
     let endpoint = |be: &Backend| {
-        let breaker = Arc::new(Breaker::new(be.name, config.clone(), ha_core::Events::new(), ha_core::Instant::now()).unwrap());
+        let breaker =
+            Arc::new(Breaker::new(be.name, config.clone(), ha_core::Events::new(), ha_core::Instant::now()).unwrap());
         Endpoint::new(CircuitBreaker::new(be.clone(), breaker.clone())).health_gate(BreakerGate::new(breaker))
     };
     let cfg = BalanceConfig { picker: Picker::RoundRobin, outlier: OutlierConfig::disabled(), ..Default::default() };
@@ -201,7 +213,10 @@ async fn retries_over_tiers_keep_every_request_succeeding_while_one_endpoint_is_
     let p2 = backend("p2").delay(5);
     let s1 = backend("s1").delay(20);
     let balance: B = Balance::builder()
-        .config(BalanceConfig { outlier: OutlierConfig { consecutive_failures: 2, max_ejection_percent: 100.0, ..Default::default() }, ..Default::default() })
+        .config(BalanceConfig {
+            outlier: OutlierConfig { consecutive_failures: 2, max_ejection_percent: 100.0, ..Default::default() },
+            ..Default::default()
+        })
         .seed(9)
         .build_with([
             ("p1", Endpoint::new(p1.clone()).tier(0)),
