@@ -45,6 +45,10 @@ pub struct Summary {
     /// (per 1 s window of sending time) stays within 5 points of its
     /// pre-fault level; `null` when the scenario has no bounded fault.
     pub recovery_s: Option<f64>,
+    /// Whether the success rate was back to its pre-fault level by the end
+    /// of traffic (`null` when the scenario has no bounded fault); when not,
+    /// `recovery_s` is the time from the fault's end to the end of traffic.
+    pub recovered: Option<bool>,
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -74,6 +78,7 @@ impl Summary {
         let requests = run.records.len() as u64;
         let ok = run.records.iter().filter(|r| r.ok).count() as u64;
         let attempts: u64 = run.last_layer_attempts.iter().sum();
+        let recovery = scenario.fault_window_ns().map(|w| recovery_s(run, w));
         let span_ns = match scenario.traffic {
             super::scenario::Traffic::Open { duration_ns, .. } => duration_ns,
             super::scenario::Traffic::Closed { .. } => run.makespan_ns,
@@ -92,7 +97,8 @@ impl Summary {
             attempts_per_request: attempts as f64 / run.needed_attempts.max(1) as f64,
             backend_share: run.last_layer_attempts.iter().map(|&a| a as f64 / attempts.max(1) as f64).collect(),
             goodput_per_s: ok as f64 / (span_ns.max(1) as f64 / 1e9),
-            recovery_s: scenario.fault_window_ns().map(|w| recovery_s(run, w)),
+            recovery_s: recovery.map(|r| r.0),
+            recovered: recovery.map(|r| r.1),
         }
     }
 
@@ -103,8 +109,9 @@ impl Summary {
 }
 
 /// Seconds after `fault_end` until every later 1 s window (by sending time)
-/// has a success rate within 5 points of the rate before `fault_start`.
-fn recovery_s(run: &RunResult, (fault_start, fault_end): (u64, u64)) -> f64 {
+/// has a success rate within 5 points of the rate before `fault_start`, and
+/// whether the last window is back to that level.
+fn recovery_s(run: &RunResult, (fault_start, fault_end): (u64, u64)) -> (f64, bool) {
     const WINDOW: u64 = 1_000_000_000;
     let before: Vec<_> = run.records.iter().filter(|r| r.sent_ns < fault_start).collect();
     let baseline = if before.is_empty() {
@@ -121,14 +128,9 @@ fn recovery_s(run: &RunResult, (fault_start, fault_end): (u64, u64)) -> f64 {
         windows[w].0 += 1;
         windows[w].1 += u64::from(r.ok);
     }
-    let last_bad = windows
-        .iter()
-        .enumerate()
-        .filter(|(_, &(n, ok))| n > 0 && (ok as f64 / n as f64) < baseline - 0.05)
-        .map(|(w, _)| w + 1)
-        .max()
-        .unwrap_or(0);
-    last_bad as f64
+    let bad = |&(n, ok): &(u64, u64)| n > 0 && (ok as f64 / n as f64) < baseline - 0.05;
+    let last_bad = windows.iter().enumerate().filter(|(_, w)| bad(w)).map(|(w, _)| w + 1).max().unwrap_or(0);
+    (last_bad as f64, !windows.last().is_some_and(bad))
 }
 
 /// Averages of the summaries of one contender over seeds.
@@ -171,6 +173,7 @@ pub fn aggregate(summaries: &[Summary]) -> Vec<Aggregate> {
             mean.goodput_per_s = avg(|s| s.goodput_per_s);
             mean.backend_share =
                 (0..share_len).map(|i| xs.iter().map(|s| s.backend_share[i]).sum::<f64>() / n).collect();
+            mean.recovered = xs[0].recovered.map(|_| xs.iter().all(|s| s.recovered == Some(true)));
             mean.recovery_s =
                 xs[0].recovery_s.map(|_| xs.iter().map(|s| s.recovery_s.unwrap_or(0.0)).sum::<f64>() / n);
             Aggregate { contender: c, seeds: xs.len(), mean }
@@ -217,7 +220,8 @@ pub fn markdown(scenario: &Scenario, aggregates: &[Aggregate]) -> String {
             let _ = write!(out, " {:.1} |", m.goodput_per_s);
         }
         if faults {
-            let _ = write!(out, " {:.1} |", m.recovery_s.unwrap_or(0.0));
+            let not = if m.recovered == Some(false) { "not by end, " } else { "" };
+            let _ = write!(out, " {not}{:.1} |", m.recovery_s.unwrap_or(0.0));
         }
         out.push('\n');
     }

@@ -86,7 +86,8 @@ pub fn run(scenario: &Scenario, contender: &'static Contender, trace: &Trace) ->
         .start_paused(true)
         .build()
         .expect("a current-thread runtime builds");
-    rt.block_on(simulate(scenario, contender, trace))
+    // A LocalSet, so that backends may detach the work a caller abandoned.
+    tokio::task::LocalSet::new().block_on(&rt, simulate(scenario, contender, trace))
 }
 
 /// Builds the client stack of every layer, innermost first, so each layer's

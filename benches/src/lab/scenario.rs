@@ -101,6 +101,15 @@ pub struct LayerSpec {
     /// retries included), in ms.
     #[serde(default)]
     pub timeout_ms: Option<f64>,
+    /// The callers' timeout of one attempt to a backend of this layer, in ms
+    /// (a timed-out attempt is a failure the caller's retry policy sees).
+    #[serde(default)]
+    pub attempt_timeout_ms: Option<f64>,
+    /// The backends of this layer finish their downstream calls (retries
+    /// included) even when their caller gave up, as servers that never learn
+    /// of the cancellation do. Default: cancellation propagates.
+    #[serde(default)]
+    pub finish_abandoned: bool,
     /// The backends of this layer.
     pub backends: Vec<BackendSpec>,
 }
@@ -118,7 +127,8 @@ pub struct BackendSpec {
     pub slots: Option<u32>,
     /// Service time of one request.
     pub service: Dist,
-    /// Fraction of requests rejected at once, without queueing.
+    /// Fraction of requests rejected fast: a rejection takes `fail_fast_ms`
+    /// of a worker slot instead of a service time.
     #[serde(default)]
     pub fail_fast: f64,
     /// Fraction of requests that fail after their service time.
@@ -254,6 +264,10 @@ pub struct Layer {
     pub name: String,
     /// Timeout of a call into this layer, ns.
     pub timeout_ns: Option<u64>,
+    /// Timeout of one attempt to one of its backends, ns.
+    pub attempt_timeout_ns: Option<u64>,
+    /// Backends finish downstream work their caller abandoned.
+    pub finish_abandoned: bool,
     /// Its backends, one entry per backend (groups expanded).
     pub backends: Vec<Backend>,
 }
@@ -452,7 +466,13 @@ impl Scenario {
         let layer_specs: Vec<(String, LayerSpec)> = match (spec.backends.is_empty(), spec.layers.is_empty()) {
             (false, true) => vec![(
                 String::new(),
-                LayerSpec { name: String::new(), timeout_ms: None, backends: spec.backends.clone() },
+                LayerSpec {
+                    name: String::new(),
+                    timeout_ms: None,
+                    attempt_timeout_ms: None,
+                    finish_abandoned: false,
+                    backends: spec.backends.clone(),
+                },
             )],
             (true, false) => spec.layers.iter().enumerate().map(|(i, l)| (format!("layers[{i}]."), l.clone())).collect(),
             (true, true) => return Err(invalid("backends".into(), "give either `backends` or `layers`".into())),
@@ -465,6 +485,8 @@ impl Scenario {
         let mut any_blackhole = false;
         for (prefix, ls) in &layer_specs {
             let timeout = opt_ms(&format!("{prefix}timeout_ms"), ls.timeout_ms).map_err(|(f, p)| invalid(f, p))?;
+            let attempt_timeout = opt_ms(&format!("{prefix}attempt_timeout_ms"), ls.attempt_timeout_ms)
+                .map_err(|(f, p)| invalid(f, p))?;
             if ls.backends.is_empty() {
                 return Err(invalid(format!("{prefix}backends"), "must list at least one backend".into()));
             }
@@ -480,7 +502,13 @@ impl Scenario {
             if backends.len() > 100_000 {
                 return Err(invalid(format!("{prefix}backends"), "more than 100000 backends".into()));
             }
-            layers.push(Layer { name: ls.name.clone(), timeout_ns: timeout, backends });
+            layers.push(Layer {
+                name: ls.name.clone(),
+                timeout_ns: timeout,
+                attempt_timeout_ns: attempt_timeout,
+                finish_abandoned: ls.finish_abandoned,
+                backends,
+            });
         }
         if any_blackhole && timeout_ns.is_none() {
             return Err(invalid(

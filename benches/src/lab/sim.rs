@@ -56,17 +56,25 @@ impl fmt::Display for BackendError {
 
 impl std::error::Error for BackendError {}
 
-/// A call into a layer did not finish within the layer's timeout.
+/// A call into a layer, or one attempt to a backend, did not finish in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LayerTimeout;
+pub enum SimTimeout {
+    /// The layer's `timeout_ms` (the whole call through the client stack).
+    Layer,
+    /// The layer's `attempt_timeout_ms` (one attempt).
+    Attempt,
+}
 
-impl fmt::Display for LayerTimeout {
+impl fmt::Display for SimTimeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("call into the next layer timed out")
+        match self {
+            SimTimeout::Layer => f.write_str("call into the next layer timed out"),
+            SimTimeout::Attempt => f.write_str("attempt timed out"),
+        }
     }
 }
 
-impl std::error::Error for LayerTimeout {}
+impl std::error::Error for SimTimeout {}
 
 /// Mixes values into a 64-bit key (splitmix64 finaliser), so draws are a pure
 /// function of (seed, layer, request, attempt, backend).
@@ -151,8 +159,8 @@ impl World {
             None => 0,
         };
         let p_ok = (1.0 - eff.fail_fast) * (1.0 - eff.fail_after);
-        let try_ns = eff.fail_fast * model.fail_fast_ns as f64
-            + (1.0 - eff.fail_fast) * (wait as f64 + eff.service.mean_ns());
+        let try_ns =
+            wait as f64 + eff.fail_fast * model.fail_fast_ns as f64 + (1.0 - eff.fail_fast) * eff.service.mean_ns();
         // Expected time over a geometric number of tries until one succeeds.
         if p_ok <= 0.0 {
             f64::INFINITY
@@ -213,17 +221,24 @@ impl Service<SimRequest> for SimBackend {
         let mut rng = FastRng::new(key);
         let u_fast = rng.unit_f64();
         if eff.blackhole {
-            return Box::pin(std::future::pending());
+            let layer = &world.layers[self.layer].model;
+            return match layer.attempt_timeout_ns {
+                None => Box::pin(std::future::pending()),
+                Some(t) => Box::pin(async move {
+                    tokio::time::sleep(Duration::from_nanos(t)).await;
+                    Err(SimTimeout::Attempt.into())
+                }),
+            };
         }
-        if u_fast < eff.fail_fast {
-            let at = world.start + Duration::from_nanos(now_ns + model.fail_fast_ns);
-            return Box::pin(async move {
-                tokio::time::sleep_until(at).await;
-                Err(BackendError::Rejected.into())
-            });
-        }
-        let service = eff.service.sample_ns(&mut rng);
-        let fails = rng.unit_f64() < eff.fail_after;
+        // A fast failure is a rejection: cheap, but a worker still computes
+        // it, so under a queue it waits its turn like any request.
+        let rejected = u_fast < eff.fail_fast;
+        let (service, fails) = if rejected {
+            (model.fail_fast_ns, true)
+        } else {
+            let service = eff.service.sample_ns(&mut rng);
+            (service, rng.unit_f64() < eff.fail_after)
+        };
         let start = match model.slots {
             Some(_) => {
                 let mut heap = rt.free_at.borrow_mut();
@@ -237,8 +252,11 @@ impl Service<SimRequest> for SimBackend {
         let done = world.start + Duration::from_nanos(start + service);
         let downstream = self.downstream.clone();
         let child = SimRequest { id: mix(mix(req.id, u64::from(req.attempt)), self.index as u64), attempt: 0 };
-        Box::pin(async move {
+        let work = async move {
             tokio::time::sleep_until(done).await;
+            if rejected {
+                return Err(BackendError::Rejected.into());
+            }
             if fails {
                 return Err(BackendError::Failed.into());
             }
@@ -247,10 +265,24 @@ impl Service<SimRequest> for SimBackend {
                 Some((stack, None)) => stack.dispatch(child).await,
                 Some((stack, Some(t))) => match tokio::time::timeout(t, stack.dispatch(child)).await {
                     Ok(r) => r,
-                    Err(_) => Err(LayerTimeout.into()),
+                    Err(_) => Err(SimTimeout::Layer.into()),
                 },
             }
-        })
+        };
+        let layer = &world.layers[self.layer].model;
+        let work: SimFuture = if layer.finish_abandoned && self.downstream.is_some() {
+            // A detached task keeps going when the caller drops its future.
+            let task = tokio::task::spawn_local(work);
+            Box::pin(async move { task.await.unwrap_or_else(|e| Err(e.into())) })
+        } else {
+            Box::pin(work)
+        };
+        match layer.attempt_timeout_ns {
+            None => work,
+            Some(t) => Box::pin(async move {
+                tokio::time::timeout(Duration::from_nanos(t), work).await.unwrap_or_else(|_| Err(SimTimeout::Attempt.into()))
+            }),
+        }
     }
 }
 
