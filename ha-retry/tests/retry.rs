@@ -248,6 +248,7 @@ mod http {
     /// Answers 503 to attempts before `ok_from` (after reading the whole body,
     /// or only its first chunk on attempt 1 unless `read_all`) and logs what
     /// each attempt read.
+    #[allow(clippy::type_complexity)]
     fn server(
         ok_from: u32,
         read_all: bool,
