@@ -12,6 +12,9 @@
 //!   hedge the next attempt number, so a balancer below sends it to an
 //!   endpoint this request has not tried. A deadline the context carries
 //!   bounds the retries.
+//! - [`Relabel`]: any `Req: Clone` that numbers its own attempts (a field of
+//!   your request type): copied as is, and your function labels each retry
+//!   and hedge.
 //! - [`HttpReplay`](crate::body::HttpReplay) (feature `http`): any
 //!   `http::Request<B>`, tracked like [`Tracked`], whose body is buffered up
 //!   to a cap while the first attempt streams it.
@@ -129,5 +132,67 @@ impl<Req: Clone + HasAttemptContext> Replay<Req> for Tracked {
 
     fn next_attempt(&self, req: &mut Req) {
         advance(req);
+    }
+}
+
+/// Copies `Req: Clone` requests and labels each next attempt with a
+/// function of yours, for request types that carry their own attempt
+/// number; see the [module docs](self).
+///
+/// ```
+/// use ha_retry::replay::{Relabel, Replay};
+///
+/// #[derive(Clone, Copy)]
+/// struct Query { id: u64, attempt: u32 }
+///
+/// let relabel = Relabel::new(|q: &mut Query| q.attempt += 1);
+/// let mut next = relabel.copy(&Query { id: 7, attempt: 0 }).unwrap();
+/// relabel.next_attempt(&mut next);
+/// assert_eq!((next.id, next.attempt), (7, 1));
+/// ```
+#[derive(Clone, Copy)]
+pub struct Relabel<F> {
+    label: F,
+}
+
+impl<F> Relabel<F> {
+    /// Labels each retry and hedge with `label`.
+    pub const fn new(label: F) -> Self {
+        Relabel { label }
+    }
+}
+
+impl<F> std::fmt::Debug for Relabel<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relabel").finish_non_exhaustive()
+    }
+}
+
+impl<Req: Clone, F: Fn(&mut Req)> Replay<Req> for Relabel<F> {
+    type Request = Req;
+
+    #[inline]
+    fn prepare(&self, req: Req, _deadline: Option<Instant>) -> Req {
+        req
+    }
+
+    #[inline]
+    fn deadline(&self, _req: &Req) -> Option<Instant> {
+        None
+    }
+
+    #[inline]
+    fn copy(&self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+
+    #[inline]
+    fn can_replay(&self, _kept: &Req, _concurrently: bool) -> bool {
+        true
+    }
+
+    #[inline]
+    fn next_attempt(&self, req: &mut Req) {
+        (self.label)(req);
     }
 }

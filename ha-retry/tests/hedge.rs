@@ -227,6 +227,7 @@ async fn a_hedge_is_the_next_attempt_of_the_request() {
     assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
 }
 
+#[cfg(feature = "http")]
 mod http {
     use super::*;
     use bytes::Bytes;

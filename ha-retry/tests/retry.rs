@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ha_core::classify::{ErrorsAreFailures, HttpClassifier};
+use ha_core::classify::ErrorsAreFailures;
 use ha_core::{
     AttemptContext, AttemptTimedOut, BudgetExhausted, DeadlineExceeded, EndpointId, Event, Events, HasAttemptContext,
     Instant, WithAttempt,
@@ -215,9 +215,11 @@ async fn the_budget_ratio_holds_under_a_full_outage() {
     assert_eq!(layer.stats().retries, 20);
 }
 
+#[cfg(feature = "http")]
 mod http {
     use super::*;
     use bytes::Bytes;
+    use ha_core::classify::HttpClassifier;
     use ha_retry::body::{HttpReplay, ReplayBody};
     use http_body::{Body, Frame};
     use http_body_util::BodyExt;
@@ -348,4 +350,28 @@ mod http {
         assert_eq!(layer.layer(svc).oneshot(put(chunks(&[]))).await.unwrap().status(), 404);
         assert_eq!(layer.stats().retries, 0);
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_with_their_own_attempt_field_are_relabelled() {
+    #[derive(Clone, Copy)]
+    struct Query {
+        attempt: u32,
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let svc = service_fn(move |q: Query| {
+        log.lock().unwrap().push(q.attempt);
+        async move {
+            if q.attempt < 2 {
+                Err::<u32, BoxError>("down".into())
+            } else {
+                Ok(q.attempt)
+            }
+        }
+    });
+    let relabel = ha_retry::replay::Relabel::new(|q: &mut Query| q.attempt += 1);
+    let layer = RetryLayer::builder(config()).replay(relabel).build().unwrap();
+    assert_eq!(layer.layer(svc).oneshot(Query { attempt: 0 }).await.unwrap(), 2);
+    assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2]);
 }
