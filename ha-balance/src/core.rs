@@ -55,7 +55,7 @@ where
 {
     pub fn new(cfg: BalanceConfig, events: Events, seed: u64, gate: Option<GateFactory<K>>) -> Self {
         let epoch = Instant::now();
-        let empty = Arc::new(Snapshot::build(Vec::new(), &cfg.picker));
+        let empty = ha_core::sync::Arc::new(Snapshot::build(Vec::new(), &cfg.picker));
         Core {
             detector: Detector::new(cfg.outlier),
             refresh_ns: nanos(cfg.tiers.refresh),
@@ -138,7 +138,7 @@ where
     }
 
     fn install(&self, members: &HashMap<K, Arc<Slot<S>>>, now: Instant) {
-        let snap = Arc::new(Snapshot::build(members.values().cloned().collect(), &self.cfg.picker));
+        let snap = ha_core::sync::Arc::new(Snapshot::build(members.values().cloned().collect(), &self.cfg.picker));
         self.refresh_plan(&snap, now, self.now_ns(now));
         self.cell.store(snap);
         self.notify.notify_waiters();

@@ -76,7 +76,7 @@ mod healthcheck;
 mod outlier;
 mod pick;
 mod service;
-mod snapshot;
+pub mod snapshot;
 mod table;
 mod tiers;
 

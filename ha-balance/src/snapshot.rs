@@ -1,5 +1,5 @@
-//! A value many readers load on every call and a few writers replace: the
-//! endpoint table.
+//! A value many readers load on every call and a few writers replace (the
+//! balancer's endpoint table), without a lock on the readers' path.
 //!
 //! Writers take a lock, replace the `Arc` and then bump a generation counter.
 //! Each reader keeps its own [`Cached`] copy of the `Arc` and the generation
@@ -7,16 +7,30 @@
 //! load, no lock, no reference-count traffic) and takes the read lock only
 //! after a membership change. This is the `arc-swap` idea built from std
 //! parts without `unsafe`.
+//!
+//! ```
+//! use ha_balance::snapshot::{Cached, SnapshotCell};
+//! use ha_core::sync::Arc;
+//!
+//! let cell = SnapshotCell::new(Arc::new(vec!["a"]));
+//! let mut reader = Cached::new(&cell);
+//! assert_eq!(**reader.get(&cell), ["a"]);
+//! cell.store(Arc::new(vec!["a", "b"]));
+//! assert_eq!(reader.get(&cell).len(), 2);
+//! ```
 
 use ha_core::sync::atomic::{AtomicU64, Ordering};
 use ha_core::sync::{Arc, RwLock};
 
-pub(crate) struct SnapshotCell<T> {
+/// The shared cell: a value behind a lock for writers, and a generation
+/// counter readers check without it.
+pub struct SnapshotCell<T> {
     current: RwLock<Arc<T>>,
     generation: AtomicU64,
 }
 
 impl<T> SnapshotCell<T> {
+    /// A cell holding `value`, at generation 0.
     pub fn new(value: Arc<T>) -> Self {
         SnapshotCell { current: RwLock::new(value), generation: AtomicU64::new(0) }
     }
@@ -42,6 +56,7 @@ impl<T> SnapshotCell<T> {
         (generation, value)
     }
 
+    /// How many times the value was replaced.
     #[inline]
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -49,12 +64,13 @@ impl<T> SnapshotCell<T> {
 }
 
 /// One reader's copy of a [`SnapshotCell`]'s value.
-pub(crate) struct Cached<T> {
+pub struct Cached<T> {
     generation: u64,
     value: Arc<T>,
 }
 
 impl<T> Cached<T> {
+    /// A reader holding the cell's current value.
     pub fn new(cell: &SnapshotCell<T>) -> Self {
         let (generation, value) = cell.load();
         Cached { generation, value }
@@ -75,5 +91,17 @@ impl<T> Cached<T> {
 impl<T> Clone for Cached<T> {
     fn clone(&self) -> Self {
         Cached { generation: self.generation, value: self.value.clone() }
+    }
+}
+
+impl<T> std::fmt::Debug for SnapshotCell<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotCell").field("generation", &self.generation()).finish()
+    }
+}
+
+impl<T> std::fmt::Debug for Cached<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cached").field("generation", &self.generation).finish()
     }
 }
