@@ -42,12 +42,15 @@ pub struct Config {
     /// The suspicion timeout starts at `suspicion_max_mult` times its
     /// minimum and falls toward the minimum with each independent confirmation.
     pub suspicion_max_mult: u32,
+    /// Lifeguard's `K`: independent confirmations that bring the suspicion
+    /// timeout down to its minimum.
+    pub suspicion_confirmations: u32,
     /// Lifeguard's local health multiplier never exceeds this (probe interval
     /// and timeout are scaled by up to this factor).
     pub awareness_max: u32,
     /// Full-state push-pull with a random member this often, for clusters up
-    /// to 32 members; beyond that the interval grows with `n / 32` so that the
-    /// anti-entropy traffic per member stays flat.
+    /// to 16 members; beyond that the interval grows with `n / 16`, so that
+    /// the anti-entropy traffic per member (whose state grows with `n`) stays flat.
     #[serde(with = "millis")]
     pub push_pull_interval: Duration,
     /// A dead member (or a seed while this node knows nobody) is probed
@@ -81,8 +84,9 @@ impl Config {
             retransmit_mult: 4,
             gossip_interval: Duration::from_millis(200),
             gossip_nodes: 3,
-            suspicion_mult: 4,
-            suspicion_max_mult: 6,
+            suspicion_mult: 2,
+            suspicion_max_mult: 10,
+            suspicion_confirmations: 2,
             awareness_max: 8,
             push_pull_interval: Duration::from_secs(30),
             reconnect_interval: Duration::from_secs(10),
@@ -150,6 +154,9 @@ impl Config {
         }
         if self.suspicion_max_mult == 0 || self.suspicion_max_mult > 64 {
             return bad("suspicion_max_mult", "between 1 and 64");
+        }
+        if self.suspicion_confirmations > 32 {
+            return bad("suspicion_confirmations", "at most 32");
         }
         if self.awareness_max == 0 || self.awareness_max > 64 {
             return bad("awareness_max", "between 1 and 64");

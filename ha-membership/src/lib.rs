@@ -49,6 +49,7 @@ pub mod config;
 pub mod error;
 pub mod keyring;
 pub mod member;
+pub mod sim;
 pub mod swim;
 pub mod wire;
 

@@ -1,0 +1,77 @@
+//! The scenario files of `benches/scenarios/swim`, in their quick form,
+//! on the deterministic simulator, with the simulator's invariants.
+
+use std::path::PathBuf;
+
+use ha_membership::sim::{self, scenario::Scenario, Outcome, RunSpec};
+
+fn load(name: &str) -> Scenario {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/scenarios/swim").join(name);
+    toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn run(s: &Scenario, nodes: usize, seed: u64, lifeguard: bool) -> Outcome {
+    let spec = RunSpec { nodes, seed, quick: true, lifeguard };
+    let out = sim::run(s, &spec, &mut sim::ha_spawner(s, &spec).unwrap()).unwrap();
+    eprintln!("{nodes} nodes seed {seed} lifeguard {lifeguard}: {out:?}");
+    assert_eq!(out.invariant_violations, 0, "incarnations went back");
+    out
+}
+
+fn first_size(s: &Scenario) -> usize {
+    s.quick_nodes.as_ref().unwrap_or(&s.nodes).to_vec()[0]
+}
+
+#[test]
+fn crash_is_detected_by_everyone_and_removed_exactly_once() {
+    let s = load("crash_64.toml");
+    for seed in 1..=2 {
+        let out = run(&s, first_size(&s), seed, true);
+        assert!(out.all_dead_s.expect("every survivor marks it dead") <= 15.0);
+        assert_eq!(out.removals, Some([1, 1]));
+        assert_eq!(out.false_dead, 0);
+        assert!(out.converged);
+    }
+}
+
+#[test]
+fn uniform_loss_kills_nobody() {
+    let s = load("loss_64.toml");
+    let out = run(&s, first_size(&s), 1, true);
+    assert_eq!(out.false_dead, 0);
+    assert!(out.converged);
+}
+
+#[test]
+fn a_starved_node_gets_no_healthy_node_declared_dead() {
+    let s = load("starved_64.toml");
+    let on = run(&s, first_size(&s), 1, true);
+    assert_eq!(on.false_dead, 0);
+    let off = run(&s, first_size(&s), 1, false);
+    assert!(on.false_suspect <= off.false_suspect, "lifeguard on {on:?} off {off:?}");
+}
+
+#[test]
+fn a_healed_partition_merges_without_an_external_join() {
+    let s = load("partition_32.toml");
+    let out = run(&s, first_size(&s), 1, true);
+    assert!(out.heal_s.expect("merged") <= 60.0, "{out:?}");
+    assert!(out.converged);
+}
+
+#[test]
+fn traffic_per_member_stays_flat_with_size() {
+    let s = load("scale.toml");
+    let outs: Vec<Outcome> = [16, 64].iter().map(|&n| run(&s, n, 1, true)).collect();
+    let b: Vec<f64> = outs.iter().map(|o| o.bytes_per_member_per_s).collect();
+    assert!(b[1] / b[0] < 1.5 && b[0] / b[1] < 1.5, "{b:?}");
+    assert!(outs.iter().all(|o| o.converged && o.false_dead == 0));
+}
+
+#[test]
+fn same_seed_same_outcome() {
+    let s = load("crash_64.toml");
+    let a = run(&s, 64, 7, true);
+    let b = run(&s, 64, 7, true);
+    assert_eq!(a, b);
+}
