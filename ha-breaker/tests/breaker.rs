@@ -60,7 +60,10 @@ fn config() -> BreakerConfig {
     }
 }
 
-fn events() -> (Events, Arc<Mutex<Vec<(BreakerState, BreakerState)>>>) {
+/// The transitions an observer saw.
+type Seen = Arc<Mutex<Vec<(BreakerState, BreakerState)>>>;
+
+fn events() -> (Events, Seen) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let events = Events::new().with_observer(move |e: &Event| {
@@ -71,7 +74,7 @@ fn events() -> (Events, Arc<Mutex<Vec<(BreakerState, BreakerState)>>>) {
     (events, seen)
 }
 
-fn breaker_svc(config: BreakerConfig) -> (CircuitBreaker<Svc>, Arc<Mutex<Vec<(BreakerState, BreakerState)>>>) {
+fn breaker_svc(config: BreakerConfig) -> (CircuitBreaker<Svc>, Seen) {
     let (events, seen) = events();
     let layer = CircuitBreakerLayer::new(config).unwrap().name("test").events(events);
     (layer.layer(backend()), seen)
