@@ -45,7 +45,9 @@
 #![warn(missing_docs)]
 
 mod broadcast;
+pub mod cluster;
 pub mod config;
+pub mod discover;
 pub mod error;
 pub mod keyring;
 pub mod member;
@@ -53,7 +55,9 @@ pub mod sim;
 pub mod swim;
 pub mod wire;
 
+pub use cluster::{Cluster, ClusterBuilder, ClusterError, EventStream};
 pub use config::{Config, MAX_PACKET};
+pub use discover::MemberDiscover;
 pub use error::{ConfigError, DecodeError, KeyError};
 pub use keyring::Keyring;
 pub use member::{Member, MemberState, MembershipEvent, Metadata};
