@@ -143,11 +143,7 @@ fn round_robin_on_s1_matches_the_analytic_success_rate() {
     let analytic = 1.0 - (1.0 / 11.0) * 0.5;
     let s = load_quick("s1_slow_node");
     let summary = Summary::of(&s, &run_named(&s, "round_robin", 1));
-    assert!(
-        (summary.success_rate - analytic).abs() < 0.005,
-        "success {} vs analytic {analytic}",
-        summary.success_rate
-    );
+    assert!((summary.success_rate - analytic).abs() < 0.005, "success {} vs analytic {analytic}", summary.success_rate);
 }
 
 #[test]
@@ -249,14 +245,16 @@ const TRAFFIC: &str = "[traffic]\nkind = \"open\"\nrate_per_s = 10\nduration_s =
 #[test]
 fn bad_scenario_files_name_the_field_and_the_problem() {
     // A misspelt key: the parser names it.
-    let e = error_of(&format!(
-        "contenders = [\"random\"]\n[traffic]\nkind = \"open\"\nrate_per_sec = 10\nduration_s = 1\n[[backends]]\nservice = {{ kind = \"constant\", ms = 1 }}\n"
-    ));
+    let e = error_of(
+        "contenders = [\"random\"]\n[traffic]\nkind = \"open\"\nrate_per_sec = 10\nduration_s = 1\n[[backends]]\nservice = { kind = \"constant\", ms = 1 }\n"
+    );
     assert!(matches!(e, ScenarioError::Parse { .. }), "{e}");
     assert!(e.to_string().contains("rate_per_sec"), "{e}");
 
     // An unknown distribution kind.
-    let e = error_of(&format!("contenders = [\"random\"]\n{TRAFFIC}[[backends]]\nservice = {{ kind = \"pareto\", ms = 1 }}\n"));
+    let e = error_of(&format!(
+        "contenders = [\"random\"]\n{TRAFFIC}[[backends]]\nservice = {{ kind = \"pareto\", ms = 1 }}\n"
+    ));
     assert!(e.to_string().contains("pareto"), "{e}");
 
     // Broken TOML.

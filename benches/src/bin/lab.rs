@@ -41,7 +41,15 @@ struct Options {
 const USAGE: &str = "usage: lab [--seeds N] [--quick] [--format json|markdown] [--out DIR] [--contenders a,b] [--list] SCENARIO_FILE...";
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
-    let mut o = Options { seeds: None, quick: false, format: Format::Markdown, out: None, only: None, list: false, files: vec![] };
+    let mut o = Options {
+        seeds: None,
+        quick: false,
+        format: Format::Markdown,
+        out: None,
+        only: None,
+        list: false,
+        files: vec![],
+    };
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match a.as_str() {

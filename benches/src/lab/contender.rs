@@ -82,7 +82,12 @@ pub static CONTENDERS: &[Contender] = &[
         about: "each attempt to the next backend in turn",
         build: round_robin,
     },
-    Contender { name: "random", role: Role::Balancer, about: "each attempt to a uniformly random backend", build: random },
+    Contender {
+        name: "random",
+        role: Role::Balancer,
+        about: "each attempt to a uniformly random backend",
+        build: random,
+    },
     Contender {
         name: "tower_p2c_pending",
         role: Role::Balancer,
@@ -256,12 +261,8 @@ fn tower_p2c_pending(ctx: &BuildCtx<'_>) -> Stack {
 
 fn tower_p2c_peak_ewma(ctx: &BuildCtx<'_>) -> Stack {
     let list = ServiceList::new::<SimRequest>(ctx.backends.to_vec());
-    let discover = PeakEwmaDiscover::new(
-        list,
-        Duration::from_millis(30),
-        Duration::from_secs(10),
-        CompleteOnResponse::default(),
-    );
+    let discover =
+        PeakEwmaDiscover::new(list, Duration::from_millis(30), Duration::from_secs(10), CompleteOnResponse::default());
     Stack::new(Balance::from_rng(discover, SeededRng(ctx.rng(0x7032_6365))))
 }
 

@@ -197,9 +197,7 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let bad = Dist::Mixture {
-            parts: vec![Part { weight: 1.0, dist: Dist::Uniform { min_ms: 5.0, max_ms: 1.0 } }],
-        };
+        let bad = Dist::Mixture { parts: vec![Part { weight: 1.0, dist: Dist::Uniform { min_ms: 5.0, max_ms: 1.0 } }] };
         let (field, problem) = bad.validate().unwrap_err();
         assert_eq!(field, "parts[0].dist.max_ms");
         assert!(problem.contains(">= min_ms"), "{problem}");

@@ -114,11 +114,8 @@ impl Summary {
 fn recovery_s(run: &RunResult, (fault_start, fault_end): (u64, u64)) -> (f64, bool) {
     const WINDOW: u64 = 1_000_000_000;
     let before: Vec<_> = run.records.iter().filter(|r| r.sent_ns < fault_start).collect();
-    let baseline = if before.is_empty() {
-        1.0
-    } else {
-        before.iter().filter(|r| r.ok).count() as f64 / before.len() as f64
-    };
+    let baseline =
+        if before.is_empty() { 1.0 } else { before.iter().filter(|r| r.ok).count() as f64 / before.len() as f64 };
     let mut windows: Vec<(u64, u64)> = Vec::new();
     for r in run.records.iter().filter(|r| r.sent_ns >= fault_end) {
         let w = ((r.sent_ns - fault_end) / WINDOW) as usize;
@@ -174,8 +171,7 @@ pub fn aggregate(summaries: &[Summary]) -> Vec<Aggregate> {
             mean.backend_share =
                 (0..share_len).map(|i| xs.iter().map(|s| s.backend_share[i]).sum::<f64>() / n).collect();
             mean.recovered = xs[0].recovered.map(|_| xs.iter().all(|s| s.recovered == Some(true)));
-            mean.recovery_s =
-                xs[0].recovery_s.map(|_| xs.iter().map(|s| s.recovery_s.unwrap_or(0.0)).sum::<f64>() / n);
+            mean.recovery_s = xs[0].recovery_s.map(|_| xs.iter().map(|s| s.recovery_s.unwrap_or(0.0)).sum::<f64>() / n);
             Aggregate { contender: c, seeds: xs.len(), mean }
         })
         .collect()
@@ -191,7 +187,8 @@ pub fn markdown(scenario: &Scenario, aggregates: &[Aggregate]) -> String {
     if !scenario.description.is_empty() {
         let _ = writeln!(out, "{}\n", scenario.description.trim());
     }
-    let mut header = String::from("| contender | success | p50 ms | p90 ms | p99 ms | p99.9 ms | p99.99 ms | attempts/req |");
+    let mut header =
+        String::from("| contender | success | p50 ms | p90 ms | p99 ms | p99.9 ms | p99.99 ms | attempts/req |");
     let mut rule = String::from("|---|---:|---:|---:|---:|---:|---:|---:|");
     if chain {
         header.push_str(" goodput/s |");
@@ -278,7 +275,12 @@ pub fn plot(path: &Path, scenario: &Scenario, curves: &[(String, Vec<u64>)]) -> 
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     root.present()?;
     Ok(())
 }

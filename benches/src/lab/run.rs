@@ -95,9 +95,8 @@ pub fn run(scenario: &Scenario, contender: &'static Contender, trace: &Trace) ->
 fn build_stacks(scenario: &Scenario, contender: &'static Contender, world: &Rc<World>) -> Stack {
     let mut downstream: Option<(Stack, Option<Duration>)> = None;
     for (layer, l) in scenario.layers.iter().enumerate().rev() {
-        let backends: Vec<SimBackend> = (0..l.backends.len())
-            .map(|i| SimBackend::new(world.clone(), layer, i, downstream.clone()))
-            .collect();
+        let backends: Vec<SimBackend> =
+            (0..l.backends.len()).map(|i| SimBackend::new(world.clone(), layer, i, downstream.clone())).collect();
         let ctx = BuildCtx { world, layer, backends: &backends, base_balancer: scenario.base_balancer };
         let stack = (contender.build)(&ctx);
         downstream = Some((stack, l.timeout_ns.map(Duration::from_nanos)));
@@ -107,12 +106,18 @@ fn build_stacks(scenario: &Scenario, contender: &'static Contender, world: &Rc<W
 
 /// Sends user request `i` (its `fanout` sub-requests) and waits for all of
 /// them, the first failure, or the client timeout.
-async fn user_request(stack: Stack, i: u64, fanout: u32, layer0_timeout: Option<Duration>, timeout: Option<Duration>) -> bool {
+async fn user_request(
+    stack: Stack,
+    i: u64,
+    fanout: u32,
+    layer0_timeout: Option<Duration>,
+    timeout: Option<Duration>,
+) -> bool {
     let sub = move |f: u64| {
         let d = stack.dispatch(SimRequest { id: i * u64::from(fanout) + f, attempt: 0 });
         async move {
             match layer0_timeout {
-                Some(t) => tokio::time::timeout(t, d).await.map_or(false, |r| r.is_ok()),
+                Some(t) => tokio::time::timeout(t, d).await.is_ok_and(|r| r.is_ok()),
                 None => d.await.is_ok(),
             }
         }

@@ -373,21 +373,23 @@ impl Scenario {
     /// Reads and validates a scenario file; its name is the file stem.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError::Io { file: file.clone(), error: e.to_string() })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ScenarioError::Io { file: file.clone(), error: e.to_string() })?;
         let name = path.file_stem().map_or_else(|| file.clone(), |s| s.to_string_lossy().into_owned());
         Scenario::parse(&name, &file, &text)
     }
 
     /// Parses and validates scenario text; `file` is used in error messages.
     pub fn parse(name: &str, file: &str, text: &str) -> Result<Scenario, ScenarioError> {
-        let spec: ScenarioSpec =
-            toml::from_str(text).map_err(|e| ScenarioError::Parse { file: file.to_string(), message: e.to_string() })?;
+        let spec: ScenarioSpec = toml::from_str(text)
+            .map_err(|e| ScenarioError::Parse { file: file.to_string(), message: e.to_string() })?;
         Scenario::from_spec(name, file, spec)
     }
 
     /// Validates a parsed spec.
     pub fn from_spec(name: &str, file: &str, spec: ScenarioSpec) -> Result<Scenario, ScenarioError> {
-        let invalid = |field: String, problem: String| ScenarioError::Invalid { file: file.to_string(), field, problem };
+        let invalid =
+            |field: String, problem: String| ScenarioError::Invalid { file: file.to_string(), field, problem };
 
         if spec.contenders.is_empty() {
             return Err(invalid("contenders".into(), "must name at least one contender".into()));
@@ -402,9 +404,8 @@ impl Scenario {
             }
             contenders.push(found);
         }
-        let base_balancer = contender::find(&spec.base_balancer)
-            .filter(|c| c.role == Role::Balancer)
-            .ok_or_else(|| {
+        let base_balancer =
+            contender::find(&spec.base_balancer).filter(|c| c.role == Role::Balancer).ok_or_else(|| {
                 invalid(
                     "base_balancer".into(),
                     format!("`{}` is not a balancer contender; known: {}", spec.base_balancer, contender::names()),
@@ -422,15 +423,15 @@ impl Scenario {
         }
         let traffic = match t.kind {
             TrafficKind::Open => {
-                let rate = t.rate_per_s.ok_or_else(|| {
-                    invalid("traffic.rate_per_s".into(), "required for open-loop traffic".into())
-                })?;
+                let rate = t
+                    .rate_per_s
+                    .ok_or_else(|| invalid("traffic.rate_per_s".into(), "required for open-loop traffic".into()))?;
                 if !(rate.is_finite() && rate > 0.0) {
                     return Err(invalid("traffic.rate_per_s".into(), format!("must be > 0, got {rate}")));
                 }
-                let d = t.duration_s.ok_or_else(|| {
-                    invalid("traffic.duration_s".into(), "required for open-loop traffic".into())
-                })?;
+                let d = t
+                    .duration_s
+                    .ok_or_else(|| invalid("traffic.duration_s".into(), "required for open-loop traffic".into()))?;
                 if !(d.is_finite() && d > 0.0) {
                     return Err(invalid("traffic.duration_s".into(), format!("must be > 0, got {d}")));
                 }
@@ -443,9 +444,9 @@ impl Scenario {
                 Traffic::Open { rate_per_s: rate, duration_ns: secs_to_ns(d) }
             }
             TrafficKind::Closed => {
-                let c = t.concurrency.ok_or_else(|| {
-                    invalid("traffic.concurrency".into(), "required for closed-loop traffic".into())
-                })?;
+                let c = t
+                    .concurrency
+                    .ok_or_else(|| invalid("traffic.concurrency".into(), "required for closed-loop traffic".into()))?;
                 if c == 0 {
                     return Err(invalid("traffic.concurrency".into(), "must be at least 1".into()));
                 }
@@ -474,7 +475,9 @@ impl Scenario {
                     backends: spec.backends.clone(),
                 },
             )],
-            (true, false) => spec.layers.iter().enumerate().map(|(i, l)| (format!("layers[{i}]."), l.clone())).collect(),
+            (true, false) => {
+                spec.layers.iter().enumerate().map(|(i, l)| (format!("layers[{i}]."), l.clone())).collect()
+            }
             (true, true) => return Err(invalid("backends".into(), "give either `backends` or `layers`".into())),
             (false, false) => {
                 return Err(invalid("layers".into(), "give either `backends` or `layers`, not both".into()));

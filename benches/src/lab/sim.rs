@@ -127,9 +127,7 @@ impl World {
                     .backends
                     .iter()
                     .map(|b| BackendRuntime {
-                        free_at: RefCell::new(
-                            (0..b.slots.unwrap_or(0)).map(|_| Reverse(0)).collect::<BinaryHeap<_>>(),
-                        ),
+                        free_at: RefCell::new((0..b.slots.unwrap_or(0)).map(|_| Reverse(0)).collect::<BinaryHeap<_>>()),
                         attempts: Cell::new(0),
                     })
                     .collect(),
@@ -280,7 +278,9 @@ impl Service<SimRequest> for SimBackend {
         match layer.attempt_timeout_ns {
             None => work,
             Some(t) => Box::pin(async move {
-                tokio::time::timeout(Duration::from_nanos(t), work).await.unwrap_or_else(|_| Err(SimTimeout::Attempt.into()))
+                tokio::time::timeout(Duration::from_nanos(t), work)
+                    .await
+                    .unwrap_or_else(|_| Err(SimTimeout::Attempt.into()))
             }),
         }
     }
@@ -336,7 +336,7 @@ impl Service<SimRequest> for Stack {
 pub struct Dispatch {
     stack: Stack,
     req: Option<SimRequest>,
-    future: Option<Pin<Box<dyn Future<Output = Result<(), BoxError>>>>>,
+    future: Option<SimFuture>,
 }
 
 impl Future for Dispatch {

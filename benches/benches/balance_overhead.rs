@@ -1,0 +1,85 @@
+//! `balance_overhead`: the cost of picking an endpoint, per call.
+//!
+//! `bare` calls the endpoint directly; `tower_p2c_pending` and
+//! `tower_p2c_peak_ewma` go through tower's power-of-two-choices balancer
+//! over n = 10, 100 and 1000 ready endpoints (load measured as pending
+//! requests, or peak EWMA of latency). Each call is `poll_ready`, `call`
+//! and one poll of the response (ready at once). After the timings, the
+//! allocations per call of each function are printed.
+//!
+//! ```sh
+//! cargo bench -p ha-benches --bench balance_overhead
+//! ```
+
+mod common;
+
+use std::time::Duration;
+
+use common::{one_call, Bare};
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use ha_benches::alloc::{allocations_per_call, CountingAllocator};
+use tower::balance::p2c::Balance;
+use tower::discover::ServiceList;
+use tower::load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover};
+use tower::Service;
+
+#[global_allocator]
+static ALLOC: CountingAllocator = CountingAllocator;
+
+const SIZES: [usize; 3] = [10, 100, 1000];
+
+fn pending(n: usize) -> impl Service<u64, Response = u64> {
+    Balance::new(PendingRequestsDiscover::new(ServiceList::new::<u64>(vec![Bare; n]), CompleteOnResponse::default()))
+}
+
+fn peak_ewma(n: usize) -> impl Service<u64, Response = u64> {
+    Balance::new(PeakEwmaDiscover::new(
+        ServiceList::new::<u64>(vec![Bare; n]),
+        Duration::from_millis(30),
+        Duration::from_secs(10),
+        CompleteOnResponse::default(),
+    ))
+}
+
+/// A balancer after its endpoints are discovered and warmed up.
+fn warmed<S: Service<u64>>(mut svc: S) -> S {
+    for i in 0..10_000 {
+        assert!(one_call(&mut svc, i), "a ready endpoint answers");
+    }
+    svc
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("balance_overhead");
+    g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2));
+    let mut allocs = Vec::new();
+
+    let mut bare = Bare;
+    g.bench_function("bare", |b| b.iter(|| one_call(&mut bare, black_box(7))));
+    allocs.push(("bare".to_string(), allocations_per_call(100_000, || assert!(one_call(&mut bare, 7)))));
+
+    for n in SIZES {
+        let mut svc = warmed(pending(n));
+        g.bench_with_input(BenchmarkId::new("tower_p2c_pending", n), &n, |b, _| {
+            b.iter(|| one_call(&mut svc, black_box(7)))
+        });
+        allocs
+            .push((format!("tower_p2c_pending/{n}"), allocations_per_call(100_000, || assert!(one_call(&mut svc, 7)))));
+
+        let mut svc = warmed(peak_ewma(n));
+        g.bench_with_input(BenchmarkId::new("tower_p2c_peak_ewma", n), &n, |b, _| {
+            b.iter(|| one_call(&mut svc, black_box(7)))
+        });
+        allocs.push((
+            format!("tower_p2c_peak_ewma/{n}"),
+            allocations_per_call(100_000, || assert!(one_call(&mut svc, 7))),
+        ));
+    }
+    g.finish();
+    for (name, a) in allocs {
+        println!("balance_overhead/{name}: {a:.2} allocations per call");
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,40 @@
+//! Shared by the overhead benches: a service that answers at once, and one
+//! request driven through a tower service without an executor.
+
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use tower::Service;
+
+/// The endpoint every bench calls: answers on the first poll.
+#[derive(Clone, Copy, Debug)]
+pub struct Bare;
+
+impl Service<u64> for Bare {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Ready<Result<u64, Infallible>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, req: u64) -> Self::Future {
+        ready(Ok(req.wrapping_mul(3)))
+    }
+}
+
+/// One request as a caller makes it: `poll_ready`, `call`, poll the response
+/// future to completion (it must be ready on the first poll). Returns whether
+/// it succeeded, so the work cannot be optimised away.
+#[inline(always)]
+pub fn one_call<S: Service<u64>>(svc: &mut S, req: u64) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let ready = matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(())));
+    let fut = pin!(svc.call(req));
+    ready && matches!(fut.poll(&mut cx), Poll::Ready(Ok(_)))
+}
