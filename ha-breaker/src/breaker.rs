@@ -80,7 +80,11 @@ impl Permit {
 /// Counters of one breaker since it was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Metrics {
-    /// Calls whose outcome was recorded (ignored ones excluded).
+    /// Calls whose outcome was recorded (ignored ones excluded). Counted
+    /// with a plain load and store rather than a locked add, to keep the
+    /// success path free of read-modify-writes: exact while one thread
+    /// records at a time, it may miss a call when two record at the same
+    /// instant. Every other counter is exact.
     pub calls: u64,
     /// Of those, failures.
     pub failures: u64,
@@ -110,6 +114,8 @@ struct Rules {
 pub struct Breaker {
     state: Padded<AtomicU64>,
     consecutive: Padded<AtomicU32>,
+    /// Closed-state calls recorded; see [`Metrics::calls`].
+    calls: Padded<AtomicU64>,
     window: Window,
     /// generation << 43 | open deadline in ms since `epoch`: a deadline is
     /// only believed by the generation that set it.
@@ -148,11 +154,10 @@ impl Breaker {
         config.validate()?;
         let window = match config.window {
             WindowConfig::Count { size } => Window::Count(CountRing::new(size)),
-            WindowConfig::Time { span, buckets } => Window::Time {
-                window: TimeWindow::new(now, span, buckets as usize)
+            WindowConfig::Time { span, buckets } => Window::Time(
+                TimeWindow::new(now, span, buckets as usize)
                     .map_err(|_| ConfigError::WindowSize { size: buckets, max: crate::config::MAX_WINDOW_BUCKETS })?,
-                recorded: AtomicU64::new(0),
-            },
+            ),
         };
         let rules = Rules {
             consecutive: config.consecutive_failures.unwrap_or(u32::MAX),
@@ -166,6 +171,7 @@ impl Breaker {
         Ok(Breaker {
             state: Padded(AtomicU64::new(Word::new(CLOSED, 0).0)),
             consecutive: Padded(AtomicU32::new(0)),
+            calls: Padded(AtomicU64::new(0)),
             window,
             deadline: AtomicU64::new(0),
             closed_since: AtomicU64::new(0),
@@ -251,7 +257,7 @@ impl Breaker {
     /// The counters.
     pub fn metrics(&self) -> Metrics {
         Metrics {
-            calls: self.window.recorded() + self.probe_calls.load(Ordering::Relaxed),
+            calls: self.calls.load(Ordering::Relaxed) + self.probe_calls.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             slow_calls: self.slow_calls.load(Ordering::Relaxed),
             ignored: self.ignored.load(Ordering::Relaxed),
@@ -377,15 +383,23 @@ impl Breaker {
 
     #[inline]
     fn record_closed(&self, permit: Permit, failed: bool, slow: bool, now: impl FnOnce() -> Instant) {
+        let calls = self.calls.load(Ordering::Relaxed);
+        self.calls.store(calls.wrapping_add(1), Ordering::Relaxed);
+        if failed {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if slow {
+            self.slow_calls.fetch_add(1, Ordering::Relaxed);
+        }
         let w = self.word();
         if w.gen() != permit.gen {
-            // Admitted before the last transition: the period it speaks of is over.
+            // Admitted before the last transition: counted, but the period
+            // its outcome speaks of is over.
             return;
         }
         let mut clock = Lazy::new(now);
         self.window.record(Sample::new(failed, slow), || clock.get());
         let streak = if failed {
-            self.failures.fetch_add(1, Ordering::Relaxed);
             self.consecutive.fetch_add(1, Ordering::AcqRel).saturating_add(1)
         } else {
             // Load first: the common case (no streak) then writes nothing.
@@ -394,9 +408,6 @@ impl Breaker {
             }
             0
         };
-        if slow {
-            self.slow_calls.fetch_add(1, Ordering::Relaxed);
-        }
         if (failed || slow) && w.code() == CLOSED {
             self.maybe_trip(w, streak, &mut clock);
         }

@@ -89,11 +89,39 @@ where
     }
 }
 
+/// The breaker a call goes through: the service's own (cloned only if the
+/// call is admitted and tracked) or one the caller already owns.
+pub(crate) enum BreakerRef<'a> {
+    Borrowed(&'a Arc<Breaker>),
+    Owned(Arc<Breaker>),
+}
+
+impl BreakerRef<'_> {
+    #[inline]
+    fn into_owned(self) -> Arc<Breaker> {
+        match self {
+            BreakerRef::Borrowed(b) => b.clone(),
+            BreakerRef::Owned(b) => b,
+        }
+    }
+}
+
+impl std::ops::Deref for BreakerRef<'_> {
+    type Target = Breaker;
+    #[inline]
+    fn deref(&self) -> &Breaker {
+        match self {
+            BreakerRef::Borrowed(b) => b,
+            BreakerRef::Owned(b) => b,
+        }
+    }
+}
+
 /// Admits a call through `breaker` (or uses `reserved`), and builds its future.
 #[inline]
 pub(crate) fn call<S, C, Req>(
     inner: &mut S,
-    breaker: &Arc<Breaker>,
+    breaker: BreakerRef<'_>,
     classifier: &C,
     reserved: Option<Permit>,
     req: Req,
@@ -112,7 +140,7 @@ where
     let recorder = if permit.is_tracked() {
         let start = if breaker.config().measures_duration() { Some(Instant::now()) } else { None };
         Some(Recorder {
-            breaker: breaker.clone(),
+            breaker: breaker.into_owned(),
             permit: Some(permit),
             classifier: classifier.clone(),
             info: classifier.request_info(&req),

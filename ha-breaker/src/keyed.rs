@@ -41,7 +41,7 @@ use tower_service::Service;
 
 use crate::breaker::Breaker;
 use crate::config::{BreakerConfig, ConfigError};
-use crate::future::{self, tower_service_box::BoxError, ResponseFuture};
+use crate::future::{self, tower_service_box::BoxError, BreakerRef, ResponseFuture};
 
 /// The configuration of a keyed breaker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -266,6 +266,6 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let key = (self.key_fn)(&req);
         let breaker = self.breakers.breaker_for(&key, Instant::now());
-        future::call(&mut self.inner, &breaker, &self.classifier, None, req)
+        future::call(&mut self.inner, BreakerRef::Owned(breaker), &self.classifier, None, req)
     }
 }

@@ -13,7 +13,7 @@ use tower_service::Service;
 
 use crate::breaker::{Breaker, Permit};
 use crate::config::RejectMode;
-use crate::future::{self, tower_service_box::BoxError, ResponseFuture};
+use crate::future::{self, tower_service_box::BoxError, BreakerRef, ResponseFuture};
 
 /// A circuit breaker around `S`, classifying results with `C`.
 ///
@@ -165,6 +165,6 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let reserved = self.reserved.take();
-        future::call(&mut self.inner, &self.breaker, &self.classifier, reserved, req)
+        future::call(&mut self.inner, BreakerRef::Borrowed(&self.breaker), &self.classifier, reserved, req)
     }
 }

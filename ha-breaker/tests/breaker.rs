@@ -326,9 +326,11 @@ async fn outcomes_of_calls_admitted_before_a_transition_are_dropped() {
     send(&mut svc, Req::Ok).await.unwrap();
     send(&mut svc, Req::Ok).await.unwrap();
     assert_eq!(svc.state(), BreakerState::Closed);
+    assert_eq!(svc.breaker().window(Instant::now()).calls, 0, "the window starts afresh on closing");
     let calls = svc.breaker().metrics().calls;
     slow.await.unwrap();
-    assert_eq!(svc.breaker().metrics().calls, calls, "the old call speaks of an earlier period");
+    assert_eq!(svc.breaker().metrics().calls, calls + 1, "counted");
+    assert_eq!(svc.breaker().window(Instant::now()).calls, 0, "the old call speaks of an earlier period");
 }
 
 #[tokio::test(start_paused = true)]
