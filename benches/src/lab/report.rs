@@ -225,6 +225,20 @@ pub fn markdown(scenario: &Scenario, aggregates: &[Aggregate]) -> String {
     out
 }
 
+/// Tableau's ten categorical colours: distinguishable, also in print.
+const PALETTE: [(u8, u8, u8); 10] = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+];
+
 /// Writes an SVG plot of latency against percentile (x from p0 to p99.99 on
 /// a log-of-tail scale, the shape of an HdrHistogram plot), one curve per
 /// contender, from the latencies of all seeds pooled.
@@ -256,6 +270,7 @@ pub fn plot(path: &Path, scenario: &Scenario, curves: &[(String, Vec<u64>)]) -> 
         .build_cartesian_2d(0f64..X_MAX, 0f64..y_max)?;
     chart
         .configure_mesh()
+        .light_line_style(WHITE)
         .x_desc("percentile")
         .y_desc("latency (ms)")
         .x_labels(5)
@@ -269,7 +284,8 @@ pub fn plot(path: &Path, scenario: &Scenario, curves: &[(String, Vec<u64>)]) -> 
         })
         .draw()?;
     for (i, (name, pts)) in points.into_iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let (r, g, b) = PALETTE[i % PALETTE.len()];
+        let color = RGBColor(r, g, b).to_rgba();
         chart
             .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
             .label(name)

@@ -644,3 +644,50 @@ fn validate_backend(at: &str, b: &BackendSpec) -> Result<Backend, (String, Strin
         changes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(changes: &str) -> Backend {
+        let text = format!(
+            "contenders = [\"round_robin\"]\ntimeout_ms = 100\n[traffic]\nkind = \"open\"\nrate_per_s = 1\nduration_s = 1\n\
+             [[backends]]\nservice = {{ kind = \"constant\", ms = 1 }}\nchanges = [{changes}]\n"
+        );
+        Scenario::parse("t", "t.toml", &text).unwrap().layers.remove(0).backends.remove(0)
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn changes_apply_in_their_window_and_later_ones_win() {
+        let b = backend(
+            "{ from_s = 1, to_s = 3, fail_fast = 0.5 }, { from_s = 2, to_s = 4, fail_fast = 1.0, service = { kind = \"constant\", ms = 9 } }",
+        );
+        assert_eq!(b.state_at(0).fail_fast, 0.0);
+        assert_eq!(b.state_at(S).fail_fast, 0.5);
+        assert_eq!(b.state_at(2 * S).fail_fast, 1.0);
+        assert_eq!(*b.state_at(2 * S).service, Dist::Constant { ms: 9.0 });
+        assert_eq!(b.state_at(3 * S).fail_fast, 1.0);
+        assert_eq!(b.state_at(4 * S).fail_fast, 0.0, "the end is exclusive");
+        assert_eq!(*b.state_at(4 * S).service, Dist::Constant { ms: 1.0 });
+    }
+
+    #[test]
+    fn a_flapping_change_alternates_on_and_off() {
+        let b = backend("{ from_s = 10, to_s = 20, blackhole = true, flap_period_s = 2 }");
+        let on: Vec<bool> = (8..22).map(|s| b.state_at(s * S).blackhole).collect();
+        let want = [false, false, true, true, false, false, true, true, false, false, true, true, false, false];
+        assert_eq!(on, want);
+    }
+
+    #[test]
+    fn quick_scales_traffic_and_fault_times_together() {
+        let text = "contenders = [\"round_robin\"]\nquick_scale = 0.25\n[traffic]\nkind = \"open\"\nrate_per_s = 10\n\
+                    duration_s = 60\n[[backends]]\nservice = { kind = \"constant\", ms = 1 }\n\
+                    changes = [{ from_s = 15, to_s = 45, fail_fast = 1.0 }]\n";
+        let s = Scenario::parse("t", "t.toml", text).unwrap().quick();
+        assert_eq!(s.traffic, Traffic::Open { rate_per_s: 10.0, duration_ns: 15 * S });
+        assert_eq!(s.fault_window_ns(), Some((15 * S / 4, 45 * S / 4)));
+    }
+}
