@@ -47,6 +47,9 @@ pub(crate) struct Core<K, S> {
     shutdown: Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
     refresh_ns: u64,
     pub slow_start_ns: u64,
+    /// Only bounded loads read the per-tier in-flight counts; other pickers
+    /// skip their upkeep.
+    pub per_tier_pending: bool,
 }
 
 impl<K, S> Core<K, S>
@@ -60,6 +63,7 @@ where
             detector: Detector::new(cfg.outlier),
             refresh_ns: nanos(cfg.tiers.refresh),
             slow_start_ns: nanos(cfg.slow_start.window),
+            per_tier_pending: matches!(cfg.picker, crate::config::Picker::RingHash { .. }),
             next_eval_ns: AtomicU64::new(nanos(cfg.outlier.interval)),
             cfg,
             epoch,

@@ -40,7 +40,9 @@ impl<K, S> Flight<K, S> {
     pub fn new(core: Arc<Core<K, S>>, slot: Arc<Slot<S>>, start: Instant) -> Self {
         slot.pending.fetch_add(1, Ordering::Relaxed);
         slot.counters.requests.fetch_add(1, Ordering::Relaxed);
-        core.pending[usize::from(slot.tier)].fetch_add(1, Ordering::Relaxed);
+        if core.per_tier_pending {
+            core.pending[usize::from(slot.tier)].fetch_add(1, Ordering::Relaxed);
+        }
         core.pending[TOTAL].fetch_add(1, Ordering::Relaxed);
         Flight { core, slot, start }
     }
@@ -59,7 +61,9 @@ impl<K, S> Flight<K, S> {
 impl<K, S> Drop for Flight<K, S> {
     fn drop(&mut self) {
         self.slot.pending.fetch_sub(1, Ordering::Relaxed);
-        self.core.pending[usize::from(self.slot.tier)].fetch_sub(1, Ordering::Relaxed);
+        if self.core.per_tier_pending {
+            self.core.pending[usize::from(self.slot.tier)].fetch_sub(1, Ordering::Relaxed);
+        }
         self.core.pending[TOTAL].fetch_sub(1, Ordering::Relaxed);
     }
 }

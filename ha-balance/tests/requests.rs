@@ -95,6 +95,47 @@ async fn removing_an_endpoint_in_flight_never_sends_elsewhere() {
     assert_eq!(b.in_flight(), 0);
 }
 
+/// A gate that admits until the balancer reports the endpoint deferred.
+#[derive(Clone, Default)]
+struct Optimistic(Arc<AtomicBool>);
+
+impl ha_balance::HealthGate for Optimistic {
+    fn admits(&self, _now: ha_core::Instant) -> bool {
+        !self.0.load(Ordering::Relaxed)
+    }
+    fn deferred(&self, _now: ha_core::Instant) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gated_endpoint_that_is_not_ready_hands_its_unsent_request_to_another() {
+    let a = backend("a");
+    let b_ = backend("b");
+    a.set_ready(false);
+    let gate = Optimistic::default();
+    let cfg = BalanceConfig { picker: Picker::RoundRobin, outlier: OutlierConfig::disabled(), ..Default::default() };
+    let mut b: B = Balance::builder()
+        .config(cfg)
+        .build_with([("a", Endpoint::new(a.clone()).health_gate(gate.clone())), ("b", Endpoint::new(b_.clone()))])
+        .unwrap();
+    for _ in 0..4 {
+        assert_eq!(b.ready().await.unwrap().call(req(0)).await.unwrap(), "b");
+    }
+    assert!(gate.0.load(Ordering::Relaxed), "the gate was told");
+    assert_eq!((a.hits(), b_.hits()), (0, 4));
+    assert_eq!(b.in_flight(), 0);
+    // Without a gate saying otherwise, a not-ready endpoint is waited for:
+    // readiness is backpressure, not failure.
+    let c = backend("c");
+    c.set_ready(false);
+    let mut only_c: B = Balance::builder().build_with([("c", Endpoint::new(c.clone()))]).unwrap();
+    let pending = tokio::spawn(only_c.ready().await.unwrap().call(req(0)));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    c.set_ready(true);
+    assert_eq!(pending.await.unwrap().unwrap(), "c");
+}
+
 #[tokio::test(start_paused = true)]
 async fn discovery_inserts_and_removes_endpoints() {
     let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Change<&'static str, Endpoint<Backend>>, BoxError>>();
