@@ -14,6 +14,8 @@
 //! - `recloser`: recloser's `AsyncRecloser` around the service's future
 //!   (`recloser_sync` is its synchronous `call`, no future at all).
 //!
+//! `tokio_instant_now` is one read of tokio's clock, for reference.
+//!
 //! Each runs single-threaded (`1_thread`) and with two threads calling one
 //! shared breaker (`2_threads`, time per call on each thread). After the
 //! timings, the allocations per call of each contender are printed.
@@ -205,6 +207,10 @@ fn breaker_overhead(c: &mut Criterion) {
             b.iter_custom(|iters| run_threads(&*make, 2, iters))
         });
     }
+    // What the clock read of a time window or slow-call detection costs
+    // here (tokio's Instant; this crate enables tokio's test-util, whose
+    // paused-clock check makes it dearer than in a production build).
+    group.bench_function("tokio_instant_now", |b| b.iter(tokio::time::Instant::now));
     group.finish();
 
     println!("\nbreaker_overhead allocations per call (10 000 calls after 1 000 warm-up):");
