@@ -87,7 +87,14 @@ where
     }
 
     fn make_slot(&self, key: &K, ep: Endpoint<S>, now: Instant, initial: bool) -> Arc<Slot<S>> {
-        let name: Arc<str> = ep.name.unwrap_or_else(|| format!("{key:?}").into());
+        let name: Arc<str> = ep.name.unwrap_or_else(|| {
+            let debug = format!("{key:?}");
+            // A string key reads better without its quotes.
+            match debug.strip_prefix('"').and_then(|d| d.strip_suffix('"')) {
+                Some(bare) => bare.into(),
+                None => debug.into(),
+            }
+        });
         let gate = ep.gate.or_else(|| self.gate.as_ref().map(|f| f(key, &name)));
         Arc::new(Slot {
             id: ha_core::EndpointId::from_key(key),

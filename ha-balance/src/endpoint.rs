@@ -67,7 +67,8 @@ impl<S> Endpoint<S> {
         self
     }
 
-    /// The name used in events and stats (default: the key's `Debug` form).
+    /// The name used in events and stats (default: the key's `Debug` form,
+    /// without the quotes of a string key).
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = Some(name.into());
         self

@@ -176,8 +176,9 @@ where
         self.core.apply(changes);
     }
 
-    /// Replaces the whole set. Endpoints whose key, tier and weight stay the
-    /// same keep their load, health and counters.
+    /// Replaces the whole set. An endpoint whose key, tier and weight stay
+    /// the same is kept as it is (its service, load, health and counters);
+    /// the new description of it is dropped.
     pub fn reset(&self, endpoints: impl IntoIterator<Item = (K, Endpoint<S>)>) {
         self.core.reset(endpoints);
     }

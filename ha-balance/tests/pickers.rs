@@ -65,7 +65,7 @@ async fn p2c_peak_ewma_prefers_the_faster_of_two() {
     // The slow one is tried while its estimate is unknown or decayed, and otherwise avoided.
     assert!(fast.hits() > 9 * slow.hits(), "fast {} slow {}", fast.hits(), slow.hits());
     let stats = b.endpoint_stats();
-    let slow_stats = stats.iter().find(|s| &*s.name == "\"slow\"").unwrap();
+    let slow_stats = stats.iter().find(|s| &*s.name == "slow").unwrap();
     assert!(slow_stats.latency >= Duration::from_millis(50), "{:?}", slow_stats.latency);
 }
 
