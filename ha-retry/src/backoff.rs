@@ -51,6 +51,12 @@ impl Backoff {
         }
     }
 
+    /// This backoff, from its first retry, drawing on `rng`.
+    #[inline]
+    pub fn restart(&self, rng: FastRng) -> Self {
+        Backoff { rng, retries: 0, prev: self.base, ..self.clone() }
+    }
+
     /// The delay before the next retry; never above the configured cap.
     pub fn next_delay(&mut self) -> Duration {
         let exp = self.exponential(self.retries);

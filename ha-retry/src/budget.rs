@@ -150,13 +150,19 @@ impl RetryBudget {
     /// Records one request at `now`.
     #[inline]
     pub fn deposit(&self, now: Instant) {
+        self.deposit_many(now, 1);
+    }
+
+    /// Records `requests` requests at `now`.
+    #[inline]
+    pub fn deposit_many(&self, now: Instant, requests: u32) {
         let inner = &*self.inner;
-        if inner.deposit == 0 {
+        if inner.deposit == 0 || requests == 0 {
             return;
         }
         let epoch = inner.epoch(now);
         inner.sweep(epoch);
-        let added = inner.record(epoch, inner.deposit);
+        let added = inner.record(epoch, inner.deposit.saturating_mul(i64::from(requests)));
         inner.balance.fetch_add(added, Ordering::AcqRel);
     }
 

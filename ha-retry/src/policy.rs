@@ -59,14 +59,23 @@ impl RetryState {
     /// (one the request already carried).
     pub fn new(config: &RetryConfig, now: Instant, deadline: Option<Instant>, rng: FastRng) -> Self {
         let own = config.deadline.map(|d| now + d);
-        let deadline = match (own, deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        Self::with_deadline(config, earliest(own, deadline), rng)
+    }
+
+    /// The state of a request whose overall deadline is exactly `deadline`
+    /// (`config.deadline` is not applied).
+    pub fn with_deadline(config: &RetryConfig, deadline: Option<Instant>, rng: FastRng) -> Self {
+        Self::from_backoff(config, Backoff::new(&config.backoff, rng), deadline)
+    }
+
+    /// Like [`with_deadline`](Self::with_deadline) with a prepared backoff
+    /// (built once per layer and [restarted](Backoff::restart) per request).
+    #[inline]
+    pub(crate) fn from_backoff(config: &RetryConfig, backoff: Backoff, deadline: Option<Instant>) -> Self {
         RetryState {
             attempt: 1,
             max_attempts: config.max_attempts.max(1),
-            backoff: Backoff::new(&config.backoff, rng),
+            backoff,
             max_retry_after: config.max_retry_after,
             deadline,
         }
@@ -106,6 +115,14 @@ impl RetryState {
         }
         self.attempt += 1;
         Ok(delay)
+    }
+}
+
+/// The earlier of two optional instants.
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -203,16 +203,31 @@ async fn the_budget_bounds_retries_and_says_so() {
 
 #[tokio::test(start_paused = true)]
 async fn the_budget_ratio_holds_under_a_full_outage() {
-    // 20% of requests, no floor: 100 failing requests earn 20 retries.
+    // 20% of requests, no floor: 112 failing requests earn 22 retries. (A service
+    // deposits its requests in batches of 16, so a multiple of 16 is all credited.)
     let budget_cfg = BudgetConfig { min_per_second: 0, ..BudgetConfig::default() };
     let (svc, starts) = scripted(|_| (Duration::ZERO, Err("down")));
     let layer = RetryLayer::new(RetryConfig { budget: budget_cfg, ..config() }).unwrap();
     let mut svc = layer.layer(svc);
-    for _ in 0..100 {
+    for _ in 0..112 {
         let _ = svc.ready().await.unwrap().call(1).await;
     }
-    assert_eq!(starts.lock().unwrap().len(), 120);
-    assert_eq!(layer.stats().retries, 20);
+    assert_eq!(starts.lock().unwrap().len(), 134);
+    assert_eq!(layer.stats().retries, 22);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_service_deposits_what_it_counted() {
+    let budget_cfg = BudgetConfig { ratio: 1.0, min_per_second: 0, ..BudgetConfig::default() };
+    let (svc, _) = scripted(|i| (Duration::ZERO, Ok(i)));
+    let layer = RetryLayer::new(RetryConfig { budget: budget_cfg, ..config() }).unwrap();
+    let mut svc = layer.layer(svc);
+    for _ in 0..3 {
+        svc.ready().await.unwrap().call(1).await.unwrap();
+    }
+    assert_eq!(layer.budget().available(Instant::now()), 0.0);
+    drop(svc);
+    assert_eq!(layer.budget().available(Instant::now()), 3.0);
 }
 
 #[cfg(feature = "http")]

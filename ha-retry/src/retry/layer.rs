@@ -8,6 +8,7 @@ use ha_core::Events;
 use tower_layer::Layer;
 
 use super::Retry;
+use crate::backoff::Backoff;
 use crate::budget::RetryBudget;
 use crate::config::{ConfigError, RetryConfig};
 use crate::replay::{Cloned, Tracked};
@@ -26,6 +27,7 @@ pub(crate) struct Shared<C, P> {
     pub(crate) events: Events,
     pub(crate) deposit: bool,
     pub(crate) stats: Counters,
+    pub(crate) backoff: Backoff,
 }
 
 #[derive(Default)]
@@ -123,7 +125,7 @@ impl<S, C, P> Layer<S> for RetryLayer<C, P> {
             Some(seed) => FastRng::new(seed),
             None => FastRng::from_entropy(),
         };
-        Retry { inner, shared: self.shared.clone(), rng }
+        Retry { inner, shared: self.shared.clone(), rng, pending: 0 }
     }
 }
 
@@ -219,6 +221,7 @@ impl<C, P> RetryLayerBuilder<C, P> {
         };
         Ok(RetryLayer {
             shared: Arc::new(Shared {
+                backoff: Backoff::new(&self.config.backoff, FastRng::new(0)),
                 config: self.config,
                 classifier: self.classifier,
                 replay: self.replay,

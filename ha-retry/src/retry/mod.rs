@@ -34,7 +34,7 @@ use tower::BoxError;
 use tower_service::Service;
 
 use crate::budget::RetryBudget;
-use crate::policy::RetryState;
+use crate::policy::{earliest, RetryState};
 use crate::replay::{Cloned, Replay};
 use layer::Shared;
 
@@ -43,7 +43,15 @@ pub struct Retry<S, C = ErrorsAreFailures, P = Cloned> {
     inner: S,
     shared: Arc<Shared<C, P>>,
     rng: FastRng,
+    // Requests not yet deposited into the budget; see `call`.
+    pending: u32,
 }
+
+/// Requests a service counts before depositing them into the shared budget
+/// in one go: one clock read and two atomic operations per batch instead of
+/// per request. Until then up to `DEPOSIT_BATCH - 1` requests per clone are
+/// not yet credited (at the default 20%, at most 3 retries).
+pub(crate) const DEPOSIT_BATCH: u32 = 16;
 
 impl<S, C, P> Retry<S, C, P> {
     /// The budget this service's retries draw on.
@@ -66,7 +74,20 @@ impl<S: Clone, C, P> Clone for Retry<S, C, P> {
     fn clone(&self) -> Self {
         // Each clone draws its own jitter, so clones that fail together do not retry in step.
         let mut parent = self.rng.clone();
-        Retry { inner: self.inner.clone(), shared: self.shared.clone(), rng: FastRng::new(parent.next_u64() ^ salt()) }
+        Retry {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            rng: FastRng::new(parent.next_u64() ^ salt()),
+            pending: 0,
+        }
+    }
+}
+
+impl<S, C, P> Drop for Retry<S, C, P> {
+    fn drop(&mut self) {
+        if self.pending > 0 {
+            self.shared.budget.deposit_many(Instant::now(), self.pending);
+        }
     }
 }
 
@@ -99,20 +120,32 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
-        let now = Instant::now();
-        if shared.deposit {
-            shared.budget.deposit(now);
-        }
-        let own_deadline = shared.config.deadline.map(|d| now + d);
+        let config = &shared.config;
+        // The clock is read only when a timer needs it or a deposit batch is due.
+        let mut now = None;
+        let mut clock = || *now.get_or_insert_with(Instant::now);
+        let own_deadline = config.deadline.map(|d| clock() + d);
         let req = shared.replay.prepare(req, own_deadline);
         let carried = shared.replay.deadline(&req);
-        let state = RetryState::new(&shared.config, now, carried, FastRng::new(self.rng.next_u64()));
-        if state.deadline().is_some_and(|d| d <= now) {
+        let deadline = earliest(own_deadline, carried);
+        let timer = match (config.per_try_timeout, deadline) {
+            (None, None) => None,
+            (per_try, deadline) => attempt_deadline(per_try, clock(), deadline),
+        };
+        if shared.deposit {
+            self.pending += 1;
+            if self.pending >= DEPOSIT_BATCH {
+                shared.budget.deposit_many(clock(), self.pending);
+                self.pending = 0;
+            }
+        }
+        let backoff = shared.backoff.restart(FastRng::new(self.rng.next_u64()));
+        let state = RetryState::from_backoff(config, backoff, deadline);
+        if deadline.is_some_and(|d| d <= clock()) {
             return ResponseFuture::expired(self.shared.clone(), self.inner.clone(), state);
         }
         let info = shared.classifier.request_info(&req);
-        let kept = if shared.config.max_attempts > 1 { shared.replay.copy(&req) } else { None };
-        let timer = attempt_deadline(shared.config.per_try_timeout, now, state.deadline());
+        let kept = if config.max_attempts > 1 { shared.replay.copy(&req) } else { None };
         let service = self.inner.clone();
         let fut = self.inner.call(req);
         ResponseFuture::new(self.shared.clone(), service, fut, kept, info, state, timer)
