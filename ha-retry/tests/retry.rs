@@ -207,7 +207,7 @@ async fn the_budget_ratio_holds_under_a_full_outage() {
     // deposits its requests in batches of 16, so a multiple of 16 is all credited.)
     let budget_cfg = BudgetConfig { min_per_second: 0, ..BudgetConfig::default() };
     let (svc, starts) = scripted(|_| (Duration::ZERO, Err("down")));
-    let layer = RetryLayer::new(RetryConfig { budget: budget_cfg, ..config() }).unwrap();
+    let layer = RetryLayer::new(RetryConfig { budget: budget_cfg, max_attempts: 10, ..config() }).unwrap();
     let mut svc = layer.layer(svc);
     for _ in 0..112 {
         let _ = svc.ready().await.unwrap().call(1).await;
