@@ -13,19 +13,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ha_breaker::Breaker;
+use ha_core::event::BreakerState;
 use ha_core::sync::atomic::{AtomicU64, Ordering};
 use ha_core::Instant;
 
 use crate::health::HealthGate;
 
 /// A [`HealthGate`] reading an `ha-breaker` [`Breaker`]: one atomic load
-/// while the breaker is closed or half-open.
+/// while the breaker is closed.
 ///
 /// The breaker moves from open to half-open only when a call asks it to, so
-/// the gate cannot simply wait for it to stop reading open: after the
-/// breaker's base open wait it admits the endpoint again, and the breaker
+/// the gate cannot simply wait for it to stop reading open. It learns of an
+/// open period when it first reads the breaker open (on a pick, or at the
+/// balancer's recount every `tiers.refresh`), and one base open wait later
+/// it admits the endpoint again, and the breaker
 /// then takes its probe (or, still open, makes the balancer look elsewhere
-/// and the gate waits another base period).
+/// and the gate waits another base period). A half-open breaker is admitted
+/// until a request finds its probe permits taken; then the request goes
+/// elsewhere and the gate waits a tenth of the base period.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -72,25 +77,35 @@ impl BreakerGate {
 impl HealthGate for BreakerGate {
     #[inline]
     fn admits(&self, now: Instant) -> bool {
-        if !self.breaker.is_open() {
-            return true;
+        match self.breaker.state() {
+            BreakerState::Closed | BreakerState::Disabled | BreakerState::MetricsOnly => true,
+            // Probes go through until one finds every probe permit taken.
+            BreakerState::HalfOpen => self.ms(now) >= self.retry_at.load(Ordering::Acquire),
+            BreakerState::Open | BreakerState::ForcedOpen => {
+                let period = self.breaker.metrics().transitions;
+                let now_ms = self.ms(now);
+                if self.seen.swap(period, Ordering::AcqRel) != period {
+                    self.retry_at.store(now_ms.saturating_add(millis(self.wait())), Ordering::Release);
+                    return false;
+                }
+                now_ms >= self.retry_at.load(Ordering::Acquire)
+            }
         }
-        let period = self.breaker.metrics().transitions;
-        let now_ms = self.ms(now);
-        if self.seen.swap(period, Ordering::AcqRel) != period {
-            let wait = u64::try_from(self.wait().as_millis()).unwrap_or(u64::MAX);
-            self.retry_at.store(now_ms.saturating_add(wait), Ordering::Release);
-            return false;
-        }
-        now_ms >= self.retry_at.load(Ordering::Acquire)
     }
 
     fn deferred(&self, now: Instant) {
-        if self.breaker.is_open() {
-            let wait = u64::try_from(self.wait().as_millis()).unwrap_or(u64::MAX);
-            self.retry_at.store(self.ms(now).saturating_add(wait), Ordering::Release);
-        }
+        let hold = match self.breaker.state() {
+            BreakerState::Open | BreakerState::ForcedOpen => self.wait(),
+            // The probes in flight decide soon; look again after a tenth of the wait.
+            BreakerState::HalfOpen => self.wait() / 10,
+            _ => return,
+        };
+        self.retry_at.store(self.ms(now).saturating_add(millis(hold)), Ordering::Release);
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl fmt::Debug for BreakerGate {

@@ -246,6 +246,56 @@ async fn an_open_breaker_takes_its_endpoint_out_and_fails_no_request() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_half_open_breaker_takes_its_probe_and_the_rest_go_elsewhere() {
+    use ha_balance::BreakerGate;
+    use ha_breaker::{Breaker, BreakerConfig, CircuitBreaker, RejectMode};
+
+    let bad = backend("bad");
+    let good = backend("good");
+    let config = BreakerConfig {
+        consecutive_failures: Some(1),
+        half_open_probes: 1,
+        reject_mode: RejectMode::NotReady,
+        ..BreakerConfig::default()
+    };
+    let endpoint = |be: &Backend| {
+        let breaker =
+            Arc::new(Breaker::new(be.name, config.clone(), ha_core::Events::new(), ha_core::Instant::now()).unwrap());
+        Endpoint::new(CircuitBreaker::new(be.clone(), breaker.clone())).health_gate(BreakerGate::new(breaker))
+    };
+    let cfg = BalanceConfig { picker: Picker::RoundRobin, outlier: OutlierConfig::disabled(), ..Default::default() };
+    let b: Balance<&'static str, CircuitBreaker<Backend>, Req> =
+        Balance::builder().config(cfg).build_with([("bad", endpoint(&bad)), ("good", endpoint(&good))]).unwrap();
+    bad.set_fail(true);
+    let mut first = b.clone();
+    let _ = first.ready().await.unwrap().call(req(0)).await;
+    let _ = first.ready().await.unwrap().call(req(0)).await;
+    assert_eq!(bad.hits(), 1, "one failure opened it");
+    // After the open wait, a slow probe occupies the only probe permit.
+    bad.set_fail(false);
+    let slow_probe = bad.st.delay_ms.swap(2_000, Ordering::Relaxed);
+    assert_eq!(slow_probe, 0);
+    // Traffic flows through the open wait (the gate learns of the open
+    // period from the balancer's periodic recount, every 100 ms).
+    for _ in 0..45 {
+        assert_eq!(first.ready().await.unwrap().call(req(0)).await.unwrap(), "good");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut handles = Vec::new();
+    for _ in 0..20 {
+        let mut b = b.clone();
+        handles.push(tokio::spawn(async move { b.ready().await.unwrap().call(req(0)).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(bad.hits(), 2, "exactly one probe reached the half-open endpoint");
+    assert!(good.hits() >= 19, "the others went to the good endpoint: {}", good.hits());
+    for h in handles {
+        h.await.unwrap().expect("no request fails");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn retries_over_tiers_keep_every_request_succeeding_while_one_endpoint_is_healthy() {
     use ha_retry::{RetryConfig, RetryLayer};
     use tower::Layer;
