@@ -59,6 +59,32 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # How it works
+//!
+//! - **Shared table, private views.** The endpoint set is an immutable
+//!   snapshot in a [`snapshot::SnapshotCell`]: membership changes (a lock,
+//!   rare) build a new snapshot and bump a generation counter; each clone
+//!   of the balancer keeps its own `Arc` of the snapshot and only checks the
+//!   counter per call. Health, load and counters are atomics in each
+//!   endpoint, so selection never locks.
+//! - **No `Buffer`.** The pick happens in `call` (it depends on the
+//!   request: tried endpoints, hash key), so `poll_ready` is always ready.
+//!   The response future drives the picked endpoint's `poll_ready` on a
+//!   clone of its service (`S: Clone`, like `ServiceExt::oneshot`). A
+//!   request is only ever sent to the endpoint it was picked for, even if
+//!   that endpoint is removed meanwhile (tower#856); if a gated endpoint
+//!   (an open breaker) turns out not ready before the request is sent, the
+//!   request is picked again elsewhere.
+//! - **Background tasks only for membership.** A `Discover` stream and
+//!   active health checks are driven by tokio tasks that hold no strong
+//!   reference to the balancer and stop when its last clone is dropped.
+//! - **Time.** A call reads the clock once, for selection, EWMA decay, slow
+//!   start, ejection expiry and the latency's start; the PeakEWMA picker
+//!   reads it once more when the response arrives, to measure the latency.
+//!   Tier plans are recounted every `tiers.refresh` (100 ms) or at once
+//!   when an ejection or membership change marks them stale; ejections
+//!   expire without a timer.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

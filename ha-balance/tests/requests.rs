@@ -206,6 +206,7 @@ async fn active_health_checks_take_an_endpoint_out_and_bring_it_back() {
     assert_eq!(a.hits(), 5, "back after two passed probes");
 }
 
+#[cfg(feature = "breaker")]
 #[tokio::test(start_paused = true)]
 async fn an_open_breaker_takes_its_endpoint_out_and_fails_no_request() {
     use ha_balance::BreakerGate;
@@ -245,6 +246,7 @@ async fn an_open_breaker_takes_its_endpoint_out_and_fails_no_request() {
     assert!(bad.hits() > 30, "bad is back: {}", bad.hits());
 }
 
+#[cfg(feature = "breaker")]
 #[tokio::test(start_paused = true)]
 async fn a_half_open_breaker_takes_its_probe_and_the_rest_go_elsewhere() {
     use ha_balance::BreakerGate;
