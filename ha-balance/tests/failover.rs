@@ -241,6 +241,35 @@ async fn success_rate_outlier_is_ejected_at_the_interval() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn failure_percentage_ejects_at_the_interval_and_not_in_the_control() {
+    let mut cfg = ejecting(0, 50.0);
+    cfg.outlier.failure_percentage = Some(ha_balance::config::FailurePercentageConfig {
+        threshold: 50.0,
+        minimum_hosts: 3,
+        request_volume: 50,
+    });
+    let (mut b, all, seen) = tiered(4, 0, cfg);
+    for _ in 0..800 {
+        // ep0 fails 3 of its 4 requests (75%); ep1 fails 1% (the control).
+        all[0].0.set_fail(all[0].0.hits() % 4 != 3);
+        all[1].0.set_fail(all[1].0.hits() % 100 == 99);
+        let _ = send(&mut b).await;
+    }
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let _ = send(&mut b).await;
+    let ejected: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            Event::EndpointEjected { endpoint, reason, .. } => Some((endpoint.to_string(), *reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ejected, vec![("ep0".to_string(), EjectionReason::FailurePercentage)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn panic_mode_routes_over_every_endpoint() {
     let (mut b, all, seen) = tiered(10, 0, ejecting(1, 100.0));
     for (be, _) in &all[..6] {
