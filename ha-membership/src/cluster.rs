@@ -149,6 +149,7 @@ impl ClusterBuilder {
             cmd_rx,
             view: view_tx,
             subscribers: Vec::new(),
+            user_subscribers: Vec::new(),
             sync_tx: None,
             join_waiters: Vec::new(),
         };
@@ -179,6 +180,7 @@ enum Command {
     SetMetadata(Metadata),
     Broadcast(Vec<u8>),
     Subscribe(mpsc::UnboundedSender<MembershipEvent>),
+    SubscribeUser(mpsc::UnboundedSender<Vec<u8>>),
 }
 
 /// A running member of a cluster. Cheap to clone; the node stops (without
@@ -277,6 +279,13 @@ impl Cluster {
         EventStream { rx, _task: self.task.clone() }
     }
 
+    /// Every user broadcast received from other members from now on.
+    pub fn user_messages(&self) -> UserMessages {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = self.cmd.send(Command::SubscribeUser(tx));
+        UserMessages { rx, _task: self.task.clone() }
+    }
+
     /// The live members other than this node as a tower `Discover`: a service
     /// built by `make_service` is inserted for each member that becomes alive
     /// and removed when it dies or leaves.
@@ -303,6 +312,21 @@ impl Stream for EventStream {
     }
 }
 
+/// A stream of user broadcasts; see [`Cluster::user_messages`].
+#[derive(Debug)]
+pub struct UserMessages {
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    _task: Arc<TaskGuard>,
+}
+
+impl Stream for UserMessages {
+    type Item = Vec<u8>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Vec<u8>>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
 enum SyncMsg {
     /// A peer's state arrived (as answer, or as request with a reply channel).
     State { bytes: Vec<u8>, reply: Option<oneshot::Sender<Vec<u8>>>, from: SocketAddr },
@@ -320,6 +344,7 @@ struct Driver {
     cmd_rx: mpsc::UnboundedReceiver<Command>,
     view: watch::Sender<View>,
     subscribers: Vec<mpsc::UnboundedSender<MembershipEvent>>,
+    user_subscribers: Vec<mpsc::UnboundedSender<Vec<u8>>>,
     sync_tx: Option<mpsc::UnboundedSender<SyncMsg>>,
     join_waiters: Vec<JoinWaiter>,
 }
@@ -382,6 +407,7 @@ impl Driver {
                 }
                 self.subscribers.push(tx);
             }
+            Command::SubscribeUser(tx) => self.user_subscribers.push(tx),
         }
     }
 
@@ -448,7 +474,7 @@ impl Driver {
             self.subscribers.retain(|s| s.send(ev.clone()).is_ok());
         }
         while let Some(p) = self.swim.poll_user() {
-            tracing::debug!(target: "ha::membership", bytes = p.len(), "user broadcast received");
+            self.user_subscribers.retain(|s| s.send(p.clone()).is_ok());
         }
         let counters = self.swim.counters();
         if changed || self.view.borrow().counters != counters {

@@ -55,7 +55,7 @@ pub mod sim;
 pub mod swim;
 pub mod wire;
 
-pub use cluster::{Cluster, ClusterBuilder, ClusterError, EventStream};
+pub use cluster::{Cluster, ClusterBuilder, ClusterError, EventStream, UserMessages};
 pub use config::{Config, MAX_PACKET};
 pub use discover::MemberDiscover;
 pub use error::{ConfigError, DecodeError, KeyError};

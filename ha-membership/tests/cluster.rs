@@ -99,6 +99,14 @@ async fn five_nodes_crash_leave_and_rejoin() {
     }
     assert!(nodes[0].counters().packets_in > 0);
 
+    // A user broadcast reaches every other member.
+    let mut inboxes: Vec<_> = nodes[1..].iter().map(|n| n.user_messages()).collect();
+    nodes[0].broadcast(b"config v2".to_vec()).unwrap();
+    for inbox in &mut inboxes {
+        let got = tokio::time::timeout(Duration::from_secs(30), inbox.next()).await.unwrap();
+        assert_eq!(got.as_deref(), Some(&b"config v2"[..]));
+    }
+
     // n4 crashes: dropped without leaving.
     let n4_addr = nodes[4].addr();
     nodes.pop();

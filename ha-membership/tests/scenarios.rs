@@ -75,3 +75,63 @@ fn same_seed_same_outcome() {
     let b = run(&s, 64, 7, true);
     assert_eq!(a, b);
 }
+
+#[test]
+fn a_crashed_node_that_restarts_rejoins_and_the_views_converge() {
+    let s: Scenario = toml::from_str(
+        r#"
+        nodes = 16
+        warmup_s = 20
+        duration_s = 90
+        [[faults]]
+        kind = "crash"
+        at_s = 5
+        until_s = 40
+        nodes = [3]
+    "#,
+    )
+    .unwrap();
+    let out = run(&s, 16, 3, true);
+    assert!(out.converged, "the restarted node is back in every view");
+    assert_eq!(out.false_dead, 0);
+}
+
+#[test]
+fn a_one_way_partition_heals_too() {
+    let s: Scenario = toml::from_str(
+        r#"
+        nodes = 16
+        warmup_s = 20
+        duration_s = 120
+        [[faults]]
+        kind = "partition"
+        one_way = true
+        split = 8
+        at_s = 5
+        until_s = 60
+    "#,
+    )
+    .unwrap();
+    let out = run(&s, 16, 4, true);
+    assert!(out.heal_s.expect("healed") <= 60.0, "{out:?}");
+    assert!(out.converged);
+}
+
+#[test]
+fn a_graceful_leave_is_no_false_death() {
+    let s: Scenario = toml::from_str(
+        r#"
+        nodes = 16
+        warmup_s = 20
+        duration_s = 30
+        [[faults]]
+        kind = "leave"
+        at_s = 5
+        nodes = [2]
+    "#,
+    )
+    .unwrap();
+    let out = run(&s, 16, 5, true);
+    assert_eq!(out.false_dead, 0);
+    assert!(out.converged);
+}
