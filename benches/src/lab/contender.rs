@@ -40,8 +40,11 @@ pub enum Role {
 pub struct BuildCtx<'a> {
     /// The simulated world.
     pub world: &'a Rc<World>,
-    /// The layer being built (0 = the one users call).
+    /// The layer this stack calls (0 = the one users call).
     pub layer: usize,
+    /// Which caller owns this stack: the index of the calling backend in the
+    /// layer above (0 for the users).
+    pub client: usize,
     /// The layer's backends, as services.
     pub backends: &'a [SimBackend],
     /// The scenario's balancer for request-level contenders.
@@ -49,10 +52,10 @@ pub struct BuildCtx<'a> {
 }
 
 impl BuildCtx<'_> {
-    /// A generator seeded from the run's seed, the layer and `salt`, so every
-    /// randomised contender is reproducible.
+    /// A generator seeded from the run's seed, the layer, the client and
+    /// `salt`, so every randomised contender is reproducible.
     pub fn rng(&self, salt: u64) -> FastRng {
-        FastRng::new(mix(mix(self.world.seed, self.layer as u64), salt))
+        FastRng::new(mix(mix(mix(self.world.seed, self.layer as u64), self.client as u64), salt))
     }
 
     /// The stack of the base balancer, for request-level contenders.

@@ -90,18 +90,27 @@ pub fn run(scenario: &Scenario, contender: &'static Contender, trace: &Trace) ->
     tokio::task::LocalSet::new().block_on(&rt, simulate(scenario, contender, trace))
 }
 
-/// Builds the client stack of every layer, innermost first, so each layer's
-/// backends can hold the stack of the next.
+/// Builds the backends of every layer, innermost first, each backend with
+/// its own client stack to the next layer (as each server instance has its
+/// own client: its own balancer state and retry budget), and returns the
+/// users' stack to layer 0.
 fn build_stacks(scenario: &Scenario, contender: &'static Contender, world: &Rc<World>) -> Stack {
-    let mut downstream: Option<(Stack, Option<Duration>)> = None;
+    let stack_to = |layer: usize, backends: &[SimBackend], client: usize| {
+        let ctx = BuildCtx { world, layer, client, backends, base_balancer: scenario.base_balancer };
+        (contender.build)(&ctx)
+    };
+    let mut below: Option<Vec<SimBackend>> = None;
     for (layer, l) in scenario.layers.iter().enumerate().rev() {
-        let backends: Vec<SimBackend> =
-            (0..l.backends.len()).map(|i| SimBackend::new(world.clone(), layer, i, downstream.clone())).collect();
-        let ctx = BuildCtx { world, layer, backends: &backends, base_balancer: scenario.base_balancer };
-        let stack = (contender.build)(&ctx);
-        downstream = Some((stack, l.timeout_ns.map(Duration::from_nanos)));
+        let next_timeout = scenario.layers.get(layer + 1).and_then(|n| n.timeout_ns).map(Duration::from_nanos);
+        let backends = (0..l.backends.len())
+            .map(|i| {
+                let downstream = below.as_deref().map(|b| (stack_to(layer + 1, b, i), next_timeout));
+                SimBackend::new(world.clone(), layer, i, downstream)
+            })
+            .collect();
+        below = Some(backends);
     }
-    downstream.expect("a scenario has at least one layer").0
+    stack_to(0, &below.expect("a scenario has at least one layer"), 0)
 }
 
 /// Sends user request `i` (its `fanout` sub-requests) and waits for all of

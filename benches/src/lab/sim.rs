@@ -8,6 +8,10 @@
 //! completion time is known at once and the backend's future is a
 //! `sleep_until` of it. A client that gives up (timeout, losing hedge) drops
 //! the future, but the backend still does the work, as a real server would.
+//!
+//! Resolution: tokio's timer wheel fires in 1 ms ticks, so arrivals and
+//! completions land on the next whole millisecond of virtual time and
+//! latencies are whole milliseconds (as in tower's demo, which reports ms).
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
