@@ -15,7 +15,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{one_call, Bare};
+use common::{alloc_iters, one_call, Bare};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use ha_benches::alloc::{allocations_per_call, CountingAllocator};
 use tower::balance::p2c::Balance;
@@ -43,7 +43,7 @@ fn peak_ewma(n: usize) -> impl Service<u64, Response = u64> {
 
 /// A balancer after its endpoints are discovered and warmed up.
 fn warmed<S: Service<u64>>(mut svc: S) -> S {
-    for i in 0..10_000 {
+    for i in 0..alloc_iters() / 10 {
         assert!(one_call(&mut svc, i), "a ready endpoint answers");
     }
     svc
@@ -56,15 +56,17 @@ fn bench(c: &mut Criterion) {
 
     let mut bare = Bare;
     g.bench_function("bare", |b| b.iter(|| one_call(&mut bare, black_box(7))));
-    allocs.push(("bare".to_string(), allocations_per_call(100_000, || assert!(one_call(&mut bare, 7)))));
+    allocs.push(("bare".to_string(), allocations_per_call(alloc_iters(), || assert!(one_call(&mut bare, 7)))));
 
     for n in SIZES {
         let mut svc = warmed(pending(n));
         g.bench_with_input(BenchmarkId::new("tower_p2c_pending", n), &n, |b, _| {
             b.iter(|| one_call(&mut svc, black_box(7)))
         });
-        allocs
-            .push((format!("tower_p2c_pending/{n}"), allocations_per_call(100_000, || assert!(one_call(&mut svc, 7)))));
+        allocs.push((
+            format!("tower_p2c_pending/{n}"),
+            allocations_per_call(alloc_iters(), || assert!(one_call(&mut svc, 7))),
+        ));
 
         let mut svc = warmed(peak_ewma(n));
         g.bench_with_input(BenchmarkId::new("tower_p2c_peak_ewma", n), &n, |b, _| {
@@ -72,7 +74,7 @@ fn bench(c: &mut Criterion) {
         });
         allocs.push((
             format!("tower_p2c_peak_ewma/{n}"),
-            allocations_per_call(100_000, || assert!(one_call(&mut svc, 7))),
+            allocations_per_call(alloc_iters(), || assert!(one_call(&mut svc, 7))),
         ));
     }
     g.finish();

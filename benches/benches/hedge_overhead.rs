@@ -16,7 +16,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{one_call, Bare};
+use common::{alloc_iters, one_call, Bare};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ha_benches::alloc::{allocations_per_call, CountingAllocator};
 use tower::hedge::{Hedge, Policy};
@@ -47,15 +47,15 @@ fn bench(c: &mut Criterion) {
     let mut bare = Bare;
     g.bench_function("bare", |b| b.iter(|| one_call(&mut bare, black_box(7))));
     let mut hedge = Hedge::new::<u64>(Bare, HedgeAll, 10, 0.95, Duration::from_secs(1));
-    for i in 0..10_000 {
+    for i in 0..alloc_iters() / 10 {
         assert!(one_call(&mut hedge, i), "an immediate answer is never hedged");
     }
     g.bench_function("tower_hedge", |b| b.iter(|| one_call(&mut hedge, black_box(7))));
     g.finish();
 
-    let a = allocations_per_call(100_000, || assert!(one_call(&mut bare, 7)));
+    let a = allocations_per_call(alloc_iters(), || assert!(one_call(&mut bare, 7)));
     println!("hedge_overhead/bare: {a:.2} allocations per call");
-    let a = allocations_per_call(100_000, || assert!(one_call(&mut hedge, 7)));
+    let a = allocations_per_call(alloc_iters(), || assert!(one_call(&mut hedge, 7)));
     println!("hedge_overhead/tower_hedge: {a:.2} allocations per call");
 }
 

@@ -14,7 +14,7 @@ mod common;
 use std::future::Ready;
 use std::time::Duration;
 
-use common::{one_call, Bare};
+use common::{alloc_iters, one_call, Bare};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ha_benches::alloc::{allocations_per_call, CountingAllocator};
 use tower::retry::{Policy, Retry};
@@ -48,9 +48,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("tower_retry", |b| b.iter(|| one_call(&mut retry, black_box(7))));
     g.finish();
 
-    let a = allocations_per_call(100_000, || assert!(one_call(&mut bare, 7)));
+    let a = allocations_per_call(alloc_iters(), || assert!(one_call(&mut bare, 7)));
     println!("retry_overhead/bare: {a:.2} allocations per call");
-    let a = allocations_per_call(100_000, || assert!(one_call(&mut retry, 7)));
+    let a = allocations_per_call(alloc_iters(), || assert!(one_call(&mut retry, 7)));
     println!("retry_overhead/tower_retry: {a:.2} allocations per call");
 }
 

@@ -38,3 +38,13 @@ pub fn one_call<S: Service<u64>>(svc: &mut S, req: u64) -> bool {
     let fut = pin!(svc.call(req));
     ready && matches!(fut.poll(&mut cx), Poll::Ready(Ok(_)))
 }
+
+/// Calls to average allocations over: many under `cargo bench`, a few under
+/// `cargo test --benches` (which runs each bench once, as a smoke test).
+pub fn alloc_iters() -> u64 {
+    if std::env::args().any(|a| a == "--bench") {
+        100_000
+    } else {
+        100
+    }
+}
