@@ -132,11 +132,17 @@ pub struct SuccessRateConfig {
     pub minimum_hosts: u32,
     /// Requests an endpoint needs in an interval to be judged.
     pub request_volume: u64,
+    /// The success rate must also be at least this far below the mean, in
+    /// absolute terms (`0.05` = five percentage points). Envoy has no such
+    /// floor; without it, a fleet whose endpoints all fail about 1% at
+    /// random has a tight standard deviation and ejects whichever endpoint
+    /// was unlucky in the interval. `0` gives Envoy's rule. In `[0, 1]`.
+    pub min_deficit: f64,
 }
 
 impl Default for SuccessRateConfig {
     fn default() -> Self {
-        SuccessRateConfig { stdev_factor: 1.9, minimum_hosts: 5, request_volume: 100 }
+        SuccessRateConfig { stdev_factor: 1.9, minimum_hosts: 5, request_volume: 100, min_deficit: 0.05 }
     }
 }
 
@@ -296,6 +302,7 @@ impl BalanceConfig {
                 "must be a non-negative number",
             )?;
             check(sr.request_volume > 0, "outlier.success_rate.request_volume", "must be positive")?;
+            check((0.0..=1.0).contains(&sr.min_deficit), "outlier.success_rate.min_deficit", "must be in [0, 1]")?;
         }
         if let Some(fp) = &o.failure_percentage {
             check(

@@ -126,7 +126,7 @@ impl Detector {
                 let n = judged.len() as f64;
                 let mean = judged.iter().map(|(_, r)| r).sum::<f64>() / n;
                 let var = judged.iter().map(|(_, r)| (r - mean) * (r - mean)).sum::<f64>() / n;
-                let threshold = mean - sr.stdev_factor * var.sqrt();
+                let threshold = (mean - sr.stdev_factor * var.sqrt()).min(mean - sr.min_deficit);
                 for (i, rate) in judged {
                     if rate < threshold {
                         out.extend(self.try_eject(hosts, i, now_ns, EjectionReason::SuccessRate));
@@ -287,6 +287,36 @@ mod tests {
         }
         feed(&d, &f.outlier[3], 0, 200);
         assert!(d.evaluate(&hosts, SEC).is_empty());
+    }
+
+    #[test]
+    fn a_fleet_failing_one_percent_at_random_ejects_nobody() {
+        // Ten endpoints at ~1% failures with binomial noise: 0.4% .. 1.8%.
+        let d = Detector::new(OutlierConfig {
+            consecutive_failures: 0,
+            max_ejection_percent: 100.0,
+            success_rate: Some(SuccessRateConfig::default()),
+            ..cfg()
+        });
+        let f = Fleet::new(10);
+        let hosts = f.hosts();
+        for (i, failed) in [10u64, 4, 18, 9, 11, 7, 13, 10, 8, 10].into_iter().enumerate() {
+            feed(&d, &f.outlier[i], 1000 - failed, failed);
+        }
+        assert!(d.evaluate(&hosts, SEC).is_empty());
+        // Envoy's rule alone (no floor) ejects the unlucky one.
+        let envoy = Detector::new(OutlierConfig {
+            consecutive_failures: 0,
+            max_ejection_percent: 100.0,
+            success_rate: Some(SuccessRateConfig { min_deficit: 0.0, ..SuccessRateConfig::default() }),
+            ..cfg()
+        });
+        let f = Fleet::new(10);
+        let hosts = f.hosts();
+        for (i, failed) in [10u64, 4, 18, 9, 11, 7, 13, 10, 8, 10].into_iter().enumerate() {
+            feed(&envoy, &f.outlier[i], 1000 - failed, failed);
+        }
+        assert_eq!(envoy.evaluate(&hosts, SEC).iter().map(|e| e.host).collect::<Vec<_>>(), vec![2]);
     }
 
     #[test]

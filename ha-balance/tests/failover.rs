@@ -243,11 +243,8 @@ async fn success_rate_outlier_is_ejected_at_the_interval() {
 #[tokio::test(start_paused = true)]
 async fn failure_percentage_ejects_at_the_interval_and_not_in_the_control() {
     let mut cfg = ejecting(0, 50.0);
-    cfg.outlier.failure_percentage = Some(ha_balance::config::FailurePercentageConfig {
-        threshold: 50.0,
-        minimum_hosts: 3,
-        request_volume: 50,
-    });
+    cfg.outlier.failure_percentage =
+        Some(ha_balance::config::FailurePercentageConfig { threshold: 50.0, minimum_hosts: 3, request_volume: 50 });
     let (mut b, all, seen) = tiered(4, 0, cfg);
     for _ in 0..800 {
         // ep0 fails 3 of its 4 requests (75%); ep1 fails 1% (the control).
