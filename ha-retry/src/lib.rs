@@ -81,6 +81,7 @@ pub mod backoff;
 pub mod body;
 pub mod budget;
 pub mod config;
+mod handle;
 pub mod hedge;
 pub mod interop;
 pub mod policy;

@@ -390,3 +390,13 @@ async fn requests_with_their_own_attempt_field_are_relabelled() {
     assert_eq!(layer.layer(svc).oneshot(Query { attempt: 0 }).await.unwrap(), 2);
     assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_layer_built_for_the_process_behaves_the_same() {
+    let (svc, starts) = scripted(|i| (Duration::ZERO, if i < 1 { Err("busy") } else { Ok(i) }));
+    let layer = RetryLayer::builder(config()).build_static().unwrap();
+    let svc = layer.layer(svc);
+    assert_eq!(svc.clone().oneshot(1).await.unwrap(), 1);
+    assert_eq!(starts.lock().unwrap().len(), 2);
+    assert_eq!(layer.stats().retries, 1);
+}

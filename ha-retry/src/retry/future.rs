@@ -1,9 +1,9 @@
+use crate::handle::Handle;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use ha_core::classify::Classify;
@@ -24,7 +24,8 @@ pub struct ResponseFuture<S, C, P, Req>
 where
     P: Replay<Req>,
     S: Service<P::Request>,
-    C: Classify<P::Request, S::Response, BoxError>,
+    C: Classify<P::Request, S::Response, BoxError> + 'static,
+    P: 'static,
 {
     #[pin]
     state: State<S::Future>,
@@ -32,7 +33,7 @@ where
     #[pin]
     timer: Option<Sleep>,
     service: S,
-    shared: Arc<Shared<C, P>>,
+    shared: Handle<Shared<C, P>>,
     kept: Option<P::Request>,
     info: Option<C::RequestInfo>,
     retry: RetryState,
@@ -55,10 +56,11 @@ impl<S, C, P, Req> ResponseFuture<S, C, P, Req>
 where
     P: Replay<Req>,
     S: Service<P::Request>,
-    C: Classify<P::Request, S::Response, BoxError>,
+    C: Classify<P::Request, S::Response, BoxError> + 'static,
+    P: 'static,
 {
     pub(crate) fn new(
-        shared: Arc<Shared<C, P>>,
+        shared: Handle<Shared<C, P>>,
         service: S,
         fut: S::Future,
         kept: Option<P::Request>,
@@ -78,7 +80,7 @@ where
         }
     }
 
-    pub(crate) fn expired(shared: Arc<Shared<C, P>>, service: S, retry: RetryState) -> Self {
+    pub(crate) fn expired(shared: Handle<Shared<C, P>>, service: S, retry: RetryState) -> Self {
         ResponseFuture {
             state: State::Expired,
             timer: None,
@@ -105,7 +107,8 @@ where
     P: Replay<Req>,
     S: Service<P::Request>,
     S::Error: Into<BoxError>,
-    C: Classify<P::Request, S::Response, BoxError>,
+    C: Classify<P::Request, S::Response, BoxError> + 'static,
+    P: 'static,
 {
     type Output = Result<S::Response, BoxError>;
 
@@ -213,7 +216,8 @@ impl<S, C, P, Req> fmt::Debug for ResponseFuture<S, C, P, Req>
 where
     P: Replay<Req>,
     S: Service<P::Request>,
-    C: Classify<P::Request, S::Response, BoxError>,
+    C: Classify<P::Request, S::Response, BoxError> + 'static,
+    P: 'static,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").field("attempt", &self.retry.attempt()).finish_non_exhaustive()

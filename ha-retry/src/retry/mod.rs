@@ -23,8 +23,8 @@ mod layer;
 pub use future::ResponseFuture;
 pub use layer::{RetryLayer, RetryLayerBuilder, RetryStats};
 
+use crate::handle::Handle;
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use ha_core::classify::{Classify, ErrorsAreFailures};
@@ -39,9 +39,9 @@ use crate::replay::{Cloned, Replay};
 use layer::Shared;
 
 /// Retries failed requests; see the [module docs](self).
-pub struct Retry<S, C = ErrorsAreFailures, P = Cloned> {
+pub struct Retry<S, C: 'static = ErrorsAreFailures, P: 'static = Cloned> {
     inner: S,
-    shared: Arc<Shared<C, P>>,
+    shared: Handle<Shared<C, P>>,
     rng: FastRng,
     // Requests not yet deposited into the budget; see `call`.
     pending: u32,
@@ -53,7 +53,7 @@ pub struct Retry<S, C = ErrorsAreFailures, P = Cloned> {
 /// not yet credited (at the default 20%, at most 3 retries).
 pub(crate) const DEPOSIT_BATCH: u32 = 16;
 
-impl<S, C, P> Retry<S, C, P> {
+impl<S, C: 'static, P: 'static> Retry<S, C, P> {
     /// The budget this service's retries draw on.
     pub fn budget(&self) -> &RetryBudget {
         &self.shared.budget
@@ -70,7 +70,7 @@ impl<S, C, P> Retry<S, C, P> {
     }
 }
 
-impl<S: Clone, C, P> Clone for Retry<S, C, P> {
+impl<S: Clone, C: 'static, P: 'static> Clone for Retry<S, C, P> {
     fn clone(&self) -> Self {
         // Each clone draws its own jitter, so clones that fail together do not retry in step.
         let mut parent = self.rng.clone();
@@ -83,7 +83,7 @@ impl<S: Clone, C, P> Clone for Retry<S, C, P> {
     }
 }
 
-impl<S, C, P> Drop for Retry<S, C, P> {
+impl<S, C: 'static, P: 'static> Drop for Retry<S, C, P> {
     fn drop(&mut self) {
         if self.pending > 0 {
             self.shared.budget.deposit_many(Instant::now(), self.pending);
@@ -97,7 +97,7 @@ fn salt() -> u64 {
     CLONES.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-impl<S: fmt::Debug, C, P> fmt::Debug for Retry<S, C, P> {
+impl<S: fmt::Debug, C: 'static, P: 'static> fmt::Debug for Retry<S, C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry").field("inner", &self.inner).field("config", &self.shared.config).finish()
     }
@@ -108,7 +108,8 @@ where
     P: Replay<Req>,
     S: Service<P::Request> + Clone,
     S::Error: Into<BoxError>,
-    C: Classify<P::Request, S::Response, BoxError>,
+    C: Classify<P::Request, S::Response, BoxError> + 'static,
+    P: 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
