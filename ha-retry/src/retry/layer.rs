@@ -129,6 +129,8 @@ impl<S, C: 'static, P: 'static> Layer<S> for RetryLayer<C, P> {
     }
 }
 
+type MakeHandle<C, P> = fn(Shared<C, P>) -> Handle<Shared<C, P>>;
+
 /// Builds a [`RetryLayer`].
 pub struct RetryLayerBuilder<C = ErrorsAreFailures, P = Cloned> {
     config: RetryConfig,
@@ -232,7 +234,7 @@ impl<C, P> RetryLayerBuilder<C, P> {
         self.build_with(Handle::leaked)
     }
 
-    fn build_with(self, handle: fn(Shared<C, P>) -> Handle<Shared<C, P>>) -> Result<RetryLayer<C, P>, ConfigError>
+    fn build_with(self, handle: MakeHandle<C, P>) -> Result<RetryLayer<C, P>, ConfigError>
     where
         C: 'static,
         P: 'static,
