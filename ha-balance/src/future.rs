@@ -34,6 +34,10 @@ pub(crate) struct Flight<K, S> {
     core: Arc<Core<K, S>>,
     slot: Arc<Slot<S>>,
     start: Instant,
+    /// The request went to the endpoint and no result came back yet: if the
+    /// flight ends like this (the caller gave up, a timeout), the time it
+    /// took still counts towards the endpoint's latency, as in tower.
+    sent: bool,
 }
 
 impl<K, S> Flight<K, S> {
@@ -44,10 +48,11 @@ impl<K, S> Flight<K, S> {
             core.pending[usize::from(slot.tier)].fetch_add(1, Ordering::Relaxed);
         }
         core.pending[TOTAL].fetch_add(1, Ordering::Relaxed);
-        Flight { core, slot, start }
+        Flight { core, slot, start, sent: false }
     }
 
-    fn finish(self, outcome: ha_core::Outcome) {
+    fn finish(mut self, outcome: ha_core::Outcome) {
+        self.sent = false;
         let now = self.core.cfg.picker.needs_latency().then(Instant::now);
         if let Some(now) = now {
             if outcome.counts() {
@@ -60,6 +65,10 @@ impl<K, S> Flight<K, S> {
 
 impl<K, S> Drop for Flight<K, S> {
     fn drop(&mut self) {
+        if self.sent && self.core.cfg.picker.needs_latency() {
+            let now = Instant::now();
+            self.slot.ewma.observe(now, now.saturating_duration_since(self.start));
+        }
         self.slot.pending.fetch_sub(1, Ordering::Relaxed);
         if self.core.per_tier_pending {
             self.core.pending[usize::from(self.slot.tier)].fetch_sub(1, Ordering::Relaxed);
@@ -253,6 +262,9 @@ where
                         this.state.set(State::Waiting(Box::new(wait)));
                     }
                     Poll::Ready(Ok(())) => {
+                        if let Some(flight) = this.flight.as_mut() {
+                            flight.sent = true;
+                        }
                         let fut = svc.call(req.take().expect("request present until called"));
                         this.state.set(State::Calling(fut));
                     }

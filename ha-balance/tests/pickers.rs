@@ -70,6 +70,28 @@ async fn p2c_peak_ewma_prefers_the_faster_of_two() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn requests_given_up_on_still_teach_peak_ewma_the_latency() {
+    // The slow endpoint never answers within the caller's 1 s timeout; the
+    // time spent before giving up is its latency, so it is avoided.
+    let fast = backend("fast").delay(10);
+    let hung = backend("hung").delay(60_000);
+    let mut b =
+        build(Picker::P2cPeakEwma, vec![("fast", Endpoint::new(fast.clone())), ("hung", Endpoint::new(hung.clone()))]);
+    let mut timeouts = 0;
+    for _ in 0..200 {
+        let fut = b.ready().await.unwrap().call(req(0));
+        if tokio::time::timeout(Duration::from_secs(1), fut).await.is_err() {
+            timeouts += 1;
+        }
+    }
+    assert!(timeouts <= 3, "{timeouts} timeouts: the hung endpoint kept being picked");
+    let stats = b.endpoint_stats();
+    let hung_stats = stats.iter().find(|s| &*s.name == "hung").unwrap();
+    assert!(hung_stats.latency >= Duration::from_millis(500), "{:?}", hung_stats.latency);
+    assert_eq!(hung_stats.pending, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn p2c_pending_avoids_the_endpoint_with_requests_piling_up() {
     let stuck = backend("stuck").delay(3_600_000);
     let free = backend("free");
