@@ -60,8 +60,7 @@ impl<K, S, Req, C> fmt::Debug for BalanceBuilder<K, S, Req, C> {
 
 impl<K, S, Req, C> BalanceBuilder<K, S, Req, C>
 where
-    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
-    S: Send + Sync + 'static,
+    K: Hash + Eq + Clone + fmt::Debug,
 {
     /// Uses `config` (validated by the build methods).
     pub fn config(mut self, config: BalanceConfig) -> Self {
@@ -111,25 +110,6 @@ where
         self
     }
 
-    /// Probes every endpoint periodically through `probe`, called with the
-    /// endpoint's key; an `Err` or a timeout is a failed probe. Timing and
-    /// thresholds come from [`BalanceConfig::health_check`]. Needs a tokio
-    /// runtime when the balancer is built.
-    pub fn health_check<P>(mut self, probe: P) -> Self
-    where
-        P: Service<K> + Clone + Send + 'static,
-        P::Future: Send,
-        P::Error: Into<BoxError>,
-    {
-        let cfg = self.config.health_check;
-        self.health_check = Some(Box::new(move |core, shutdown, seed| {
-            // The config may be replaced after this call; the build re-reads it.
-            let cfg = core.upgrade().map(|c| c.cfg.health_check).unwrap_or(cfg);
-            crate::healthcheck::spawn(core, probe, cfg, seed, shutdown)
-        }));
-        self
-    }
-
     fn core(self) -> Result<Built<K, S, Req, C>, ConfigError> {
         self.config.validate()?;
         if matches!(self.config.picker, Picker::RingHash { .. }) && self.hash_key.is_none() {
@@ -165,6 +145,32 @@ where
         let (core, balance) = self.core()?;
         Endpoints::new(core).reset(endpoints);
         Ok(balance)
+    }
+}
+
+/// What needs background tasks, and so `Send` keys and services.
+impl<K, S, Req, C> BalanceBuilder<K, S, Req, C>
+where
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+{
+    /// Probes every endpoint periodically through `probe`, called with the
+    /// endpoint's key; an `Err` or a timeout is a failed probe. Timing and
+    /// thresholds come from [`BalanceConfig::health_check`]. Needs a tokio
+    /// runtime when the balancer is built.
+    pub fn health_check<P>(mut self, probe: P) -> Self
+    where
+        P: Service<K> + Clone + Send + 'static,
+        P::Future: Send,
+        P::Error: Into<BoxError>,
+    {
+        let cfg = self.config.health_check;
+        self.health_check = Some(Box::new(move |core, shutdown, seed| {
+            // The config may be replaced after this call; the build re-reads it.
+            let cfg = core.upgrade().map(|c| c.cfg.health_check).unwrap_or(cfg);
+            crate::healthcheck::spawn(core, probe, cfg, seed, shutdown)
+        }));
+        self
     }
 
     /// A balancer fed by `discover`, which a background task polls (so this

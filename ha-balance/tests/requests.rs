@@ -337,3 +337,20 @@ async fn retries_over_tiers_keep_every_request_succeeding_while_one_endpoint_is_
     }
     assert!(served["p1"] > 0 && served["p2"] > 0 && served["s1"] >= 200, "{served:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn single_threaded_services_can_be_balanced() {
+    // A simulator or a `!Send` client: nothing but the background tasks
+    // (discovery, health checks) needs `Send`.
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let calls = Rc::new(Cell::new(0));
+    let counter = calls.clone();
+    let svc = service_fn(move |_r: Req| {
+        counter.set(counter.get() + 1);
+        async { Ok::<_, BoxError>("local") }
+    });
+    let mut b: Balance<&str, _, Req> = Balance::builder().build_with([("local", Endpoint::new(svc))]).unwrap();
+    assert_eq!(b.ready().await.unwrap().call(req(0)).await.unwrap(), "local");
+    assert_eq!(calls.get(), 1);
+}
