@@ -28,7 +28,8 @@ async fn main() -> Result<(), BoxError> {
     let retry = RetryLayer::builder(config).budget(budget.clone()).events(events.clone()).build()?;
     let hedge_config = HedgeConfig { delay: HedgeDelay::Fixed(Duration::from_millis(50)), ..HedgeConfig::default() };
     // The retry layer above already counts each request into the shared budget.
-    let hedge = HedgeLayer::builder(hedge_config).budget(budget.clone()).count_requests(false).events(events).build()?;
+    let hedge =
+        HedgeLayer::builder(hedge_config).budget(budget.clone()).count_requests(false).events(events).build()?;
 
     // The dependency: the 2nd of every 4 calls fails, the 4th of every 5 is slow.
     let calls = Arc::new(AtomicU32::new(0));
