@@ -14,6 +14,7 @@ use pin_project::pin_project;
 use tower_service::Service;
 
 use crate::breaker::{Breaker, Permit};
+use crate::lease::Lease;
 
 /// The future of [`CircuitBreaker`](crate::CircuitBreaker) and
 /// [`KeyedCircuitBreaker`](crate::KeyedCircuitBreaker) calls.
@@ -43,7 +44,7 @@ enum Kind<F> {
 /// What completing a call records, and where. Dropping it with its permit
 /// still inside means the call was cancelled.
 pub(crate) struct Recorder<C, I> {
-    pub(crate) breaker: Arc<Breaker>,
+    pub(crate) breaker: Lease,
     pub(crate) permit: Option<Permit>,
     pub(crate) classifier: C,
     pub(crate) info: I,
@@ -53,7 +54,7 @@ pub(crate) struct Recorder<C, I> {
 impl<C, I> Drop for Recorder<C, I> {
     fn drop(&mut self) {
         if let Some(p) = self.permit.take() {
-            self.breaker.cancel(p, Instant::now);
+            self.breaker.breaker().cancel(p, Instant::now);
         }
     }
 }
@@ -89,19 +90,19 @@ where
     }
 }
 
-/// The breaker a call goes through: the service's own (cloned only if the
-/// call is admitted and tracked) or one the caller already owns.
+/// The breaker a call goes through: the service's own (leased only if the
+/// call is admitted and tracked) or one the caller already leased.
 pub(crate) enum BreakerRef<'a> {
     Borrowed(&'a Arc<Breaker>),
-    Owned(Arc<Breaker>),
+    Leased(Lease),
 }
 
 impl BreakerRef<'_> {
     #[inline]
-    fn into_owned(self) -> Arc<Breaker> {
+    fn lease(self) -> Lease {
         match self {
-            BreakerRef::Borrowed(b) => b.clone(),
-            BreakerRef::Owned(b) => b,
+            BreakerRef::Borrowed(b) => Lease::of(b),
+            BreakerRef::Leased(l) => l,
         }
     }
 }
@@ -112,7 +113,7 @@ impl std::ops::Deref for BreakerRef<'_> {
     fn deref(&self) -> &Breaker {
         match self {
             BreakerRef::Borrowed(b) => b,
-            BreakerRef::Owned(b) => b,
+            BreakerRef::Leased(l) => l.breaker(),
         }
     }
 }
@@ -140,7 +141,7 @@ where
     let recorder = if permit.is_tracked() {
         let start = if breaker.config().measures_duration() { Some(Instant::now()) } else { None };
         Some(Recorder {
-            breaker: breaker.into_owned(),
+            breaker: breaker.lease(),
             permit: Some(permit),
             classifier: classifier.clone(),
             info: classifier.request_info(&req),
@@ -178,7 +179,7 @@ where
                             end = Some(now);
                             now.saturating_duration_since(s)
                         });
-                        rec.breaker.record(permit, outcome, elapsed, || end.unwrap_or_else(Instant::now));
+                        rec.breaker.breaker().record(permit, outcome, elapsed, || end.unwrap_or_else(Instant::now));
                     }
                 }
                 Poll::Ready(result.map_err(Into::into))

@@ -42,6 +42,7 @@ use tower_service::Service;
 use crate::breaker::Breaker;
 use crate::config::{BreakerConfig, ConfigError};
 use crate::future::{self, tower_service_box::BoxError, BreakerRef, ResponseFuture};
+use crate::lease::Lease;
 
 /// The configuration of a keyed breaker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +163,19 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
         breaker
     }
 
+    /// Like [`breaker_for`](Self::breaker_for), as a lease (no shared
+    /// reference count touched when the thread's stash has it).
+    pub(crate) fn lease_for(&self, key: &K, now: Instant) -> Lease {
+        let now_ms = self.ms(now);
+        if let Some(e) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(key) {
+            if e.last_used.load(Ordering::Relaxed) != now_ms {
+                e.last_used.store(now_ms, Ordering::Relaxed);
+            }
+            return Lease::of(&e.breaker);
+        }
+        Lease::of(&self.breaker_for(key, now))
+    }
+
     /// Forgets every key idle for longer than the idle timeout at `now`;
     /// returns how many.
     pub fn evict_idle(&self, now: Instant) -> usize {
@@ -265,7 +279,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let key = (self.key_fn)(&req);
-        let breaker = self.breakers.breaker_for(&key, Instant::now());
-        future::call(&mut self.inner, BreakerRef::Owned(breaker), &self.classifier, None, req)
+        let lease = self.breakers.lease_for(&key, Instant::now());
+        future::call(&mut self.inner, BreakerRef::Leased(lease), &self.classifier, None, req)
     }
 }

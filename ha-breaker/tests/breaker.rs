@@ -496,3 +496,23 @@ async fn services_are_clone_send_static_and_share_one_breaker() {
     let handle = tokio::spawn(async move { a.ready().await.unwrap().call(Req::Ok).await });
     assert!(rejected(handle.await.unwrap()).is_some());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_breaker_is_freed_by_the_threads_next_breaker_call() {
+    let (mut svc, _) = breaker_svc(config());
+    let weak = Arc::downgrade(svc.breaker());
+    // A call in flight outlives its service and still records its outcome.
+    let fut = svc.ready().await.unwrap().call(Req::Slow(10));
+    drop(svc);
+    fut.await.unwrap();
+    assert!(weak.upgrade().is_none(), "the last reference is dropped, not stashed");
+
+    let (mut a, _) = breaker_svc(config());
+    let weak = Arc::downgrade(a.breaker());
+    send(&mut a, Req::Ok).await.unwrap();
+    drop(a);
+    // The thread's stash may keep `a`'s breaker until its next breaker call.
+    let (mut b, _) = breaker_svc(config());
+    send(&mut b, Req::Ok).await.unwrap();
+    assert!(weak.upgrade().is_none(), "shed from the stash");
+}
