@@ -8,13 +8,13 @@
 //! sent once and never retried or hedged.
 //!
 //! [`HttpReplay`] is the [`Replay`] strategy that wraps bodies this way and
-//! tracks attempts in the request's extensions; [`RetryLayer::http`]
-//! (crate::RetryLayer::http) uses it.
+//! tracks attempts in the request's extensions;
+//! [`RetryLayer::http`](crate::RetryLayer::http) uses it.
 //!
 //! A hedge runs while the first attempt may still be reading the body, so a
 //! hedge is only sent once the whole body has been read and kept (or was
 //! empty), and only for idempotent requests (see
-//! [`HttpRequestInfo`](ha_core::classify::HttpRequestInfo)).
+//! [`HttpRequestInfo`]).
 //!
 //! The body hands its state from one attempt to the next through a mutex
 //! taken once when an attempt starts reading and once when it is dropped

@@ -1,28 +1,4 @@
-//! Recent latencies, recorded lock-free at microsecond resolution, and the
-//! hedging delay derived from them.
-//!
-//! [`LatencyHistogram`] keeps two log-linear histograms of `AtomicU64`
-//! buckets (32 linear sub-buckets per power of two: exact below 32 µs,
-//! within 3.2% above, up to 2^40 µs). One records the current window, the
-//! other holds the previous one; when a window ends, the first caller to
-//! notice clears the older histogram and makes it current. Recording is one
-//! `fetch_add`. The quantile is recomputed from both histograms at most once
-//! per `refresh`, by whichever caller notices it is due, and read with one
-//! load in between.
-//!
-//! ```
-//! use std::time::Duration;
-//! use ha_retry::hedge::LatencyHistogram;
-//! use tokio::time::Instant;
-//!
-//! let t0 = Instant::now();
-//! let h = LatencyHistogram::new(t0, Duration::from_secs(10), Duration::from_secs(1), 0.9, 10);
-//! for ms in 1..=100u64 {
-//!     h.record(t0, Duration::from_millis(ms));
-//! }
-//! let p90 = h.quantile(t0 + Duration::from_secs(1)).unwrap();
-//! assert!(p90 >= Duration::from_millis(90) && p90 <= Duration::from_millis(93), "{p90:?}");
-//! ```
+//! The lock-free latency histogram behind the hedging delay.
 
 use std::fmt;
 use std::time::Duration;
@@ -37,7 +13,31 @@ const MAX_EXP: u32 = 39;
 const BUCKETS: usize = ((MAX_EXP - SUB_BITS + 2) as u64 * SUB) as usize;
 const NONE: u64 = u64::MAX;
 
-/// Recent latencies and their quantile; see the [module docs](self).
+/// Recent latencies, recorded lock-free at microsecond resolution, and the
+/// hedging delay derived from them.
+///
+/// [`LatencyHistogram`] keeps two log-linear histograms of `AtomicU64`
+/// buckets (32 linear sub-buckets per power of two: exact below 32 µs,
+/// within 3.2% above, up to 2^40 µs). One records the current window, the
+/// other holds the previous one; when a window ends, the first caller to
+/// notice clears the older histogram and makes it current. Recording is one
+/// `fetch_add`. The quantile is recomputed from both histograms at most once
+/// per `refresh`, by whichever caller notices it is due, and read with one
+/// load in between.
+///
+/// ```
+/// use std::time::Duration;
+/// use ha_retry::hedge::LatencyHistogram;
+/// use tokio::time::Instant;
+///
+/// let t0 = Instant::now();
+/// let h = LatencyHistogram::new(t0, Duration::from_secs(10), Duration::from_secs(1), 0.9, 10);
+/// for ms in 1..=100u64 {
+///     h.record(t0, Duration::from_millis(ms));
+/// }
+/// let p90 = h.quantile(t0 + Duration::from_secs(1)).unwrap();
+/// assert!(p90 >= Duration::from_millis(90) && p90 <= Duration::from_millis(93), "{p90:?}");
+/// ```
 pub struct LatencyHistogram {
     hists: [Box<[AtomicU64]>; 2],
     window: AtomicU64,

@@ -1,7 +1,7 @@
 //! The retry middleware: [`RetryLayer`] and [`Retry`].
 //!
 //! For each request, [`Retry`] keeps a copy (through its
-//! [`Replay`](crate::replay::Replay)), sends it, classifies the result with
+//! [`Replay`]), sends it, classifies the result with
 //! its [`Classify`], and while the outcome is retryable, attempts remain,
 //! the next attempt fits before the deadline and the budget pays for it,
 //! waits the backoff and sends the copy again, labelled as the next attempt.
