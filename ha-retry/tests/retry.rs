@@ -400,3 +400,17 @@ async fn a_layer_built_for_the_process_behaves_the_same() {
     assert_eq!(starts.lock().unwrap().len(), 2);
     assert_eq!(layer.stats().retries, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_downstream_budget_exhaustion_is_not_retried_again() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let svc = service_fn(move |_: u32| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Err::<u32, BoxError>(BudgetExhausted::new(Some("rejected".into())).into()) }
+    });
+    let layer = RetryLayer::new(config()).unwrap();
+    let err = layer.layer(svc).oneshot(1).await.unwrap_err();
+    assert!(err.is::<BudgetExhausted>());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

@@ -13,8 +13,8 @@ use tokio::time::{sleep_until, Sleep};
 use tower::BoxError;
 use tower_service::Service;
 
-use super::attempt_deadline;
 use super::layer::Shared;
+use super::{attempt_deadline, downstream_budget_exhausted};
 use crate::policy::RetryState;
 use crate::replay::Replay;
 
@@ -186,7 +186,10 @@ where
             this.state.set(State::Done);
             let Some(info) = this.info.as_ref() else { return Poll::Ready(result) };
             let outcome = shared.classifier.classify(info, result.as_ref());
-            if !outcome.is_retryable() || !this.kept.as_ref().is_some_and(|k| shared.replay.can_replay(k, false)) {
+            if !outcome.is_retryable()
+                || result.as_ref().is_err_and(|e| downstream_budget_exhausted(&**e))
+                || !this.kept.as_ref().is_some_and(|k| shared.replay.can_replay(k, false))
+            {
                 return Poll::Ready(result);
             }
             let now = Instant::now();

@@ -12,6 +12,9 @@
 //! - `Err(BudgetExhausted)` wrapping the last error when the budget refused
 //!   a retry of an `Err` (a refused retry of an `Ok` response returns the
 //!   response);
+//! - an error carrying a `BudgetExhausted` from a retry layer further down
+//!   is not retried: that layer already spent its budget on this request,
+//!   and retrying at every layer is how retry storms multiply;
 //! - `Err(DeadlineExceeded)` when the deadline passes during an attempt
 //!   (the attempt is cancelled);
 //! - an attempt cut by the per-try timeout counts as
@@ -151,6 +154,21 @@ where
         let fut = self.inner.call(req);
         ResponseFuture::new(self.shared.clone(), service, fut, kept, info, state, timer)
     }
+}
+
+/// True when `err` says a retry layer further down already gave up on this
+/// request because its budget ran dry. Retrying it here would multiply the
+/// load on the failing dependency at every layer (Finagle marks such failures
+/// non-retryable for the same reason), so it is returned as it is.
+pub(crate) fn downstream_budget_exhausted(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<ha_core::BudgetExhausted>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// When an attempt starting at `now` must end: its per-try timeout or the
