@@ -429,6 +429,7 @@ impl Breaker {
     }
 
     fn record_probe(&self, permit: Permit, failed: bool, slow: bool, now: impl FnOnce() -> Instant) {
+        let mut clock = Lazy::new(now);
         self.probe_calls.fetch_add(1, Ordering::Relaxed);
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
@@ -453,12 +454,13 @@ impl Breaker {
             let n = tallied.completed() as f64;
             let bad = tallied.failed() as f64 / n >= self.rules.probe_failure_rate
                 || self.rules.slow_rate.is_some_and(|r| tallied.slow() as f64 / n >= r);
-            if bad {
-                self.open(w, now());
-            } else {
-                self.close_from(w, now());
+            let decided = if bad { self.open(w, clock.get()) } else { self.close_from(w, clock.get()) };
+            if decided {
+                return;
             }
-            return;
+            // Only a control call can change the word once every probe has
+            // answered; look again (the loop's check sees the new state).
+            w = self.word();
         }
     }
 
@@ -524,12 +526,14 @@ impl Breaker {
         ((capped * (1.0 - cut)) * 1000.0).max(1.0) as u64
     }
 
-    fn close_from(&self, from: Word, now: Instant) {
+    fn close_from(&self, from: Word, now: Instant) -> bool {
         let to = from.next(CLOSED);
-        if self.state.compare_exchange(from.0, to.0, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            self.entered_closed(now);
-            self.transitioned(from.state(), BreakerState::Closed);
+        if self.state.compare_exchange(from.0, to.0, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return false;
         }
+        self.entered_closed(now);
+        self.transitioned(from.state(), BreakerState::Closed);
+        true
     }
 
     fn entered_closed(&self, now: Instant) {
