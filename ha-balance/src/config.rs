@@ -187,6 +187,13 @@ pub struct OutlierConfig {
     pub success_rate: Option<SuccessRateConfig>,
     /// The failure-percentage rule; `None` (Envoy's default) disables it.
     pub failure_percentage: Option<FailurePercentageConfig>,
+    /// A request the caller gave up on after it was sent (a client
+    /// timeout, a lost hedge) counts as a failure of its endpoint. Without
+    /// this an endpoint that black-holes requests is never ejected, since
+    /// its requests never return a result to classify; Envoy likewise
+    /// counts its timeouts. `false` ignores them, like `ha-breaker`'s
+    /// default.
+    pub cancelled_as_failure: bool,
 }
 
 impl Default for OutlierConfig {
@@ -199,6 +206,7 @@ impl Default for OutlierConfig {
             max_ejection_percent: 10.0,
             success_rate: Some(SuccessRateConfig::default()),
             failure_percentage: None,
+            cancelled_as_failure: true,
         }
     }
 }

@@ -65,9 +65,15 @@ impl<K, S> Flight<K, S> {
 
 impl<K, S> Drop for Flight<K, S> {
     fn drop(&mut self) {
-        if self.sent && self.core.cfg.picker.needs_latency() {
-            let now = Instant::now();
-            self.slot.ewma.observe(now, now.saturating_duration_since(self.start));
+        if self.sent {
+            // Given up on after it was sent.
+            let now = self.core.cfg.picker.needs_latency().then(Instant::now);
+            if let Some(now) = now {
+                self.slot.ewma.observe(now, now.saturating_duration_since(self.start));
+            }
+            if self.core.cfg.outlier.cancelled_as_failure {
+                self.core.on_outcome(&self.slot, ha_core::Outcome::Failure, now);
+            }
         }
         self.slot.pending.fetch_sub(1, Ordering::Relaxed);
         if self.core.per_tier_pending {

@@ -200,6 +200,33 @@ async fn consecutive_failures_eject_and_the_endpoint_comes_back_after_its_time()
 }
 
 #[tokio::test(start_paused = true)]
+async fn requests_timed_out_by_the_caller_count_as_failures_unless_configured_not_to() {
+    for cancelled_as_failure in [true, false] {
+        let mut cfg = ejecting(5, 50.0);
+        cfg.outlier.cancelled_as_failure = cancelled_as_failure;
+        let (mut b, all, seen) = tiered(3, 0, cfg);
+        // ep1 black-holes requests: the caller's 1 s timeout is the only signal.
+        all[1].0.st.delay_ms.store(3_600_000, std::sync::atomic::Ordering::Relaxed);
+        let mut timeouts = 0;
+        for _ in 0..60 {
+            let fut = b.ready().await.unwrap().call(req(0));
+            if tokio::time::timeout(Duration::from_secs(1), fut).await.is_err() {
+                timeouts += 1;
+            }
+        }
+        let ejected = seen.lock().unwrap().iter().any(|e| matches!(e, Event::EndpointEjected { .. }));
+        if cancelled_as_failure {
+            assert!(ejected);
+            assert_eq!(timeouts, 5, "ejected at the fifth timeout in a row");
+        } else {
+            assert!(!ejected);
+            assert_eq!(timeouts, 20);
+        }
+        assert_eq!(b.in_flight(), 0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn ejections_are_capped_at_max_ejection_percent() {
     let (mut b, all, seen) = tiered(20, 0, ejecting(1, 10.0));
     for (be, _) in &all[..6] {

@@ -75,8 +75,13 @@ async fn requests_given_up_on_still_teach_peak_ewma_the_latency() {
     // time spent before giving up is its latency, so it is avoided.
     let fast = backend("fast").delay(10);
     let hung = backend("hung").delay(60_000);
-    let mut b =
-        build(Picker::P2cPeakEwma, vec![("fast", Endpoint::new(fast.clone())), ("hung", Endpoint::new(hung.clone()))]);
+    // Outlier ejection off: the latency estimate alone must do it.
+    let cfg = BalanceConfig { outlier: ha_balance::config::OutlierConfig::disabled(), ..config(Picker::P2cPeakEwma) };
+    let mut b: B = Balance::builder()
+        .config(cfg)
+        .seed(7)
+        .build_with([("fast", Endpoint::new(fast.clone())), ("hung", Endpoint::new(hung.clone()))])
+        .unwrap();
     let mut timeouts = 0;
     for _ in 0..200 {
         let fut = b.ready().await.unwrap().call(req(0));
