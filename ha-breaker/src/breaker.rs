@@ -3,10 +3,12 @@
 //!
 //! [`Breaker`] is what the tower service wraps, what the keyed breaker keeps
 //! one of per key, and what a balancer reads ([`Breaker::is_open`]). It is
-//! lock-free: the closed path is one atomic load on admission and, on
-//! completion, one `fetch_add` (plus one load and a store when a failure
-//! streak ends); transitions are single compare-and-swaps on one word, so
-//! exactly one thread performs each and emits its event.
+//! lock-free: admission while closed is one atomic load; recording a success
+//! into a window full of successes is a few loads and a counter store, with
+//! no read-modify-write; a failure costs a few atomic adds; transitions are
+//! single compare-and-swaps on one word, so exactly one thread performs each
+//! and emits its event. (Only the waker list of the not-ready mode is behind
+//! a mutex, touched on transitions and by pending `poll_ready`s.)
 //!
 //! Time is a closure (`now: impl FnOnce() -> Instant`) called only when the
 //! decision needs it: never on the closed success path with a count window.

@@ -22,6 +22,11 @@ use crate::future::{self, tower_service_box::BoxError, BreakerRef, ResponseFutur
 /// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer) or
 /// [`CircuitBreaker::new`].
 ///
+/// A response future holds a reference to the breaker so that it can record
+/// its outcome wherever it completes; it takes it from a small per-thread
+/// stash rather than cloning the `Arc`, so a thread that keeps calling this
+/// breaker touches no shared reference count (see the crate's "Cost").
+///
 /// With [`RejectMode::FailFast`] (the default) `poll_ready` is the inner
 /// service's and a rejected `call` fails at once with
 /// [`BreakerOpen`](ha_core::BreakerOpen). With [`RejectMode::NotReady`],
