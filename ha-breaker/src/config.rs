@@ -131,7 +131,9 @@ pub enum RejectMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BreakerConfig {
-    /// Trip after this many failures in a row (default 20).
+    /// Trip after this many failures in a row (default 20): catches an
+    /// endpoint that died before the window holds `minimum_calls`, or
+    /// whose time window is thin.
     pub consecutive_failures: Option<u32>,
     /// Trip when the failure share of the window reaches this rate, in
     /// `(0, 1]` (default 0.5).
@@ -145,7 +147,11 @@ pub struct BreakerConfig {
     /// How long the breaker stays open.
     pub open_wait: OpenWaitConfig,
     /// How many probe calls half-open admits at once, and how many outcomes
-    /// it waits for before deciding (default 5).
+    /// it waits for before deciding (default 5). It closes when fewer than
+    /// `failure_rate` of them failed (half when `failure_rate` is unset) and,
+    /// with slow-call detection, fewer than its rate were slow; it reopens
+    /// otherwise, with a longer wait. Ignored and cancelled probes give their
+    /// slot back.
     pub half_open_probes: u32,
     /// What a dropped response future counts as (default nothing).
     pub cancelled: CancelledAs,
