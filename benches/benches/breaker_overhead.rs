@@ -77,9 +77,13 @@ fn one_wrapped<F: Future<Output = Result<T, E>>, T, E>(fut: F) -> bool {
 
 /// A contender: builds a caller per thread around one shared breaker.
 type Caller = Box<dyn FnMut(u64) -> bool + Send>;
+/// Makes one caller per thread, all sharing one breaker.
+type MakeCaller = Box<dyn Fn() -> Caller + Sync>;
+/// Builds a contender's shared breaker (afresh for each measurement).
+type Contender = (&'static str, Box<dyn Fn() -> MakeCaller>);
 
-fn contenders() -> Vec<(&'static str, Box<dyn Fn() -> Box<dyn Fn() -> Caller + Sync>>)> {
-    fn ha_with(config: BreakerConfig) -> Box<dyn Fn() -> Caller + Sync> {
+fn contenders() -> Vec<Contender> {
+    fn ha_with(config: BreakerConfig) -> MakeCaller {
         let layer = CircuitBreakerLayer::new(config).unwrap();
         let breaker = layer.build_breaker();
         Box::new(move || {
