@@ -12,6 +12,8 @@ const MAX_EXP: u32 = 39;
 /// Buckets per histogram: exact values below `SUB`, then `SUB` per power of two.
 const BUCKETS: usize = ((MAX_EXP - SUB_BITS + 2) as u64 * SUB) as usize;
 const NONE: u64 = u64::MAX;
+/// While warming up, the quantile is looked at this many times per refresh period.
+const WARMUP_DIVISOR: u64 = 64;
 
 /// Recent latencies, recorded lock-free at microsecond resolution, and the
 /// hedging delay derived from them.
@@ -22,8 +24,9 @@ const NONE: u64 = u64::MAX;
 /// other holds the previous one; when a window ends, the first caller to
 /// notice clears the older histogram and makes it current. Recording is one
 /// `fetch_add`. The quantile is recomputed from both histograms at most once
-/// per `refresh`, by whichever caller notices it is due, and read with one
-/// load in between.
+/// per `refresh` (every `refresh / 64` until `min_samples` latencies are
+/// known, so hedging starts soon after start-up), by whichever caller
+/// notices it is due, and read with one load in between.
 ///
 /// ```
 /// use std::time::Duration;
@@ -107,13 +110,12 @@ impl LatencyHistogram {
     pub fn quantile(&self, now: Instant) -> Option<Duration> {
         let t = self.since(now);
         let due = self.next_refresh.load(Ordering::Acquire);
-        if t >= due
-            && self
-                .next_refresh
-                .compare_exchange(due, t.saturating_add(self.refresh_nanos), Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            self.refresh(t);
+        // Claiming the refresh parks `next_refresh` at the far future, so nobody else starts one meanwhile.
+        if t >= due && self.next_refresh.compare_exchange(due, u64::MAX, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            let ready = self.refresh(t);
+            // Until enough latencies are known, look again soon: hedging should not wait a whole period to start.
+            let period = if ready { self.refresh_nanos } else { (self.refresh_nanos / WARMUP_DIVISOR).max(1) };
+            self.next_refresh.store(t.saturating_add(period), Ordering::Release);
         }
         match self.cached.load(Ordering::Acquire) {
             NONE => None,
@@ -126,14 +128,15 @@ impl LatencyHistogram {
         self.samples.load(Ordering::Relaxed)
     }
 
-    fn refresh(&self, t: u64) {
+    /// Recomputes the quantile; false while too few latencies are known.
+    fn refresh(&self, t: u64) -> bool {
         let cur = self.current(t);
         let (a, b) = (&self.hists[cur], &self.hists[cur ^ 1]);
         let total: u64 = a.iter().chain(b.iter()).map(|c| c.load(Ordering::Relaxed)).sum();
         self.samples.store(total, Ordering::Relaxed);
         if total == 0 || total < self.min_samples {
             self.cached.store(NONE, Ordering::Release);
-            return;
+            return false;
         }
         // The smallest bucket whose cumulative count reaches the quantile's rank.
         let rank = ((self.quantile * total as f64).ceil() as u64).clamp(1, total);
@@ -142,11 +145,12 @@ impl LatencyHistogram {
             seen += a[i].load(Ordering::Relaxed) + b[i].load(Ordering::Relaxed);
             if seen >= rank {
                 self.cached.store(upper_bound(i), Ordering::Release);
-                return;
+                return true;
             }
         }
         // Counts grew while we summed: the top bucket is a safe answer.
         self.cached.store(upper_bound(BUCKETS - 1), Ordering::Release);
+        true
     }
 }
 
@@ -223,10 +227,16 @@ mod tests {
         }
         assert_eq!(h.quantile(t0), None);
         h.record(t0, Duration::from_millis(10));
-        // Cached until the next refresh.
-        assert_eq!(h.quantile(t0 + s / 2), None);
-        let q = h.quantile(t0 + s).unwrap();
+        // Cached until the next refresh, which comes after a 64th of the period while warming up.
+        assert_eq!(h.quantile(t0 + s / 128), None);
+        let q = h.quantile(t0 + s / 64).unwrap();
         assert!(q >= Duration::from_millis(10) && q < Duration::from_micros(10_400), "{q:?}");
+        // From then on the value holds for a whole period.
+        for _ in 0..1000 {
+            h.record(t0 + s / 64, Duration::from_secs(1));
+        }
+        assert_eq!(h.quantile(t0 + s / 64 + s / 2), Some(q));
+        assert!(h.quantile(t0 + s / 64 + s).unwrap() >= Duration::from_secs(1));
         // 11 s on the samples are in the previous window and still count; at 20 s they are gone.
         assert!(h.quantile(t0 + 11 * s).is_some());
         h.record(t0 + 21 * s, Duration::from_millis(1));
