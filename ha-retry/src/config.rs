@@ -222,6 +222,11 @@ pub struct HedgeConfig {
     pub min_delay: Duration,
     /// Latencies recorded before adaptive hedging starts. Default 100.
     pub min_samples: u64,
+    /// The delay used until `min_samples` latencies are known; `None` (the
+    /// default) sends no hedge until then. Set it when the first requests
+    /// after start-up matter and their latency is roughly known.
+    #[serde(with = "opt_millis")]
+    pub warmup_delay: Option<Duration>,
     /// Latencies are kept for between one and two of these. Default 10 s.
     #[serde(with = "millis")]
     pub window: Duration,
@@ -243,6 +248,7 @@ impl Default for HedgeConfig {
             delay: HedgeDelay::Percentile(0.95),
             min_delay: Duration::from_millis(1),
             min_samples: 100,
+            warmup_delay: None,
             window: Duration::from_secs(10),
             refresh: Duration::from_secs(1),
             budget: BudgetConfig::default(),

@@ -272,3 +272,16 @@ mod http {
         assert_eq!(layer.stats().not_replayable, 1);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_warmup_delay_hedges_before_enough_latencies_are_known() {
+    let (svc, log) = scripted(|i| if i == 0 { (ms(1000), Ok(0)) } else { (ms(5), Ok(i)) });
+    let layer = HedgeLayer::new(HedgeConfig { warmup_delay: Some(ms(40)), ..HedgeConfig::default() }).unwrap();
+    assert_eq!(layer.current_delay(Instant::now()), Some(ms(40)));
+    let t0 = Instant::now();
+    assert_eq!(layer.layer(svc).oneshot(1).await.unwrap(), 1);
+    assert_eq!(Instant::now() - t0, ms(45));
+    assert_eq!(log.lock().unwrap().len(), 2);
+    // Without one, nothing is hedged until min_samples latencies are known.
+    assert_eq!(HedgeLayer::new(HedgeConfig::default()).unwrap().current_delay(Instant::now()), None);
+}

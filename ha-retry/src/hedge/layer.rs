@@ -38,7 +38,10 @@ impl<C, P> Shared<C, P> {
         }
         let d = match self.config.delay {
             HedgeDelay::Fixed(d) => d,
-            _ => self.latencies.quantile(now)?,
+            _ => match self.latencies.quantile(now) {
+                Some(q) => q,
+                None => self.config.warmup_delay?,
+            },
         };
         Some(d.max(self.config.min_delay))
     }
