@@ -516,3 +516,27 @@ async fn a_dropped_breaker_is_freed_by_the_threads_next_breaker_call() {
     send(&mut b, Req::Ok).await.unwrap();
     assert!(weak.upgrade().is_none(), "shed from the stash");
 }
+
+#[tokio::test(start_paused = true)]
+async fn not_ready_mode_wakes_a_waiting_task_when_an_operator_releases_a_forced_open() {
+    let cfg = BreakerConfig { reject_mode: RejectMode::NotReady, ..config() };
+    let (mut svc, _) = breaker_svc(cfg);
+    let b = svc.breaker().clone();
+    b.force_open(Instant::now());
+    let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    struct Count(Arc<std::sync::atomic::AtomicUsize>);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Count(woken.clone())));
+    let mut cx = Context::from_waker(&waker);
+    assert!(svc.poll_ready(&mut cx).is_pending());
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert_eq!(woken.load(std::sync::atomic::Ordering::SeqCst), 0, "no timer while forced open");
+    b.reset(Instant::now());
+    assert_eq!(woken.load(std::sync::atomic::Ordering::SeqCst), 1, "the transition wakes the task");
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    svc.call(Req::Ok).await.unwrap();
+}
