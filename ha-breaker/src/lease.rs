@@ -15,7 +15,7 @@
 //! service of a breaker is dropped a thread keeps that breaker alive only
 //! until its next breaker call (or its exit).
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::sync::Arc;
 
 use crate::breaker::Breaker;
@@ -25,7 +25,10 @@ use crate::breaker::Breaker;
 pub(crate) const STASH: usize = 4;
 
 thread_local! {
-    static STASHED: RefCell<[Option<Arc<Breaker>>; STASH]> = const { RefCell::new([None, None, None, None]) };
+    // Cells, not a RefCell: no borrow flag to check, and a breaker dropped
+    // while the stash is being scanned (its observer may call anything) can
+    // only find slots empty or full, never a borrowed stash.
+    static STASHED: [Cell<Option<Arc<Breaker>>>; STASH] = const { [const { Cell::new(None) }; STASH] };
 }
 
 /// An owned reference to a breaker, recycled through the thread's stash.
@@ -36,9 +39,14 @@ impl Lease {
     #[inline]
     pub(crate) fn of(breaker: &Arc<Breaker>) -> Lease {
         let stashed = STASHED
-            .try_with(|s| {
-                let mut s = s.try_borrow_mut().ok()?;
-                s.iter_mut().find(|slot| slot.as_ref().is_some_and(|b| Arc::ptr_eq(b, breaker)))?.take()
+            .try_with(|stash| {
+                for slot in stash {
+                    match slot.take() {
+                        Some(b) if Arc::ptr_eq(&b, breaker) => return Some(b),
+                        other => slot.set(other),
+                    }
+                }
+                None
             })
             .ok()
             .flatten();
@@ -60,27 +68,63 @@ impl Drop for Lease {
         if Arc::strong_count(&b) == 1 {
             return;
         }
-        let _ = STASHED.try_with(|s| {
-            let Ok(mut s) = s.try_borrow_mut() else { return };
-            let mut b = Some(b);
-            for slot in s.iter_mut() {
-                // Shed references nobody else holds, and put ours in the
-                // first free slot.
-                if slot.as_ref().is_some_and(|x| Arc::strong_count(x) == 1) {
-                    *slot = None;
-                }
-                if slot.is_none() {
-                    *slot = b.take();
-                    if b.is_none() {
-                        break;
+        let _ = STASHED.try_with(move |stash| {
+            for slot in stash {
+                match slot.take() {
+                    None => {
+                        slot.set(Some(b));
+                        return;
                     }
+                    // Only the stash holds it: take its place, then drop it
+                    // (its drop may run anything; the stash is whole by then).
+                    Some(x) if Arc::strong_count(&x) == 1 => {
+                        slot.set(Some(b));
+                        drop(x);
+                        return;
+                    }
+                    other => slot.set(other),
                 }
             }
-            if let Some(b) = b {
-                // Full: the oldest slot makes room.
-                s.rotate_left(1);
-                s[STASH - 1] = Some(b);
+            // Full: the oldest makes room.
+            let oldest = stash[0].take();
+            for i in 1..STASH {
+                stash[i - 1].set(stash[i].take());
             }
+            stash[STASH - 1].set(Some(b));
+            drop(oldest);
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::BreakerConfig;
+    use ha_core::{Events, Instant};
+
+    fn breaker(i: usize) -> Arc<Breaker> {
+        Arc::new(Breaker::new(format!("b{i}"), BreakerConfig::default(), Events::new(), Instant::now()).unwrap())
+    }
+
+    #[test]
+    fn the_stash_keeps_the_four_most_recent_and_sheds_orphans() {
+        let bs: Vec<_> = (0..6).map(breaker).collect();
+        for b in &bs {
+            drop(Lease::of(b));
+        }
+        let counts: Vec<_> = bs.iter().map(Arc::strong_count).collect();
+        assert_eq!(counts, vec![1, 1, 2, 2, 2, 2], "the four most recent are stashed");
+        let lease = Lease::of(&bs[5]);
+        assert_eq!(Arc::strong_count(&bs[5]), 2, "taken from the stash, not cloned");
+        drop(lease);
+        assert_eq!(Arc::strong_count(&bs[5]), 2, "given back");
+
+        let orphan = Arc::downgrade(&bs[2]);
+        drop(bs);
+        assert!(orphan.upgrade().is_some(), "only the stash holds it now");
+        let other = breaker(9);
+        drop(Lease::of(&other));
+        assert!(orphan.upgrade().is_none(), "shed by the next give-back");
+        assert_eq!(Arc::strong_count(&other), 2);
     }
 }
