@@ -5,6 +5,7 @@
 //! fresh update fastest while old ones fade out. A newer update about a
 //! member replaces the queued one, so stale news is never sent.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,68 +14,75 @@ pub(crate) enum Key {
     User(Arc<str>, u64),
 }
 
-#[derive(Debug)]
-struct Queued {
-    key: Key,
-    frame: Vec<u8>,
-    transmits: u32,
-    id: u64,
-}
+/// Order of sending: fewest transmissions first, then newest first.
+type Rank = (u32, std::cmp::Reverse<u64>);
 
 #[derive(Debug, Default)]
 pub(crate) struct Broadcasts {
-    items: Vec<Queued>,
+    queue: BTreeMap<Rank, (Key, Vec<u8>)>,
+    by_member: HashMap<Arc<str>, Rank>,
     next_id: u64,
-    sorted: bool,
+    picked: Vec<Rank>,
 }
 
 impl Broadcasts {
     pub(crate) fn push(&mut self, key: Key, frame: Vec<u8>) {
-        if let Key::Member(_) = key {
-            self.items.retain(|q| q.key != key);
+        if let Key::Member(name) = &key {
+            if let Some(old) = self.by_member.remove(name) {
+                self.queue.remove(&old);
+            }
         }
         self.next_id += 1;
-        self.items.push(Queued { key, frame, transmits: 0, id: self.next_id });
-        self.sorted = false;
+        let rank = (0, std::cmp::Reverse(self.next_id));
+        if let Key::Member(name) = &key {
+            self.by_member.insert(name.clone(), rank);
+        }
+        self.queue.insert(rank, (key, frame));
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.items.len()
+        self.queue.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.queue.is_empty()
     }
 
     /// Appends queued frames to `out` while they fit in `budget` bytes in
     /// total; drops those sent `limit` times. Returns how many were added.
     pub(crate) fn fill(&mut self, out: &mut Vec<u8>, budget: usize, limit: u32) -> usize {
-        if self.items.is_empty() || out.len() >= budget {
+        if self.queue.is_empty() || out.len() >= budget {
             return 0;
         }
-        if !self.sorted {
-            self.items.sort_unstable_by(|a, b| a.transmits.cmp(&b.transmits).then(b.id.cmp(&a.id)));
-            self.sorted = true;
-        }
-        let mut added = 0;
-        let mut expired = false;
-        for q in &mut self.items {
-            if out.len() + q.frame.len() > budget {
-                continue;
-            }
-            out.extend_from_slice(&q.frame);
-            q.transmits += 1;
-            expired |= q.transmits >= limit;
-            added += 1;
-            if budget - out.len() < 8 {
+        self.picked.clear();
+        let mut misses = 0;
+        for (rank, (_, frame)) in &self.queue {
+            // Frames are of similar sizes: once several in a row do not fit, stop looking.
+            if budget - out.len() < 8 || misses >= 16 {
                 break;
             }
+            if out.len() + frame.len() > budget {
+                misses += 1;
+                continue;
+            }
+            out.extend_from_slice(frame);
+            self.picked.push(*rank);
         }
-        if added > 0 {
-            self.sorted = false;
-        }
-        if expired {
-            self.items.retain(|q| q.transmits < limit);
+        let added = self.picked.len();
+        for rank in self.picked.drain(..) {
+            let Some((key, frame)) = self.queue.remove(&rank) else { continue };
+            let sent = rank.0 + 1;
+            let new_rank = (sent, rank.1);
+            if sent >= limit {
+                if let Key::Member(name) = &key {
+                    self.by_member.remove(name);
+                }
+                continue;
+            }
+            if let Key::Member(name) = &key {
+                self.by_member.insert(name.clone(), new_rank);
+            }
+            self.queue.insert(new_rank, (key, frame));
         }
         added
     }

@@ -467,3 +467,32 @@ fn events_reach_the_ha_core_observer() {
     assert!(matches!(seen[1], Event::MemberSuspected { .. }));
     assert!(matches!(seen[2], Event::MemberDead { .. }));
 }
+
+#[test]
+fn suspects_get_check_pings_carrying_the_suspicion_before_the_timer_ends() {
+    // K = 0: our own failed probes do not shorten the timer, so all checks are seen.
+    let mut net = Net::joined(8, Config { suspicion_confirmations: 0, ..Config::lan() });
+    let now = net.now;
+    net.nodes[0].apply_suspect(now, "n7".into(), 0, "n3".into());
+    net.nodes[0].broadcasts = Broadcasts::default();
+    net.down = vec![1, 2, 3, 4, 5, 6, 7];
+    let deadline = net.nodes[0].members[net.nodes[0].index["n7"]].suspicion.as_ref().unwrap().deadline;
+    let seen = net.run_until(deadline - Duration::from_millis(1));
+    let checks: Vec<_> = seen
+        .iter()
+        .filter(|(from, to, m)| *from == 0 && *to == 7 && matches!(&m[0], Message::Suspect { .. }))
+        .collect();
+    assert!(checks.len() >= CHECKS as usize, "{} check pings", checks.len());
+    assert_eq!(net.state(0, 7), MemberState::Suspect, "a lost check ping confirms nothing");
+
+    // Once n7 is reachable, the next check ping's ack brings its refutation.
+    let mut net = Net::joined(8, Config::lan());
+    let now = net.now;
+    net.nodes[0].apply_suspect(now, "n7".into(), 0, "n3".into());
+    net.nodes[0].broadcasts = Broadcasts::default();
+    net.down = vec![1, 2, 3, 4, 5, 6];
+    let s = net.nodes[0].members[net.nodes[0].index["n7"]].suspicion.as_ref().unwrap().next_check().unwrap();
+    net.run_until(s + Duration::from_millis(10));
+    assert_eq!(net.state(0, 7), MemberState::Alive);
+    assert_eq!(net.nodes[0].member("n7").unwrap().incarnation, 1);
+}
