@@ -123,7 +123,7 @@ impl Config {
         Config {
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_millis(200),
-            retransmit_mult: 2,
+            retransmit_mult: 4,
             gossip_interval: Duration::from_millis(100),
             suspicion_mult: 3,
             suspicion_max_mult: 4,

@@ -897,10 +897,10 @@ impl Swim {
         self.merge_alive(now, name, addr, inc, meta, true);
     }
 
-    /// `gossip` is false for what a push-pull state taught us: the peer that
-    /// sent it holds the same news and anti-entropy spreads it, so gossiping
-    /// every member of every merged state (N^2 updates when N nodes join)
-    /// would only crowd out fresh news.
+    /// `gossip` is false for updates a push-pull state taught us about
+    /// members we knew: the peer that sent it holds the same news and
+    /// anti-entropy spreads it, so gossiping them would only crowd out fresh
+    /// news. New members are always gossiped.
     fn merge_alive(
         &mut self,
         now: Instant,
@@ -937,7 +937,10 @@ impl Swim {
             }
             self.live += 1;
             self.emit(MembershipEvent::Joined(member));
-            if gossip {
+            // A member new to us is likely new to others: a cluster forming
+            // converges through this, while updates about known members from
+            // a merged state are left to anti-entropy.
+            {
                 self.queue_update(name.clone(), Message::Alive { name, addr, incarnation: inc, meta: msg_meta });
             }
             return;
@@ -1101,7 +1104,8 @@ impl Swim {
         self.counters.syncs += 1;
         for (k, m) in state.members.into_iter().enumerate() {
             // The sender lists itself first: that entry is news worth gossiping
-            // (a joiner, or a refutation); the rest spreads by anti-entropy.
+            // (a joiner, or a refutation). Of the rest, only members new to us
+            // are gossiped (see `merge_alive`).
             let gossip = k == 0;
             let Some(st) = MemberState::from_code(m.state) else { continue };
             match st {
