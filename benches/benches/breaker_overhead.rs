@@ -220,8 +220,13 @@ fn breaker_overhead(c: &mut Criterion) {
     // On a shared machine criterion's means move with the load; the fastest
     // of many short rounds, with the contenders interleaved round by round,
     // is what each costs when it gets the core.
-    let rounds: usize = std::env::var("BREAKER_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(25);
-    let calls: u64 = 200_000;
+    // `cargo test --benches` runs this once as a smoke test (unoptimised):
+    // keep the extra passes short there.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let default_rounds = if benching { 25 } else { 1 };
+    let rounds: usize = std::env::var("BREAKER_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default_rounds);
+    let calls: u64 = if benching { 200_000 } else { 1_000 };
+    let alloc_calls: u64 = if benching { 10_000 } else { 100 };
     let all = contenders();
     let mut best = vec![(f64::MAX, f64::MAX); all.len()];
     for _ in 0..rounds {
@@ -243,13 +248,13 @@ fn breaker_overhead(c: &mut Criterion) {
         );
     }
 
-    println!("\nbreaker_overhead allocations per call (10 000 calls after 1 000 warm-up):");
+    println!("\nbreaker_overhead allocations per call ({alloc_calls} calls after 1 000 warm-up):");
     for (name, build) in contenders() {
         let mut caller = build()();
         for i in 0..1_000 {
             caller(i);
         }
-        let per_call = allocations_per_call(10_000, || {
+        let per_call = allocations_per_call(alloc_calls, || {
             assert!(caller(std::hint::black_box(7)));
         });
         println!("  {name:<18} {per_call:.2}");
