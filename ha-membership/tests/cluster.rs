@@ -97,7 +97,7 @@ async fn five_nodes_crash_leave_and_rejoin() {
     for n in &nodes {
         until(n, "all five", |c| c.members().len() == 5).await;
     }
-    assert!(nodes[0].counters().packets_in > 0);
+    until(&nodes[0], "datagrams", |c| c.counters().packets_in > 0 && c.counters().probes > 0).await;
 
     // A user broadcast reaches every other member.
     let mut inboxes: Vec<_> = nodes[1..].iter().map(|n| n.user_messages()).collect();
