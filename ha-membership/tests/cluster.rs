@@ -91,6 +91,7 @@ async fn five_nodes_crash_leave_and_rejoin() {
     }
     let seed = nodes[0].addr();
     let mut logs: Vec<Log> = nodes.iter().map(watch_discover).collect();
+    let mut inboxes: Vec<_> = nodes[1..].iter().map(|n| n.user_messages()).collect();
     for n in &nodes[1..] {
         n.join(&[seed]).await.unwrap();
     }
@@ -100,7 +101,6 @@ async fn five_nodes_crash_leave_and_rejoin() {
     until(&nodes[0], "datagrams", |c| c.counters().packets_in > 0 && c.counters().probes > 0).await;
 
     // A user broadcast reaches every other member.
-    let mut inboxes: Vec<_> = nodes[1..].iter().map(|n| n.user_messages()).collect();
     nodes[0].broadcast(b"config v2".to_vec()).unwrap();
     for inbox in &mut inboxes {
         let got = tokio::time::timeout(Duration::from_secs(30), inbox.next()).await.unwrap();
