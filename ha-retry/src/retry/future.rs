@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
 
 use ha_core::classify::Classify;
+use ha_core::rng::FastRng;
 use ha_core::{AttemptTimedOut, BudgetExhausted, DeadlineExceeded, Event, Instant};
 use pin_project::pin_project;
 use tokio::time::{sleep_until, Sleep};
@@ -29,14 +30,22 @@ where
 {
     #[pin]
     state: State<S::Future>,
-    // Ends the attempt in flight (per-try timeout or deadline) or the backoff.
+    // Ends the attempt in flight (per-try timeout or deadline) or the backoff,
+    // at `timer_at`. Created only once an attempt is still pending when first
+    // polled or a backoff starts: a request answered at once never touches
+    // the runtime's timer (registering and dropping a `Sleep` costs more
+    // than the rest of the layer).
     #[pin]
     timer: Option<Sleep>,
+    timer_at: Option<Instant>,
     service: S,
     shared: Handle<Shared<C, P>>,
     kept: Option<P::Request>,
     info: Option<C::RequestInfo>,
-    retry: RetryState,
+    deadline: Option<Instant>,
+    // Seeds the backoff, which is built only when a first retry is considered.
+    seed: u64,
+    retry: Option<RetryState>,
     _req: PhantomData<fn(Req)>,
 }
 
@@ -59,46 +68,70 @@ where
     C: Classify<P::Request, S::Response, BoxError> + 'static,
     P: 'static,
 {
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub(crate) fn new(
         shared: Handle<Shared<C, P>>,
         service: S,
         fut: S::Future,
         kept: Option<P::Request>,
         info: C::RequestInfo,
-        retry: RetryState,
-        timer: Option<Instant>,
+        deadline: Option<Instant>,
+        seed: u64,
+        timer_at: Option<Instant>,
     ) -> Self {
         ResponseFuture {
             state: State::Called { fut },
-            timer: timer.map(sleep_until),
+            timer: None,
+            timer_at,
             service,
             shared,
             kept,
             info: Some(info),
-            retry,
+            deadline,
+            seed,
+            retry: None,
             _req: PhantomData,
         }
     }
 
-    pub(crate) fn expired(shared: Handle<Shared<C, P>>, service: S, retry: RetryState) -> Self {
+    pub(crate) fn expired(shared: Handle<Shared<C, P>>, service: S, deadline: Option<Instant>) -> Self {
         ResponseFuture {
             state: State::Expired,
             timer: None,
+            timer_at: None,
             service,
             shared,
             kept: None,
             info: None,
-            retry,
+            deadline,
+            seed: 0,
+            retry: None,
             _req: PhantomData,
         }
     }
 }
 
-fn arm(mut timer: Pin<&mut Option<Sleep>>, at: Option<Instant>) {
-    match (at, timer.as_mut().as_pin_mut()) {
-        (Some(at), Some(sleep)) => sleep.reset(at),
-        (Some(at), None) => timer.set(Some(sleep_until(at))),
-        (None, _) => timer.set(None),
+/// Points the timer at `at` (none: no timer). A `Sleep` already created is
+/// reset; none is created here, see [`poll_timer`].
+fn arm(timer: Pin<&mut Option<Sleep>>, timer_at: &mut Option<Instant>, at: Option<Instant>) {
+    *timer_at = at;
+    if let (Some(at), Some(sleep)) = (at, timer.as_pin_mut()) {
+        sleep.reset(at);
+    }
+}
+
+/// Polls the timer armed at `at`, creating its `Sleep` on first use; ready
+/// with the instant it was armed for once that passed, pending forever when
+/// none is armed.
+fn poll_timer(mut timer: Pin<&mut Option<Sleep>>, at: Option<Instant>, cx: &mut Context<'_>) -> Poll<Instant> {
+    let Some(at) = at else { return Poll::Pending };
+    if timer.is_none() {
+        timer.set(Some(sleep_until(at)));
+    }
+    match timer.as_pin_mut() {
+        Some(sleep) => sleep.poll(cx).map(|()| at),
+        None => Poll::Pending,
     }
 }
 
@@ -120,11 +153,10 @@ where
                 StateProj::Called { fut } => match fut.poll(cx) {
                     Poll::Ready(r) => r.map_err(Into::into),
                     Poll::Pending => {
-                        let Some(mut timer) = this.timer.as_mut().as_pin_mut() else { return Poll::Pending };
-                        ready!(timer.as_mut().poll(cx));
+                        let fired = ready!(poll_timer(this.timer.as_mut(), *this.timer_at, cx));
                         // Out of time: dropping the attempt's future cancels it.
                         this.state.set(State::Done);
-                        if this.retry.deadline().is_some_and(|d| timer.deadline() >= d) {
+                        if this.deadline.is_some_and(|d| fired >= d) {
                             shared.stats.deadlines.fetch_add(1, Ordering::Relaxed);
                             return Poll::Ready(Err(DeadlineExceeded::new().into()));
                         }
@@ -134,11 +166,9 @@ where
                     }
                 },
                 StateProj::Backoff => {
-                    if let Some(timer) = this.timer.as_mut().as_pin_mut() {
-                        ready!(timer.poll(cx));
-                    }
+                    ready!(poll_timer(this.timer.as_mut(), *this.timer_at, cx));
                     // While the service is not ready, only the deadline bounds the wait.
-                    arm(this.timer.as_mut(), this.retry.deadline());
+                    arm(this.timer.as_mut(), this.timer_at, *this.deadline);
                     this.state.set(State::Sending);
                     continue;
                 }
@@ -150,25 +180,23 @@ where
                             return Poll::Ready(Err(e.into()));
                         }
                         Poll::Pending => {
-                            if let Some(timer) = this.timer.as_mut().as_pin_mut() {
-                                ready!(timer.poll(cx));
-                                this.state.set(State::Done);
-                                shared.stats.deadlines.fetch_add(1, Ordering::Relaxed);
-                                return Poll::Ready(Err(DeadlineExceeded::new().into()));
-                            }
-                            return Poll::Pending;
+                            ready!(poll_timer(this.timer.as_mut(), *this.timer_at, cx));
+                            this.state.set(State::Done);
+                            shared.stats.deadlines.fetch_add(1, Ordering::Relaxed);
+                            return Poll::Ready(Err(DeadlineExceeded::new().into()));
                         }
                     }
                     // Only a kept copy leads to Sending (see below).
                     let mut req = this.kept.take().expect("a retry is only scheduled with a kept copy");
                     shared.replay.next_attempt(&mut req);
-                    if this.retry.attempt() < shared.config.max_attempts {
+                    if attempt(this.retry) < shared.config.max_attempts {
                         *this.kept = shared.replay.copy(&req);
                     }
                     let now = Instant::now();
                     arm(
                         this.timer.as_mut(),
-                        attempt_deadline(shared.config.per_try_timeout, now, this.retry.deadline()),
+                        this.timer_at,
+                        attempt_deadline(shared.config.per_try_timeout, now, *this.deadline),
                     );
                     let fut = this.service.call(req);
                     this.state.set(State::Called { fut });
@@ -193,7 +221,12 @@ where
                 return Poll::Ready(result);
             }
             let now = Instant::now();
-            let delay = match this.retry.on_outcome(now, outcome) {
+            let (seed, deadline) = (*this.seed, *this.deadline);
+            let retry = this.retry.get_or_insert_with(|| {
+                let backoff = shared.backoff.restart(FastRng::new(seed));
+                RetryState::from_backoff(&shared.config, backoff, deadline)
+            });
+            let delay = match retry.on_outcome(now, outcome) {
                 Ok(delay) => delay,
                 Err(_) => return Poll::Ready(result),
             };
@@ -202,17 +235,22 @@ where
                 return Poll::Ready(result.map_err(|e| BudgetExhausted::new(Some(e)).into()));
             }
             shared.stats.retries.fetch_add(1, Ordering::Relaxed);
-            shared.events.emit(Event::RetryScheduled { attempt: this.retry.attempt(), backoff: delay });
+            shared.events.emit(Event::RetryScheduled { attempt: retry.attempt(), backoff: delay });
             drop(result);
             if delay.is_zero() {
-                arm(this.timer.as_mut(), this.retry.deadline());
+                arm(this.timer.as_mut(), this.timer_at, *this.deadline);
                 this.state.set(State::Sending);
             } else {
-                arm(this.timer.as_mut(), Some(now + delay));
+                arm(this.timer.as_mut(), this.timer_at, Some(now + delay));
                 this.state.set(State::Backoff);
             }
         }
     }
+}
+
+/// The attempt in flight: the first until a retry state exists.
+fn attempt(retry: &Option<RetryState>) -> u32 {
+    retry.as_ref().map_or(1, RetryState::attempt)
 }
 
 impl<S, C, P, Req> fmt::Debug for ResponseFuture<S, C, P, Req>
@@ -223,6 +261,6 @@ where
     P: 'static,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").field("attempt", &self.retry.attempt()).finish_non_exhaustive()
+        f.debug_struct("ResponseFuture").field("attempt", &attempt(&self.retry)).finish_non_exhaustive()
     }
 }

@@ -37,7 +37,7 @@ use tower::BoxError;
 use tower_service::Service;
 
 use crate::budget::RetryBudget;
-use crate::policy::{earliest, RetryState};
+use crate::policy::earliest;
 use crate::replay::{Cloned, Replay};
 use layer::Shared;
 
@@ -143,16 +143,15 @@ where
                 self.pending = 0;
             }
         }
-        let backoff = shared.backoff.restart(FastRng::new(self.rng.next_u64()));
-        let state = RetryState::from_backoff(config, backoff, deadline);
         if deadline.is_some_and(|d| d <= clock()) {
-            return ResponseFuture::expired(self.shared.clone(), self.inner.clone(), state);
+            return ResponseFuture::expired(self.shared.clone(), self.inner.clone(), deadline);
         }
         let info = shared.classifier.request_info(&req);
         let kept = if config.max_attempts > 1 { shared.replay.copy(&req) } else { None };
         let service = self.inner.clone();
         let fut = self.inner.call(req);
-        ResponseFuture::new(self.shared.clone(), service, fut, kept, info, state, timer)
+        let seed = self.rng.next_u64();
+        ResponseFuture::new(self.shared.clone(), service, fut, kept, info, deadline, seed, timer)
     }
 }
 
