@@ -790,6 +790,11 @@ impl Swim {
                 if target != self.me {
                     return;
                 }
+                // A prober we have never heard of: our views differ by more
+                // than gossip will fix soon, so sync state with it.
+                if !self.index.contains_key(&source) && !self.syncs.contains(&from) {
+                    self.syncs.push_back(from);
+                }
                 let mut reply = vec![Message::Ack { seq }];
                 // Tell a sender we hold suspect or dead what we think, so it refutes.
                 if let Some(&i) = self.index.get(&source) {

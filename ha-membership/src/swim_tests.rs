@@ -496,3 +496,14 @@ fn suspects_get_check_pings_carrying_the_suspicion_before_the_timer_ends() {
     assert_eq!(net.state(0, 7), MemberState::Alive);
     assert_eq!(net.nodes[0].member("n7").unwrap().incarnation, 1);
 }
+
+#[test]
+fn a_probe_from_an_unknown_member_triggers_a_state_sync() {
+    let now = Instant::now();
+    let mut a = Swim::new(Config::lan(), "a", addr(1), now, 1).unwrap();
+    let mut c = Codec::new("", None);
+    let p = c.seal(false, &wire::frame(&Message::Ping { seq: 1, target: "a".into(), from: "stranger".into() }));
+    a.handle(now, addr(9), &p);
+    assert!(a.poll_transmit().is_some(), "acked");
+    assert_eq!(a.poll_sync(), Some(addr(9)));
+}
