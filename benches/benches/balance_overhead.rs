@@ -3,9 +3,13 @@
 //! `bare` calls the endpoint directly; `tower_p2c_pending` and
 //! `tower_p2c_peak_ewma` go through tower's power-of-two-choices balancer
 //! over n = 10, 100 and 1000 ready endpoints (load measured as pending
-//! requests, or peak EWMA of latency). Each call is `poll_ready`, `call`
-//! and one poll of the response (ready at once). After the timings, the
-//! allocations per call of each function are printed.
+//! requests, or peak EWMA of latency); `ha_p2c_ewma`, `ha_p2c_pending` and
+//! `ha_round_robin` go through ha-balance with its default configuration
+//! (outlier ejection on) and that picker, over the same endpoints, each
+//! request wrapped in a `WithAttempt` (no context attached, as a first
+//! attempt arrives). Each call is `poll_ready`, `call` and one poll of the
+//! response (ready at once). After the timings, the allocations per call of
+//! each function are printed.
 //!
 //! ```sh
 //! cargo bench -p ha-benches --bench balance_overhead
@@ -15,9 +19,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{alloc_iters, one_call, Bare};
+use common::{alloc_iters, one_call, one_call_with, Bare, BareAttempt};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use ha_balance::{Balance as HaBalance, BalanceConfig, Endpoint, Picker};
 use ha_benches::alloc::{allocations_per_call, CountingAllocator};
+use ha_core::WithAttempt;
 use tower::balance::p2c::Balance;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover};
@@ -41,6 +47,15 @@ fn peak_ewma(n: usize) -> impl Service<u64, Response = u64> {
     ))
 }
 
+fn ha(picker: Picker, n: usize) -> HaBalance<usize, BareAttempt, WithAttempt<u64>> {
+    let config = BalanceConfig { picker, ..BalanceConfig::default() };
+    HaBalance::builder()
+        .config(config)
+        .seed(1)
+        .build_with((0..n).map(|i| (i, Endpoint::new(BareAttempt))))
+        .expect("the default configuration is valid")
+}
+
 /// A balancer after its endpoints are discovered and warmed up.
 fn warmed<S: Service<u64>>(mut svc: S) -> S {
     for i in 0..alloc_iters() / 10 {
@@ -50,8 +65,11 @@ fn warmed<S: Service<u64>>(mut svc: S) -> S {
 }
 
 fn bench(c: &mut Criterion) {
+    // ha-balance reads tokio's clock; a runtime context, as in a service.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let _context = rt.enter();
     let mut g = c.benchmark_group("balance_overhead");
-    g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2));
+    g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_millis(1500));
     let mut allocs = Vec::new();
 
     let mut bare = Bare;
@@ -76,6 +94,24 @@ fn bench(c: &mut Criterion) {
             format!("tower_p2c_peak_ewma/{n}"),
             allocations_per_call(alloc_iters(), || assert!(one_call(&mut svc, 7))),
         ));
+
+        for (name, picker) in [
+            ("ha_p2c_ewma", Picker::P2cPeakEwma),
+            ("ha_p2c_pending", Picker::P2cPending),
+            ("ha_round_robin", Picker::RoundRobin),
+        ] {
+            let mut svc = ha(picker, n);
+            for i in 0..alloc_iters() / 10 {
+                assert!(one_call_with(&mut svc, WithAttempt::new(i)), "a ready endpoint answers");
+            }
+            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter(|| one_call_with(&mut svc, WithAttempt::new(black_box(7))))
+            });
+            allocs.push((
+                format!("{name}/{n}"),
+                allocations_per_call(alloc_iters(), || assert!(one_call_with(&mut svc, WithAttempt::new(7)))),
+            ));
+        }
     }
     g.finish();
     for (name, a) in allocs {

@@ -315,3 +315,31 @@ fn bad_scenario_files_name_the_field_and_the_problem() {
     );
     invalid(format!("contenders = [\"random\"]\n{TRAFFIC}"), "backends", "either");
 }
+
+#[test]
+fn errors_before_ejection_count_what_a_bad_backend_served_until_ejected() {
+    // Round robin at 100 req/s over three backends: backend 0 fails every
+    // request at once, one at a time, so ha-balance's consecutive-failure
+    // rule (5) ejects it after exactly five errors, for longer than the run.
+    let s = parse(
+        r#"
+        contenders = ["ha_round_robin", "round_robin"]
+        [traffic]
+        kind = "open"
+        rate_per_s = 100
+        duration_s = 5
+        [[backends]]
+        service = { kind = "constant", ms = 10 }
+        fail_fast = 1.0
+        [[backends]]
+        count = 2
+        service = { kind = "constant", ms = 10 }
+        "#,
+    );
+    let ha = Summary::of(&s, &run_named(&s, "ha_round_robin", 1));
+    assert_eq!(ha.ejections, Some(1));
+    assert_eq!(ha.errors_before_ejection, Some(5));
+    assert_eq!(ha.requests - (ha.success_rate * ha.requests as f64).round() as u64, 5, "no error after the ejection");
+    let rr = Summary::of(&s, &run_named(&s, "round_robin", 1));
+    assert_eq!((rr.ejections, rr.errors_before_ejection), (None, None), "round_robin does not eject");
+}

@@ -1,11 +1,14 @@
 //! Shared by the overhead benches: a service that answers at once, and one
 //! request driven through a tower service without an executor.
+// Each bench binary uses a part of this module.
+#![allow(dead_code)]
 
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use ha_core::WithAttempt;
 use tower::Service;
 
 /// The endpoint every bench calls: answers on the first poll.
@@ -47,4 +50,34 @@ pub fn alloc_iters() -> u64 {
     } else {
         100
     }
+}
+
+/// [`Bare`] for requests that carry an attempt context (what ha-balance
+/// balances).
+#[derive(Clone, Copy, Debug)]
+pub struct BareAttempt;
+
+impl Service<WithAttempt<u64>> for BareAttempt {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Ready<Result<u64, Infallible>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    #[inline]
+    fn call(&mut self, req: WithAttempt<u64>) -> Self::Future {
+        ready(Ok(req.request.wrapping_mul(3)))
+    }
+}
+
+/// [`one_call`] for any request type.
+#[inline(always)]
+pub fn one_call_with<R, S: Service<R>>(svc: &mut S, req: R) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    let ready = matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(())));
+    let fut = pin!(svc.call(req));
+    ready && matches!(fut.poll(&mut cx), Poll::Ready(Ok(_)))
 }

@@ -25,6 +25,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 use tower::retry::{Policy, Retry};
 use tower::{BoxError, Service};
 
+use super::ha;
 use super::sim::{mix, SimBackend, SimRequest, Stack, World};
 
 /// What a contender decides.
@@ -75,6 +76,8 @@ pub struct Contender {
     pub about: &'static str,
     /// Builds the client stack of one layer.
     pub build: fn(&BuildCtx<'_>) -> Stack,
+    /// Whether it ejects outliers (and reports ejections to the world).
+    pub ejects: bool,
 }
 
 /// Every contender, in report order.
@@ -84,54 +87,105 @@ pub static CONTENDERS: &[Contender] = &[
         role: Role::Balancer,
         about: "each attempt to the next backend in turn",
         build: round_robin,
+        ejects: false,
     },
     Contender {
         name: "random",
         role: Role::Balancer,
         about: "each attempt to a uniformly random backend",
         build: random,
+        ejects: false,
     },
     Contender {
         name: "tower_p2c_pending",
         role: Role::Balancer,
         about: "tower::balance::p2c over PendingRequestsDiscover (least pending of two random)",
         build: tower_p2c_pending,
+        ejects: false,
     },
     Contender {
         name: "tower_p2c_peak_ewma",
         role: Role::Balancer,
         about: "tower::balance::p2c over PeakEwmaDiscover (default RTT 30 ms, decay 10 s, as tower's demo)",
         build: tower_p2c_peak_ewma,
+        ejects: false,
     },
     Contender {
         name: "oracle",
         role: Role::Balancer,
         about: "knows every backend's true queue, service-time mean and error rates; least expected time to success",
         build: oracle,
+        ejects: false,
     },
     Contender {
         name: "no_hedge",
         role: Role::RequestPolicy,
         about: "the base balancer alone (the baseline for retry and hedge contenders)",
         build: no_hedge,
+        ejects: false,
     },
     Contender {
         name: "tower_retry_naive",
         role: Role::RequestPolicy,
         about: "tower::retry, up to 3 immediate retries of every failure",
         build: tower_retry_naive,
+        ejects: false,
     },
     Contender {
         name: "tower_retry_budget",
         role: Role::RequestPolicy,
         about: "tower::retry with TpsBudget (ttl 10 s, 10/s floor, 20%), up to 3 retries",
         build: tower_retry_budget,
+        ejects: false,
     },
     Contender {
         name: "tower_hedge",
         role: Role::RequestPolicy,
         about: "tower::hedge at the p95 latency (10 data points minimum, 1 s histogram period)",
         build: tower_hedge,
+        ejects: false,
+    },
+    Contender {
+        name: "ha_p2c_ewma",
+        role: Role::Balancer,
+        about: "ha-balance defaults: P2C over PeakEWMA x pending (RTT 30 ms, decay 10 s), outlier ejection on",
+        build: ha::ha_p2c_ewma,
+        ejects: true,
+    },
+    Contender {
+        name: "ha_p2c_pending",
+        role: Role::Balancer,
+        about: "ha-balance, P2C least pending, defaults otherwise (outlier ejection on)",
+        build: ha::ha_p2c_pending,
+        ejects: true,
+    },
+    Contender {
+        name: "ha_round_robin",
+        role: Role::Balancer,
+        about: "ha-balance, smooth weighted round robin, defaults otherwise (outlier ejection on)",
+        build: ha::ha_round_robin,
+        ejects: true,
+    },
+    Contender {
+        name: "ha_ring_hash",
+        role: Role::Balancer,
+        about: "ha-balance, ring hash of the request id (100 vnodes, load bound 1.25), defaults otherwise",
+        build: ha::ha_ring_hash,
+        ejects: true,
+    },
+    Contender {
+        name: "ha_retry",
+        role: Role::RequestPolicy,
+        about: "ha-retry defaults: 3 attempts, backoff 25 ms x2 full jitter, budget 20% + 10/s over 10 s",
+        build: ha::ha_retry,
+        ejects: false,
+    },
+    Contender {
+        name: "ha_hedge",
+        role: Role::RequestPolicy,
+        about: "ha-retry hedge: up to 2 hedges at the p97 latency, defaults otherwise (100 samples, budget 20%)",
+        build: ha::ha_hedge,
+        ejects: false,
     },
 ];
 

@@ -6,11 +6,13 @@
 //! - [`sim`]: the simulated backends and the client-stack plumbing;
 //! - [`contender`]: the registry of contenders (tower's balancers, retry and
 //!   hedge, round robin, random, an oracle);
+//! - [`ha`]: ha's own contenders (ha-balance, ha-retry);
 //! - [`run`]: runs one (scenario, contender, seed) and measures it;
 //! - [`report`]: JSON lines, markdown tables and SVG latency plots.
 
 pub mod contender;
 pub mod dist;
+pub mod ha;
 pub mod report;
 pub mod run;
 pub mod scenario;

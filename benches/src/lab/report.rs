@@ -49,6 +49,12 @@ pub struct Summary {
     /// of traffic (`null` when the scenario has no bounded fault); when not,
     /// `recovery_s` is the time from the fault's end to the end of traffic.
     pub recovered: Option<bool>,
+    /// Endpoints the contender ejected (`null` when it has no outlier
+    /// ejection).
+    pub ejections: Option<u64>,
+    /// The most failed answers any ejected backend served before its first
+    /// ejection (`null` when nothing was ejected).
+    pub errors_before_ejection: Option<u64>,
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -99,6 +105,8 @@ impl Summary {
             goodput_per_s: ok as f64 / (span_ns.max(1) as f64 / 1e9),
             recovery_s: recovery.map(|r| r.0),
             recovered: recovery.map(|r| r.1),
+            ejections: run.ejections,
+            errors_before_ejection: run.errors_before_ejection,
         }
     }
 
@@ -172,6 +180,9 @@ pub fn aggregate(summaries: &[Summary]) -> Vec<Aggregate> {
                 (0..share_len).map(|i| xs.iter().map(|s| s.backend_share[i]).sum::<f64>() / n).collect();
             mean.recovered = xs[0].recovered.map(|_| xs.iter().all(|s| s.recovered == Some(true)));
             mean.recovery_s = xs[0].recovery_s.map(|_| xs.iter().map(|s| s.recovery_s.unwrap_or(0.0)).sum::<f64>() / n);
+            // Worst case over seeds: "no ejection in the control" must hold in every run.
+            mean.ejections = xs.iter().filter_map(|s| s.ejections).max();
+            mean.errors_before_ejection = xs.iter().filter_map(|s| s.errors_before_ejection).max();
             Aggregate { contender: c, seeds: xs.len(), mean }
         })
         .collect()
@@ -198,6 +209,11 @@ pub fn markdown(scenario: &Scenario, aggregates: &[Aggregate]) -> String {
         header.push_str(" recovery s |");
         rule.push_str("---:|");
     }
+    let ejects = aggregates.iter().any(|a| a.mean.ejections.is_some());
+    if ejects {
+        header.push_str(" ejections (max) | errors before ejection (max) |");
+        rule.push_str("---:|---:|");
+    }
     let _ = writeln!(out, "{header}\n{rule}");
     for a in aggregates {
         let m = &a.mean;
@@ -219,6 +235,10 @@ pub fn markdown(scenario: &Scenario, aggregates: &[Aggregate]) -> String {
         if faults {
             let not = if m.recovered == Some(false) { "not by end, " } else { "" };
             let _ = write!(out, " {not}{:.1} |", m.recovery_s.unwrap_or(0.0));
+        }
+        if ejects {
+            let show = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+            let _ = write!(out, " {} | {} |", show(m.ejections), show(m.errors_before_ejection));
         }
         out.push('\n');
     }

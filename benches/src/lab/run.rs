@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::contender::{BuildCtx, Contender};
 use super::scenario::{Scenario, Traffic};
-use super::sim::{mix, SimBackend, SimRequest, Stack, World};
+use super::sim::{mix, Ejection, SimBackend, SimRequest, Stack, World};
 
 /// The pre-drawn traffic of one (scenario, seed).
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +77,13 @@ pub struct RunResult {
     pub needed_attempts: u64,
     /// Virtual time from the first request to the last answer, ns.
     pub makespan_ns: u64,
+    /// Endpoints ejected by the contender (`None` when it has no outlier
+    /// ejection).
+    pub ejections: Option<u64>,
+    /// For each backend ejected at least once, the failed answers it served
+    /// before its first ejection (at the same virtual instant included);
+    /// the largest of them. `None` when nothing was ejected.
+    pub errors_before_ejection: Option<u64>,
 }
 
 /// Runs `contender` on `scenario` with the traffic of `trace`.
@@ -226,7 +233,18 @@ async fn simulate(scenario: &Scenario, contender: &'static Contender, trace: &Tr
 
     let makespan_ns = records.iter().map(|r| r.sent_ns + r.latency_ns).max().unwrap_or(0);
     let last = world.layers.last().expect("at least one layer");
+    let ejections = world.ejections.lock().expect("the ejection log is never poisoned").clone();
+    let mut first: Vec<Ejection> = Vec::new();
+    for e in ejections.iter() {
+        if !first.iter().any(|f| f.layer == e.layer && f.backend == e.backend) {
+            first.push(*e);
+        }
+    }
+    let errors_before_ejection =
+        first.iter().map(|e| world.layers[e.layer].backends[e.backend].failures_by(e.at_ns)).max();
     RunResult {
+        ejections: contender.ejects.then_some(ejections.len() as u64),
+        errors_before_ejection,
         scenario: scenario.name.clone(),
         contender: contender.name,
         seed: trace.seed,

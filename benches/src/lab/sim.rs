@@ -20,6 +20,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -97,6 +98,28 @@ pub struct BackendRuntime {
     free_at: RefCell<BinaryHeap<Reverse<u64>>>,
     /// Attempts received.
     pub attempts: Cell<u64>,
+    /// When each failed attempt's answer was due (ns since start), in the
+    /// order the attempts arrived: rejections and failures after the work.
+    pub failures_at: RefCell<Vec<u64>>,
+}
+
+impl BackendRuntime {
+    /// Failed answers due at or before `at_ns`.
+    pub fn failures_by(&self, at_ns: u64) -> u64 {
+        self.failures_at.borrow().iter().filter(|&&t| t <= at_ns).count() as u64
+    }
+}
+
+/// A balancer took a backend out of selection (reported by contenders with
+/// outlier ejection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ejection {
+    /// When, ns since start.
+    pub at_ns: u64,
+    /// The layer of the backend.
+    pub layer: usize,
+    /// The backend's index in its layer.
+    pub backend: usize,
 }
 
 /// One layer at run time.
@@ -117,6 +140,9 @@ pub struct World {
     pub seed: u64,
     /// Layers, outermost first.
     pub layers: Vec<LayerRuntime>,
+    /// Every ejection contenders reported, in order. Behind a mutex because
+    /// event observers must be `Send + Sync`; only ejections touch it.
+    pub ejections: Arc<Mutex<Vec<Ejection>>>,
 }
 
 impl World {
@@ -133,11 +159,12 @@ impl World {
                     .map(|b| BackendRuntime {
                         free_at: RefCell::new((0..b.slots.unwrap_or(0)).map(|_| Reverse(0)).collect::<BinaryHeap<_>>()),
                         attempts: Cell::new(0),
+                        failures_at: RefCell::new(Vec::new()),
                     })
                     .collect(),
             })
             .collect();
-        World { start: Instant::now(), seed, layers }
+        World { start: Instant::now(), seed, layers, ejections: Arc::new(Mutex::new(Vec::new())) }
     }
 
     /// Virtual ns since start.
@@ -251,6 +278,9 @@ impl Service<SimRequest> for SimBackend {
             }
             None => now_ns,
         };
+        if fails {
+            rt.failures_at.borrow_mut().push(start + service);
+        }
         let done = world.start + Duration::from_nanos(start + service);
         let downstream = self.downstream.clone();
         let child = SimRequest { id: mix(mix(req.id, u64::from(req.attempt)), self.index as u64), attempt: 0 };

@@ -1,0 +1,127 @@
+//! ha's own contenders: ha-balance's pickers, and ha-retry's retry and hedge
+//! layers over the scenario's base balancer.
+//!
+//! Each is built with the crate's recommended (default) configuration unless
+//! its registry entry says otherwise; the balancers keep outlier ejection on
+//! (the default), and report every ejection to the [`World`] so the lab can
+//! count the errors an endpoint served before it was ejected.
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use ha_balance::{Balance, BalanceConfig, Endpoint, Picker};
+use ha_core::{Event, Events, WithAttempt};
+use ha_retry::config::{HedgeConfig, HedgeDelay, RetryConfig};
+use ha_retry::replay::Relabel;
+use ha_retry::{HedgeLayer, RetryLayer};
+use tokio::time::Instant;
+use tower::{BoxError, Layer, Service, ServiceExt};
+
+use super::contender::BuildCtx;
+use super::sim::{Ejection, SimBackend, SimRequest, Stack};
+
+/// A backend seen through ha-balance, whose requests carry an attempt
+/// context.
+#[derive(Clone)]
+struct Attempted(SimBackend);
+
+impl Service<WithAttempt<SimRequest>> for Attempted {
+    type Response = ();
+    type Error = BoxError;
+    type Future = <SimBackend as Service<SimRequest>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: WithAttempt<SimRequest>) -> Self::Future {
+        self.0.call(req.request)
+    }
+}
+
+/// Records every ejection of this layer's endpoints, at virtual time.
+fn ejection_events(ctx: &BuildCtx<'_>) -> Events {
+    let log: Arc<Mutex<Vec<Ejection>>> = ctx.world.ejections.clone();
+    let start = ctx.world.start;
+    let layer = ctx.layer;
+    Events::new().with_observer(move |e: &Event| {
+        if let Event::EndpointEjected { endpoint, .. } = e {
+            if let Ok(backend) = endpoint.parse::<usize>() {
+                let at_ns = Instant::now().saturating_duration_since(start).as_nanos() as u64;
+                log.lock().expect("the ejection log is never poisoned").push(Ejection { at_ns, layer, backend });
+            }
+        }
+    })
+}
+
+fn ha_balance(ctx: &BuildCtx<'_>, picker: Picker, salt: u64) -> Stack {
+    let config = BalanceConfig { picker, ..BalanceConfig::default() };
+    let mut builder = Balance::<usize, Attempted, WithAttempt<SimRequest>>::builder()
+        .config(config)
+        .events(ejection_events(ctx))
+        .seed(ctx.rng(salt).next_u64());
+    if matches!(picker, Picker::RingHash { .. }) {
+        builder = builder.hash_key(|r: &WithAttempt<SimRequest>| Some(r.request.id));
+    }
+    let endpoints =
+        ctx.backends.iter().map(|b| (b.index(), Endpoint::new(Attempted(b.clone())).name(b.index().to_string())));
+    let balance = builder.build_with(endpoints).expect("the recommended balancer configuration is valid");
+    Stack::new(balance.map_request(WithAttempt::new))
+}
+
+/// ha-balance, P2C over PeakEWMA latency x pending (the default picker).
+pub fn ha_p2c_ewma(ctx: &BuildCtx<'_>) -> Stack {
+    ha_balance(ctx, Picker::P2cPeakEwma, 0x6861_6577)
+}
+
+/// ha-balance, P2C least pending.
+pub fn ha_p2c_pending(ctx: &BuildCtx<'_>) -> Stack {
+    ha_balance(ctx, Picker::P2cPending, 0x6861_7064)
+}
+
+/// ha-balance, smooth weighted round robin (equal weights).
+pub fn ha_round_robin(ctx: &BuildCtx<'_>) -> Stack {
+    ha_balance(ctx, Picker::RoundRobin, 0x6861_7272)
+}
+
+/// ha-balance, consistent hashing of the request id (100 virtual nodes,
+/// bounded load 1.25).
+pub fn ha_ring_hash(ctx: &BuildCtx<'_>) -> Stack {
+    ha_balance(ctx, Picker::ring_hash(), 0x6861_7268)
+}
+
+/// Numbers each retry and hedge as the next attempt, so the backends draw
+/// fresh behaviour for it, as for tower's retry and hedge contenders.
+type NextAttempt = fn(&mut SimRequest);
+
+fn next_attempt(req: &mut SimRequest) {
+    req.attempt += 1;
+}
+
+/// ha-retry with its default configuration (3 attempts, exponential
+/// backoff from 25 ms with full jitter, budget 20% + 10/s over 10 s), over
+/// the base balancer.
+pub fn ha_retry(ctx: &BuildCtx<'_>) -> Stack {
+    let layer = RetryLayer::builder(RetryConfig::default())
+        .replay(Relabel::new(next_attempt as NextAttempt))
+        .seed(ctx.rng(0x6861_7274).next_u64())
+        .build()
+        .expect("the default retry configuration is valid");
+    Stack::new(layer.layer(ctx.base()))
+}
+
+/// The hedging configuration of `ha_hedge`: up to two hedges at the p97
+/// latency (3% expected extra load), otherwise the defaults (100 samples
+/// before hedging, 10 s window, the default budget).
+pub fn ha_hedge_config() -> HedgeConfig {
+    HedgeConfig { max_hedges: 2, delay: HedgeDelay::Percentile(0.97), ..HedgeConfig::default() }
+}
+
+/// ha-retry's hedge over the base balancer, configured by [`ha_hedge_config`].
+pub fn ha_hedge(ctx: &BuildCtx<'_>) -> Stack {
+    let layer = HedgeLayer::builder(ha_hedge_config())
+        .replay(Relabel::new(next_attempt as NextAttempt))
+        .build()
+        .expect("the hedge configuration is valid");
+    Stack::new(layer.layer(ctx.base()))
+}
