@@ -45,7 +45,10 @@ use ha_core::{Instant, Outcome};
 
 use crate::config::{BreakerConfig, ConfigError, WindowConfig};
 use crate::state::*;
-use crate::window::{CountRing, Padded, Window};
+use ha_core::stats::CountWindow;
+use ha_core::sync::CachePadded as Padded;
+
+use crate::window::Window;
 
 /// Leave to make one call, from [`Breaker::try_acquire`]. Hand it back with
 /// [`Breaker::record`] or [`Breaker::cancel`]; a half-open probe permit that
@@ -155,7 +158,10 @@ impl Breaker {
     ) -> Result<Breaker, ConfigError> {
         config.validate()?;
         let window = match config.window {
-            WindowConfig::Count { size } => Window::Count(CountRing::new(size)),
+            WindowConfig::Count { size } => Window::Count(
+                CountWindow::new(size as usize)
+                    .map_err(|_| ConfigError::WindowSize { size, max: crate::config::MAX_WINDOW_CALLS })?,
+            ),
             WindowConfig::Time { span, buckets } => Window::Time(
                 TimeWindow::new(now, span, buckets as usize)
                     .map_err(|_| ConfigError::WindowSize { size: buckets, max: crate::config::MAX_WINDOW_BUCKETS })?,
