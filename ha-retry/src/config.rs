@@ -131,7 +131,9 @@ pub struct RetryConfig {
     /// The most attempts of one request, the first included. Default 3.
     pub max_attempts: u32,
     /// How long one attempt may take; `None` for no limit. Default none.
-    /// An attempt that takes longer fails with
+    /// A retry's clock starts when it is sent; without a deadline, the first
+    /// attempt's starts when its future is first found pending (an answer
+    /// ready at once reads no clock). An attempt that takes longer fails with
     /// [`AttemptTimedOut`](ha_core::AttemptTimedOut), which the classifier
     /// may call retryable.
     #[serde(with = "opt_millis")]

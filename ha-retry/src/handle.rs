@@ -5,24 +5,13 @@ use std::sync::Arc;
 
 /// The state a layer shares with its services and their response futures.
 ///
-/// Most layers count references (`Arc`). A layer built for the whole life of
-/// the process can instead leak its state once and hand out `&'static`
-/// references: every request then saves the two atomic read-modify-writes of
-/// an `Arc` clone and drop, the largest part of a retry layer's cost on a
-/// request that succeeds.
+/// Most layers count references (`Arc`). A layer whose state the user keeps
+/// in a `static` hands out `&'static` references instead: every request then
+/// saves the two atomic read-modify-writes of an `Arc` clone and drop, the
+/// largest part of a retry layer's cost on a request that succeeds.
 pub(crate) enum Handle<T: 'static> {
     Counted(Arc<T>),
     Static(&'static T),
-}
-
-impl<T: 'static> Handle<T> {
-    pub(crate) fn counted(value: T) -> Self {
-        Handle::Counted(Arc::new(value))
-    }
-
-    pub(crate) fn leaked(value: T) -> Self {
-        Handle::Static(Box::leak(Box::new(value)))
-    }
 }
 
 impl<T: 'static> Clone for Handle<T> {

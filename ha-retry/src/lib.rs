@@ -91,4 +91,4 @@ pub mod retry;
 pub use budget::RetryBudget;
 pub use config::{BackoffConfig, BudgetConfig, ConfigError, HedgeConfig, HedgeDelay, Jitter, RetryConfig};
 pub use hedge::{Hedge, HedgeLayer, HedgeLayerBuilder, HedgeStats};
-pub use retry::{Retry, RetryLayer, RetryLayerBuilder, RetryStats};
+pub use retry::{Retry, RetryLayer, RetryLayerBuilder, RetryShared, RetryStats};

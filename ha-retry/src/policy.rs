@@ -119,6 +119,7 @@ impl RetryState {
 }
 
 /// The earlier of two optional instants.
+#[inline]
 pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),

@@ -394,7 +394,8 @@ async fn requests_with_their_own_attempt_field_are_relabelled() {
 #[tokio::test(start_paused = true)]
 async fn a_layer_built_for_the_process_behaves_the_same() {
     let (svc, starts) = scripted(|i| (Duration::ZERO, if i < 1 { Err("busy") } else { Ok(i) }));
-    let layer = RetryLayer::builder(config()).build_static().unwrap();
+    let shared = Box::leak(Box::new(RetryLayer::builder(config()).build_shared().unwrap()));
+    let layer = RetryLayer::from_static(shared);
     let svc = layer.layer(svc);
     assert_eq!(svc.clone().oneshot(1).await.unwrap(), 1);
     assert_eq!(starts.lock().unwrap().len(), 2);

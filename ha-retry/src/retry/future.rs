@@ -14,7 +14,7 @@ use tokio::time::{sleep_until, Sleep};
 use tower::BoxError;
 use tower_service::Service;
 
-use super::layer::Shared;
+use super::layer::RetryShared;
 use super::{attempt_deadline, downstream_budget_exhausted};
 use crate::policy::RetryState;
 use crate::replay::Replay;
@@ -38,8 +38,10 @@ where
     #[pin]
     timer: Option<Sleep>,
     timer_at: Option<Instant>,
+    // The per-try timer is armed when the first attempt is first found pending.
+    per_try_on_pending: bool,
     service: S,
-    shared: Handle<Shared<C, P>>,
+    shared: Handle<RetryShared<C, P>>,
     kept: Option<P::Request>,
     info: Option<C::RequestInfo>,
     deadline: Option<Instant>,
@@ -71,7 +73,7 @@ where
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub(crate) fn new(
-        shared: Handle<Shared<C, P>>,
+        shared: Handle<RetryShared<C, P>>,
         service: S,
         fut: S::Future,
         kept: Option<P::Request>,
@@ -79,11 +81,13 @@ where
         deadline: Option<Instant>,
         seed: u64,
         timer_at: Option<Instant>,
+        per_try_on_pending: bool,
     ) -> Self {
         ResponseFuture {
             state: State::Called { fut },
             timer: None,
             timer_at,
+            per_try_on_pending,
             service,
             shared,
             kept,
@@ -95,11 +99,12 @@ where
         }
     }
 
-    pub(crate) fn expired(shared: Handle<Shared<C, P>>, service: S, deadline: Option<Instant>) -> Self {
+    pub(crate) fn expired(shared: Handle<RetryShared<C, P>>, service: S, deadline: Option<Instant>) -> Self {
         ResponseFuture {
             state: State::Expired,
             timer: None,
             timer_at: None,
+            per_try_on_pending: false,
             service,
             shared,
             kept: None,
@@ -145,6 +150,7 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let shared = &**this.shared;
@@ -153,6 +159,10 @@ where
                 StateProj::Called { fut } => match fut.poll(cx) {
                     Poll::Ready(r) => r.map_err(Into::into),
                     Poll::Pending => {
+                        if *this.per_try_on_pending {
+                            *this.per_try_on_pending = false;
+                            *this.timer_at = shared.config.per_try_timeout.map(|t| Instant::now() + t);
+                        }
                         let fired = ready!(poll_timer(this.timer.as_mut(), *this.timer_at, cx));
                         // Out of time: dropping the attempt's future cancels it.
                         this.state.set(State::Done);
@@ -193,6 +203,7 @@ where
                         *this.kept = shared.replay.copy(&req);
                     }
                     let now = Instant::now();
+                    *this.per_try_on_pending = false;
                     arm(
                         this.timer.as_mut(),
                         this.timer_at,

@@ -1,5 +1,6 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use ha_core::classify::ErrorsAreFailures;
 use ha_core::rng::FastRng;
@@ -15,11 +16,31 @@ use crate::replay::{Cloned, Tracked};
 
 /// Applies [`Retry`] to a service; see the [crate docs](crate).
 pub struct RetryLayer<C: 'static = ErrorsAreFailures, P: 'static = Cloned> {
-    pub(crate) shared: Handle<Shared<C, P>>,
-    seed: Option<u64>,
+    pub(crate) shared: Handle<RetryShared<C, P>>,
 }
 
-pub(crate) struct Shared<C, P> {
+/// The state a retry layer shares with every service it builds and their
+/// requests: config, classifier, budget, counters.
+///
+/// [`RetryLayerBuilder::build`] keeps it behind an `Arc`, so each request
+/// pays one reference count increment and decrement (two atomic
+/// read-modify-writes, the largest part of the layer's cost on a request
+/// that succeeds). A layer that lives as long as the process can skip them:
+/// build this state with [`RetryLayerBuilder::build_shared`], keep it in a
+/// `static` and hand it to [`RetryLayer::from_static`].
+///
+/// ```
+/// use std::sync::OnceLock;
+/// use ha_retry::retry::RetryShared;
+/// use ha_retry::{RetryConfig, RetryLayer};
+///
+/// static RETRY: OnceLock<RetryShared> = OnceLock::new();
+///
+/// let shared = RETRY.get_or_init(|| RetryLayer::builder(RetryConfig::default()).build_shared().unwrap());
+/// let layer = RetryLayer::from_static(shared);
+/// assert_eq!(layer.stats().retries, 0);
+/// ```
+pub struct RetryShared<C = ErrorsAreFailures, P = Cloned> {
     pub(crate) config: RetryConfig,
     pub(crate) classifier: C,
     pub(crate) replay: P,
@@ -28,6 +49,13 @@ pub(crate) struct Shared<C, P> {
     pub(crate) deposit: bool,
     pub(crate) stats: Counters,
     pub(crate) backoff: Backoff,
+    seed: Option<u64>,
+}
+
+impl<C, P> fmt::Debug for RetryShared<C, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryShared").field("config", &self.config).finish_non_exhaustive()
+    }
 }
 
 #[derive(Default)]
@@ -94,6 +122,12 @@ impl RetryLayer<ha_core::classify::HttpClassifier, crate::body::HttpReplay> {
 }
 
 impl<C: 'static, P: 'static> RetryLayer<C, P> {
+    /// A layer on state that lives as long as the process, reached without a
+    /// reference count; see [`RetryShared`].
+    pub fn from_static(shared: &'static RetryShared<C, P>) -> Self {
+        RetryLayer { shared: Handle::Static(shared) }
+    }
+
     /// The budget this layer's retries draw on.
     pub fn budget(&self) -> &RetryBudget {
         &self.shared.budget
@@ -107,7 +141,7 @@ impl<C: 'static, P: 'static> RetryLayer<C, P> {
 
 impl<C: 'static, P: 'static> Clone for RetryLayer<C, P> {
     fn clone(&self) -> Self {
-        RetryLayer { shared: self.shared.clone(), seed: self.seed }
+        RetryLayer { shared: self.shared.clone() }
     }
 }
 
@@ -121,15 +155,13 @@ impl<S, C: 'static, P: 'static> Layer<S> for RetryLayer<C, P> {
     type Service = Retry<S, C, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let rng = match self.seed {
+        let rng = match self.shared.seed {
             Some(seed) => FastRng::new(seed),
             None => FastRng::from_entropy(),
         };
         Retry { inner, shared: self.shared.clone(), rng, pending: 0 }
     }
 }
-
-type MakeHandle<C, P> = fn(Shared<C, P>) -> Handle<Shared<C, P>>;
 
 /// Builds a [`RetryLayer`].
 pub struct RetryLayerBuilder<C = ErrorsAreFailures, P = Cloned> {
@@ -217,28 +249,12 @@ impl<C, P> RetryLayerBuilder<C, P> {
         C: 'static,
         P: 'static,
     {
-        self.build_with(Handle::counted)
+        Ok(RetryLayer { shared: Handle::Counted(Arc::new(self.build_shared()?)) })
     }
 
-    /// Like [`build`](Self::build), for a layer that lives as long as the
-    /// process: its state is allocated once and never freed, and requests
-    /// reach it through a `&'static` reference instead of a reference count,
-    /// which saves two atomic operations per request. Call it a bounded
-    /// number of times (once per client at start-up), never per request or
-    /// per connection.
-    pub fn build_static(self) -> Result<RetryLayer<C, P>, ConfigError>
-    where
-        C: 'static,
-        P: 'static,
-    {
-        self.build_with(Handle::leaked)
-    }
-
-    fn build_with(self, handle: MakeHandle<C, P>) -> Result<RetryLayer<C, P>, ConfigError>
-    where
-        C: 'static,
-        P: 'static,
-    {
+    /// Validates the config and builds the layer's state alone, for a layer
+    /// that lives as long as the process; see [`RetryShared`].
+    pub fn build_shared(self) -> Result<RetryShared<C, P>, ConfigError> {
         self.config.validate()?;
         let budget = match self.budget {
             Some(b) => b,
@@ -247,17 +263,15 @@ impl<C, P> RetryLayerBuilder<C, P> {
                 .events(self.events.clone())
                 .build()?,
         };
-        Ok(RetryLayer {
-            shared: handle(Shared {
-                backoff: Backoff::new(&self.config.backoff, FastRng::new(0)),
-                config: self.config,
-                classifier: self.classifier,
-                replay: self.replay,
-                budget,
-                events: self.events,
-                deposit: self.deposit,
-                stats: Counters::default(),
-            }),
+        Ok(RetryShared {
+            backoff: Backoff::new(&self.config.backoff, FastRng::new(0)),
+            config: self.config,
+            classifier: self.classifier,
+            replay: self.replay,
+            budget,
+            events: self.events,
+            deposit: self.deposit,
+            stats: Counters::default(),
             seed: self.seed,
         })
     }

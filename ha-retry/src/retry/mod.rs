@@ -24,7 +24,7 @@ mod future;
 mod layer;
 
 pub use future::ResponseFuture;
-pub use layer::{RetryLayer, RetryLayerBuilder, RetryStats};
+pub use layer::{RetryLayer, RetryLayerBuilder, RetryShared, RetryStats};
 
 use crate::handle::Handle;
 use std::fmt;
@@ -39,12 +39,11 @@ use tower_service::Service;
 use crate::budget::RetryBudget;
 use crate::policy::earliest;
 use crate::replay::{Cloned, Replay};
-use layer::Shared;
 
 /// Retries failed requests; see the [module docs](self).
 pub struct Retry<S, C: 'static = ErrorsAreFailures, P: 'static = Cloned> {
     inner: S,
-    shared: Handle<Shared<C, P>>,
+    shared: Handle<RetryShared<C, P>>,
     rng: FastRng,
     // Requests not yet deposited into the budget; see `call`.
     pending: u32,
@@ -122,6 +121,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
         let config = &shared.config;
@@ -132,9 +132,12 @@ where
         let req = shared.replay.prepare(req, own_deadline);
         let carried = shared.replay.deadline(&req);
         let deadline = earliest(own_deadline, carried);
-        let timer = match (config.per_try_timeout, deadline) {
-            (None, None) => None,
-            (per_try, deadline) => attempt_deadline(per_try, clock(), deadline),
+        // Without a deadline, an attempt's per-try clock starts when it is first
+        // found pending: a request answered at once reads no clock at all.
+        let (timer, per_try_on_pending) = match (config.per_try_timeout, deadline) {
+            (None, None) => (None, false),
+            (Some(_), None) => (None, true),
+            (per_try, deadline) => (attempt_deadline(per_try, clock(), deadline), false),
         };
         if shared.deposit {
             self.pending += 1;
@@ -151,7 +154,7 @@ where
         let service = self.inner.clone();
         let fut = self.inner.call(req);
         let seed = self.rng.next_u64();
-        ResponseFuture::new(self.shared.clone(), service, fut, kept, info, deadline, seed, timer)
+        ResponseFuture::new(self.shared.clone(), service, fut, kept, info, deadline, seed, timer, per_try_on_pending)
     }
 }
 
@@ -172,6 +175,7 @@ pub(crate) fn downstream_budget_exhausted(err: &(dyn std::error::Error + 'static
 
 /// When an attempt starting at `now` must end: its per-try timeout or the
 /// request's deadline, whichever comes first.
+#[inline]
 pub(crate) fn attempt_deadline(
     per_try: Option<std::time::Duration>,
     now: Instant,
