@@ -92,6 +92,31 @@ async fn per_try_timeout_cuts_an_attempt_and_retries_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_first_attempt_is_timed_from_when_it_is_first_pending() {
+    let (svc, starts) = scripted(|i| (Duration::from_millis(80), Ok(i)));
+    let cfg = RetryConfig { per_try_timeout: Some(Duration::from_millis(100)), ..config() };
+    let layer = RetryLayer::new(cfg).unwrap();
+    let mut svc = layer.layer(svc);
+    let fut = svc.ready().await.unwrap().call(1);
+    // Not polled for 50 ms: 80 ms of work from the first poll still fits in 100 ms.
+    tokio::time::advance(Duration::from_millis(50)).await;
+    assert_eq!(fut.await.unwrap(), 0);
+    assert_eq!(starts.lock().unwrap().len(), 1);
+    assert_eq!(layer.stats().attempt_timeouts, 0);
+}
+
+#[test]
+fn an_answer_ready_at_once_needs_no_timer_and_no_runtime() {
+    // Outside any runtime: creating the per-try timer would panic.
+    let cfg = RetryConfig { per_try_timeout: Some(Duration::from_millis(100)), ..config() };
+    let mut svc = RetryLayer::new(cfg).unwrap().layer(service_fn(|i: u32| std::future::ready(Ok::<_, BoxError>(i))));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let fut = std::pin::pin!(svc.call(7));
+    assert!(matches!(std::future::Future::poll(fut, &mut cx), std::task::Poll::Ready(Ok(7))));
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_deadline_cancels_the_attempt_in_flight() {
     let (svc, starts) = scripted(|i| (if i == 0 { Duration::ZERO } else { Duration::from_secs(60) }, Err("down")));
     let cfg = RetryConfig { deadline: Some(Duration::from_millis(250)), max_attempts: 10, ..config() };
