@@ -5,9 +5,9 @@
 //! any policy able to retry must) and never retries; `ha` goes through
 //! ha-retry's `Retry` with its default configuration (3 attempts, budget
 //! 20% + 10/s: each request is counted into the budget), and `ha_static` the
-//! same layer built with `build_static` (for a process-lifetime layer: no
-//! reference count per request). After the timings, the allocations per call
-//! of each function are printed.
+//! same layer on process-lifetime state (`build_shared` kept in a `static`,
+//! `RetryLayer::from_static`: no reference count per request). After the
+//! timings, the allocations per call of each function are printed.
 //!
 //! ```sh
 //! cargo bench -p ha-benches --bench retry_overhead
@@ -16,11 +16,13 @@
 mod common;
 
 use std::future::Ready;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{alloc_iters, one_call, Bare};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ha_benches::alloc::{allocations_per_call, CountingAllocator};
+use ha_retry::retry::RetryShared;
 use ha_retry::{RetryConfig, RetryLayer};
 use tower::retry::{Policy, Retry};
 use tower::Layer;
@@ -57,10 +59,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function("tower_retry", |b| b.iter(|| one_call(&mut retry, black_box(7))));
     let mut ha = RetryLayer::new(RetryConfig::default()).expect("the default configuration is valid").layer(Bare);
     g.bench_function("ha", |b| b.iter(|| one_call(&mut ha, black_box(7))));
-    let mut ha_static = RetryLayer::builder(RetryConfig::default())
-        .build_static()
-        .expect("the default configuration is valid")
-        .layer(Bare);
+    static SHARED: OnceLock<RetryShared> = OnceLock::new();
+    let shared = SHARED.get_or_init(|| {
+        RetryLayer::builder(RetryConfig::default()).build_shared().expect("the default configuration is valid")
+    });
+    let mut ha_static = RetryLayer::from_static(shared).layer(Bare);
     g.bench_function("ha_static", |b| b.iter(|| one_call(&mut ha_static, black_box(7))));
     g.finish();
 

@@ -8,6 +8,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use ha_balance::{Balance, BalanceConfig, Endpoint, Picker};
 use ha_core::{Event, Events, WithAttempt};
@@ -111,10 +112,16 @@ pub fn ha_retry(ctx: &BuildCtx<'_>) -> Stack {
 }
 
 /// The hedging configuration of `ha_hedge`: up to two hedges at the p97
-/// latency (3% expected extra load), otherwise the defaults (100 samples
-/// before hedging, 10 s window, the default budget).
+/// latency (3% expected extra load), a 20 ms delay until 100 latencies are
+/// known (the service's latency is roughly known: median 5 ms), otherwise
+/// the defaults (10 s window, the default budget).
 pub fn ha_hedge_config() -> HedgeConfig {
-    HedgeConfig { max_hedges: 2, delay: HedgeDelay::Percentile(0.97), ..HedgeConfig::default() }
+    HedgeConfig {
+        max_hedges: 2,
+        delay: HedgeDelay::Percentile(0.97),
+        warmup_delay: Some(Duration::from_millis(20)),
+        ..HedgeConfig::default()
+    }
 }
 
 /// ha-retry's hedge over the base balancer, configured by [`ha_hedge_config`].
