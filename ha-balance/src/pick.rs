@@ -123,9 +123,14 @@ impl<K, S> Core<K, S> {
                 if len == 0 {
                     return None;
                 }
-                let start = group.cursor.fetch_add(1, Ordering::Relaxed);
-                for k in 0..len {
-                    let i = sched[start.wrapping_add(k) % len];
+                // A turn that lands on an unavailable endpoint takes the next
+                // ticket instead of scanning on from its own: scanning would
+                // hand every skipped turn to the same neighbour, doubling its
+                // share, while fresh tickets keep each available endpoint at
+                // its own share of the cycle.
+                for _ in 0..len {
+                    let ticket = group.cursor.fetch_add(1, Ordering::Relaxed);
+                    let i = sched[ticket % len];
                     if ok(i) {
                         let ramp = self.ramp(&slots[i as usize], req.now_ns);
                         if ramp >= 1.0 || rng.unit_f64() < ramp {

@@ -54,6 +54,29 @@ async fn round_robin_shares_are_exact_over_a_cycle() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn round_robin_spreads_an_unavailable_endpoints_turns_over_all_the_others() {
+    let backends: Vec<Backend> = ["a", "b", "c", "d"].into_iter().map(backend).collect();
+    let down = common::Switch::default();
+    let names = ["a", "b", "c", "d"];
+    let endpoints = backends
+        .iter()
+        .zip(names)
+        .map(|(be, name)| {
+            let e = Endpoint::new(be.clone());
+            (name, if name == "b" { e.health_gate(down.clone()) } else { e })
+        })
+        .collect();
+    let mut b = build(Picker::RoundRobin, endpoints);
+    down.set_down(true);
+    for _ in 0..300 {
+        send(&mut b, 0).await;
+    }
+    let hits: Vec<u64> = backends.iter().map(Backend::hits).collect();
+    // b's turns go evenly to the others, not all to its neighbour c.
+    assert_eq!(hits, vec![100, 0, 100, 100]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn p2c_peak_ewma_prefers_the_faster_of_two() {
     let fast = backend("fast").delay(10);
     let slow = backend("slow").delay(100);
