@@ -137,6 +137,14 @@ pub enum Event {
         /// The incarnation declared dead.
         incarnation: u64,
     },
+    /// A live member published new metadata (service address, zone, tier,
+    /// weight or user bytes).
+    MemberUpdated {
+        /// The member's name.
+        member: Arc<str>,
+        /// The incarnation that carries the new metadata.
+        incarnation: u64,
+    },
     /// A member left the cluster gracefully.
     MemberLeft {
         /// The member's name.
@@ -176,6 +184,7 @@ impl Event {
             Event::MemberAlive { .. }
             | Event::MemberSuspected { .. }
             | Event::MemberDead { .. }
+            | Event::MemberUpdated { .. }
             | Event::MemberLeft { .. } => "membership",
             Event::BudgetExhausted { .. } | Event::HedgeSent { .. } | Event::RetryScheduled { .. } => "retry",
         }
@@ -228,6 +237,9 @@ impl Event {
             }
             Event::MemberDead { member, incarnation } => {
                 emit!("ha::membership", member = %member, incarnation, "member dead")
+            }
+            Event::MemberUpdated { member, incarnation } => {
+                emit!("ha::membership", member = %member, incarnation, "member metadata updated")
             }
             Event::MemberLeft { member } => emit!("ha::membership", member = %member, "member left"),
             Event::BudgetExhausted { budget } => emit!("ha::retry", budget = %budget, "retry budget exhausted"),
@@ -335,6 +347,7 @@ mod tests {
             Event::MemberAlive { member: "n1".into(), incarnation: 2 },
             Event::MemberSuspected { member: "n1".into(), incarnation: 2 },
             Event::MemberDead { member: "n1".into(), incarnation: 2 },
+            Event::MemberUpdated { member: "n1".into(), incarnation: 3 },
             Event::MemberLeft { member: "n1".into() },
             Event::BudgetExhausted { budget: "api".into() },
             Event::HedgeSent { attempt: 2, after: Duration::from_millis(12) },

@@ -890,7 +890,7 @@ impl Swim {
             MembershipEvent::Suspected(_) => Some(Event::MemberSuspected { member, incarnation }),
             MembershipEvent::Died(_) => Some(Event::MemberDead { member, incarnation }),
             MembershipEvent::Left(_) => Some(Event::MemberLeft { member }),
-            MembershipEvent::Updated(_) => None,
+            MembershipEvent::Updated(_) => Some(Event::MemberUpdated { member, incarnation }),
         };
         if let Some(e) = core {
             self.events_out.emit(e);

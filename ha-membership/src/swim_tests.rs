@@ -462,10 +462,15 @@ fn events_reach_the_ha_core_observer() {
     a.apply_alive(now, "b".into(), addr(2), 0, None);
     a.apply_suspect(now, "b".into(), 0, "a".into());
     a.apply_dead(now, "b".into(), 0, "a".into());
+    a.apply_alive(now, "c".into(), addr(3), 0, None);
+    let zone = Metadata { zone: "eu-1".into(), ..Metadata::default() };
+    a.apply_alive(now, "c".into(), addr(3), 1, Some(zone));
     let seen = seen.lock().unwrap();
     assert!(matches!(seen[0], Event::MemberAlive { .. }));
     assert!(matches!(seen[1], Event::MemberSuspected { .. }));
     assert!(matches!(seen[2], Event::MemberDead { .. }));
+    assert!(matches!(seen[3], Event::MemberAlive { .. }));
+    assert!(matches!(&seen[4], Event::MemberUpdated { member, incarnation: 1 } if &**member == "c"), "{seen:?}");
 }
 
 #[test]
