@@ -135,3 +135,25 @@ fn a_graceful_leave_is_no_false_death() {
     assert_eq!(out.false_dead, 0);
     assert!(out.converged);
 }
+
+#[test]
+fn a_crash_is_detected_under_heavy_tailed_latency_with_no_false_death() {
+    use ha_membership::sim::latency::{Latency, Tail};
+
+    // The file's network, built through the API as a test would, on crash_64's faults.
+    let mut s = load("crash_64.toml");
+    s.network.latency_ms = None;
+    s.network.latency = Some(Latency::Lognormal { median_ms: 1.0, sigma: 0.8 });
+    s.network.latency_tail = Some(Tail { p: 0.01, extra: Latency::Uniform { min_ms: 50.0, max_ms: 250.0 } });
+    assert_eq!(s.network, load("crash_64_lognormal.toml").network);
+    let n = first_size(&s);
+    for seed in 1..=2 {
+        let out = run(&s, n, seed, true);
+        assert!(out.all_dead_s.expect("every survivor marks the crashed node dead") <= 15.0, "{out:?}");
+        assert_eq!(out.removals, Some([1, 1]));
+        assert_eq!(out.false_dead, 0, "no healthy node declared dead");
+        assert!(out.converged);
+    }
+    // The distribution is drawn from the run's seed: the same seed replays exactly.
+    assert_eq!(run(&s, n, 1, true), run(&s, n, 1, true));
+}

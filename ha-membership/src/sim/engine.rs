@@ -9,6 +9,7 @@ use ha_core::rng::FastRng;
 use ha_core::Instant;
 use serde::Serialize;
 
+use super::latency::{Latency, Tail};
 use super::scenario::{FaultKind, Scenario, ScenarioError};
 use super::{addr_of, index_of, SimEvent, SimNode, ViewChange};
 
@@ -130,7 +131,8 @@ struct World<N> {
     msgs: u64,
     out: Outcome,
     heal_from: Option<Instant>,
-    latency_ms: [f64; 2],
+    latency: Latency,
+    latency_tail: Option<Tail>,
     loss: f64,
 }
 
@@ -192,7 +194,8 @@ pub fn run<N: SimNode>(
             steps: 0,
         },
         heal_from: None,
-        latency_ms: scenario.network.latency_ms,
+        latency: scenario.network.latency_dist()?,
+        latency_tail: scenario.network.latency_tail,
         loss: scenario.network.loss,
     };
     for (index, f) in scenario.faults.iter().enumerate() {
@@ -403,8 +406,11 @@ impl<N: SimNode> World<N> {
     }
 
     fn latency(&mut self) -> Duration {
-        let [lo, hi] = self.latency_ms;
-        Duration::from_secs_f64((lo + self.rng.unit_f64() * (hi - lo)) / 1000.0)
+        let mut ms = self.latency.sample_ms(&mut self.rng);
+        if let Some(tail) = &self.latency_tail {
+            ms += tail.sample_ms(&mut self.rng);
+        }
+        Duration::from_secs_f64(ms / 1000.0)
     }
 
     fn count(&mut self, now: Instant, len: usize) {

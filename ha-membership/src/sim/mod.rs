@@ -1,7 +1,9 @@
 //! A deterministic simulator: N nodes of a sans-IO membership protocol in
 //! one process, on virtual time, seeded.
 //!
-//! The network delays datagrams by a latency drawn from the scenario, loses
+//! The network delays datagrams by a latency drawn from the scenario's
+//! distribution ([`latency`]: constant, uniform, normal, lognormal, with an
+//! optional extra-delay tail) on the run's seeded generator, loses
 //! some, and applies the scenario's faults: two-way and one-way partitions,
 //! paused nodes (every message and timer handled 1-3 s late, as under CPU
 //! starvation), crashes with restarts, graceful leaves. Push-pull state
@@ -36,6 +38,7 @@
 //! assert_eq!(out.invariant_violations, 0);
 //! ```
 
+pub mod latency;
 pub mod scenario;
 
 mod engine;

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::latency::{Latency, Tail};
 use crate::config::Config;
 
 /// One node count or several (the runner runs each).
@@ -25,18 +26,48 @@ impl Sizes {
 }
 
 /// The simulated network.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// The one-way latency is either the short form `latency_ms = [min, max]`
+/// (uniform, as scenario files have always written it) or a `latency` table
+/// with a distribution (see [`Latency`]), not both; with neither it is
+/// uniform in `[0.2, 2.0]` ms. An optional `latency_tail` adds an extra
+/// delay to a fraction of datagrams.
+///
+/// ```toml
+/// [network]
+/// loss = 0.01
+/// latency = { dist = "lognormal", median_ms = 1.0, sigma = 0.5 }
+/// latency_tail = { p = 0.01, extra = { dist = "uniform", min_ms = 50, max_ms = 200 } }
+/// ```
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Network {
-    /// One-way latency drawn uniformly from `[min, max]` milliseconds.
-    pub latency_ms: [f64; 2],
+    /// One-way latency drawn uniformly from `[min, max]` milliseconds (the short form).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<[f64; 2]>,
+    /// One-way latency distribution (the long form).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+    /// An extra delay for a fraction of datagrams.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_tail: Option<Tail>,
     /// Probability that a datagram is lost (streams are reliable).
     pub loss: f64,
 }
 
-impl Default for Network {
-    fn default() -> Self {
-        Network { latency_ms: [0.2, 2.0], loss: 0.0 }
+impl Network {
+    /// The latency distribution the network uses, validated.
+    pub fn latency_dist(&self) -> Result<Latency, ScenarioError> {
+        let dist = match (self.latency_ms, self.latency) {
+            (Some(_), Some(_)) => {
+                return Err(ScenarioError("give either latency_ms = [min, max] or a latency table, not both".into()))
+            }
+            (Some([min_ms, max_ms]), None) => Latency::Uniform { min_ms, max_ms },
+            (None, Some(l)) => l,
+            (None, None) => Latency::default(),
+        };
+        dist.validate()?;
+        Ok(dist)
     }
 }
 
@@ -162,9 +193,9 @@ impl Scenario {
         if n < 2 {
             return err("at least 2 nodes".into());
         }
-        let [lo, hi] = self.network.latency_ms;
-        if !(0.0..=60_000.0).contains(&lo) || hi < lo || hi > 60_000.0 {
-            return err("latency_ms must be [min, max] within 0..60000".into());
+        self.network.latency_dist()?;
+        if let Some(tail) = &self.network.latency_tail {
+            tail.validate()?;
         }
         if !(0.0..1.0).contains(&self.network.loss) {
             return err("loss must be in [0, 1)".into());
@@ -201,5 +232,76 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(network: &str) -> Result<Scenario, toml::de::Error> {
+        toml::from_str(&format!("nodes = 4\nduration_s = 10\n[network]\n{network}\n"))
+    }
+
+    #[test]
+    fn the_short_latency_form_still_means_uniform() {
+        let s = parse("latency_ms = [0.5, 3.0]\nloss = 0.1").unwrap();
+        assert_eq!(s.network.latency_dist(), Ok(Latency::Uniform { min_ms: 0.5, max_ms: 3.0 }));
+        assert!(s.validate(4).is_ok());
+        // No latency at all is the old default, uniform 0.2..2 ms.
+        let s = parse("loss = 0.0").unwrap();
+        assert_eq!(s.network.latency_dist(), Ok(Latency::Uniform { min_ms: 0.2, max_ms: 2.0 }));
+    }
+
+    #[test]
+    fn every_distribution_parses_from_toml() {
+        for (text, want) in [
+            (r#"latency = { dist = "constant", ms = 2 }"#, Latency::Constant { ms: 2.0 }),
+            (
+                r#"latency = { dist = "uniform", min_ms = 1, max_ms = 2 }"#,
+                Latency::Uniform { min_ms: 1.0, max_ms: 2.0 },
+            ),
+            (
+                r#"latency = { dist = "normal", mean_ms = 5, std_ms = 1.5 }"#,
+                Latency::Normal { mean_ms: 5.0, std_ms: 1.5 },
+            ),
+            (
+                r#"latency = { dist = "lognormal", median_ms = 1, sigma = 0.5 }"#,
+                Latency::Lognormal { median_ms: 1.0, sigma: 0.5 },
+            ),
+        ] {
+            let s = parse(text).unwrap();
+            assert_eq!(s.network.latency_dist(), Ok(want));
+            assert!(s.validate(4).is_ok());
+        }
+        let s = parse(
+            "latency_tail = { p = 0.01, extra = { dist = \"constant\", ms = 100 } }\n\
+             [network.latency]\ndist = \"normal\"\nmean_ms = 1\nstd_ms = 0.2",
+        )
+        .unwrap();
+        assert_eq!(s.network.latency_tail, Some(Tail { p: 0.01, extra: Latency::Constant { ms: 100.0 } }));
+        assert!(s.validate(4).is_ok());
+    }
+
+    #[test]
+    fn bad_latency_is_an_error_not_a_panic() {
+        // Unknown shapes and fields fail to parse.
+        assert!(parse(r#"latency = { dist = "pareto", ms = 1 }"#).is_err());
+        assert!(parse(r#"latency = { dist = "constant", ms = 1, sigma = 2 }"#).is_err());
+        assert!(parse(r#"latency = { dist = "lognormal", median_ms = 1 }"#).is_err());
+        // Values out of range fail validation.
+        for text in [
+            "latency_ms = [3.0, 1.0]",
+            "latency_ms = [-1.0, 1.0]",
+            r#"latency = { dist = "lognormal", median_ms = 0, sigma = 0.5 }"#,
+            r#"latency = { dist = "normal", mean_ms = -2, std_ms = 1 }"#,
+            r#"latency = { dist = "constant", ms = nan }"#,
+            "latency_tail = { p = 2.0, extra = { dist = \"constant\", ms = 1 } }",
+            "latency_ms = [0.2, 2.0]\nlatency = { dist = \"constant\", ms = 1 }",
+        ] {
+            let s = parse(text).unwrap();
+            let e = s.validate(4).expect_err(text);
+            assert!(e.0.contains("latency"), "{e}");
+        }
     }
 }
