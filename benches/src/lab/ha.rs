@@ -3,7 +3,7 @@
 //!
 //! Each is built with the crate's recommended (default) configuration unless
 //! its registry entry says otherwise; the balancers keep outlier ejection on
-//! (the default), and report every ejection to the [`World`] so the lab can
+//! (the default), and report every ejection to the [`World`](super::sim::World) so the lab can
 //! count the errors an endpoint served before it was ejected.
 
 use std::sync::{Arc, Mutex};
