@@ -109,7 +109,10 @@ mod tiers;
 #[cfg(feature = "breaker")]
 pub use breaker::BreakerGate;
 pub use builder::BalanceBuilder;
-pub use config::{BalanceConfig, Picker};
+pub use config::{
+    BalanceConfig, FailurePercentageConfig, HealthCheckConfig, LoadConfig, OutlierConfig, Picker, SlowStartConfig,
+    SuccessRateConfig, TierConfig,
+};
 pub use endpoint::{Endpoint, EndpointStats};
 pub use error::ConfigError;
 pub use future::ResponseFuture;
