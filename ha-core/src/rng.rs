@@ -60,6 +60,16 @@ impl FastRng {
     pub fn unit_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
+
+    /// A standard normal draw (Box-Muller). The pair's second value is
+    /// discarded so every draw consumes exactly two steps of the generator,
+    /// which keeps seeded simulations replayable draw for draw.
+    pub fn standard_normal(&mut self) -> f64 {
+        // 1 - u is in (0, 1], so the logarithm is finite.
+        let u1 = 1.0 - self.unit_f64();
+        let u2 = self.unit_f64();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
 }
 
 impl Default for FastRng {
@@ -95,6 +105,19 @@ mod tests {
             assert!((1_700..2_300).contains(&count), "{seen:?}");
         }
         assert_eq!(r.below(0), 0);
+    }
+
+    #[test]
+    fn standard_normal_has_mean_0_and_sd_1() {
+        let mut rng = FastRng::new(3);
+        let v: Vec<f64> = (0..200_000).map(|_| rng.standard_normal()).collect();
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        let sd = (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64).sqrt();
+        assert!(m.abs() < 0.01, "{m}");
+        assert!((sd - 1.0).abs() < 0.01, "{sd}");
+        // About 2.28% beyond +2 sigma.
+        let beyond = v.iter().filter(|&&x| x > 2.0).count() as f64 / v.len() as f64;
+        assert!((beyond - 0.0228).abs() < 0.002, "{beyond}");
     }
 
     #[test]

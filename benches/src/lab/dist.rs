@@ -66,8 +66,8 @@ impl Dist {
         match self {
             Dist::Constant { ms } => *ms,
             Dist::Uniform { min_ms, max_ms } => min_ms + (max_ms - min_ms) * rng.unit_f64(),
-            Dist::Normal { mean_ms, stddev_ms } => mean_ms + stddev_ms * standard_normal(rng),
-            Dist::Lognormal { median_ms, sigma } => median_ms * (sigma * standard_normal(rng)).exp(),
+            Dist::Normal { mean_ms, stddev_ms } => mean_ms + stddev_ms * rng.standard_normal(),
+            Dist::Lognormal { median_ms, sigma } => median_ms * (sigma * rng.standard_normal()).exp(),
             Dist::Mixture { parts } => {
                 let total: f64 = parts.iter().map(|p| p.weight).sum();
                 let mut x = rng.unit_f64() * total;
@@ -144,15 +144,6 @@ impl Dist {
             }
         }
     }
-}
-
-/// A standard normal draw (Box-Muller; the second value is discarded so that
-/// a draw consumes a fixed number of generator steps).
-fn standard_normal(rng: &mut FastRng) -> f64 {
-    // 1 - u is in (0, 1], so the logarithm is finite.
-    let u1 = 1.0 - rng.unit_f64();
-    let u2 = rng.unit_f64();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 #[cfg(test)]
