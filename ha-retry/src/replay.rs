@@ -43,8 +43,12 @@ pub trait Replay<Req> {
     /// tracks attempts and the request has none.
     fn prepare(&self, req: Req, deadline: Option<Instant>) -> Self::Request;
 
-    /// The deadline the request carries in its attempt context, if any.
-    fn deadline(&self, req: &Self::Request) -> Option<Instant>;
+    /// The deadline the request carries in its attempt context, if any
+    /// (default: none, for strategies that attach no context).
+    fn deadline(&self, req: &Self::Request) -> Option<Instant> {
+        let _ = req;
+        None
+    }
 
     /// A copy to keep for a later attempt, made before `req` is sent;
     /// `None` when the request cannot be copied.
@@ -52,11 +56,17 @@ pub trait Replay<Req> {
 
     /// Whether a kept copy can be sent now: after the attempt it was copied
     /// from ended (`concurrently == false`, a retry), or while that attempt is
-    /// still in flight (`concurrently == true`, a hedge).
-    fn can_replay(&self, kept: &Self::Request, concurrently: bool) -> bool;
+    /// still in flight (`concurrently == true`, a hedge). Default: always,
+    /// for strategies whose copies are complete.
+    fn can_replay(&self, kept: &Self::Request, concurrently: bool) -> bool {
+        let _ = (kept, concurrently);
+        true
+    }
 
-    /// Labels `req` as the next attempt of its request.
-    fn next_attempt(&self, req: &mut Self::Request);
+    /// Labels `req` as the next attempt of its request (default: nothing).
+    fn next_attempt(&self, req: &mut Self::Request) {
+        let _ = req;
+    }
 }
 
 /// Copies `Req: Clone` requests as they are; see the [module docs](self).
@@ -72,22 +82,9 @@ impl<Req: Clone> Replay<Req> for Cloned {
     }
 
     #[inline]
-    fn deadline(&self, _req: &Req) -> Option<Instant> {
-        None
-    }
-
-    #[inline]
     fn copy(&self, req: &Req) -> Option<Req> {
         Some(req.clone())
     }
-
-    #[inline]
-    fn can_replay(&self, _kept: &Req, _concurrently: bool) -> bool {
-        true
-    }
-
-    #[inline]
-    fn next_attempt(&self, _req: &mut Req) {}
 }
 
 /// Copies `Req: Clone + HasAttemptContext` requests and numbers their
@@ -177,18 +174,8 @@ impl<Req: Clone, F: Fn(&mut Req)> Replay<Req> for Relabel<F> {
     }
 
     #[inline]
-    fn deadline(&self, _req: &Req) -> Option<Instant> {
-        None
-    }
-
-    #[inline]
     fn copy(&self, req: &Req) -> Option<Req> {
         Some(req.clone())
-    }
-
-    #[inline]
-    fn can_replay(&self, _kept: &Req, _concurrently: bool) -> bool {
-        true
     }
 
     #[inline]
