@@ -6,8 +6,13 @@
 //! ha-retry's `Retry` with its default configuration (3 attempts, budget
 //! 20% + 10/s: each request is counted into the budget), and `ha_static` the
 //! same layer on process-lifetime state (`build_shared` kept in a `static`,
-//! `RetryLayer::from_static`: no reference count per request). After the
-//! timings, the allocations per call of each function are printed.
+//! `RetryLayer::from_static`: no reference count per request).
+//! `tower_retry_budget` is tower's `Retry` whose policy deposits into a
+//! `TpsBudget` (the fair baseline for a layer that keeps a budget),
+//! `ha_per_try_timeout` ha's layer with a 1 s per-try timeout, and
+//! `arc_clone_drop` / `clock_read` measure the two primitives the remaining
+//! cost is made of. After the timings, the allocations per call of each
+//! function are printed.
 //!
 //! ```sh
 //! cargo bench -p ha-benches --bench retry_overhead
@@ -16,7 +21,7 @@
 mod common;
 
 use std::future::Ready;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use common::{alloc_iters, one_call, Bare};
@@ -24,20 +29,25 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ha_benches::alloc::{allocations_per_call, CountingAllocator};
 use ha_retry::retry::RetryShared;
 use ha_retry::{RetryConfig, RetryLayer};
+use tower::retry::budget::{Budget, TpsBudget};
 use tower::retry::{Policy, Retry};
 use tower::Layer;
 
 #[global_allocator]
 static ALLOC: CountingAllocator = CountingAllocator;
 
-/// Keeps a copy of each request; never retries.
-#[derive(Clone, Copy)]
-struct NeverRetry;
+/// Keeps a copy of each request; never retries; deposits into a budget
+/// when it has one.
+#[derive(Clone)]
+struct NeverRetry(Option<Arc<TpsBudget>>);
 
 impl<E> Policy<u64, u64, E> for NeverRetry {
     type Future = Ready<()>;
 
-    fn retry(&mut self, _: &mut u64, _: &mut Result<u64, E>) -> Option<Self::Future> {
+    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
+        if let (Some(budget), Ok(_)) = (&self.0, result) {
+            budget.deposit();
+        }
         None
     }
 
@@ -55,24 +65,37 @@ fn bench(c: &mut Criterion) {
 
     let mut bare = Bare;
     g.bench_function("bare", |b| b.iter(|| one_call(&mut bare, black_box(7))));
-    let mut retry = Retry::new(NeverRetry, Bare);
+    let mut retry = Retry::new(NeverRetry(None), Bare);
     g.bench_function("tower_retry", |b| b.iter(|| one_call(&mut retry, black_box(7))));
+    let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2));
+    let mut retry_budget = Retry::new(NeverRetry(Some(budget)), Bare);
+    g.bench_function("tower_retry_budget", |b| b.iter(|| one_call(&mut retry_budget, black_box(7))));
     let mut ha = RetryLayer::new(RetryConfig::default()).expect("the default configuration is valid").layer(Bare);
     g.bench_function("ha", |b| b.iter(|| one_call(&mut ha, black_box(7))));
+    let per_try = RetryConfig { per_try_timeout: Some(Duration::from_secs(1)), ..RetryConfig::default() };
+    let mut ha_per_try = RetryLayer::new(per_try).expect("a valid configuration").layer(Bare);
+    g.bench_function("ha_per_try_timeout", |b| b.iter(|| one_call(&mut ha_per_try, black_box(7))));
     static SHARED: OnceLock<RetryShared> = OnceLock::new();
     let shared = SHARED.get_or_init(|| {
         RetryLayer::builder(RetryConfig::default()).build_shared().expect("the default configuration is valid")
     });
     let mut ha_static = RetryLayer::from_static(shared).layer(Bare);
     g.bench_function("ha_static", |b| b.iter(|| one_call(&mut ha_static, black_box(7))));
+    let arc = Arc::new(7u64);
+    g.bench_function("arc_clone_drop", |b| b.iter(|| drop(black_box(arc.clone()))));
+    g.bench_function("clock_read", |b| b.iter(|| black_box(tokio::time::Instant::now())));
     g.finish();
 
     let a = allocations_per_call(alloc_iters(), || assert!(one_call(&mut bare, 7)));
     println!("retry_overhead/bare: {a:.2} allocations per call");
     let a = allocations_per_call(alloc_iters(), || assert!(one_call(&mut retry, 7)));
     println!("retry_overhead/tower_retry: {a:.2} allocations per call");
+    let a = allocations_per_call(alloc_iters(), || assert!(one_call(&mut retry_budget, 7)));
+    println!("retry_overhead/tower_retry_budget: {a:.2} allocations per call");
     let a = allocations_per_call(alloc_iters(), || assert!(one_call(&mut ha, 7)));
     println!("retry_overhead/ha: {a:.2} allocations per call");
+    let a = allocations_per_call(alloc_iters(), || assert!(one_call(&mut ha_per_try, 7)));
+    println!("retry_overhead/ha_per_try_timeout: {a:.2} allocations per call");
     let a = allocations_per_call(alloc_iters(), || assert!(one_call(&mut ha_static, 7)));
     println!("retry_overhead/ha_static: {a:.2} allocations per call");
 }
