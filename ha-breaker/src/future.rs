@@ -14,7 +14,7 @@ use pin_project::pin_project;
 use tower_service::Service;
 
 use crate::breaker::{Breaker, Permit};
-use crate::lease::Lease;
+use ha_core::lease::Lease;
 
 /// The future of [`CircuitBreaker`](crate::CircuitBreaker) and
 /// [`KeyedCircuitBreaker`](crate::KeyedCircuitBreaker) calls.
@@ -44,7 +44,7 @@ enum Kind<F> {
 /// What completing a call records, and where. Dropping it with its permit
 /// still inside means the call was cancelled.
 pub(crate) struct Recorder<C, I> {
-    pub(crate) breaker: Lease,
+    pub(crate) breaker: Lease<Breaker>,
     pub(crate) permit: Option<Permit>,
     pub(crate) classifier: C,
     pub(crate) info: I,
@@ -54,7 +54,7 @@ pub(crate) struct Recorder<C, I> {
 impl<C, I> Drop for Recorder<C, I> {
     fn drop(&mut self) {
         if let Some(p) = self.permit.take() {
-            self.breaker.breaker().cancel(p, Instant::now);
+            self.breaker.cancel(p, Instant::now);
         }
     }
 }
@@ -94,12 +94,12 @@ where
 /// call is admitted and tracked) or one the caller already leased.
 pub(crate) enum BreakerRef<'a> {
     Borrowed(&'a Arc<Breaker>),
-    Leased(Lease),
+    Leased(Lease<Breaker>),
 }
 
 impl BreakerRef<'_> {
     #[inline]
-    fn lease(self) -> Lease {
+    fn lease(self) -> Lease<Breaker> {
         match self {
             BreakerRef::Borrowed(b) => Lease::of(b),
             BreakerRef::Leased(l) => l,
@@ -113,7 +113,7 @@ impl std::ops::Deref for BreakerRef<'_> {
     fn deref(&self) -> &Breaker {
         match self {
             BreakerRef::Borrowed(b) => b,
-            BreakerRef::Leased(l) => l.breaker(),
+            BreakerRef::Leased(l) => l,
         }
     }
 }
@@ -179,7 +179,7 @@ where
                             end = Some(now);
                             now.saturating_duration_since(s)
                         });
-                        rec.breaker.breaker().record(permit, outcome, elapsed, || end.unwrap_or_else(Instant::now));
+                        rec.breaker.record(permit, outcome, elapsed, || end.unwrap_or_else(Instant::now));
                     }
                 }
                 Poll::Ready(result.map_err(Into::into))

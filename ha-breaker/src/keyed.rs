@@ -42,7 +42,7 @@ use tower_service::Service;
 use crate::breaker::Breaker;
 use crate::config::{BreakerConfig, ConfigError};
 use crate::future::{self, tower_service_box::BoxError, BreakerRef, ResponseFuture};
-use crate::lease::Lease;
+use ha_core::lease::Lease;
 
 /// The configuration of a keyed breaker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,7 +165,7 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
 
     /// Like [`breaker_for`](Self::breaker_for), as a lease (no shared
     /// reference count touched when the thread's stash has it).
-    pub(crate) fn lease_for(&self, key: &K, now: Instant) -> Lease {
+    pub(crate) fn lease_for(&self, key: &K, now: Instant) -> Lease<Breaker> {
         let now_ms = self.ms(now);
         if let Some(e) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(key) {
             if e.last_used.load(Ordering::Relaxed) != now_ms {

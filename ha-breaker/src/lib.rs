@@ -69,7 +69,6 @@ pub mod config;
 mod future;
 pub mod keyed;
 mod layer;
-mod lease;
 mod service;
 mod state;
 mod window;

@@ -86,6 +86,67 @@ impl Error for BudgetExhausted {
     }
 }
 
+/// A retry layer retried a request and every attempt failed: the error of
+/// the last one, marked so that retry layers further up do not retry it
+/// again.
+///
+/// Retrying at every layer of a call chain multiplies the load on a failing
+/// dependency (three layers of three attempts: 27 calls for one request).
+/// Only the layer right above the failing one should retry; a layer that
+/// gave up says so with this error (the SRE book's "overloaded; don't
+/// retry"), and [`retried_below`] recognises it, or a [`BudgetExhausted`],
+/// anywhere in an error's `source()` chain.
+#[derive(Debug)]
+pub struct RetriesExhausted {
+    attempts: u32,
+    last: tower::BoxError,
+}
+
+impl RetriesExhausted {
+    /// The error after `attempts` attempts, the last of which failed with `last`.
+    pub fn new(attempts: u32, last: tower::BoxError) -> Self {
+        RetriesExhausted { attempts, last }
+    }
+
+    /// How many attempts were made.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The last attempt's error.
+    pub fn into_last_error(self) -> tower::BoxError {
+        self.last
+    }
+}
+
+impl fmt::Display for RetriesExhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gave up after {} attempts", self.attempts)
+    }
+}
+
+impl Error for RetriesExhausted {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.last)
+    }
+}
+
+/// True when `err`, or an error in its `source()` chain, says a retry layer
+/// further down already retried this request ([`RetriesExhausted`]) or was
+/// refused a retry by its budget ([`BudgetExhausted`]). Retrying it again
+/// here would multiply the load at every layer, so `ha` retry layers return
+/// such errors as they are.
+pub fn retried_below(err: &(dyn Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<RetriesExhausted>() || e.is::<BudgetExhausted>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// A circuit breaker is open and rejected the call without sending it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BreakerOpen {
@@ -207,6 +268,7 @@ mod tests {
             BreakerOpen::new(Duration::from_secs(2)).into(),
             AttemptTimedOut::new(Duration::from_millis(250)).into(),
             DeadlineExceeded::new().into(),
+            RetriesExhausted::new(3, AttemptTimedOut::new(Duration::from_millis(1)).into()).into(),
         ];
         let hits = |e: &BoxError| {
             [
@@ -215,6 +277,7 @@ mod tests {
                 e.is::<BreakerOpen>(),
                 e.is::<AttemptTimedOut>(),
                 e.is::<DeadlineExceeded>(),
+                e.is::<RetriesExhausted>(),
             ]
         };
         for (i, e) in errors.iter().enumerate() {
@@ -242,6 +305,18 @@ mod tests {
         let err = BudgetExhausted::new(Some(inner));
         assert!(err.source().unwrap().is::<AttemptTimedOut>());
         assert!(err.into_last_error().unwrap().is::<AttemptTimedOut>());
+    }
+
+    #[test]
+    fn retried_below_finds_either_marker_anywhere_in_the_chain() {
+        let gave_up = RetriesExhausted::new(3, AttemptTimedOut::new(Duration::from_secs(1)).into());
+        assert_eq!(gave_up.attempts(), 3);
+        assert_eq!(gave_up.to_string(), "gave up after 3 attempts");
+        assert!(gave_up.source().unwrap().is::<AttemptTimedOut>());
+        assert!(retried_below(&Wrapper(Box::new(gave_up))));
+        assert!(retried_below(&Wrapper(Box::new(BudgetExhausted::new(None)))));
+        assert!(!retried_below(&Wrapper(Box::new(AttemptTimedOut::new(Duration::ZERO)))));
+        assert!(!retried_below(&BreakerOpen::new(Duration::ZERO)));
     }
 
     #[test]

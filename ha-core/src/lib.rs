@@ -14,6 +14,8 @@
 //!   peak-sensitive EWMA and count- and time-based outcome windows.
 //! - [`error`]: the typed errors every crate returns, downcastable from
 //!   [`tower::BoxError`].
+//! - [`lease`]: per-thread reuse of the `Arc` a response future holds, so
+//!   that a call through a middleware touches no shared reference count.
 //! - [`sync`]: the `std::sync` / `loom::sync` shim used for loom models.
 //!
 //! # Example
@@ -46,13 +48,14 @@ pub mod attempt;
 pub mod classify;
 pub mod error;
 pub mod event;
+pub mod lease;
 pub mod rng;
 pub mod stats;
 pub mod sync;
 
 pub use attempt::{AttemptContext, EndpointId, HasAttemptContext, WithAttempt};
 pub use classify::{Classify, Outcome};
-pub use error::{AttemptTimedOut, BreakerOpen, BudgetExhausted, DeadlineExceeded, NoHealthyEndpoint};
+pub use error::{AttemptTimedOut, BreakerOpen, BudgetExhausted, DeadlineExceeded, NoHealthyEndpoint, RetriesExhausted};
 pub use event::{Event, Events, Observer};
 
 /// The instant type used everywhere in `ha`: tokio's, so that tests can run

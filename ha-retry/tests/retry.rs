@@ -7,7 +7,7 @@ use std::time::Duration;
 use ha_core::classify::ErrorsAreFailures;
 use ha_core::{
     AttemptContext, AttemptTimedOut, BudgetExhausted, DeadlineExceeded, EndpointId, Event, Events, HasAttemptContext,
-    Instant, WithAttempt,
+    Instant, RetriesExhausted, WithAttempt,
 };
 use ha_retry::config::{BudgetConfig, Jitter, RetryConfig};
 use ha_retry::{RetryBudget, RetryLayer};
@@ -49,7 +49,9 @@ async fn attempts_are_counted_and_the_last_error_returned() {
     let layer = RetryLayer::new(config()).unwrap();
     let t0 = Instant::now();
     let err = layer.layer(svc).oneshot(1).await.unwrap_err();
-    assert_eq!(err.to_string(), "down");
+    let gave_up = err.downcast::<RetriesExhausted>().expect("marked as retried here");
+    assert_eq!(gave_up.attempts(), 3);
+    assert_eq!(gave_up.into_last_error().to_string(), "down");
     let starts = starts.lock().unwrap();
     // Three attempts, 10 ms then 20 ms apart.
     assert_eq!(*starts, vec![t0, t0 + Duration::from_millis(10), t0 + Duration::from_millis(30)]);
@@ -88,7 +90,8 @@ async fn per_try_timeout_cuts_an_attempt_and_retries_it() {
     // Every attempt too slow: the last timeout is the error.
     let (svc, _) = scripted(|i| (Duration::from_secs(60), Ok(i)));
     let err = layer.layer(svc).oneshot(1).await.unwrap_err();
-    assert_eq!(err.downcast_ref::<AttemptTimedOut>().unwrap().timeout(), Duration::from_millis(100));
+    let last = err.downcast::<RetriesExhausted>().unwrap().into_last_error();
+    assert_eq!(last.downcast_ref::<AttemptTimedOut>().unwrap().timeout(), Duration::from_millis(100));
 }
 
 #[tokio::test(start_paused = true)]
@@ -138,7 +141,8 @@ async fn no_backoff_crosses_the_deadline() {
     let t0 = Instant::now();
     let err = layer.layer(svc).oneshot(1).await.unwrap_err();
     // Attempt at 0 (ends 20), backoff 30 -> attempt at 50 (ends 70); a 60 ms backoff would end past 100.
-    assert_eq!(err.to_string(), "down");
+    let gave_up = err.downcast::<RetriesExhausted>().expect("marked as retried here");
+    assert_eq!((gave_up.attempts(), gave_up.into_last_error().to_string()), (2, "down".to_string()));
     assert_eq!(Instant::now() - t0, Duration::from_millis(70));
     assert_eq!(starts.lock().unwrap().len(), 2);
 }
@@ -439,4 +443,24 @@ async fn a_downstream_budget_exhaustion_is_not_retried_again() {
     let err = layer.layer(svc).oneshot(1).await.unwrap_err();
     assert!(err.is::<BudgetExhausted>());
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_layer_above_the_failure_retries() {
+    // Two retry layers of three attempts over a failing service: the lower
+    // one retries, the upper one sees its `RetriesExhausted` and does not.
+    let (svc, starts) = scripted(|_| (Duration::ZERO, Err("down")));
+    let lower = RetryLayer::new(config()).unwrap();
+    let upper = RetryLayer::new(config()).unwrap();
+    let err = upper.layer(lower.layer(svc)).oneshot(1).await.unwrap_err();
+    assert_eq!(starts.lock().unwrap().len(), 3, "3 attempts, not 3 x 3");
+    assert_eq!(err.downcast_ref::<RetriesExhausted>().unwrap().attempts(), 3);
+    assert_eq!((lower.stats().retries, upper.stats().retries), (2, 0));
+
+    // A single failed attempt below (nothing retried there) is retried above.
+    let (svc, starts) = scripted(|_| (Duration::ZERO, Err("down")));
+    let single = RetryLayer::new(RetryConfig { max_attempts: 1, ..config() }).unwrap();
+    let err = upper.layer(single.layer(svc)).oneshot(1).await.unwrap_err();
+    assert_eq!(starts.lock().unwrap().len(), 3);
+    assert_eq!(err.downcast_ref::<RetriesExhausted>().unwrap().attempts(), 3);
 }

@@ -7,15 +7,16 @@ use std::sync::atomic::Ordering;
 use std::task::{ready, Context, Poll};
 
 use ha_core::classify::Classify;
+use ha_core::error::retried_below;
 use ha_core::rng::FastRng;
-use ha_core::{AttemptTimedOut, BudgetExhausted, DeadlineExceeded, Event, Instant};
+use ha_core::{AttemptTimedOut, BudgetExhausted, DeadlineExceeded, Event, Instant, RetriesExhausted};
 use pin_project::pin_project;
 use tokio::time::{sleep_until, Sleep};
 use tower::BoxError;
 use tower_service::Service;
 
+use super::attempt_deadline;
 use super::layer::RetryShared;
-use super::{attempt_deadline, downstream_budget_exhausted};
 use crate::policy::RetryState;
 use crate::replay::Replay;
 
@@ -225,11 +226,20 @@ where
             this.state.set(State::Done);
             let Some(info) = this.info.as_ref() else { return Poll::Ready(result) };
             let outcome = shared.classifier.classify(info, result.as_ref());
-            if !outcome.is_retryable()
-                || result.as_ref().is_err_and(|e| downstream_budget_exhausted(&**e))
-                || !this.kept.as_ref().is_some_and(|k| shared.replay.can_replay(k, false))
-            {
+            if !outcome.is_retryable() || result.as_ref().is_err_and(|e| retried_below(&**e)) {
                 return Poll::Ready(result);
+            }
+            // Retried here and failed again: layers further up must not retry it too.
+            let gave_up = |result: Result<S::Response, BoxError>, attempts: u32| {
+                if attempts > 1 {
+                    result.map_err(|e| RetriesExhausted::new(attempts, e).into())
+                } else {
+                    result
+                }
+            };
+            // No copy is kept for the last attempt (nor one of a body that did not fit).
+            if !this.kept.as_ref().is_some_and(|k| shared.replay.can_replay(k, false)) {
+                return Poll::Ready(gave_up(result, attempt(this.retry)));
             }
             let now = Instant::now();
             let (seed, deadline) = (*this.seed, *this.deadline);
@@ -237,9 +247,9 @@ where
                 let backoff = shared.backoff.restart(FastRng::new(seed));
                 RetryState::from_backoff(&shared.config, backoff, deadline)
             });
-            let delay = match retry.on_outcome(now, outcome) {
-                Ok(delay) => delay,
-                Err(_) => return Poll::Ready(result),
+            // A retryable outcome stops only at the attempt limit or the deadline.
+            let Ok(delay) = retry.on_outcome(now, outcome) else {
+                return Poll::Ready(gave_up(result, retry.attempt()));
             };
             if !shared.budget.withdraw(now) {
                 shared.stats.refused.fetch_add(1, Ordering::Relaxed);

@@ -1,6 +1,5 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use ha_core::classify::ErrorsAreFailures;
 use ha_core::rng::FastRng;
@@ -22,10 +21,10 @@ pub struct RetryLayer<C: 'static = ErrorsAreFailures, P: 'static = Cloned> {
 /// The state a retry layer shares with every service it builds and their
 /// requests: config, classifier, budget, counters.
 ///
-/// [`RetryLayerBuilder::build`] keeps it behind an `Arc`, so each request
-/// pays one reference count increment and decrement (two atomic
-/// read-modify-writes, the largest part of the layer's cost on a request
-/// that succeeds). A layer that lives as long as the process can skip them:
+/// [`RetryLayerBuilder::build`] keeps it behind an `Arc` whose references
+/// the response futures lease from a per-thread stash
+/// ([`ha_core::lease`]), so a request usually touches no shared reference
+/// count. A layer that lives as long as the process can skip even the stash:
 /// build this state with [`RetryLayerBuilder::build_shared`], keep it in a
 /// `static` and hand it to [`RetryLayer::from_static`].
 ///
@@ -243,13 +242,15 @@ impl<C, P> RetryLayerBuilder<C, P> {
         self
     }
 
-    /// Validates the config and builds the layer.
+    /// Validates the config and builds the layer. Its classifier and replay
+    /// policy are shared by every thread the services run on, hence `Send +
+    /// Sync`.
     pub fn build(self) -> Result<RetryLayer<C, P>, ConfigError>
     where
-        C: 'static,
-        P: 'static,
+        C: Send + Sync + 'static,
+        P: Send + Sync + 'static,
     {
-        Ok(RetryLayer { shared: Handle::Counted(Arc::new(self.build_shared()?)) })
+        Ok(RetryLayer { shared: Handle::new(self.build_shared()?) })
     }
 
     /// Validates the config and builds the layer's state alone, for a layer

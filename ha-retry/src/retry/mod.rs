@@ -8,13 +8,19 @@
 //!
 //! What the caller gets back:
 //! - the first result that is not a retryable failure;
-//! - the last result, when attempts, the deadline or the copy ran out;
+//! - the last result, when attempts, the deadline or the copy ran out; an
+//!   error after more than one attempt comes wrapped in
+//!   [`RetriesExhausted`](ha_core::RetriesExhausted) (its `source()` is the
+//!   last error);
 //! - `Err(BudgetExhausted)` wrapping the last error when the budget refused
 //!   a retry of an `Err` (a refused retry of an `Ok` response returns the
 //!   response);
-//! - an error carrying a `BudgetExhausted` from a retry layer further down
-//!   is not retried: that layer already spent its budget on this request,
-//!   and retrying at every layer is how retry storms multiply;
+//! - an error carrying a `RetriesExhausted` or a `BudgetExhausted` from a
+//!   retry layer further down is not retried
+//!   ([`retried_below`](ha_core::error::retried_below)): that layer already
+//!   retried this request or spent its budget on it, and retrying at every
+//!   layer is how retry storms multiply (three layers of three attempts
+//!   send 27 calls where one failed);
 //! - `Err(DeadlineExceeded)` when the deadline passes during an attempt
 //!   (the attempt is cancelled);
 //! - an attempt cut by the per-try timeout counts as
@@ -156,21 +162,6 @@ where
         let seed = self.rng.next_u64();
         ResponseFuture::new(self.shared.clone(), service, fut, kept, info, deadline, seed, timer, per_try_on_pending)
     }
-}
-
-/// True when `err` says a retry layer further down already gave up on this
-/// request because its budget ran dry. Retrying it here would multiply the
-/// load on the failing dependency at every layer (Finagle marks such failures
-/// non-retryable for the same reason), so it is returned as it is.
-pub(crate) fn downstream_budget_exhausted(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if e.is::<ha_core::BudgetExhausted>() {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
 }
 
 /// When an attempt starting at `now` must end: its per-try timeout or the
