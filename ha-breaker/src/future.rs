@@ -14,7 +14,18 @@ use pin_project::pin_project;
 use tower_service::Service;
 
 use crate::breaker::{Breaker, Permit};
-use ha_core::lease::Lease;
+use ha_core::lease::{Lease, Stash, Stashed};
+
+thread_local! {
+    /// This thread's stash of breaker references (see [`ha_core::lease`]).
+    static BREAKERS: Stash<Breaker> = const { Stash::new() };
+}
+
+impl Stashed for Breaker {
+    fn stash() -> &'static std::thread::LocalKey<Stash<Self>> {
+        &BREAKERS
+    }
+}
 
 /// The future of [`CircuitBreaker`](crate::CircuitBreaker) and
 /// [`KeyedCircuitBreaker`](crate::KeyedCircuitBreaker) calls.

@@ -10,76 +10,107 @@
 //! dropped: a thread that keeps calling the same services (the usual case:
 //! a task sends requests and awaits them) touches no shared counter at all.
 //!
-//! The stash holds at most [`STASH`] references per thread, of any type. A
-//! reference nobody else holds any more is dropped instead of stashed, and
-//! the stash sheds such references whenever something is given back, so
-//! after the last service sharing some state is dropped, a thread keeps that
-//! state alive only until it next gives a lease back (or exits).
+//! Each type has its own stash, a [`Stash`] in a `thread_local!` the crate
+//! that owns the type declares and names in its [`Stashed`] impl (Rust has
+//! no generic statics, and a stash shared by all types would need a type
+//! check on every take). It holds at
+//! most [`STASH`] references per thread. A reference nobody else holds any
+//! more is dropped instead of stashed, and the stash sheds such references
+//! whenever something is given back, so after the last service sharing some
+//! state is dropped, a thread keeps that state alive only until it next
+//! gives a lease of that type back (or exits).
 //!
 //! ```
 //! use std::sync::Arc;
-//! use ha_core::lease::Lease;
+//! use std::thread::LocalKey;
+//! use ha_core::lease::{Lease, Stash, Stashed};
 //!
-//! let shared = Arc::new(String::from("state"));
+//! struct State(&'static str);
+//!
+//! thread_local! {
+//!     static STATES: Stash<State> = const { Stash::new() };
+//! }
+//!
+//! impl Stashed for State {
+//!     fn stash() -> &'static LocalKey<Stash<Self>> {
+//!         &STATES
+//!     }
+//! }
+//!
+//! let shared = Arc::new(State("state"));
 //! let lease = Lease::of(&shared); // a clone: the stash is empty
-//! assert_eq!(lease.as_str(), "state");
+//! assert_eq!(lease.0, "state");
 //! drop(lease); // given back to this thread's stash
 //! assert_eq!(Arc::strong_count(&shared), 2);
-//! let again = Lease::of(&shared); // taken from the stash: no counter touched
+//! let again = Lease::of(&shared); // from the stash: no counter touched
 //! assert_eq!(Arc::strong_count(&shared), 2);
 //! # drop(again);
 //! ```
 
-use std::any::Any;
 use std::cell::Cell;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::thread::LocalKey;
 
-/// References kept per thread: enough for a task whose calls pass a few
-/// middleware layers, small enough to scan in a few nanoseconds.
+/// References kept per thread and type: enough for a task that spreads its
+/// calls over a few endpoints, small enough to scan in a few nanoseconds.
 pub const STASH: usize = 4;
 
-type Erased = Arc<dyn Any + Send + Sync>;
-
-thread_local! {
+/// One thread's stash of references to `T`; declare it in a
+/// `thread_local!` with [`Stash::new`] (see the [module docs](self)).
+pub struct Stash<T: 'static> {
     // Cells, not a RefCell: no borrow flag to check, and a value dropped
     // while the stash is being scanned (its drop may run anything, even
     // another lease) can only find slots empty or full, never a borrowed stash.
-    static STASHED: [Cell<Option<Erased>>; STASH] = const { [const { Cell::new(None) }; STASH] };
+    slots: [Cell<Option<Arc<T>>>; STASH],
+}
+
+impl<T: 'static> Stash<T> {
+    /// An empty stash.
+    pub const fn new() -> Self {
+        Stash { slots: [const { Cell::new(None) }; STASH] }
+    }
+}
+
+impl<T: 'static> Default for Stash<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: 'static> fmt::Debug for Stash<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stash").finish_non_exhaustive()
+    }
+}
+
+/// A type whose shared references can be leased: it names its stash.
+pub trait Stashed: Sized + 'static {
+    /// This type's thread-local stash.
+    fn stash() -> &'static LocalKey<Stash<Self>>;
 }
 
 /// An owned reference to shared state, recycled through the thread's stash;
 /// see the [module docs](self).
-///
-/// Only [`Lease::of`] asks for `T: Send + Sync` (a stash holds references of
-/// every type as `Arc<dyn Any + Send + Sync>`); the lease carries the
-/// functions that take from and give back to the stash, so types that hold
-/// a `Lease<T>` need no such bound on their `Clone` or `Drop`.
-pub struct Lease<T: 'static> {
-    shared: Option<Arc<T>>,
-    take: fn(&Arc<T>) -> Arc<T>,
-    give_back: fn(Arc<T>),
-}
+pub struct Lease<T: Stashed>(Option<Arc<T>>);
 
-impl<T: Send + Sync + 'static> Lease<T> {
+impl<T: Stashed> Lease<T> {
     /// A reference to `shared`, from this thread's stash when it holds one.
     #[inline]
     pub fn of(shared: &Arc<T>) -> Self {
-        Lease { shared: Some(take(shared)), take: take::<T>, give_back: give_back::<T> }
+        Lease(Some(take(shared, T::stash())))
     }
-}
 
-impl<T: 'static> Lease<T> {
     /// The shared reference.
     #[inline]
     pub fn shared(&self) -> &Arc<T> {
         // Only `drop` empties it.
-        self.shared.as_ref().expect("a lease holds its reference until dropped")
+        self.0.as_ref().expect("a lease holds its reference until dropped")
     }
 }
 
-impl<T: 'static> Deref for Lease<T> {
+impl<T: Stashed> Deref for Lease<T> {
     type Target = T;
 
     #[inline]
@@ -88,39 +119,36 @@ impl<T: 'static> Deref for Lease<T> {
     }
 }
 
-impl<T: 'static> Clone for Lease<T> {
+impl<T: Stashed> Clone for Lease<T> {
     #[inline]
     fn clone(&self) -> Self {
-        Lease { shared: Some((self.take)(self.shared())), take: self.take, give_back: self.give_back }
+        Lease::of(self.shared())
     }
 }
 
-impl<T: fmt::Debug + 'static> fmt::Debug for Lease<T> {
+impl<T: Stashed + fmt::Debug> fmt::Debug for Lease<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Lease").field(&self.shared).finish()
+        f.debug_tuple("Lease").field(&self.0).finish()
     }
 }
 
-impl<T: 'static> Drop for Lease<T> {
+impl<T: Stashed> Drop for Lease<T> {
     #[inline]
     fn drop(&mut self) {
-        if let Some(shared) = self.shared.take() {
-            (self.give_back)(shared);
+        if let Some(shared) = self.0.take() {
+            give_back(shared, T::stash());
         }
     }
 }
 
 /// `shared` from the stash, or a clone of it.
 #[inline]
-fn take<T: Send + Sync + 'static>(shared: &Arc<T>) -> Arc<T> {
-    let stashed = STASHED
+fn take<T: 'static>(shared: &Arc<T>, stash: &'static LocalKey<Stash<T>>) -> Arc<T> {
+    let stashed = stash
         .try_with(|stash| {
-            for slot in stash {
+            for slot in &stash.slots {
                 match slot.take() {
-                    // Same address, same allocation: the downcast cannot fail.
-                    Some(s) if std::ptr::addr_eq(Arc::as_ptr(&s), Arc::as_ptr(shared)) => {
-                        return s.downcast::<T>().ok();
-                    }
+                    Some(s) if Arc::ptr_eq(&s, shared) => return Some(s),
                     other => slot.set(other),
                 }
             }
@@ -133,23 +161,23 @@ fn take<T: Send + Sync + 'static>(shared: &Arc<T>) -> Arc<T> {
 
 /// Puts `shared` in the stash, unless it is the last reference.
 #[inline]
-fn give_back<T: Send + Sync + 'static>(shared: Arc<T>) {
+fn give_back<T: 'static>(shared: Arc<T>, stash: &'static LocalKey<Stash<T>>) {
     // The last reference: nobody will lease it again.
     if Arc::strong_count(&shared) == 1 {
         return;
     }
-    let back: Erased = shared;
-    let _ = STASHED.try_with(move |stash| {
-        for slot in stash {
+    let _ = stash.try_with(move |stash| {
+        let slots = &stash.slots;
+        for slot in slots {
             match slot.take() {
                 None => {
-                    slot.set(Some(back));
+                    slot.set(Some(shared));
                     return;
                 }
                 // Only the stash holds it: take its place, then drop it
                 // (its drop may run anything; the stash is whole by then).
                 Some(x) if Arc::strong_count(&x) == 1 => {
-                    slot.set(Some(back));
+                    slot.set(Some(shared));
                     drop(x);
                     return;
                 }
@@ -157,11 +185,11 @@ fn give_back<T: Send + Sync + 'static>(shared: Arc<T>) {
             }
         }
         // Full: the oldest makes room.
-        let oldest = stash[0].take();
+        let oldest = slots[0].take();
         for i in 1..STASH {
-            stash[i - 1].set(stash[i].take());
+            slots[i - 1].set(slots[i].take());
         }
-        stash[STASH - 1].set(Some(back));
+        slots[STASH - 1].set(Some(shared));
         drop(oldest);
     });
 }
@@ -170,9 +198,35 @@ fn give_back<T: Send + Sync + 'static>(shared: Arc<T>) {
 mod tests {
     use super::*;
 
+    #[derive(Debug, PartialEq)]
+    struct Number(usize);
+    #[derive(Debug, PartialEq)]
+    struct Word(&'static str);
+
+    thread_local! {
+        static NUMBERS: Stash<Number> = const { Stash::new() };
+        static WORDS: Stash<Word> = const { Stash::new() };
+    }
+
+    impl Stashed for Number {
+        fn stash() -> &'static LocalKey<Stash<Self>> {
+            &NUMBERS
+        }
+    }
+
+    impl Stashed for Word {
+        fn stash() -> &'static LocalKey<Stash<Self>> {
+            &WORDS
+        }
+    }
+
+    fn number(n: usize) -> Arc<Number> {
+        Arc::new(Number(n))
+    }
+
     #[test]
     fn the_stash_keeps_the_most_recent_and_sheds_orphans() {
-        let values: Vec<_> = (0..STASH + 2).map(Arc::new).collect();
+        let values: Vec<_> = (0..STASH + 2).map(number).collect();
         for v in &values {
             drop(Lease::of(v));
         }
@@ -182,7 +236,7 @@ mod tests {
         assert_eq!(counts, expected, "the {STASH} most recent are stashed");
         let last = &values[STASH + 1];
         let lease = Lease::of(last);
-        assert_eq!(*lease, STASH + 1);
+        assert_eq!(*lease, Number(STASH + 1));
         assert_eq!(Arc::strong_count(last), 2, "taken from the stash, not cloned");
         drop(lease);
         assert_eq!(Arc::strong_count(last), 2, "given back");
@@ -190,28 +244,28 @@ mod tests {
         let orphan = Arc::downgrade(&values[2]);
         drop(values);
         assert!(orphan.upgrade().is_some(), "only the stash holds it now");
-        let other = Arc::new(99usize);
+        let other = number(99);
         drop(Lease::of(&other));
         assert!(orphan.upgrade().is_none(), "shed by the next give-back");
         assert_eq!(Arc::strong_count(&other), 2);
     }
 
     #[test]
-    fn values_of_different_types_share_the_stash_without_mixing() {
-        let a = Arc::new(7u64);
-        let b = Arc::new(String::from("b"));
+    fn each_type_has_its_own_stash_and_equal_values_are_not_the_same_state() {
+        let a = number(7);
+        let b = Arc::new(Word("b"));
         drop(Lease::of(&a));
         drop(Lease::of(&b));
-        assert_eq!(*Lease::of(&a), 7);
-        assert_eq!(Lease::of(&b).as_str(), "b");
-        let c = Arc::new(7u64);
+        assert_eq!((Arc::strong_count(&a), Arc::strong_count(&b)), (2, 2));
+        let c = number(7);
         let lease = Lease::of(&c);
-        assert!(Arc::ptr_eq(lease.shared(), &c), "an equal value is not the same state");
+        assert!(Arc::ptr_eq(lease.shared(), &c));
+        assert_eq!(Arc::strong_count(&a), 2, "a stays stashed");
     }
 
     #[test]
     fn the_last_reference_is_dropped_not_stashed() {
-        let value = Arc::new(1u8);
+        let value = number(1);
         let weak = Arc::downgrade(&value);
         let lease = Lease::of(&value);
         drop(value);
@@ -222,10 +276,10 @@ mod tests {
     #[test]
     fn a_lease_is_clone_and_send() {
         fn send<T: Send + 'static>(_: &T) {}
-        let value = Arc::new(5i32);
+        let value = number(5);
         let lease = Lease::of(&value);
         send(&lease);
         let copy = lease.clone();
-        assert_eq!(*copy + *lease, 10);
+        assert_eq!((*copy).0 + (*lease).0, 10);
     }
 }

@@ -23,9 +23,6 @@ fn inner(
 #[test]
 fn services_are_send_clone_and_static() {
     assert_service::<_, u32>(RetryLayer::new(RetryConfig::default()).unwrap().layer(inner()));
-    static SHARED: std::sync::OnceLock<ha_retry::RetryShared> = std::sync::OnceLock::new();
-    let shared = SHARED.get_or_init(|| RetryLayer::builder(RetryConfig::default()).build_shared().unwrap());
-    assert_service::<_, u32>(RetryLayer::from_static(shared).layer(inner()));
     assert_service::<_, u32>(HedgeLayer::new(HedgeConfig::default()).unwrap().layer(inner()));
     let budget = RetryBudget::new(Default::default()).unwrap();
     assert_service::<_, u32>(

@@ -1,4 +1,3 @@
-use crate::handle::Handle;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -16,9 +15,10 @@ use tower::BoxError;
 use tower_service::Service;
 
 use super::attempt_deadline;
-use super::layer::RetryShared;
+use super::layer::RetryCore;
 use crate::policy::RetryState;
 use crate::replay::Replay;
+use ha_core::lease::Lease;
 
 /// The response future of [`Retry`](super::Retry).
 #[pin_project]
@@ -26,8 +26,7 @@ pub struct ResponseFuture<S, C, P, Req>
 where
     P: Replay<Req>,
     S: Service<P::Request>,
-    C: Classify<P::Request, S::Response, BoxError> + 'static,
-    P: 'static,
+    C: Classify<P::Request, S::Response, BoxError>,
 {
     #[pin]
     state: State<S::Future>,
@@ -41,19 +40,28 @@ where
     timer_at: Option<Instant>,
     // The per-try timer is armed when the first attempt is first found pending.
     per_try_on_pending: bool,
-    service: S,
-    shared: Handle<RetryShared<C, P>>,
+    parts: Parts<S, C, P>,
     kept: Option<P::Request>,
     info: Option<C::RequestInfo>,
-    deadline: Option<Instant>,
     // Seeds the backoff, which is built only when a first retry is considered.
     seed: u64,
     retry: Option<RetryState>,
     _req: PhantomData<fn(Req)>,
 }
 
+/// What a request takes from its service: the layer's state, its own
+/// classifier and replay policy, the service to send retries to, and the
+/// request's deadline.
+pub(crate) struct Parts<S, C, P> {
+    pub(crate) core: Lease<RetryCore>,
+    pub(crate) classifier: C,
+    pub(crate) replay: P,
+    pub(crate) service: S,
+    pub(crate) deadline: Option<Instant>,
+}
+
 #[pin_project(project = StateProj)]
-enum State<F> {
+pub(crate) enum State<F> {
     Called {
         #[pin]
         fut: F,
@@ -68,50 +76,27 @@ impl<S, C, P, Req> ResponseFuture<S, C, P, Req>
 where
     P: Replay<Req>,
     S: Service<P::Request>,
-    C: Classify<P::Request, S::Response, BoxError> + 'static,
-    P: 'static,
+    C: Classify<P::Request, S::Response, BoxError>,
 {
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(
-        shared: Handle<RetryShared<C, P>>,
-        service: S,
-        fut: S::Future,
+        parts: Parts<S, C, P>,
+        state: State<S::Future>,
         kept: Option<P::Request>,
-        info: C::RequestInfo,
-        deadline: Option<Instant>,
+        info: Option<C::RequestInfo>,
         seed: u64,
         timer_at: Option<Instant>,
         per_try_on_pending: bool,
     ) -> Self {
         ResponseFuture {
-            state: State::Called { fut },
+            state,
             timer: None,
             timer_at,
             per_try_on_pending,
-            service,
-            shared,
+            parts,
             kept,
-            info: Some(info),
-            deadline,
+            info,
             seed,
-            retry: None,
-            _req: PhantomData,
-        }
-    }
-
-    pub(crate) fn expired(shared: Handle<RetryShared<C, P>>, service: S, deadline: Option<Instant>) -> Self {
-        ResponseFuture {
-            state: State::Expired,
-            timer: None,
-            timer_at: None,
-            per_try_on_pending: false,
-            service,
-            shared,
-            kept: None,
-            info: None,
-            deadline,
-            seed: 0,
             retry: None,
             _req: PhantomData,
         }
@@ -146,15 +131,15 @@ where
     P: Replay<Req>,
     S: Service<P::Request>,
     S::Error: Into<BoxError>,
-    C: Classify<P::Request, S::Response, BoxError> + 'static,
-    P: 'static,
+    C: Classify<P::Request, S::Response, BoxError>,
 {
     type Output = Result<S::Response, BoxError>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let shared = &**this.shared;
+        let parts = &mut *this.parts;
+        let core = &*parts.core;
         loop {
             let result: Result<S::Response, BoxError> = match this.state.as_mut().project() {
                 StateProj::Called { fut } => match fut.poll(cx) {
@@ -162,29 +147,29 @@ where
                     Poll::Pending => {
                         if *this.per_try_on_pending {
                             *this.per_try_on_pending = false;
-                            *this.timer_at = shared.config.per_try_timeout.map(|t| Instant::now() + t);
+                            *this.timer_at = core.config.per_try_timeout.map(|t| Instant::now() + t);
                         }
                         let fired = ready!(poll_timer(this.timer.as_mut(), *this.timer_at, cx));
                         // Out of time: dropping the attempt's future cancels it.
                         this.state.set(State::Done);
-                        if this.deadline.is_some_and(|d| fired >= d) {
-                            shared.stats.deadlines.fetch_add(1, Ordering::Relaxed);
+                        if parts.deadline.is_some_and(|d| fired >= d) {
+                            core.stats.deadlines.fetch_add(1, Ordering::Relaxed);
                             return Poll::Ready(Err(DeadlineExceeded::new().into()));
                         }
-                        shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                        let per_try = shared.config.per_try_timeout.unwrap_or_default();
+                        core.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                        let per_try = core.config.per_try_timeout.unwrap_or_default();
                         Err(AttemptTimedOut::new(per_try).into())
                     }
                 },
                 StateProj::Backoff => {
                     ready!(poll_timer(this.timer.as_mut(), *this.timer_at, cx));
                     // While the service is not ready, only the deadline bounds the wait.
-                    arm(this.timer.as_mut(), this.timer_at, *this.deadline);
+                    arm(this.timer.as_mut(), this.timer_at, parts.deadline);
                     this.state.set(State::Sending);
                     continue;
                 }
                 StateProj::Sending => {
-                    match this.service.poll_ready(cx) {
+                    match parts.service.poll_ready(cx) {
                         Poll::Ready(Ok(())) => {}
                         Poll::Ready(Err(e)) => {
                             this.state.set(State::Done);
@@ -193,30 +178,30 @@ where
                         Poll::Pending => {
                             ready!(poll_timer(this.timer.as_mut(), *this.timer_at, cx));
                             this.state.set(State::Done);
-                            shared.stats.deadlines.fetch_add(1, Ordering::Relaxed);
+                            core.stats.deadlines.fetch_add(1, Ordering::Relaxed);
                             return Poll::Ready(Err(DeadlineExceeded::new().into()));
                         }
                     }
                     // Only a kept copy leads to Sending (see below).
                     let mut req = this.kept.take().expect("a retry is only scheduled with a kept copy");
-                    shared.replay.next_attempt(&mut req);
-                    if attempt(this.retry) < shared.config.max_attempts {
-                        *this.kept = shared.replay.copy(&req);
+                    parts.replay.next_attempt(&mut req);
+                    if attempt(this.retry) < core.config.max_attempts {
+                        *this.kept = parts.replay.copy(&req);
                     }
                     let now = Instant::now();
                     *this.per_try_on_pending = false;
                     arm(
                         this.timer.as_mut(),
                         this.timer_at,
-                        attempt_deadline(shared.config.per_try_timeout, now, *this.deadline),
+                        attempt_deadline(core.config.per_try_timeout, now, parts.deadline),
                     );
-                    let fut = this.service.call(req);
+                    let fut = parts.service.call(req);
                     this.state.set(State::Called { fut });
                     continue;
                 }
                 StateProj::Expired => {
                     this.state.set(State::Done);
-                    shared.stats.deadlines.fetch_add(1, Ordering::Relaxed);
+                    core.stats.deadlines.fetch_add(1, Ordering::Relaxed);
                     return Poll::Ready(Err(DeadlineExceeded::new().into()));
                 }
                 StateProj::Done => panic!("ha_retry::Retry future polled after completion"),
@@ -225,7 +210,7 @@ where
             // An attempt ended with `result`: retry it or hand it back.
             this.state.set(State::Done);
             let Some(info) = this.info.as_ref() else { return Poll::Ready(result) };
-            let outcome = shared.classifier.classify(info, result.as_ref());
+            let outcome = parts.classifier.classify(info, result.as_ref());
             if !outcome.is_retryable() || result.as_ref().is_err_and(|e| retried_below(&**e)) {
                 return Poll::Ready(result);
             }
@@ -238,28 +223,28 @@ where
                 }
             };
             // No copy is kept for the last attempt (nor one of a body that did not fit).
-            if !this.kept.as_ref().is_some_and(|k| shared.replay.can_replay(k, false)) {
+            if !this.kept.as_ref().is_some_and(|k| parts.replay.can_replay(k, false)) {
                 return Poll::Ready(gave_up(result, attempt(this.retry)));
             }
             let now = Instant::now();
-            let (seed, deadline) = (*this.seed, *this.deadline);
+            let (seed, deadline) = (*this.seed, parts.deadline);
             let retry = this.retry.get_or_insert_with(|| {
-                let backoff = shared.backoff.restart(FastRng::new(seed));
-                RetryState::from_backoff(&shared.config, backoff, deadline)
+                let backoff = core.backoff.restart(FastRng::new(seed));
+                RetryState::from_backoff(&core.config, backoff, deadline)
             });
             // A retryable outcome stops only at the attempt limit or the deadline.
             let Ok(delay) = retry.on_outcome(now, outcome) else {
                 return Poll::Ready(gave_up(result, retry.attempt()));
             };
-            if !shared.budget.withdraw(now) {
-                shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            if !core.budget.withdraw(now) {
+                core.stats.refused.fetch_add(1, Ordering::Relaxed);
                 return Poll::Ready(result.map_err(|e| BudgetExhausted::new(Some(e)).into()));
             }
-            shared.stats.retries.fetch_add(1, Ordering::Relaxed);
-            shared.events.emit(Event::RetryScheduled { attempt: retry.attempt(), backoff: delay });
+            core.stats.retries.fetch_add(1, Ordering::Relaxed);
+            core.events.emit(Event::RetryScheduled { attempt: retry.attempt(), backoff: delay });
             drop(result);
             if delay.is_zero() {
-                arm(this.timer.as_mut(), this.timer_at, *this.deadline);
+                arm(this.timer.as_mut(), this.timer_at, parts.deadline);
                 this.state.set(State::Sending);
             } else {
                 arm(this.timer.as_mut(), this.timer_at, Some(now + delay));
@@ -278,8 +263,7 @@ impl<S, C, P, Req> fmt::Debug for ResponseFuture<S, C, P, Req>
 where
     P: Replay<Req>,
     S: Service<P::Request>,
-    C: Classify<P::Request, S::Response, BoxError> + 'static,
-    P: 'static,
+    C: Classify<P::Request, S::Response, BoxError>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").field("attempt", &attempt(&self.retry)).finish_non_exhaustive()

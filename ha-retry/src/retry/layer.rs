@@ -1,7 +1,9 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use ha_core::classify::ErrorsAreFailures;
+use ha_core::lease::{Lease, Stash, Stashed};
 use ha_core::rng::FastRng;
 use ha_core::Events;
 use tower_layer::Layer;
@@ -10,39 +12,25 @@ use super::Retry;
 use crate::backoff::Backoff;
 use crate::budget::RetryBudget;
 use crate::config::{ConfigError, RetryConfig};
-use crate::handle::Handle;
 use crate::replay::{Cloned, Tracked};
 
 /// Applies [`Retry`] to a service; see the [crate docs](crate).
-pub struct RetryLayer<C: 'static = ErrorsAreFailures, P: 'static = Cloned> {
-    pub(crate) shared: Handle<RetryShared<C, P>>,
+pub struct RetryLayer<C = ErrorsAreFailures, P = Cloned> {
+    pub(crate) core: Lease<RetryCore>,
+    classifier: C,
+    replay: P,
 }
 
 /// The state a retry layer shares with every service it builds and their
-/// requests: config, classifier, budget, counters.
+/// requests: config, budget, backoff, counters, events.
 ///
-/// [`RetryLayerBuilder::build`] keeps it behind an `Arc` whose references
-/// the response futures lease from a per-thread stash
-/// ([`ha_core::lease`]), so a request usually touches no shared reference
-/// count. A layer that lives as long as the process can skip even the stash:
-/// build this state with [`RetryLayerBuilder::build_shared`], keep it in a
-/// `static` and hand it to [`RetryLayer::from_static`].
-///
-/// ```
-/// use std::sync::OnceLock;
-/// use ha_retry::retry::RetryShared;
-/// use ha_retry::{RetryConfig, RetryLayer};
-///
-/// static RETRY: OnceLock<RetryShared> = OnceLock::new();
-///
-/// let shared = RETRY.get_or_init(|| RetryLayer::builder(RetryConfig::default()).build_shared().unwrap());
-/// let layer = RetryLayer::from_static(shared);
-/// assert_eq!(layer.stats().retries, 0);
-/// ```
-pub struct RetryShared<C = ErrorsAreFailures, P = Cloned> {
+/// It is one concrete type (the classifier and the replay policy, which
+/// are generic, are cloned into each service and request instead), so that
+/// each request's reference to it is leased from a per-thread stash
+/// ([`ha_core::lease`]): a request that succeeds touches no shared reference
+/// count.
+pub(crate) struct RetryCore {
     pub(crate) config: RetryConfig,
-    pub(crate) classifier: C,
-    pub(crate) replay: P,
     pub(crate) budget: RetryBudget,
     pub(crate) events: Events,
     pub(crate) deposit: bool,
@@ -51,9 +39,14 @@ pub struct RetryShared<C = ErrorsAreFailures, P = Cloned> {
     seed: Option<u64>,
 }
 
-impl<C, P> fmt::Debug for RetryShared<C, P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryShared").field("config", &self.config).finish_non_exhaustive()
+thread_local! {
+    /// This thread's stash of retry layer states.
+    static CORES: Stash<RetryCore> = const { Stash::new() };
+}
+
+impl Stashed for RetryCore {
+    fn stash() -> &'static std::thread::LocalKey<Stash<Self>> {
+        &CORES
     }
 }
 
@@ -120,45 +113,46 @@ impl RetryLayer<ha_core::classify::HttpClassifier, crate::body::HttpReplay> {
     }
 }
 
-impl<C: 'static, P: 'static> RetryLayer<C, P> {
-    /// A layer on state that lives as long as the process, reached without a
-    /// reference count; see [`RetryShared`].
-    pub fn from_static(shared: &'static RetryShared<C, P>) -> Self {
-        RetryLayer { shared: Handle::Static(shared) }
-    }
-
+impl<C, P> RetryLayer<C, P> {
     /// The budget this layer's retries draw on.
     pub fn budget(&self) -> &RetryBudget {
-        &self.shared.budget
+        &self.core.budget
     }
 
     /// The counters of every service this layer built.
     pub fn stats(&self) -> RetryStats {
-        self.shared.stats.snapshot()
+        self.core.stats.snapshot()
     }
 }
 
-impl<C: 'static, P: 'static> Clone for RetryLayer<C, P> {
+impl<C: Clone, P: Clone> Clone for RetryLayer<C, P> {
     fn clone(&self) -> Self {
-        RetryLayer { shared: self.shared.clone() }
+        RetryLayer { core: self.core.clone(), classifier: self.classifier.clone(), replay: self.replay.clone() }
     }
 }
 
-impl<C: 'static, P: 'static> fmt::Debug for RetryLayer<C, P> {
+impl<C, P> fmt::Debug for RetryLayer<C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryLayer").field("config", &self.shared.config).finish_non_exhaustive()
+        f.debug_struct("RetryLayer").field("config", &self.core.config).finish_non_exhaustive()
     }
 }
 
-impl<S, C: 'static, P: 'static> Layer<S> for RetryLayer<C, P> {
+impl<S, C: Clone, P: Clone> Layer<S> for RetryLayer<C, P> {
     type Service = Retry<S, C, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let rng = match self.shared.seed {
+        let rng = match self.core.seed {
             Some(seed) => FastRng::new(seed),
             None => FastRng::from_entropy(),
         };
-        Retry { inner, shared: self.shared.clone(), rng, pending: 0 }
+        Retry {
+            inner,
+            core: self.core.clone(),
+            classifier: self.classifier.clone(),
+            replay: self.replay.clone(),
+            rng,
+            pending: 0,
+        }
     }
 }
 
@@ -242,20 +236,11 @@ impl<C, P> RetryLayerBuilder<C, P> {
         self
     }
 
-    /// Validates the config and builds the layer. Its classifier and replay
-    /// policy are shared by every thread the services run on, hence `Send +
-    /// Sync`.
-    pub fn build(self) -> Result<RetryLayer<C, P>, ConfigError>
-    where
-        C: Send + Sync + 'static,
-        P: Send + Sync + 'static,
-    {
-        Ok(RetryLayer { shared: Handle::new(self.build_shared()?) })
-    }
-
-    /// Validates the config and builds the layer's state alone, for a layer
-    /// that lives as long as the process; see [`RetryShared`].
-    pub fn build_shared(self) -> Result<RetryShared<C, P>, ConfigError> {
+    /// Validates the config and builds the layer. The classifier and the
+    /// replay policy are cloned into every service and request: keep them
+    /// cheap to clone (the provided ones are a few bytes; put large state
+    /// behind an `Arc`).
+    pub fn build(self) -> Result<RetryLayer<C, P>, ConfigError> {
         self.config.validate()?;
         let budget = match self.budget {
             Some(b) => b,
@@ -264,17 +249,16 @@ impl<C, P> RetryLayerBuilder<C, P> {
                 .events(self.events.clone())
                 .build()?,
         };
-        Ok(RetryShared {
+        let core = RetryCore {
             backoff: Backoff::new(&self.config.backoff, FastRng::new(0)),
             config: self.config,
-            classifier: self.classifier,
-            replay: self.replay,
             budget,
             events: self.events,
             deposit: self.deposit,
             stats: Counters::default(),
             seed: self.seed,
-        })
+        };
+        Ok(RetryLayer { core: Lease::of(&Arc::new(core)), classifier: self.classifier, replay: self.replay })
     }
 }
 

@@ -30,9 +30,8 @@ mod future;
 mod layer;
 
 pub use future::ResponseFuture;
-pub use layer::{RetryLayer, RetryLayerBuilder, RetryShared, RetryStats};
+pub use layer::{RetryLayer, RetryLayerBuilder, RetryStats};
 
-use crate::handle::Handle;
 use std::fmt;
 use std::task::{Context, Poll};
 
@@ -45,11 +44,16 @@ use tower_service::Service;
 use crate::budget::RetryBudget;
 use crate::policy::earliest;
 use crate::replay::{Cloned, Replay};
+use future::{Parts, State};
+use ha_core::lease::Lease;
+use layer::RetryCore;
 
 /// Retries failed requests; see the [module docs](self).
-pub struct Retry<S, C: 'static = ErrorsAreFailures, P: 'static = Cloned> {
+pub struct Retry<S, C = ErrorsAreFailures, P = Cloned> {
     inner: S,
-    shared: Handle<RetryShared<C, P>>,
+    core: Lease<RetryCore>,
+    classifier: C,
+    replay: P,
     rng: FastRng,
     // Requests not yet deposited into the budget; see `call`.
     pending: u32,
@@ -58,18 +62,18 @@ pub struct Retry<S, C: 'static = ErrorsAreFailures, P: 'static = Cloned> {
 /// Requests a service counts before depositing them into the shared budget
 /// in one go: one clock read and two atomic operations per batch instead of
 /// per request. Until then up to `DEPOSIT_BATCH - 1` requests per clone are
-/// not yet credited (at the default 20%, at most 3 retries).
-pub(crate) const DEPOSIT_BATCH: u32 = 16;
+/// not yet credited (at the default 20%, at most 6 retries).
+pub(crate) const DEPOSIT_BATCH: u32 = 32;
 
-impl<S, C: 'static, P: 'static> Retry<S, C, P> {
+impl<S, C, P> Retry<S, C, P> {
     /// The budget this service's retries draw on.
     pub fn budget(&self) -> &RetryBudget {
-        &self.shared.budget
+        &self.core.budget
     }
 
     /// The counters of this service and every clone of it.
     pub fn stats(&self) -> RetryStats {
-        self.shared.stats.snapshot()
+        self.core.stats.snapshot()
     }
 
     /// The wrapped service.
@@ -78,23 +82,25 @@ impl<S, C: 'static, P: 'static> Retry<S, C, P> {
     }
 }
 
-impl<S: Clone, C: 'static, P: 'static> Clone for Retry<S, C, P> {
+impl<S: Clone, C: Clone, P: Clone> Clone for Retry<S, C, P> {
     fn clone(&self) -> Self {
         // Each clone draws its own jitter, so clones that fail together do not retry in step.
         let mut parent = self.rng.clone();
         Retry {
             inner: self.inner.clone(),
-            shared: self.shared.clone(),
+            core: self.core.clone(),
+            classifier: self.classifier.clone(),
+            replay: self.replay.clone(),
             rng: FastRng::new(parent.next_u64() ^ salt()),
             pending: 0,
         }
     }
 }
 
-impl<S, C: 'static, P: 'static> Drop for Retry<S, C, P> {
+impl<S, C, P> Drop for Retry<S, C, P> {
     fn drop(&mut self) {
         if self.pending > 0 {
-            self.shared.budget.deposit_many(Instant::now(), self.pending);
+            self.core.budget.deposit_many(Instant::now(), self.pending);
         }
     }
 }
@@ -105,19 +111,18 @@ fn salt() -> u64 {
     CLONES.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-impl<S: fmt::Debug, C: 'static, P: 'static> fmt::Debug for Retry<S, C, P> {
+impl<S: fmt::Debug, C, P> fmt::Debug for Retry<S, C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Retry").field("inner", &self.inner).field("config", &self.shared.config).finish()
+        f.debug_struct("Retry").field("inner", &self.inner).field("config", &self.core.config).finish()
     }
 }
 
 impl<S, C, P, Req> Service<Req> for Retry<S, C, P>
 where
-    P: Replay<Req>,
+    P: Replay<Req> + Clone,
     S: Service<P::Request> + Clone,
     S::Error: Into<BoxError>,
-    C: Classify<P::Request, S::Response, BoxError> + 'static,
-    P: 'static,
+    C: Classify<P::Request, S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -129,14 +134,14 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let shared = &*self.shared;
-        let config = &shared.config;
+        let core = &*self.core;
+        let config = &core.config;
         // The clock is read only when a timer needs it or a deposit batch is due.
         let mut now = None;
         let mut clock = || *now.get_or_insert_with(Instant::now);
         let own_deadline = config.deadline.map(|d| clock() + d);
-        let req = shared.replay.prepare(req, own_deadline);
-        let carried = shared.replay.deadline(&req);
+        let req = self.replay.prepare(req, own_deadline);
+        let carried = self.replay.deadline(&req);
         let deadline = earliest(own_deadline, carried);
         // Without a deadline, an attempt's per-try clock starts when it is first
         // found pending: a request answered at once reads no clock at all.
@@ -145,22 +150,26 @@ where
             (Some(_), None) => (None, true),
             (per_try, deadline) => (attempt_deadline(per_try, clock(), deadline), false),
         };
-        if shared.deposit {
+        if core.deposit {
             self.pending += 1;
             if self.pending >= DEPOSIT_BATCH {
-                shared.budget.deposit_many(clock(), self.pending);
+                core.budget.deposit_many(clock(), self.pending);
                 self.pending = 0;
             }
         }
-        if deadline.is_some_and(|d| d <= clock()) {
-            return ResponseFuture::expired(self.shared.clone(), self.inner.clone(), deadline);
-        }
-        let info = shared.classifier.request_info(&req);
-        let kept = if config.max_attempts > 1 { shared.replay.copy(&req) } else { None };
-        let service = self.inner.clone();
-        let fut = self.inner.call(req);
+        let expired = deadline.is_some_and(|d| d <= clock());
         let seed = self.rng.next_u64();
-        ResponseFuture::new(self.shared.clone(), service, fut, kept, info, deadline, seed, timer, per_try_on_pending)
+        let core = self.core.clone();
+        let (classifier, replay, service) = (self.classifier.clone(), self.replay.clone(), self.inner.clone());
+        if expired {
+            let parts = Parts { core, classifier, replay, service, deadline };
+            return ResponseFuture::new(parts, State::Expired, None, None, seed, None, false);
+        }
+        let info = self.classifier.request_info(&req);
+        let kept = if config.max_attempts > 1 { self.replay.copy(&req) } else { None };
+        let state = State::Called { fut: self.inner.call(req) };
+        let parts = Parts { core, classifier, replay, service, deadline };
+        ResponseFuture::new(parts, state, kept, Some(info), seed, timer, per_try_on_pending)
     }
 }
 
