@@ -130,6 +130,32 @@ async fn p2c_peak_ewma_weighs_in_flight_requests_by_the_pending_bias() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn fast_failures_do_not_make_an_endpoint_look_fast() {
+    let flaky = backend("flaky").delay(20);
+    let load = ha_balance::LoadConfig { default_rtt: Duration::from_millis(10), ..ha_balance::LoadConfig::default() };
+    let cfg =
+        BalanceConfig { load, outlier: ha_balance::config::OutlierConfig::disabled(), ..config(Picker::P2cPeakEwma) };
+    let mut b: B =
+        Balance::builder().config(cfg).seed(7).build_with([("flaky", Endpoint::new(flaky.clone()))]).unwrap();
+    let latency = |b: &B| b.endpoint_stats()[0].latency;
+    send(&mut b, 0).await;
+    assert_eq!(latency(&b), Duration::from_millis(20));
+    // Errors after 1 ms, one every 100 ms for 5 s: recorded as they are they
+    // would pull the estimate to about 12 ms.
+    flaky.set_fail(true);
+    flaky.st.delay_ms.store(1, Ordering::Relaxed);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(b.ready().await.unwrap().call(req(0)).await.is_err());
+    }
+    assert!(latency(&b) >= Duration::from_millis(19), "{:?}", latency(&b));
+    // A slow failure still counts in full.
+    flaky.st.delay_ms.store(100, Ordering::Relaxed);
+    assert!(b.ready().await.unwrap().call(req(0)).await.is_err());
+    assert_eq!(latency(&b), Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
 async fn requests_given_up_on_still_teach_peak_ewma_the_latency() {
     // The slow endpoint never answers within the caller's 1 s timeout; the
     // time spent before giving up is its latency, so it is avoided.
