@@ -47,6 +47,8 @@ pub(crate) struct Core<K, S> {
     shutdown: Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
     refresh_ns: u64,
     pub slow_start_ns: u64,
+    /// The PeakEWMA picker's weighing of in-flight requests.
+    pub load_term: crate::pick::LoadTerm,
     /// Only bounded loads read the per-tier in-flight counts; other pickers
     /// skip their upkeep.
     pub per_tier_pending: bool,
@@ -63,6 +65,7 @@ where
             detector: Detector::new(cfg.outlier),
             refresh_ns: nanos(cfg.tiers.refresh),
             slow_start_ns: nanos(cfg.slow_start.window),
+            load_term: crate::pick::LoadTerm::new(cfg.load.pending_bias),
             per_tier_pending: matches!(cfg.picker, crate::config::Picker::RingHash { .. }),
             next_eval_ns: AtomicU64::new(nanos(cfg.outlier.interval)),
             cfg,

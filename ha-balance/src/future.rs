@@ -56,7 +56,17 @@ impl<K, S> Flight<K, S> {
         let now = self.core.cfg.picker.needs_latency().then(Instant::now);
         if let Some(now) = now {
             if outcome.counts() {
-                self.slot.ewma.observe(now, now.saturating_duration_since(self.start));
+                let mut rtt = now.saturating_duration_since(self.start);
+                if outcome.is_failure() {
+                    // A failure counts as no faster than the current estimate:
+                    // an error that comes back at once is no evidence that the
+                    // endpoint serves fast, and recorded as it is it would make
+                    // a failing endpoint look like the cheapest one (the black
+                    // hole of latency-based balancing). A slow failure (a
+                    // timeout) still raises the estimate.
+                    rtt = rtt.max(Duration::from_nanos(self.slot.ewma.estimate_nanos(now) as u64));
+                }
+                self.slot.ewma.observe(now, rtt);
             }
         }
         self.core.on_outcome(&self.slot, outcome, now);

@@ -97,7 +97,7 @@ impl<K, S> Core<K, S> {
             Picker::P2cPeakEwma => p2c(&group.members, rng, ok, |i| {
                 let s = &slots[i as usize];
                 let pending = s.pending.load(Ordering::Relaxed) as f64;
-                (s.ewma.estimate_nanos(req.now) + 1.0) * (pending + 1.0) / self.ramp(s, req.now_ns)
+                (s.ewma.estimate_nanos(req.now) + 1.0) * self.load_term.weigh(pending + 1.0) / self.ramp(s, req.now_ns)
             }),
             Picker::P2cPending => p2c(&group.members, rng, ok, |i| {
                 let s = &slots[i as usize];
@@ -173,6 +173,41 @@ impl<K, S> Core<K, S> {
                 }
                 least_loaded()
             }
+        }
+    }
+}
+
+/// The PeakEWMA picker's load factor `(pending + 1)^bias`, with the
+/// exponents that have a cheaper form than `powf` (the default 0.5 is one
+/// square root) resolved once when the balancer is built.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum LoadTerm {
+    /// Bias 1: tower's and Finagle's `pending + 1`.
+    Linear,
+    /// Bias 0.5.
+    Sqrt,
+    /// Any other bias in `[0, 1)`.
+    Pow(f64),
+}
+
+impl LoadTerm {
+    pub fn new(bias: f64) -> Self {
+        if bias == 1.0 {
+            LoadTerm::Linear
+        } else if bias == 0.5 {
+            LoadTerm::Sqrt
+        } else {
+            LoadTerm::Pow(bias)
+        }
+    }
+
+    /// `load^bias`, for `load = pending + 1 >= 1`.
+    #[inline]
+    pub fn weigh(self, load: f64) -> f64 {
+        match self {
+            LoadTerm::Linear => load,
+            LoadTerm::Sqrt => load.sqrt(),
+            LoadTerm::Pow(bias) => load.powf(bias),
         }
     }
 }

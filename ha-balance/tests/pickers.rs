@@ -92,6 +92,69 @@ async fn p2c_peak_ewma_prefers_the_faster_of_two() {
     assert!(slow_stats.latency >= Duration::from_millis(50), "{:?}", slow_stats.latency);
 }
 
+/// How many of `n` requests sent at once go to "fast" (10 ms) rather than
+/// "slow" (40 ms), once the balancer has seen each answer once.
+async fn sent_to_fast_of(n: u64, pending_bias: f64) -> u64 {
+    let fast = backend("fast").delay(10);
+    let slow = backend("slow").delay(40);
+    let load = ha_balance::LoadConfig {
+        default_rtt: Duration::from_millis(10),
+        pending_bias,
+        ..ha_balance::LoadConfig::default()
+    };
+    let cfg = BalanceConfig { load, ..config(Picker::P2cPeakEwma) };
+    let mut b: B = Balance::builder()
+        .config(cfg)
+        .seed(7)
+        .build_with([("fast", Endpoint::new(fast.clone())), ("slow", Endpoint::new(slow.clone()))])
+        .unwrap();
+    // Two at once: one each (equal priors, the second sees the first pending).
+    let first: Vec<_> = (0..2).map(|_| b.call(req(0))).collect();
+    futures::future::join_all(first).await;
+    assert_eq!((fast.hits(), slow.hits()), (1, 1));
+    let burst: Vec<_> = (0..n).map(|_| b.call(req(0))).collect();
+    futures::future::join_all(burst).await;
+    fast.hits() - 1
+}
+
+#[tokio::test(start_paused = true)]
+async fn p2c_peak_ewma_weighs_in_flight_requests_by_the_pending_bias() {
+    // Latency x (pending + 1): the 4x faster endpoint stays the cheaper one
+    // while it holds up to 3 requests, so the 5th goes to the slow one.
+    assert_eq!(sent_to_fast_of(4, 1.0).await, 4);
+    assert_eq!(sent_to_fast_of(5, 1.0).await, 4);
+    // Latency x sqrt(pending + 1): up to 15 (4^2 - 1).
+    assert_eq!(sent_to_fast_of(16, 0.5).await, 16);
+    assert_eq!(sent_to_fast_of(17, 0.5).await, 16);
+    assert_eq!(ha_balance::LoadConfig::default().pending_bias, 0.5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fast_failures_do_not_make_an_endpoint_look_fast() {
+    let flaky = backend("flaky").delay(20);
+    let load = ha_balance::LoadConfig { default_rtt: Duration::from_millis(10), ..ha_balance::LoadConfig::default() };
+    let cfg =
+        BalanceConfig { load, outlier: ha_balance::config::OutlierConfig::disabled(), ..config(Picker::P2cPeakEwma) };
+    let mut b: B =
+        Balance::builder().config(cfg).seed(7).build_with([("flaky", Endpoint::new(flaky.clone()))]).unwrap();
+    let latency = |b: &B| b.endpoint_stats()[0].latency;
+    send(&mut b, 0).await;
+    assert_eq!(latency(&b), Duration::from_millis(20));
+    // Errors after 1 ms, one every 100 ms for 5 s: recorded as they are they
+    // would pull the estimate to about 12 ms.
+    flaky.set_fail(true);
+    flaky.st.delay_ms.store(1, Ordering::Relaxed);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(b.ready().await.unwrap().call(req(0)).await.is_err());
+    }
+    assert!(latency(&b) >= Duration::from_millis(19), "{:?}", latency(&b));
+    // A slow failure still counts in full.
+    flaky.st.delay_ms.store(100, Ordering::Relaxed);
+    assert!(b.ready().await.unwrap().call(req(0)).await.is_err());
+    assert_eq!(latency(&b), Duration::from_millis(100));
+}
+
 #[tokio::test(start_paused = true)]
 async fn requests_given_up_on_still_teach_peak_ewma_the_latency() {
     // The slow endpoint never answers within the caller's 1 s timeout; the

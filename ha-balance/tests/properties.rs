@@ -140,6 +140,20 @@ fn bad_values_are_typed_errors_naming_the_field() {
         ),
         (
             BalanceConfig {
+                load: ha_balance::LoadConfig { pending_bias: 1.5, ..Default::default() },
+                ..Default::default()
+            },
+            "load.pending_bias",
+        ),
+        (
+            BalanceConfig {
+                load: ha_balance::LoadConfig { pending_bias: f64::NAN, ..Default::default() },
+                ..Default::default()
+            },
+            "load.pending_bias",
+        ),
+        (
+            BalanceConfig {
                 outlier: OutlierConfig { max_ejection_percent: f64::NAN, ..Default::default() },
                 ..Default::default()
             },

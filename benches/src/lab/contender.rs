@@ -148,7 +148,8 @@ pub static CONTENDERS: &[Contender] = &[
     Contender {
         name: "ha_p2c_ewma",
         role: Role::Balancer,
-        about: "ha-balance defaults: P2C over PeakEWMA x pending (RTT 30 ms, decay 10 s), outlier ejection on",
+        about:
+            "ha-balance defaults: P2C over PeakEWMA x sqrt(pending + 1) (RTT 30 ms, decay 10 s), outlier ejection on",
         build: ha::ha_p2c_ewma,
         ejects: true,
     },
