@@ -8,8 +8,10 @@
 //! (outlier ejection on) and that picker, over the same endpoints, each
 //! request wrapped in a `WithAttempt` (no context attached, as a first
 //! attempt arrives). Each call is `poll_ready`, `call` and one poll of the
-//! response (ready at once). After the timings, the allocations per call of
-//! each function are printed.
+//! response (ready at once). After criterion's timings come the allocations
+//! per call of each function, and the fastest of 25 interleaved rounds of
+//! each at each n with its ratio to `tower_p2c_peak_ewma` (what each costs
+//! when it gets the core, on a shared machine).
 //!
 //! ```sh
 //! cargo bench -p ha-benches --bench balance_overhead
@@ -19,7 +21,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{alloc_iters, one_call, one_call_with, Bare, BareAttempt};
+use common::{alloc_iters, fastest_of_rounds, one_call, one_call_with, Bare, BareAttempt, Timed};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use ha_balance::{Balance as HaBalance, BalanceConfig, Endpoint, Picker};
 use ha_benches::alloc::{allocations_per_call, CountingAllocator};
@@ -116,6 +118,25 @@ fn bench(c: &mut Criterion) {
     g.finish();
     for (name, a) in allocs {
         println!("balance_overhead/{name}: {a:.2} allocations per call");
+    }
+
+    println!("\nbalance_overhead fastest of interleaved rounds (ns per call; ha / tower_p2c_peak_ewma):");
+    for n in SIZES {
+        let mut tower_ewma = warmed(peak_ewma(n));
+        let mut tower_pending = warmed(pending(n));
+        let [mut ewma, mut pend, mut rr] =
+            [Picker::P2cPeakEwma, Picker::P2cPending, Picker::RoundRobin].map(|picker| ha(picker, n));
+        let mut timed: Vec<Timed<'_>> = vec![
+            ("tower_p2c_peak_ewma", Box::new(|| one_call(&mut tower_ewma, black_box(7)))),
+            ("tower_p2c_pending", Box::new(|| one_call(&mut tower_pending, black_box(7)))),
+            ("ha_p2c_ewma", Box::new(|| one_call_with(&mut ewma, WithAttempt::new(black_box(7))))),
+            ("ha_p2c_pending", Box::new(|| one_call_with(&mut pend, WithAttempt::new(black_box(7))))),
+            ("ha_round_robin", Box::new(|| one_call_with(&mut rr, WithAttempt::new(black_box(7))))),
+        ];
+        let best = fastest_of_rounds(&mut timed, 20_000);
+        for ((name, _), ns) in timed.iter().zip(&best) {
+            println!("  n={n:<5} {name:<20} {ns:8.1}  ({:.2})", ns / best[0]);
+        }
     }
 }
 

@@ -104,7 +104,7 @@ fn bench(c: &mut Criterion) {
         ("arc_clone_drop", Box::new(|| black_box(arc.clone()) == arc)),
         ("lease", Box::new(|| black_box(Lease::of(black_box(&leased))).0 == 7)),
     ];
-    let best = fastest_of_rounds(&mut timed);
+    let best = fastest_of_rounds(&mut timed, 200_000);
     println!("\nretry_overhead fastest of interleaved rounds (ns per call):");
     for ((name, _), ns) in timed.iter().zip(&best) {
         println!("  {name:<20} {ns:6.2}  ({:+6.2} over tower_retry)", ns - best[1]);

@@ -109,7 +109,9 @@ impl Default for SlowStartConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LoadConfig {
-    /// The latency assumed for an endpoint before it answered once.
+    /// A new endpoint's starting latency estimate. As with tower's and
+    /// Finagle's PeakEWMA it is a prior, not a placeholder: a slower answer
+    /// replaces it at once, faster ones pull the estimate down over `decay`.
     #[serde(with = "ms", rename = "default_rtt_ms")]
     pub default_rtt: Duration,
     /// The EWMA's time constant.

@@ -85,14 +85,14 @@ pub fn one_call_with<R, S: Service<R>>(svc: &mut S, req: R) -> bool {
 /// A named closure making one call, for [`fastest_of_rounds`].
 pub type Timed<'a> = (&'static str, Box<dyn FnMut() -> bool + 'a>);
 
-/// Times each contender in `rounds` rounds of `calls` calls, interleaved
-/// round by round, and returns the fastest nanoseconds per call of each. On
+/// Times each contender in 25 rounds of `calls` calls, interleaved round by
+/// round, and returns the fastest nanoseconds per call of each. On
 /// a shared machine criterion's means move with the load; the fastest of
 /// many short interleaved rounds is what each costs when it gets the core.
 /// `cargo test --benches` (no `--bench` argument) runs one short round.
-pub fn fastest_of_rounds(contenders: &mut [Timed<'_>]) -> Vec<f64> {
+pub fn fastest_of_rounds(contenders: &mut [Timed<'_>], calls: u64) -> Vec<f64> {
     let benching = std::env::args().any(|a| a == "--bench");
-    let (rounds, calls) = if benching { (25, 200_000u64) } else { (1, 100) };
+    let (rounds, calls) = if benching { (25, calls) } else { (1, 100) };
     let mut best = vec![f64::MAX; contenders.len()];
     for _ in 0..rounds {
         for (i, (_, call)) in contenders.iter_mut().enumerate() {
