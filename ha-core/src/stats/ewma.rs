@@ -9,7 +9,7 @@ use crate::Instant;
 /// one word, so an update is one compare-and-swap. The stamp wraps after
 /// about five days, after which an idle estimate decays as if less time had
 /// passed; an endpoint idle that long has long decayed to nothing.
-const TICK_NANOS: u128 = 100_000;
+const TICK_NANOS: u64 = 100_000;
 
 /// A latency estimate that takes a new peak at once and otherwise moves
 /// towards recent observations with weight `1 - e^(-elapsed/decay)`, and that
@@ -49,14 +49,18 @@ impl PeakEwma {
     }
 
     fn tick(&self, now: Instant) -> u32 {
-        (now.saturating_duration_since(self.epoch).as_nanos() / TICK_NANOS) as u32
+        let d = now.saturating_duration_since(self.epoch);
+        // u64 arithmetic: a u128 division (`as_nanos() / TICK`) is a library call.
+        (d.as_secs().wrapping_mul(1_000_000_000 / TICK_NANOS) + u64::from(d.subsec_nanos()) / TICK_NANOS) as u32
     }
 
     /// The weight the old value keeps after `from -> to`.
     fn keep(&self, from: u32, to: u32) -> f64 {
         let elapsed = to.wrapping_sub(from);
-        if elapsed > u32::MAX / 2 {
-            return 1.0; // `to` is older than the stamp: a racing observer got there first
+        // Same tick (a busy endpoint's usual case): nothing decayed, no `exp`.
+        // Wrapped: `to` is older than the stamp, a racing observer got there first.
+        if elapsed == 0 || elapsed > u32::MAX / 2 {
+            return 1.0;
         }
         (-(elapsed as f64) / self.decay_ticks).exp()
     }
@@ -64,7 +68,8 @@ impl PeakEwma {
     /// Adds one observed latency at `now`.
     #[inline]
     pub fn observe(&self, now: Instant, rtt: Duration) {
-        let rtt = rtt.as_nanos() as f64;
+        // Not `as_nanos() as f64`: a u128 to f64 conversion is a library call.
+        let rtt = rtt.as_secs() as f64 * 1e9 + f64::from(rtt.subsec_nanos());
         let tick = self.tick(now);
         let mut cur = self.state.load(Ordering::Acquire);
         loop {
