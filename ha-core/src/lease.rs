@@ -13,12 +13,12 @@
 //! Each type has its own stash, a [`Stash`] in a `thread_local!` the crate
 //! that owns the type declares and names in its [`Stashed`] impl (Rust has
 //! no generic statics, and a stash shared by all types would need a type
-//! check on every take). It holds at
-//! most [`STASH`] references per thread. A reference nobody else holds any
-//! more is dropped instead of stashed, and the stash sheds such references
-//! whenever something is given back, so after the last service sharing some
-//! state is dropped, a thread keeps that state alive only until it next
-//! gives a lease of that type back (or exits).
+//! check on every take). It holds at most [`STASH`] references per thread.
+//! A reference nobody else holds any more is dropped instead of stashed, and
+//! a give-back replaces the first such reference it meets on its way to a
+//! free slot, so after the last service sharing some state is dropped, a
+//! thread keeps that state alive at most until the stash of that type fills
+//! up (or the thread exits): a few small values per thread, never more.
 //!
 //! ```
 //! use std::sync::Arc;
