@@ -80,6 +80,7 @@ pub mod backoff;
 #[cfg(feature = "http")]
 pub mod body;
 pub mod budget;
+pub mod builder;
 pub mod config;
 pub mod hedge;
 pub mod interop;
@@ -88,6 +89,7 @@ pub mod replay;
 pub mod retry;
 
 pub use budget::RetryBudget;
+pub use builder::LayerBuilder;
 pub use config::{BackoffConfig, BudgetConfig, ConfigError, HedgeConfig, HedgeDelay, Jitter, RetryConfig};
 pub use hedge::{Hedge, HedgeLayer, HedgeLayerBuilder, HedgeStats};
 pub use retry::{Retry, RetryLayer, RetryLayerBuilder, RetryStats};

@@ -9,8 +9,9 @@ use tower_layer::Layer;
 
 use super::{Hedge, LatencyHistogram};
 use crate::budget::RetryBudget;
+use crate::builder::LayerBuilder;
 use crate::config::{ConfigError, HedgeConfig, HedgeDelay};
-use crate::replay::{Cloned, Tracked};
+use crate::replay::Cloned;
 
 /// Applies [`Hedge`] to a service; see the [module docs](super).
 pub struct HedgeLayer<C = ErrorsAreFailures, P = Cloned> {
@@ -102,15 +103,7 @@ impl HedgeLayer {
     /// A builder, to choose the classifier, the replay strategy, a shared
     /// budget or the events handle.
     pub fn builder(config: HedgeConfig) -> HedgeLayerBuilder {
-        HedgeLayerBuilder {
-            config,
-            classifier: ErrorsAreFailures::default(),
-            replay: Cloned,
-            budget: None,
-            events: Events::new(),
-            deposit: true,
-            start: None,
-        }
+        LayerBuilder::new(config)
     }
 }
 
@@ -134,96 +127,17 @@ impl<S, C, P> Layer<S> for HedgeLayer<C, P> {
     }
 }
 
-/// Builds a [`HedgeLayer`].
-pub struct HedgeLayerBuilder<C = ErrorsAreFailures, P = Cloned> {
-    config: HedgeConfig,
-    classifier: C,
-    replay: P,
-    budget: Option<RetryBudget>,
-    events: Events,
-    deposit: bool,
-    start: Option<Instant>,
-}
+/// Builds a [`HedgeLayer`]; the setters common to both layers are on
+/// [`LayerBuilder`].
+pub type HedgeLayerBuilder<C = ErrorsAreFailures, P = Cloned> = LayerBuilder<HedgeConfig, C, P>;
 
-impl<C, P> HedgeLayerBuilder<C, P> {
-    /// Decides which results are successes (default: every `Ok`).
-    pub fn classifier<C2>(self, classifier: C2) -> HedgeLayerBuilder<C2, P> {
-        HedgeLayerBuilder {
-            config: self.config,
-            classifier,
-            replay: self.replay,
-            budget: self.budget,
-            events: self.events,
-            deposit: self.deposit,
-            start: self.start,
-        }
-    }
-
-    /// How requests are copied and their attempts labelled (default [`Cloned`]).
-    pub fn replay<P2>(self, replay: P2) -> HedgeLayerBuilder<C, P2> {
-        HedgeLayerBuilder {
-            config: self.config,
-            classifier: self.classifier,
-            replay,
-            budget: self.budget,
-            events: self.events,
-            deposit: self.deposit,
-            start: self.start,
-        }
-    }
-
-    /// Numbers hedges in the requests' attempt context, for a balancer below.
-    pub fn track_attempts(self) -> HedgeLayerBuilder<C, Tracked> {
-        self.replay(Tracked)
-    }
-
-    /// Hedges `http::Request<B>`: [`HttpClassifier`](ha_core::classify::HttpClassifier),
-    /// bodies kept up to 64 KiB, idempotent requests only.
-    #[cfg(feature = "http")]
-    pub fn http(self) -> HedgeLayerBuilder<ha_core::classify::HttpClassifier, crate::body::HttpReplay> {
-        self.classifier(ha_core::classify::HttpClassifier::default()).replay(crate::body::HttpReplay::default())
-    }
-
-    /// Draws on `budget`, shared with other layers (for example the retry
-    /// layer above); default a budget of its own from `config.budget`.
-    pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = Some(budget);
-        self
-    }
-
-    /// Whether each request deposits into the budget (default true). Turn
-    /// it off when a retry layer above shares the budget and already counts
-    /// the same requests.
-    pub fn count_requests(mut self, yes: bool) -> Self {
-        self.deposit = yes;
-        self
-    }
-
-    /// Where events are reported (default: `tracing` only).
-    pub fn events(mut self, events: Events) -> Self {
-        self.events = events;
-        self
-    }
-
-    /// The instant the latency windows start (default: now).
-    pub fn start(mut self, now: Instant) -> Self {
-        self.start = Some(now);
-        self
-    }
-
+impl<C, P> LayerBuilder<HedgeConfig, C, P> {
     /// Validates the config and builds the layer.
-    pub fn build(self) -> Result<HedgeLayer<C, P>, ConfigError> {
+    pub fn build(mut self) -> Result<HedgeLayer<C, P>, ConfigError> {
+        self.config.validate()?;
+        let now = *self.start.get_or_insert_with(Instant::now);
+        let budget = self.take_budget()?;
         let c = &self.config;
-        c.validate()?;
-        let now = self.start.unwrap_or_else(Instant::now);
-        let budget = match self.budget {
-            Some(b) => b,
-            None => RetryBudget::builder(c.budget.clone())
-                .name(c.name.as_str())
-                .events(self.events.clone())
-                .start(now)
-                .build()?,
-        };
         let latencies =
             LatencyHistogram::new(now, c.window, c.refresh, c.delay.quantile().unwrap_or(0.5), c.min_samples);
         Ok(HedgeLayer {
@@ -238,11 +152,5 @@ impl<C, P> HedgeLayerBuilder<C, P> {
                 stats: Counters::default(),
             }),
         })
-    }
-}
-
-impl<C, P> fmt::Debug for HedgeLayerBuilder<C, P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HedgeLayerBuilder").field("config", &self.config).finish_non_exhaustive()
     }
 }

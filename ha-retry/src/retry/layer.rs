@@ -11,8 +11,9 @@ use tower_layer::Layer;
 use super::Retry;
 use crate::backoff::Backoff;
 use crate::budget::RetryBudget;
+use crate::builder::LayerBuilder;
 use crate::config::{ConfigError, RetryConfig};
-use crate::replay::{Cloned, Tracked};
+use crate::replay::Cloned;
 
 /// Applies [`Retry`] to a service; see the [crate docs](crate).
 pub struct RetryLayer<C = ErrorsAreFailures, P = Cloned> {
@@ -92,15 +93,7 @@ impl RetryLayer {
     /// A builder, to choose the classifier, the replay strategy, a shared
     /// budget or the events handle.
     pub fn builder(config: RetryConfig) -> RetryLayerBuilder {
-        RetryLayerBuilder {
-            config,
-            classifier: ErrorsAreFailures::default(),
-            replay: Cloned,
-            budget: None,
-            events: Events::new(),
-            deposit: true,
-            seed: None,
-        }
+        LayerBuilder::new(config)
     }
 }
 
@@ -156,80 +149,11 @@ impl<S, C: Clone, P: Clone> Layer<S> for RetryLayer<C, P> {
     }
 }
 
-/// Builds a [`RetryLayer`].
-pub struct RetryLayerBuilder<C = ErrorsAreFailures, P = Cloned> {
-    config: RetryConfig,
-    classifier: C,
-    replay: P,
-    budget: Option<RetryBudget>,
-    events: Events,
-    deposit: bool,
-    seed: Option<u64>,
-}
+/// Builds a [`RetryLayer`]; the setters common to both layers are on
+/// [`LayerBuilder`].
+pub type RetryLayerBuilder<C = ErrorsAreFailures, P = Cloned> = LayerBuilder<RetryConfig, C, P>;
 
-impl<C, P> RetryLayerBuilder<C, P> {
-    /// Decides which results are retried (default: every `Err`).
-    pub fn classifier<C2>(self, classifier: C2) -> RetryLayerBuilder<C2, P> {
-        RetryLayerBuilder {
-            config: self.config,
-            classifier,
-            replay: self.replay,
-            budget: self.budget,
-            events: self.events,
-            deposit: self.deposit,
-            seed: self.seed,
-        }
-    }
-
-    /// How requests are copied and their attempts labelled (default
-    /// [`Cloned`]); see [`replay`](crate::replay).
-    pub fn replay<P2>(self, replay: P2) -> RetryLayerBuilder<C, P2> {
-        RetryLayerBuilder {
-            config: self.config,
-            classifier: self.classifier,
-            replay,
-            budget: self.budget,
-            events: self.events,
-            deposit: self.deposit,
-            seed: self.seed,
-        }
-    }
-
-    /// Attaches an [`AttemptContext`](ha_core::AttemptContext) to requests
-    /// (`Req: HasAttemptContext`) and numbers their retries, for a balancer
-    /// below; see [`Tracked`].
-    pub fn track_attempts(self) -> RetryLayerBuilder<C, Tracked> {
-        self.replay(Tracked)
-    }
-
-    /// Retries `http::Request<B>`: [`HttpClassifier`](ha_core::classify::HttpClassifier)
-    /// and bodies replayed up to 64 KiB.
-    #[cfg(feature = "http")]
-    pub fn http(self) -> RetryLayerBuilder<ha_core::classify::HttpClassifier, crate::body::HttpReplay> {
-        self.classifier(ha_core::classify::HttpClassifier::default()).replay(crate::body::HttpReplay::default())
-    }
-
-    /// Draws on `budget`, shared with other layers (default: a budget of
-    /// this layer's own, built from `config.budget`).
-    pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = Some(budget);
-        self
-    }
-
-    /// Whether each request deposits into the budget (default true). Turn
-    /// it off in a layer whose budget is shared with a layer above that
-    /// already counts the same requests.
-    pub fn count_requests(mut self, yes: bool) -> Self {
-        self.deposit = yes;
-        self
-    }
-
-    /// Where events are reported (default: `tracing` only).
-    pub fn events(mut self, events: Events) -> Self {
-        self.events = events;
-        self
-    }
-
+impl<C, P> LayerBuilder<RetryConfig, C, P> {
     /// Seeds the jitter of the services this layer builds, for reproducible runs.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
@@ -240,15 +164,9 @@ impl<C, P> RetryLayerBuilder<C, P> {
     /// replay policy are cloned into every service and request: keep them
     /// cheap to clone (the provided ones are a few bytes; put large state
     /// behind an `Arc`).
-    pub fn build(self) -> Result<RetryLayer<C, P>, ConfigError> {
+    pub fn build(mut self) -> Result<RetryLayer<C, P>, ConfigError> {
         self.config.validate()?;
-        let budget = match self.budget {
-            Some(b) => b,
-            None => RetryBudget::builder(self.config.budget.clone())
-                .name(self.config.name.as_str())
-                .events(self.events.clone())
-                .build()?,
-        };
+        let budget = self.take_budget()?;
         let core = RetryCore {
             backoff: Backoff::new(&self.config.backoff, FastRng::new(0)),
             config: self.config,
@@ -259,11 +177,5 @@ impl<C, P> RetryLayerBuilder<C, P> {
             seed: self.seed,
         };
         Ok(RetryLayer { core: Lease::of(&Arc::new(core)), classifier: self.classifier, replay: self.replay })
-    }
-}
-
-impl<C, P> fmt::Debug for RetryLayerBuilder<C, P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryLayerBuilder").field("config", &self.config).finish_non_exhaustive()
     }
 }
