@@ -55,10 +55,11 @@
 //! closed path reads no clock, takes no lock, allocates nothing and, in the
 //! healthy steady state, performs no atomic read-modify-write: one load to
 //! admit, one load to see that the window is still full of successes, and a
-//! per-thread stash instead of an `Arc` clone for the response future's
-//! reference to the breaker (a thread keeps up to four recently used
-//! breakers referenced this way; a breaker whose services are all dropped is
-//! freed by that thread's next breaker call). Failures cost a few atomic
+//! per-thread stash ([`ha_core::lease`]) instead of an `Arc` clone for the
+//! response future's reference to the breaker (a thread keeps up to four
+//! recently used breakers referenced this way; a breaker whose services are
+//! all dropped is freed once that thread's stash needs its slot, or when
+//! the thread exits). Failures cost a few atomic
 //! adds. A time window adds one clock read per call and slow-call detection
 //! two; `benches/benches/breaker_overhead.rs` measures each.
 #![forbid(unsafe_code)]

@@ -16,6 +16,13 @@ use crate::config::{ConfigError, RetryConfig};
 use crate::replay::Cloned;
 
 /// Applies [`Retry`] to a service; see the [crate docs](crate).
+///
+/// The layer, its services and their requests share one state (config,
+/// budget, counters, events). Requests lease their reference to it from a
+/// per-thread stash ([`ha_core::lease`]) instead of cloning an `Arc`, so a
+/// thread that has sent requests may keep the state (and the events
+/// observer in it) alive after the layer and its services are dropped, until
+/// that thread's stash needs the slot (it holds four) or the thread exits.
 pub struct RetryLayer<C = ErrorsAreFailures, P = Cloned> {
     pub(crate) core: Lease<RetryCore>,
     classifier: C,
