@@ -358,3 +358,35 @@ mod tests {
         );
     }
 }
+
+/// Loom models of the counters above; run by CI with
+/// `RUSTFLAGS="--cfg loom" cargo test --release -p ha-balance --lib loom_models`.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn at_most_one_of_racing_failures_crosses_the_consecutive_threshold() {
+        loom::model(|| {
+            // Threshold 3, four failures from two threads and a success racing
+            // with them: no two callers may both see the crossing (both would
+            // try to eject the endpoint).
+            let detector =
+                Arc::new(Detector::new(OutlierConfig { consecutive_failures: 3, ..OutlierConfig::default() }));
+            let state = Arc::new(OutlierState::default());
+            let racer = |success: bool| {
+                let (detector, state) = (detector.clone(), state.clone());
+                loom::thread::spawn(move || {
+                    if success {
+                        detector.record(&state, false);
+                    }
+                    (0..2).map(|_| usize::from(detector.record(&state, true))).sum::<usize>()
+                })
+            };
+            let (a, b) = (racer(false), racer(true));
+            let crossed = a.join().unwrap() + b.join().unwrap();
+            assert!(crossed <= 1, "{crossed} callers saw the crossing");
+        });
+    }
+}
