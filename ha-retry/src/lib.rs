@@ -87,6 +87,7 @@ pub mod interop;
 pub mod policy;
 pub mod replay;
 pub mod retry;
+mod timer;
 
 pub use budget::RetryBudget;
 pub use builder::LayerBuilder;

@@ -10,12 +10,12 @@ use std::time::Duration;
 use ha_core::classify::Classify;
 use ha_core::{Event, Instant};
 use pin_project::pin_project;
-use tokio::time::{sleep_until, Sleep};
 use tower::BoxError;
 use tower_service::Service;
 
 use super::layer::Shared;
 use crate::replay::Replay;
+use crate::timer::LazyTimer;
 
 /// The response future of [`Hedge`](super::Hedge).
 #[pin_project]
@@ -29,8 +29,10 @@ where
     first: Option<S::Future>,
     // Boxed so a request that is never hedged allocates nothing.
     hedges: Vec<(Instant, Pin<Box<S::Future>>)>,
+    // Sends the next hedge: created only when the first poll finds the
+    // attempt pending (a request answered at once never touches the timer).
     #[pin]
-    timer: Option<Sleep>,
+    timer: LazyTimer,
     // The timer fired and the budget paid: waiting for the service to be ready.
     sending: bool,
     service: S,
@@ -60,8 +62,8 @@ where
         delay: Option<Duration>,
     ) -> Self {
         let timer = match (&kept, delay) {
-            (Some(_), Some(d)) => Some(sleep_until(start + d)),
-            _ => None,
+            (Some(_), Some(d)) => LazyTimer::new(Some(start + d)),
+            _ => LazyTimer::new(None),
         };
         ResponseFuture {
             first: Some(fut),
@@ -103,7 +105,7 @@ where
                     if !shared.classifier.classify(this.info, r.as_ref()).is_failure() {
                         // The first attempt won: the hedges are dropped, which cancels them.
                         this.hedges.clear();
-                        this.timer.set(None);
+                        this.timer.as_mut().arm(None);
                         return Poll::Ready(r);
                     }
                     *this.failure = Some(r);
@@ -127,33 +129,32 @@ where
                     }
                     shared.stats.hedge_wins.fetch_add(1, Ordering::Relaxed);
                     this.hedges.clear();
-                    this.timer.set(None);
+                    this.timer.as_mut().arm(None);
                     return Poll::Ready(r);
                 }
                 *this.failure = Some(r);
             }
             let in_flight = this.first.is_some() || !this.hedges.is_empty();
             if !in_flight {
-                this.timer.set(None);
+                this.timer.as_mut().arm(None);
                 // Every attempt ended, and each ended in failure: the last one is the answer.
                 let last = this.failure.take().expect("an attempt ended with a failure");
                 return Poll::Ready(last);
             }
 
             if !*this.sending {
-                let Some(timer) = this.timer.as_mut().as_pin_mut() else { return Poll::Pending };
-                if timer.poll(cx).is_pending() {
+                if this.timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
                 let now = Instant::now();
                 if !this.kept.as_ref().is_some_and(|k| shared.replay.can_replay(k, true)) {
                     shared.stats.not_replayable.fetch_add(1, Ordering::Relaxed);
-                    this.timer.set(None);
+                    this.timer.as_mut().arm(None);
                     return Poll::Pending;
                 }
                 if !shared.budget.withdraw(now) {
                     shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    this.timer.set(None);
+                    this.timer.as_mut().arm(None);
                     return Poll::Pending;
                 }
                 *this.sending = true;
@@ -163,7 +164,7 @@ where
                 Poll::Ready(Err(_)) => {
                     // The service cannot take a hedge; the attempts in flight carry on.
                     *this.sending = false;
-                    this.timer.set(None);
+                    this.timer.as_mut().arm(None);
                     return Poll::Pending;
                 }
                 Poll::Ready(Ok(())) => {}
@@ -182,10 +183,8 @@ where
             shared
                 .events
                 .emit(Event::HedgeSent { attempt: *this.sent + 1, after: now.saturating_duration_since(*this.start) });
-            match this.timer.as_mut().as_pin_mut() {
-                Some(timer) if *this.sent < max && this.kept.is_some() => timer.reset(now + *this.delay),
-                _ => this.timer.set(None),
-            }
+            let next = (*this.sent < max && this.kept.is_some()).then(|| now + *this.delay);
+            this.timer.as_mut().arm(next);
             // Poll the new hedge so it can wake us.
         }
     }

@@ -10,7 +10,6 @@ use ha_core::error::retried_below;
 use ha_core::rng::FastRng;
 use ha_core::{AttemptTimedOut, BudgetExhausted, DeadlineExceeded, Event, Instant, RetriesExhausted};
 use pin_project::pin_project;
-use tokio::time::{sleep_until, Sleep};
 use tower::BoxError;
 use tower_service::Service;
 
@@ -18,6 +17,7 @@ use super::attempt_deadline;
 use super::layer::RetryCore;
 use crate::policy::RetryState;
 use crate::replay::Replay;
+use crate::timer::LazyTimer;
 use ha_core::lease::Lease;
 
 /// The response future of [`Retry`](super::Retry).
@@ -30,14 +30,9 @@ where
 {
     #[pin]
     state: State<S::Future>,
-    // Ends the attempt in flight (per-try timeout or deadline) or the backoff,
-    // at `timer_at`. Created only once an attempt is still pending when first
-    // polled or a backoff starts: a request answered at once never touches
-    // the runtime's timer (registering and dropping a `Sleep` costs more
-    // than the rest of the layer).
+    // Ends the attempt in flight (per-try timeout or deadline) or the backoff.
     #[pin]
-    timer: Option<Sleep>,
-    timer_at: Option<Instant>,
+    timer: LazyTimer,
     // The per-try timer is armed when the first attempt is first found pending.
     per_try_on_pending: bool,
     parts: Parts<S, C, P>,
@@ -90,8 +85,7 @@ where
     ) -> Self {
         ResponseFuture {
             state,
-            timer: None,
-            timer_at,
+            timer: LazyTimer::new(timer_at),
             per_try_on_pending,
             parts,
             kept,
@@ -100,29 +94,6 @@ where
             retry: None,
             _req: PhantomData,
         }
-    }
-}
-
-/// Points the timer at `at` (none: no timer). A `Sleep` already created is
-/// reset; none is created here, see [`poll_timer`].
-fn arm(timer: Pin<&mut Option<Sleep>>, timer_at: &mut Option<Instant>, at: Option<Instant>) {
-    *timer_at = at;
-    if let (Some(at), Some(sleep)) = (at, timer.as_pin_mut()) {
-        sleep.reset(at);
-    }
-}
-
-/// Polls the timer armed at `at`, creating its `Sleep` on first use; ready
-/// with the instant it was armed for once that passed, pending forever when
-/// none is armed.
-fn poll_timer(mut timer: Pin<&mut Option<Sleep>>, at: Option<Instant>, cx: &mut Context<'_>) -> Poll<Instant> {
-    let Some(at) = at else { return Poll::Pending };
-    if timer.is_none() {
-        timer.set(Some(sleep_until(at)));
-    }
-    match timer.as_pin_mut() {
-        Some(sleep) => sleep.poll(cx).map(|()| at),
-        None => Poll::Pending,
     }
 }
 
@@ -147,9 +118,9 @@ where
                     Poll::Pending => {
                         if *this.per_try_on_pending {
                             *this.per_try_on_pending = false;
-                            *this.timer_at = core.config.per_try_timeout.map(|t| Instant::now() + t);
+                            this.timer.as_mut().arm(core.config.per_try_timeout.map(|t| Instant::now() + t));
                         }
-                        let fired = ready!(poll_timer(this.timer.as_mut(), *this.timer_at, cx));
+                        let fired = ready!(this.timer.as_mut().poll(cx));
                         // Out of time: dropping the attempt's future cancels it.
                         this.state.set(State::Done);
                         if parts.deadline.is_some_and(|d| fired >= d) {
@@ -162,9 +133,9 @@ where
                     }
                 },
                 StateProj::Backoff => {
-                    ready!(poll_timer(this.timer.as_mut(), *this.timer_at, cx));
+                    ready!(this.timer.as_mut().poll(cx));
                     // While the service is not ready, only the deadline bounds the wait.
-                    arm(this.timer.as_mut(), this.timer_at, parts.deadline);
+                    this.timer.as_mut().arm(parts.deadline);
                     this.state.set(State::Sending);
                     continue;
                 }
@@ -176,7 +147,7 @@ where
                             return Poll::Ready(Err(e.into()));
                         }
                         Poll::Pending => {
-                            ready!(poll_timer(this.timer.as_mut(), *this.timer_at, cx));
+                            ready!(this.timer.as_mut().poll(cx));
                             this.state.set(State::Done);
                             core.stats.deadlines.fetch_add(1, Ordering::Relaxed);
                             return Poll::Ready(Err(DeadlineExceeded::new().into()));
@@ -190,11 +161,7 @@ where
                     }
                     let now = Instant::now();
                     *this.per_try_on_pending = false;
-                    arm(
-                        this.timer.as_mut(),
-                        this.timer_at,
-                        attempt_deadline(core.config.per_try_timeout, now, parts.deadline),
-                    );
+                    this.timer.as_mut().arm(attempt_deadline(core.config.per_try_timeout, now, parts.deadline));
                     let fut = parts.service.call(req);
                     this.state.set(State::Called { fut });
                     continue;
@@ -244,10 +211,10 @@ where
             core.events.emit(Event::RetryScheduled { attempt: retry.attempt(), backoff: delay });
             drop(result);
             if delay.is_zero() {
-                arm(this.timer.as_mut(), this.timer_at, parts.deadline);
+                this.timer.as_mut().arm(parts.deadline);
                 this.state.set(State::Sending);
             } else {
-                arm(this.timer.as_mut(), this.timer_at, Some(now + delay));
+                this.timer.as_mut().arm(Some(now + delay));
                 this.state.set(State::Backoff);
             }
         }
