@@ -3,7 +3,6 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,9 +12,19 @@ use pin_project::pin_project;
 use tower::BoxError;
 use tower_service::Service;
 
-use super::layer::Shared;
+use super::layer::HedgeCore;
 use crate::replay::Replay;
 use crate::timer::LazyTimer;
+use ha_core::lease::Lease;
+
+/// What a request takes from its service: the layer's state, its own
+/// classifier and replay policy, and the service to send hedges to.
+pub(crate) struct Parts<S, C, P> {
+    pub(crate) core: Lease<HedgeCore>,
+    pub(crate) classifier: C,
+    pub(crate) replay: P,
+    pub(crate) service: S,
+}
 
 /// The response future of [`Hedge`](super::Hedge).
 #[pin_project]
@@ -35,8 +44,7 @@ where
     timer: LazyTimer,
     // The timer fired and the budget paid: waiting for the service to be ready.
     sending: bool,
-    service: S,
-    shared: Arc<Shared<C, P>>,
+    parts: Parts<S, C, P>,
     kept: Option<P::Request>,
     info: C::RequestInfo,
     start: Instant,
@@ -53,8 +61,7 @@ where
     C: Classify<P::Request, S::Response, BoxError>,
 {
     pub(crate) fn new(
-        shared: Arc<Shared<C, P>>,
-        service: S,
+        parts: Parts<S, C, P>,
         fut: S::Future,
         kept: Option<P::Request>,
         info: C::RequestInfo,
@@ -70,8 +77,7 @@ where
             hedges: Vec::new(),
             timer,
             sending: false,
-            service,
-            shared,
+            parts,
             kept,
             info,
             start,
@@ -94,15 +100,16 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let shared = &**this.shared;
+        let parts = &mut *this.parts;
+        let core = &*parts.core;
         loop {
             if let Some(fut) = this.first.as_mut().as_pin_mut() {
                 if let Poll::Ready(r) = fut.poll(cx) {
                     this.first.set(None);
                     let now = Instant::now();
-                    shared.latencies.record(now, now.saturating_duration_since(*this.start));
+                    core.latencies.record(now, now.saturating_duration_since(*this.start));
                     let r = r.map_err(Into::into);
-                    if !shared.classifier.classify(this.info, r.as_ref()).is_failure() {
+                    if !parts.classifier.classify(this.info, r.as_ref()).is_failure() {
                         // The first attempt won: the hedges are dropped, which cancels them.
                         this.hedges.clear();
                         this.timer.as_mut().arm(None);
@@ -119,15 +126,15 @@ where
                 };
                 let (sent_at, _) = this.hedges.swap_remove(i);
                 let now = Instant::now();
-                shared.latencies.record(now, now.saturating_duration_since(sent_at));
+                core.latencies.record(now, now.saturating_duration_since(sent_at));
                 let r = r.map_err(Into::into);
-                if !shared.classifier.classify(this.info, r.as_ref()).is_failure() {
+                if !parts.classifier.classify(this.info, r.as_ref()).is_failure() {
                     if this.first.is_some() {
                         // The first attempt was slower than this: keep that fact in the latencies.
-                        shared.latencies.record(now, now.saturating_duration_since(*this.start));
+                        core.latencies.record(now, now.saturating_duration_since(*this.start));
                         this.first.set(None);
                     }
-                    shared.stats.hedge_wins.fetch_add(1, Ordering::Relaxed);
+                    core.stats.hedge_wins.fetch_add(1, Ordering::Relaxed);
                     this.hedges.clear();
                     this.timer.as_mut().arm(None);
                     return Poll::Ready(r);
@@ -147,19 +154,19 @@ where
                     return Poll::Pending;
                 }
                 let now = Instant::now();
-                if !this.kept.as_ref().is_some_and(|k| shared.replay.can_replay(k, true)) {
-                    shared.stats.not_replayable.fetch_add(1, Ordering::Relaxed);
+                if !this.kept.as_ref().is_some_and(|k| parts.replay.can_replay(k, true)) {
+                    core.stats.not_replayable.fetch_add(1, Ordering::Relaxed);
                     this.timer.as_mut().arm(None);
                     return Poll::Pending;
                 }
-                if !shared.budget.withdraw(now) {
-                    shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                if !core.budget.withdraw(now) {
+                    core.stats.refused.fetch_add(1, Ordering::Relaxed);
                     this.timer.as_mut().arm(None);
                     return Poll::Pending;
                 }
                 *this.sending = true;
             }
-            match this.service.poll_ready(cx) {
+            match parts.service.poll_ready(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(_)) => {
                     // The service cannot take a hedge; the attempts in flight carry on.
@@ -171,17 +178,16 @@ where
             }
             *this.sending = false;
             let Some(mut req) = this.kept.take() else { return Poll::Pending };
-            shared.replay.next_attempt(&mut req);
+            parts.replay.next_attempt(&mut req);
             *this.sent += 1;
-            let max = shared.config.max_hedges;
+            let max = core.config.max_hedges;
             if *this.sent < max {
-                *this.kept = shared.replay.copy(&req);
+                *this.kept = parts.replay.copy(&req);
             }
             let now = Instant::now();
-            this.hedges.push((now, Box::pin(this.service.call(req))));
-            shared.stats.hedges.fetch_add(1, Ordering::Relaxed);
-            shared
-                .events
+            this.hedges.push((now, Box::pin(parts.service.call(req))));
+            core.stats.hedges.fetch_add(1, Ordering::Relaxed);
+            core.events
                 .emit(Event::HedgeSent { attempt: *this.sent + 1, after: now.saturating_duration_since(*this.start) });
             let next = (*this.sent < max && this.kept.is_some()).then(|| now + *this.delay);
             this.timer.as_mut().arm(next);

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ha_core::classify::ErrorsAreFailures;
+use ha_core::lease::{Lease, Stash, Stashed};
 use ha_core::{Events, Instant};
 use tower_layer::Layer;
 
@@ -14,14 +15,21 @@ use crate::config::{ConfigError, HedgeConfig, HedgeDelay};
 use crate::replay::Cloned;
 
 /// Applies [`Hedge`] to a service; see the [module docs](super).
+///
+/// Like a [`RetryLayer`](crate::RetryLayer), its state is leased per request
+/// from a per-thread stash ([`ha_core::lease`]), and may outlive the layer
+/// on a thread that sent requests until that thread's stash needs the slot.
 pub struct HedgeLayer<C = ErrorsAreFailures, P = Cloned> {
-    pub(crate) shared: Arc<Shared<C, P>>,
+    core: Lease<HedgeCore>,
+    classifier: C,
+    replay: P,
 }
 
-pub(crate) struct Shared<C, P> {
+/// What a hedge layer shares with its services and requests: config,
+/// budget, latencies, counters, events (the classifier and the replay policy
+/// are cloned into each, so this is one concrete, leasable type).
+pub(crate) struct HedgeCore {
     pub(crate) config: HedgeConfig,
-    pub(crate) classifier: C,
-    pub(crate) replay: P,
     pub(crate) budget: RetryBudget,
     pub(crate) events: Events,
     pub(crate) deposit: bool,
@@ -29,7 +37,18 @@ pub(crate) struct Shared<C, P> {
     pub(crate) stats: Counters,
 }
 
-impl<C, P> Shared<C, P> {
+thread_local! {
+    /// This thread's stash of hedge layer states.
+    static CORES: Stash<HedgeCore> = const { Stash::new() };
+}
+
+impl Stashed for HedgeCore {
+    fn stash() -> &'static std::thread::LocalKey<Stash<Self>> {
+        &CORES
+    }
+}
+
+impl HedgeCore {
     /// How long after `now` the first hedge of a request starting now is
     /// sent, or `None` for no hedge.
     #[inline]
@@ -73,12 +92,12 @@ pub struct HedgeStats {
 impl<C, P> HedgeLayer<C, P> {
     /// The budget this layer's hedges draw on.
     pub fn budget(&self) -> &RetryBudget {
-        &self.shared.budget
+        &self.core.budget
     }
 
     /// The counters of every service this layer built.
     pub fn stats(&self) -> HedgeStats {
-        let c = &self.shared.stats;
+        let c = &self.core.stats;
         HedgeStats {
             hedges: c.hedges.load(Ordering::Relaxed),
             hedge_wins: c.hedge_wins.load(Ordering::Relaxed),
@@ -89,7 +108,7 @@ impl<C, P> HedgeLayer<C, P> {
 
     /// The delay after which a request starting at `now` would be hedged.
     pub fn current_delay(&self, now: Instant) -> Option<Duration> {
-        self.shared.delay(now)
+        self.core.delay(now)
     }
 }
 
@@ -107,23 +126,23 @@ impl HedgeLayer {
     }
 }
 
-impl<C, P> Clone for HedgeLayer<C, P> {
+impl<C: Clone, P: Clone> Clone for HedgeLayer<C, P> {
     fn clone(&self) -> Self {
-        HedgeLayer { shared: self.shared.clone() }
+        HedgeLayer { core: self.core.clone(), classifier: self.classifier.clone(), replay: self.replay.clone() }
     }
 }
 
 impl<C, P> fmt::Debug for HedgeLayer<C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HedgeLayer").field("config", &self.shared.config).finish_non_exhaustive()
+        f.debug_struct("HedgeLayer").field("config", &self.core.config).finish_non_exhaustive()
     }
 }
 
-impl<S, C, P> Layer<S> for HedgeLayer<C, P> {
+impl<S, C: Clone, P: Clone> Layer<S> for HedgeLayer<C, P> {
     type Service = Hedge<S, C, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Hedge { inner, shared: self.shared.clone() }
+        Hedge::new(inner, self.core.clone(), self.classifier.clone(), self.replay.clone())
     }
 }
 
@@ -140,17 +159,14 @@ impl<C, P> LayerBuilder<HedgeConfig, C, P> {
         let c = &self.config;
         let latencies =
             LatencyHistogram::new(now, c.window, c.refresh, c.delay.quantile().unwrap_or(0.5), c.min_samples);
-        Ok(HedgeLayer {
-            shared: Arc::new(Shared {
-                config: self.config,
-                classifier: self.classifier,
-                replay: self.replay,
-                budget,
-                events: self.events,
-                deposit: self.deposit,
-                latencies,
-                stats: Counters::default(),
-            }),
-        })
+        let core = HedgeCore {
+            config: self.config,
+            budget,
+            events: self.events,
+            deposit: self.deposit,
+            latencies,
+            stats: Counters::default(),
+        };
+        Ok(HedgeLayer { core: Lease::of(&Arc::new(core)), classifier: self.classifier, replay: self.replay })
     }
 }

@@ -54,7 +54,6 @@ pub use histogram::LatencyHistogram;
 pub use layer::{HedgeLayer, HedgeLayerBuilder, HedgeStats};
 
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use ha_core::classify::{Classify, ErrorsAreFailures};
@@ -62,24 +61,45 @@ use ha_core::Instant;
 use tower::BoxError;
 use tower_service::Service;
 
+use crate::budget::DEPOSIT_BATCH;
 use crate::replay::{Cloned, Replay};
-use layer::Shared;
+use future::Parts;
+use ha_core::lease::Lease;
+use layer::HedgeCore;
 
 /// Hedges slow requests; see the [module docs](self).
 pub struct Hedge<S, C = ErrorsAreFailures, P = Cloned> {
     inner: S,
-    shared: Arc<Shared<C, P>>,
+    core: Lease<HedgeCore>,
+    classifier: C,
+    replay: P,
+    // Requests not yet deposited into the budget (see `DEPOSIT_BATCH`).
+    pending: u32,
 }
 
-impl<S: Clone, C, P> Clone for Hedge<S, C, P> {
+impl<S, C, P> Hedge<S, C, P> {
+    fn new(inner: S, core: Lease<HedgeCore>, classifier: C, replay: P) -> Self {
+        Hedge { inner, core, classifier, replay, pending: 0 }
+    }
+}
+
+impl<S: Clone, C: Clone, P: Clone> Clone for Hedge<S, C, P> {
     fn clone(&self) -> Self {
-        Hedge { inner: self.inner.clone(), shared: self.shared.clone() }
+        Hedge::new(self.inner.clone(), self.core.clone(), self.classifier.clone(), self.replay.clone())
+    }
+}
+
+impl<S, C, P> Drop for Hedge<S, C, P> {
+    fn drop(&mut self) {
+        if self.pending > 0 {
+            self.core.budget.deposit_many(Instant::now(), self.pending);
+        }
     }
 }
 
 impl<S: fmt::Debug, C, P> fmt::Debug for Hedge<S, C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hedge").field("inner", &self.inner).field("config", &self.shared.config).finish()
+        f.debug_struct("Hedge").field("inner", &self.inner).field("config", &self.core.config).finish()
     }
 }
 
@@ -92,10 +112,10 @@ impl<S, C, P> Hedge<S, C, P> {
 
 impl<S, C, P, Req> Service<Req> for Hedge<S, C, P>
 where
-    P: Replay<Req>,
+    P: Replay<Req> + Clone,
     S: Service<P::Request> + Clone,
     S::Error: Into<BoxError>,
-    C: Classify<P::Request, S::Response, BoxError>,
+    C: Classify<P::Request, S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -106,17 +126,26 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let shared = &*self.shared;
+        let core = &*self.core;
         let now = Instant::now();
-        if shared.deposit {
-            shared.budget.deposit(now);
+        if core.deposit {
+            self.pending += 1;
+            if self.pending >= DEPOSIT_BATCH {
+                core.budget.deposit_many(now, self.pending);
+                self.pending = 0;
+            }
         }
-        let req = shared.replay.prepare(req, None);
-        let info = shared.classifier.request_info(&req);
-        let delay = shared.delay(now);
-        let kept = if delay.is_some() { shared.replay.copy(&req) } else { None };
-        let service = self.inner.clone();
+        let req = self.replay.prepare(req, None);
+        let info = self.classifier.request_info(&req);
+        let delay = core.delay(now);
+        let kept = if delay.is_some() { self.replay.copy(&req) } else { None };
+        let parts = Parts {
+            core: self.core.clone(),
+            classifier: self.classifier.clone(),
+            replay: self.replay.clone(),
+            service: self.inner.clone(),
+        };
         let fut = self.inner.call(req);
-        ResponseFuture::new(self.shared.clone(), service, fut, kept, info, now, delay)
+        ResponseFuture::new(parts, fut, kept, info, now, delay)
     }
 }

@@ -41,7 +41,7 @@ use ha_core::Instant;
 use tower::BoxError;
 use tower_service::Service;
 
-use crate::budget::RetryBudget;
+use crate::budget::{RetryBudget, DEPOSIT_BATCH};
 use crate::policy::earliest;
 use crate::replay::{Cloned, Replay};
 use future::{Parts, State};
@@ -58,12 +58,6 @@ pub struct Retry<S, C = ErrorsAreFailures, P = Cloned> {
     // Requests not yet deposited into the budget; see `call`.
     pending: u32,
 }
-
-/// Requests a service counts before depositing them into the shared budget
-/// in one go: one clock read and two atomic operations per batch instead of
-/// per request. Until then up to `DEPOSIT_BATCH - 1` requests per clone are
-/// not yet credited (at the default 20%, at most 6 retries).
-pub(crate) const DEPOSIT_BATCH: u32 = 32;
 
 impl<S, C, P> Retry<S, C, P> {
     /// The budget this service's retries draw on.
