@@ -46,11 +46,36 @@ use ha_core::{Event, Events, Instant};
 
 use crate::config::{BudgetConfig, ConfigError};
 
-/// Requests a retry or hedge service counts before depositing them into the shared budget
-/// in one go: one clock read and two atomic operations per batch instead of
-/// per request. Until then up to `DEPOSIT_BATCH - 1` requests per clone are
-/// not yet credited (at the default 20%, at most 6 retries).
+/// The requests one service (one clone of a retry or hedge service) counted
+/// and has not yet deposited into its budget: it deposits them in batches of
+/// [`DEPOSIT_BATCH`], one clock read and two atomic operations per batch
+/// instead of per request, and the rest when it is dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Deposits(u32);
+
+/// Until a batch is full, up to `DEPOSIT_BATCH - 1` requests per service
+/// clone are not yet credited (at the default 20%, at most 6 retries).
 pub(crate) const DEPOSIT_BATCH: u32 = 32;
+
+impl Deposits {
+    /// Counts one request; deposits the batch when it is full, at the time
+    /// `now` gives (read only then).
+    #[inline]
+    pub(crate) fn count(&mut self, budget: &RetryBudget, now: impl FnOnce() -> Instant) {
+        self.0 += 1;
+        if self.0 >= DEPOSIT_BATCH {
+            budget.deposit_many(now(), self.0);
+            self.0 = 0;
+        }
+    }
+
+    /// Deposits what is counted.
+    pub(crate) fn flush(&mut self, budget: &RetryBudget) {
+        if self.0 > 0 {
+            budget.deposit_many(Instant::now(), std::mem::take(&mut self.0));
+        }
+    }
+}
 
 /// What one retry costs, in budget units; a deposit is `ratio` of it.
 const UNIT: i64 = 1000;

@@ -61,7 +61,7 @@ use ha_core::Instant;
 use tower::BoxError;
 use tower_service::Service;
 
-use crate::budget::DEPOSIT_BATCH;
+use crate::budget::Deposits;
 use crate::replay::{Cloned, Replay};
 use future::Parts;
 use ha_core::lease::Lease;
@@ -73,13 +73,12 @@ pub struct Hedge<S, C = ErrorsAreFailures, P = Cloned> {
     core: Lease<HedgeCore>,
     classifier: C,
     replay: P,
-    // Requests not yet deposited into the budget (see `DEPOSIT_BATCH`).
-    pending: u32,
+    deposits: Deposits,
 }
 
 impl<S, C, P> Hedge<S, C, P> {
     fn new(inner: S, core: Lease<HedgeCore>, classifier: C, replay: P) -> Self {
-        Hedge { inner, core, classifier, replay, pending: 0 }
+        Hedge { inner, core, classifier, replay, deposits: Deposits::default() }
     }
 }
 
@@ -91,9 +90,7 @@ impl<S: Clone, C: Clone, P: Clone> Clone for Hedge<S, C, P> {
 
 impl<S, C, P> Drop for Hedge<S, C, P> {
     fn drop(&mut self) {
-        if self.pending > 0 {
-            self.core.budget.deposit_many(Instant::now(), self.pending);
-        }
+        self.deposits.flush(&self.core.budget);
     }
 }
 
@@ -129,11 +126,7 @@ where
         let core = &*self.core;
         let now = Instant::now();
         if core.deposit {
-            self.pending += 1;
-            if self.pending >= DEPOSIT_BATCH {
-                core.budget.deposit_many(now, self.pending);
-                self.pending = 0;
-            }
+            self.deposits.count(&core.budget, || now);
         }
         let req = self.replay.prepare(req, None);
         let info = self.classifier.request_info(&req);

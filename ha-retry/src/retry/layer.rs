@@ -151,7 +151,7 @@ impl<S, C: Clone, P: Clone> Layer<S> for RetryLayer<C, P> {
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
             rng,
-            pending: 0,
+            deposits: Default::default(),
         }
     }
 }

@@ -41,7 +41,7 @@ use ha_core::Instant;
 use tower::BoxError;
 use tower_service::Service;
 
-use crate::budget::{RetryBudget, DEPOSIT_BATCH};
+use crate::budget::{Deposits, RetryBudget};
 use crate::policy::earliest;
 use crate::replay::{Cloned, Replay};
 use future::{Parts, State};
@@ -55,8 +55,7 @@ pub struct Retry<S, C = ErrorsAreFailures, P = Cloned> {
     classifier: C,
     replay: P,
     rng: FastRng,
-    // Requests not yet deposited into the budget; see `call`.
-    pending: u32,
+    deposits: Deposits,
 }
 
 impl<S, C, P> Retry<S, C, P> {
@@ -86,16 +85,14 @@ impl<S: Clone, C: Clone, P: Clone> Clone for Retry<S, C, P> {
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
             rng: FastRng::new(parent.next_u64() ^ salt()),
-            pending: 0,
+            deposits: Deposits::default(),
         }
     }
 }
 
 impl<S, C, P> Drop for Retry<S, C, P> {
     fn drop(&mut self) {
-        if self.pending > 0 {
-            self.core.budget.deposit_many(Instant::now(), self.pending);
-        }
+        self.deposits.flush(&self.core.budget);
     }
 }
 
@@ -145,11 +142,7 @@ where
             (per_try, deadline) => (attempt_deadline(per_try, clock(), deadline), false),
         };
         if core.deposit {
-            self.pending += 1;
-            if self.pending >= DEPOSIT_BATCH {
-                core.budget.deposit_many(clock(), self.pending);
-                self.pending = 0;
-            }
+            self.deposits.count(&core.budget, &mut clock);
         }
         let expired = deadline.is_some_and(|d| d <= clock());
         let seed = self.rng.next_u64();
