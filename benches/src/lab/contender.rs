@@ -200,14 +200,15 @@ pub fn names() -> String {
     CONTENDERS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
 }
 
-/// Round robin over the layer's backends.
+/// A baseline balancer: sends each request to the backend its rule picks
+/// (the rule is handed the number of backends).
 #[derive(Clone)]
-struct RoundRobin {
+struct PickBy<F> {
     backends: Rc<[SimBackend]>,
-    next: Rc<Cell<usize>>,
+    pick: Rc<F>,
 }
 
-impl Service<SimRequest> for RoundRobin {
+impl<F: Fn(usize) -> usize> Service<SimRequest> for PickBy<F> {
     type Response = ();
     type Error = BoxError;
     type Future = <SimBackend as Service<SimRequest>>::Future;
@@ -217,88 +218,55 @@ impl Service<SimRequest> for RoundRobin {
     }
 
     fn call(&mut self, req: SimRequest) -> Self::Future {
-        let i = self.next.get();
-        self.next.set((i + 1) % self.backends.len());
+        let i = (self.pick)(self.backends.len());
         self.backends[i].clone().call(req)
     }
 }
 
+fn pick_by(ctx: &BuildCtx<'_>, pick: impl Fn(usize) -> usize + 'static) -> Stack {
+    Stack::new(PickBy { backends: ctx.backends.into(), pick: Rc::new(pick) })
+}
+
+/// Round robin over the layer's backends.
 fn round_robin(ctx: &BuildCtx<'_>) -> Stack {
-    Stack::new(RoundRobin { backends: ctx.backends.into(), next: Rc::new(Cell::new(0)) })
+    let next = Cell::new(0);
+    pick_by(ctx, move |n| {
+        let i = next.get();
+        next.set((i + 1) % n);
+        i
+    })
 }
 
 /// Uniformly random choice.
-#[derive(Clone)]
-struct Random {
-    backends: Rc<[SimBackend]>,
-    rng: Rc<Cell<FastRng>>,
-}
-
-impl Service<SimRequest> for Random {
-    type Response = ();
-    type Error = BoxError;
-    type Future = <SimBackend as Service<SimRequest>>::Future;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: SimRequest) -> Self::Future {
-        let mut rng = self.rng.replace(FastRng::new(0));
-        let i = rng.below(self.backends.len() as u64) as usize;
-        self.rng.set(rng);
-        self.backends[i].clone().call(req)
-    }
-}
-
 fn random(ctx: &BuildCtx<'_>) -> Stack {
-    Stack::new(Random { backends: ctx.backends.into(), rng: Rc::new(Cell::new(ctx.rng(0x72616e64))) })
+    let rng = Cell::new(ctx.rng(0x72616e64));
+    pick_by(ctx, move |n| {
+        let mut r = rng.replace(FastRng::new(0));
+        let i = r.below(n as u64) as usize;
+        rng.set(r);
+        i
+    })
 }
 
-/// The oracle: least expected time to a successful answer.
-#[derive(Clone)]
-struct Oracle {
-    world: Rc<World>,
-    layer: usize,
-    backends: Rc<[SimBackend]>,
-    /// Where the scan starts, rotated so that ties spread out.
-    offset: Rc<Cell<usize>>,
-}
-
-impl Service<SimRequest> for Oracle {
-    type Response = ();
-    type Error = BoxError;
-    type Future = <SimBackend as Service<SimRequest>>::Future;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: SimRequest) -> Self::Future {
-        let n = self.backends.len();
-        let now = self.world.now_ns();
-        let offset = self.offset.get();
-        self.offset.set((offset + 1) % n);
-        let mut best = offset;
+/// The oracle: least expected time to a successful answer, the scan
+/// starting one backend further each time so that ties spread out.
+fn oracle(ctx: &BuildCtx<'_>) -> Stack {
+    let (world, layer, offset) = (ctx.world.clone(), ctx.layer, Cell::new(0));
+    pick_by(ctx, move |n| {
+        let now = world.now_ns();
+        let start = offset.get();
+        offset.set((start + 1) % n);
+        let mut best = start;
         let mut best_cost = f64::INFINITY;
         for k in 0..n {
-            let i = (offset + k) % n;
-            let cost = self.world.expected_cost_ns(self.layer, i, now);
+            let i = (start + k) % n;
+            let cost = world.expected_cost_ns(layer, i, now);
             if cost < best_cost {
                 best = i;
                 best_cost = cost;
             }
         }
-        self.backends[best].clone().call(req)
-    }
-}
-
-fn oracle(ctx: &BuildCtx<'_>) -> Stack {
-    Stack::new(Oracle {
-        world: ctx.world.clone(),
-        layer: ctx.layer,
-        backends: ctx.backends.into(),
-        offset: Rc::new(Cell::new(0)),
+        best
     })
 }
 
