@@ -35,6 +35,17 @@ fn tiered(n0: usize, n1: usize, cfg: BalanceConfig) -> (B, Vec<(Backend, Switch)
     (b, all, seen)
 }
 
+/// The endpoints ejected so far, and why, in order.
+fn ejections(seen: &common::Recorded) -> Vec<(String, EjectionReason)> {
+    let seen = seen.lock().unwrap();
+    seen.iter()
+        .filter_map(|e| match e {
+            Event::EndpointEjected { endpoint, reason, .. } => Some((endpoint.to_string(), *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
 async fn send(b: &mut B) -> Result<&'static str, tower::BoxError> {
     b.ready().await.unwrap().call(req(0)).await
 }
@@ -255,15 +266,7 @@ async fn success_rate_outlier_is_ejected_at_the_interval() {
     }
     tokio::time::advance(Duration::from_secs(10)).await;
     let _ = send(&mut b).await;
-    let ejected: Vec<_> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|e| match e {
-            Event::EndpointEjected { endpoint, reason, .. } => Some((endpoint.to_string(), *reason)),
-            _ => None,
-        })
-        .collect();
+    let ejected = ejections(&seen);
     assert_eq!(ejected, vec![("ep5".to_string(), EjectionReason::SuccessRate)]);
 }
 
@@ -281,15 +284,7 @@ async fn failure_percentage_ejects_at_the_interval_and_not_in_the_control() {
     }
     tokio::time::advance(Duration::from_secs(10)).await;
     let _ = send(&mut b).await;
-    let ejected: Vec<_> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|e| match e {
-            Event::EndpointEjected { endpoint, reason, .. } => Some((endpoint.to_string(), *reason)),
-            _ => None,
-        })
-        .collect();
+    let ejected = ejections(&seen);
     assert_eq!(ejected, vec![("ep0".to_string(), EjectionReason::FailurePercentage)]);
 }
 
