@@ -21,7 +21,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{alloc_iters, fastest_of_rounds, one_call, one_call_with, Bare, BareAttempt, Timed};
+use common::{alloc_iters, fastest_of_rounds, one_call, Bare, Timed};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use ha_balance::{Balance as HaBalance, BalanceConfig, Endpoint, Picker};
 use ha_benches::alloc::{allocations_per_call, CountingAllocator};
@@ -37,11 +37,14 @@ static ALLOC: CountingAllocator = CountingAllocator;
 const SIZES: [usize; 3] = [10, 100, 1000];
 
 fn pending(n: usize) -> impl Service<u64, Response = u64> {
-    Balance::new(PendingRequestsDiscover::new(ServiceList::new::<u64>(vec![Bare; n]), CompleteOnResponse::default()))
+    Balance::new(PendingRequestsDiscover::new::<u64>(
+        ServiceList::new::<u64>(vec![Bare; n]),
+        CompleteOnResponse::default(),
+    ))
 }
 
 fn peak_ewma(n: usize) -> impl Service<u64, Response = u64> {
-    Balance::new(PeakEwmaDiscover::new(
+    Balance::new(PeakEwmaDiscover::new::<u64>(
         ServiceList::new::<u64>(vec![Bare; n]),
         Duration::from_millis(30),
         Duration::from_secs(10),
@@ -49,12 +52,12 @@ fn peak_ewma(n: usize) -> impl Service<u64, Response = u64> {
     ))
 }
 
-fn ha(picker: Picker, n: usize) -> HaBalance<usize, BareAttempt, WithAttempt<u64>> {
+fn ha(picker: Picker, n: usize) -> HaBalance<usize, Bare, WithAttempt<u64>> {
     let config = BalanceConfig { picker, ..BalanceConfig::default() };
     HaBalance::builder()
         .config(config)
         .seed(1)
-        .build_with((0..n).map(|i| (i, Endpoint::new(BareAttempt))))
+        .build_with((0..n).map(|i| (i, Endpoint::new(Bare))))
         .expect("the default configuration is valid")
 }
 
@@ -104,14 +107,14 @@ fn bench(c: &mut Criterion) {
         ] {
             let mut svc = ha(picker, n);
             for i in 0..alloc_iters() / 10 {
-                assert!(one_call_with(&mut svc, WithAttempt::new(i)), "a ready endpoint answers");
+                assert!(one_call(&mut svc, WithAttempt::new(i)), "a ready endpoint answers");
             }
             g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
-                b.iter(|| one_call_with(&mut svc, WithAttempt::new(black_box(7))))
+                b.iter(|| one_call(&mut svc, WithAttempt::new(black_box(7))))
             });
             allocs.push((
                 format!("{name}/{n}"),
-                allocations_per_call(alloc_iters(), || assert!(one_call_with(&mut svc, WithAttempt::new(7)))),
+                allocations_per_call(alloc_iters(), || assert!(one_call(&mut svc, WithAttempt::new(7)))),
             ));
         }
     }
@@ -129,9 +132,9 @@ fn bench(c: &mut Criterion) {
         let mut timed: Vec<Timed<'_>> = vec![
             ("tower_p2c_peak_ewma", Box::new(|| one_call(&mut tower_ewma, black_box(7)))),
             ("tower_p2c_pending", Box::new(|| one_call(&mut tower_pending, black_box(7)))),
-            ("ha_p2c_ewma", Box::new(|| one_call_with(&mut ewma, WithAttempt::new(black_box(7))))),
-            ("ha_p2c_pending", Box::new(|| one_call_with(&mut pend, WithAttempt::new(black_box(7))))),
-            ("ha_round_robin", Box::new(|| one_call_with(&mut rr, WithAttempt::new(black_box(7))))),
+            ("ha_p2c_ewma", Box::new(|| one_call(&mut ewma, WithAttempt::new(black_box(7))))),
+            ("ha_p2c_pending", Box::new(|| one_call(&mut pend, WithAttempt::new(black_box(7))))),
+            ("ha_round_robin", Box::new(|| one_call(&mut rr, WithAttempt::new(black_box(7))))),
         ];
         let best = fastest_of_rounds(&mut timed, 20_000);
         for ((name, _), ns) in timed.iter().zip(&best) {

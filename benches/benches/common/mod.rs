@@ -35,7 +35,7 @@ impl Service<u64> for Bare {
 /// future to completion (it must be ready on the first poll). Returns whether
 /// it succeeded, so the work cannot be optimised away.
 #[inline(always)]
-pub fn one_call<S: Service<u64>>(svc: &mut S, req: u64) -> bool {
+pub fn one_call<R, S: Service<R>>(svc: &mut S, req: R) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
     let ready = matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(())));
     let fut = pin!(svc.call(req));
@@ -52,12 +52,9 @@ pub fn alloc_iters() -> u64 {
     }
 }
 
-/// [`Bare`] for requests that carry an attempt context (what ha-balance
-/// balances).
-#[derive(Clone, Copy, Debug)]
-pub struct BareAttempt;
-
-impl Service<WithAttempt<u64>> for BareAttempt {
+/// [`Bare`] also answers requests that carry an attempt context (what
+/// ha-balance balances).
+impl Service<WithAttempt<u64>> for Bare {
     type Response = u64;
     type Error = Infallible;
     type Future = Ready<Result<u64, Infallible>>;
@@ -69,17 +66,8 @@ impl Service<WithAttempt<u64>> for BareAttempt {
 
     #[inline]
     fn call(&mut self, req: WithAttempt<u64>) -> Self::Future {
-        ready(Ok(req.request.wrapping_mul(3)))
+        <Bare as Service<u64>>::call(self, req.request)
     }
-}
-
-/// [`one_call`] for any request type.
-#[inline(always)]
-pub fn one_call_with<R, S: Service<R>>(svc: &mut S, req: R) -> bool {
-    let mut cx = Context::from_waker(Waker::noop());
-    let ready = matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(())));
-    let fut = pin!(svc.call(req));
-    ready && matches!(fut.poll(&mut cx), Poll::Ready(Ok(_)))
 }
 
 /// A named closure making one call, for [`fastest_of_rounds`].
