@@ -51,7 +51,7 @@ impl Default for WindowConfig {
 ///
 /// Measuring a call's duration costs two clock reads per call (start and end).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SlowCallConfig {
     /// A call that takes at least this long is slow.
     #[serde(with = "duration_ms")]
@@ -73,7 +73,7 @@ impl Default for SlowCallConfig {
 /// clients does not probe in lockstep). The trip count goes back to zero once
 /// the breaker has stayed closed for `reset_after`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct OpenWaitConfig {
     /// The wait after a first trip.
     #[serde(with = "duration_ms")]
@@ -129,7 +129,7 @@ pub enum RejectMode {
 /// The whole configuration of one breaker. Every field has a production
 /// default; `None` turns a trip condition off.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Trip after this many failures in a row (default 20): catches an
     /// endpoint that died before the window holds `minimum_calls`, or
@@ -302,6 +302,23 @@ pub enum ConfigError {
     },
     /// A keyed breaker's `max_keys` is zero.
     ZeroMaxKeys,
+}
+
+impl ConfigError {
+    /// The offending field, as a dotted path (`open_wait.max`).
+    pub fn field(&self) -> &'static str {
+        match self {
+            ConfigError::ZeroConsecutiveFailures => "consecutive_failures",
+            ConfigError::Rate { field, .. } | ConfigError::ZeroDuration(field) => field,
+            ConfigError::WindowSize { .. } => "window",
+            ConfigError::MinimumCallsAboveWindow { .. } | ConfigError::ZeroMinimumCalls => "minimum_calls",
+            ConfigError::MaxWaitBelowBase | ConfigError::WaitTooLong => "open_wait.max",
+            ConfigError::Multiplier(_) => "open_wait.multiplier",
+            ConfigError::Jitter(_) => "open_wait.jitter",
+            ConfigError::HalfOpenProbes { .. } => "half_open_probes",
+            ConfigError::ZeroMaxKeys => "max_keys",
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {

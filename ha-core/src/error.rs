@@ -221,14 +221,54 @@ impl fmt::Display for DeadlineExceeded {
 
 impl Error for DeadlineExceeded {}
 
+/// A transport failed before the request left this process (it could not
+/// connect, resolve the name, or was refused). Transports wrap such errors in
+/// it, so that [`never_sent`] knows any request that failed this way is safe
+/// to retry, whatever its method. The transport's error is its `source()`.
+///
+/// ```
+/// use ha_core::error::{never_sent, NotSent};
+///
+/// let err: tower::BoxError = NotSent::new("tcp connect error: timed out".into()).into();
+/// assert!(never_sent(&*err));
+/// ```
+#[derive(Debug)]
+pub struct NotSent {
+    cause: tower::BoxError,
+}
+
+impl NotSent {
+    /// Marks `cause` as a failure before anything was sent.
+    pub fn new(cause: tower::BoxError) -> Self {
+        NotSent { cause }
+    }
+
+    /// The transport's error.
+    pub fn into_cause(self) -> tower::BoxError {
+        self.cause
+    }
+}
+
+impl fmt::Display for NotSent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request not sent: {}", self.cause)
+    }
+}
+
+impl Error for NotSent {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.cause)
+    }
+}
+
 /// True when `err`, or an error in its `source()` chain, proves the request
-/// never reached a server: an `ha` breaker or balancer refused it, or the
-/// connection was refused. Such a request is safe to retry whatever its
+/// never reached a server: an `ha` breaker or balancer refused it, a
+/// transport said so with [`NotSent`], or the connection was refused. Such a request is safe to retry whatever its
 /// method.
 pub fn never_sent(err: &(dyn Error + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.is::<BreakerOpen>() || e.is::<NoHealthyEndpoint>() {
+        if e.is::<BreakerOpen>() || e.is::<NoHealthyEndpoint>() || e.is::<NotSent>() {
             return true;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {

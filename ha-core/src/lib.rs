@@ -55,7 +55,9 @@ pub mod sync;
 
 pub use attempt::{AttemptContext, EndpointId, HasAttemptContext, WithAttempt};
 pub use classify::{Classify, Outcome};
-pub use error::{AttemptTimedOut, BreakerOpen, BudgetExhausted, DeadlineExceeded, NoHealthyEndpoint, RetriesExhausted};
+pub use error::{
+    AttemptTimedOut, BreakerOpen, BudgetExhausted, DeadlineExceeded, NoHealthyEndpoint, NotSent, RetriesExhausted,
+};
 pub use event::{Event, Events, Observer};
 
 /// The instant type used everywhere in `ha`: tokio's, so that tests can run

@@ -334,6 +334,63 @@ impl Default for HttpReplay {
     }
 }
 
+/// Whether `kept` may be sent again: a hedge (sent while the first attempt
+/// may still be reading the body) only once the whole body is kept, and only
+/// for an idempotent request.
+fn replayable<B>(kept: &Request<ReplayBody<B>>, concurrently: bool) -> bool {
+    if concurrently {
+        kept.body().is_complete() && HttpRequestInfo::of(kept).idempotent
+    } else {
+        kept.body().is_replayable()
+    }
+}
+
+/// The [`Replay`] strategy for a layer below one using [`HttpReplay`]: the
+/// request's body is already a [`ReplayBody`], so it is kept as it is and
+/// buffered once, however many layers send it again (a hedge under a
+/// retry, for example).
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use ha_core::HasAttemptContext;
+/// use ha_retry::body::{HttpReplay, HttpReplayed};
+/// use ha_retry::replay::Replay;
+///
+/// let req = http::Request::get("http://svc/").body(Full::new(Bytes::from_static(b"x"))).unwrap();
+/// let req = HttpReplay::default().prepare(req, None);
+/// let mut kept = HttpReplayed.copy(&HttpReplayed.prepare(req, None)).unwrap();
+/// HttpReplayed.next_attempt(&mut kept);
+/// assert_eq!(kept.attempt_context().unwrap().attempt(), 2);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpReplayed;
+
+impl<B: Body> Replay<Request<ReplayBody<B>>> for HttpReplayed {
+    type Request = Request<ReplayBody<B>>;
+
+    fn prepare(&self, mut req: Self::Request, deadline: Option<Instant>) -> Self::Request {
+        attach(&mut req, deadline);
+        req
+    }
+
+    fn deadline(&self, req: &Self::Request) -> Option<Instant> {
+        req.attempt_context().and_then(|c| c.deadline())
+    }
+
+    fn copy(&self, req: &Self::Request) -> Option<Self::Request> {
+        Some(req.clone())
+    }
+
+    fn can_replay(&self, kept: &Self::Request, concurrently: bool) -> bool {
+        replayable(kept, concurrently)
+    }
+
+    fn next_attempt(&self, req: &mut Self::Request) {
+        advance(req);
+    }
+}
+
 impl<B: Body> Replay<Request<B>> for HttpReplay {
     type Request = Request<ReplayBody<B>>;
 
@@ -352,11 +409,7 @@ impl<B: Body> Replay<Request<B>> for HttpReplay {
     }
 
     fn can_replay(&self, kept: &Self::Request, concurrently: bool) -> bool {
-        if concurrently {
-            kept.body().is_complete() && HttpRequestInfo::of(kept).idempotent
-        } else {
-            kept.body().is_replayable()
-        }
+        replayable(kept, concurrently)
     }
 
     fn next_attempt(&self, req: &mut Self::Request) {

@@ -39,6 +39,11 @@ use std::marker::PhantomData;
 ///
 /// Implementations are cheap to call and to clone; middlewares hold one per
 /// service and call it once per attempt.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot classify the result of a `{Req}`: `Result<{Res}, {E}>`",
+    label = "no classification for these request, response and error types",
+    note = "`HttpClassifier` classifies `http::Request<B>` / `http::Response<B>` with `tower::BoxError` or `std::io::Error` errors; for other types use `ErrorsAreFailures`, `classify_fn` or your own `impl Classify`"
+)]
 pub trait Classify<Req, Res, E> {
     /// What the classifier keeps of the request until its result arrives.
     type RequestInfo: Send + Sync + 'static;

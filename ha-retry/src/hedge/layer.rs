@@ -97,7 +97,13 @@ impl<C, P> HedgeLayer<C, P> {
 
     /// The counters of every service this layer built.
     pub fn stats(&self) -> HedgeStats {
-        let c = &self.core.stats;
+        self.core.stats()
+    }
+}
+
+impl HedgeCore {
+    pub(crate) fn stats(&self) -> HedgeStats {
+        let c = &self.stats;
         HedgeStats {
             hedges: c.hedges.load(Ordering::Relaxed),
             hedge_wins: c.hedge_wins.load(Ordering::Relaxed),
@@ -105,7 +111,9 @@ impl<C, P> HedgeLayer<C, P> {
             not_replayable: c.not_replayable.load(Ordering::Relaxed),
         }
     }
+}
 
+impl<C, P> HedgeLayer<C, P> {
     /// The delay after which a request starting at `now` would be hedged.
     pub fn current_delay(&self, now: Instant) -> Option<Duration> {
         self.core.delay(now)

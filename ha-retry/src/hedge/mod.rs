@@ -101,6 +101,11 @@ impl<S: fmt::Debug, C, P> fmt::Debug for Hedge<S, C, P> {
 }
 
 impl<S, C, P> Hedge<S, C, P> {
+    /// The counters of the layer this service came from.
+    pub fn stats(&self) -> HedgeStats {
+        self.core.stats()
+    }
+
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner

@@ -1,0 +1,256 @@
+//! One configuration for the whole stack, with a section per layer.
+//!
+//! Every section has production defaults, so an empty file is a valid
+//! configuration; unknown keys are rejected, and [`Config::validate`] names
+//! the offending field of any value out of range.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! let config = ha::Config::from_toml_str(r#"
+//!     [timeouts]
+//!     attempt_ms = 500
+//!
+//!     [retry]
+//!     max_attempts = 4
+//!
+//!     [balance.outlier]
+//!     consecutive_failures = 3
+//! "#).unwrap();
+//! assert_eq!(config.timeouts.attempt, Some(Duration::from_millis(500)));
+//! assert_eq!(config.retry.max_attempts, 4);
+//!
+//! let err = ha::Config::from_toml_str("[retry]\nmax_attempts = 0\n").unwrap_err();
+//! assert_eq!(err.field(), "retry.max_attempts");
+//! ```
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use ha_balance::BalanceConfig;
+use ha_breaker::BreakerConfig;
+use ha_retry::{HedgeConfig, RetryConfig};
+use serde::{Deserialize, Serialize};
+
+/// The standard stack's configuration. `Config::default()` is what a stack
+/// built without one uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The most bytes of a request body kept so it can be sent again.
+    /// A longer body is sent once and never retried. Default 64 KiB.
+    pub max_replay_bytes: usize,
+    /// The overall deadline and the per-try timeout.
+    pub timeouts: TimeoutConfig,
+    /// Retries: attempts, backoff, and the budget shared with hedging.
+    /// Its `per_try_timeout` and `deadline` must stay unset: the stack takes
+    /// them from `timeouts`.
+    pub retry: RetryConfig,
+    /// Hedging: off unless the section is present. Hedges draw on the retry
+    /// budget (this section's own `budget` is ignored).
+    pub hedge: Option<HedgeConfig>,
+    /// Endpoint selection, priority tiers, outlier ejection, slow start.
+    pub balance: BalanceConfig,
+    /// The circuit breaker each endpoint gets. Its `reject_mode` is ignored:
+    /// the stack's breakers always make an open endpoint not ready, so the
+    /// balancer skips it.
+    pub breaker: BreakerConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_replay_bytes: ha_retry::body::DEFAULT_MAX_REPLAY_BYTES,
+            timeouts: TimeoutConfig::default(),
+            retry: RetryConfig::default(),
+            hedge: None,
+            balance: BalanceConfig::default(),
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+/// How long a request and each of its attempts may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutConfig {
+    /// The whole request, attempts and backoff included; `None` for no
+    /// limit. Default 10 s.
+    #[serde(with = "opt_ms", rename = "request_ms")]
+    pub request: Option<Duration>,
+    /// One attempt at one endpoint; an attempt that takes longer fails with
+    /// `AttemptTimedOut`, which the breaker and outlier detection count and
+    /// the retry layer may retry elsewhere. `None` for no limit. Default 2 s.
+    #[serde(with = "opt_ms", rename = "attempt_ms")]
+    pub attempt: Option<Duration>,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        TimeoutConfig { request: Some(Duration::from_secs(10)), attempt: Some(Duration::from_secs(2)) }
+    }
+}
+
+impl Config {
+    /// Parses and validates a TOML document.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::parse(text, e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a TOML file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+        Config::from_toml_str(&text)
+    }
+
+    /// Checks every value; the error names the field, as a dotted path
+    /// from the top (`balance.outlier.interval_ms`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_replay_bytes > 64 * 1024 * 1024 {
+            return Err(ConfigError::new("max_replay_bytes", "must be at most 64 MiB".into()));
+        }
+        if self.timeouts.request == Some(Duration::ZERO) {
+            return Err(ConfigError::new("timeouts.request_ms", "must be positive".into()));
+        }
+        if self.timeouts.attempt == Some(Duration::ZERO) {
+            return Err(ConfigError::new("timeouts.attempt_ms", "must be positive".into()));
+        }
+        if self.retry.per_try_timeout.is_some() {
+            return Err(ConfigError::new("retry.per_try_timeout", "is set by timeouts.attempt_ms in a stack".into()));
+        }
+        if self.retry.deadline.is_some() {
+            return Err(ConfigError::new("retry.deadline", "is set by timeouts.request_ms in a stack".into()));
+        }
+        self.retry.validate().map_err(|e| ConfigError::in_section("retry", e.field(), &e))?;
+        if let Some(hedge) = &self.hedge {
+            hedge.validate().map_err(|e| ConfigError::in_section("hedge", e.field(), &e))?;
+        }
+        self.balance.validate().map_err(|e| ConfigError::in_section("balance", e.field(), &e))?;
+        self.breaker.validate().map_err(|e| ConfigError::in_section("breaker", e.field(), &e))?;
+        Ok(())
+    }
+}
+
+/// A configuration that cannot be used: a value out of range, an unknown
+/// key, a wrong type, or a file that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    field: String,
+    reason: String,
+}
+
+impl ConfigError {
+    fn new(field: &str, reason: String) -> Self {
+        ConfigError { field: field.to_owned(), reason }
+    }
+
+    pub(crate) fn in_section(section: &str, field: &str, err: &dyn fmt::Display) -> Self {
+        ConfigError { field: format!("{section}.{field}"), reason: err.to_string() }
+    }
+
+    fn parse(text: &str, err: toml::de::Error) -> Self {
+        let reason = err.message().to_owned();
+        let field = field_of(&reason).unwrap_or_default();
+        let at = err.span().map(|s| {
+            let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        });
+        ConfigError { field, reason: format!("{reason}{}", at.unwrap_or_default()) }
+    }
+
+    /// The offending field as a dotted path (`retry.max_attempts`); for an
+    /// unknown key, the key; empty when the error is not about one field.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// What is wrong.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// The key a TOML error message names (`unknown field `retries``).
+fn field_of(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_owned())
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "invalid ha configuration: {}", self.reason)
+        } else {
+            write!(f, "invalid ha configuration: `{}`: {}", self.field, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+mod opt_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let config = Config::default();
+        config.validate().unwrap();
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(Config::from_toml_str(&text).unwrap(), config);
+        assert_eq!(Config::from_toml_str("").unwrap(), config);
+    }
+
+    #[test]
+    fn every_invalid_field_is_named() {
+        let cases = [
+            ("max_replay_bytes = 1000000000", "max_replay_bytes"),
+            ("[timeouts]\nrequest_ms = 0", "timeouts.request_ms"),
+            ("[timeouts]\nattempt_ms = 0", "timeouts.attempt_ms"),
+            ("[retry]\nper_try_timeout = 100", "retry.per_try_timeout"),
+            ("[retry]\ndeadline = 100", "retry.deadline"),
+            ("[retry]\nmax_attempts = 0", "retry.max_attempts"),
+            ("[retry.budget]\nratio = -1.0", "retry.budget.ratio"),
+            ("[hedge]\nmax_hedges = 100", "hedge.max_hedges"),
+            ("[balance.tiers]\noverprovisioning = 0.5", "balance.tiers.overprovisioning"),
+            ("[breaker]\nconsecutive_failures = 0", "breaker.consecutive_failures"),
+            ("[breaker.open_wait]\njitter = 2.0", "breaker.open_wait.jitter"),
+            ("[retry]\nmax_attemps = 3", "max_attemps"),
+            ("[breaker]\nfailure_rte = 0.5", "failure_rte"),
+            ("[retries]\nmax_attempts = 3", "retries"),
+        ];
+        for (text, field) in cases {
+            let err = Config::from_toml_str(text).expect_err(text);
+            assert_eq!(err.field(), field, "{text}: {err}");
+            assert!(err.to_string().contains(field), "{err}");
+        }
+    }
+
+    #[test]
+    fn parse_errors_say_the_line() {
+        let err = Config::from_toml_str("max_replay_bytes = 10\n\n[retry]\nmax_attempts = \"three\"\n").unwrap_err();
+        assert!(err.reason().contains("line 4"), "{err}");
+    }
+}

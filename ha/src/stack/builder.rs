@@ -1,0 +1,228 @@
+//! Builds a [`Stack`]: transport, configuration, classifier, events, and
+//! where the endpoints come from.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use futures_util::{StreamExt, TryStreamExt};
+use ha_balance::Balance;
+use ha_breaker::Breaker;
+use ha_core::{Classify, Events, Instant};
+use ha_retry::{HedgeLayer, RetryLayer};
+use tower::discover::{Change, Discover};
+use tower::{BoxError, Layer};
+
+use super::endpoints::{Endpoints, Maker, Source};
+use super::hedged::Hedged;
+use super::{Sent, Stack};
+use crate::config::{Config, ConfigError};
+use crate::request::StackRequest;
+use crate::target::{Target, Transport};
+
+type HashKey<R> = Arc<dyn Fn(&R) -> Option<u64> + Send + Sync>;
+
+/// Builds a [`Stack`]; start with [`Stack::builder`] or an adapter's
+/// constructor (`ha::hyper::HyperTransport::stack`).
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct StackBuilder<T, Req: StackRequest, C> {
+    transport: T,
+    classifier: C,
+    config: Config,
+    events: Events,
+    source: Option<Source>,
+    hash_key: Option<HashKey<Sent<Req>>>,
+    _req: PhantomData<fn(Req)>,
+}
+
+impl<T, Req: StackRequest, C> fmt::Debug for StackBuilder<T, Req, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackBuilder")
+            .field("config", &self.config)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, Req> Stack<T, Req>
+where
+    Req: StackRequest,
+    T: Transport<Sent<Req>>,
+{
+    /// A builder of a stack over `transport`, with the default
+    /// configuration and the default classifier of `Req`
+    /// (`HttpClassifier` for `http::Request`, `ErrorsAreFailures` for
+    /// `WithAttempt`).
+    pub fn builder(transport: T) -> StackBuilder<T, Req, Req::Classifier> {
+        StackBuilder {
+            transport,
+            classifier: Req::Classifier::default(),
+            config: Config::default(),
+            events: Events::new(),
+            source: None,
+            hash_key: None,
+            _req: PhantomData,
+        }
+    }
+}
+
+impl<T, Req, C> StackBuilder<T, Req, C>
+where
+    Req: StackRequest,
+    T: Transport<Sent<Req>>,
+{
+    /// The configuration of every layer (default: [`Config::default`]).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The one classifier every layer (retry, hedge, balancer, breakers)
+    /// uses to tell success from failure.
+    pub fn classifier<C2>(self, classifier: C2) -> StackBuilder<T, Req, C2> {
+        StackBuilder {
+            transport: self.transport,
+            classifier,
+            config: self.config,
+            events: self.events,
+            source: self.source,
+            hash_key: self.hash_key,
+            _req: PhantomData,
+        }
+    }
+
+    /// Where every layer reports its state changes (also emitted as
+    /// `tracing` events).
+    pub fn events(mut self, events: Events) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// The request's key for the ring-hash picker.
+    pub fn hash_key(mut self, key: impl Fn(&Sent<Req>) -> Option<u64> + Send + Sync + 'static) -> Self {
+        self.hash_key = Some(Arc::new(key));
+        self
+    }
+
+    /// A fixed set of endpoints, each keyed by its address.
+    pub fn endpoints<I>(mut self, targets: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<Target>,
+    {
+        let list = targets
+            .into_iter()
+            .map(|t| {
+                let t: Target = t.into();
+                (Arc::from(t.addr.to_string()), t)
+            })
+            .collect();
+        self.source = Some(Source::Static(list));
+        self
+    }
+
+    /// Endpoints from a `Discover` of [`Target`]s (a stream of
+    /// `Change::Insert(key, target)` / `Change::Remove(key)`), followed by
+    /// a background task for as long as the stack lives.
+    pub fn discover<D>(mut self, discover: D) -> Self
+    where
+        D: Discover<Service = Target> + Send + 'static,
+        D::Key: fmt::Display,
+        D::Error: Into<BoxError>,
+    {
+        let targets = futures_util::stream::unfold(Box::pin(discover), |mut d| async move {
+            let next = std::future::poll_fn(|cx| d.as_mut().poll_discover(cx)).await?;
+            Some((next, d))
+        })
+        .map_ok(|change| match change {
+            Change::Insert(k, t) => Change::Insert(Arc::<str>::from(k.to_string()), t),
+            Change::Remove(k) => Change::Remove(Arc::<str>::from(k.to_string())),
+        })
+        .map_err(Into::into);
+        self.source = Some(Source::Stream(targets.boxed()));
+        self
+    }
+
+    /// Endpoints from the live members of a membership cluster that
+    /// advertise a service address (members without one are skipped), with
+    /// each member's tier, zone and weight. Members outside this node's own
+    /// zone go one tier down, so traffic stays in the zone while it is
+    /// healthy and fails over to the other zones when it is not.
+    #[cfg(feature = "membership")]
+    pub fn cluster(self, cluster: &crate::membership::Cluster) -> Self {
+        let own = cluster.all_members().iter().find(|m| m.name == *cluster.name()).map(|m| m.meta.zone.clone());
+        let mut targets = crate::membership::targets(cluster);
+        if let Some(zone) = own {
+            targets = targets.prefer_zone(zone);
+        }
+        self.discover(targets)
+    }
+
+    /// Builds the stack. Fails when the configuration is invalid.
+    pub fn build(self) -> Result<Stack<T, Req, C>, ConfigError>
+    where
+        C: Classify<Sent<Req>, T::Response, BoxError> + Clone + Send + Sync + 'static,
+    {
+        let config = self.config;
+        config.validate()?;
+        let breaker = Maker::<T, C>::breaker_config(config.breaker.clone());
+        Breaker::new("check", breaker.clone(), Events::new(), Instant::now())
+            .map_err(|e| ConfigError::in_section("breaker", e.field(), &e))?;
+
+        let mut retry_config = config.retry.clone();
+        retry_config.deadline = config.timeouts.request;
+        let retry = RetryLayer::builder(retry_config)
+            .classifier(self.classifier.clone())
+            .replay(Req::replay(config.max_replay_bytes))
+            .events(self.events.clone())
+            .build()
+            .map_err(|e| ConfigError::in_section("retry", e.field(), &e))?;
+        let hedge = match config.hedge.clone() {
+            Some(hedge) => Some(
+                HedgeLayer::builder(hedge)
+                    .classifier(self.classifier.clone())
+                    .replay(Req::hedge_replay())
+                    .budget(retry.budget().clone())
+                    .count_requests(false)
+                    .events(self.events.clone())
+                    .build()
+                    .map_err(|e| ConfigError::in_section("hedge", e.field(), &e))?,
+            ),
+            None => None,
+        };
+
+        let maker = Arc::new(Maker {
+            transport: self.transport,
+            classifier: self.classifier.clone(),
+            breaker,
+            attempt_timeout: config.timeouts.attempt,
+            events: self.events.clone(),
+        });
+        let mut builder = Balance::builder()
+            .config(config.balance.clone())
+            .events(self.events.clone())
+            .classifier(self.classifier);
+        if let Some(key) = self.hash_key {
+            builder = builder.hash_key(move |r| key(r));
+        }
+        let connect = |t: &T, target: &Target| t.connect(target);
+        let balance = match self.source {
+            None => builder.build(),
+            Some(Source::Static(list)) => {
+                let endpoints: Vec<_> = list.iter().map(|(k, t)| (k.clone(), maker.endpoint(k, t, connect))).collect();
+                builder.build_with(endpoints)
+            }
+            Some(Source::Stream(targets)) => {
+                let make = move |k: &Arc<str>, t: &Target| maker.endpoint(k, t, connect);
+                builder.build_discover(Endpoints { targets, make })
+            }
+        }
+        .map_err(|e| ConfigError::in_section("balance", e.field(), &e))?;
+
+        let below = match hedge {
+            Some(layer) => Hedged::On(layer.layer(balance)),
+            None => Hedged::Off(balance),
+        };
+        Ok(Stack { inner: retry.layer(below) })
+    }
+}

@@ -1,0 +1,112 @@
+//! Turns [`Target`]s into the balancer's endpoints: the transport's client
+//! wrapped in a per-try timeout and a circuit breaker whose gate the
+//! balancer reads, with the target's tier, zone and weight.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+use futures_util::Stream;
+use ha_balance::{BreakerGate, Endpoint};
+use ha_breaker::{Breaker, BreakerConfig, CircuitBreaker, RejectMode};
+use ha_core::{Events, Instant};
+use tower::discover::Change;
+use tower::BoxError;
+
+use super::timeout::TryTimeout;
+use crate::target::Target;
+
+/// The client of one endpoint as the balancer holds it: the transport's
+/// client `S` with a per-try timeout, behind a circuit breaker classifying
+/// with `C`.
+pub type EndpointService<S, C> = CircuitBreaker<TryTimeout<S>, C>;
+
+/// Where a stack's endpoints come from.
+pub(crate) enum Source {
+    Static(Vec<(Arc<str>, Target)>),
+    Stream(BoxStream<'static, Result<Change<Arc<str>, Target>, BoxError>>),
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Static(list) => f.debug_tuple("Static").field(&list.len()).finish(),
+            Source::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+/// Builds each endpoint's service stack.
+pub(crate) struct Maker<T, C> {
+    pub transport: T,
+    pub classifier: C,
+    pub breaker: BreakerConfig,
+    pub attempt_timeout: Option<Duration>,
+    pub events: Events,
+}
+
+impl<T, C: Clone> Maker<T, C> {
+    pub fn breaker_config(mut config: BreakerConfig) -> BreakerConfig {
+        config.reject_mode = RejectMode::NotReady;
+        config
+    }
+
+    pub fn endpoint<S>(&self, key: &Arc<str>, target: &Target, connect: impl Fn(&T, &Target) -> S) -> Endpoint<EndpointService<S, C>> {
+        let breaker = match Breaker::new(key.clone(), self.breaker.clone(), self.events.clone(), Instant::now()) {
+            Ok(b) => b,
+            // The stack validated this config when it was built; this is unreachable.
+            Err(e) => {
+                tracing::error!(target: "ha::stack", endpoint = %key, error = %e, "breaker config rejected; using the defaults");
+                Breaker::new(key.clone(), Self::breaker_config(BreakerConfig::default()), self.events.clone(), Instant::now())
+                    .expect("the default breaker config is valid")
+            }
+        };
+        let breaker = Arc::new(breaker);
+        let client = TryTimeout::new(connect(&self.transport, target), self.attempt_timeout);
+        let service = CircuitBreaker::with_classifier(client, breaker.clone(), self.classifier.clone());
+        let mut endpoint = Endpoint::new(service)
+            .tier(target.tier)
+            .weight(target.weight)
+            .name(key.clone())
+            .health_gate(BreakerGate::new(breaker));
+        if let Some(zone) = &target.zone {
+            endpoint = endpoint.zone(zone.clone());
+        }
+        endpoint
+    }
+}
+
+/// A stream of target changes as a `Discover` of endpoints.
+pub(crate) struct Endpoints<F> {
+    pub targets: BoxStream<'static, Result<Change<Arc<str>, Target>, BoxError>>,
+    pub make: F,
+}
+
+impl<F, E> Stream for Endpoints<F>
+where
+    F: FnMut(&Arc<str>, &Target) -> Endpoint<E> + Unpin,
+{
+    type Item = Result<Change<Arc<str>, Endpoint<E>>, BoxError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        this.targets.as_mut().poll_next(cx).map(|next| {
+            next.map(|change| {
+                change.map(|change| match change {
+                    Change::Insert(key, target) => {
+                        tracing::debug!(target: "ha::stack", endpoint = %key, %target, "endpoint added");
+                        let endpoint = (this.make)(&key, &target);
+                        Change::Insert(key, endpoint)
+                    }
+                    Change::Remove(key) => {
+                        tracing::debug!(target: "ha::stack", endpoint = %key, "endpoint removed");
+                        Change::Remove(key)
+                    }
+                })
+            })
+        })
+    }
+}
