@@ -198,10 +198,8 @@ where
             attempt_timeout: config.timeouts.attempt,
             events: self.events.clone(),
         });
-        let mut builder = Balance::builder()
-            .config(config.balance.clone())
-            .events(self.events.clone())
-            .classifier(self.classifier);
+        let mut builder =
+            Balance::builder().config(config.balance.clone()).events(self.events.clone()).classifier(self.classifier);
         if let Some(key) = self.hash_key {
             builder = builder.hash_key(move |r| key(r));
         }

@@ -54,14 +54,24 @@ impl<T, C: Clone> Maker<T, C> {
         config
     }
 
-    pub fn endpoint<S>(&self, key: &Arc<str>, target: &Target, connect: impl Fn(&T, &Target) -> S) -> Endpoint<EndpointService<S, C>> {
+    pub fn endpoint<S>(
+        &self,
+        key: &Arc<str>,
+        target: &Target,
+        connect: impl Fn(&T, &Target) -> S,
+    ) -> Endpoint<EndpointService<S, C>> {
         let breaker = match Breaker::new(key.clone(), self.breaker.clone(), self.events.clone(), Instant::now()) {
             Ok(b) => b,
             // The stack validated this config when it was built; this is unreachable.
             Err(e) => {
                 tracing::error!(target: "ha::stack", endpoint = %key, error = %e, "breaker config rejected; using the defaults");
-                Breaker::new(key.clone(), Self::breaker_config(BreakerConfig::default()), self.events.clone(), Instant::now())
-                    .expect("the default breaker config is valid")
+                Breaker::new(
+                    key.clone(),
+                    Self::breaker_config(BreakerConfig::default()),
+                    self.events.clone(),
+                    Instant::now(),
+                )
+                .expect("the default breaker config is valid")
             }
         };
         let breaker = Arc::new(breaker);

@@ -1,0 +1,258 @@
+//! The hyper adapter (feature `hyper`): the standard stack in front of a
+//! shared `hyper_util` client, each endpoint addressed by rewriting the
+//! request's authority.
+//!
+//! You send `http::Request<B>` with your own body type `B` and a URI whose
+//! path (and, optionally, logical host) you choose; the stack picks an
+//! endpoint and the transport rewrites the URI's authority to that
+//! endpoint's address, keeping your host in the `Host` header. A failure to
+//! connect counts as never sent, so any method may be retried on another
+//! endpoint; a body is kept (up to `max_replay_bytes`) while the first
+//! attempt streams it, so a retry sends it intact.
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use tower::ServiceExt;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let client = ha::hyper::builder::<Full<Bytes>>()
+//!     .endpoints(["10.0.0.1:8080".parse::<std::net::SocketAddr>()?, "10.0.0.2:8080".parse()?])
+//!     .build()?;
+//! let req = http::Request::get("http://inventory/items").body(Full::new(Bytes::new()))?;
+//! let res = client.oneshot(req).await?;
+//! println!("{}", res.status());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use ha_core::classify::HttpClassifier;
+use ha_core::NotSent;
+use ha_retry::body::ReplayBody;
+use http::header::HOST;
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::client::legacy::{Builder, Client as HyperClient};
+use hyper_util::rt::TokioExecutor;
+use pin_project::pin_project;
+use tower::{BoxError, Service};
+
+use crate::stack::{Stack, StackBuilder};
+use crate::target::{Target, Transport};
+
+/// The standard stack over hyper for requests with body `B`: `Clone`,
+/// `Send + Sync + 'static`, a `tower::Service<http::Request<B>>` answering
+/// `http::Response<hyper::body::Incoming>` or an [`ha::Error`](crate::Error).
+pub type Client<B, Conn = HttpConnector> = Stack<HyperTransport<B, Conn>, Request<B>, HttpClassifier>;
+
+/// A builder of the standard stack over a default `hyper_util` client
+/// (HTTP/1, pooled, on tokio), with HTTP classification in every layer.
+pub fn builder<B>() -> StackBuilder<HyperTransport<B>, Request<B>, HttpClassifier>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    Stack::builder(HyperTransport::new())
+}
+
+/// A shared `hyper_util` legacy client, pointed at each endpoint in turn.
+pub struct HyperTransport<B, Conn = HttpConnector> {
+    client: HyperClient<Conn, ReplayBody<B>>,
+}
+
+impl<B, Conn: Clone> Clone for HyperTransport<B, Conn> {
+    fn clone(&self) -> Self {
+        HyperTransport { client: self.client.clone() }
+    }
+}
+
+impl<B, Conn> fmt::Debug for HyperTransport<B, Conn> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HyperTransport").finish_non_exhaustive()
+    }
+}
+
+impl<B> HyperTransport<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// A transport over a client with hyper_util's default settings.
+    pub fn new() -> Self {
+        Self::from_builder(&HyperClient::builder(TokioExecutor::new()))
+    }
+
+    /// A transport over a client built by `builder` (pool sizes, idle
+    /// timeouts, HTTP/2), with an `HttpConnector`.
+    pub fn from_builder(builder: &Builder) -> Self {
+        HyperTransport { client: builder.build_http() }
+    }
+}
+
+impl<B> Default for HyperTransport<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<B, Conn> HyperTransport<B, Conn> {
+    /// A transport over your own client (your connector: TLS, a proxy).
+    /// Its body type is the stack's replayable wrapper of yours:
+    /// `builder.build::<_, ha::retry::body::ReplayBody<B>>(connector)`.
+    pub fn with_client(client: HyperClient<Conn, ReplayBody<B>>) -> Self {
+        HyperTransport { client }
+    }
+
+    /// The stack builder over this transport.
+    pub fn stack(self) -> StackBuilder<Self, Request<B>, HttpClassifier>
+    where
+        Self: Transport<Request<ReplayBody<B>>>,
+        B: Body + Send + 'static,
+    {
+        Stack::builder(self)
+    }
+}
+
+impl<B, Conn> Transport<Request<ReplayBody<B>>> for HyperTransport<B, Conn>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    Conn: Connect + Clone + Send + Sync + 'static,
+{
+    type Response = Response<Incoming>;
+    type Service = HyperEndpoint<B, Conn>;
+    type Future = ResponseFuture;
+
+    fn connect(&self, target: &Target) -> HyperEndpoint<B, Conn> {
+        let authority = Authority::try_from(target.addr.to_string()).expect("a socket address is a valid authority");
+        HyperEndpoint { client: self.client.clone(), authority }
+    }
+}
+
+/// The client of one endpoint: the shared client, addressed at it.
+pub struct HyperEndpoint<B, Conn = HttpConnector> {
+    client: HyperClient<Conn, ReplayBody<B>>,
+    authority: Authority,
+}
+
+impl<B, Conn: Clone> Clone for HyperEndpoint<B, Conn> {
+    fn clone(&self) -> Self {
+        HyperEndpoint { client: self.client.clone(), authority: self.authority.clone() }
+    }
+}
+
+impl<B, Conn> fmt::Debug for HyperEndpoint<B, Conn> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HyperEndpoint").field("authority", &self.authority).finish_non_exhaustive()
+    }
+}
+
+/// `uri` pointed at `authority`, keeping its scheme (default `http`), path
+/// and query.
+pub(crate) fn readdress(uri: &Uri, authority: &Authority) -> Uri {
+    let mut parts = uri.clone().into_parts();
+    if parts.scheme.is_none() {
+        parts.scheme = Some(Scheme::HTTP);
+    }
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    parts.authority = Some(authority.clone());
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+}
+
+/// Points `req` at `authority`; the host the caller named, if any, stays in
+/// the `Host` header.
+pub(crate) fn address<B>(req: &mut Request<B>, authority: &Authority) {
+    if let Some(host) = req.uri().authority() {
+        if !req.headers().contains_key(HOST) {
+            if let Ok(value) = HeaderValue::from_str(host.as_str()) {
+                req.headers_mut().insert(HOST, value);
+            }
+        }
+    }
+    *req.uri_mut() = readdress(req.uri(), authority);
+}
+
+impl<B, Conn> Service<Request<ReplayBody<B>>> for HyperEndpoint<B, Conn>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    Conn: Connect + Clone + Send + Sync + 'static,
+{
+    type Response = Response<Incoming>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<ReplayBody<B>>) -> ResponseFuture {
+        address(&mut req, &self.authority);
+        ResponseFuture { inner: self.client.request(req) }
+    }
+}
+
+/// The response future of a [`HyperEndpoint`]: connection failures come
+/// out as [`NotSent`].
+#[pin_project]
+pub struct ResponseFuture {
+    #[pin]
+    inner: hyper_util::client::legacy::ResponseFuture,
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<Incoming>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx).map_err(|e| if e.is_connect() { NotSent::new(e.into()).into() } else { e.into() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_readdressed_and_keep_their_host() {
+        let to: Authority = "127.0.0.1:8081".parse().unwrap();
+        let mut req = Request::get("http://inventory/items?x=1").body(()).unwrap();
+        address(&mut req, &to);
+        assert_eq!(req.uri(), "http://127.0.0.1:8081/items?x=1");
+        assert_eq!(req.headers()[HOST], "inventory");
+
+        let mut req = Request::post("/orders").header(HOST, "shop").body(()).unwrap();
+        address(&mut req, &to);
+        assert_eq!(req.uri(), "http://127.0.0.1:8081/orders");
+        assert_eq!(req.headers()[HOST], "shop");
+
+        let mut req = Request::get("https://secure.example/").body(()).unwrap();
+        address(&mut req, &to);
+        assert_eq!(req.uri(), "https://127.0.0.1:8081/");
+    }
+}
