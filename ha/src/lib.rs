@@ -57,6 +57,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod body;
 pub mod config;
 pub mod error;
 pub mod request;
@@ -72,6 +73,7 @@ pub mod reqwest;
 #[cfg(feature = "tonic")]
 pub mod tonic;
 
+pub use body::Body;
 pub use config::{Config, ConfigError, TimeoutConfig};
 pub use error::{Error, ErrorKind};
 pub use request::StackRequest;
