@@ -96,9 +96,8 @@ async fn a_streamed_post_refused_a_connection_is_retried_with_its_body_intact() 
 
     let run = async {
         for i in 0..10u32 {
-            let chunks: Vec<Result<Frame<Bytes>, BoxError>> = (0..4)
-                .map(|c| Ok(Frame::data(Bytes::from(format!("request {i} chunk {c};")))))
-                .collect();
+            let chunks: Vec<Result<Frame<Bytes>, BoxError>> =
+                (0..4).map(|c| Ok(Frame::data(Bytes::from(format!("request {i} chunk {c};"))))).collect();
             let expected: String = (0..4).map(|c| format!("request {i} chunk {c};")).collect();
             let body = Body::new(StreamBody::new(stream::iter(chunks)));
             // POST is not idempotent: only a request that never left may be retried.

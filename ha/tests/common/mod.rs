@@ -44,8 +44,7 @@ impl TestServer {
     pub async fn start(name: &str) -> Arc<TestServer> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind loopback");
         let state = Arc::new(State { name: name.to_owned(), mode: AtomicU8::new(0), served: AtomicU64::new(0) });
-        let server =
-            TestServer { addr: listener.local_addr().unwrap(), state, tasks: Mutex::new(None) };
+        let server = TestServer { addr: listener.local_addr().unwrap(), state, tasks: Mutex::new(None) };
         server.serve(listener);
         Arc::new(server)
     }
@@ -62,9 +61,8 @@ impl TestServer {
                 let state = state.clone();
                 conns.lock().unwrap().spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });
