@@ -254,3 +254,21 @@ mod tests {
         assert!(err.reason().contains("line 4"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    #[test]
+    fn the_committed_example_parses_to_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/ha.example.toml");
+        let config = Config::from_file(path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_not_a_panic() {
+        let err = Config::from_file("/nonexistent/ha.toml").unwrap_err();
+        assert!(err.reason().contains("cannot read"), "{err}");
+    }
+}
