@@ -38,9 +38,8 @@
 //! # }
 //! ```
 //!
-//! With a real client the adapters do the wiring (features `hyper`,
-//! `tonic`, `reqwest`): see [`hyper`](crate::hyper), [`tonic`](crate::tonic)
-//! and [`reqwest`](crate::reqwest) when those features are on.
+//! With a real client the adapters do the wiring: the modules `hyper`,
+//! `tonic` and `reqwest`, behind the features of the same names.
 //!
 //! # What is in here
 //!
@@ -52,7 +51,7 @@
 //!   deadline, budget, retries exhausted), with the transport's error as
 //!   its source.
 //! - The crates themselves, to use on their own: [`core`], [`balance`],
-//!   [`retry`], [`breaker`], [`membership`] (feature `membership`).
+//!   [`retry`], [`breaker`], `membership` (feature `membership`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -2,7 +2,7 @@
 //! [`Transport`] that makes a client for one.
 //!
 //! Every source of endpoints (a static list, a `Discover`, a membership
-//! [`Cluster`](crate::membership::Cluster), DNS) describes endpoints as
+//! `Cluster`, DNS) describes endpoints as
 //! `Target`s; the stack turns each into a client with its transport and
 //! wraps that in a circuit breaker and a per-try timeout.
 //!
@@ -79,8 +79,8 @@ impl fmt::Display for Target {
 
 /// Makes the client of one endpoint: the innermost service of a stack.
 ///
-/// The adapters implement it ([`HyperTransport`](crate::hyper::HyperTransport),
-/// the tonic and reqwest transports); any closure
+/// The adapters implement it (`ha::hyper::HyperTransport`, the tonic and
+/// reqwest transports); any closure
 /// `Fn(&Target) -> S` where `S` is a cloneable tower service does too.
 ///
 /// ```

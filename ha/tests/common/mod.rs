@@ -98,7 +98,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     let n = state.served.fetch_add(1, Ordering::SeqCst);
     let method = req.method().clone();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    if state.mode.load(Ordering::SeqCst) == Mode::HalfUnavailable as u8 && n % 2 == 0 {
+    if state.mode.load(Ordering::SeqCst) == Mode::HalfUnavailable as u8 && n.is_multiple_of(2) {
         let mut res = Response::new(Full::new(Bytes::from_static(b"unavailable")));
         *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         return Ok(res);
