@@ -63,6 +63,9 @@ pub mod request;
 pub mod stack;
 pub mod target;
 
+#[cfg(any(feature = "hyper", feature = "reqwest"))]
+mod addressing;
+
 #[cfg(feature = "hyper")]
 pub mod hyper;
 #[cfg(feature = "membership")]
