@@ -38,9 +38,12 @@
 //! # }
 //! ```
 //!
-//! With a real client the adapters do the wiring (features `hyper`,
-//! `tonic`, `reqwest`): see [`hyper`](crate::hyper), [`tonic`](crate::tonic)
-//! and [`reqwest`](crate::reqwest) when those features are on.
+//! With a real client the adapters do the wiring, each behind the feature
+//! of its name (`hyper`, `tonic`, `reqwest`):
+//!
+#![cfg_attr(feature = "hyper", doc = "- [`ha::hyper`](crate::hyper): a shared `hyper_util` client.")]
+#![cfg_attr(feature = "tonic", doc = "- [`ha::tonic`](crate::tonic): the stack under generated tonic clients.")]
+#![cfg_attr(feature = "reqwest", doc = "- [`ha::reqwest`](crate::reqwest): a shared `reqwest::Client`.")]
 //!
 //! # What is in here
 //!

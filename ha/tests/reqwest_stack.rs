@@ -103,8 +103,10 @@ async fn a_refused_post_is_retried_with_its_body() {
         let dead = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port");
         let echo = Server::start(Behavior::Echo).await;
 
-        let mut config = Config::default();
-        config.balance = BalanceConfig { picker: Picker::RoundRobin, ..BalanceConfig::default() };
+        let config = Config {
+            balance: BalanceConfig { picker: Picker::RoundRobin, ..BalanceConfig::default() },
+            ..Config::default()
+        };
         let client: ha::reqwest::Client<String> =
             transport().stack().config(config).endpoints([dead, echo.addr]).build().expect("a valid configuration");
 
