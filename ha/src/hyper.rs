@@ -34,9 +34,8 @@ use std::task::{Context, Poll};
 use ha_core::classify::HttpClassifier;
 use ha_core::NotSent;
 use ha_retry::body::ReplayBody;
-use http::header::HOST;
-use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Response, Uri};
+use http::uri::Authority;
+use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
@@ -45,6 +44,7 @@ use hyper_util::rt::TokioExecutor;
 use pin_project::pin_project;
 use tower::{BoxError, Service};
 
+use crate::addressing::{address, authority_of};
 use crate::stack::{Stack, StackBuilder};
 use crate::target::{Target, Transport};
 
@@ -140,8 +140,7 @@ where
     type Future = ResponseFuture;
 
     fn connect(&self, target: &Target) -> HyperEndpoint<B, Conn> {
-        let authority = Authority::try_from(target.addr.to_string()).expect("a socket address is a valid authority");
-        HyperEndpoint { client: self.client.clone(), authority }
+        HyperEndpoint { client: self.client.clone(), authority: authority_of(target.addr) }
     }
 }
 
@@ -161,33 +160,6 @@ impl<B, Conn> fmt::Debug for HyperEndpoint<B, Conn> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HyperEndpoint").field("authority", &self.authority).finish_non_exhaustive()
     }
-}
-
-/// `uri` pointed at `authority`, keeping its scheme (default `http`), path
-/// and query.
-pub(crate) fn readdress(uri: &Uri, authority: &Authority) -> Uri {
-    let mut parts = uri.clone().into_parts();
-    if parts.scheme.is_none() {
-        parts.scheme = Some(Scheme::HTTP);
-    }
-    if parts.path_and_query.is_none() {
-        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-    }
-    parts.authority = Some(authority.clone());
-    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
-}
-
-/// Points `req` at `authority`; the host the caller named, if any, stays in
-/// the `Host` header.
-pub(crate) fn address<B>(req: &mut Request<B>, authority: &Authority) {
-    if let Some(host) = req.uri().authority() {
-        if !req.headers().contains_key(HOST) {
-            if let Ok(value) = HeaderValue::from_str(host.as_str()) {
-                req.headers_mut().insert(HOST, value);
-            }
-        }
-    }
-    *req.uri_mut() = readdress(req.uri(), authority);
 }
 
 impl<B, Conn> Service<Request<ReplayBody<B>>> for HyperEndpoint<B, Conn>
@@ -231,28 +203,5 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.project().inner.poll(cx).map_err(|e| if e.is_connect() { NotSent::new(e.into()).into() } else { e.into() })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_are_readdressed_and_keep_their_host() {
-        let to: Authority = "127.0.0.1:8081".parse().unwrap();
-        let mut req = Request::get("http://inventory/items?x=1").body(()).unwrap();
-        address(&mut req, &to);
-        assert_eq!(req.uri(), "http://127.0.0.1:8081/items?x=1");
-        assert_eq!(req.headers()[HOST], "inventory");
-
-        let mut req = Request::post("/orders").header(HOST, "shop").body(()).unwrap();
-        address(&mut req, &to);
-        assert_eq!(req.uri(), "http://127.0.0.1:8081/orders");
-        assert_eq!(req.headers()[HOST], "shop");
-
-        let mut req = Request::get("https://secure.example/").body(()).unwrap();
-        address(&mut req, &to);
-        assert_eq!(req.uri(), "https://127.0.0.1:8081/");
     }
 }

@@ -38,8 +38,12 @@
 //! # }
 //! ```
 //!
-//! With a real client the adapters do the wiring: the modules `hyper`,
-//! `tonic` and `reqwest`, behind the features of the same names.
+//! With a real client the adapters do the wiring, each behind the feature
+//! of its name (`hyper`, `tonic`, `reqwest`):
+//!
+#![cfg_attr(feature = "hyper", doc = "- [`ha::hyper`](crate::hyper): a shared `hyper_util` client.")]
+#![cfg_attr(feature = "tonic", doc = "- [`ha::tonic`](crate::tonic): the stack under generated tonic clients.")]
+#![cfg_attr(feature = "reqwest", doc = "- [`ha::reqwest`](crate::reqwest): a shared `reqwest::Client`.")]
 //!
 //! # What is in here
 //!
@@ -62,6 +66,9 @@ pub mod error;
 pub mod request;
 pub mod stack;
 pub mod target;
+
+#[cfg(any(feature = "hyper", feature = "reqwest"))]
+mod addressing;
 
 #[cfg(feature = "hyper")]
 pub mod hyper;

@@ -79,8 +79,9 @@ impl fmt::Display for Target {
 
 /// Makes the client of one endpoint: the innermost service of a stack.
 ///
-/// The adapters implement it (`ha::hyper::HyperTransport`, the tonic and
-/// reqwest transports); any closure
+/// The adapters implement it (`ha::hyper::HyperTransport`,
+/// `ha::tonic::TonicTransport`, `ha::reqwest::ReqwestTransport`, behind
+/// their features); any closure
 /// `Fn(&Target) -> S` where `S` is a cloneable tower service does too.
 ///
 /// ```
