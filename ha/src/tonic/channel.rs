@@ -14,8 +14,8 @@ use super::classify::GrpcClassifier;
 use super::status::status_of;
 use super::transport::TonicTransport;
 use crate::config::ConfigError;
-use crate::stack::{Stack, StackBuilder};
 use crate::request::StackRequest;
+use crate::stack::{Stack, StackBuilder};
 
 /// The standard stack over [`TonicTransport`] for gRPC requests.
 pub type TonicStack<C = GrpcClassifier> = Stack<TonicTransport, Request<tonic::body::Body>, C>;

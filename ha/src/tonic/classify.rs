@@ -253,3 +253,126 @@ impl<B, RB> Classify<Request<B>, Response<RB>, BoxError> for GrpcClassifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ha_core::error::NotSent;
+
+    fn classify(c: &GrpcClassifier, res: &Response<()>) -> Outcome {
+        Classify::<Request<()>, _, BoxError>::classify(c, &(), Ok(res))
+    }
+
+    fn response(status: u16, headers: &[(&'static str, &'static str)], trailers: Option<GrpcStatus>) -> Response<()> {
+        let mut b = Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let mut res = b.body(()).unwrap();
+        if let Some(t) = trailers {
+            res.extensions_mut().insert(t);
+        }
+        res
+    }
+
+    fn trailers(pairs: &[(&'static str, &'static str)]) -> Option<GrpcStatus> {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, v.parse().unwrap());
+        }
+        GrpcStatus::from_headers(&map)
+    }
+
+    #[test]
+    fn grpc_classification_table() {
+        use Outcome::*;
+        let ms = |n| Some(Duration::from_millis(n));
+        let c = GrpcClassifier::default();
+        // (HTTP status, headers, trailers, expected)
+        #[allow(clippy::type_complexity)]
+        let cases: &[(u16, &[(&str, &str)], &[(&str, &str)], Outcome)] = &[
+            // Trailers-only responses: the status is in the headers.
+            (200, &[("grpc-status", "0")], &[], Success),
+            (200, &[("grpc-status", "14")], &[], RetryableFailure { retry_after: None }),
+            (
+                200,
+                &[("grpc-status", "14"), ("grpc-retry-pushback-ms", "250")],
+                &[],
+                RetryableFailure { retry_after: ms(250) },
+            ),
+            (
+                200,
+                &[("grpc-status", "14"), ("grpc-retry-pushback-ms", "0")],
+                &[],
+                RetryableFailure { retry_after: ms(0) },
+            ),
+            (200, &[("grpc-status", "14"), ("grpc-retry-pushback-ms", "-1")], &[], Failure),
+            (200, &[("grpc-status", "14"), ("grpc-retry-pushback-ms", "soon")], &[], Failure),
+            (200, &[("grpc-status", "13")], &[], Failure),
+            (200, &[("grpc-status", "13"), ("grpc-retry-pushback-ms", "10")], &[], Failure),
+            (200, &[("grpc-status", "2")], &[], Failure),
+            (200, &[("grpc-status", "15")], &[], Failure),
+            (200, &[("grpc-status", "4")], &[], Failure),
+            (200, &[("grpc-status", "8")], &[], Failure),
+            (200, &[("grpc-status", "3")], &[], Success),
+            (200, &[("grpc-status", "5")], &[], Success),
+            (200, &[("grpc-status", "7")], &[], Success),
+            (200, &[("grpc-status", "12")], &[], Success),
+            (200, &[("grpc-status", "garbage")], &[], Failure),
+            (200, &[("grpc-status", "99")], &[], Failure),
+            // The status in the trailers, recorded by the transport.
+            (200, &[], &[("grpc-status", "0")], Success),
+            (200, &[], &[("grpc-status", "14")], RetryableFailure { retry_after: None }),
+            (
+                200,
+                &[],
+                &[("grpc-status", "14"), ("grpc-retry-pushback-ms", "1500")],
+                RetryableFailure { retry_after: ms(1500) },
+            ),
+            (200, &[], &[("grpc-status", "14"), ("grpc-retry-pushback-ms", "-20")], Failure),
+            (200, &[], &[("grpc-status", "14"), ("grpc-retry-pushback-ms", "1.5")], Failure),
+            (200, &[], &[("grpc-status", "13")], Failure),
+            (200, &[], &[("grpc-status", "5")], Success),
+            // The headers win over the trailers.
+            (200, &[("grpc-status", "0")], &[("grpc-status", "14")], Success),
+            // No status known: a stream the transport did not wait for.
+            (200, &[], &[], Success),
+            // HTTP errors without a grpc-status (a proxy's answer).
+            (503, &[], &[], RetryableFailure { retry_after: None }),
+            (502, &[], &[], RetryableFailure { retry_after: None }),
+            (429, &[], &[], RetryableFailure { retry_after: None }),
+            (500, &[], &[], Failure),
+            (404, &[], &[], Success),
+            (400, &[], &[], Failure),
+        ];
+        for (status, headers, trailer_pairs, expected) in cases {
+            let res = response(*status, headers, trailers(trailer_pairs));
+            assert_eq!(classify(&c, &res), *expected, "{status} {headers:?} {trailer_pairs:?}");
+        }
+    }
+
+    #[test]
+    fn retryable_and_unhealthy_codes_are_configurable() {
+        let c =
+            GrpcClassifier::new().retryable_codes([Code::Unavailable, Code::Aborted]).unhealthy_codes([Code::Internal]);
+        let outcome = |code: &'static str| classify(&c, &response(200, &[("grpc-status", code)], None));
+        assert_eq!(outcome("10"), Outcome::retryable());
+        assert_eq!(outcome("14"), Outcome::retryable());
+        assert_eq!(outcome("13"), Outcome::Failure);
+        assert_eq!(outcome("2"), Outcome::Success);
+        assert!(CodeSet::of([Code::Ok, Code::Unauthenticated]).contains(Code::Unauthenticated));
+        assert!(!CodeSet::EMPTY.contains(Code::Ok));
+    }
+
+    #[test]
+    fn errors_are_retryable_unless_told_otherwise() {
+        let err = |e: BoxError, c: &GrpcClassifier| Classify::<Request<()>, Response<()>, _>::classify(c, &(), Err(&e));
+        let reset = || BoxError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let refused = || BoxError::from(NotSent::new(reset()));
+        let strict = GrpcClassifier::new().retry_sent_errors(false);
+        assert_eq!(err(reset(), &GrpcClassifier::new()), Outcome::retryable());
+        assert_eq!(err(refused(), &GrpcClassifier::new()), Outcome::retryable());
+        assert_eq!(err(reset(), &strict), Outcome::Failure);
+        assert_eq!(err(refused(), &strict), Outcome::retryable());
+    }
+}
