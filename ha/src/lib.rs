@@ -39,8 +39,8 @@
 //! ```
 //!
 //! With a real client the adapters do the wiring (features `hyper`,
-//! `tonic`, `reqwest`): see [`hyper`](crate::hyper), [`tonic`](crate::tonic)
-//! and [`reqwest`](crate::reqwest) when those features are on.
+//! `tonic`, `reqwest`): see the modules `ha::hyper`, `ha::tonic` and
+//! `ha::reqwest` when those features are on.
 //!
 //! # What is in here
 //!

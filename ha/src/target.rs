@@ -79,8 +79,8 @@ impl fmt::Display for Target {
 
 /// Makes the client of one endpoint: the innermost service of a stack.
 ///
-/// The adapters implement it ([`HyperTransport`](crate::hyper::HyperTransport),
-/// the tonic and reqwest transports); any closure
+/// The adapters implement it (`ha::hyper::HyperTransport`,
+/// `ha::tonic::TonicTransport`, the reqwest transport); any closure
 /// `Fn(&Target) -> S` where `S` is a cloneable tower service does too.
 ///
 /// ```

@@ -101,7 +101,7 @@ mod tests {
         assert_eq!(svc.clone().oneshot(99).await.unwrap(), 99);
         let err = svc.clone().oneshot(101).await.unwrap_err();
         assert_eq!(err.downcast_ref::<AttemptTimedOut>().unwrap().timeout(), Duration::from_millis(100));
-        let unbounded = TryTimeout::new(svc.inner.clone(), None);
+        let unbounded = TryTimeout::new(svc.inner, None);
         assert_eq!(unbounded.oneshot(10_000).await.unwrap(), 10_000);
     }
 }

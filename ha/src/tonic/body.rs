@@ -88,10 +88,12 @@ impl Body for Replayed {
 
     fn size_hint(&self) -> SizeHint {
         let kept: u64 = self.frames.iter().filter_map(Frame::data_ref).map(|d| d.len() as u64).sum();
-        let mut hint = self.rest.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
-        hint.set_lower(hint.lower().saturating_add(kept));
-        if let Some(upper) = hint.upper() {
-            hint.set_upper(upper.saturating_add(kept));
+        let rest = self.rest.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(kept));
+        if let Some(upper) = rest.upper() {
+            // At least the lower bound: both grew by `kept`, saturating.
+            hint.set_upper(upper.saturating_add(kept).max(hint.lower()));
         }
         hint
     }
@@ -148,6 +150,16 @@ mod tests {
         assert_eq!(fs.len(), 3);
         assert_eq!(fs[1].data_ref().unwrap(), "cd");
         assert_eq!(fs[2].trailers_ref().unwrap()["grpc-status"], "14");
+    }
+
+    #[test]
+    fn size_hints_count_the_kept_frames() {
+        let done = Replayed { frames: [Frame::data(Bytes::from_static(b"abc"))].into(), rest: None };
+        assert_eq!(done.size_hint().exact(), Some(3));
+        let rest = tonic::body::Body::new(Frames([Frame::data(Bytes::from_static(b"de"))].into()));
+        let more = Replayed { frames: [Frame::data(Bytes::from_static(b"abc"))].into(), rest: Some(rest) };
+        assert_eq!(more.size_hint().lower(), 3);
+        assert!(!more.is_end_stream());
     }
 
     #[test]

@@ -118,3 +118,27 @@ impl Future for ResponseFuture {
         self.inner.as_mut().poll(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+
+    fn grpc_transport<T>()
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<BoxError>,
+        T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        <T::ResponseBody as http_body::Body>::Error: Into<BoxError> + Send,
+    {
+    }
+
+    #[test]
+    fn a_channel_is_what_generated_clients_take() {
+        shareable::<Channel>();
+        shareable::<TonicStack>();
+        grpc_transport::<Channel>();
+        let _ = tonic::client::Grpc::new(crate::tonic::builder().build_channel().expect("the default config is valid"));
+    }
+}

@@ -12,6 +12,23 @@
 //! a call when its trailers arrive. A stack's own error reaches the client
 //! as a `tonic::Status` ([`status_of`]).
 //!
+//! # Trailers and streams
+//!
+//! The breaker, outlier ejection, latency tracking and the retry layer
+//! classify a call when its response future completes. So that a status
+//! sent only in the trailers (after the reply messages) is seen, the
+//! transport completes a call whose `grpc-status` is not in its headers only
+//! once the trailers arrive, keeping the frames read until then (at most
+//! [`DEFAULT_MAX_TRAILER_WAIT_BYTES`], see
+//! [`TonicTransport::max_trailer_wait_bytes`]) and replaying them to the
+//! caller. A unary call loses nothing by this. A server stream is delivered
+//! once it ends or outgrows the cap; past the cap its final status is not
+//! classified (the call counts as a success). Long-lived streams should use
+//! a stack with a cap of 0.
+//!
+//! A stack built outside a tokio runtime is fine: each endpoint's tonic
+//! channel is made on its first call.
+//!
 //! ```no_run
 //! use std::net::SocketAddr;
 //!
