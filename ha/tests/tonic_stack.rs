@@ -203,7 +203,8 @@ async fn with_every_server_down_the_caller_gets_unavailable() {
         let status = client.say_hello(HelloRequest { name: "x".into() }).await.expect_err("nobody answers");
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
         let source = std::error::Error::source(&status).expect("the ha error is the source");
-        assert!(source.is::<ha::Error>(), "{source:?}");
+        let err = source.downcast_ref::<ha::Error>().expect("an ha::Error");
+        assert!(err.find::<ha::core::NotSent>().is_some(), "a refused connection is never sent: {err:?}");
     })
     .await
     .expect("the test finishes in time");

@@ -58,7 +58,7 @@ pub use classify::{
     GRPC_STATUS,
 };
 pub use status::{code_of, status_of};
-pub use transport::{ResponseFuture as EndpointFuture, TonicEndpoint, TonicTransport};
+pub use transport::{EndpointFuture, TonicEndpoint, TonicTransport};
 
 use crate::stack::{Stack, StackBuilder};
 

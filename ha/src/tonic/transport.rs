@@ -74,7 +74,7 @@ impl TonicTransport {
 impl Transport<Request<ReplayBody<tonic::body::Body>>> for TonicTransport {
     type Response = Response<tonic::body::Body>;
     type Service = TonicEndpoint;
-    type Future = ResponseFuture;
+    type Future = EndpointFuture;
 
     fn connect(&self, target: &Target) -> TonicEndpoint {
         let endpoint = (self.make)(target).map_err(|e| Arc::new(e.to_string()));
@@ -120,20 +120,20 @@ impl std::error::Error for BadEndpoint {}
 impl Service<Request<ReplayBody<tonic::body::Body>>> for TonicEndpoint {
     type Response = Response<tonic::body::Body>;
     type Error = BoxError;
-    type Future = ResponseFuture;
+    type Future = EndpointFuture;
 
     #[inline]
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<ReplayBody<tonic::body::Body>>) -> ResponseFuture {
+    fn call(&mut self, req: Request<ReplayBody<tonic::body::Body>>) -> EndpointFuture {
         let channel = match &self.lazy.endpoint {
             Ok(endpoint) => Ok(self.lazy.channel.get_or_init(|| endpoint.connect_lazy()).clone()),
             Err(e) => Err(BadEndpoint(e.clone())),
         };
         let max_wait_bytes = self.max_wait_bytes;
-        ResponseFuture {
+        EndpointFuture {
             inner: Box::pin(async move {
                 let channel = channel.map_err(|e| NotSent::new(e.into()))?;
                 let channel = channel.ready_oneshot().await.map_err(|e| NotSent::new(e.into()))?;
@@ -175,17 +175,17 @@ fn never_connected(err: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The response future of a [`TonicEndpoint`].
-pub struct ResponseFuture {
+pub struct EndpointFuture {
     inner: Pin<Box<dyn Future<Output = Result<Response<tonic::body::Body>, BoxError>> + Send>>,
 }
 
-impl fmt::Debug for ResponseFuture {
+impl fmt::Debug for EndpointFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        f.debug_struct("EndpointFuture").finish_non_exhaustive()
     }
 }
 
-impl Future for ResponseFuture {
+impl Future for EndpointFuture {
     type Output = Result<Response<tonic::body::Body>, BoxError>;
 
     #[inline]
