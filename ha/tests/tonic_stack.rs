@@ -209,3 +209,34 @@ async fn with_every_server_down_the_caller_gets_unavailable() {
     .await
     .expect("the test finishes in time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_pushback_is_honoured() {
+    tokio::time::timeout(LIMIT, async {
+        // A negative pushback: the server says "do not retry".
+        let refusing = TestServer::start(support::pushback_greeter("-1")).await;
+        let healthy = TestServer::start(greeter("healthy")).await;
+        let seen = Seen::default();
+        let channel = channel(&[refusing.addr], &seen);
+        let mut client = GreeterClient::new(channel.clone());
+        let status = client.say_hello(HelloRequest { name: "x".into() }).await.expect_err("not retried");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(channel.stack().retry_stats().retries, 0);
+
+        // A valid pushback: retried (elsewhere), after the delay.
+        let waiting = TestServer::start(support::pushback_greeter("30")).await;
+        let channel = self::channel(&[waiting.addr, healthy.addr], &seen);
+        let mut client = GreeterClient::new(channel.clone());
+        let mut slowest = Duration::ZERO;
+        for _ in 0..20 {
+            let start = std::time::Instant::now();
+            let reply = client.say_hello(HelloRequest { name: "x".into() }).await.expect("retried to the healthy one");
+            slowest = slowest.max(start.elapsed());
+            assert!(reply.get_ref().message.starts_with("healthy"));
+        }
+        assert!(channel.stack().retry_stats().retries > 0);
+        assert!(slowest >= Duration::from_millis(30), "a retry waited for the pushback: {slowest:?}");
+    })
+    .await
+    .expect("the test finishes in time");
+}

@@ -235,3 +235,12 @@ impl Drop for TestServer {
         self.task.abort();
     }
 }
+
+/// A greeter that answers `UNAVAILABLE` with `grpc-retry-pushback-ms: pushback`.
+pub fn pushback_greeter(pushback: &'static str) -> GreeterServer<impl Greeter> {
+    GreeterServer::new(move |_req: HelloRequest| {
+        let mut status = Status::unavailable("overloaded");
+        status.metadata_mut().insert("grpc-retry-pushback-ms", tonic::metadata::MetadataValue::from_static(pushback));
+        Err(status)
+    })
+}
