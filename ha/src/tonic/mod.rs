@@ -23,8 +23,8 @@
 //! [`TonicTransport::max_trailer_wait_bytes`]) and replaying them to the
 //! caller. A unary call loses nothing by this. A server stream is delivered
 //! once it ends or outgrows the cap; past the cap its final status is not
-//! classified (the call counts as a success). Long-lived streams should use
-//! a stack with a cap of 0.
+//! classified (the call counts as a success). For long-lived streams, build
+//! the stack with `TonicTransport::new().max_trailer_wait_bytes(0).stack()`.
 //!
 //! A stack built outside a tokio runtime is fine: each endpoint's tonic
 //! channel is made on its first call.
