@@ -1,1 +1,0 @@
-//! The tonic adapter (feature `tonic`).
