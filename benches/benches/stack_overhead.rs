@@ -31,12 +31,15 @@
 
 mod common;
 
+use std::convert::Infallible;
 use std::future::{ready, Ready};
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use common::{alloc_iters, fastest_of_rounds, one_call, Bare, Timed};
 use criterion::{criterion_group, criterion_main, Criterion};
 use ha::core::WithAttempt;
@@ -44,9 +47,12 @@ use ha::stack::TryTimeout;
 use ha::target::BoxErrors;
 use ha::{Config, Stack, Target};
 use ha_balance::{Balance as HaBalance, BalanceConfig, Endpoint};
-use ha_benches::alloc::{allocations, CountingAllocator};
+use ha_benches::alloc::{allocated_bytes, allocations, CountingAllocator};
 use ha_breaker::{BreakerConfig, CircuitBreakerLayer};
+use ha_retry::body::{HttpReplay, ReplayBody};
+use ha_retry::replay::{Replay, Tracked};
 use ha_retry::{RetryConfig, RetryLayer};
+use http_body_util::Full;
 use tokio::runtime::Runtime;
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
@@ -164,6 +170,92 @@ fn contenders(rt: &Runtime) -> Vec<Driven<'_>> {
         driven(rt, "ha", ha_stack(false), WithAttempt::new),
         driven(rt, "ha_timeouts", ha_stack(true), WithAttempt::new),
     ]
+}
+
+/// An HTTP endpoint that answers at once, for the allocations of the
+/// stack's HTTP path.
+#[derive(Clone, Copy, Debug)]
+struct HttpBare;
+
+type Body = Full<Bytes>;
+
+impl Service<http::Request<ReplayBody<Body>>> for HttpBare {
+    type Response = http::Response<()>;
+    type Error = Infallible;
+    type Future = Ready<Result<http::Response<()>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<ReplayBody<Body>>) -> Self::Future {
+        ready(Ok(http::Response::new(())))
+    }
+}
+
+fn http_transport(_: &Target) -> HttpBare {
+    HttpBare
+}
+
+fn http_request() -> http::Request<Body> {
+    http::Request::get(http::Uri::from_static("http://svc/")).body(Full::new(Bytes::new())).expect("valid")
+}
+
+/// Allocations and bytes per call of each step of the stack's HTTP path
+/// (requests built outside the count).
+fn http_allocations(iters: u64) {
+    fn count<R>(iters: u64, make: impl Fn() -> R, mut f: impl FnMut(R)) -> (f64, f64) {
+        let reqs: Vec<R> = (0..iters).map(|_| make()).collect();
+        let (a, b) = (allocations(), allocated_bytes());
+        for r in reqs {
+            f(r);
+        }
+        ((allocations() - a) as f64 / iters as f64, (allocated_bytes() - b) as f64 / iters as f64)
+    }
+    let replay = HttpReplay::new(64 * 1024);
+    let deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
+    let mut config = Config::default();
+    config.timeouts.attempt = None;
+    config.timeouts.request = None;
+    let mut stack: Stack<fn(&Target) -> HttpBare, http::Request<Body>> =
+        Stack::builder(http_transport as fn(&Target) -> HttpBare)
+            .config(config)
+            .endpoints((0..N as u16).map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i))))
+            .build()
+            .expect("valid");
+    let mut bare = HttpBare;
+    let rows: [(&str, (f64, f64)); 7] = [
+        (
+            "http/bare_endpoint",
+            count(iters, || http_request().map(|b| ReplayBody::new(b, 0)), |r| assert!(one_call(&mut bare, r))),
+        ),
+        ("http/replay_body_new", count(iters, http_request, |r| drop(black_box(r.map(|b| ReplayBody::new(b, 1024)))))),
+        ("http/prepare", count(iters, http_request, |r| drop(black_box(replay.prepare(r, None))))),
+        ("http/prepare_deadline", count(iters, http_request, |r| drop(black_box(replay.prepare(r, deadline))))),
+        (
+            "http/prepare_and_copy",
+            count(iters, http_request, |r| {
+                let r = replay.prepare(r, None);
+                drop(black_box(replay.copy(&r)));
+            }),
+        ),
+        (
+            "withattempt/prepare_and_copy",
+            count(
+                iters,
+                || WithAttempt::new(7u64),
+                |r| {
+                    let r = Tracked.prepare(r, None);
+                    drop(black_box(Tracked.copy(&r)));
+                },
+            ),
+        ),
+        ("http/stack", count(iters, http_request, |r| assert!(one_call(&mut stack, r)))),
+    ];
+    println!("\nstack_overhead HTTP path, allocations and bytes per call (request built outside the count):");
+    for (name, (a, b)) in rows {
+        println!("  {name:<30} {a:6.2} allocs {b:8.1} bytes");
+    }
 }
 
 /// A piece of the stack, called without an executor.
@@ -285,6 +377,7 @@ fn bench(c: &mut Criterion) {
     for (name, call) in &mut pieces {
         println!("  {name:<22} {:6.2}", per_call(call));
     }
+    http_allocations(iters);
 
     let best = fastest_of_driven(&mut driven, 20_000);
     println!("\nstack_overhead fastest of interleaved rounds, in a runtime (ns per call; / tower):");

@@ -10,15 +10,23 @@
 //! - `ha`: `ha::hyper` (the standard stack: retry, P2C PeakEWMA balance, a
 //!   breaker and a 2 s try timeout per endpoint, a 10 s deadline) over a
 //!   client built from the same `hyper_util` builder (same pool settings),
-//!   sent `GET http://svc/`.
+//!   sent `GET http://svc/`;
+//! - `ha_no_timeouts`: the same stack with `timeouts.attempt` and
+//!   `timeouts.request` off (the bare client has no timeouts: each request
+//!   of `ha` also registers two tokio timers, the deadline and the try
+//!   timeout, once it is found pending).
 //!
-//! Both run `--concurrency` (32) tasks sending requests back to back for
-//! `--secs` (2) seconds per round, on a multi-thread tokio runtime with
+//! All run `--concurrency` (32) tasks sending requests back to back for
+//! `--secs` (1) second per round, on a multi-thread tokio runtime with
 //! 2 workers (the servers run on a runtime of their own, `--server-threads`
 //! workers, default 1). Every request's latency (send until the whole body
-//! is read) is recorded; the report gives requests per second (all rounds,
-//! and the best round) and p50/p99/p99.9 latency over all rounds, with the
-//! ratios ha / bare. Default run: 6 rounds, about 30 s.
+//! is read) is recorded; the report gives requests per second (over all
+//! rounds, the median round and the best round), p50/p90/p99/p99.9
+//! latency over all rounds, and allocations and bytes allocated per
+//! request (the whole process, servers included: the difference to bare is
+//! the client's), with the ratios (differences, for allocations) to bare.
+//! Each round starts with the next contender. Default run: 12 rounds,
+//! about 40 s.
 //!
 //! ```sh
 //! cargo run --release -p ha-benches --bin hyper-loopback
@@ -32,6 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ha_benches::alloc::{allocated_bytes, allocations, CountingAllocator};
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -40,6 +49,9 @@ use hyper_util::client::legacy::Builder;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
+
+#[global_allocator]
+static ALLOC: CountingAllocator = CountingAllocator;
 
 /// What every server answers.
 const BODY: &[u8] = b"hello from loopback\n";
@@ -54,12 +66,12 @@ struct Args {
 
 impl Args {
     fn parse() -> Args {
-        let mut args = Args { servers: 3, rounds: 6, secs: 2.0, concurrency: 32, server_threads: 1 };
+        let mut args = Args { servers: 3, rounds: 12, secs: 1.0, concurrency: 32, server_threads: 1 };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             if flag == "-h" || flag == "--help" {
                 println!(
-                    "hyper-loopback [--servers 3] [--rounds 6] [--secs 2] [--concurrency 32] [--server-threads 1]"
+                    "hyper-loopback [--servers 3] [--rounds 12] [--secs 1] [--concurrency 32] [--server-threads 1]"
                 );
                 std::process::exit(0);
             }
@@ -117,12 +129,31 @@ struct Tally {
     requests: u64,
     errors: u64,
     elapsed: Duration,
-    best_rps: f64,
+    /// Requests per second of each round.
+    rounds: Vec<f64>,
+    /// Allocations and bytes allocated by the whole process (servers
+    /// included, the same for every contender) while this one ran.
+    allocs: u64,
+    bytes: u64,
 }
 
 impl Tally {
     fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn best_rps(&self) -> f64 {
+        self.rounds.iter().copied().fold(0.0, f64::max)
+    }
+
+    fn median_rps(&self) -> f64 {
+        let mut r = self.rounds.clone();
+        r.sort_by(f64::total_cmp);
+        if r.is_empty() {
+            0.0
+        } else {
+            r[r.len() / 2]
+        }
     }
 
     fn percentile(&self, p: f64) -> u32 {
@@ -141,6 +172,7 @@ where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
+    let (allocs, bytes) = (allocations(), allocated_bytes());
     let start = Instant::now();
     let until = start + Duration::from_secs_f64(secs);
     let tasks: Vec<_> = (0..concurrency)
@@ -174,7 +206,9 @@ where
     let elapsed = start.elapsed();
     tally.requests += requests;
     tally.elapsed += elapsed;
-    tally.best_rps = tally.best_rps.max(requests as f64 / elapsed.as_secs_f64());
+    tally.rounds.push(requests as f64 / elapsed.as_secs_f64());
+    tally.allocs += allocations() - allocs;
+    tally.bytes += allocated_bytes() - bytes;
 }
 
 /// Reads a response's whole body; true when it is the expected answer.
@@ -226,21 +260,31 @@ async fn run(args: &Args, addrs: &[SocketAddr]) {
         }
     };
 
-    let stack = ha::hyper::HyperTransport::<Full<Bytes>>::from_builder(&builder)
-        .stack()
-        .endpoints(addrs.iter().copied())
-        .build()
-        .expect("the default configuration is valid");
-    let send_ha = move || {
-        let mut stack = stack.clone();
-        async move {
-            let req = Request::get(Uri::from_static("http://svc/")).body(Full::new(Bytes::new())).expect("valid");
-            match stack.ready().await {
-                Ok(svc) => complete(svc.call(req).await).await,
-                Err(_) => false,
+    let ha_stack = |timeouts: bool| {
+        let mut config = ha::Config::default();
+        if !timeouts {
+            config.timeouts.attempt = None;
+            config.timeouts.request = None;
+        }
+        let stack = ha::hyper::HyperTransport::<Full<Bytes>>::from_builder(&builder)
+            .stack()
+            .config(config)
+            .endpoints(addrs.iter().copied())
+            .build()
+            .expect("a valid configuration");
+        move || {
+            let mut stack = stack.clone();
+            async move {
+                let req = Request::get(Uri::from_static("http://svc/")).body(Full::new(Bytes::new())).expect("valid");
+                match stack.ready().await {
+                    Ok(svc) => complete(svc.call(req).await).await,
+                    Err(_) => false,
+                }
             }
         }
     };
+    let send_ha = ha_stack(true);
+    let send_ha_nt = ha_stack(false);
 
     println!(
         "hyper-loopback: {} servers at {:?}; {} tasks, {} rounds of {} s each, 2 client workers, {} server worker(s)",
@@ -251,56 +295,72 @@ async fn run(args: &Args, addrs: &[SocketAddr]) {
         args.secs,
         args.server_threads
     );
+    let mut tallies: [Tally; 3] = Default::default();
+    let names = ["bare", "ha", "ha_no_timeouts"];
+    // Runs contender `i` for `secs` into `tally`.
+    macro_rules! run_one {
+        ($i:expr, $tally:expr, $secs:expr) => {
+            match $i {
+                0 => round($tally, args.concurrency, $secs, send_bare.clone()).await,
+                1 => round($tally, args.concurrency, $secs, send_ha.clone()).await,
+                _ => round($tally, args.concurrency, $secs, send_ha_nt.clone()).await,
+            }
+        };
+    }
     // Warm up: connections opened, code paths and allocator settled.
     let warm = (args.secs / 4.0).max(0.25);
-    round(&mut Tally::default(), args.concurrency, warm, send_bare.clone()).await;
-    round(&mut Tally::default(), args.concurrency, warm, send_ha.clone()).await;
-
-    let (mut bare, mut ha) = (Tally::default(), Tally::default());
-    for r in 0..args.rounds {
-        let (b0, h0) = (bare.requests, ha.requests);
-        if r % 2 == 0 {
-            round(&mut bare, args.concurrency, args.secs, send_bare.clone()).await;
-            round(&mut ha, args.concurrency, args.secs, send_ha.clone()).await;
-        } else {
-            round(&mut ha, args.concurrency, args.secs, send_ha.clone()).await;
-            round(&mut bare, args.concurrency, args.secs, send_bare.clone()).await;
-        }
-        println!(
-            "  round {}: bare {:>8.0} rps, ha {:>8.0} rps{}",
-            r + 1,
-            (bare.requests - b0) as f64 / args.secs,
-            (ha.requests - h0) as f64 / args.secs,
-            if r % 2 == 0 { " (bare first)" } else { " (ha first)" }
-        );
+    for i in 0..3 {
+        run_one!(i, &mut Tally::default(), warm);
     }
-    bare.latencies_us.sort_unstable();
-    ha.latencies_us.sort_unstable();
+    for r in 0..args.rounds {
+        let before: Vec<u64> = tallies.iter().map(|t| t.requests).collect();
+        // Each round starts with another contender.
+        let order: Vec<usize> = (0..3).map(|k| (r + k) % 3).collect();
+        for &i in &order {
+            run_one!(i, &mut tallies[i], args.secs);
+        }
+        let line: Vec<String> = (0..3)
+            .map(|i| format!("{} {:>7.0} rps", names[i], (tallies[i].requests - before[i]) as f64 / args.secs))
+            .collect();
+        println!("  round {:>2} ({} first): {}", r + 1, names[order[0]], line.join(", "));
+    }
+    let [mut bare, mut ha, mut ha_nt] = tallies;
+    for t in [&mut bare, &mut ha, &mut ha_nt] {
+        t.latencies_us.sort_unstable();
+    }
 
     println!(
-        "\n{:<6} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7}",
-        "", "rps", "best rps", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "errors"
+        "\n{:<20} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8} {:>7} {:>8} {:>6}",
+        "", "rps", "median", "best", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "allocs", "bytes", "errors"
     );
-    for (name, t) in [("bare", &bare), ("ha", &ha)] {
+    for (name, t) in [("bare", &bare), ("ha", &ha), ("ha_no_timeouts", &ha_nt)] {
         println!(
-            "{name:<6} {:>10.0} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>7}",
+            "{name:<20} {:>8.0} {:>8.0} {:>8.0} {:>7} {:>7} {:>7} {:>8} {:>7.1} {:>8.0} {:>6}",
             t.rps(),
-            t.best_rps,
+            t.median_rps(),
+            t.best_rps(),
             t.percentile(0.5),
             t.percentile(0.9),
             t.percentile(0.99),
             t.percentile(0.999),
+            t.allocs as f64 / t.requests.max(1) as f64,
+            t.bytes as f64 / t.requests.max(1) as f64,
             t.errors
         );
     }
     let ratio = |a: u32, b: u32| a as f64 / b.max(1) as f64;
-    println!(
-        "ha/bare {:>9.3} {:>10.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
-        ha.rps() / bare.rps(),
-        ha.best_rps / bare.best_rps,
-        ratio(ha.percentile(0.5), bare.percentile(0.5)),
-        ratio(ha.percentile(0.9), bare.percentile(0.9)),
-        ratio(ha.percentile(0.99), bare.percentile(0.99)),
-        ratio(ha.percentile(0.999), bare.percentile(0.999)),
-    );
+    for (name, t) in [("ha/bare", &ha), ("ha_no_timeouts/bare", &ha_nt)] {
+        println!(
+            "{name:<20} {:>8.3} {:>8.3} {:>8.3} {:>7.3} {:>7.3} {:>7.3} {:>8.3} {:>7.1} {:>8.0}",
+            t.rps() / bare.rps(),
+            t.median_rps() / bare.median_rps(),
+            t.best_rps() / bare.best_rps(),
+            ratio(t.percentile(0.5), bare.percentile(0.5)),
+            ratio(t.percentile(0.9), bare.percentile(0.9)),
+            ratio(t.percentile(0.99), bare.percentile(0.99)),
+            ratio(t.percentile(0.999), bare.percentile(0.999)),
+            (t.allocs as f64 / t.requests.max(1) as f64) - (bare.allocs as f64 / bare.requests.max(1) as f64),
+            (t.bytes as f64 / t.requests.max(1) as f64) - (bare.bytes as f64 / bare.requests.max(1) as f64),
+        );
+    }
 }
