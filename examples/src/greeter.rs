@@ -16,7 +16,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tower::BoxError;
 
-use greeter::{GreeterServer, HelloReply, HelloRequest};
+use proto::{GreeterServer, HelloReply, HelloRequest};
 
 /// A greeter server on a loopback ephemeral port.
 pub struct Server {
@@ -58,7 +58,7 @@ impl Server {
 }
 
 /// `helloworld.proto`'s `Greeter`, as tonic-build would generate it.
-pub mod greeter {
+pub mod proto {
     use super::*;
     use bytes::Bytes;
 

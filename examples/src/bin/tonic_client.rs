@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 
-use ha_examples::greeter::greeter::{GreeterClient, HelloRequest};
+use ha_examples::greeter::proto::{GreeterClient, HelloRequest};
 use ha_examples::greeter::Server;
 use tonic::Request;
 use tower::BoxError;
