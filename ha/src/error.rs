@@ -40,7 +40,25 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The kind of the outermost `ha` error in the chain; a retry layer that
+    /// gave up on an answer the stack itself made (no healthy endpoint, an
+    /// open breaker, the deadline) takes that answer's kind, which says more.
     fn of(err: &(dyn StdError + 'static)) -> Self {
+        let kind = Self::outermost(err);
+        if matches!(kind, ErrorKind::RetriesExhausted | ErrorKind::BudgetExhausted) {
+            if let Some(last) = err.source() {
+                match Self::outermost(last) {
+                    inner @ (ErrorKind::NoHealthyEndpoint | ErrorKind::BreakerOpen | ErrorKind::DeadlineExceeded) => {
+                        return inner
+                    }
+                    _ => {}
+                }
+            }
+        }
+        kind
+    }
+
+    fn outermost(err: &(dyn StdError + 'static)) -> Self {
         if err.is::<RetriesExhausted>() {
             ErrorKind::RetriesExhausted
         } else if err.is::<BudgetExhausted>() {
@@ -163,7 +181,13 @@ mod tests {
             (DeadlineExceeded::new().into(), ErrorKind::DeadlineExceeded),
             (AttemptTimedOut::new(Duration::from_secs(1)).into(), ErrorKind::AttemptTimedOut),
             (BudgetExhausted::new(Some(io())).into(), ErrorKind::BudgetExhausted),
-            (RetriesExhausted::new(3, NoHealthyEndpoint::new(1).into()).into(), ErrorKind::RetriesExhausted),
+            (RetriesExhausted::new(3, NoHealthyEndpoint::new(1).into()).into(), ErrorKind::NoHealthyEndpoint),
+            (RetriesExhausted::new(3, io()).into(), ErrorKind::RetriesExhausted),
+            (
+                RetriesExhausted::new(3, AttemptTimedOut::new(Duration::from_secs(1)).into()).into(),
+                ErrorKind::RetriesExhausted,
+            ),
+            (BudgetExhausted::new(Some(BreakerOpen::new(Duration::ZERO).into())).into(), ErrorKind::BreakerOpen),
             (io(), ErrorKind::Transport),
         ];
         for (inner, kind) in cases {
