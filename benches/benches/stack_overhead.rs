@@ -19,7 +19,9 @@
 //! as the other overhead benches do. The pieces (`piece/...`) are the
 //! layers of the stack on their own over the same endpoint, to tell which
 //! one costs what (and allocates, if any does): the retry layer with and
-//! without a deadline, the balancer alone, one breaker, ten breakers
+//! without a deadline, the retry layer attaching an attempt context to
+//! `WithAttempt` requests as the stack's does (`retry_tracked`), the
+//! balancer alone, the retry layer over the balancer, one breaker, ten breakers
 //! called in turn (the stack has one per endpoint), the try timeout.
 //!
 //! After criterion's timings come the allocations per call of each, and
@@ -274,6 +276,14 @@ fn pieces() -> Vec<Piece> {
     let mut breakers: Vec<_> =
         (0..N).map(|_| CircuitBreakerLayer::new(BreakerConfig::default()).expect("valid").layer(Bare)).collect();
     let timeout = TryTimeout::new(BoxErrors(Bare), Some(Duration::from_secs(2)));
+    let tracked = || RetryLayer::builder(RetryConfig::default()).replay(Tracked).build().expect("valid");
+    let mut retry_tracked = tracked().layer(Bare);
+    let mut retry_over_balance = tracked().layer(
+        HaBalance::<usize, Bare, WithAttempt<u64>>::builder()
+            .seed(1)
+            .build_with((0..N).map(|i| (i, Endpoint::new(Bare))))
+            .expect("the default configuration is valid"),
+    );
     let mut next = 0;
     let mut retry = retry;
     let mut retry_deadline = retry_deadline;
@@ -283,7 +293,9 @@ fn pieces() -> Vec<Piece> {
     vec![
         ("piece/retry", Box::new(move |i| one_call(&mut retry, i))),
         ("piece/retry_deadline", Box::new(move |i| one_call(&mut retry_deadline, i))),
+        ("piece/retry_tracked", Box::new(move |i| one_call(&mut retry_tracked, WithAttempt::new(i)))),
         ("piece/balance", Box::new(move |i| one_call(&mut balance, WithAttempt::new(i)))),
+        ("piece/retry_over_balance", Box::new(move |i| one_call(&mut retry_over_balance, WithAttempt::new(i)))),
         ("piece/breaker", Box::new(move |i| one_call(&mut one_breaker, i))),
         (
             "piece/breakers_10",
