@@ -251,13 +251,14 @@ async fn run(args: &Args, addrs: &[SocketAddr]) {
     let bare = builder.build_http::<Full<Bytes>>();
     let uris: Arc<[Uri]> = addrs.iter().map(|a| format!("http://{a}/").parse().expect("a valid URI")).collect();
     let next = Arc::new(AtomicUsize::new(0));
+    // As a bare user calls it: `request` on the shared client (its future
+    // owns what it needs); the stack is cloned per request instead, as its
+    // docs show (`stack.clone().oneshot(req)`).
     let send_bare = move || {
-        let (client, uris, next) = (bare.clone(), uris.clone(), next.clone());
-        async move {
-            let uri = uris[next.fetch_add(1, Ordering::Relaxed) % uris.len()].clone();
-            let req = Request::get(uri).body(Full::new(Bytes::new())).expect("a valid request");
-            complete(client.request(req).await).await
-        }
+        let uri = uris[next.fetch_add(1, Ordering::Relaxed) % uris.len()].clone();
+        let req = Request::get(uri).body(Full::new(Bytes::new())).expect("a valid request");
+        let res = bare.request(req);
+        async move { complete(res.await).await }
     };
 
     let ha_stack = |timeouts: bool| {
