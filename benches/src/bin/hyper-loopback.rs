@@ -24,7 +24,9 @@
 //! rounds, the median round and the best round), p50/p90/p99/p99.9
 //! latency over all rounds, and allocations and bytes allocated per
 //! request (the whole process, servers included: the difference to bare is
-//! the client's), with the ratios (differences, for allocations) to bare.
+//! the client's), CPU µs per request of the client's and the servers'
+//! threads (Linux, from /proc), with the ratios (differences, for
+//! allocations) to bare.
 //! Each round starts with the next contender. Default run: 12 rounds,
 //! about 40 s.
 //!
@@ -135,11 +137,49 @@ struct Tally {
     /// included, the same for every contender) while this one ran.
     allocs: u64,
     bytes: u64,
+    /// CPU time of the client's and the servers' threads while this one ran.
+    client_cpu: Duration,
+    server_cpu: Duration,
+}
+
+/// CPU time (user + system) used so far by this process's threads named
+/// `client*` and `server*` (Linux; zero elsewhere), read from /proc at the
+/// kernel's tick resolution (usually 10 ms: fine over rounds of a second).
+fn thread_cpu() -> (Duration, Duration) {
+    const TICK: f64 = 0.01; // USER_HZ is 100 on every Linux
+    let (mut client, mut server) = (0.0, 0.0);
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return (Duration::ZERO, Duration::ZERO) };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        // pid (comm) state ... : utime and stime are fields 14 and 15.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let comm = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        // Fields after the comm, counted from 3 (state).
+        let secs = (ticks(14 - 3) + ticks(15 - 3)) * TICK;
+        if comm.starts_with("client") {
+            client += secs;
+        } else if comm.starts_with("server") {
+            server += secs;
+        }
+    }
+    (Duration::from_secs_f64(client), Duration::from_secs_f64(server))
 }
 
 impl Tally {
     fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Client CPU µs per request.
+    fn client_us(&self) -> f64 {
+        self.client_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+    }
+
+    /// Server CPU µs per request.
+    fn server_us(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
     }
 
     fn best_rps(&self) -> f64 {
@@ -173,6 +213,7 @@ where
     Fut: std::future::Future<Output = bool> + Send,
 {
     let (allocs, bytes) = (allocations(), allocated_bytes());
+    let (client_cpu, server_cpu) = thread_cpu();
     let start = Instant::now();
     let until = start + Duration::from_secs_f64(secs);
     let tasks: Vec<_> = (0..concurrency)
@@ -209,6 +250,9 @@ where
     tally.rounds.push(requests as f64 / elapsed.as_secs_f64());
     tally.allocs += allocations() - allocs;
     tally.bytes += allocated_bytes() - bytes;
+    let (client_now, server_now) = thread_cpu();
+    tally.client_cpu += client_now.saturating_sub(client_cpu);
+    tally.server_cpu += server_now.saturating_sub(server_cpu);
 }
 
 /// Reads a response's whole body; true when it is the expected answer.
@@ -331,12 +375,24 @@ async fn run(args: &Args, addrs: &[SocketAddr]) {
     }
 
     println!(
-        "\n{:<20} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8} {:>7} {:>8} {:>6}",
-        "", "rps", "median", "best", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "allocs", "bytes", "errors"
+        "\n{:<20} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8} {:>7} {:>8} {:>9} {:>9} {:>6}",
+        "",
+        "rps",
+        "median",
+        "best",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "allocs",
+        "bytes",
+        "client µs",
+        "server µs",
+        "errors"
     );
     for (name, t) in [("bare", &bare), ("ha", &ha), ("ha_no_timeouts", &ha_nt)] {
         println!(
-            "{name:<20} {:>8.0} {:>8.0} {:>8.0} {:>7} {:>7} {:>7} {:>8} {:>7.1} {:>8.0} {:>6}",
+            "{name:<20} {:>8.0} {:>8.0} {:>8.0} {:>7} {:>7} {:>7} {:>8} {:>7.1} {:>8.0} {:>9.2} {:>9.2} {:>6}",
             t.rps(),
             t.median_rps(),
             t.best_rps(),
@@ -346,13 +402,15 @@ async fn run(args: &Args, addrs: &[SocketAddr]) {
             t.percentile(0.999),
             t.allocs as f64 / t.requests.max(1) as f64,
             t.bytes as f64 / t.requests.max(1) as f64,
+            t.client_us(),
+            t.server_us(),
             t.errors
         );
     }
     let ratio = |a: u32, b: u32| a as f64 / b.max(1) as f64;
     for (name, t) in [("ha/bare", &ha), ("ha_no_timeouts/bare", &ha_nt)] {
         println!(
-            "{name:<20} {:>8.3} {:>8.3} {:>8.3} {:>7.3} {:>7.3} {:>7.3} {:>8.3} {:>7.1} {:>8.0}",
+            "{name:<20} {:>8.3} {:>8.3} {:>8.3} {:>7.3} {:>7.3} {:>7.3} {:>8.3} {:>7.1} {:>8.0} {:>9.3} {:>9.3}",
             t.rps() / bare.rps(),
             t.median_rps() / bare.median_rps(),
             t.best_rps() / bare.best_rps(),
@@ -362,6 +420,8 @@ async fn run(args: &Args, addrs: &[SocketAddr]) {
             ratio(t.percentile(0.999), bare.percentile(0.999)),
             (t.allocs as f64 / t.requests.max(1) as f64) - (bare.allocs as f64 / bare.requests.max(1) as f64),
             (t.bytes as f64 / t.requests.max(1) as f64) - (bare.bytes as f64 / bare.requests.max(1) as f64),
+            t.client_us() / bare.client_us(),
+            t.server_us() / bare.server_us(),
         );
     }
 }
