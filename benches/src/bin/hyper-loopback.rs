@@ -23,8 +23,9 @@
 //! is read) is recorded; the report gives requests per second (over all
 //! rounds, the median round and the best round), p50/p90/p99/p99.9
 //! latency over all rounds, and allocations and bytes allocated per
-//! request (the whole process, servers included: the difference to bare is
-//! the client's), CPU µs per request of the client's and the servers'
+//! request (counted in a short round of each after the timed ones, so the
+//! counters' shared atomics do not slow the timed rounds; the whole
+//! process, servers included: the difference to bare is the client's), CPU µs per request of the client's and the servers'
 //! threads (Linux, from /proc), with the ratios (differences, for
 //! allocations) to bare.
 //! Each round starts with the next contender. Default run: 12 rounds,
@@ -35,9 +36,10 @@
 //! cargo run --release -p ha-benches --bin hyper-loopback -- --rounds 10 --secs 5 --concurrency 64
 //! ```
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,7 +55,59 @@ use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
 
 #[global_allocator]
-static ALLOC: CountingAllocator = CountingAllocator;
+static ALLOC: Gated = Gated;
+
+/// Whether allocations are being counted.
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+/// The counting allocator while [`COUNTING`] is set, the system allocator
+/// otherwise: the counters are atomics every thread shares, and counting
+/// while timing would charge each allocation a contended cache line.
+struct Gated;
+
+// SAFETY: every method forwards to an allocator with the caller's arguments
+// unchanged; `CountingAllocator` frees with `System`, so memory from either
+// may be freed or reallocated by either.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Gated {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            if COUNTING.load(Ordering::Relaxed) {
+                CountingAllocator.alloc(layout)
+            } else {
+                System.alloc(layout)
+            }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            if COUNTING.load(Ordering::Relaxed) {
+                CountingAllocator.alloc_zeroed(layout)
+            } else {
+                System.alloc_zeroed(layout)
+            }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            if COUNTING.load(Ordering::Relaxed) {
+                CountingAllocator.realloc(ptr, layout, new_size)
+            } else {
+                System.realloc(ptr, layout, new_size)
+            }
+        }
+    }
+}
 
 /// What every server answers.
 const BODY: &[u8] = b"hello from loopback\n";
@@ -64,16 +118,18 @@ struct Args {
     secs: f64,
     concurrency: usize,
     server_threads: usize,
+    /// Run only this contender (for profiling).
+    only: Option<String>,
 }
 
 impl Args {
     fn parse() -> Args {
-        let mut args = Args { servers: 3, rounds: 12, secs: 1.0, concurrency: 32, server_threads: 1 };
+        let mut args = Args { servers: 3, rounds: 12, secs: 1.0, concurrency: 32, server_threads: 1, only: None };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             if flag == "-h" || flag == "--help" {
                 println!(
-                    "hyper-loopback [--servers 3] [--rounds 12] [--secs 1] [--concurrency 32] [--server-threads 1]"
+                    "hyper-loopback [--servers 3] [--rounds 12] [--secs 1] [--concurrency 32] [--server-threads 1] [--only bare|ha|ha_no_timeouts]"
                 );
                 std::process::exit(0);
             }
@@ -85,6 +141,7 @@ impl Args {
                 "--secs" => args.secs = num(&value),
                 "--concurrency" => args.concurrency = num(&value) as usize,
                 "--server-threads" => args.server_threads = num(&value) as usize,
+                "--only" => args.only = Some(value),
                 _ => die(&format!("unknown flag {flag} (try --help)")),
             }
         }
@@ -137,6 +194,8 @@ struct Tally {
     /// included, the same for every contender) while this one ran.
     allocs: u64,
     bytes: u64,
+    /// Requests sent while allocations were counted.
+    alloc_requests: u64,
     /// CPU time of the client's and the servers' threads while this one ran.
     client_cpu: Duration,
     server_cpu: Duration,
@@ -170,6 +229,14 @@ fn thread_cpu() -> (Duration, Duration) {
 impl Tally {
     fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn allocs_per_request(&self) -> f64 {
+        self.allocs as f64 / self.alloc_requests.max(1) as f64
+    }
+
+    fn bytes_per_request(&self) -> f64 {
+        self.bytes as f64 / self.alloc_requests.max(1) as f64
     }
 
     /// Client CPU µs per request.
@@ -354,20 +421,37 @@ async fn run(args: &Args, addrs: &[SocketAddr]) {
     }
     // Warm up: connections opened, code paths and allocator settled.
     let warm = (args.secs / 4.0).max(0.25);
-    for i in 0..3 {
+    if let Some(only) = &args.only {
+        if !names.contains(&only.as_str()) {
+            die(&format!("--only: no contender {only} (bare, ha, ha_no_timeouts)"));
+        }
+    }
+    let wanted = |i: usize| args.only.as_deref().is_none_or(|o| o == names[i]);
+    for i in (0..3).filter(|&i| wanted(i)) {
         run_one!(i, &mut Tally::default(), warm);
     }
     for r in 0..args.rounds {
         let before: Vec<u64> = tallies.iter().map(|t| t.requests).collect();
         // Each round starts with another contender.
         let order: Vec<usize> = (0..3).map(|k| (r + k) % 3).collect();
-        for &i in &order {
+        for &i in order.iter().filter(|&&i| wanted(i)) {
             run_one!(i, &mut tallies[i], args.secs);
         }
         let line: Vec<String> = (0..3)
             .map(|i| format!("{} {:>7.0} rps", names[i], (tallies[i].requests - before[i]) as f64 / args.secs))
             .collect();
         println!("  round {:>2} ({} first): {}", r + 1, names[order[0]], line.join(", "));
+    }
+    // Allocations, counted in rounds of their own (not timed).
+    COUNTING.store(true, Ordering::Relaxed);
+    let mut counted: [Tally; 3] = Default::default();
+    for i in (0..3).filter(|&i| wanted(i)) {
+        run_one!(i, &mut counted[i], warm);
+    }
+    COUNTING.store(false, Ordering::Relaxed);
+    for (t, c) in tallies.iter_mut().zip(&counted) {
+        (t.allocs, t.bytes) = (c.allocs, c.bytes);
+        t.alloc_requests = c.requests;
     }
     let [mut bare, mut ha, mut ha_nt] = tallies;
     for t in [&mut bare, &mut ha, &mut ha_nt] {
@@ -400,8 +484,8 @@ async fn run(args: &Args, addrs: &[SocketAddr]) {
             t.percentile(0.9),
             t.percentile(0.99),
             t.percentile(0.999),
-            t.allocs as f64 / t.requests.max(1) as f64,
-            t.bytes as f64 / t.requests.max(1) as f64,
+            t.allocs_per_request(),
+            t.bytes_per_request(),
             t.client_us(),
             t.server_us(),
             t.errors
@@ -418,8 +502,8 @@ async fn run(args: &Args, addrs: &[SocketAddr]) {
             ratio(t.percentile(0.9), bare.percentile(0.9)),
             ratio(t.percentile(0.99), bare.percentile(0.99)),
             ratio(t.percentile(0.999), bare.percentile(0.999)),
-            (t.allocs as f64 / t.requests.max(1) as f64) - (bare.allocs as f64 / bare.requests.max(1) as f64),
-            (t.bytes as f64 / t.requests.max(1) as f64) - (bare.bytes as f64 / bare.requests.max(1) as f64),
+            t.allocs_per_request() - bare.allocs_per_request(),
+            t.bytes_per_request() - bare.bytes_per_request(),
             t.client_us() / bare.client_us(),
             t.server_us() / bare.server_us(),
         );
