@@ -20,20 +20,22 @@
 //! `--secs` (1) second per round, on a multi-thread tokio runtime with
 //! 2 workers (the servers run on a runtime of their own, `--server-threads`
 //! workers, default 1). Every request's latency (send until the whole body
-//! is read) is recorded; the report gives requests per second (over all
+//! is read) is recorded. The report gives requests per second (over all
 //! rounds, the median round and the best round), p50/p90/p99/p99.9
-//! latency over all rounds, and allocations and bytes allocated per
-//! request (counted in a short round of each after the timed ones, so the
+//! latency over all rounds, allocations and bytes allocated per request
+//! (counted in a short untimed round of each after the timed ones, so the
 //! counters' shared atomics do not slow the timed rounds; the whole
-//! process, servers included: the difference to bare is the client's), CPU µs per request of the client's and the servers'
-//! threads (Linux, from /proc), with the ratios (differences, for
-//! allocations) to bare.
+//! process, servers included: the difference to bare is the client's) and
+//! CPU µs per request of the client's and the servers' threads (Linux,
+//! from /proc), with the ratios to bare (differences, for allocations).
 //! Each round starts with the next contender. Default run: 12 rounds,
 //! about 40 s.
 //!
 //! ```sh
 //! cargo run --release -p ha-benches --bin hyper-loopback
 //! cargo run --release -p ha-benches --bin hyper-loopback -- --rounds 10 --secs 5 --concurrency 64
+//! # one contender alone, e.g. under `perf record`:
+//! cargo run --release -p ha-benches --bin hyper-loopback -- --only ha --rounds 4
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
