@@ -16,7 +16,8 @@
 //! inside one `block_on` of a current-thread tokio runtime (`Buffer` needs
 //! its worker task to run; its hop is part of what tower costs). `ha_sync`
 //! and `bare_sync` drive the stack and the endpoint without an executor,
-//! as the other overhead benches do. The pieces (`piece/...`) are the
+//! as the other overhead benches do; `ha_sync_clone` clones the stack for
+//! each call, as `stack.clone().oneshot(req)` does. The pieces (`piece/...`) are the
 //! layers of the stack on their own over the same endpoint, to tell which
 //! one costs what (and allocates, if any does): the retry layer with and
 //! without a deadline, the retry layer attaching an attempt context to
@@ -337,6 +338,8 @@ fn bench(c: &mut Criterion) {
     let mut driven = contenders(&rt);
     let mut ha_sync = ha_stack(false);
     let mut ha_sync_timeouts = ha_stack(true);
+    // Cloned for each call.
+    let ha_shared = ha_stack(false);
     let mut bare = Bare;
     let mut pieces = pieces();
     // Warm up: endpoints discovered, latency estimates settled, stashes full.
@@ -346,6 +349,7 @@ fn bench(c: &mut Criterion) {
     for i in 0..alloc_iters() {
         assert!(one_call(&mut ha_sync, WithAttempt::new(i)));
         assert!(one_call(&mut ha_sync_timeouts, WithAttempt::new(i)));
+        assert!(one_call(&mut ha_shared.clone(), WithAttempt::new(i)));
     }
     for (_, call) in &mut pieces {
         for i in 0..alloc_iters() {
@@ -386,6 +390,11 @@ fn bench(c: &mut Criterion) {
         "ha_sync_timeouts",
         per_call(&mut |i| one_call(&mut ha_sync_timeouts, WithAttempt::new(i)))
     );
+    println!(
+        "  {:<22} {:6.2}",
+        "ha_sync_clone",
+        per_call(&mut |i| one_call(&mut ha_shared.clone(), WithAttempt::new(i)))
+    );
     for (name, call) in &mut pieces {
         println!("  {name:<22} {:6.2}", per_call(call));
     }
@@ -402,6 +411,7 @@ fn bench(c: &mut Criterion) {
         ("bare_sync", Box::new(|| one_call(&mut bare, black_box(7)))),
         ("ha_sync", Box::new(|| one_call(&mut ha_sync, WithAttempt::new(black_box(7))))),
         ("ha_sync_timeouts", Box::new(|| one_call(&mut ha_sync_timeouts, WithAttempt::new(black_box(7))))),
+        ("ha_sync_clone", Box::new(|| one_call(&mut ha_shared.clone(), WithAttempt::new(black_box(7))))),
     ];
     timed.extend(pieces.iter_mut().map(|(name, call)| -> Timed<'_> { (*name, Box::new(|| call(black_box(7)))) }));
     let best = fastest_of_rounds(&mut timed, 100_000);
