@@ -16,10 +16,13 @@
 //! inside one `block_on` of a current-thread tokio runtime (`Buffer` needs
 //! its worker task to run; its hop is part of what tower costs). `ha_sync`
 //! and `bare_sync` drive the stack and the endpoint without an executor,
-//! as the other overhead benches do. The pieces (`piece/...`) are the
+//! as the other overhead benches do; `ha_sync_clone` clones the stack for
+//! each call, as `stack.clone().oneshot(req)` does. The pieces (`piece/...`) are the
 //! layers of the stack on their own over the same endpoint, to tell which
 //! one costs what (and allocates, if any does): the retry layer with and
-//! without a deadline, the balancer alone, one breaker, ten breakers
+//! without a deadline, the retry layer attaching an attempt context to
+//! `WithAttempt` requests as the stack's does (`retry_tracked`), the
+//! balancer alone, the retry layer over the balancer, one breaker, ten breakers
 //! called in turn (the stack has one per endpoint), the try timeout.
 //!
 //! After criterion's timings come the allocations per call of each, and
@@ -274,6 +277,14 @@ fn pieces() -> Vec<Piece> {
     let mut breakers: Vec<_> =
         (0..N).map(|_| CircuitBreakerLayer::new(BreakerConfig::default()).expect("valid").layer(Bare)).collect();
     let timeout = TryTimeout::new(BoxErrors(Bare), Some(Duration::from_secs(2)));
+    let tracked = || RetryLayer::builder(RetryConfig::default()).replay(Tracked).build().expect("valid");
+    let mut retry_tracked = tracked().layer(Bare);
+    let mut retry_over_balance = tracked().layer(
+        HaBalance::<usize, Bare, WithAttempt<u64>>::builder()
+            .seed(1)
+            .build_with((0..N).map(|i| (i, Endpoint::new(Bare))))
+            .expect("the default configuration is valid"),
+    );
     let mut next = 0;
     let mut retry = retry;
     let mut retry_deadline = retry_deadline;
@@ -283,7 +294,9 @@ fn pieces() -> Vec<Piece> {
     vec![
         ("piece/retry", Box::new(move |i| one_call(&mut retry, i))),
         ("piece/retry_deadline", Box::new(move |i| one_call(&mut retry_deadline, i))),
+        ("piece/retry_tracked", Box::new(move |i| one_call(&mut retry_tracked, WithAttempt::new(i)))),
         ("piece/balance", Box::new(move |i| one_call(&mut balance, WithAttempt::new(i)))),
+        ("piece/retry_over_balance", Box::new(move |i| one_call(&mut retry_over_balance, WithAttempt::new(i)))),
         ("piece/breaker", Box::new(move |i| one_call(&mut one_breaker, i))),
         (
             "piece/breakers_10",
@@ -325,6 +338,8 @@ fn bench(c: &mut Criterion) {
     let mut driven = contenders(&rt);
     let mut ha_sync = ha_stack(false);
     let mut ha_sync_timeouts = ha_stack(true);
+    // Cloned for each call.
+    let ha_shared = ha_stack(false);
     let mut bare = Bare;
     let mut pieces = pieces();
     // Warm up: endpoints discovered, latency estimates settled, stashes full.
@@ -334,6 +349,7 @@ fn bench(c: &mut Criterion) {
     for i in 0..alloc_iters() {
         assert!(one_call(&mut ha_sync, WithAttempt::new(i)));
         assert!(one_call(&mut ha_sync_timeouts, WithAttempt::new(i)));
+        assert!(one_call(&mut ha_shared.clone(), WithAttempt::new(i)));
     }
     for (_, call) in &mut pieces {
         for i in 0..alloc_iters() {
@@ -374,6 +390,11 @@ fn bench(c: &mut Criterion) {
         "ha_sync_timeouts",
         per_call(&mut |i| one_call(&mut ha_sync_timeouts, WithAttempt::new(i)))
     );
+    println!(
+        "  {:<22} {:6.2}",
+        "ha_sync_clone",
+        per_call(&mut |i| one_call(&mut ha_shared.clone(), WithAttempt::new(i)))
+    );
     for (name, call) in &mut pieces {
         println!("  {name:<22} {:6.2}", per_call(call));
     }
@@ -390,6 +411,7 @@ fn bench(c: &mut Criterion) {
         ("bare_sync", Box::new(|| one_call(&mut bare, black_box(7)))),
         ("ha_sync", Box::new(|| one_call(&mut ha_sync, WithAttempt::new(black_box(7))))),
         ("ha_sync_timeouts", Box::new(|| one_call(&mut ha_sync_timeouts, WithAttempt::new(black_box(7))))),
+        ("ha_sync_clone", Box::new(|| one_call(&mut ha_shared.clone(), WithAttempt::new(black_box(7))))),
     ];
     timed.extend(pieces.iter_mut().map(|(name, call)| -> Timed<'_> { (*name, Box::new(|| call(black_box(7)))) }));
     let best = fastest_of_rounds(&mut timed, 100_000);

@@ -20,22 +20,28 @@
 //! `--secs` (1) second per round, on a multi-thread tokio runtime with
 //! 2 workers (the servers run on a runtime of their own, `--server-threads`
 //! workers, default 1). Every request's latency (send until the whole body
-//! is read) is recorded; the report gives requests per second (over all
+//! is read) is recorded. The report gives requests per second (over all
 //! rounds, the median round and the best round), p50/p90/p99/p99.9
-//! latency over all rounds, and allocations and bytes allocated per
-//! request (the whole process, servers included: the difference to bare is
-//! the client's), with the ratios (differences, for allocations) to bare.
+//! latency over all rounds, allocations and bytes allocated per request
+//! (counted in a short untimed round of each after the timed ones, so the
+//! counters' shared atomics do not slow the timed rounds; the whole
+//! process, servers included: the difference to bare is the client's) and
+//! CPU µs per request of the client's and the servers' threads (Linux,
+//! from /proc), with the ratios to bare (differences, for allocations).
 //! Each round starts with the next contender. Default run: 12 rounds,
 //! about 40 s.
 //!
 //! ```sh
 //! cargo run --release -p ha-benches --bin hyper-loopback
 //! cargo run --release -p ha-benches --bin hyper-loopback -- --rounds 10 --secs 5 --concurrency 64
+//! # one contender alone, e.g. under `perf record`:
+//! cargo run --release -p ha-benches --bin hyper-loopback -- --only ha --rounds 4
 //! ```
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,7 +57,59 @@ use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
 
 #[global_allocator]
-static ALLOC: CountingAllocator = CountingAllocator;
+static ALLOC: Gated = Gated;
+
+/// Whether allocations are being counted.
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+/// The counting allocator while [`COUNTING`] is set, the system allocator
+/// otherwise: the counters are atomics every thread shares, and counting
+/// while timing would charge each allocation a contended cache line.
+struct Gated;
+
+// SAFETY: every method forwards to an allocator with the caller's arguments
+// unchanged; `CountingAllocator` frees with `System`, so memory from either
+// may be freed or reallocated by either.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Gated {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            if COUNTING.load(Ordering::Relaxed) {
+                CountingAllocator.alloc(layout)
+            } else {
+                System.alloc(layout)
+            }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            if COUNTING.load(Ordering::Relaxed) {
+                CountingAllocator.alloc_zeroed(layout)
+            } else {
+                System.alloc_zeroed(layout)
+            }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            if COUNTING.load(Ordering::Relaxed) {
+                CountingAllocator.realloc(ptr, layout, new_size)
+            } else {
+                System.realloc(ptr, layout, new_size)
+            }
+        }
+    }
+}
 
 /// What every server answers.
 const BODY: &[u8] = b"hello from loopback\n";
@@ -62,16 +120,18 @@ struct Args {
     secs: f64,
     concurrency: usize,
     server_threads: usize,
+    /// Run only this contender (for profiling).
+    only: Option<String>,
 }
 
 impl Args {
     fn parse() -> Args {
-        let mut args = Args { servers: 3, rounds: 12, secs: 1.0, concurrency: 32, server_threads: 1 };
+        let mut args = Args { servers: 3, rounds: 12, secs: 1.0, concurrency: 32, server_threads: 1, only: None };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             if flag == "-h" || flag == "--help" {
                 println!(
-                    "hyper-loopback [--servers 3] [--rounds 12] [--secs 1] [--concurrency 32] [--server-threads 1]"
+                    "hyper-loopback [--servers 3] [--rounds 12] [--secs 1] [--concurrency 32] [--server-threads 1] [--only bare|ha|ha_no_timeouts]"
                 );
                 std::process::exit(0);
             }
@@ -83,6 +143,7 @@ impl Args {
                 "--secs" => args.secs = num(&value),
                 "--concurrency" => args.concurrency = num(&value) as usize,
                 "--server-threads" => args.server_threads = num(&value) as usize,
+                "--only" => args.only = Some(value),
                 _ => die(&format!("unknown flag {flag} (try --help)")),
             }
         }
@@ -135,11 +196,59 @@ struct Tally {
     /// included, the same for every contender) while this one ran.
     allocs: u64,
     bytes: u64,
+    /// Requests sent while allocations were counted.
+    alloc_requests: u64,
+    /// CPU time of the client's and the servers' threads while this one ran.
+    client_cpu: Duration,
+    server_cpu: Duration,
+}
+
+/// CPU time (user + system) used so far by this process's threads named
+/// `client*` and `server*` (Linux; zero elsewhere), read from /proc at the
+/// kernel's tick resolution (usually 10 ms: fine over rounds of a second).
+fn thread_cpu() -> (Duration, Duration) {
+    const TICK: f64 = 0.01; // USER_HZ is 100 on every Linux
+    let (mut client, mut server) = (0.0, 0.0);
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return (Duration::ZERO, Duration::ZERO) };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        // pid (comm) state ... : utime and stime are fields 14 and 15.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let comm = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        // Fields after the comm, counted from 3 (state).
+        let secs = (ticks(14 - 3) + ticks(15 - 3)) * TICK;
+        if comm.starts_with("client") {
+            client += secs;
+        } else if comm.starts_with("server") {
+            server += secs;
+        }
+    }
+    (Duration::from_secs_f64(client), Duration::from_secs_f64(server))
 }
 
 impl Tally {
     fn rps(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn allocs_per_request(&self) -> f64 {
+        self.allocs as f64 / self.alloc_requests.max(1) as f64
+    }
+
+    fn bytes_per_request(&self) -> f64 {
+        self.bytes as f64 / self.alloc_requests.max(1) as f64
+    }
+
+    /// Client CPU µs per request.
+    fn client_us(&self) -> f64 {
+        self.client_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+    }
+
+    /// Server CPU µs per request.
+    fn server_us(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
     }
 
     fn best_rps(&self) -> f64 {
@@ -173,6 +282,7 @@ where
     Fut: std::future::Future<Output = bool> + Send,
 {
     let (allocs, bytes) = (allocations(), allocated_bytes());
+    let (client_cpu, server_cpu) = thread_cpu();
     let start = Instant::now();
     let until = start + Duration::from_secs_f64(secs);
     let tasks: Vec<_> = (0..concurrency)
@@ -209,6 +319,9 @@ where
     tally.rounds.push(requests as f64 / elapsed.as_secs_f64());
     tally.allocs += allocations() - allocs;
     tally.bytes += allocated_bytes() - bytes;
+    let (client_now, server_now) = thread_cpu();
+    tally.client_cpu += client_now.saturating_sub(client_cpu);
+    tally.server_cpu += server_now.saturating_sub(server_cpu);
 }
 
 /// Reads a response's whole body; true when it is the expected answer.
@@ -251,13 +364,14 @@ async fn run(args: &Args, addrs: &[SocketAddr]) {
     let bare = builder.build_http::<Full<Bytes>>();
     let uris: Arc<[Uri]> = addrs.iter().map(|a| format!("http://{a}/").parse().expect("a valid URI")).collect();
     let next = Arc::new(AtomicUsize::new(0));
+    // As a bare user calls it: `request` on the shared client (its future
+    // owns what it needs); the stack is cloned per request instead, as its
+    // docs show (`stack.clone().oneshot(req)`).
     let send_bare = move || {
-        let (client, uris, next) = (bare.clone(), uris.clone(), next.clone());
-        async move {
-            let uri = uris[next.fetch_add(1, Ordering::Relaxed) % uris.len()].clone();
-            let req = Request::get(uri).body(Full::new(Bytes::new())).expect("a valid request");
-            complete(client.request(req).await).await
-        }
+        let uri = uris[next.fetch_add(1, Ordering::Relaxed) % uris.len()].clone();
+        let req = Request::get(uri).body(Full::new(Bytes::new())).expect("a valid request");
+        let res = bare.request(req);
+        async move { complete(res.await).await }
     };
 
     let ha_stack = |timeouts: bool| {
@@ -309,14 +423,20 @@ async fn run(args: &Args, addrs: &[SocketAddr]) {
     }
     // Warm up: connections opened, code paths and allocator settled.
     let warm = (args.secs / 4.0).max(0.25);
-    for i in 0..3 {
+    if let Some(only) = &args.only {
+        if !names.contains(&only.as_str()) {
+            die(&format!("--only: no contender {only} (bare, ha, ha_no_timeouts)"));
+        }
+    }
+    let wanted = |i: usize| args.only.as_deref().is_none_or(|o| o == names[i]);
+    for i in (0..3).filter(|&i| wanted(i)) {
         run_one!(i, &mut Tally::default(), warm);
     }
     for r in 0..args.rounds {
         let before: Vec<u64> = tallies.iter().map(|t| t.requests).collect();
         // Each round starts with another contender.
         let order: Vec<usize> = (0..3).map(|k| (r + k) % 3).collect();
-        for &i in &order {
+        for &i in order.iter().filter(|&&i| wanted(i)) {
             run_one!(i, &mut tallies[i], args.secs);
         }
         let line: Vec<String> = (0..3)
@@ -324,18 +444,41 @@ async fn run(args: &Args, addrs: &[SocketAddr]) {
             .collect();
         println!("  round {:>2} ({} first): {}", r + 1, names[order[0]], line.join(", "));
     }
+    // Allocations, counted in rounds of their own (not timed).
+    COUNTING.store(true, Ordering::Relaxed);
+    let mut counted: [Tally; 3] = Default::default();
+    for i in (0..3).filter(|&i| wanted(i)) {
+        run_one!(i, &mut counted[i], warm);
+    }
+    COUNTING.store(false, Ordering::Relaxed);
+    for (t, c) in tallies.iter_mut().zip(&counted) {
+        (t.allocs, t.bytes) = (c.allocs, c.bytes);
+        t.alloc_requests = c.requests;
+    }
     let [mut bare, mut ha, mut ha_nt] = tallies;
     for t in [&mut bare, &mut ha, &mut ha_nt] {
         t.latencies_us.sort_unstable();
     }
 
     println!(
-        "\n{:<20} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8} {:>7} {:>8} {:>6}",
-        "", "rps", "median", "best", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "allocs", "bytes", "errors"
+        "\n{:<20} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8} {:>7} {:>8} {:>9} {:>9} {:>6}",
+        "",
+        "rps",
+        "median",
+        "best",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "allocs",
+        "bytes",
+        "client µs",
+        "server µs",
+        "errors"
     );
     for (name, t) in [("bare", &bare), ("ha", &ha), ("ha_no_timeouts", &ha_nt)] {
         println!(
-            "{name:<20} {:>8.0} {:>8.0} {:>8.0} {:>7} {:>7} {:>7} {:>8} {:>7.1} {:>8.0} {:>6}",
+            "{name:<20} {:>8.0} {:>8.0} {:>8.0} {:>7} {:>7} {:>7} {:>8} {:>7.1} {:>8.0} {:>9.2} {:>9.2} {:>6}",
             t.rps(),
             t.median_rps(),
             t.best_rps(),
@@ -343,15 +486,17 @@ async fn run(args: &Args, addrs: &[SocketAddr]) {
             t.percentile(0.9),
             t.percentile(0.99),
             t.percentile(0.999),
-            t.allocs as f64 / t.requests.max(1) as f64,
-            t.bytes as f64 / t.requests.max(1) as f64,
+            t.allocs_per_request(),
+            t.bytes_per_request(),
+            t.client_us(),
+            t.server_us(),
             t.errors
         );
     }
     let ratio = |a: u32, b: u32| a as f64 / b.max(1) as f64;
     for (name, t) in [("ha/bare", &ha), ("ha_no_timeouts/bare", &ha_nt)] {
         println!(
-            "{name:<20} {:>8.3} {:>8.3} {:>8.3} {:>7.3} {:>7.3} {:>7.3} {:>8.3} {:>7.1} {:>8.0}",
+            "{name:<20} {:>8.3} {:>8.3} {:>8.3} {:>7.3} {:>7.3} {:>7.3} {:>8.3} {:>7.1} {:>8.0} {:>9.3} {:>9.3}",
             t.rps() / bare.rps(),
             t.median_rps() / bare.median_rps(),
             t.best_rps() / bare.best_rps(),
@@ -359,8 +504,10 @@ async fn run(args: &Args, addrs: &[SocketAddr]) {
             ratio(t.percentile(0.9), bare.percentile(0.9)),
             ratio(t.percentile(0.99), bare.percentile(0.99)),
             ratio(t.percentile(0.999), bare.percentile(0.999)),
-            (t.allocs as f64 / t.requests.max(1) as f64) - (bare.allocs as f64 / bare.requests.max(1) as f64),
-            (t.bytes as f64 / t.requests.max(1) as f64) - (bare.bytes as f64 / bare.requests.max(1) as f64),
+            t.allocs_per_request() - bare.allocs_per_request(),
+            t.bytes_per_request() - bare.bytes_per_request(),
+            t.client_us() / bare.client_us(),
+            t.server_us() / bare.server_us(),
         );
     }
 }
