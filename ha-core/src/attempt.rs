@@ -72,12 +72,86 @@ struct Shared {
     deadline: Option<Instant>,
 }
 
+impl Shared {
+    fn new(deadline: Option<Instant>) -> Self {
+        Shared { tried: std::array::from_fn(|_| AtomicU64::new(0)), len: AtomicUsize::new(0), deadline }
+    }
+}
+
 /// The state one logical request carries across attempts; see the
 /// [module docs](self).
+///
+/// Every request that enters a retry or hedge layer gets one, so its shared
+/// part is recycled: when the last clone of a context is dropped, its
+/// allocation goes to a small per-thread free list that the next new context
+/// on that thread takes, and a request costs no allocation in the steady
+/// state.
 #[derive(Clone)]
 pub struct AttemptContext {
-    shared: Arc<Shared>,
+    // `None` only while being dropped, when the allocation is handed back.
+    shared: Option<Arc<Shared>>,
     attempt: u32,
+}
+
+impl Drop for AttemptContext {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            recycle::give_back(shared);
+        }
+    }
+}
+
+/// The per-thread free list of contexts' shared parts.
+#[cfg(not(loom))]
+mod recycle {
+    use std::cell::RefCell;
+
+    use super::{Arc, Instant, Shared};
+
+    /// Most free allocations a thread keeps.
+    const KEEP: usize = 64;
+
+    thread_local! {
+        static FREE: RefCell<Vec<Arc<Shared>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn take(deadline: Option<Instant>) -> Arc<Shared> {
+        let reused = FREE.try_with(|free| free.borrow_mut().pop()).ok().flatten();
+        if let Some(mut shared) = reused {
+            // Only unshared allocations are ever put back, so this holds.
+            if let Some(s) = Arc::get_mut(&mut shared) {
+                s.deadline = deadline;
+                return shared;
+            }
+        }
+        Arc::new(Shared::new(deadline))
+    }
+
+    pub(super) fn give_back(mut shared: Arc<Shared>) {
+        let Some(s) = Arc::get_mut(&mut shared) else { return };
+        *s.len.get_mut() = 0;
+        for slot in &mut s.tried {
+            *slot.get_mut() = 0;
+        }
+        let _ = FREE.try_with(move |free| {
+            let mut free = free.borrow_mut();
+            if free.len() < KEEP {
+                free.push(shared);
+            }
+        });
+    }
+}
+
+/// Under loom every context allocates: the models are about the atomics.
+#[cfg(loom)]
+mod recycle {
+    use super::{Arc, Instant, Shared};
+
+    pub(super) fn take(deadline: Option<Instant>) -> Arc<Shared> {
+        Arc::new(Shared::new(deadline))
+    }
+
+    pub(super) fn give_back(_shared: Arc<Shared>) {}
 }
 
 impl AttemptContext {
@@ -92,14 +166,11 @@ impl AttemptContext {
     }
 
     fn build(deadline: Option<Instant>) -> Self {
-        AttemptContext {
-            shared: Arc::new(Shared {
-                tried: std::array::from_fn(|_| AtomicU64::new(0)),
-                len: AtomicUsize::new(0),
-                deadline,
-            }),
-            attempt: 1,
-        }
+        AttemptContext { shared: Some(recycle::take(deadline)), attempt: 1 }
+    }
+
+    fn shared(&self) -> &Shared {
+        self.shared.as_deref().expect("a context's shared part is taken only when it is dropped")
     }
 
     /// The attempt number, starting at 1.
@@ -114,7 +185,7 @@ impl AttemptContext {
 
     /// The overall deadline of the request, if it has one.
     pub fn deadline(&self) -> Option<Instant> {
-        self.shared.deadline
+        self.shared().deadline
     }
 
     /// Records that an attempt of this request went to `id`.
@@ -122,12 +193,12 @@ impl AttemptContext {
         if self.was_tried(id) {
             return;
         }
-        let slot = self.shared.len.fetch_add(1, Ordering::AcqRel);
-        if let Some(cell) = self.shared.tried.get(slot) {
+        let slot = self.shared().len.fetch_add(1, Ordering::AcqRel);
+        if let Some(cell) = self.shared().tried.get(slot) {
             cell.store(id.get(), Ordering::Release);
         } else {
             // Keep len bounded so it cannot wrap however often this is called.
-            self.shared.len.fetch_sub(1, Ordering::AcqRel);
+            self.shared().len.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -138,9 +209,9 @@ impl AttemptContext {
 
     /// The endpoints tried so far, in the order they were recorded.
     pub fn tried(&self) -> impl Iterator<Item = EndpointId> + '_ {
-        let n = self.shared.len.load(Ordering::Acquire).min(MAX_TRIED);
+        let n = self.shared().len.load(Ordering::Acquire).min(MAX_TRIED);
         // A slot claimed but not yet written reads as zero and is skipped.
-        self.shared.tried[..n].iter().filter_map(|c| NonZeroU64::new(c.load(Ordering::Acquire)).map(EndpointId))
+        self.shared().tried[..n].iter().filter_map(|c| NonZeroU64::new(c.load(Ordering::Acquire)).map(EndpointId))
     }
 
     /// How many endpoints were recorded (concurrent records of one endpoint
@@ -161,7 +232,7 @@ impl fmt::Debug for AttemptContext {
         f.debug_struct("AttemptContext")
             .field("attempt", &self.attempt)
             .field("tried", &self.tried().map(EndpointId::get).collect::<Vec<_>>())
-            .field("deadline", &self.shared.deadline)
+            .field("deadline", &self.shared().deadline)
             .finish()
     }
 }
@@ -220,6 +291,26 @@ impl<R> HasAttemptContext for WithAttempt<R> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_dropped_context_is_reused_clean() {
+        let first = AttemptContext::with_deadline(Instant::now() + Duration::from_secs(5));
+        first.record_tried(EndpointId::from_raw(9));
+        let second = first.next_attempt();
+        let ptr = Arc::as_ptr(first.shared.as_ref().unwrap());
+        drop(first);
+        // Still shared with `second`: not recycled, so a new context gets a fresh one.
+        let other = AttemptContext::new();
+        assert_ne!(Arc::as_ptr(other.shared.as_ref().unwrap()), ptr);
+        drop(second);
+        let reused = AttemptContext::new();
+        assert_eq!(Arc::as_ptr(reused.shared.as_ref().unwrap()), ptr, "the last clone's drop recycled it");
+        assert_eq!(reused.tried_count(), 0);
+        assert!(!reused.was_tried(EndpointId::from_raw(9)));
+        assert_eq!(reused.deadline(), None);
+        assert_eq!(reused.attempt(), 1);
+        drop(other);
+    }
 
     #[test]
     fn attempts_count_up_and_share_history() {
