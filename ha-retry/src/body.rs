@@ -59,7 +59,9 @@ pub const DEFAULT_MAX_REPLAY_BYTES: usize = 64 * 1024;
 /// A body that keeps what it streams so a later attempt can send it again;
 /// see the [module docs](self). Clones share the kept bytes.
 pub struct ReplayBody<B> {
-    shared: Arc<Shared<B>>,
+    // `None` for a body that was empty from the start: nothing to keep, and
+    // nothing to allocate (most GETs).
+    shared: Option<Arc<Shared<B>>>,
     // The reading state, while this clone is the one reading the original body.
     reading: Option<Reading<B>>,
     // The next kept chunk this clone sends.
@@ -116,39 +118,29 @@ impl Error for ReplayUnavailable {}
 impl<B: Body> ReplayBody<B> {
     /// Wraps `body`, keeping up to `max_bytes` of it for replay.
     pub fn new(body: B, max_bytes: usize) -> Self {
-        let complete = OnceLock::new();
-        let rest = if body.is_end_stream() {
-            // Nothing to read: every attempt can replay the empty body at once.
-            let _ = complete.set(Complete { chunks: Vec::new(), trailers: None });
-            None
-        } else {
-            Some(body)
-        };
-        let reading = rest.map(|b| Reading { rest: Some(b), kept: Vec::new(), len: 0, trailers: None, capped: false });
-        ReplayBody {
-            shared: Arc::new(Shared {
+        let shared = (!body.is_end_stream()).then(|| {
+            let reading = Reading { rest: Some(body), kept: Vec::new(), len: 0, trailers: None, capped: false };
+            Arc::new(Shared {
                 max: max_bytes,
-                complete,
-                handover: Mutex::new(reading),
+                complete: OnceLock::new(),
+                handover: Mutex::new(Some(reading)),
                 capped: AtomicBool::new(false),
-            }),
-            reading: None,
-            pos: 0,
-            trailers_sent: false,
-        }
+            })
+        });
+        ReplayBody { shared, reading: None, pos: 0, trailers_sent: false }
     }
 }
 
 impl<B> ReplayBody<B> {
     /// False once the body outgrew the cap: a copy can no longer be sent.
     pub fn is_replayable(&self) -> bool {
-        !self.shared.capped.load(Ordering::Acquire)
+        self.shared.as_ref().is_none_or(|s| !s.capped.load(Ordering::Acquire))
     }
 
     /// True once the whole body has been read and kept: copies can be sent
     /// even while another attempt is in flight.
     pub fn is_complete(&self) -> bool {
-        self.shared.complete.get().is_some()
+        self.shared.as_ref().is_none_or(|s| s.complete.get().is_some())
     }
 }
 
@@ -161,9 +153,9 @@ impl<B> Clone for ReplayBody<B> {
 impl<B> Drop for ReplayBody<B> {
     fn drop(&mut self) {
         // Stopped part-way: let the next attempt carry on from here.
-        if let Some(reading) = self.reading.take() {
+        if let (Some(reading), Some(shared)) = (self.reading.take(), &self.shared) {
             if reading.rest.is_some() && !reading.capped {
-                if let Ok(mut slot) = self.shared.handover.lock() {
+                if let Ok(mut slot) = shared.handover.lock() {
                     *slot = Some(reading);
                 }
             }
@@ -181,35 +173,28 @@ where
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        let Some(shared) = this.shared.as_deref() else { return Poll::Ready(None) };
         if this.reading.is_none() {
-            if let Some(done) = this.shared.complete.get() {
-                if let Some(chunk) = done.chunks.get(this.pos) {
-                    this.pos += 1;
-                    return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
-                }
-                if !this.trailers_sent {
-                    this.trailers_sent = true;
-                    if let Some(t) = &done.trailers {
-                        return Poll::Ready(Some(Ok(Frame::trailers(t.clone()))));
-                    }
-                }
-                return Poll::Ready(None);
+            if let Some(done) = shared.complete.get() {
+                return send_kept(done, &mut this.pos, &mut this.trailers_sent);
             }
-            let taken = this.shared.handover.lock().ok().and_then(|mut slot| slot.take());
+            let taken = shared.handover.lock().ok().and_then(|mut slot| slot.take());
             match taken {
                 Some(reading) => {
                     this.reading = Some(reading);
                     this.pos = 0;
                 }
-                // The reader may have completed the body between our two looks.
-                None if this.shared.complete.get().is_some() => return self.poll_frame(cx),
-                None => {
-                    let capped = this.shared.capped.load(Ordering::Acquire);
-                    return Poll::Ready(Some(Err(ReplayUnavailable { capped }.into())));
-                }
+                None => match shared.complete.get() {
+                    // The reader completed the body between our two looks.
+                    Some(done) => return send_kept(done, &mut this.pos, &mut this.trailers_sent),
+                    None => {
+                        let capped = shared.capped.load(Ordering::Acquire);
+                        return Poll::Ready(Some(Err(ReplayUnavailable { capped }.into())));
+                    }
+                },
             }
         }
-        let max = this.shared.max;
+        let max = shared.max;
         let Some(reading) = this.reading.as_mut() else { return Poll::Ready(None) };
         if reading.capped && this.pos < reading.kept.len() {
             return Poll::Ready(Some(Err(ReplayUnavailable { capped: true }.into())));
@@ -234,7 +219,7 @@ where
                                 reading.capped = true;
                                 reading.kept = Vec::new();
                                 this.pos = 0;
-                                this.shared.capped.store(true, Ordering::Release);
+                                shared.capped.store(true, Ordering::Release);
                             }
                         }
                         Frame::data(bytes)
@@ -253,14 +238,14 @@ where
             Poll::Ready(Some(Err(e))) => {
                 // The body broke: what was kept is incomplete, so no copy may be sent.
                 reading.capped = true;
-                this.shared.capped.store(true, Ordering::Release);
+                shared.capped.store(true, Ordering::Release);
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
                 reading.rest = None;
                 if !reading.capped {
                     let kept = std::mem::take(&mut reading.kept);
-                    let _ = this.shared.complete.set(Complete { chunks: kept, trailers: reading.trailers.take() });
+                    let _ = shared.complete.set(Complete { chunks: kept, trailers: reading.trailers.take() });
                     // From here on this clone is a replayer that has sent everything.
                     this.reading = None;
                     this.pos = usize::MAX;
@@ -272,7 +257,8 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        match (&self.reading, self.shared.complete.get()) {
+        let Some(shared) = &self.shared else { return true };
+        match (&self.reading, shared.complete.get()) {
             (None, Some(done)) => self.pos >= done.chunks.len() && (self.trailers_sent || done.trailers.is_none()),
             (Some(r), _) => r.rest.is_none() && self.pos >= r.kept.len(),
             (None, None) => false,
@@ -280,29 +266,59 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.reading, self.shared.complete.get()) {
+        let Some(shared) = &self.shared else { return SizeHint::with_exact(0) };
+        match (&self.reading, shared.complete.get()) {
             (None, Some(done)) => {
                 let left: usize = done.chunks.iter().skip(self.pos).map(Bytes::len).sum();
                 SizeHint::with_exact(left as u64)
             }
-            (Some(r), _) => {
-                let kept: usize = r.kept.iter().skip(self.pos).map(Bytes::len).sum();
-                let mut hint = r.rest.as_ref().map(Body::size_hint).unwrap_or_else(|| SizeHint::with_exact(0));
-                hint.set_lower(hint.lower() + kept as u64);
-                if let Some(upper) = hint.upper() {
-                    hint.set_upper(upper + kept as u64);
-                }
-                hint
-            }
-            (None, None) => SizeHint::default(),
+            (Some(r), _) => r.size_hint(self.pos),
+            // Not read yet: the original's hint, so that a first attempt of a
+            // body of known length is sent with a content-length.
+            (None, None) => match shared.handover.lock() {
+                Ok(slot) => slot.as_ref().map_or_else(SizeHint::default, |r| r.size_hint(0)),
+                Err(_) => SizeHint::default(),
+            },
         }
     }
+}
+
+impl<B: Body> Reading<B> {
+    /// What is left to send from position `pos` of the kept chunks on.
+    fn size_hint(&self, pos: usize) -> SizeHint {
+        let kept: usize = self.kept.iter().skip(pos).map(Bytes::len).sum();
+        let mut hint = self.rest.as_ref().map(Body::size_hint).unwrap_or_else(|| SizeHint::with_exact(0));
+        hint.set_lower(hint.lower() + kept as u64);
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + kept as u64);
+        }
+        hint
+    }
+}
+
+/// Sends the next kept chunk of a completed body, then its trailers.
+fn send_kept(
+    done: &Complete,
+    pos: &mut usize,
+    trailers_sent: &mut bool,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    if let Some(chunk) = done.chunks.get(*pos) {
+        *pos += 1;
+        return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
+    }
+    if !*trailers_sent {
+        *trailers_sent = true;
+        if let Some(t) = &done.trailers {
+            return Poll::Ready(Some(Ok(Frame::trailers(t.clone()))));
+        }
+    }
+    Poll::Ready(None)
 }
 
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplayBody")
-            .field("max", &self.shared.max)
+            .field("max", &self.shared.as_ref().map(|s| s.max))
             .field("complete", &self.is_complete())
             .field("replayable", &self.is_replayable())
             .finish()
@@ -414,5 +430,32 @@ impl<B: Body> Replay<Request<B>> for HttpReplay {
 
     fn next_attempt(&self, req: &mut Self::Request) {
         advance(req);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty, Full};
+
+    #[test]
+    fn a_first_attempt_of_known_length_says_so() {
+        let body = ReplayBody::new(Full::new(Bytes::from_static(b"twelve bytes")), DEFAULT_MAX_REPLAY_BYTES);
+        assert_eq!(body.size_hint().exact(), Some(12), "sent with a content-length, not chunked");
+        assert!(!body.is_end_stream());
+    }
+
+    #[test]
+    fn an_empty_body_keeps_nothing_and_replays_at_once() {
+        let body = ReplayBody::new(Empty::<Bytes>::new(), DEFAULT_MAX_REPLAY_BYTES);
+        assert!(body.shared.is_none(), "nothing allocated");
+        assert!(body.is_end_stream() && body.is_complete() && body.is_replayable());
+        assert_eq!(body.size_hint().exact(), Some(0));
+        let copy = body.clone();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async move {
+            assert!(body.collect().await.unwrap().to_bytes().is_empty());
+            assert!(copy.collect().await.unwrap().to_bytes().is_empty());
+        });
     }
 }
