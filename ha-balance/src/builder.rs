@@ -174,17 +174,47 @@ where
     }
 
     /// A balancer fed by `discover`, which a background task polls (so this
-    /// needs a tokio runtime). The task ends when the stream ends or fails,
-    /// or when the last clone of the balancer is dropped.
+    /// needs a tokio runtime) until the last clone of the balancer is
+    /// dropped. An error is reported
+    /// ([`Event::DiscoveryInterrupted`](ha_core::Event::DiscoveryInterrupted))
+    /// and the stream polled on; its end is reported and the endpoints stay
+    /// as they are. To subscribe again after either, use
+    /// [`build_discover_with`](Self::build_discover_with).
     pub fn build_discover<D>(self, discover: D) -> Result<Balance<K, S, Req, C>, ConfigError>
     where
         D: Discover<Key = K, Service = Endpoint<S>> + Send + 'static,
         D::Error: Into<BoxError>,
     {
+        self.follow(crate::discover::Source::Once(Some(discover)))
+    }
+
+    /// A balancer fed by the `Discover`s `subscribe` makes: when one fails
+    /// or ends, the balancer reports it
+    /// ([`Event::DiscoveryInterrupted`](ha_core::Event::DiscoveryInterrupted)),
+    /// keeps its endpoints, and subscribes again after a jittered backoff
+    /// (100 ms doubling to 30 s). The first batch of a new subscription is
+    /// taken as the whole set: endpoints it no longer lists are removed,
+    /// those it lists keep their state; an empty first batch changes
+    /// nothing.
+    pub fn build_discover_with<D, F>(self, subscribe: F) -> Result<Balance<K, S, Req, C>, ConfigError>
+    where
+        F: FnMut() -> D + Send + 'static,
+        D: Discover<Key = K, Service = Endpoint<S>> + Send + 'static,
+        D::Error: Into<BoxError>,
+    {
+        self.follow(crate::discover::Source::Resubscribe(Box::new(subscribe)))
+    }
+
+    fn follow<D>(self, source: crate::discover::Source<D>) -> Result<Balance<K, S, Req, C>, ConfigError>
+    where
+        D: Discover<Key = K, Service = Endpoint<S>> + Send + 'static,
+        D::Error: Into<BoxError>,
+    {
+        let seed = self.seed.unwrap_or(0x2545_f491_4f6c_dd1d);
         let (core, balance) = self.core()?;
         let (tx, rx) = oneshot::channel();
         core.on_drop(tx);
-        crate::discover::spawn(Arc::downgrade(&core), discover, rx);
+        crate::discover::spawn(Arc::downgrade(&core), source, rx, seed);
         Ok(balance)
     }
 }

@@ -150,6 +150,14 @@ pub enum Event {
         /// The member's name.
         member: Arc<str>,
     },
+    /// A balancer's discovery failed or ended; its endpoints stay as they
+    /// are.
+    DiscoveryInterrupted {
+        /// What happened.
+        reason: Arc<str>,
+        /// When the balancer subscribes again, if it can.
+        resubscribe_in: Option<Duration>,
+    },
     /// The retry budget had no token for a retry or hedge.
     BudgetExhausted {
         /// The budget's name.
@@ -180,7 +188,8 @@ impl Event {
             Event::EndpointEjected { .. }
             | Event::EndpointRestored { .. }
             | Event::TierSpill { .. }
-            | Event::PanicMode { .. } => "balance",
+            | Event::PanicMode { .. }
+            | Event::DiscoveryInterrupted { .. } => "balance",
             Event::MemberAlive { .. }
             | Event::MemberSuspected { .. }
             | Event::MemberDead { .. }
@@ -200,6 +209,7 @@ impl Event {
             Event::EndpointEjected { .. }
             | Event::MemberSuspected { .. }
             | Event::MemberDead { .. }
+            | Event::DiscoveryInterrupted { .. }
             | Event::BudgetExhausted { .. } => true,
             Event::TierSpill { spilled, .. } => *spilled > 0.0,
             Event::PanicMode { entered } => *entered,
@@ -229,6 +239,9 @@ impl Event {
                 emit!("ha::balance", from_tier, spilled, "tier spill changed")
             }
             Event::PanicMode { entered } => emit!("ha::balance", entered, "panic mode"),
+            Event::DiscoveryInterrupted { reason, resubscribe_in } => {
+                emit!("ha::balance", reason = %reason, resubscribe_in = ?resubscribe_in, "discovery interrupted; endpoints kept")
+            }
             Event::MemberAlive { member, incarnation } => {
                 emit!("ha::membership", member = %member, incarnation, "member alive")
             }

@@ -22,6 +22,25 @@ use crate::target::{Target, Transport};
 
 type HashKey<R> = Arc<dyn Fn(&R) -> Option<u64> + Send + Sync>;
 
+/// A `Discover` of targets as the boxed stream the stack follows.
+fn targets<D>(discover: D) -> super::endpoints::Targets
+where
+    D: Discover<Service = Target> + Send + 'static,
+    D::Key: fmt::Display,
+    D::Error: Into<BoxError>,
+{
+    futures_util::stream::unfold(Box::pin(discover), |mut d| async move {
+        let next = std::future::poll_fn(|cx| d.as_mut().poll_discover(cx)).await?;
+        Some((next, d))
+    })
+    .map_ok(|change| match change {
+        Change::Insert(k, t) => Change::Insert(Arc::<str>::from(k.to_string()), t),
+        Change::Remove(k) => Change::Remove(Arc::<str>::from(k.to_string())),
+    })
+    .map_err(Into::into)
+    .boxed()
+}
+
 /// Builds a [`Stack`]; start with [`Stack::builder`] or an adapter's
 /// constructor (`ha::hyper::HyperTransport::stack`).
 #[must_use = "a builder does nothing until `build` is called"]
@@ -123,23 +142,31 @@ where
 
     /// Endpoints from a `Discover` of [`Target`]s (a stream of
     /// `Change::Insert(key, target)` / `Change::Remove(key)`), followed by
-    /// a background task for as long as the stack lives.
+    /// a background task for as long as the stack lives. An error is
+    /// reported (`Event::DiscoveryInterrupted`) and the stream polled on;
+    /// if it ends, the endpoints stay as they are.
     pub fn discover<D>(mut self, discover: D) -> Self
     where
         D: Discover<Service = Target> + Send + 'static,
         D::Key: fmt::Display,
         D::Error: Into<BoxError>,
     {
-        let targets = futures_util::stream::unfold(Box::pin(discover), |mut d| async move {
-            let next = std::future::poll_fn(|cx| d.as_mut().poll_discover(cx)).await?;
-            Some((next, d))
-        })
-        .map_ok(|change| match change {
-            Change::Insert(k, t) => Change::Insert(Arc::<str>::from(k.to_string()), t),
-            Change::Remove(k) => Change::Remove(Arc::<str>::from(k.to_string())),
-        })
-        .map_err(Into::into);
-        self.source = Some(Source::Stream(targets.boxed()));
+        self.source = Some(Source::Stream(targets(discover)));
+        self
+    }
+
+    /// Endpoints from the `Discover`s `subscribe` makes: when one fails or
+    /// ends, the stack reports it, keeps its endpoints, and subscribes
+    /// again after a jittered backoff (100 ms doubling to 30 s); the new
+    /// subscription's first batch is taken as the whole set.
+    pub fn discover_with<D, F>(mut self, mut subscribe: F) -> Self
+    where
+        F: FnMut() -> D + Send + 'static,
+        D: Discover<Service = Target> + Send + 'static,
+        D::Key: fmt::Display,
+        D::Error: Into<BoxError>,
+    {
+        self.source = Some(Source::Subscribe(Box::new(move || targets(subscribe()))));
         self
     }
 
@@ -151,11 +178,14 @@ where
     #[cfg(feature = "membership")]
     pub fn cluster(self, cluster: &crate::membership::Cluster) -> Self {
         let own = cluster.all_members().iter().find(|m| m.name == *cluster.name()).map(|m| m.meta.zone.clone());
-        let mut targets = crate::membership::targets(cluster);
-        if let Some(zone) = own {
-            targets = targets.prefer_zone(zone);
-        }
-        self.discover(targets)
+        let cluster = cluster.clone();
+        self.discover_with(move || {
+            let targets = crate::membership::targets(&cluster);
+            match &own {
+                Some(zone) => targets.prefer_zone(zone.as_str()),
+                None => targets,
+            }
+        })
     }
 
     /// Builds the stack. Fails when the configuration is invalid.
@@ -214,6 +244,11 @@ where
                 let make = move |k: &Arc<str>, t: &Target| maker.endpoint(k, t, connect);
                 builder.build_discover(Endpoints { targets, make })
             }
+            Some(Source::Subscribe(mut subscribe)) => builder.build_discover_with(move || {
+                let maker = maker.clone();
+                let make = move |k: &Arc<str>, t: &Target| maker.endpoint(k, t, connect);
+                Endpoints { targets: subscribe(), make }
+            }),
         }
         .map_err(|e| ConfigError::in_section("balance", e.field(), &e))?;
 

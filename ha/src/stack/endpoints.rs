@@ -27,14 +27,19 @@ pub type EndpointService<S, C> = CircuitBreaker<TryTimeout<S>, C>;
 /// Where a stack's endpoints come from.
 pub(crate) enum Source {
     Static(Vec<(Arc<str>, Target)>),
-    Stream(BoxStream<'static, Result<Change<Arc<str>, Target>, BoxError>>),
+    Stream(Targets),
+    Subscribe(Box<dyn FnMut() -> Targets + Send>),
 }
+
+/// A stream of target changes, boxed.
+pub(crate) type Targets = BoxStream<'static, Result<Change<Arc<str>, Target>, BoxError>>;
 
 impl fmt::Debug for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Static(list) => f.debug_tuple("Static").field(&list.len()).finish(),
             Source::Stream(_) => f.write_str("Stream"),
+            Source::Subscribe(_) => f.write_str("Subscribe"),
         }
     }
 }
@@ -91,7 +96,7 @@ impl<T, C: Clone> Maker<T, C> {
 
 /// A stream of target changes as a `Discover` of endpoints.
 pub(crate) struct Endpoints<F> {
-    pub targets: BoxStream<'static, Result<Change<Arc<str>, Target>, BoxError>>,
+    pub targets: Targets,
     pub make: F,
 }
 
