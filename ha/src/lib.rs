@@ -62,6 +62,8 @@
 
 pub mod body;
 pub mod config;
+#[cfg(feature = "dns")]
+pub mod dns;
 pub mod error;
 pub mod request;
 pub mod stack;
