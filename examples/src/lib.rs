@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod greeter;
+pub mod prometheus;
 pub mod servers;
 
 #[cfg(doctest)]

@@ -76,6 +76,8 @@ mod addressing;
 pub mod hyper;
 #[cfg(feature = "membership")]
 pub mod membership;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
 #[cfg(feature = "tonic")]
