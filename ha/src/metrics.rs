@@ -52,7 +52,7 @@
 //!     let port = t.addr.port();
 //!     service_fn(move |_r: WithAttempt<()>| async move { Ok::<_, BoxError>(port) })
 //! };
-//! let stack = Stack::builder(transport)
+//! let stack = Stack::<_, WithAttempt<()>>::builder(transport)
 //!     .events(Events::new().with_observer(MetricsObserver::new("inventory")))
 //!     .endpoints(["127.0.0.1:8081".parse::<std::net::SocketAddr>().unwrap()])
 //!     .build()
