@@ -45,7 +45,15 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { quick: false, script: None, rate: 500, base_port: DEFAULT_BASE_PORT, out: None, plain: false, check: false }
+        Options {
+            quick: false,
+            script: None,
+            rate: 500,
+            base_port: DEFAULT_BASE_PORT,
+            out: None,
+            plain: false,
+            check: false,
+        }
     }
 }
 
@@ -124,7 +132,9 @@ mod tests {
     #[test]
     fn options_parse() {
         assert_eq!(parse(&[]).unwrap(), Command::Run(Options::default()));
-        let Command::Run(o) = parse(&args("--quick --rate 200 --base-port 20000 --out /tmp/x --plain --check")).unwrap() else {
+        let Command::Run(o) =
+            parse(&args("--quick --rate 200 --base-port 20000 --out /tmp/x --plain --check")).unwrap()
+        else {
             panic!()
         };
         assert!(o.quick && o.plain && o.check);

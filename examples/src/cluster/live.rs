@@ -69,7 +69,8 @@ impl FrameBuilder {
         let n = topology.instances.len();
         let mut lat = [Vec::new(), Vec::new()];
         let mut fails = [0u64; 2];
-        let mut per: Vec<[(u64, u64, Vec<f64>); 2]> = (0..n).map(|_| [(0, 0, Vec::new()), (0, 0, Vec::new())]).collect();
+        let mut per: Vec<[(u64, u64, Vec<f64>); 2]> =
+            (0..n).map(|_| [(0, 0, Vec::new()), (0, 0, Vec::new())]).collect();
         let mut answered = [0u64; 2];
         for s in &fresh {
             let k = usize::from(s.side == Side::Baseline);
@@ -108,7 +109,8 @@ impl FrameBuilder {
                 failures: self.totals[k].1,
             };
         }
-        let endpoints: HashMap<Arc<str>, _> = client.endpoint_stats().into_iter().map(|e| (e.name.clone(), e)).collect();
+        let endpoints: HashMap<Arc<str>, _> =
+            client.endpoint_stats().into_iter().map(|e| (e.name.clone(), e)).collect();
         let members = node.all_members();
         let states = lock(states).clone();
         let instances = topology

@@ -72,12 +72,13 @@ pub struct Phase {
 /// How long a client took to switch zones, in seconds; `None`: it never did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Switch {
-    /// From the zone's loss until every later request (until it returned)
-    /// succeeded at 99% or more per bucket, from the other zone.
+    /// From the zone's loss to the first request served by the other zone
+    /// after which every 200 ms (until the zone returned) had 99% or more
+    /// of its requests succeed, 90% or more of them from the other zone.
     pub fail_over_s: Option<f64>,
-    /// From the zone's return until the home zone carried its share of
-    /// before the faults again (90% of it), at 99% success or more per
-    /// bucket, for good.
+    /// From the zone's return to the first request served by it after
+    /// which every 200 ms had 99% or more of its requests succeed and the
+    /// home zone carried at least 90% of its share from before the faults.
     pub fail_back_s: Option<f64>,
 }
 
@@ -219,6 +220,19 @@ fn settled(buckets: &[Option<(f64, f64)>], pass: impl Fn(f64, f64) -> bool) -> O
     buckets[from..].iter().any(Option::is_some).then_some(from)
 }
 
+/// The start of the first request of `side` from `from_ms` on that
+/// succeeded and was served by one of `by`, in seconds after `origin_ms`.
+fn first_served(samples: &[Sample], side: Side, from_ms: f64, origin_ms: f64, by: &[usize]) -> Option<f64> {
+    samples
+        .iter()
+        .filter(|s| s.side == side && s.ok && s.start_ms >= from_ms)
+        .filter(|s| s.instance.is_some_and(|i| by.contains(&usize::from(i))))
+        .map(|s| s.start_ms)
+        .min_by(f64::total_cmp)
+        .map(|t| (t - origin_ms) / 1e3)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn switch(
     samples: &[Sample],
     side: Side,
@@ -229,13 +243,17 @@ fn switch(
     home: &[usize],
     others: &[usize],
 ) -> Switch {
-    let bucket_s = BUCKET.as_secs_f64();
+    let bucket_ms = BUCKET.as_secs_f64() * 1e3;
     let lost_until = back_s.unwrap_or(end_s);
-    let over = fine_buckets(samples, side, lost_s * 1e3, lost_until * 1e3, BUCKET, others);
-    let fail_over_s = settled(&over, |ok, other| ok >= SERVED && other >= 0.9).map(|k| k as f64 * bucket_s);
+    let (lost_ms, until_ms) = (lost_s * 1e3, lost_until * 1e3);
+    let over = fine_buckets(samples, side, lost_ms, until_ms, BUCKET, others);
+    let fail_over_s = settled(&over, |ok, other| ok >= SERVED && other >= 0.9)
+        .and_then(|k| first_served(samples, side, lost_ms + k as f64 * bucket_ms, lost_ms, others));
     let fail_back_s = back_s.and_then(|back| {
-        let after = fine_buckets(samples, side, back * 1e3, end_s * 1e3, BUCKET, home);
-        settled(&after, |ok, share| ok >= SERVED && share >= 0.9 * home_share_before).map(|k| k as f64 * bucket_s)
+        let back_ms = back * 1e3;
+        let after = fine_buckets(samples, side, back_ms, end_s * 1e3, BUCKET, home);
+        settled(&after, |ok, share| ok >= SERVED && share >= 0.9 * home_share_before)
+            .and_then(|k| first_served(samples, side, back_ms + k as f64 * bucket_ms, back_ms, home))
     });
     Switch { fail_over_s, fail_back_s }
 }
@@ -245,14 +263,16 @@ pub fn zone_switches(script: &Script, topology: &Topology, samples: &[Sample], p
     let steady_end = phases.iter().find(|p| p.kind != PhaseKind::Steady).map_or(f64::MAX, |p| p.start_s);
     let mut out = Vec::new();
     for p in phases.iter().filter(|p| p.kind == PhaseKind::Zone) {
-        let Some(step) = script.steps.iter().find(|s| s.action.is_fault() && s.at_s == p.start_s && s.label == p.label) else {
+        let Some(step) = script.steps.iter().find(|s| s.action.is_fault() && s.at_s == p.start_s && s.label == p.label)
+        else {
             continue;
         };
         let zone = topology.instances[step.instances[0]].zone.clone();
         let home: Vec<usize> = step.instances.clone();
         let others: Vec<usize> = topology.instances.iter().map(|i| i.index).filter(|i| !home.contains(i)).collect();
         let share_before = |side| {
-            let before = fine_buckets(samples, side, 0.0, steady_end.min(p.start_s) * 1e3, Duration::from_secs(3600), &home);
+            let before =
+                fine_buckets(samples, side, 0.0, steady_end.min(p.start_s) * 1e3, Duration::from_secs(3600), &home);
             before.first().copied().flatten().map_or(0.0, |(_, share)| share)
         };
         out.push(ZoneSwitch {
@@ -284,7 +304,10 @@ pub fn targets(phases: &[Phase], switches: &[ZoneSwitch]) -> Vec<Target> {
             PhaseKind::Instance => out.push(Target {
                 name: format!("ha: no failed request through `{}`", p.label),
                 met: f.failures == 0,
-                detail: format!("{} of {} failed (baseline: {} of {})", f.failures, f.requests, p.figures.baseline.failures, p.figures.baseline.requests),
+                detail: format!(
+                    "{} of {} failed (baseline: {} of {})",
+                    f.failures, f.requests, p.figures.baseline.failures, p.figures.baseline.requests
+                ),
             }),
             PhaseKind::Zone => out.push(Target {
                 name: format!("ha: at most 0.1% failed through `{}`", p.label),
@@ -306,7 +329,7 @@ pub fn targets(phases: &[Phase], switches: &[ZoneSwitch]) -> Vec<Target> {
             out.push(Target {
                 name: format!("ha: traffic back on {} within {FAIL_BACK_TARGET_S} s of its return", z.zone),
                 met: s.is_some_and(|s| s <= FAIL_BACK_TARGET_S),
-                detail: s.map_or_else(|| "never, within the run".to_owned(), |s| format!("{s:.1} s")),
+                detail: s.map_or_else(|| "never, within the run".to_owned(), |s| format!("{s:.2} s")),
             });
         }
     }
@@ -314,14 +337,18 @@ pub fn targets(phases: &[Phase], switches: &[ZoneSwitch]) -> Vec<Target> {
 }
 
 fn secs(s: Option<f64>) -> String {
-    s.map_or_else(|| "never".to_owned(), |s| format!("{s:.1} s"))
+    s.map_or_else(|| "never".to_owned(), |s| format!("{s:.2} s"))
 }
 
 /// The summary table, as printed at the end of a run.
 pub fn summary_table(r: &Report) -> String {
     let mut t = String::new();
     let o = &r.overall;
-    let _ = writeln!(t, "\n== ha cluster demo: {} run, {:.0} s of traffic at {} req/s ({:.0} s wall) ==", r.mode, r.ran_s, r.rate, r.wall_s);
+    let _ = writeln!(
+        t,
+        "\n== ha cluster demo: {} run, {:.0} s of traffic at {} req/s ({:.0} s wall) ==",
+        r.mode, r.ran_s, r.rate, r.wall_s
+    );
     if r.interrupted {
         let _ = writeln!(t, "(interrupted: the figures cover the part that ran)");
     }
@@ -331,14 +358,34 @@ pub fn summary_table(r: &Report) -> String {
     };
     let fail = |f: &SideFigures| format!("{} / {} ({:.3}%)", f.failures, f.requests, 100.0 - f.success_pct);
     row(&mut t, "user-visible failures, whole run", fail(&o.ha), fail(&o.baseline));
-    row(&mut t, "p50 / p99 latency, whole run", format!("{:.1} / {:.1} ms", o.ha.p50_ms, o.ha.p99_ms), format!("{:.1} / {:.1} ms", o.baseline.p50_ms, o.baseline.p99_ms));
+    row(
+        &mut t,
+        "p50 / p99 latency, whole run",
+        format!("{:.1} / {:.1} ms", o.ha.p50_ms, o.ha.p99_ms),
+        format!("{:.1} / {:.1} ms", o.baseline.p50_ms, o.baseline.p99_ms),
+    );
     for p in &r.phases {
         let f = &p.figures;
-        row(&mut t, &format!("  {:.0}-{:.0} s {}", p.start_s, p.end_s, trim(&p.label, 30)), format!("{} fail, p99 {:.0} ms", f.ha.failures, f.ha.p99_ms), format!("{} fail, p99 {:.0} ms", f.baseline.failures, f.baseline.p99_ms));
+        row(
+            &mut t,
+            &format!("  {:.0}-{:.0} s {}", p.start_s, p.end_s, trim(&p.label, 30)),
+            format!("{} fail, p99 {:.0} ms", f.ha.failures, f.ha.p99_ms),
+            format!("{} fail, p99 {:.0} ms", f.baseline.failures, f.baseline.p99_ms),
+        );
     }
     for z in &r.zone_switches {
-        row(&mut t, &format!("time to fail over ({} lost)", z.zone), secs(z.ha.fail_over_s), secs(z.baseline.fail_over_s));
-        row(&mut t, &format!("time to fail back ({} back)", z.zone), secs(z.ha.fail_back_s), secs(z.baseline.fail_back_s));
+        row(
+            &mut t,
+            &format!("time to fail over ({} lost)", z.zone),
+            secs(z.ha.fail_over_s),
+            secs(z.baseline.fail_over_s),
+        );
+        row(
+            &mut t,
+            &format!("time to fail back ({} back)", z.zone),
+            secs(z.ha.fail_back_s),
+            secs(z.baseline.fail_back_s),
+        );
     }
     let _ = writeln!(t, "\ntargets:");
     for target in &r.targets {
@@ -391,10 +438,22 @@ mod tests {
             // ha: served by zone-b while zone-a is gone (after 300 ms), back home 1 s after its return.
             let ha_home = !(2000.0..7000.0).contains(&t);
             let ha_ok = !(2000.0..2300.0).contains(&t) || ms % 20 == 0;
-            samples.push(Sample { side: Side::Ha, start_ms: t, latency_ms: 1.0, ok: ha_ok, instance: Some(if ha_home { 0 } else { 3 }) });
+            samples.push(Sample {
+                side: Side::Ha,
+                start_ms: t,
+                latency_ms: 1.0,
+                ok: ha_ok,
+                instance: Some(if ha_home { 0 } else { 3 }),
+            });
             // baseline: round robin, half of it fails while the zone is gone.
             let inst = ((ms / 10) % 6) as u8;
-            samples.push(Sample { side: Side::Baseline, start_ms: t, latency_ms: 1.0, ok: !(lost && inst < 3), instance: Some(inst) });
+            samples.push(Sample {
+                side: Side::Baseline,
+                start_ms: t,
+                latency_ms: 1.0,
+                ok: !(lost && inst < 3),
+                instance: Some(inst),
+            });
         }
         let phases = phases(&script, &topo, &samples, 10.0);
         assert_eq!(phases.len(), 2);
@@ -405,6 +464,9 @@ mod tests {
         assert!((z[0].ha.fail_back_s.unwrap() - 1.0).abs() < 1e-9, "{z:?}");
         assert_eq!(z[0].baseline.fail_over_s, None);
         assert_eq!(z[0].baseline.fail_back_s, Some(0.0));
+        // Bucket-aligned above; a first served request inside a bucket counts from its start time.
+        assert_eq!(first_served(&samples, Side::Ha, 6_000.0, 6_000.0, &[0]), Some(1.0));
+        assert_eq!(first_served(&samples, Side::Ha, 2_000.0, 2_000.0, &[3]), Some(0.0));
         let t = targets(&phases, &z);
         assert_eq!(t.len(), 2);
         assert!(!t[0].met, "{t:?}");

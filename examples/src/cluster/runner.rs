@@ -40,7 +40,8 @@ pub async fn run(opts: Options) -> Result<u8, String> {
     let topology = Arc::new(Topology::new(opts.base_port)?);
     let script = match &opts.script {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the script {}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("cannot read the script {}: {e}", path.display()))?;
             Script::parse(&text, &topology).map_err(|e| format!("{}: {e}", path.display()))?
         }
         None => Script::default_script(&topology),
@@ -88,12 +89,14 @@ pub async fn run(opts: Options) -> Result<u8, String> {
         recorder.clone(),
         stop_rx.clone(),
     ));
-    let runner = tokio::spawn(run_script(script.clone(), supervisor, topology.clone(), t0, stop_rx.clone(), live.clone()));
+    let runner =
+        tokio::spawn(run_script(script.clone(), supervisor, topology.clone(), t0, stop_rx.clone(), live.clone()));
 
     let mut frames = FrameBuilder::default();
     let mut retries_by_second = Vec::new();
     let mut unexpected: Vec<UnexpectedExit> = Vec::new();
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::from_std(t0) + Duration::from_secs(1), Duration::from_secs(1));
+    let mut ticks =
+        tokio::time::interval_at(tokio::time::Instant::from_std(t0) + Duration::from_secs(1), Duration::from_secs(1));
     let mut stop = stop_rx.clone();
     loop {
         tokio::select! {
@@ -145,7 +148,10 @@ pub async fn run(opts: Options) -> Result<u8, String> {
     let json_path = out.join("summary.json");
     let svg_path = out.join("timeline.svg");
     let mut report = Report {
-        mode: opts.script.as_ref().map_or_else(|| opts.mode().to_owned(), |p| format!("{} ({})", opts.mode(), p.display())),
+        mode: opts
+            .script
+            .as_ref()
+            .map_or_else(|| opts.mode().to_owned(), |p| format!("{} ({})", opts.mode(), p.display())),
         interrupted,
         rate: opts.rate,
         duration_s: script.duration_s,
@@ -307,7 +313,10 @@ async fn run_script(
                 Action::Thaw => supervisor.thaw(i),
                 Action::Gray => {
                     admin
-                        .fault(spec.admin, Some(FaultSettings { error_rate: step.error_rate, latency_ms: step.latency_ms }))
+                        .fault(
+                            spec.admin,
+                            Some(FaultSettings { error_rate: step.error_rate, latency_ms: step.latency_ms }),
+                        )
                         .await
                 }
                 Action::Heal => admin.fault(spec.admin, None).await,
@@ -330,7 +339,13 @@ async fn run_script(
             None => format!("t={t:5.1}s {}", step.label),
             Some(e) => format!("t={t:5.1}s {} FAILED: {e}", step.label),
         });
-        log.push(StepLog { t_s: t, action: step.action, target: step.target.clone(), label: step.label.clone(), error });
+        log.push(StepLog {
+            t_s: t,
+            action: step.action,
+            target: step.target.clone(),
+            label: step.label.clone(),
+            error,
+        });
     }
     (supervisor, log)
 }

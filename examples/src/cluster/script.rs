@@ -114,6 +114,39 @@ pub struct Step {
     /// The index of the fault this step undoes, for an expanded `for_s`
     /// or an explicit undoing step.
     pub undoes: Option<usize>,
+    /// How long until the fault is undone, when the script says (`for_s`).
+    pub for_s: Option<f64>,
+    /// The instances' names, for labels.
+    #[serde(skip)]
+    names: String,
+    /// True when the script gave the label (it is then kept as is).
+    #[serde(skip)]
+    custom_label: bool,
+}
+
+impl Step {
+    /// The label a step gets when the script gives none.
+    fn auto_label(&self) -> String {
+        let t = &self.target;
+        let zone = self.instances.len() > 1;
+        let base = match self.action {
+            Action::Kill if zone => format!("{t} lost (SIGKILL {})", self.names),
+            Action::Kill => format!("SIGKILL {t}"),
+            Action::Restart if zone => format!("{t} back (restart {})", self.names),
+            Action::Restart => format!("restart {t}"),
+            Action::Freeze => format!("SIGSTOP {t}"),
+            Action::Thaw => format!("SIGCONT {t}"),
+            Action::Gray => {
+                format!("gray failure of {t}: {:.0}% 5xx, +{} ms", self.error_rate * 100.0, self.latency_ms)
+            }
+            Action::Heal => format!("heal {t}"),
+        };
+        match (self.for_s, self.action) {
+            (Some(d), Action::Kill) => format!("{base}, back after {d:.0} s"),
+            (Some(d), _) => format!("{base} for {d:.0} s"),
+            (None, _) => base,
+        }
+    }
 }
 
 /// A validated script: steps sorted by time.
@@ -193,7 +226,11 @@ impl Script {
             let s = raw_step.get_ref();
             let at = *s.at_s.get_ref();
             if !(at.is_finite() && at >= 0.0 && at < duration) {
-                return Err(err(s.at_s.span(), "step.at_s", format!("must be in [0, duration_s = {duration}), not {at}")));
+                return Err(err(
+                    s.at_s.span(),
+                    "step.at_s",
+                    format!("must be in [0, duration_s = {duration}), not {at}"),
+                ));
             }
             let action = *s.action.get_ref();
             let target = s.target.get_ref();
@@ -208,7 +245,11 @@ impl Script {
             let mut error_rate = 0.0;
             if let Some(rate) = &s.error_rate {
                 if !gray {
-                    return Err(err(rate.span(), "step.error_rate", format!("only a `gray` step takes it, not `{action}`")));
+                    return Err(err(
+                        rate.span(),
+                        "step.error_rate",
+                        format!("only a `gray` step takes it, not `{action}`"),
+                    ));
                 }
                 error_rate = *rate.get_ref();
                 if !(0.0..=1.0).contains(&error_rate) {
@@ -218,11 +259,19 @@ impl Script {
             let mut latency_ms = 0;
             if let Some(latency) = &s.latency_ms {
                 if !gray {
-                    return Err(err(latency.span(), "step.latency_ms", format!("only a `gray` step takes it, not `{action}`")));
+                    return Err(err(
+                        latency.span(),
+                        "step.latency_ms",
+                        format!("only a `gray` step takes it, not `{action}`"),
+                    ));
                 }
                 latency_ms = *latency.get_ref();
                 if latency_ms > 60_000 {
-                    return Err(err(latency.span(), "step.latency_ms", format!("must be at most 60000, not {latency_ms}")));
+                    return Err(err(
+                        latency.span(),
+                        "step.latency_ms",
+                        format!("must be at most 60000, not {latency_ms}"),
+                    ));
                 }
             }
             if gray && s.error_rate.is_none() && s.latency_ms.is_none() {
@@ -239,11 +288,23 @@ impl Script {
                 }
                 undo_after = Some(d);
             }
-            let label = s.label.clone().unwrap_or_else(|| match action {
-                Action::Gray => format!("gray {target}: {:.0}% 5xx, +{latency_ms} ms", error_rate * 100.0),
-                _ => format!("{action} {target}"),
-            });
-            let step = Step { at_s: at, action, target: target.clone(), instances, error_rate, latency_ms, label, undoes: None };
+            let names: Vec<&str> = instances.iter().map(|&i| topology.instances[i].name.as_str()).collect();
+            let mut step = Step {
+                at_s: at,
+                action,
+                target: target.clone(),
+                names: names.join(", "),
+                instances,
+                error_rate,
+                latency_ms,
+                label: s.label.clone().unwrap_or_default(),
+                undoes: None,
+                for_s: undo_after,
+                custom_label: s.label.is_some(),
+            };
+            if !step.custom_label {
+                step.label = step.auto_label();
+            }
             steps.push((at, n, step, undo_after));
         }
         // Expand `for_s`, then sort by time (ties keep the file's order, undoing first).
@@ -256,7 +317,9 @@ impl Script {
                 back.action = undo;
                 back.error_rate = 0.0;
                 back.latency_ms = 0;
-                back.label = format!("{undo} {}", step.target);
+                back.for_s = None;
+                back.custom_label = false;
+                back.label = back.auto_label();
                 all.push((back.at_s, 0, n, back));
             }
             all.push((at, 1, n, step));
@@ -284,6 +347,10 @@ impl Script {
         self.duration_s *= factor;
         for s in &mut self.steps {
             s.at_s *= factor;
+            s.for_s = s.for_s.map(|d| d * factor);
+            if !s.custom_label {
+                s.label = s.auto_label();
+            }
         }
         self
     }
@@ -332,9 +399,21 @@ mod tests {
             ("duration_s = 10.0\n[[step]]\nat_s = 11.0\naction = \"kill\"\ntarget = \"a1\"\n", 3, "step.at_s"),
             ("duration_s = 10.0\n[[step]]\nat_s = 1.0\naction = \"explode\"\ntarget = \"a1\"\n", 4, "explode"),
             ("duration_s = 10.0\n[[step]]\nat_s = 1.0\naction = \"kill\"\ntarget = \"a1\"\ncolour = 3\n", 6, "colour"),
-            ("duration_s = 10.0\n[[step]]\nat_s = 1.0\naction = \"kill\"\ntarget = \"a1\"\nerror_rate = 0.5\n", 6, "step.error_rate"),
-            ("duration_s = 10.0\n[[step]]\nat_s = 1.0\naction = \"gray\"\ntarget = \"a1\"\nerror_rate = 1.5\n", 6, "step.error_rate"),
-            ("duration_s = 10.0\n[[step]]\nat_s = 1.0\naction = \"heal\"\ntarget = \"a1\"\nfor_s = 2.0\n", 6, "step.for_s"),
+            (
+                "duration_s = 10.0\n[[step]]\nat_s = 1.0\naction = \"kill\"\ntarget = \"a1\"\nerror_rate = 0.5\n",
+                6,
+                "step.error_rate",
+            ),
+            (
+                "duration_s = 10.0\n[[step]]\nat_s = 1.0\naction = \"gray\"\ntarget = \"a1\"\nerror_rate = 1.5\n",
+                6,
+                "step.error_rate",
+            ),
+            (
+                "duration_s = 10.0\n[[step]]\nat_s = 1.0\naction = \"heal\"\ntarget = \"a1\"\nfor_s = 2.0\n",
+                6,
+                "step.for_s",
+            ),
             ("duration_s = -1.0\n", 1, "duration_s"),
             ("duration_s = \"long\"\n", 1, ""),
         ];

@@ -250,13 +250,7 @@ impl Supervisor {
             }
             let _ = done_tx.send(status);
         });
-        self.slots[i] = Slot {
-            pid: Some(pid),
-            stdin,
-            kill: Some(kill_tx),
-            exited: Some(done_rx),
-            ..slot
-        };
+        self.slots[i] = Slot { pid: Some(pid), stdin, kill: Some(kill_tx), exited: Some(done_rx), ..slot };
         self.set_state(i, ProcState::Running);
         Ok(pid)
     }

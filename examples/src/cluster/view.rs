@@ -120,7 +120,8 @@ impl View {
                 }
                 if let Ok(Event::Key(k)) = event::read() {
                     let ctrl_c = k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
-                    if k.kind == KeyEventKind::Press && (ctrl_c || matches!(k.code, KeyCode::Char('q') | KeyCode::Esc)) {
+                    if k.kind == KeyEventKind::Press && (ctrl_c || matches!(k.code, KeyCode::Char('q') | KeyCode::Esc))
+                    {
                         let _ = stop.send(true);
                     }
                 }
@@ -155,12 +156,27 @@ impl View {
 /// The plain line of a frame: no escape codes.
 pub fn plain_line(f: &Frame) -> String {
     let side = |c: &ClientRow| {
-        format!("ok {:6.2}% p50 {:6.1}ms p99 {:7.1}ms att {:.2} fail {}", c.success_pct, c.p50_ms, c.p99_ms, c.attempts, c.failures)
+        format!(
+            "ok {:6.2}% p50 {:6.1}ms p99 {:7.1}ms att {:.2} fail {}",
+            c.success_pct, c.p50_ms, c.p99_ms, c.attempts, c.failures
+        )
     };
     let shares: Vec<String> = f
         .instances
         .iter()
-        .map(|i| format!("{}:{}/{}:{:.0}%", i.name, short(i.process), i.membership, i.ha_share))
+        .map(|i| {
+            let mut ep = String::new();
+            if i.endpoint == "-" {
+                ep.push_str("/no-endpoint");
+            }
+            if i.endpoint.contains("ejected") {
+                ep.push_str("/ejected");
+            }
+            if i.endpoint.contains("open") {
+                ep.push_str("/breaker-open");
+            }
+            format!("{}:{}/{}{ep}:{:.0}%", i.name, short(i.process), i.membership, i.ha_share)
+        })
         .collect();
     let fault = if f.faults.is_empty() { "none".to_owned() } else { f.faults.join("; ") };
     format!(
@@ -192,8 +208,11 @@ fn draw(f: &mut ratatui::Frame<'_>, frame: &Frame) {
     ])
     .areas(f.area());
     let fault = if frame.faults.is_empty() { "none".to_owned() } else { frame.faults.join("; ") };
-    let fault_style =
-        if frame.faults.is_empty() { Style::default() } else { Style::default().fg(Color::Yellow).add_modifier(Modifier::BOLD) };
+    let fault_style = if frame.faults.is_empty() {
+        Style::default()
+    } else {
+        Style::default().fg(Color::Yellow).add_modifier(Modifier::BOLD)
+    };
     let header = Paragraph::new(vec![
         Line::from(format!(
             "t = {:.0} s of {:.0} s   (q or Ctrl-C stops, children are cleaned up)",
@@ -245,7 +264,16 @@ fn draw(f: &mut ratatui::Frame<'_>, frame: &Frame) {
     )
     .header(
         Row::new(vec![
-            "name", "zone", "process", "member", "ha endpoint", "ha share", "ha err", "ha ewma", "bl share", "bl err",
+            "name",
+            "zone",
+            "process",
+            "member",
+            "ha endpoint",
+            "ha share",
+            "ha err",
+            "ha ewma",
+            "bl share",
+            "bl err",
             "bl p50",
         ])
         .style(bold),
@@ -254,7 +282,8 @@ fn draw(f: &mut ratatui::Frame<'_>, frame: &Frame) {
     f.render_widget(table, inst);
 
     let client = |name: &str, c: &ClientRow| {
-        let style = if c.success_pct < 100.0 { Style::default().fg(Color::Red) } else { Style::default().fg(Color::Green) };
+        let style =
+            if c.success_pct < 100.0 { Style::default().fg(Color::Red) } else { Style::default().fg(Color::Green) };
         Row::new(vec![
             name.to_owned(),
             format!("{:7.2}%", c.success_pct),
