@@ -47,11 +47,10 @@ impl ErrorKind {
         let kind = Self::outermost(err);
         if matches!(kind, ErrorKind::RetriesExhausted | ErrorKind::BudgetExhausted) {
             if let Some(last) = err.source() {
-                match Self::outermost(last) {
-                    inner @ (ErrorKind::NoHealthyEndpoint | ErrorKind::BreakerOpen | ErrorKind::DeadlineExceeded) => {
-                        return inner
-                    }
-                    _ => {}
+                if let inner @ (ErrorKind::NoHealthyEndpoint | ErrorKind::BreakerOpen | ErrorKind::DeadlineExceeded) =
+                    Self::outermost(last)
+                {
+                    return inner;
                 }
             }
         }

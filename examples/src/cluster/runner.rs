@@ -1,7 +1,7 @@
 //! One run of the demo, from the port check to the report.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -121,8 +121,9 @@ pub async fn run(opts: Options) -> Result<u8, String> {
     let ran_s = t0.elapsed().as_secs_f64().min(script.duration_s);
     let (mut supervisor, steps) = runner.await.map_err(|e| format!("the script runner failed: {e}"))?;
     // The last answers: bounded by the deadline of a request.
-    let drain_until = Instant::now() + DRAIN_TIMEOUT;
-    while recorder.in_flight() > 0 && Instant::now() < drain_until && !(*stop_rx.borrow() && !interrupted) {
+    // Cut short when interrupted: the user wants out.
+    let drain_until = Instant::now() + if interrupted { Duration::from_secs(2) } else { DRAIN_TIMEOUT };
+    while recorder.in_flight() > 0 && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let unfinished = recorder.in_flight();
@@ -190,7 +191,7 @@ pub async fn run(opts: Options) -> Result<u8, String> {
     })
 }
 
-fn timeline_svg(report: &Report, path: &PathBuf) -> Result<(), String> {
+fn timeline_svg(report: &Report, path: &Path) -> Result<(), String> {
     super::timeline::draw(report, path)
 }
 

@@ -77,7 +77,7 @@ impl Topology {
     /// at `base+10..`, gossip at `base+20..`, the client's gossip at
     /// `base+30`.
     pub fn new(base: u16) -> Result<Topology, String> {
-        if base < 1024 || base > u16::MAX - 40 {
+        if !(1024..=u16::MAX - 40).contains(&base) {
             return Err(format!("--base-port must be in 1024..={}, not {base}", u16::MAX - 40));
         }
         let mut instances = Vec::new();
