@@ -445,13 +445,13 @@ mod tests {
                 ok: ha_ok,
                 instance: Some(if ha_home { 0 } else { 3 }),
             });
-            // baseline: round robin, half of it fails while the zone is gone.
-            let inst = ((ms / 10) % 6) as u8;
+            // baseline: alternates between the zones; half of it fails while the zone is gone.
+            let inst = ((ms / 10) % 2 * 3) as u8;
             samples.push(Sample {
                 side: Side::Baseline,
                 start_ms: t,
                 latency_ms: 1.0,
-                ok: !(lost && inst < 3),
+                ok: !(lost && inst == 0),
                 instance: Some(inst),
             });
         }
