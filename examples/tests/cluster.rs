@@ -114,6 +114,8 @@ fn quick_run_with_real_processes_keeps_every_ha_request_alive() {
     assert!(r["overall"]["baseline"]["failures"].as_u64().unwrap() > 100, "{summary}");
     assert!(r["overall"]["ha"]["requests"].as_u64().unwrap() > 5000, "{summary}");
     assert_eq!(r["unexpected_exits"].as_array().unwrap().len(), 0, "{summary}");
+    assert_eq!(r["unfinished"]["ha"].as_u64(), Some(0), "{summary}");
+    assert_eq!(r["unfinished"]["baseline"].as_u64(), Some(0), "{summary}");
 
     // A clean end: every step ran, every child reaped, every port free.
     for step in r["steps"].as_array().unwrap() {

@@ -123,6 +123,17 @@ pub struct StepLog {
     pub error: Option<String>,
 }
 
+/// Requests still unanswered when the run ended, per client: none in a
+/// run that was not interrupted (both clients give up within 10 s, and the
+/// run waits 11 s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Unfinished {
+    /// ha.
+    pub ha: u64,
+    /// The baseline.
+    pub baseline: u64,
+}
+
 /// Everything a run writes to `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -154,8 +165,8 @@ pub struct Report {
     pub steps: Vec<StepLog>,
     /// Children that exited without being asked to.
     pub unexpected_exits: Vec<UnexpectedExit>,
-    /// Requests never answered when the run ended.
-    pub unfinished: u64,
+    /// Requests never answered when the run ended (not in the figures).
+    pub unfinished: Unfinished,
     /// Every child process id.
     pub pids: Vec<u32>,
     /// Children that could not be reaped at the end (should be none).
@@ -380,12 +391,11 @@ pub fn summary_table(r: &Report) -> String {
             secs(z.ha.fail_over_s),
             secs(z.baseline.fail_over_s),
         );
-        row(
-            &mut t,
-            &format!("time to fail back ({} back)", z.zone),
-            secs(z.ha.fail_back_s),
-            secs(z.baseline.fail_back_s),
-        );
+        let (ha, baseline) = match z.back_s {
+            Some(_) => (secs(z.ha.fail_back_s), secs(z.baseline.fail_back_s)),
+            None => ("not back in the run".to_owned(), "-".to_owned()),
+        };
+        row(&mut t, &format!("time to fail back ({} back)", z.zone), ha, baseline);
     }
     let _ = writeln!(t, "\ntargets:");
     for target in &r.targets {
@@ -394,8 +404,12 @@ pub fn summary_table(r: &Report) -> String {
     for d in &r.unexpected_exits {
         let _ = writeln!(t, "unexpected exit: {} (pid {}) {}: {}", d.name, d.pid, d.status, d.stderr.join(" | "));
     }
-    if r.unfinished > 0 {
-        let _ = writeln!(t, "{} requests were still unanswered at the end", r.unfinished);
+    if r.unfinished.ha + r.unfinished.baseline > 0 {
+        let _ = writeln!(
+            t,
+            "still unanswered at the end (not in the figures): ha {}, baseline {}",
+            r.unfinished.ha, r.unfinished.baseline
+        );
     }
     if !r.stuck_children.is_empty() || !r.ports_still_in_use.is_empty() {
         let _ = writeln!(t, "clean-up problems: children {:?}, ports {:?}", r.stuck_children, r.ports_still_in_use);

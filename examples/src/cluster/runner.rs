@@ -20,7 +20,7 @@ use super::instance::FaultSettings;
 use super::live::{FrameBuilder, Live};
 use super::report::{self, Report, StepLog};
 use super::script::{Action, Script};
-use super::stats::{timeline, Recorder, SideFigures};
+use super::stats::{timeline, Recorder, Side, SideFigures};
 use super::supervisor::{Supervisor, UnexpectedExit};
 use super::topology::Topology;
 use super::traffic::{self, HaClient};
@@ -123,10 +123,12 @@ pub async fn run(opts: Options) -> Result<u8, String> {
     // The last answers: bounded by the deadline of a request.
     // Cut short when interrupted: the user wants out.
     let drain_until = Instant::now() + if interrupted { Duration::from_secs(2) } else { DRAIN_TIMEOUT };
-    while recorder.in_flight() > 0 && Instant::now() < drain_until {
+    let in_flight = |r: &Recorder| r.in_flight(Side::Ha) + r.in_flight(Side::Baseline);
+    while in_flight(&recorder) > 0 && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let unfinished = recorder.in_flight();
+    let unfinished =
+        report::Unfinished { ha: recorder.in_flight(Side::Ha), baseline: recorder.in_flight(Side::Baseline) };
     retries_by_second.push(client.retry_stats().retries);
     view.close();
     while let Ok(d) = deaths_rx.try_recv() {
@@ -161,8 +163,8 @@ pub async fn run(opts: Options) -> Result<u8, String> {
         instances: topology.instances.iter().map(|i| (i.name.clone(), i.zone.clone())).collect(),
         home_zone: topology.home_zone.clone(),
         overall: report::Pair {
-            ha: SideFigures::of(&samples, super::stats::Side::Ha),
-            baseline: SideFigures::of(&samples, super::stats::Side::Baseline),
+            ha: SideFigures::of(&samples, Side::Ha),
+            baseline: SideFigures::of(&samples, Side::Baseline),
         },
         phases,
         zone_switches,

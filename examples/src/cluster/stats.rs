@@ -13,9 +13,9 @@ use serde::Serialize;
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     /// The ha stack.
-    Ha,
+    Ha = 0,
     /// The baseline: round robin over the static list, no retries.
-    Baseline,
+    Baseline = 1,
 }
 
 /// One request's outcome.
@@ -46,7 +46,7 @@ impl Sample {
 pub struct Recorder {
     t0: Instant,
     samples: Mutex<Vec<Sample>>,
-    in_flight: AtomicU64,
+    in_flight: [AtomicU64; 2],
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -56,7 +56,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Recorder {
     /// A recorder whose clock starts at `t0`.
     pub fn new(t0: Instant) -> Recorder {
-        Recorder { t0, samples: Mutex::new(Vec::with_capacity(100_000)), in_flight: AtomicU64::new(0) }
+        Recorder {
+            t0,
+            samples: Mutex::new(Vec::with_capacity(100_000)),
+            in_flight: [AtomicU64::new(0), AtomicU64::new(0)],
+        }
     }
 
     /// The start of the traffic.
@@ -69,9 +73,9 @@ impl Recorder {
         at.saturating_duration_since(self.t0).as_secs_f64() * 1e3
     }
 
-    /// Marks a request sent; returns its start time.
-    pub fn begin(&self) -> Instant {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    /// Marks a request of `side` sent; returns its start time.
+    pub fn begin(&self, side: Side) -> Instant {
+        self.in_flight[side as usize].fetch_add(1, Ordering::Relaxed);
         Instant::now()
     }
 
@@ -86,12 +90,12 @@ impl Recorder {
             instance,
         };
         lock(&self.samples).push(sample);
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.in_flight[side as usize].fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Requests sent and not yet answered.
-    pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
+    /// Requests of `side` sent and not yet answered.
+    pub fn in_flight(&self, side: Side) -> u64 {
+        self.in_flight[side as usize].load(Ordering::Relaxed)
     }
 
     /// The samples recorded from index `from` on (in completion order).

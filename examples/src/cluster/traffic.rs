@@ -130,13 +130,13 @@ pub async fn run(
         n += 1;
         let (client, t, rec, s) = (ha.clone(), topology.clone(), recorder.clone(), spec.clone());
         tokio::spawn(async move {
-            let start = rec.begin();
+            let start = rec.begin(Side::Ha);
             let (ok, by) = send_ha(&client, &t, &s).await;
             rec.end(Side::Ha, start, ok, by);
         });
         let (b, rec) = (baseline.clone(), recorder.clone());
         tokio::spawn(async move {
-            let start = rec.begin();
+            let start = rec.begin(Side::Baseline);
             let (ok, by) = b.send(&spec).await;
             rec.end(Side::Baseline, start, ok, by);
         });
