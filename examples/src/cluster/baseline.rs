@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::traffic::{check_answer, RequestSpec};
+use super::traffic::{check_answer, root_cause, Answer, RequestSpec};
 
 /// Round robin over a static list, no retries.
 #[derive(Debug)]
@@ -30,26 +30,33 @@ impl Baseline {
         Baseline { client, targets, next: AtomicUsize::new(0), timeout }
     }
 
-    /// Sends `spec` to the next instance; returns whether the answer was
-    /// right, and the instance's index.
-    pub async fn send(&self, spec: &RequestSpec) -> (bool, Option<u8>) {
+    /// Sends `spec` to the next instance.
+    pub async fn send(&self, spec: &RequestSpec) -> Answer {
         if self.targets.is_empty() {
-            return (false, None);
+            return Answer { instance: None, failure: Some("no instances".to_owned()) };
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len();
+        let instance = u8::try_from(i).ok();
         let uri = format!("http://{}{}", self.targets[i], spec.path);
         let mut builder = http::Request::builder().method(spec.method.clone()).uri(uri);
         if let Some(key) = &spec.idempotency_key {
             builder = builder.header("idempotency-key", key.as_str());
         }
-        let Ok(req) = builder.body(Full::new(spec.body.clone())) else { return (false, u8::try_from(i).ok()) };
-        let call = async {
-            let res = self.client.request(req).await.ok()?;
-            let (parts, body) = res.into_parts();
-            let body = body.collect().await.ok()?.to_bytes();
-            Some(check_answer(spec, &parts, &body))
+        let req = match builder.body(Full::new(spec.body.clone())) {
+            Ok(req) => req,
+            Err(e) => return Answer { instance, failure: Some(format!("bad request: {e}")) },
         };
-        let ok = matches!(tokio::time::timeout(self.timeout, call).await, Ok(Some(true)));
-        (ok, u8::try_from(i).ok())
+        let call = async {
+            let res = self.client.request(req).await.map_err(|e| root_cause(&e))?;
+            let (parts, body) = res.into_parts();
+            body.collect().await.map_err(|e| format!("body: {}", root_cause(&e)))?;
+            check_answer(spec, &parts)
+        };
+        let failure = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(format!("no answer within {:?}", self.timeout)),
+        };
+        Answer { instance, failure }
     }
 }

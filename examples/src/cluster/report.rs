@@ -134,6 +134,15 @@ pub struct Unfinished {
     pub baseline: u64,
 }
 
+/// Why requests failed, per client.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FailureReasons {
+    /// ha: the error kind and its root cause, or the status.
+    pub ha: std::collections::BTreeMap<String, u64>,
+    /// The baseline: the root cause, or the status.
+    pub baseline: std::collections::BTreeMap<String, u64>,
+}
+
 /// Everything a run writes to `summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -165,6 +174,8 @@ pub struct Report {
     pub steps: Vec<StepLog>,
     /// Children that exited without being asked to.
     pub unexpected_exits: Vec<UnexpectedExit>,
+    /// Why the user saw failures: reason and count, per client.
+    pub failure_reasons: FailureReasons,
     /// Requests never answered when the run ended (not in the figures).
     pub unfinished: Unfinished,
     /// Every child process id.
@@ -400,6 +411,14 @@ pub fn summary_table(r: &Report) -> String {
     let _ = writeln!(t, "\ntargets:");
     for target in &r.targets {
         let _ = writeln!(t, "  [{}] {}: {}", if target.met { "met" } else { "MISSED" }, target.name, target.detail);
+    }
+    for (side, reasons) in [("ha", &r.failure_reasons.ha), ("baseline", &r.failure_reasons.baseline)] {
+        if !reasons.is_empty() {
+            let _ = writeln!(t, "{side}'s failures, by cause:");
+            for (why, n) in reasons {
+                let _ = writeln!(t, "  {n:>6}  {why}");
+            }
+        }
     }
     for d in &r.unexpected_exits {
         let _ = writeln!(t, "unexpected exit: {} (pid {}) {}: {}", d.name, d.pid, d.status, d.stderr.join(" | "));

@@ -171,6 +171,10 @@ pub async fn run(opts: Options) -> Result<u8, String> {
         targets,
         steps,
         unexpected_exits: unexpected,
+        failure_reasons: report::FailureReasons {
+            ha: recorder.failure_reasons(Side::Ha),
+            baseline: recorder.failure_reasons(Side::Baseline),
+        },
         unfinished,
         pids,
         stuck_children,

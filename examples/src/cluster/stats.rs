@@ -2,11 +2,14 @@
 //! windows of the view, and the per-second timeline and per-phase figures
 //! of the report.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+use super::traffic::Answer;
 
 /// Which client sent a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -47,6 +50,7 @@ pub struct Recorder {
     t0: Instant,
     samples: Mutex<Vec<Sample>>,
     in_flight: [AtomicU64; 2],
+    failures: Mutex<[BTreeMap<String, u64>; 2]>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -60,6 +64,7 @@ impl Recorder {
             t0,
             samples: Mutex::new(Vec::with_capacity(100_000)),
             in_flight: [AtomicU64::new(0), AtomicU64::new(0)],
+            failures: Mutex::default(),
         }
     }
 
@@ -79,9 +84,14 @@ impl Recorder {
         Instant::now()
     }
 
-    /// Records the outcome of a request sent at `start`.
-    pub fn end(&self, side: Side, start: Instant, ok: bool, instance: Option<u8>) {
+    /// Records the answer to a request of `side` sent at `start`.
+    pub fn end(&self, side: Side, start: Instant, answer: Answer) {
         let latency = start.elapsed();
+        let ok = answer.failure.is_none();
+        let instance = answer.instance;
+        if let Some(why) = answer.failure {
+            *lock(&self.failures)[side as usize].entry(why).or_default() += 1;
+        }
         let sample = Sample {
             side,
             start_ms: self.ms_since_start(start),
@@ -102,6 +112,11 @@ impl Recorder {
     pub fn since(&self, from: usize) -> Vec<Sample> {
         let s = lock(&self.samples);
         s.get(from..).map(<[Sample]>::to_vec).unwrap_or_default()
+    }
+
+    /// Why requests of `side` failed: reason and count.
+    pub fn failure_reasons(&self, side: Side) -> BTreeMap<String, u64> {
+        lock(&self.failures)[side as usize].clone()
     }
 
     /// Every sample so far.

@@ -64,17 +64,39 @@ impl RequestSpec {
     }
 }
 
-/// Whether an answer is what `spec` should get: a 2xx, and for a body
-/// sent, the instance saw all of it.
-pub fn check_answer(spec: &RequestSpec, parts: &http::response::Parts, _body: &Bytes) -> bool {
+/// What a client got for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The instance that answered (or, for the baseline, was sent to).
+    pub instance: Option<u8>,
+    /// Why the user saw a failure; `None` for a right answer.
+    pub failure: Option<String>,
+}
+
+/// Checks an answer: a 200, and for a body sent, the instance saw all of it.
+pub fn check_answer(spec: &RequestSpec, parts: &http::response::Parts) -> Result<(), String> {
     if parts.status != StatusCode::OK {
-        return false;
+        return Err(format!("status {}", parts.status.as_u16()));
     }
     if spec.method == Method::GET {
-        return true;
+        return Ok(());
     }
     let seen = parts.headers.get("x-body-len").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    seen == Some(spec.body.len())
+    if seen == Some(spec.body.len()) {
+        Ok(())
+    } else {
+        Err(format!("body of {} bytes arrived as {seen:?}", spec.body.len()))
+    }
+}
+
+/// The innermost error of a chain: the cause a user would look up.
+pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    let text = cur.to_string();
+    text.chars().take(100).collect()
 }
 
 /// The instance that answered, from `x-served-by`.
@@ -83,20 +105,27 @@ fn served_by(topology: &Topology, parts: &http::response::Parts) -> Option<u8> {
     topology.find(name).and_then(|i| u8::try_from(i.index).ok())
 }
 
-/// Sends `spec` through ha; returns whether the answer was right and who served it.
-pub async fn send_ha(client: &HaClient, topology: &Topology, spec: &RequestSpec) -> (bool, Option<u8>) {
+/// Sends `spec` through ha.
+pub async fn send_ha(client: &HaClient, topology: &Topology, spec: &RequestSpec) -> Answer {
     let mut builder = http::Request::builder().method(spec.method.clone()).uri(format!("http://catalog{}", spec.path));
     if let Some(key) = &spec.idempotency_key {
         builder = builder.header("idempotency-key", key.as_str());
     }
-    let Ok(req) = builder.body(ha::Body::from(spec.body.clone())) else { return (false, None) };
-    let Ok(res) = client.clone().oneshot(req).await else { return (false, None) };
+    let req = match builder.body(ha::Body::from(spec.body.clone())) {
+        Ok(req) => req,
+        Err(e) => return Answer { instance: None, failure: Some(format!("bad request: {e}")) },
+    };
+    let res = match client.clone().oneshot(req).await {
+        Ok(res) => res,
+        Err(e) => return Answer { instance: None, failure: Some(format!("{:?}: {}", e.kind(), root_cause(&e))) },
+    };
     let (parts, body) = res.into_parts();
-    let by = served_by(topology, &parts);
-    match body.collect().await {
-        Ok(body) => (check_answer(spec, &parts, &body.to_bytes()), by),
-        Err(_) => (false, by),
-    }
+    let instance = served_by(topology, &parts);
+    let failure = match body.collect().await {
+        Ok(_) => check_answer(spec, &parts).err(),
+        Err(e) => Some(format!("body: {}", root_cause(&e))),
+    };
+    Answer { instance, failure }
 }
 
 /// Sends `rate` request pairs per second until `stop` turns true or
@@ -131,14 +160,14 @@ pub async fn run(
         let (client, t, rec, s) = (ha.clone(), topology.clone(), recorder.clone(), spec.clone());
         tokio::spawn(async move {
             let start = rec.begin(Side::Ha);
-            let (ok, by) = send_ha(&client, &t, &s).await;
-            rec.end(Side::Ha, start, ok, by);
+            let answer = send_ha(&client, &t, &s).await;
+            rec.end(Side::Ha, start, answer);
         });
         let (b, rec) = (baseline.clone(), recorder.clone());
         tokio::spawn(async move {
             let start = rec.begin(Side::Baseline);
-            let (ok, by) = b.send(&spec).await;
-            rec.end(Side::Baseline, start, ok, by);
+            let answer = b.send(&spec).await;
+            rec.end(Side::Baseline, start, answer);
         });
     }
     n
