@@ -152,6 +152,8 @@ pub struct Report {
     pub interrupted: bool,
     /// Request pairs per second.
     pub rate: u32,
+    /// Request pairs sent (one through ha, one through the baseline).
+    pub pairs_sent: u64,
     /// Seconds of traffic planned.
     pub duration_s: f64,
     /// Seconds of traffic run.

@@ -157,6 +157,7 @@ pub async fn run(opts: Options) -> Result<u8, String> {
             .map_or_else(|| opts.mode().to_owned(), |p| format!("{} ({})", opts.mode(), p.display())),
         interrupted,
         rate: opts.rate,
+        pairs_sent: sent,
         duration_s: script.duration_s,
         ran_s,
         wall_s: 0.0,
@@ -182,7 +183,6 @@ pub async fn run(opts: Options) -> Result<u8, String> {
         timeline: timeline(&samples, seconds, topology.instances.len(), &retries_by_second),
         files: vec![json_path.display().to_string(), svg_path.display().to_string()],
     };
-    let _ = sent;
     timeline_svg(&report, &svg_path)?;
     report.wall_s = wall.elapsed().as_secs_f64();
     let json = serde_json::to_string_pretty(&report).map_err(|e| format!("cannot encode the report: {e}"))?;
