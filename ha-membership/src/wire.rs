@@ -242,6 +242,45 @@ pub fn sample_datagram(label: &str, keyring: Option<Keyring>) -> Vec<u8> {
     codec.seal(false, &body)
 }
 
+/// Unencrypted datagrams as anyone on the network could forge them, for
+/// tests of hostile input against a running node.
+#[doc(hidden)]
+pub mod forge {
+    use super::*;
+
+    fn one(label: &str, msg: &Message) -> Vec<u8> {
+        Codec::new(label, None).seal(false, &frame(msg))
+    }
+
+    /// A ping of `target` claiming to come from the member `from`.
+    pub fn ping(label: &str, seq: u32, target: &str, from: &str) -> Vec<u8> {
+        one(label, &Message::Ping { seq, target: target.into(), from: from.into() })
+    }
+
+    /// A request to probe `target` at `addr`.
+    pub fn ping_req(label: &str, seq: u32, target: &str, addr: SocketAddr) -> Vec<u8> {
+        one(label, &Message::PingReq { seq, target: target.into(), addr, nack: true })
+    }
+
+    /// News that `name` is alive at `addr`.
+    pub fn alive(label: &str, name: &str, addr: SocketAddr, incarnation: u64) -> Vec<u8> {
+        one(label, &Message::Alive { name: name.into(), addr, incarnation, meta: None })
+    }
+
+    /// News that `name` is suspected (`dead`: declared dead) by `from`.
+    pub fn suspect(label: &str, name: &str, incarnation: u64, dead: bool) -> Vec<u8> {
+        let (name, from): (Arc<str>, Arc<str>) = (name.into(), "forger".into());
+        one(
+            label,
+            &if dead {
+                Message::Dead { name, incarnation, from }
+            } else {
+                Message::Suspect { name, incarnation, from }
+            },
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
