@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::discover::MemberDiscover;
 use crate::error::{ConfigError, SizeError};
-use crate::keyring::Keyring;
+use crate::keyring::{Keyring, KEY_LEN};
 use crate::member::{Member, MembershipEvent, Metadata};
 use crate::swim::{Counters, Swim};
 use crate::wire::MAX_DATAGRAM;
@@ -59,6 +59,8 @@ pub enum ClusterError {
     TooLarge(SizeError),
     /// Another node already answers to this node's name, at this address.
     DuplicateName(SocketAddr),
+    /// A key operation on a node started without a keyring.
+    NotEncrypted,
 }
 
 impl fmt::Display for ClusterError {
@@ -70,6 +72,7 @@ impl fmt::Display for ClusterError {
             ClusterError::Stopped => f.write_str("the cluster task has stopped"),
             ClusterError::TooLarge(e) => write!(f, "too large: {e}"),
             ClusterError::DuplicateName(a) => write!(f, "another node at {a} already uses this name"),
+            ClusterError::NotEncrypted => f.write_str("this node has no keyring"),
         }
     }
 }
@@ -253,7 +256,15 @@ enum Command {
     Broadcast(Vec<u8>),
     Subscribe(mpsc::UnboundedSender<MembershipEvent>),
     SubscribeUser(mpsc::UnboundedSender<Vec<u8>>),
+    Key(KeyOp, [u8; KEY_LEN], oneshot::Sender<Result<bool, ClusterError>>),
     Crash,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum KeyOp {
+    Add,
+    Use,
+    Remove,
 }
 
 /// A running member of a cluster. Cheap to clone; the node stops (without
@@ -329,6 +340,30 @@ impl Cluster {
             return Err(ClusterError::TooLarge(SizeError { size: payload.len(), max: self.max_broadcast }));
         }
         self.cmd.send(Command::Broadcast(payload)).map_err(|_| ClusterError::Stopped)
+    }
+
+    async fn key_op(&self, op: KeyOp, key: [u8; KEY_LEN]) -> Result<bool, ClusterError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Command::Key(op, key, tx)).map_err(|_| ClusterError::Stopped)?;
+        rx.await.map_err(|_| ClusterError::Stopped)?
+    }
+
+    /// Adds a key that this node accepts from now on (step 1 of a rotation:
+    /// add the new key on every node).
+    pub async fn add_key(&self, key: [u8; KEY_LEN]) -> Result<(), ClusterError> {
+        self.key_op(KeyOp::Add, key).await.map(|_| ())
+    }
+
+    /// Encrypts with `key` from now on, adding it if needed (step 2, once
+    /// every node holds it).
+    pub async fn use_key(&self, key: [u8; KEY_LEN]) -> Result<(), ClusterError> {
+        self.key_op(KeyOp::Use, key).await.map(|_| ())
+    }
+
+    /// Stops accepting `key` (step 3, once no node encrypts with it); false
+    /// when it was not held or is the primary.
+    pub async fn remove_key(&self, key: [u8; KEY_LEN]) -> Result<bool, ClusterError> {
+        self.key_op(KeyOp::Remove, key).await
     }
 
     /// The largest payload [`Cluster::broadcast`] accepts (it must fit one datagram).
@@ -576,6 +611,24 @@ impl Driver {
                 if let Err(e) = self.swim.broadcast_user(p) {
                     tracing::debug!(target: "ha::membership", error = %e, "broadcast refused");
                 }
+            }
+            Command::Key(op, key, tx) => {
+                let r = match self.swim.keyring_mut() {
+                    None => Err(ClusterError::NotEncrypted),
+                    Some(ring) => Ok(match op {
+                        KeyOp::Add => {
+                            ring.add(key);
+                            true
+                        }
+                        KeyOp::Use => {
+                            ring.use_key(key);
+                            true
+                        }
+                        KeyOp::Remove => ring.remove(&key),
+                    }),
+                };
+                tracing::info!(target: "ha::membership", ?op, ok = ?r.as_ref().ok(), "keyring changed");
+                let _ = tx.send(r);
             }
             Command::Crash => panic!("crash requested by a test"),
             Command::Subscribe(tx) => {

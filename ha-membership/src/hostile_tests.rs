@@ -268,3 +268,39 @@ fn a_duplicate_name_is_reported_on_both_sides() {
     // A node with a unique name sees no conflict.
     assert_eq!(net.nodes[2].name_conflict(), None);
 }
+
+#[test]
+fn encrypted_replays_are_dropped_and_decrypt_failures_counted_apart() {
+    let now = Instant::now();
+    let ring = Keyring::new([9; 32]);
+    let mut a = Swim::new(Config::lan(), "a", addr(1), now, 1).unwrap().with_keyring(ring.clone());
+    let mut b = Swim::new(Config::lan(), "b", addr(2), now, 2).unwrap().with_keyring(ring.clone());
+    let state = b.local_state(true);
+    a.handle_state(now, &state).unwrap();
+    assert_eq!(a.handle_state(now, &state), Err(DecodeError::Replay), "a replayed state");
+    a.tick(now + Duration::from_secs(2));
+    let packets: Vec<Transmit> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    assert!(!packets.is_empty());
+    // Delivered out of order, then each replayed many times.
+    for t in packets.iter().rev() {
+        b.handle(now, addr(1), &t.payload);
+    }
+    let answers = std::iter::from_fn(|| b.poll_transmit()).count();
+    for _ in 0..100 {
+        for t in &packets {
+            b.handle(now, addr(1), &t.payload);
+        }
+    }
+    let c = b.counters();
+    assert_eq!(c.dropped_replay, 100 * packets.len() as u64);
+    assert_eq!(c.dropped, c.dropped_replay);
+    assert_eq!(c.dropped_auth, 0);
+    // The first delivery was answered, the replays are not.
+    assert!(answers >= 1);
+    assert!(b.poll_transmit().is_none());
+    // Another key: an authentication failure, counted on its own.
+    let mut other = Swim::new(Config::lan(), "o", addr(3), now, 3).unwrap().with_keyring(Keyring::new([1; 32]));
+    b.handle_state(now, &other.local_state(true)).unwrap_err();
+    let c = b.counters();
+    assert_eq!((c.dropped_auth, c.dropped_replay), (1, 100 * packets.len() as u64));
+}

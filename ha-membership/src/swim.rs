@@ -331,6 +331,11 @@ impl Swim {
         self
     }
 
+    /// The keyring, to rotate keys on a running node (`None` when unencrypted).
+    pub fn keyring_mut(&mut self) -> Option<&mut Keyring> {
+        self.codec.keyring_mut()
+    }
+
     /// Sends every state change to `events` as well (it always goes to `tracing`).
     pub fn with_events(mut self, events: Events) -> Self {
         self.events_out = events;

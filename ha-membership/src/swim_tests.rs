@@ -357,13 +357,13 @@ fn metadata_spreads_and_large_metadata_converges_through_push_pull() {
     let mut net = Net::joined(3, Config::lan());
     let now = net.now;
     let small = Metadata { zone: "eu-1".into(), weight: 5, ..Metadata::default() };
-    net.nodes[1].set_metadata(now, small.clone());
+    net.nodes[1].set_metadata(now, small.clone()).unwrap();
     net.run_until(now + Duration::from_secs(2));
     assert_eq!(*net.nodes[0].member("n1").unwrap().meta, small);
     assert!(net.drain_events().iter().any(|(_, e)| matches!(e, MembershipEvent::Updated(m) if m.meta.zone == "eu-1")));
 
     let big = Metadata { user: vec![7; 4096], ..small };
-    net.nodes[1].set_metadata(net.now, big.clone());
+    net.nodes[1].set_metadata(net.now, big.clone()).unwrap();
     let t = net.now;
     net.run_until(t + Duration::from_secs(2));
     let m = net.nodes[0].member("n1").unwrap();
@@ -376,7 +376,7 @@ fn metadata_spreads_and_large_metadata_converges_through_push_pull() {
 #[test]
 fn user_broadcast_reaches_everyone_once() {
     let mut net = Net::joined(5, Config::lan());
-    net.nodes[0].broadcast_user(b"deploy v2".to_vec());
+    net.nodes[0].broadcast_user(b"deploy v2".to_vec()).unwrap();
     let now = net.now;
     net.run_until(now + Duration::from_secs(5));
     for i in 1..5 {
