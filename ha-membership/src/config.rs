@@ -280,7 +280,8 @@ mod tests {
     #[test]
     fn every_duration_has_an_upper_bound() {
         let huge = Duration::from_millis(u64::MAX);
-        let cases: [(&str, fn(&mut Config, Duration)); 6] = [
+        type Set = fn(&mut Config, Duration);
+        let cases: [(&str, Set); 6] = [
             ("probe_interval", |c, d| c.probe_interval = d),
             ("probe_timeout", |c, d| c.probe_timeout = d),
             ("gossip_interval", |c, d| c.gossip_interval = d),
