@@ -5,14 +5,17 @@
 //! it through a channel, so nothing is locked. Each push-pull exchange runs
 //! in a task of its own and hands its bytes back to the core's task.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::Stream;
+use futures_util::{FutureExt, Stream};
 use ha_core::rng::FastRng;
 use ha_core::{Events, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,14 +25,23 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::discover::MemberDiscover;
-use crate::error::ConfigError;
-use crate::keyring::Keyring;
+use crate::error::{ConfigError, SizeError};
+use crate::keyring::{Keyring, KEY_LEN};
 use crate::member::{Member, MembershipEvent, Metadata};
 use crate::swim::{Counters, Swim};
-use crate::wire::{MAX_DATAGRAM, MAX_STREAM};
+use crate::wire::MAX_DATAGRAM;
 
 /// How long one push-pull exchange may take before it is abandoned.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a peer may take to send its state and read ours on an inbound connection.
+const INBOUND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Inbound push-pull connections open at once; a new one closes the oldest.
+const MAX_INBOUND: usize = 16;
+/// Outbound push-pull exchanges running at once; more are dropped and counted.
+const MAX_OUTBOUND: usize = 8;
+/// The listener pauses this long after an accept error, doubling up to a second.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Why the cluster could not start or a call failed.
 #[derive(Debug)]
@@ -43,6 +55,12 @@ pub enum ClusterError {
     JoinFailed,
     /// The cluster task has stopped.
     Stopped,
+    /// A broadcast payload or metadata over its limit.
+    TooLarge(SizeError),
+    /// Another node already answers to this node's name, at this address.
+    DuplicateName(SocketAddr),
+    /// A key operation on a node started without a keyring.
+    NotEncrypted,
 }
 
 impl fmt::Display for ClusterError {
@@ -52,6 +70,9 @@ impl fmt::Display for ClusterError {
             ClusterError::Bind(e) => write!(f, "cannot bind the gossip sockets: {e}"),
             ClusterError::JoinFailed => f.write_str("no seed answered"),
             ClusterError::Stopped => f.write_str("the cluster task has stopped"),
+            ClusterError::TooLarge(e) => write!(f, "too large: {e}"),
+            ClusterError::DuplicateName(a) => write!(f, "another node at {a} already uses this name"),
+            ClusterError::NotEncrypted => f.write_str("this node has no keyring"),
         }
     }
 }
@@ -61,6 +82,7 @@ impl std::error::Error for ClusterError {
         match self {
             ClusterError::Config(e) => Some(e),
             ClusterError::Bind(e) => Some(e),
+            ClusterError::TooLarge(e) => Some(e),
             _ => None,
         }
     }
@@ -124,8 +146,31 @@ impl ClusterBuilder {
     }
 
     /// Binds the sockets and starts the node's task (alone until [`Cluster::join`]).
+    ///
+    /// Fails with a typed error on an invalid config or name (empty or over
+    /// 255 bytes), metadata over `max_metadata`, or an unspecified bind
+    /// address (`0.0.0.0`, `::`) without an [`advertise`](Self::advertise)
+    /// address that peers can reach.
     pub async fn start(self) -> Result<Cluster, ClusterError> {
         self.config.validate().map_err(ClusterError::Config)?;
+        let unspecified = |a: &SocketAddr| a.ip().is_unspecified() || a.port() == 0;
+        match self.advertise {
+            None if self.bind.ip().is_unspecified() => {
+                let reason = "required when binding an unspecified address (0.0.0.0 or ::)";
+                return Err(ClusterError::Config(ConfigError { field: "advertise", reason }));
+            }
+            Some(a) if unspecified(&a) => {
+                let reason = "must be a reachable address with a port";
+                return Err(ClusterError::Config(ConfigError { field: "advertise", reason }));
+            }
+            _ => {}
+        }
+        let max_metadata = self.config.max_metadata;
+        let size = self.metadata.encoded_len();
+        if size > max_metadata {
+            return Err(ClusterError::TooLarge(SizeError { size, max: max_metadata }));
+        }
+        let max_state = self.config.max_state_bytes;
         let udp = UdpSocket::bind(self.bind).await.map_err(ClusterError::Bind)?;
         let local = udp.local_addr().map_err(ClusterError::Bind)?;
         let tcp = TcpListener::bind(local).await.map_err(ClusterError::Bind)?;
@@ -140,6 +185,7 @@ impl ClusterBuilder {
         if let Some(k) = self.keyring {
             swim = swim.with_keyring(k);
         }
+        let max_broadcast = swim.max_broadcast_len();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (view_tx, view_rx) = watch::channel(View::default());
         let driver = Driver {
@@ -152,9 +198,38 @@ impl ClusterBuilder {
             user_subscribers: Vec::new(),
             sync_tx: None,
             join_waiters: Vec::new(),
+            joined: Vec::new(),
+            io: Arc::new(IoCounters::default()),
+            inbound: VecDeque::new(),
+            next_conn: 0,
+            outbound: 0,
+            accept_backoff: ACCEPT_BACKOFF,
+            accept_paused: None,
+            max_state,
         };
-        let task = tokio::spawn(driver.run());
-        Ok(Cluster { name: self.name, addr, cmd: cmd_tx, view: view_rx, task: Arc::new(TaskGuard(task)) })
+        let name = self.name.clone();
+        let task = tokio::spawn(async move {
+            // A panic must not leave a node that looks alive but no longer
+            // answers: the task ends (so `changed`, `join`, ... report
+            // `Stopped` and `is_running` is false), and says why.
+            if let Err(panic) = AssertUnwindSafe(driver.run()).catch_unwind().await {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(target: "ha::membership", %name, panic = %why, "membership task panicked and stopped");
+            }
+        });
+        Ok(Cluster {
+            name: self.name,
+            addr,
+            cmd: cmd_tx,
+            view: view_rx,
+            task: Arc::new(TaskGuard(task)),
+            max_broadcast,
+            max_metadata,
+        })
     }
 }
 
@@ -181,6 +256,15 @@ enum Command {
     Broadcast(Vec<u8>),
     Subscribe(mpsc::UnboundedSender<MembershipEvent>),
     SubscribeUser(mpsc::UnboundedSender<Vec<u8>>),
+    Key(KeyOp, [u8; KEY_LEN], oneshot::Sender<Result<bool, ClusterError>>),
+    Crash,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum KeyOp {
+    Add,
+    Use,
+    Remove,
 }
 
 /// A running member of a cluster. Cheap to clone; the node stops (without
@@ -192,6 +276,8 @@ pub struct Cluster {
     cmd: mpsc::UnboundedSender<Command>,
     view: watch::Receiver<View>,
     task: Arc<TaskGuard>,
+    max_broadcast: usize,
+    max_metadata: usize,
 }
 
 impl Cluster {
@@ -220,7 +306,9 @@ impl Cluster {
     }
 
     /// Joins through `seeds`: resolves once one of them answered a state sync,
-    /// or fails when none did (the node keeps retrying them in the background).
+    /// or fails when none did (the node keeps retrying them in the background),
+    /// or with [`ClusterError::DuplicateName`] when another node answers to
+    /// this node's name.
     pub async fn join(&self, seeds: &[SocketAddr]) -> Result<(), ClusterError> {
         let (tx, rx) = oneshot::channel();
         self.cmd.send(Command::Join(seeds.to_vec(), tx)).map_err(|_| ClusterError::Stopped)?;
@@ -235,14 +323,64 @@ impl Cluster {
         rx.await.map_err(|_| ClusterError::Stopped)
     }
 
-    /// Publishes new metadata.
+    /// Publishes new metadata; fails with [`ClusterError::TooLarge`] when its
+    /// encoding exceeds `max_metadata` (peers would drop it).
     pub fn set_metadata(&self, meta: Metadata) -> Result<(), ClusterError> {
+        let size = meta.encoded_len();
+        if size > self.max_metadata {
+            return Err(ClusterError::TooLarge(SizeError { size, max: self.max_metadata }));
+        }
         self.cmd.send(Command::SetMetadata(meta)).map_err(|_| ClusterError::Stopped)
     }
 
-    /// Sends `payload` to every member, by gossip (best effort).
+    /// Sends `payload` to every member, by gossip (best effort); fails with
+    /// [`ClusterError::TooLarge`] above [`Cluster::max_broadcast_len`].
     pub fn broadcast(&self, payload: Vec<u8>) -> Result<(), ClusterError> {
+        if payload.len() > self.max_broadcast {
+            return Err(ClusterError::TooLarge(SizeError { size: payload.len(), max: self.max_broadcast }));
+        }
         self.cmd.send(Command::Broadcast(payload)).map_err(|_| ClusterError::Stopped)
+    }
+
+    async fn key_op(&self, op: KeyOp, key: [u8; KEY_LEN]) -> Result<bool, ClusterError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Command::Key(op, key, tx)).map_err(|_| ClusterError::Stopped)?;
+        rx.await.map_err(|_| ClusterError::Stopped)?
+    }
+
+    /// Adds a key that this node accepts from now on (step 1 of a rotation:
+    /// add the new key on every node).
+    pub async fn add_key(&self, key: [u8; KEY_LEN]) -> Result<(), ClusterError> {
+        self.key_op(KeyOp::Add, key).await.map(|_| ())
+    }
+
+    /// Encrypts with `key` from now on, adding it if needed (step 2, once
+    /// every node holds it).
+    pub async fn use_key(&self, key: [u8; KEY_LEN]) -> Result<(), ClusterError> {
+        self.key_op(KeyOp::Use, key).await.map(|_| ())
+    }
+
+    /// Stops accepting `key` (step 3, once no node encrypts with it); false
+    /// when it was not held or is the primary.
+    pub async fn remove_key(&self, key: [u8; KEY_LEN]) -> Result<bool, ClusterError> {
+        self.key_op(KeyOp::Remove, key).await
+    }
+
+    /// The largest payload [`Cluster::broadcast`] accepts (it must fit one datagram).
+    pub fn max_broadcast_len(&self) -> usize {
+        self.max_broadcast
+    }
+
+    /// False once the node's task has stopped (every handle dropped, or a
+    /// bug made it panic): its member list is then frozen and stale.
+    pub fn is_running(&self) -> bool {
+        !self.task.0.is_finished()
+    }
+
+    /// Makes the node's task panic, to test that a crashed node is visible as stopped.
+    #[doc(hidden)]
+    pub fn crash_for_tests(&self) {
+        let _ = self.cmd.send(Command::Crash);
     }
 
     /// The live members (alive or suspect), this node included.
@@ -332,6 +470,30 @@ enum SyncMsg {
     State { bytes: Vec<u8>, reply: Option<oneshot::Sender<Vec<u8>>>, from: SocketAddr },
     /// An outgoing sync failed.
     Failed(SocketAddr),
+    /// An inbound connection closed.
+    Closed(u64),
+}
+
+/// What the IO side drops, counted from its tasks.
+#[derive(Debug, Default)]
+struct IoCounters {
+    dropped_connections: AtomicU64,
+    accept_errors: AtomicU64,
+    dropped_state_size: AtomicU64,
+    dropped_syncs: AtomicU64,
+}
+
+impl IoCounters {
+    fn add_to(&self, c: &mut Counters) {
+        c.dropped_connections += self.dropped_connections.load(Ordering::Relaxed);
+        c.accept_errors += self.accept_errors.load(Ordering::Relaxed);
+        c.dropped_state_size += self.dropped_state_size.load(Ordering::Relaxed);
+        c.dropped_syncs += self.dropped_syncs.load(Ordering::Relaxed);
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A `join` call waiting for any of its seeds to answer.
@@ -347,6 +509,16 @@ struct Driver {
     user_subscribers: Vec<mpsc::UnboundedSender<Vec<u8>>>,
     sync_tx: Option<mpsc::UnboundedSender<SyncMsg>>,
     join_waiters: Vec<JoinWaiter>,
+    /// Joins a seed answered, waiting for a name-conflict probe to finish.
+    joined: Vec<oneshot::Sender<Result<(), ClusterError>>>,
+    io: Arc<IoCounters>,
+    /// Open inbound connections, oldest first.
+    inbound: VecDeque<(u64, tokio::task::AbortHandle)>,
+    next_conn: u64,
+    outbound: usize,
+    accept_backoff: Duration,
+    accept_paused: Option<Instant>,
+    max_state: usize,
 }
 
 impl Driver {
@@ -372,14 +544,45 @@ impl Driver {
                     None => return,
                 },
                 Some(msg) = sync_rx.recv() => self.sync_msg(msg),
-                accepted = self.tcp.accept() => {
-                    if let Ok((stream, from)) = accepted {
-                        let tx = self.sync_tx.clone().expect("set above");
-                        tokio::spawn(serve_sync(stream, from, tx));
-                    }
+                accepted = self.tcp.accept(), if self.accept_paused.is_none() => self.accepted(accepted),
+                _ = sleep_until_opt(self.accept_paused), if self.accept_paused.is_some() => {
+                    self.accept_paused = None;
                 }
             }
             self.flush().await;
+        }
+    }
+
+    fn accepted(&mut self, accepted: std::io::Result<(TcpStream, SocketAddr)>) {
+        match accepted {
+            Ok((stream, from)) => {
+                self.accept_backoff = ACCEPT_BACKOFF;
+                if self.inbound.len() >= MAX_INBOUND {
+                    // Close the oldest: a legitimate exchange takes milliseconds,
+                    // so stalled connections cannot crowd out new ones.
+                    if let Some((_, old)) = self.inbound.pop_front() {
+                        old.abort();
+                    }
+                    IoCounters::bump(&self.io.dropped_connections);
+                    tracing::debug!(target: "ha::membership", %from, "too many inbound connections: closed the oldest");
+                }
+                let id = self.next_conn;
+                self.next_conn += 1;
+                let tx = self.sync_tx.clone().expect("set in run");
+                let (io, max) = (self.io.clone(), self.max_state);
+                let task = tokio::spawn(async move {
+                    serve_sync(stream, from, tx.clone(), &io, max).await;
+                    let _ = tx.send(SyncMsg::Closed(id));
+                });
+                self.inbound.push_back((id, task.abort_handle()));
+            }
+            Err(e) => {
+                // Out of descriptors, most likely: pause rather than spin.
+                IoCounters::bump(&self.io.accept_errors);
+                tracing::debug!(target: "ha::membership", error = %e, pause = ?self.accept_backoff, "accept failed");
+                self.accept_paused = Some(Instant::now() + self.accept_backoff);
+                self.accept_backoff = (self.accept_backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
         }
     }
 
@@ -399,8 +602,35 @@ impl Driver {
                 self.swim.leave(now);
                 let _ = tx.send(());
             }
-            Command::SetMetadata(m) => self.swim.set_metadata(now, m),
-            Command::Broadcast(p) => self.swim.broadcast_user(p),
+            Command::SetMetadata(m) => {
+                if let Err(e) = self.swim.set_metadata(now, m) {
+                    tracing::debug!(target: "ha::membership", error = %e, "metadata refused");
+                }
+            }
+            Command::Broadcast(p) => {
+                if let Err(e) = self.swim.broadcast_user(p) {
+                    tracing::debug!(target: "ha::membership", error = %e, "broadcast refused");
+                }
+            }
+            Command::Key(op, key, tx) => {
+                let r = match self.swim.keyring_mut() {
+                    None => Err(ClusterError::NotEncrypted),
+                    Some(ring) => Ok(match op {
+                        KeyOp::Add => {
+                            ring.add(key);
+                            true
+                        }
+                        KeyOp::Use => {
+                            ring.use_key(key);
+                            true
+                        }
+                        KeyOp::Remove => ring.remove(&key),
+                    }),
+                };
+                tracing::info!(target: "ha::membership", ?op, ok = ?r.as_ref().ok(), "keyring changed");
+                let _ = tx.send(r);
+            }
+            Command::Crash => panic!("crash requested by a test"),
             Command::Subscribe(tx) => {
                 for m in self.swim.members().filter(|m| m.state.is_live()) {
                     let _ = tx.send(MembershipEvent::Joined(m.clone()));
@@ -425,16 +655,34 @@ impl Driver {
                 }
             }
             SyncMsg::State { bytes, reply: None, from } => {
+                self.outbound = self.outbound.saturating_sub(1);
                 let ok = self.swim.handle_state(now, &bytes).is_ok();
                 if ok {
-                    for (tx, _) in self.join_waiters.drain(..) {
-                        let _ = tx.send(Ok(()));
-                    }
+                    // Answered: the join completes once no probe is checking
+                    // for another node with this node's name.
+                    self.joined.extend(self.join_waiters.drain(..).map(|(tx, _)| tx));
                 } else {
                     self.sync_failed(from);
                 }
             }
-            SyncMsg::Failed(addr) => self.sync_failed(addr),
+            SyncMsg::Failed(addr) => {
+                self.outbound = self.outbound.saturating_sub(1);
+                self.sync_failed(addr);
+            }
+            SyncMsg::Closed(id) => self.inbound.retain(|(i, _)| *i != id),
+        }
+    }
+
+    fn settle_joins(&mut self) {
+        if self.joined.is_empty() || self.swim.conflict_pending() {
+            return;
+        }
+        let conflict = self.swim.name_conflict();
+        for tx in self.joined.drain(..) {
+            let _ = tx.send(match conflict {
+                Some(a) => Err(ClusterError::DuplicateName(a)),
+                None => Ok(()),
+            });
         }
     }
 
@@ -458,10 +706,18 @@ impl Driver {
             }
         }
         while let Some(to) = self.swim.poll_sync() {
+            if self.outbound >= MAX_OUTBOUND {
+                IoCounters::bump(&self.io.dropped_syncs);
+                tracing::debug!(target: "ha::membership", %to, "too many state syncs running: not opened");
+                self.sync_failed(to);
+                continue;
+            }
+            self.outbound += 1;
             let state = self.swim.local_state(true);
             let tx = self.sync_tx.clone().expect("set in run");
+            let (io, max) = (self.io.clone(), self.max_state);
             tokio::spawn(async move {
-                let r = tokio::time::timeout(SYNC_TIMEOUT, exchange(to, &state)).await;
+                let r = tokio::time::timeout(SYNC_TIMEOUT, exchange(to, &state, &io, max)).await;
                 let _ = match r {
                     Ok(Ok(bytes)) => tx.send(SyncMsg::State { bytes, reply: None, from: to }),
                     _ => tx.send(SyncMsg::Failed(to)),
@@ -476,16 +732,22 @@ impl Driver {
         while let Some(p) = self.swim.poll_user() {
             self.user_subscribers.retain(|s| s.send(p.clone()).is_ok());
         }
-        let counters = self.swim.counters();
+        self.settle_joins();
+        let counters = self.counters();
         if changed || self.view.borrow().counters != counters {
             self.publish();
         }
     }
 
+    fn counters(&self) -> Counters {
+        let mut c = self.swim.counters();
+        self.io.add_to(&mut c);
+        c
+    }
+
     fn publish(&mut self) {
         let members: Vec<Member> = self.swim.members().cloned().collect();
-        let view =
-            View { members: Arc::new(members), counters: self.swim.counters(), health: self.swim.health_score() };
+        let view = View { members: Arc::new(members), counters: self.counters(), health: self.swim.health_score() };
         self.view.send_replace(view);
     }
 }
@@ -496,11 +758,20 @@ async fn write_frame(s: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     s.flush().await
 }
 
-async fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+async fn sleep_until_opt(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// Reads one length-prefixed state of at most `max` bytes.
+async fn read_frame(s: &mut TcpStream, io: &IoCounters, max: usize) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_STREAM {
+    if len > max {
+        IoCounters::bump(&io.dropped_state_size);
+        tracing::debug!(target: "ha::membership", len, max, "state too large: connection closed");
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "state too large"));
     }
     // Read in bounded steps: a lying length costs no more than what actually arrives.
@@ -517,15 +788,21 @@ async fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-async fn exchange(to: SocketAddr, state: &[u8]) -> std::io::Result<Vec<u8>> {
+async fn exchange(to: SocketAddr, state: &[u8], io: &IoCounters, max: usize) -> std::io::Result<Vec<u8>> {
     let mut s = TcpStream::connect(to).await?;
     write_frame(&mut s, state).await?;
-    read_frame(&mut s).await
+    read_frame(&mut s, io, max).await
 }
 
-async fn serve_sync(mut stream: TcpStream, from: SocketAddr, tx: mpsc::UnboundedSender<SyncMsg>) {
+async fn serve_sync(
+    mut stream: TcpStream,
+    from: SocketAddr,
+    tx: mpsc::UnboundedSender<SyncMsg>,
+    io: &IoCounters,
+    max: usize,
+) {
     let work = async {
-        let bytes = read_frame(&mut stream).await?;
+        let bytes = read_frame(&mut stream, io, max).await?;
         let (reply_tx, reply_rx) = oneshot::channel();
         tx.send(SyncMsg::State { bytes, reply: Some(reply_tx), from })
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
@@ -535,5 +812,5 @@ async fn serve_sync(mut stream: TcpStream, from: SocketAddr, tx: mpsc::Unbounded
         }
         Ok::<_, std::io::Error>(())
     };
-    let _ = tokio::time::timeout(SYNC_TIMEOUT, work).await;
+    let _ = tokio::time::timeout(INBOUND_TIMEOUT, work).await;
 }

@@ -13,6 +13,15 @@ use crate::error::ConfigError;
 /// The largest UDP payload the protocol ever sends (safe under a 1500-byte MTU).
 pub const MAX_PACKET: usize = 1400;
 
+/// Upper bound of `probe_interval` and `probe_timeout`.
+pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(60);
+/// Upper bound of `gossip_interval`.
+pub const MAX_GOSSIP_INTERVAL: Duration = Duration::from_secs(10);
+/// Upper bound of `push_pull_interval` and `reconnect_interval`.
+pub const MAX_SLOW_INTERVAL: Duration = Duration::from_secs(3600);
+/// Upper bound of `dead_retention`.
+pub const MAX_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Tuning of the SWIM protocol and its Lifeguard extensions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -65,6 +74,21 @@ pub struct Config {
     /// Lifeguard (health multiplier, dynamic suspicion, buddy system, nacks).
     /// Off gives plain SWIM, for comparison.
     pub lifeguard: bool,
+    /// An update about a member whose incarnation is more than this above
+    /// the one known (0 for a member not yet known, this node's own for
+    /// itself) is dropped: a forged incarnation near `u64::MAX` would
+    /// otherwise leave the member nothing to refute with. A restarted node
+    /// passing its own incarnation must stay within this of its last one.
+    pub max_incarnation_jump: u64,
+    /// The most members (dead and departed ones included) this node holds;
+    /// beyond it the longest-dead is forgotten, or, with none dead, the
+    /// newcomer is dropped and counted.
+    pub max_members: usize,
+    /// State syncs per second this node opens toward probers it does not
+    /// know (a token bucket with a burst of twice this).
+    pub unknown_syncs_per_sec: u32,
+    /// The largest push-pull state accepted or sent over TCP, in bytes.
+    pub max_state_bytes: usize,
 }
 
 impl Default for Config {
@@ -99,6 +123,10 @@ impl Config {
             dead_retention: Duration::from_secs(3600),
             max_metadata: 8 * 1024,
             lifeguard: true,
+            max_incarnation_jump: 1 << 20,
+            max_members: 1024,
+            unknown_syncs_per_sec: 4,
+            max_state_bytes: 2 * 1024 * 1024,
         }
     }
 
@@ -136,6 +164,19 @@ impl Config {
     /// Checks every field; the core and the driver call it when built.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field: &'static str, reason: &'static str| Err(ConfigError { field, reason });
+        let durations = [
+            ("probe_interval", self.probe_interval, MAX_PROBE_INTERVAL),
+            ("probe_timeout", self.probe_timeout, MAX_PROBE_INTERVAL),
+            ("gossip_interval", self.gossip_interval, MAX_GOSSIP_INTERVAL),
+            ("push_pull_interval", self.push_pull_interval, MAX_SLOW_INTERVAL),
+            ("reconnect_interval", self.reconnect_interval, MAX_SLOW_INTERVAL),
+            ("dead_retention", self.dead_retention, MAX_RETENTION),
+        ];
+        for (field, value, max) in durations {
+            if value > max {
+                return Err(ConfigError { field, reason: "is above its upper bound (see `Config::validate`)" });
+            }
+        }
         if self.label.len() > 255 {
             return bad("label", "at most 255 bytes");
         }
@@ -181,6 +222,18 @@ impl Config {
         if self.max_metadata > 64 * 1024 {
             return bad("max_metadata", "at most 64 KiB");
         }
+        if self.max_incarnation_jump == 0 || self.max_incarnation_jump > 1 << 40 {
+            return bad("max_incarnation_jump", "between 1 and 2^40");
+        }
+        if self.max_members < 2 || self.max_members > 1 << 20 {
+            return bad("max_members", "between 2 and 2^20");
+        }
+        if self.unknown_syncs_per_sec == 0 || self.unknown_syncs_per_sec > 1000 {
+            return bad("unknown_syncs_per_sec", "between 1 and 1000");
+        }
+        if self.max_state_bytes < 64 * 1024 || self.max_state_bytes > crate::wire::MAX_STREAM {
+            return bad("max_state_bytes", "between 64 KiB and 16 MiB");
+        }
         Ok(())
     }
 }
@@ -222,6 +275,32 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().field, "label");
         let c = Config { awareness_max: 0, ..Config::lan() };
         assert_eq!(c.validate().unwrap_err().field, "awareness_max");
+    }
+
+    #[test]
+    fn every_duration_has_an_upper_bound() {
+        let huge = Duration::from_millis(u64::MAX);
+        type Set = fn(&mut Config, Duration);
+        let cases: [(&str, Set); 6] = [
+            ("probe_interval", |c, d| c.probe_interval = d),
+            ("probe_timeout", |c, d| c.probe_timeout = d),
+            ("gossip_interval", |c, d| c.gossip_interval = d),
+            ("push_pull_interval", |c, d| c.push_pull_interval = d),
+            ("reconnect_interval", |c, d| c.reconnect_interval = d),
+            ("dead_retention", |c, d| c.dead_retention = d),
+        ];
+        for (field, set) in cases {
+            let mut c = Config::lan();
+            set(&mut c, huge);
+            assert_eq!(c.validate().unwrap_err().field, field);
+        }
+        // From a file too: a huge `probe_interval` no longer switches detection off.
+        let c: Config = toml::from_str(&format!("probe_interval = {}", i64::MAX)).unwrap();
+        assert_eq!(c.validate().unwrap_err().field, "probe_interval");
+        let c = Config { max_incarnation_jump: 0, ..Config::lan() };
+        assert_eq!(c.validate().unwrap_err().field, "max_incarnation_jump");
+        let c = Config { max_members: 1, ..Config::lan() };
+        assert_eq!(c.validate().unwrap_err().field, "max_members");
     }
 
     #[test]

@@ -102,7 +102,7 @@ where
                         return Poll::Ready(Some(Ok(Change::Remove(m.name))));
                     }
                 }
-                MembershipEvent::Suspected(_) => {}
+                MembershipEvent::Suspected(_) | MembershipEvent::NameConflict(_) => {}
             }
         }
     }

@@ -35,6 +35,8 @@ pub enum DecodeError {
     Authentication,
     /// The body is not a valid message sequence.
     Malformed,
+    /// An authentic packet already received (encrypted clusters only).
+    Replay,
 }
 
 impl fmt::Display for DecodeError {
@@ -46,6 +48,7 @@ impl fmt::Display for DecodeError {
             DecodeError::Encryption => "encryption mode mismatch",
             DecodeError::Authentication => "authentication failed",
             DecodeError::Malformed => "malformed message",
+            DecodeError::Replay => "replayed packet",
         })
     }
 }
@@ -63,3 +66,20 @@ impl fmt::Display for KeyError {
 }
 
 impl std::error::Error for KeyError {}
+
+/// A payload, metadata or name that does not fit its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeError {
+    /// Its size in bytes (encoded, for metadata).
+    pub size: usize,
+    /// The largest size allowed.
+    pub max: usize,
+}
+
+impl fmt::Display for SizeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} bytes, above the limit of {}", self.size, self.max)
+    }
+}
+
+impl std::error::Error for SizeError {}

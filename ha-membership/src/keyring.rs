@@ -16,11 +16,22 @@ pub(crate) const NONCE_LEN: usize = 24;
 pub(crate) const TAG_LEN: usize = 16;
 
 /// XChaCha20-Poly1305 keys, the first being the primary.
-#[derive(Clone)]
+///
+/// A clone holds the same keys under a fresh nonce prefix: two nodes given
+/// clones of one keyring never reuse a nonce, and each is its own sender
+/// for replay protection.
 pub struct Keyring {
     keys: Vec<([u8; KEY_LEN], XChaCha20Poly1305)>,
     nonce_prefix: [u8; 16],
     counter: u64,
+}
+
+impl Clone for Keyring {
+    fn clone(&self) -> Self {
+        let mut ring = Keyring::new(self.keys[0].0);
+        ring.keys = self.keys.clone();
+        ring
+    }
 }
 
 impl std::fmt::Debug for Keyring {

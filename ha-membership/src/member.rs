@@ -25,6 +25,13 @@ pub struct Metadata {
     pub user: Vec<u8>,
 }
 
+impl Metadata {
+    /// Its encoded size in bytes, what `Config::max_metadata` limits.
+    pub fn encoded_len(&self) -> usize {
+        postcard::experimental::serialized_size(self).unwrap_or(usize::MAX)
+    }
+}
+
 /// Where a member stands, as far as this node knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -96,6 +103,9 @@ pub enum MembershipEvent {
     Died(Member),
     /// A member left gracefully.
     Left(Member),
+    /// Another node answers to this node's name, at `addr` of the member
+    /// given: one of the two must be renamed (the cluster only sees one).
+    NameConflict(Member),
 }
 
 impl MembershipEvent {
@@ -107,7 +117,8 @@ impl MembershipEvent {
             | MembershipEvent::Suspected(m)
             | MembershipEvent::Recovered(m)
             | MembershipEvent::Died(m)
-            | MembershipEvent::Left(m) => m,
+            | MembershipEvent::Left(m)
+            | MembershipEvent::NameConflict(m) => m,
         }
     }
 }

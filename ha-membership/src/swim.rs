@@ -17,7 +17,7 @@ use ha_core::{Event, Events, Instant};
 
 use crate::broadcast::{Broadcasts, Key};
 use crate::config::{Config, MAX_PACKET};
-use crate::error::{ConfigError, DecodeError};
+use crate::error::{ConfigError, DecodeError, SizeError};
 use crate::keyring::Keyring;
 use crate::member::{Member, MemberState, MembershipEvent, Metadata};
 use crate::wire::{self, Codec, Message, State, StateEntry};
@@ -56,6 +56,34 @@ pub struct Counters {
     pub dropped: u64,
     /// Push-pull state exchanges merged.
     pub syncs: u64,
+    /// Updates dropped because their incarnation jumped more than
+    /// `max_incarnation_jump` above the one known.
+    pub dropped_incarnation: u64,
+    /// Datagrams dropped because no key authenticated them (a subset of `dropped`).
+    pub dropped_auth: u64,
+    /// Encrypted datagrams and states dropped as replays (a subset of `dropped`).
+    pub dropped_replay: u64,
+    /// Datagrams longer than a packet, and messages too large to forward, dropped.
+    pub dropped_oversized: u64,
+    /// Indirect probe requests refused: unknown requester or target, or too
+    /// many outstanding for that requester or in total.
+    pub dropped_ping_req: u64,
+    /// State syncs toward unknown probers not opened (rate limit or queue full),
+    /// and, in the driver, outgoing syncs over the concurrency cap.
+    pub dropped_syncs: u64,
+    /// Members learnt from gossip that were not admitted: their confirming
+    /// probe failed, too many waited for one, or the member table was full.
+    pub dropped_members: u64,
+    /// Messages naming a member with an empty or over-long name.
+    pub dropped_names: u64,
+    /// Another node claims this node's name from another address.
+    pub name_conflicts: u64,
+    /// TCP connections refused or closed because too many were open.
+    pub dropped_connections: u64,
+    /// TCP accept errors (the listener backs off after each).
+    pub accept_errors: u64,
+    /// Push-pull states refused for exceeding `max_state_bytes`.
+    pub dropped_state_size: u64,
 }
 
 struct Entry {
@@ -127,6 +155,23 @@ struct Relay {
     expires: Instant,
 }
 
+/// A member heard of by gossip only, admitted once it answers a probe.
+struct Pending {
+    name: Arc<str>,
+    addr: SocketAddr,
+    inc: u64,
+    meta: Option<Metadata>,
+    seq: u32,
+    expires: Instant,
+}
+
+/// A probe of another node that seems to use this node's name.
+struct ConflictProbe {
+    seq: u32,
+    addr: SocketAddr,
+    deadline: Instant,
+}
+
 /// The SWIM + Lifeguard protocol state of one node.
 pub struct Swim {
     cfg: Config,
@@ -163,6 +208,11 @@ pub struct Swim {
     user_in: VecDeque<Vec<u8>>,
     counters: Counters,
     scratch: Vec<Message>,
+    pending: Vec<Pending>,
+    sync_tokens: f64,
+    sync_refill: Instant,
+    conflict_probe: Option<ConflictProbe>,
+    conflict: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Swim {
@@ -177,6 +227,15 @@ impl std::fmt::Debug for Swim {
 }
 
 const USER_SEEN_MAX: usize = 4096;
+/// Members heard of by gossip that may wait for their confirming probe at once.
+const MAX_PENDING: usize = 64;
+/// Indirect probes this node runs at once, in total and for one requester.
+const MAX_RELAYS: usize = 64;
+const MAX_RELAYS_PER_ORIGIN: usize = 4;
+/// State syncs that may wait to be opened.
+const MAX_QUEUED_SYNCS: usize = 16;
+/// The longest member name, in bytes.
+pub const MAX_NAME: usize = 255;
 /// Check pings per suspicion, evenly spread over the timer: with 10% loss
 /// each way, all six fail with odds of 1 in 21 000.
 const CHECKS: u8 = 6;
@@ -193,6 +252,9 @@ impl Swim {
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let me: Arc<str> = name.into();
+        if me.is_empty() || me.len() > MAX_NAME {
+            return Err(ConfigError { field: "name", reason: "must be 1 to 255 bytes" });
+        }
         let mut rng = FastRng::new(seed);
         let stagger = |rng: &mut FastRng, d: Duration| d.mul_f64(rng.unit_f64());
         let next_probe = now + stagger(&mut rng, config.probe_interval);
@@ -232,7 +294,13 @@ impl Swim {
             user_in: VecDeque::new(),
             counters: Counters::default(),
             scratch: Vec::new(),
+            pending: Vec::new(),
+            sync_tokens: 0.0,
+            sync_refill: now,
+            conflict_probe: None,
+            conflict: None,
         };
+        swim.sync_tokens = 2.0 * f64::from(swim.cfg.unknown_syncs_per_sec);
         let member =
             Member { name: me.clone(), addr, incarnation: 0, state: MemberState::Alive, meta: swim.meta.clone() };
         swim.index.insert(me, 0);
@@ -261,6 +329,11 @@ impl Swim {
     pub fn with_keyring(mut self, keyring: Keyring) -> Self {
         self.codec.set_keyring(Some(keyring));
         self
+    }
+
+    /// The keyring, to rotate keys on a running node (`None` when unencrypted).
+    pub fn keyring_mut(&mut self) -> Option<&mut Keyring> {
+        self.codec.keyring_mut()
     }
 
     /// Sends every state change to `events` as well (it always goes to `tracing`).
@@ -340,25 +413,55 @@ impl Swim {
         self.next_gossip = now;
     }
 
-    /// Publishes new metadata under a new incarnation.
-    pub fn set_metadata(&mut self, now: Instant, meta: Metadata) {
+    /// Publishes new metadata under a new incarnation; metadata whose
+    /// encoding exceeds `max_metadata` is refused (peers would drop it).
+    pub fn set_metadata(&mut self, now: Instant, meta: Metadata) -> Result<(), SizeError> {
+        let size = meta.encoded_len();
+        if size > self.cfg.max_metadata {
+            return Err(SizeError { size, max: self.cfg.max_metadata });
+        }
         self.meta = Arc::new(meta);
-        self.incarnation += 1;
+        self.incarnation = self.incarnation.saturating_add(1);
         let me = &mut self.members[0];
         me.member.meta = self.meta.clone();
         me.member.incarnation = self.incarnation;
         me.meta_inc = self.incarnation;
         me.since = now;
         self.broadcast_self();
+        Ok(())
     }
 
-    /// Sends `payload` to every member (best effort, by gossip).
-    pub fn broadcast_user(&mut self, payload: Vec<u8>) {
-        self.user_seq += 1;
+    /// The largest payload [`Swim::broadcast_user`] accepts: one that fits a
+    /// datagram with its framing.
+    pub fn max_broadcast_len(&self) -> usize {
+        let empty = Message::User { origin: self.me.clone(), seq: u64::MAX, payload: Vec::new() };
+        // Both length prefixes (payload and frame) grow to 2 bytes past 127.
+        self.budget().saturating_sub(wire::frame(&empty).len() + 2)
+    }
+
+    /// The other node found answering to this node's name, if any.
+    pub fn name_conflict(&self) -> Option<SocketAddr> {
+        self.conflict
+    }
+
+    /// True while a probe checks whether another node uses this node's name.
+    pub fn conflict_pending(&self) -> bool {
+        self.conflict_probe.is_some()
+    }
+
+    /// Sends `payload` to every member (best effort, by gossip). A payload
+    /// above [`Swim::max_broadcast_len`] is refused: it could never be sent.
+    pub fn broadcast_user(&mut self, payload: Vec<u8>) -> Result<(), SizeError> {
+        let max = self.max_broadcast_len();
+        if payload.len() > max {
+            return Err(SizeError { size: payload.len(), max });
+        }
+        self.user_seq = self.user_seq.saturating_add(1);
         let key = (self.me.clone(), self.user_seq);
         self.remember_user(key.clone());
         let msg = Message::User { origin: key.0.clone(), seq: key.1, payload };
         self.broadcasts.push(Key::User(key.0, key.1), wire::frame(&msg));
+        Ok(())
     }
 
     /// The next datagram to send.
@@ -390,6 +493,9 @@ impl Swim {
         }
         if let Some(p) = &self.probe {
             t = t.min(if p.indirect_sent { p.deadline } else { p.indirect_at });
+        }
+        if let Some(c) = &self.conflict_probe {
+            t = t.min(c.deadline);
         }
         for r in &self.relays {
             t = t.min(r.nack_at.unwrap_or(r.expires));
@@ -432,6 +538,7 @@ impl Swim {
 
     /// Runs every timer due at `now`.
     pub fn tick(&mut self, now: Instant) {
+        self.expire_pending(now);
         self.expire_suspicions(now);
         if !self.left {
             self.check_suspects(now);
@@ -734,6 +841,18 @@ impl Swim {
         self.queue_update(self.me.clone(), msg);
     }
 
+    /// Seals `msgs` alone, without piggy-backed updates, into one datagram to `to`.
+    fn send_bare(&mut self, to: SocketAddr, msgs: &[Message]) {
+        let mut body = Vec::with_capacity(64);
+        for m in msgs {
+            wire::push_frame(m, &mut body);
+        }
+        let payload = self.codec.seal(false, &body);
+        self.counters.packets_out += 1;
+        self.counters.bytes_out += payload.len() as u64;
+        self.transmits.push_back(Transmit { to, payload });
+    }
+
     /// Seals `first` plus as many queued updates as fit into one datagram to `to`.
     fn send(&mut self, to: SocketAddr, first: &[Message]) {
         let budget = self.budget();
@@ -763,13 +882,22 @@ impl Swim {
         self.counters.bytes_in += packet.len() as u64;
         let mut msgs = std::mem::take(&mut self.scratch);
         msgs.clear();
-        let ok = match self.codec.open(false, packet) {
-            Ok(body) => wire::decode_frames(&body, &mut msgs).is_ok(),
-            Err(_) => false,
+        let ok = if packet.len() > MAX_PACKET {
+            // No member sends more than this: a forged or foreign packet.
+            self.counters.dropped_oversized += 1;
+            false
+        } else {
+            match self.codec.open(false, packet) {
+                Ok(body) => wire::decode_frames(&body, &mut msgs).is_ok(),
+                Err(e) => {
+                    self.count_open_error(e);
+                    false
+                }
+            }
         };
         if !ok {
             self.counters.dropped += 1;
-            tracing::debug!(target: "ha::membership", %from, "dropped undecodable packet");
+            tracing::debug!(target: "ha::membership", %from, len = packet.len(), "dropped undecodable packet");
         } else {
             // News first, so that any answer or relayed ack this packet
             // causes already carries what it taught us (a refutation, most
@@ -790,10 +918,21 @@ impl Swim {
                 if target != self.me {
                     return;
                 }
+                if source == self.me && from != self.addr {
+                    // Another node probes under our name: a duplicate.
+                    self.report_conflict(from);
+                }
                 // A prober we have never heard of: our views differ by more
-                // than gossip will fix soon, so sync state with it.
-                if !self.index.contains_key(&source) && !self.syncs.contains(&from) {
-                    self.syncs.push_back(from);
+                // than gossip will fix soon, so sync state with it (rate-limited:
+                // on an open network anyone can send this ping).
+                let known = self.index.contains_key(&source);
+                if !known && !self.syncs.contains(&from) {
+                    if self.syncs.len() < MAX_QUEUED_SYNCS && self.take_sync_token(now) {
+                        self.syncs.push_back(from);
+                    } else {
+                        self.counters.dropped_syncs += 1;
+                        tracing::debug!(target: "ha::membership", %from, "state sync toward an unknown prober not opened (rate limit)");
+                    }
                 }
                 let mut reply = vec![Message::Ack { seq }];
                 // Tell a sender we hold suspect or dead what we think, so it refutes.
@@ -813,10 +952,22 @@ impl Swim {
                         _ => {}
                     }
                 }
-                self.send(from, &reply);
+                if known {
+                    self.send(from, &reply);
+                } else {
+                    // No piggy-backed news for a stranger: the answer stays as
+                    // small as the ping, so a forged source gains no amplification.
+                    self.send_bare(from, &reply);
+                }
             }
             Message::Ack { seq } => {
-                if self.probe.as_ref().is_some_and(|p| p.seq == seq) {
+                if let Some(i) = self.pending.iter().position(|p| p.seq == seq && p.addr == from) {
+                    let p = self.pending.swap_remove(i);
+                    self.merge_alive(now, p.name, p.addr, p.inc, p.meta, true);
+                } else if self.conflict_probe.as_ref().is_some_and(|c| c.seq == seq && c.addr == from) {
+                    self.conflict_probe = None;
+                    self.report_conflict(from);
+                } else if self.probe.as_ref().is_some_and(|p| p.seq == seq) {
                     self.probe = None;
                     self.adjust_awareness(-1);
                 } else if let Some(i) = self.relays.iter().position(|r| r.seq == seq) {
@@ -825,6 +976,11 @@ impl Swim {
                 }
             }
             Message::PingReq { seq, target, addr, nack } => {
+                if let Err(why) = self.relay_allowed(from, &target, addr) {
+                    self.counters.dropped_ping_req += 1;
+                    tracing::debug!(target: "ha::membership", %from, %addr, why, "indirect probe request dropped");
+                    return;
+                }
                 let own = self.next_seq();
                 let timeout = self.cfg.probe_timeout;
                 self.relays.push(Relay {
@@ -841,9 +997,21 @@ impl Swim {
                     p.nacks += 1;
                 }
             }
-            Message::Alive { name, addr, incarnation, meta } => self.apply_alive(now, name, addr, incarnation, meta),
-            Message::Suspect { name, incarnation, from } => self.apply_suspect(now, name, incarnation, from),
-            Message::Dead { name, incarnation, from } => self.apply_dead(now, name, incarnation, from),
+            Message::Alive { name, addr, incarnation, meta } => {
+                if self.admissible(&name, incarnation) {
+                    self.apply_alive(now, name, addr, incarnation, meta);
+                }
+            }
+            Message::Suspect { name, incarnation, from } => {
+                if self.admissible(&name, incarnation) {
+                    self.apply_suspect(now, name, incarnation, from);
+                }
+            }
+            Message::Dead { name, incarnation, from } => {
+                if self.admissible(&name, incarnation) {
+                    self.apply_dead(now, name, incarnation, from);
+                }
+            }
             Message::User { origin, seq, payload } => {
                 let key = (origin, seq);
                 if !self.user_seen.contains(&key) {
@@ -870,7 +1038,9 @@ impl Swim {
         if self.left {
             return;
         }
-        self.incarnation = self.incarnation.max(heard) + 1;
+        // `heard` is at most `max_incarnation_jump` above our own (see
+        // `admissible`), so this never saturates in practice; it never wraps.
+        self.incarnation = self.incarnation.max(heard).saturating_add(1);
         let me = &mut self.members[0];
         me.member.incarnation = self.incarnation;
         me.meta_inc = self.incarnation;
@@ -891,6 +1061,7 @@ impl Swim {
             MembershipEvent::Died(_) => Some(Event::MemberDead { member, incarnation }),
             MembershipEvent::Left(_) => Some(Event::MemberLeft { member }),
             MembershipEvent::Updated(_) => Some(Event::MemberUpdated { member, incarnation }),
+            MembershipEvent::NameConflict(_) => None,
         };
         if let Some(e) = core {
             self.events_out.emit(e);
@@ -898,8 +1069,30 @@ impl Swim {
         self.events.push_back(ev);
     }
 
+    /// Gossip about a member: one we do not know yet is admitted only once
+    /// it answers a probe under its name at its address, so a single forged
+    /// message cannot add members.
     fn apply_alive(&mut self, now: Instant, name: Arc<str>, addr: SocketAddr, inc: u64, meta: Option<Metadata>) {
-        self.merge_alive(now, name, addr, inc, meta, true);
+        if name == self.me || self.index.contains_key(&name) {
+            self.merge_alive(now, name, addr, inc, meta, true);
+            return;
+        }
+        if let Some(p) = self.pending.iter_mut().find(|p| p.name == name) {
+            if inc > p.inc && addr == p.addr {
+                p.inc = inc;
+                p.meta = meta;
+            }
+            return;
+        }
+        if self.left || self.pending.len() >= MAX_PENDING {
+            self.counters.dropped_members += 1;
+            tracing::debug!(target: "ha::membership", member = %name, "too many members wait for a confirming probe");
+            return;
+        }
+        let seq = self.next_seq();
+        let expires = now + self.cfg.probe_interval;
+        self.send_bare(addr, &[Message::Ping { seq, target: name.clone(), from: self.me.clone() }]);
+        self.pending.push(Pending { name, addr, inc, meta, seq, expires });
     }
 
     /// `gossip` is false for updates a push-pull state taught us about
@@ -916,16 +1109,25 @@ impl Swim {
         gossip: bool,
     ) {
         if name == self.me {
+            if addr != self.addr {
+                self.check_conflict(now, addr);
+            }
             if inc > self.incarnation {
                 self.refute(now, inc);
             }
             return;
         }
-        if meta.as_ref().is_some_and(|m| m.user.len() > self.cfg.max_metadata) {
+        if meta.as_ref().is_some_and(|m| m.encoded_len() > self.cfg.max_metadata) {
+            self.counters.dropped_oversized += 1;
             return;
         }
         let msg_meta = meta.clone();
         let Some(&i) = self.index.get(&name) else {
+            if self.members.len() >= self.cfg.max_members && !self.forget_longest_dead() {
+                self.counters.dropped_members += 1;
+                tracing::debug!(target: "ha::membership", member = %name, "member table full: newcomer dropped");
+                return;
+            }
             let meta = Arc::new(meta.unwrap_or_default());
             let member = Member { name: name.clone(), addr, incarnation: inc, state: MemberState::Alive, meta };
             self.index.insert(name.clone(), self.members.len());
@@ -1076,6 +1278,131 @@ impl Swim {
         self.queue_update(name.clone(), Message::Dead { name, incarnation: inc, from });
     }
 
+    /// Whether an update about `name` at `inc` may be applied: a valid name,
+    /// and an incarnation at most `max_incarnation_jump` above the one known.
+    fn admissible(&mut self, name: &str, inc: u64) -> bool {
+        if name.is_empty() || name.len() > MAX_NAME {
+            self.counters.dropped_names += 1;
+            return false;
+        }
+        let known = if name == &*self.me {
+            self.incarnation
+        } else {
+            self.index.get(name).map_or(0, |&i| self.members[i].member.incarnation)
+        };
+        if inc > known.saturating_add(self.cfg.max_incarnation_jump) {
+            self.counters.dropped_incarnation += 1;
+            tracing::debug!(target: "ha::membership", member = name, known, heard = inc, "implausible incarnation dropped");
+            return false;
+        }
+        true
+    }
+
+    /// Why an indirect probe request from `from` about `target` at `addr` is refused, if it is.
+    fn relay_allowed(&self, from: SocketAddr, target: &Arc<str>, addr: SocketAddr) -> Result<(), &'static str> {
+        if self.left {
+            return Err("left");
+        }
+        if self.relays.len() >= MAX_RELAYS {
+            return Err("too many in total");
+        }
+        if self.relays.iter().filter(|r| r.origin == from).count() >= MAX_RELAYS_PER_ORIGIN {
+            return Err("too many for this requester");
+        }
+        let known_target = *target != self.me
+            && self.index.get(target).is_some_and(|&i| {
+                let m = &self.members[i].member;
+                m.addr == addr && m.state.is_live()
+            });
+        if !known_target {
+            return Err("unknown target");
+        }
+        let known_origin = self.members.iter().skip(1).any(|e| e.member.addr == from && e.member.state.is_live());
+        if !known_origin {
+            return Err("unknown requester");
+        }
+        Ok(())
+    }
+
+    /// Takes a token for a state sync toward an unknown prober.
+    fn take_sync_token(&mut self, now: Instant) -> bool {
+        let rate = f64::from(self.cfg.unknown_syncs_per_sec);
+        let elapsed = now.saturating_duration_since(self.sync_refill).as_secs_f64();
+        self.sync_refill = now;
+        self.sync_tokens = (self.sync_tokens + elapsed * rate).min(2.0 * rate);
+        if self.sync_tokens >= 1.0 {
+            self.sync_tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expire_pending(&mut self, now: Instant) {
+        let before = self.pending.len();
+        self.pending.retain(|p| p.expires > now);
+        let expired = (before - self.pending.len()) as u64;
+        if expired > 0 {
+            self.counters.dropped_members += expired;
+            tracing::debug!(target: "ha::membership", expired, "members heard of by gossip never answered a probe");
+        }
+        if self.conflict_probe.as_ref().is_some_and(|c| c.deadline <= now) {
+            self.conflict_probe = None;
+        }
+    }
+
+    /// Forgets the member dead or departed for longest, to make room.
+    fn forget_longest_dead(&mut self) -> bool {
+        let victim = (1..self.members.len())
+            .filter(|&i| !self.members[i].member.state.is_live())
+            .min_by_key(|&i| self.members[i].since);
+        let Some(i) = victim else { return false };
+        let last = self.members.len() - 1;
+        if i != last {
+            self.swap_entries(i, last);
+        }
+        if let Some(e) = self.members.pop() {
+            self.index.remove(&e.member.name);
+        }
+        self.cursor = self.cursor.min(self.members.len());
+        true
+    }
+
+    /// Something claims this node's name at another address: probe it under our name.
+    fn check_conflict(&mut self, now: Instant, addr: SocketAddr) {
+        if self.left || self.conflict_probe.is_some() || self.conflict == Some(addr) {
+            return;
+        }
+        let seq = self.next_seq();
+        self.send_bare(addr, &[Message::Ping { seq, target: self.me.clone(), from: self.me.clone() }]);
+        self.conflict_probe = Some(ConflictProbe { seq, addr, deadline: now + self.cfg.probe_timeout });
+    }
+
+    fn report_conflict(&mut self, addr: SocketAddr) {
+        self.counters.name_conflicts += 1;
+        if self.conflict == Some(addr) {
+            return;
+        }
+        self.conflict = Some(addr);
+        tracing::warn!(target: "ha::membership", name = %self.me, other = %addr, "another node uses this node's name");
+        let member = Member {
+            name: self.me.clone(),
+            addr,
+            incarnation: 0,
+            state: MemberState::Alive,
+            meta: Arc::new(Metadata::default()),
+        };
+        self.events.push_back(MembershipEvent::NameConflict(member));
+    }
+
+    fn count_open_error(&mut self, e: DecodeError) {
+        match e {
+            DecodeError::Authentication => self.counters.dropped_auth += 1,
+            DecodeError::Replay => self.counters.dropped_replay += 1,
+            _ => {}
+        }
+    }
+
     /// This node's full state, sealed for a push-pull exchange. `join` asks
     /// the receiver to answer even though it may not know this node.
     pub fn local_state(&mut self, join: bool) -> Vec<u8> {
@@ -1102,12 +1429,16 @@ impl Swim {
         let state = match decoded {
             Ok(s) => s,
             Err(e) => {
+                self.count_open_error(e);
                 self.counters.dropped += 1;
                 return Err(e);
             }
         };
         self.counters.syncs += 1;
         for (k, m) in state.members.into_iter().enumerate() {
+            if !self.admissible(&m.name, m.incarnation) {
+                continue;
+            }
             // The sender lists itself first: that entry is news worth gossiping
             // (a joiner, or a refutation). Of the rest, only members new to us
             // are gossiped (see `merge_alive`).
@@ -1115,6 +1446,10 @@ impl Swim {
             let Some(st) = MemberState::from_code(m.state) else { continue };
             match st {
                 MemberState::Alive => self.merge_alive(now, m.name, m.addr, m.incarnation, Some(m.meta), gossip),
+                MemberState::Suspect | MemberState::Dead if m.name == self.me && m.addr != self.addr => {
+                    // Not us: another node with our name (checked by a probe).
+                    self.check_conflict(now, m.addr);
+                }
                 MemberState::Suspect => {
                     self.merge_alive(now, m.name.clone(), m.addr, m.incarnation, Some(m.meta), gossip);
                     self.apply_suspect(now, m.name, m.incarnation, "push-pull".into());

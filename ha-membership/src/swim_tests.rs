@@ -124,6 +124,9 @@ fn count(seen: &[(usize, usize, Vec<Message>)], pred: impl Fn(&Message) -> bool)
     seen.iter().flat_map(|(_, _, m)| m.iter()).filter(|m| pred(m)).count()
 }
 
+#[path = "hostile_tests.rs"]
+mod hostile;
+
 #[test]
 fn join_by_push_pull_gives_everyone_everyone() {
     let net = Net::joined(4, Config::lan());
@@ -354,13 +357,13 @@ fn metadata_spreads_and_large_metadata_converges_through_push_pull() {
     let mut net = Net::joined(3, Config::lan());
     let now = net.now;
     let small = Metadata { zone: "eu-1".into(), weight: 5, ..Metadata::default() };
-    net.nodes[1].set_metadata(now, small.clone());
+    net.nodes[1].set_metadata(now, small.clone()).unwrap();
     net.run_until(now + Duration::from_secs(2));
     assert_eq!(*net.nodes[0].member("n1").unwrap().meta, small);
     assert!(net.drain_events().iter().any(|(_, e)| matches!(e, MembershipEvent::Updated(m) if m.meta.zone == "eu-1")));
 
     let big = Metadata { user: vec![7; 4096], ..small };
-    net.nodes[1].set_metadata(net.now, big.clone());
+    net.nodes[1].set_metadata(net.now, big.clone()).unwrap();
     let t = net.now;
     net.run_until(t + Duration::from_secs(2));
     let m = net.nodes[0].member("n1").unwrap();
@@ -373,7 +376,7 @@ fn metadata_spreads_and_large_metadata_converges_through_push_pull() {
 #[test]
 fn user_broadcast_reaches_everyone_once() {
     let mut net = Net::joined(5, Config::lan());
-    net.nodes[0].broadcast_user(b"deploy v2".to_vec());
+    net.nodes[0].broadcast_user(b"deploy v2".to_vec()).unwrap();
     let now = net.now;
     net.run_until(now + Duration::from_secs(5));
     for i in 1..5 {
@@ -388,7 +391,7 @@ fn updates_are_packed_under_1400_bytes_and_retransmitted_a_bounded_number_of_tim
     let mut net = Net::joined(2, Config::lan());
     let now = net.now;
     for i in 0..200 {
-        net.nodes[0].apply_alive(now, format!("member-with-a-long-name-{i}").into(), addr(100), 0, None);
+        net.nodes[0].merge_alive(now, format!("member-with-a-long-name-{i}").into(), addr(100), 0, None, true);
     }
     let limit = net.nodes[0].retransmit_limit();
     assert_eq!(limit, 4 * 3, "lambda * ceil(log10(202 + 1))");
@@ -459,10 +462,10 @@ fn events_reach_the_ha_core_observer() {
     let events = Events::new().with_observer(move |e: &Event| sink.lock().unwrap().push(e.clone()));
     let now = Instant::now();
     let mut a = Swim::new(Config::lan(), "a", addr(1), now, 1).unwrap().with_events(events);
-    a.apply_alive(now, "b".into(), addr(2), 0, None);
+    a.merge_alive(now, "b".into(), addr(2), 0, None, true);
     a.apply_suspect(now, "b".into(), 0, "a".into());
     a.apply_dead(now, "b".into(), 0, "a".into());
-    a.apply_alive(now, "c".into(), addr(3), 0, None);
+    a.merge_alive(now, "c".into(), addr(3), 0, None, true);
     let zone = Metadata { zone: "eu-1".into(), ..Metadata::default() };
     a.apply_alive(now, "c".into(), addr(3), 1, Some(zone));
     let seen = seen.lock().unwrap();

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::DecodeError;
 use crate::keyring::{Keyring, NONCE_LEN, TAG_LEN};
 use crate::member::Metadata;
+use crate::replay::ReplayGuard;
 
 /// The protocol version this crate speaks.
 pub const VERSION: u8 = 1;
@@ -77,15 +78,20 @@ pub(crate) struct State {
 pub(crate) struct Codec {
     label: Box<[u8]>,
     keyring: Option<Keyring>,
+    replay: ReplayGuard,
 }
 
 impl Codec {
     pub(crate) fn new(label: &str, keyring: Option<Keyring>) -> Self {
-        Codec { label: label.as_bytes().into(), keyring }
+        Codec { label: label.as_bytes().into(), keyring, replay: ReplayGuard::default() }
     }
 
     pub(crate) fn set_keyring(&mut self, keyring: Option<Keyring>) {
         self.keyring = keyring;
+    }
+
+    pub(crate) fn keyring_mut(&mut self) -> Option<&mut Keyring> {
+        self.keyring.as_mut()
     }
 
     /// Bytes a datagram spends outside its frames.
@@ -119,8 +125,9 @@ impl Codec {
         out
     }
 
-    /// Checks the header and returns the (decrypted) body.
-    pub(crate) fn open<'a>(&self, stream: bool, packet: &'a [u8]) -> Result<Cow<'a, [u8]>, DecodeError> {
+    /// Checks the header and returns the (decrypted) body; an encrypted
+    /// packet is accepted once only (see `replay`).
+    pub(crate) fn open<'a>(&mut self, stream: bool, packet: &'a [u8]) -> Result<Cow<'a, [u8]>, DecodeError> {
         let max = if stream { MAX_STREAM } else { MAX_DATAGRAM };
         if packet.len() < 3 || packet.len() > max {
             return Err(DecodeError::Size);
@@ -141,7 +148,11 @@ impl Codec {
         match (&self.keyring, kind & KIND_ENCRYPTED != 0) {
             (None, false) => Ok(Cow::Borrowed(body)),
             (Some(ring), true) => {
-                ring.open(&packet[..3 + label_len], body).map(Cow::Owned).ok_or(DecodeError::Authentication)
+                let plain = ring.open(&packet[..3 + label_len], body).ok_or(DecodeError::Authentication)?;
+                if !self.replay.accept(&body[..NONCE_LEN]) {
+                    return Err(DecodeError::Replay);
+                }
+                Ok(Cow::Owned(plain))
             }
             _ => Err(DecodeError::Encryption),
         }
@@ -212,7 +223,7 @@ pub(crate) fn decode_state(body: &[u8]) -> Result<State, DecodeError> {
 /// returns how many messages it held.
 #[doc(hidden)]
 pub fn fuzz_decode(label: &str, keyring: Option<Keyring>, stream: bool, packet: &[u8]) -> Result<usize, DecodeError> {
-    let codec = Codec::new(label, keyring);
+    let mut codec = Codec::new(label, keyring);
     let body = codec.open(stream, packet)?;
     if stream {
         Ok(decode_state(&body)?.members.len())
@@ -240,6 +251,45 @@ pub fn sample_datagram(label: &str, keyring: Option<Keyring>) -> Vec<u8> {
         &mut body,
     );
     codec.seal(false, &body)
+}
+
+/// Unencrypted datagrams as anyone on the network could forge them, for
+/// tests of hostile input against a running node.
+#[doc(hidden)]
+pub mod forge {
+    use super::*;
+
+    fn one(label: &str, msg: &Message) -> Vec<u8> {
+        Codec::new(label, None).seal(false, &frame(msg))
+    }
+
+    /// A ping of `target` claiming to come from the member `from`.
+    pub fn ping(label: &str, seq: u32, target: &str, from: &str) -> Vec<u8> {
+        one(label, &Message::Ping { seq, target: target.into(), from: from.into() })
+    }
+
+    /// A request to probe `target` at `addr`.
+    pub fn ping_req(label: &str, seq: u32, target: &str, addr: SocketAddr) -> Vec<u8> {
+        one(label, &Message::PingReq { seq, target: target.into(), addr, nack: true })
+    }
+
+    /// News that `name` is alive at `addr`.
+    pub fn alive(label: &str, name: &str, addr: SocketAddr, incarnation: u64) -> Vec<u8> {
+        one(label, &Message::Alive { name: name.into(), addr, incarnation, meta: None })
+    }
+
+    /// News that `name` is suspected (`dead`: declared dead) by `from`.
+    pub fn suspect(label: &str, name: &str, incarnation: u64, dead: bool) -> Vec<u8> {
+        let (name, from): (Arc<str>, Arc<str>) = (name.into(), "forger".into());
+        one(
+            label,
+            &if dead {
+                Message::Dead { name, incarnation, from }
+            } else {
+                Message::Suspect { name, incarnation, from }
+            },
+        )
+    }
 }
 
 #[cfg(test)]
@@ -289,7 +339,7 @@ mod tests {
         let mut v = p.clone();
         v[0] = 9;
         assert_eq!(a.open(false, &v).unwrap_err(), DecodeError::Version);
-        let enc = Codec::new("prod", Some(Keyring::new([1; 32])));
+        let mut enc = Codec::new("prod", Some(Keyring::new([1; 32])));
         assert_eq!(enc.open(false, &p).unwrap_err(), DecodeError::Encryption);
         let mut e1 = Codec::new("prod", Some(Keyring::new([2; 32])));
         let p2 = e1.seal(false, &frame(&Message::Ack { seq: 1 }));

@@ -72,6 +72,7 @@ impl SimNode for HaNode {
                 MembershipEvent::Suspected(_) => ViewChange::Suspect,
                 MembershipEvent::Died(_) => ViewChange::Dead,
                 MembershipEvent::Left(_) => ViewChange::Left,
+                MembershipEvent::NameConflict(_) => continue,
             };
             return Some(SimEvent { subject, change, incarnation: Some(m.incarnation) });
         }

@@ -1,0 +1,142 @@
+//! Hostile input through the public sans-IO API only: the same file was run against the code before issue 14 (every test there failed) and passes now.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ha_membership::{Config, Keyring, Metadata, Swim};
+use serde::Serialize;
+use tokio::time::Instant;
+
+#[allow(dead_code)]
+#[derive(Serialize)]
+enum Message {
+    Ping { seq: u32, target: Arc<str>, from: Arc<str> },
+    Ack { seq: u32 },
+    PingReq { seq: u32, target: Arc<str>, addr: SocketAddr, nack: bool },
+    Nack { seq: u32 },
+    Alive { name: Arc<str>, addr: SocketAddr, incarnation: u64, meta: Option<Metadata> },
+    Suspect { name: Arc<str>, incarnation: u64, from: Arc<str> },
+    Dead { name: Arc<str>, incarnation: u64, from: Arc<str> },
+    User { origin: Arc<str>, seq: u64, payload: Vec<u8> },
+}
+
+fn forged(m: &Message) -> Vec<u8> {
+    let body = postcard::to_allocvec(m).unwrap();
+    let mut p = vec![1u8, 0, 0];
+    p.push(body.len() as u8);
+    p.extend_from_slice(&body);
+    p
+}
+
+fn addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i], 7946))
+}
+
+fn pair(now: Instant) -> (Swim, Swim) {
+    let mut a = Swim::new(Config::lan(), "a", addr(1), now, 1).unwrap();
+    let mut b = Swim::new(Config::lan(), "b", addr(2), now, 2).unwrap();
+    let s = b.local_state(true);
+    a.handle_state(now, &s).unwrap();
+    let s = a.local_state(false);
+    b.handle_state(now, &s).unwrap();
+    (a, b)
+}
+
+fn pump(now: Instant, a: &mut Swim, b: &mut Swim) {
+    for _ in 0..10 {
+        while let Some(t) = a.poll_transmit() {
+            if t.to == addr(2) {
+                b.handle(now, addr(1), &t.payload);
+            }
+        }
+        while let Some(t) = b.poll_transmit() {
+            if t.to == addr(1) {
+                a.handle(now, addr(2), &t.payload);
+            }
+        }
+    }
+}
+
+#[test]
+fn max_incarnation_leaves_b_refutable() {
+    let now = Instant::now();
+    let (mut a, mut b) = pair(now);
+    let m = Message::Alive { name: "b".into(), addr: addr(2), incarnation: u64::MAX, meta: None };
+    a.handle(now, addr(9), &forged(&m));
+    let m = Message::Suspect { name: "b".into(), incarnation: u64::MAX, from: "x".into() };
+    a.handle(now, addr(9), &forged(&m));
+    b.handle(now, addr(9), &forged(&m));
+    let mut t = now;
+    for _ in 0..40 {
+        t += Duration::from_millis(500);
+        a.tick(t);
+        b.tick(t);
+        pump(t, &mut a, &mut b);
+    }
+    assert!(a.member("b").unwrap().state.is_live());
+    assert!(b.incarnation() < 1000);
+}
+
+#[test]
+fn forged_alive_grows_no_table() {
+    let now = Instant::now();
+    let (mut a, _) = pair(now);
+    for i in 0..500 {
+        let m = Message::Alive { name: format!("f{i}").into(), addr: addr(50), incarnation: 0, meta: None };
+        a.handle(now, addr(9), &forged(&m));
+    }
+    assert!(a.members().count() <= 2, "{}", a.members().count());
+}
+
+#[test]
+fn ping_req_from_stranger_not_reflected() {
+    let now = Instant::now();
+    let (mut a, _) = pair(now);
+    while a.poll_transmit().is_some() {}
+    for i in 0..100 {
+        let m = Message::PingReq { seq: i, target: "b".into(), addr: addr(77), nack: true };
+        a.handle(now, addr(9), &forged(&m));
+    }
+    let out = std::iter::from_fn(|| a.poll_transmit()).filter(|t| t.to == addr(77)).count();
+    assert_eq!(out, 0);
+}
+
+#[test]
+fn stranger_pings_open_few_syncs() {
+    let now = Instant::now();
+    let (mut a, _) = pair(now);
+    for i in 0..1000 {
+        let m = Message::Ping { seq: i, target: "a".into(), from: format!("s{i}").into() };
+        a.handle(now, SocketAddr::from(([10, 9, (i / 256) as u8, i as u8], 1)), &forged(&m));
+    }
+    let syncs = std::iter::from_fn(|| a.poll_sync()).count();
+    assert!(syncs <= 16, "{syncs}");
+}
+
+#[test]
+#[allow(clippy::let_unit_value, unused_must_use)]
+fn oversized_broadcast_does_not_sit_in_the_queue() {
+    let now = Instant::now();
+    let (mut a, _) = pair(now);
+    let before = a.queued_updates();
+    let _ = a.broadcast_user(vec![0; 3000]);
+    assert_eq!(a.queued_updates(), before);
+}
+
+#[test]
+fn encrypted_replay_is_dropped() {
+    let now = Instant::now();
+    let ring = Keyring::new([9; 32]);
+    let mut a = Swim::new(Config::lan(), "a", addr(1), now, 1).unwrap().with_keyring(ring.clone());
+    let mut b = Swim::new(Config::lan(), "b", addr(2), now, 2).unwrap().with_keyring(Keyring::new([9; 32]));
+    let s = b.local_state(true);
+    assert!(a.handle_state(now, &s).is_ok());
+    assert!(a.handle_state(now, &s).is_err(), "replayed state accepted");
+}
+
+#[test]
+fn absurd_config_and_empty_name_rejected() {
+    let c = Config { probe_interval: Duration::from_millis(u64::MAX), ..Config::lan() };
+    assert!(c.validate().is_err());
+    assert!(Swim::new(Config::lan(), "", addr(1), Instant::now(), 1).is_err());
+}
