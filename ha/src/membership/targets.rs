@@ -78,16 +78,14 @@ impl Stream for MemberTargets {
                 continue;
             }
             let change = match &event {
+                // A member that recovers was suspected: it may have restarted, so its
+                // endpoint starts afresh (no ejection or breaker state from before,
+                // with slow start) rather than wait out what its crash earned.
                 MembershipEvent::Joined(m) | MembershipEvent::Updated(m) | MembershipEvent::Recovered(m) => {
                     match this.target_of(m) {
                         Some(target) => {
-                            let fresh = this.present.insert(m.name.clone());
-                            // A recovered member that never left the set needs no change.
-                            if !fresh && matches!(event, MembershipEvent::Recovered(_)) {
-                                None
-                            } else {
-                                Some(Change::Insert(m.name.clone(), target))
-                            }
+                            this.present.insert(m.name.clone());
+                            Some(Change::Insert(m.name.clone(), target))
                         }
                         None => {
                             tracing::debug!(target: "ha::membership", member = %m.name, "member advertises no service address; skipped");
@@ -96,7 +94,7 @@ impl Stream for MemberTargets {
                     }
                 }
                 MembershipEvent::Died(m) | MembershipEvent::Left(m) => this.removal(&m.name),
-                MembershipEvent::Suspected(_) => None,
+                MembershipEvent::Suspected(_) | MembershipEvent::NameConflict(_) => None,
             };
             if let Some(change) = change {
                 return Poll::Ready(Some(Ok(change)));
