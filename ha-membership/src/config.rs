@@ -74,11 +74,13 @@ pub struct Config {
     /// Lifeguard (health multiplier, dynamic suspicion, buddy system, nacks).
     /// Off gives plain SWIM, for comparison.
     pub lifeguard: bool,
-    /// An update about a member whose incarnation is more than this above
-    /// the one known (0 for a member not yet known, this node's own for
-    /// itself) is dropped: a forged incarnation near `u64::MAX` would
-    /// otherwise leave the member nothing to refute with. A restarted node
-    /// passing its own incarnation must stay within this of its last one.
+    /// An update about a live member (or this node) whose incarnation is
+    /// more than this above the one known is dropped, and so is one about
+    /// any other member above `u64::MAX` minus this: a forged incarnation
+    /// near `u64::MAX` would otherwise leave the member nothing to refute
+    /// with. A node that restarts while still held live must pass an
+    /// incarnation within this of its last one; one held dead may come back
+    /// with any (a clock-based incarnation, say). Default 2^20.
     pub max_incarnation_jump: u64,
     /// The most members (dead and departed ones included) this node holds;
     /// beyond it the longest-dead is forgotten, or, with none dead, the

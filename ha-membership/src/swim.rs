@@ -1279,20 +1279,29 @@ impl Swim {
     }
 
     /// Whether an update about `name` at `inc` may be applied: a valid name,
-    /// and an incarnation at most `max_incarnation_jump` above the one known.
+    /// and an incarnation that leaves the member room to refute it. About
+    /// this node or a live member, that is at most `max_incarnation_jump`
+    /// above the one known; about a member not known or no longer live (a
+    /// newcomer, a node rejoining with a clock-based incarnation), any
+    /// incarnation up to `u64::MAX - max_incarnation_jump`.
     fn admissible(&mut self, name: &str, inc: u64) -> bool {
         if name.is_empty() || name.len() > MAX_NAME {
             self.counters.dropped_names += 1;
             return false;
         }
-        let known = if name == &*self.me {
-            self.incarnation
+        let jump = self.cfg.max_incarnation_jump;
+        let live_known = if name == &*self.me {
+            Some(self.incarnation)
         } else {
-            self.index.get(name).map_or(0, |&i| self.members[i].member.incarnation)
+            self.index.get(name).map(|&i| &self.members[i].member).filter(|m| m.state.is_live()).map(|m| m.incarnation)
         };
-        if inc > known.saturating_add(self.cfg.max_incarnation_jump) {
+        let ceiling = match live_known {
+            Some(known) => known.saturating_add(jump),
+            None => u64::MAX - jump,
+        };
+        if inc > ceiling {
             self.counters.dropped_incarnation += 1;
-            tracing::debug!(target: "ha::membership", member = name, known, heard = inc, "implausible incarnation dropped");
+            tracing::debug!(target: "ha::membership", member = name, known = ?live_known, heard = inc, "implausible incarnation dropped");
             return false;
         }
         true

@@ -222,7 +222,20 @@ where
                                 shared.capped.store(true, Ordering::Release);
                             }
                         }
-                        Frame::data(bytes)
+                        let frame = Frame::data(bytes);
+                        // A sender that knows the length may stop polling after the last
+                        // byte: complete now, so a retry need not wait for this clone.
+                        if reading.rest.as_ref().is_some_and(Body::is_end_stream) {
+                            reading.rest = None;
+                            if !reading.capped {
+                                let kept = std::mem::take(&mut reading.kept);
+                                let _ = shared.complete.set(Complete { chunks: kept, trailers: None });
+                                this.reading = None;
+                                this.pos = usize::MAX;
+                                this.trailers_sent = true;
+                            }
+                        }
+                        frame
                     }
                     Err(frame) => match frame.into_trailers() {
                         Ok(trailers) => {
@@ -287,10 +300,13 @@ impl<B: Body> Reading<B> {
     /// What is left to send from position `pos` of the kept chunks on.
     fn size_hint(&self, pos: usize) -> SizeHint {
         let kept: usize = self.kept.iter().skip(pos).map(Bytes::len).sum();
-        let mut hint = self.rest.as_ref().map(Body::size_hint).unwrap_or_else(|| SizeHint::with_exact(0));
-        hint.set_lower(hint.lower() + kept as u64);
-        if let Some(upper) = hint.upper() {
-            hint.set_upper(upper + kept as u64);
+        let rest = self.rest.as_ref().map(Body::size_hint).unwrap_or_else(|| SizeHint::with_exact(0));
+        let kept = kept as u64;
+        // Built afresh: raising the lower bound of a hint before its upper one panics.
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(kept));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(kept));
         }
         hint
     }
@@ -443,6 +459,61 @@ mod tests {
         let body = ReplayBody::new(Full::new(Bytes::from_static(b"twelve bytes")), DEFAULT_MAX_REPLAY_BYTES);
         assert_eq!(body.size_hint().exact(), Some(12), "sent with a content-length, not chunked");
         assert!(!body.is_end_stream());
+    }
+
+    #[test]
+    fn a_body_read_to_its_length_is_complete_without_the_final_poll() {
+        let mut first = ReplayBody::new(Full::new(Bytes::from_static(b"abc")), DEFAULT_MAX_REPLAY_BYTES);
+        let copy = first.clone();
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let frame = Pin::new(&mut first).poll_frame(&mut cx);
+        assert!(matches!(frame, Poll::Ready(Some(Ok(_)))));
+        // A sender that knows the length stops here and keeps `first` alive.
+        assert!(first.is_end_stream());
+        assert!(copy.is_complete(), "a retry can replay at once");
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(rt.block_on(copy.collect()).unwrap().to_bytes(), "abc");
+        drop(first);
+    }
+
+    /// Chunks that know exactly how many bytes are left.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.0.iter().map(Bytes::len).sum::<usize>() as u64)
+        }
+    }
+
+    #[test]
+    fn the_hint_of_a_body_kept_part_way_is_sound() {
+        let chunks = Chunks([Bytes::from_static(b"ab"), Bytes::from_static(b"cd")].into_iter().collect());
+        let mut first = ReplayBody::new(chunks, DEFAULT_MAX_REPLAY_BYTES);
+        let next = first.clone();
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(matches!(Pin::new(&mut first).poll_frame(&mut cx), Poll::Ready(Some(Ok(_)))));
+        assert_eq!(first.size_hint().exact(), Some(2));
+        // Stopped part-way: the next attempt takes over with two bytes kept and two to read.
+        drop(first);
+        assert_eq!(next.size_hint().exact(), Some(4));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(rt.block_on(next.collect()).unwrap().to_bytes(), "abcd");
     }
 
     #[test]
