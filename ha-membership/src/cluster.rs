@@ -280,6 +280,24 @@ pub struct Cluster {
     max_metadata: usize,
 }
 
+/// How often a node that is alone resolves its seed names again.
+const SEED_REFRESH: Duration = Duration::from_secs(5);
+
+/// The addresses `names` (`host:port`) resolve to now; names that do not
+/// resolve are logged and skipped.
+async fn resolve_seeds(names: &[String]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for name in names {
+        match tokio::net::lookup_host(name.as_str()).await {
+            Ok(addrs) => out.extend(addrs),
+            Err(e) => tracing::warn!(target: "ha::membership", seed = %name, error = %e, "seed does not resolve"),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 impl Cluster {
     /// A builder for a node named `name` (unique in the cluster), bound to 127.0.0.1 on a free port.
     pub fn builder(name: impl Into<Arc<str>>) -> ClusterBuilder {
@@ -313,6 +331,40 @@ impl Cluster {
         let (tx, rx) = oneshot::channel();
         self.cmd.send(Command::Join(seeds.to_vec(), tx)).map_err(|_| ClusterError::Stopped)?;
         rx.await.map_err(|_| ClusterError::Stopped)?
+    }
+
+    /// Joins through seeds given as `host:port` names (or addresses):
+    /// resolved now, and again every few seconds for as long as this node is
+    /// alone, so a seed that moves (a DNS name, a Kubernetes service) is
+    /// still found after a restart of the whole cluster. Resolves like
+    /// [`Cluster::join`]; fails with [`ClusterError::JoinFailed`] when no
+    /// name resolves now (the node keeps trying them in the background).
+    pub async fn join_hosts<S: AsRef<str>>(&self, seeds: &[S]) -> Result<(), ClusterError> {
+        let names: Vec<String> = seeds.iter().map(|s| s.as_ref().to_owned()).collect();
+        let addrs = resolve_seeds(&names).await;
+        let (cmd, view, me) = (self.cmd.clone(), self.view.clone(), self.name.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SEED_REFRESH).await;
+                if cmd.is_closed() {
+                    return;
+                }
+                let alone = !view.borrow().members.iter().any(|m| m.state.is_live() && m.name != me);
+                if alone {
+                    let addrs = resolve_seeds(&names).await;
+                    if !addrs.is_empty() {
+                        let (tx, _ignored) = oneshot::channel();
+                        if cmd.send(Command::Join(addrs, tx)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        if addrs.is_empty() {
+            return Err(ClusterError::JoinFailed);
+        }
+        self.join(&addrs).await
     }
 
     /// Leaves gracefully: the others learn it at once. The node keeps
