@@ -96,6 +96,13 @@ impl PeakEwma {
         value * self.keep(stamp, self.tick(now))
     }
 
+    /// Forgets the history: the estimate is `value` as of `now`, as if new.
+    /// For an endpoint back from an outage, whose estimate describes the
+    /// outage rather than the server it now is.
+    pub fn reset(&self, now: Instant, value: Duration) {
+        self.state.store(pack(value.as_nanos() as f64, self.tick(now)), Ordering::Release);
+    }
+
     /// The estimate at `now`.
     pub fn estimate(&self, now: Instant) -> Duration {
         Duration::from_nanos(self.estimate_nanos(now).round() as u64)
