@@ -133,14 +133,16 @@ pub struct LoadConfig {
     /// onto whichever endpoint looks fastest.
     pub pending_bias: f64,
     /// What a failure costs, as a multiple of the latency: a failed request
-    /// is recorded as `max(elapsed, estimate, default_rtt) x failure_penalty`
-    /// (at most `max(elapsed, default_rtt)` x 16, so that an endpoint that
-    /// recovers is tried again after a few decay times). A fast failure
-    /// recorded as its elapsed time would make a refusing endpoint the
-    /// cheapest of all (the black hole of latency balancing); penalised, each
-    /// failure in a row doubles its cost at the default 2 (Linkerd likewise
-    /// penalises failures in its EWMA). `1` records a failure as no faster
-    /// than the estimate. At least 1.
+    /// costs `max(elapsed, cost, default_rtt) x failure_penalty` (at most
+    /// `max(elapsed, default_rtt) x 16`), where `cost` is the larger of the
+    /// latency estimate and the failure cost so far; the PeakEWMA picker
+    /// weighs the larger of the latency estimate and this failure cost,
+    /// which fades with a 1 s time constant and is cleared by a success. A
+    /// fast failure priced at its time would make a refusing endpoint the
+    /// cheapest of all (the black hole of latency balancing); penalised,
+    /// each failure in a row doubles its cost at the default 2 (Linkerd
+    /// likewise penalises failures in its EWMA), and a recovered endpoint
+    /// is tried again within seconds. At least 1.
     pub failure_penalty: f64,
 }
 
@@ -245,13 +247,16 @@ pub struct OutlierConfig {
     /// nobody while two bad endpoints of three do not shield each other).
     /// `0` gives Envoy's absolute rule. Default 2.
     pub peer_failure_factor: f64,
-    /// No cascade: an endpoint is not ejected, by any rule, for a failure its
-    /// peers share, that is when the other non-ejected endpoints (the lower
-    /// median of their recent failure rates) fail more than this fraction of
-    /// their requests and the endpoint fails less than twice as often as
-    /// they do. An overloaded fleet shedding load fails everywhere at once;
-    /// ejecting one of its endpoints only moves its load onto the others.
-    /// `1` disables the check. In `[0, 1]`; default 0.2.
+    /// No cascade: an endpoint is not ejected for a failure its peers
+    /// share. When the other non-ejected endpoints of its tier (the lower
+    /// median of their failure rates, recent and over the interval) fail
+    /// more than this fraction of their requests, a run of consecutive
+    /// failures is what their rate produces by chance and ejects nobody,
+    /// and the interval rules eject only an endpoint failing at least twice
+    /// as often as they do. An overloaded fleet shedding load fails
+    /// everywhere at once; ejecting one of its endpoints only moves its load
+    /// onto the others, which then shed more. `1` disables the check. In
+    /// `[0, 1]`; default 0.1.
     pub max_peer_failure_rate: f64,
     /// Back quickly: an endpoint ejected for consecutive failures (the
     /// signature of a crash or a refused connection) gets one real request
@@ -288,7 +293,7 @@ impl Default for OutlierConfig {
             success_rate: Some(SuccessRateConfig::default()),
             failure_percentage: Some(FailurePercentageConfig::fleet_relative()),
             peer_failure_factor: 2.0,
-            max_peer_failure_rate: 0.2,
+            max_peer_failure_rate: 0.1,
             probe_interval: Duration::from_secs(1),
             max_probe_interval: Duration::from_secs(2),
             cancelled_as_failure: true,

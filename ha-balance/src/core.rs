@@ -118,6 +118,7 @@ where
             ramp_from_ns: AtomicU64::new(if initial { 0 } else { self.now_ns(now) }),
             pending: AtomicU64::new(0),
             ewma: PeakEwma::new(now, self.cfg.load.default_rtt, self.cfg.load.decay),
+            failure_cost: PeakEwma::new(now, std::time::Duration::ZERO, crate::future::FAILURE_DECAY),
             health: Health::new(gate),
             outlier: OutlierState::default(),
             counters: Counters::default(),
@@ -295,14 +296,16 @@ impl<K, S> Core<K, S> {
     }
 
     /// The outcome of a probe sent to an ejected endpoint: a success
-    /// readmits it with a fresh latency estimate (the old one describes the
-    /// outage) and a new slow start; a failure schedules the next probe.
+    /// readmits it with its failure cost cleared and a new slow start; a
+    /// failure schedules the next probe. (Its latency estimate is kept:
+    /// failures never lowered it, and resetting it to the prior would
+    /// handicap it against peers that converged.)
     pub fn on_probe_outcome(&self, slot: &Slot<S>, success: bool, now: Instant) {
         let now_ns = self.now_ns(now);
         let host = crate::outlier::Host { outlier: &slot.outlier, health: &slot.health, tier: slot.tier };
         match self.detector.probe_outcome(host, success, now_ns) {
             ProbeVerdict::Readmitted => {
-                slot.ewma.reset(now, self.cfg.load.default_rtt);
+                slot.failure_cost.reset(now, std::time::Duration::ZERO);
                 if self.slow_start_ns > 0 {
                     slot.ramp_from_ns.store(now_ns, Ordering::Relaxed);
                 }

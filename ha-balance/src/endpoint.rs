@@ -151,6 +151,9 @@ pub(crate) struct Slot<S> {
     pub ramp_from_ns: AtomicU64,
     pub pending: AtomicU64,
     pub ewma: PeakEwma,
+    /// What its recent failures cost, on top of its latency: raised by each
+    /// failure, decaying within seconds, cleared by a success.
+    pub failure_cost: PeakEwma,
     pub health: Health,
     pub outlier: OutlierState,
     pub counters: Counters,

@@ -32,6 +32,14 @@ const RECHECK: Duration = Duration::from_millis(50);
 /// latency prior (see `Flight::failure_cost`).
 const FAILURE_COST_CAP: f64 = 16.0;
 
+/// The time constant over which a failure's cost fades. Short, unlike the
+/// latency's: the cost only has to keep traffic off an endpoint while it
+/// keeps failing, and an endpoint that recovers is tried again within a
+/// few seconds (a penalty in the latency estimate itself would take tens
+/// of seconds to wear off at its 10 s decay, and a crash would keep its
+/// server idle long after it was back).
+pub(crate) const FAILURE_DECAY: Duration = Duration::from_secs(1);
+
 /// One request's claim on its endpoint: counts it pending until dropped,
 /// whether the request completes, fails or is cancelled.
 pub(crate) struct Flight<K, S> {
@@ -64,7 +72,12 @@ impl<K, S> Flight<K, S> {
             if outcome.counts() {
                 let mut rtt = now.saturating_duration_since(self.start);
                 if outcome.is_failure() {
-                    rtt = self.failure_cost(now, rtt);
+                    self.slot.failure_cost.observe(now, self.failure_cost(now, rtt));
+                    // Nor does the latency estimate take a fast failure as
+                    // evidence of speed: no faster than it was.
+                    rtt = rtt.max(Duration::from_nanos(self.slot.ewma.estimate_nanos(now) as u64));
+                } else if self.slot.failure_cost.estimate_nanos(now) > 0.0 {
+                    self.slot.failure_cost.reset(now, Duration::ZERO);
                 }
                 self.slot.ewma.observe(now, rtt);
             }
@@ -75,19 +88,20 @@ impl<K, S> Flight<K, S> {
         }
     }
 
-    /// What a failure after `elapsed` costs in the latency estimate: an
-    /// error that comes back at once is no evidence that the endpoint serves
-    /// fast, and recorded as it is it would make a failing endpoint the
-    /// cheapest one (the black hole of latency-based balancing). So it costs
-    /// `failure_penalty` times the largest of its time, the estimate and the
-    /// prior: failures in a row compound, up to 16 times the larger of its
-    /// time and the prior, so that an endpoint that recovers decays back
-    /// within a few decay times.
+    /// What a failure after `elapsed` costs: an error that comes back at
+    /// once is no evidence that the endpoint serves fast, and priced at its
+    /// time it would make a failing endpoint the cheapest one (the black
+    /// hole of latency-based balancing). So it costs `failure_penalty` times
+    /// the largest of its time, the latency estimate, the current failure
+    /// cost and the prior: failures in a row compound, up to 16 times the
+    /// larger of its time and the prior. The picker weighs the larger of
+    /// this cost (fading over `FAILURE_DECAY`) and the latency.
     fn failure_cost(&self, now: Instant, elapsed: Duration) -> Duration {
         let load = &self.core.cfg.load;
         let elapsed_ns = elapsed.as_secs_f64() * 1e9;
         let prior_ns = load.default_rtt.as_secs_f64() * 1e9;
-        let base = elapsed_ns.max(self.slot.ewma.estimate_nanos(now)).max(prior_ns);
+        let current = self.slot.ewma.estimate_nanos(now).max(self.slot.failure_cost.estimate_nanos(now));
+        let base = elapsed_ns.max(current).max(prior_ns);
         let cap = FAILURE_COST_CAP * elapsed_ns.max(prior_ns);
         Duration::from_nanos((base * load.failure_penalty).min(cap).max(elapsed_ns) as u64)
     }

@@ -37,13 +37,17 @@ use crate::health::Health;
 
 /// The recent failure rate is fixed point, this much being 100%.
 const RATE_ONE: u32 = 1 << 16;
-/// Each outcome moves the recent failure rate by 1/16 of the way: it
-/// reflects about the last 16 outcomes, so a fleet that starts failing at
+/// Each outcome moves the recent failure rate by 1/32 of the way: it
+/// reflects about the last 32 outcomes, so a fleet that starts failing at
 /// once shows it within milliseconds, unlike the interval's counts.
-const RATE_SHIFT: u32 = 4;
-/// An endpoint failing at least this many times as often as its peers is
-/// not sharing their failure, however much they fail.
+const RATE_SHIFT: u32 = 5;
+/// An endpoint failing at least this many times as often as its peers (by
+/// the interval rules' counts) is not sharing their failure, however much
+/// they fail.
 const SHARED_FACTOR: f64 = 2.0;
+/// A peer's counts of the current interval say something once they hold
+/// this many outcomes.
+const PEER_VOLUME: u64 = 20;
 
 /// Per-endpoint counters of the detector.
 #[derive(Debug, Default)]
@@ -64,9 +68,23 @@ pub(crate) struct OutlierState {
 }
 
 impl OutlierState {
-    /// The failure rate of about the last 16 outcomes, in `[0, 1]`.
+    /// The failure rate of about the last 32 outcomes, in `[0, 1]`.
     pub fn recent_failure_rate(&self) -> f64 {
         f64::from(self.recent_failure.load(Ordering::Relaxed)) / f64::from(RATE_ONE)
+    }
+
+    /// The failure rate as a peer: the larger of the recent rate (quick to
+    /// see a fleet start failing at once) and the current interval's (less
+    /// noisy once it holds enough outcomes).
+    fn peer_failure_rate(&self) -> f64 {
+        let ok = self.interval_ok.load(Ordering::Relaxed);
+        let failed = self.interval_failed.load(Ordering::Relaxed);
+        let recent = self.recent_failure_rate();
+        if ok + failed >= PEER_VOLUME {
+            recent.max(failed as f64 / (ok + failed) as f64)
+        } else {
+            recent
+        }
     }
 
     /// When this endpoint's next probe is due; `None` when it is not being probed.
@@ -220,36 +238,51 @@ impl Detector {
         ((hosts as f64 * self.cfg.max_ejection_percent / 100.0).floor() as usize).max(1)
     }
 
-    /// Ejects `hosts[idx]` at `now_ns` for a consecutive-failure crossing
-    /// (or any reason whose evidence is the recent outcomes), judging the
-    /// peers by their recent failure rates; see [`Detector::eject_judged`].
+    /// Ejects `hosts[idx]` at `now_ns` for a run of consecutive failures
+    /// (see [`Detector::eject_judged`]), unless its peers fail too: more
+    /// than `max_peer_failure_rate` of their requests (the lower median of
+    /// the other non-ejected endpoints of its tier). A run of failures is
+    /// then what their failure rate produces by chance; the interval rules
+    /// still eject an endpoint much worse than such peers.
     pub fn try_eject(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason) -> Option<Ejection> {
         let tier = hosts[idx].tier;
         let mut peers: Vec<f64> = hosts
             .iter()
             .enumerate()
             .filter(|(i, h)| *i != idx && h.tier == tier && !h.health.is_ejected(now_ns))
-            .map(|(_, h)| h.outlier.recent_failure_rate())
+            .map(|(_, h)| h.outlier.peer_failure_rate())
             .collect();
-        let own = hosts[idx].outlier.recent_failure_rate();
-        self.eject_judged(hosts, idx, now_ns, reason, own, lower_median(&mut peers))
+        let peer_rate = lower_median(&mut peers);
+        let shared = peer_rate.is_some_and(|p| p > self.cfg.max_peer_failure_rate);
+        if shared {
+            tracing::debug!(target: "ha::balance", peer_rate, ?reason, "ejection refused: the peers share the failure");
+            return None;
+        }
+        self.eject_judged(hosts, idx, now_ns, reason)
+    }
+
+    /// For the interval rules: is an endpoint failing `own_rate` of its
+    /// requests sharing its peers' failure (`peer_rate`)? When they fail
+    /// more than `max_peer_failure_rate` and it fails less than twice as often.
+    fn shares(&self, own_rate: f64, peer_rate: Option<f64>, reason: EjectionReason) -> bool {
+        let shared = peer_rate.is_some_and(|p| p > self.cfg.max_peer_failure_rate && own_rate < SHARED_FACTOR * p);
+        if shared {
+            tracing::debug!(
+                target: "ha::balance",
+                own_rate,
+                peer_rate,
+                ?reason,
+                "ejection refused: the peers share the failure"
+            );
+        }
+        shared
     }
 
     /// Ejects `hosts[idx]` at `now_ns` unless it is already ejected, the cap
-    /// forbids it, it would leave too little of its tier (capacity), or its
-    /// peers share its failure: they fail more than `max_peer_failure_rate`
-    /// (`peer_rate`, the lower median of theirs) and it fails less than
-    /// twice as often (`own_rate`). Callers serialise ejections (a lock on
-    /// this rare path) so two of them cannot both take the last place.
-    fn eject_judged(
-        &self,
-        hosts: &[Host<'_>],
-        idx: usize,
-        now_ns: u64,
-        reason: EjectionReason,
-        own_rate: f64,
-        peer_rate: Option<f64>,
-    ) -> Option<Ejection> {
+    /// forbids it, or it would leave too little of its tier (capacity).
+    /// Callers serialise ejections (a lock on this rare path) so two of them
+    /// cannot both take the last place.
+    fn eject_judged(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason) -> Option<Ejection> {
         let host = hosts[idx];
         if host.health.is_ejected(now_ns) {
             return None;
@@ -257,18 +290,6 @@ impl Detector {
         let ejected = hosts.iter().filter(|h| h.health.is_ejected(now_ns)).count();
         if ejected >= self.max_ejected(hosts.len()) {
             return None;
-        }
-        if let Some(peers) = peer_rate {
-            if peers > self.cfg.max_peer_failure_rate && own_rate < SHARED_FACTOR * peers {
-                tracing::debug!(
-                    target: "ha::balance",
-                    own_rate,
-                    peer_rate = peers,
-                    ?reason,
-                    "ejection refused: the peers share the failure"
-                );
-                return None;
-            }
         }
         if self.keep_available > 0.0 {
             let (tier_size, tier_ejected) = hosts
@@ -330,7 +351,9 @@ impl Detector {
                 for &(i, rate) in &judged {
                     if rate < threshold {
                         let peers = peer_median(&judged, i, hosts, |r| 1.0 - r);
-                        out.extend(self.eject_judged(hosts, i, now_ns, EjectionReason::SuccessRate, 1.0 - rate, peers));
+                        if !self.shares(1.0 - rate, peers, EjectionReason::SuccessRate) {
+                            out.extend(self.eject_judged(hosts, i, now_ns, EjectionReason::SuccessRate));
+                        }
                     }
                 }
             }
@@ -346,9 +369,9 @@ impl Detector {
                 for &(i, pct) in &judged {
                     let peers = peer_median(&judged, i, hosts, |p| p / 100.0);
                     let relative = peers.is_none_or(|p| pct / 100.0 >= self.cfg.peer_failure_factor * p);
-                    if pct > fp.threshold && relative {
-                        let reason = EjectionReason::FailurePercentage;
-                        out.extend(self.eject_judged(hosts, i, now_ns, reason, pct / 100.0, peers));
+                    let reason = EjectionReason::FailurePercentage;
+                    if pct > fp.threshold && relative && !self.shares(pct / 100.0, peers, reason) {
+                        out.extend(self.eject_judged(hosts, i, now_ns, reason));
                     }
                 }
             }

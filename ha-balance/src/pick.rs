@@ -125,7 +125,8 @@ impl<K, S> Core<K, S> {
             Picker::P2cPeakEwma => p2c(&group.members, rng, ok, &ramp, |i| {
                 let s = &slots[i as usize];
                 let pending = s.pending.load(Ordering::Relaxed) as f64;
-                (s.ewma.estimate_nanos(req.now) + 1.0) * self.load_term.weigh(pending + 1.0)
+                let latency = s.ewma.estimate_nanos(req.now).max(s.failure_cost.estimate_nanos(req.now));
+                (latency + 1.0) * self.load_term.weigh(pending + 1.0)
             }),
             Picker::P2cPending => {
                 p2c(&group.members, rng, ok, &ramp, |i| slots[i as usize].pending.load(Ordering::Relaxed) as f64 + 1.0)
@@ -240,16 +241,21 @@ impl LoadTerm {
     }
 }
 
-/// Keeps a sampled candidate with probability `ramp` (its slow-start share).
+/// Keeps a sampled P2C candidate ramping up with share `f` with
+/// probability `f / (2 - f)`. P2C hands an endpoint up to twice its
+/// sampling share (when it wins every comparison, as a new endpoint with no
+/// requests pending tends to), so halving the keep probability bounds a
+/// ramping endpoint's share by about `f` times its fair share; the
+/// `2 - f` makes it reach exactly 1 at the end of the ramp.
 #[inline]
 fn keep(rng: &mut FastRng, ramp: f64) -> bool {
-    ramp >= 1.0 || rng.unit_f64() < ramp
+    ramp >= 1.0 || rng.unit_f64() * (2.0 - ramp) < ramp
 }
 
 /// Power of two choices: the cheaper of two random available members.
 ///
 /// Slow start acts on sampling: a candidate ramping up with share `f` is
-/// kept with probability `f`, else drawn again. Dividing its cost by `f`
+/// kept with probability about `f` (see `keep`), else drawn again. Dividing its cost by `f`
 /// instead cannot hold back a batch of new endpoints: whenever both
 /// candidates are new, one of them wins whatever the ramp says (5 cold of
 /// 10 took 22% of picks at once).

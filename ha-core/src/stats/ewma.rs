@@ -93,6 +93,10 @@ impl PeakEwma {
     #[inline]
     pub fn estimate_nanos(&self, now: Instant) -> f64 {
         let (value, stamp) = unpack(self.state.load(Ordering::Acquire));
+        // Zero stays zero: no clock arithmetic, no `exp`.
+        if value == 0.0 {
+            return 0.0;
+        }
         value * self.keep(stamp, self.tick(now))
     }
 
