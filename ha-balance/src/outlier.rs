@@ -611,6 +611,170 @@ mod tests {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod judgement_tests {
+    //! The guards of issue 13, on the sans-IO detector with explicit times.
+    use super::*;
+    use crate::config::FailurePercentageConfig;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn fleet(n: usize) -> (Vec<OutlierState>, Vec<Health>) {
+        ((0..n).map(|_| OutlierState::default()).collect(), (0..n).map(|_| Health::new(None)).collect())
+    }
+
+    fn hosts<'a>(f: &'a (Vec<OutlierState>, Vec<Health>)) -> Vec<Host<'a>> {
+        f.0.iter().zip(&f.1).map(|(outlier, health)| Host { outlier, health, tier: 0 }).collect()
+    }
+
+    /// Feeds `n` outcomes, failing `fail_permille` of them, evenly spread.
+    fn feed(d: &Detector, s: &OutlierState, n: u64, fail_permille: u64) -> bool {
+        let mut crossed = false;
+        for k in 0..n {
+            crossed |= d.record(s, (k * fail_permille) % 1000 + fail_permille >= 1000);
+        }
+        crossed
+    }
+
+    fn consecutive_only() -> OutlierConfig {
+        OutlierConfig {
+            success_rate: None,
+            failure_percentage: None,
+            max_ejection_percent: 100.0,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_run_of_failures_that_the_peers_share_ejects_nobody() {
+        let d = Detector::new(consecutive_only());
+        let f = fleet(5);
+        let h = hosts(&f);
+        for s in &f.0 {
+            feed(&d, s, 200, 400);
+        }
+        // Five in a row at 40%: what the fleet's rate produces by chance.
+        for _ in 0..5 {
+            d.record(&f.0[0], true);
+        }
+        assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_none());
+        // The same run while the peers succeed: ejected.
+        let f = fleet(5);
+        let h = hosts(&f);
+        for s in &f.0[1..] {
+            feed(&d, s, 200, 0);
+        }
+        assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some());
+    }
+
+    #[test]
+    fn the_lower_median_keeps_one_bad_peer_from_shielding_another() {
+        // Two of three endpoints dead: the better peer of each succeeds.
+        let d = Detector::new(consecutive_only());
+        let f = fleet(3);
+        let h = hosts(&f);
+        feed(&d, &f.0[0], 100, 1000);
+        feed(&d, &f.0[1], 100, 1000);
+        feed(&d, &f.0[2], 100, 0);
+        assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some());
+    }
+
+    #[test]
+    fn later_multiples_of_the_threshold_ask_again() {
+        let d = Detector::new(consecutive_only());
+        let s = OutlierState::default();
+        let crossings: Vec<u32> = (1..=16).filter(|_| d.record(&s, true)).collect::<Vec<_>>();
+        assert_eq!(crossings, vec![5, 10, 15]);
+    }
+
+    #[test]
+    fn ejections_stop_at_the_capacity_floor_whatever_the_cap() {
+        let d = Detector::new(consecutive_only()).keep_available(0.5);
+        let f = fleet(10);
+        let h = hosts(&f);
+        let ejected = (0..10).filter(|&i| d.try_eject(&h, i, SEC, EjectionReason::ConsecutiveFailures).is_some());
+        assert_eq!(ejected.count(), 5, "half the tier stays");
+        // The only endpoint of a tier is never ejected.
+        let f = fleet(1);
+        assert!(d.try_eject(&hosts(&f), 0, SEC, EjectionReason::ConsecutiveFailures).is_none());
+        // Tiers count apart: a full tier 1 does not shield tier 0.
+        let f = fleet(4);
+        let mut h = hosts(&f);
+        h[2].tier = 1;
+        h[3].tier = 1;
+        assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some());
+        assert!(d.try_eject(&h, 1, SEC, EjectionReason::ConsecutiveFailures).is_none());
+        assert!(d.try_eject(&h, 2, SEC, EjectionReason::ConsecutiveFailures).is_some());
+    }
+
+    #[test]
+    fn probes_are_spaced_out_while_they_fail_and_a_success_readmits() {
+        let d = Detector::new(consecutive_only());
+        let f = fleet(3);
+        let h = hosts(&f);
+        let e = d.try_eject(&h, 0, 10 * SEC, EjectionReason::ConsecutiveFailures).unwrap();
+        assert_eq!(e.probe_at, Some(11 * SEC), "first probe one probe_interval after the ejection");
+        assert!(!d.claim_probe(&f.0[0], 11 * SEC - 1), "not before its time");
+        assert!(d.claim_probe(&f.0[0], 11 * SEC));
+        assert!(!d.claim_probe(&f.0[0], 11 * SEC), "one probe per probe time");
+        // Failed probes: spacing 2 s (the max), and the ejection outlives the next probe.
+        assert_eq!(d.probe_outcome(h[0], false, 11 * SEC), ProbeVerdict::Failed { next_probe_ns: 13 * SEC });
+        assert_eq!(d.probe_outcome(h[0], false, 13 * SEC), ProbeVerdict::Failed { next_probe_ns: 15 * SEC });
+        // Past the 30 s ejection, still ejected while its probes fail.
+        for t in (15..60).step_by(2) {
+            assert!(d.claim_probe(&f.0[0], t * SEC), "{t}");
+            assert!(matches!(d.probe_outcome(h[0], false, t * SEC), ProbeVerdict::Failed { .. }));
+        }
+        assert!(f.1[0].is_ejected(60 * SEC));
+        assert!(d.claim_probe(&f.0[0], 61 * SEC));
+        assert_eq!(d.probe_outcome(h[0], true, 61 * SEC), ProbeVerdict::Readmitted);
+        assert!(!f.1[0].is_ejected(61 * SEC));
+        assert_eq!(f.0[0].next_probe(), None);
+        assert_eq!(d.probe_outcome(h[0], true, 61 * SEC), ProbeVerdict::Stale, "readmitted once");
+    }
+
+    #[test]
+    fn interval_rule_ejections_are_not_probed() {
+        let d = Detector::new(consecutive_only());
+        let f = fleet(3);
+        let e = d.try_eject(&hosts(&f), 0, SEC, EjectionReason::FailurePercentage).unwrap();
+        assert_eq!(e.probe_at, None);
+        assert!(!d.claim_probe(&f.0[0], 100 * SEC));
+    }
+
+    #[test]
+    fn failure_percentage_is_judged_against_the_peers() {
+        let cfg = OutlierConfig {
+            consecutive_failures: 0,
+            success_rate: None,
+            failure_percentage: Some(FailurePercentageConfig::fleet_relative()),
+            ..OutlierConfig::default()
+        };
+        let d = Detector::new(cfg);
+        // One of three failing 20%, the others 1%: ejected.
+        let f = fleet(3);
+        feed(&d, &f.0[0], 500, 200);
+        feed(&d, &f.0[1], 500, 10);
+        feed(&d, &f.0[2], 500, 10);
+        let out = d.evaluate(&hosts(&f), 10 * SEC);
+        assert_eq!(
+            out.iter().map(|e| (e.host, e.reason)).collect::<Vec<_>>(),
+            vec![(0, EjectionReason::FailurePercentage)]
+        );
+        // All three failing 20%: nobody.
+        let f = fleet(3);
+        for s in &f.0 {
+            feed(&d, s, 500, 200);
+        }
+        assert!(d.evaluate(&hosts(&f), 10 * SEC).is_empty());
+        // Two endpoints suffice.
+        let f = fleet(2);
+        feed(&d, &f.0[0], 500, 200);
+        feed(&d, &f.0[1], 500, 0);
+        assert_eq!(d.evaluate(&hosts(&f), 10 * SEC).len(), 1);
+    }
+}
+
 /// Loom models of the counters above; run by CI with
 /// `RUSTFLAGS="--cfg loom" cargo test --release -p ha-balance --lib loom_models`.
 #[cfg(all(test, loom))]
@@ -639,6 +803,56 @@ mod loom_models {
             let (a, b) = (racer(false), racer(true));
             let crossed = a.join().unwrap() + b.join().unwrap();
             assert!(crossed <= 1, "{crossed} callers saw the crossing");
+        });
+    }
+
+    const SEC: u64 = 1_000_000_000;
+
+    /// An endpoint ejected at 1 s for consecutive failures, first probe due at 2 s.
+    fn ejected() -> (Arc<Detector>, Arc<OutlierState>, Arc<Health>) {
+        let detector = Arc::new(Detector::new(OutlierConfig { consecutive_failures: 1, ..OutlierConfig::default() }));
+        let (state, health) = (Arc::new(OutlierState::default()), Arc::new(Health::new(None)));
+        let hosts = [Host { outlier: &state, health: &health, tier: 0 }];
+        assert!(detector.try_eject(&hosts, 0, SEC, EjectionReason::ConsecutiveFailures).is_some());
+        (detector, state, health)
+    }
+
+    #[test]
+    fn exactly_one_of_racing_pickers_claims_a_due_probe() {
+        loom::model(|| {
+            // Two pickers see the probe due at the same time: one request
+            // goes to the ejected endpoint, not two.
+            let (detector, state, _health) = ejected();
+            let picker = || {
+                let (detector, state) = (detector.clone(), state.clone());
+                loom::thread::spawn(move || detector.claim_probe(&state, 3 * SEC))
+            };
+            let (a, b) = (picker(), picker());
+            let claimed = usize::from(a.join().unwrap()) + usize::from(b.join().unwrap());
+            assert_eq!(claimed, 1);
+        });
+    }
+
+    #[test]
+    fn a_readmission_is_not_undone_by_a_racing_failed_probe() {
+        loom::model(|| {
+            // Two probes outstanding (the first one outlived its spacing):
+            // one succeeds, one fails, at the same time. The success
+            // readmits; the failure must not extend the ended ejection.
+            let (detector, state, health) = ejected();
+            let probe = |success: bool| {
+                let (detector, state, health) = (detector.clone(), state.clone(), health.clone());
+                loom::thread::spawn(move || {
+                    let host = Host { outlier: &state, health: &health, tier: 0 };
+                    detector.probe_outcome(host, success, 3 * SEC)
+                })
+            };
+            let (ok, failed) = (probe(true), probe(false));
+            let (ok, failed) = (ok.join().unwrap(), failed.join().unwrap());
+            assert_eq!(ok, ProbeVerdict::Readmitted);
+            assert!(matches!(failed, ProbeVerdict::Failed { .. } | ProbeVerdict::Stale), "{failed:?}");
+            assert!(!health.is_ejected(3 * SEC), "readmitted for good");
+            assert_eq!(state.next_probe(), None, "no probe pending after the readmission");
         });
     }
 }

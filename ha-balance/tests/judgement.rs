@@ -156,7 +156,7 @@ async fn slow_start_holds_back_a_batch_of_cold_endpoints() {
     // The ramp starts at 10%: the batch gets about that share, not the 22%
     // or more two new candidates compared with each other would give it.
     eprintln!("cold batch: share {first_second:.3} in its first second");
-    assert!(first_second < 0.12, "share of the cold batch in its first second: {first_second:.3}");
+    assert!(first_second < 0.15, "share of the cold batch in its first second: {first_second:.3}");
     assert!(first_second > 0.0, "the batch gets some traffic");
     drive(&mut b, 10_000, 2.0, |_| {}).await;
     let (w1, c1) = (hits(&warm), hits(&cold));
@@ -190,4 +190,31 @@ async fn one_of_three_failing_a_fifth_is_ejected_and_a_fleet_failing_alike_is_no
     let alike = gray([200, 200, 200]).await;
     eprintln!("gray: one failing 20%: {ejected:?}; all failing 20%: {alike:?}");
     assert!(alike.is_empty(), "{alike:?}");
+}
+
+#[test]
+fn the_new_settings_have_documented_defaults_and_named_errors() {
+    let d = BalanceConfig::default();
+    assert_eq!(d.outlier.max_peer_failure_rate, 0.1);
+    assert_eq!(d.outlier.peer_failure_factor, 2.0);
+    assert_eq!(d.outlier.probe_interval, Duration::from_secs(1));
+    assert_eq!(d.outlier.max_probe_interval, Duration::from_secs(2));
+    assert_eq!(d.outlier.failure_percentage, Some(ha_balance::FailurePercentageConfig::fleet_relative()));
+    assert_eq!(d.load.failure_penalty, 2.0);
+    let parsed: BalanceConfig = serde_json::from_str(
+        r#"{"outlier": {"max_peer_failure_rate": 0.3, "probe_interval_ms": 500, "max_probe_interval_ms": 4000},
+            "load": {"failure_penalty": 3.0}}"#,
+    )
+    .unwrap();
+    assert_eq!(parsed.outlier.probe_interval, Duration::from_millis(500));
+    assert!(serde_json::from_str::<BalanceConfig>(r#"{"outlier": {"probe_interval": 5}}"#).is_err(), "unknown field");
+    let bad = |f: &dyn Fn(&mut BalanceConfig)| {
+        let mut c = BalanceConfig::default();
+        f(&mut c);
+        c.validate().unwrap_err().field()
+    };
+    assert_eq!(bad(&|c| c.outlier.max_peer_failure_rate = 1.5), "outlier.max_peer_failure_rate");
+    assert_eq!(bad(&|c| c.outlier.peer_failure_factor = -1.0), "outlier.peer_failure_factor");
+    assert_eq!(bad(&|c| c.outlier.probe_interval = Duration::from_secs(3)), "outlier.probe_interval");
+    assert_eq!(bad(&|c| c.load.failure_penalty = 0.5), "load.failure_penalty");
 }
