@@ -59,6 +59,11 @@ impl Picker {
     pub(crate) fn needs_latency(&self) -> bool {
         matches!(self, Picker::P2cPeakEwma)
     }
+
+    /// Pickers that price recent failures (see [`LoadConfig::failure_penalty`]).
+    pub(crate) fn prices_failures(&self) -> bool {
+        matches!(self, Picker::P2cPeakEwma | Picker::P2cPending | Picker::WeightedP2c)
+    }
 }
 
 /// Priority tiers and panic mode.
@@ -142,7 +147,11 @@ pub struct LoadConfig {
     /// cheapest of all (the black hole of latency balancing); penalised,
     /// each failure in a row doubles its cost at the default 2 (Linkerd
     /// likewise penalises failures in its EWMA), and a recovered endpoint
-    /// is tried again within seconds. At least 1.
+    /// is tried again within seconds. The P2C pickers over pending requests
+    /// multiply their cost by `1 + failure cost / default_rtt` (an endpoint
+    /// that refuses at once has nothing pending and would otherwise win
+    /// every comparison); for them a success does not clear the cost at
+    /// once (that would take a clock read per response), it fades. At least 1.
     pub failure_penalty: f64,
 }
 

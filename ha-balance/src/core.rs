@@ -57,6 +57,9 @@ pub(crate) struct Core<K, S> {
     pub slow_start_ns: u64,
     /// The PeakEWMA picker's weighing of in-flight requests.
     pub load_term: crate::pick::LoadTerm,
+    /// `1 / default_rtt` in 1/ns: the pending pickers weigh a failure cost
+    /// in units of the latency prior.
+    pub failure_scale: f64,
     /// Only bounded loads read the per-tier in-flight counts; other pickers
     /// skip their upkeep.
     pub per_tier_pending: bool,
@@ -75,6 +78,7 @@ where
             refresh_ns: nanos(cfg.tiers.refresh),
             slow_start_ns: nanos(cfg.slow_start.window),
             load_term: crate::pick::LoadTerm::new(cfg.load.pending_bias),
+            failure_scale: 1.0 / (cfg.load.default_rtt.as_secs_f64() * 1e9).max(1e6),
             per_tier_pending: matches!(cfg.picker, crate::config::Picker::RingHash { .. }),
             next_eval_ns: AtomicU64::new(nanos(cfg.outlier.interval)),
             cfg,

@@ -67,11 +67,16 @@ impl<K, S> Flight<K, S> {
 
     fn finish(mut self, outcome: ha_core::Outcome) {
         self.sent = false;
-        let now = self.core.cfg.picker.needs_latency().then(Instant::now);
+        let picker = &self.core.cfg.picker;
+        let latency = picker.needs_latency();
+        let failed = outcome.counts() && outcome.is_failure();
+        // The clock is read for the latency (PeakEWMA), and otherwise only
+        // for a failure the picker prices.
+        let now = (latency || (failed && picker.prices_failures())).then(Instant::now);
         if let Some(now) = now {
             if outcome.counts() {
                 let mut rtt = now.saturating_duration_since(self.start);
-                if outcome.is_failure() {
+                if failed {
                     self.slot.failure_cost.observe(now, self.failure_cost(now, rtt));
                     // Nor does the latency estimate take a fast failure as
                     // evidence of speed: no faster than it was.
@@ -79,7 +84,9 @@ impl<K, S> Flight<K, S> {
                 } else if self.slot.failure_cost.estimate_nanos(now) > 0.0 {
                     self.slot.failure_cost.reset(now, Duration::ZERO);
                 }
-                self.slot.ewma.observe(now, rtt);
+                if latency {
+                    self.slot.ewma.observe(now, rtt);
+                }
             }
         }
         self.core.on_outcome(&self.slot, outcome, now);

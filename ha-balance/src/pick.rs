@@ -106,6 +106,13 @@ impl<K, S> Core<K, S> {
         snap.plan.cum.iter().position(|c| r < c.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
+    /// The pending pickers' price of recent failures: `1 + failure cost /
+    /// default_rtt` (1 for an endpoint that has not failed lately).
+    #[inline]
+    fn failure_factor(&self, slot: &Slot<S>, now: Instant) -> f64 {
+        1.0 + slot.failure_cost.estimate_nanos(now) * self.failure_scale
+    }
+
     #[inline]
     fn ramp(&self, slot: &Slot<S>, now_ns: u64) -> f64 {
         slot.ramp(now_ns, self.slow_start_ns, self.cfg.slow_start.min_factor)
@@ -128,12 +135,13 @@ impl<K, S> Core<K, S> {
                 let latency = s.ewma.estimate_nanos(req.now).max(s.failure_cost.estimate_nanos(req.now));
                 (latency + 1.0) * self.load_term.weigh(pending + 1.0)
             }),
-            Picker::P2cPending => {
-                p2c(&group.members, rng, ok, &ramp, |i| slots[i as usize].pending.load(Ordering::Relaxed) as f64 + 1.0)
-            }
+            Picker::P2cPending => p2c(&group.members, rng, ok, &ramp, |i| {
+                let s = &slots[i as usize];
+                (s.pending.load(Ordering::Relaxed) as f64 + 1.0) * self.failure_factor(s, req.now)
+            }),
             Picker::WeightedP2c => p2c(&group.members, rng, ok, &ramp, |i| {
                 let s = &slots[i as usize];
-                (s.pending.load(Ordering::Relaxed) as f64 + 1.0) / f64::from(s.weight)
+                (s.pending.load(Ordering::Relaxed) as f64 + 1.0) * self.failure_factor(s, req.now) / f64::from(s.weight)
             }),
             Picker::Random => {
                 let m = &group.members;

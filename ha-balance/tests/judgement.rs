@@ -218,3 +218,16 @@ fn the_new_settings_have_documented_defaults_and_named_errors() {
     assert_eq!(bad(&|c| c.outlier.probe_interval = Duration::from_secs(3)), "outlier.probe_interval");
     assert_eq!(bad(&|c| c.load.failure_penalty = 0.5), "load.failure_penalty");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_pending_pickers_price_fast_failures_too() {
+    // P2C over pending requests: a refusing endpoint has nothing pending
+    // and would win every comparison it is in.
+    let cost_only =
+        BalanceConfig { picker: Picker::P2cPending, outlier: OutlierConfig::disabled(), ..Default::default() };
+    let (share, success) = black_hole(cost_only).await;
+    let (_, rr) = black_hole(round_robin()).await;
+    eprintln!("black hole, p2c pending: share to refusing {share:.3}; success {success:.3} vs round robin {rr:.3}");
+    assert!(share < 0.25, "share of attempts to refusing endpoints: {share:.3}");
+    assert!(success >= rr, "p2c pending {success:.3} < round robin {rr:.3}");
+}
