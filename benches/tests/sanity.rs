@@ -340,6 +340,9 @@ fn refused_connections_fail_at_once_and_a_full_queue_refuses_the_overflow() {
     let failed: Vec<_> = r.records.iter().filter(|rec| !rec.ok).collect();
     assert!(failed.len().abs_diff(r.records.len() - failed.len()) <= 1, "{} of {}", failed.len(), r.records.len());
     assert!(failed.iter().all(|rec| rec.latency_ns == 0), "a refusal is immediate");
+    let summary = Summary::of(&s, &r);
+    assert_eq!(summary.faulted_share_on, Some(1.0), "round robin gives the refusing backend its fair share");
+    assert_eq!((summary.faulted_share_off, summary.faulted_back_after_s), (None, None), "the fault never ends");
     // One slot, one waiting place, 10 ms each: of three requests at once
     // the first is served, the second waits, the third is refused at once.
     let s = parse(

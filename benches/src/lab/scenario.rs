@@ -348,7 +348,8 @@ pub struct Effective<'a> {
 }
 
 impl Change {
-    fn is_on(&self, now_ns: u64) -> bool {
+    /// Whether the change is on at `now_ns`.
+    pub fn is_on(&self, now_ns: u64) -> bool {
         if now_ns < self.from_ns || self.to_ns.is_some_and(|to| now_ns >= to) {
             return false;
         }
@@ -360,6 +361,11 @@ impl Change {
 }
 
 impl Backend {
+    /// Whether any of its scheduled changes is on at `now_ns`.
+    pub fn faulted_at(&self, now_ns: u64) -> bool {
+        self.changes.iter().any(|c| c.is_on(now_ns))
+    }
+
     /// The behaviour at `now_ns` (ns from the start of traffic).
     pub fn state_at(&self, now_ns: u64) -> Effective<'_> {
         let mut e = Effective {

@@ -98,6 +98,10 @@ pub struct BackendRuntime {
     free_at: RefCell<BinaryHeap<Reverse<u64>>>,
     /// Attempts received.
     pub attempts: Cell<u64>,
+    /// When each attempt arrived (ns since start), in order.
+    pub arrivals: RefCell<Vec<u64>>,
+    /// When each successful answer was due (ns since start).
+    pub successes_at: RefCell<Vec<u64>>,
     /// Start times of attempts admitted but waiting for a slot (kept only
     /// under admission control, `max_queue`).
     waiting: RefCell<Vec<u64>>,
@@ -162,6 +166,8 @@ impl World {
                     .map(|b| BackendRuntime {
                         free_at: RefCell::new((0..b.slots.unwrap_or(0)).map(|_| Reverse(0)).collect::<BinaryHeap<_>>()),
                         attempts: Cell::new(0),
+                        arrivals: RefCell::new(Vec::new()),
+                        successes_at: RefCell::new(Vec::new()),
                         waiting: RefCell::new(Vec::new()),
                         failures_at: RefCell::new(Vec::new()),
                     })
@@ -248,6 +254,7 @@ impl Service<SimRequest> for SimBackend {
         let now_ns = world.now_ns();
         let rt = &world.layers[self.layer].backends[self.index];
         rt.attempts.set(rt.attempts.get() + 1);
+        rt.arrivals.borrow_mut().push(now_ns);
         let model = &world.layers[self.layer].model.backends[self.index];
         let eff = model.state_at(now_ns);
         let key = mix(mix(mix(mix(world.seed, self.layer as u64), req.id), u64::from(req.attempt)), self.index as u64);
@@ -303,6 +310,8 @@ impl Service<SimRequest> for SimBackend {
         };
         if fails {
             rt.failures_at.borrow_mut().push(start + service);
+        } else if self.downstream.is_none() {
+            rt.successes_at.borrow_mut().push(start + service);
         }
         let done = world.start + Duration::from_nanos(start + service);
         let downstream = self.downstream.clone();
