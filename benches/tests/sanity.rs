@@ -317,10 +317,60 @@ fn bad_scenario_files_name_the_field_and_the_problem() {
 }
 
 #[test]
+fn refused_connections_fail_at_once_and_a_full_queue_refuses_the_overflow() {
+    // Round robin over two backends, one refusing connections: exactly
+    // every other request fails, at once, and the refusals take no slot of
+    // the single-slot backend (its requests never wait).
+    let s = parse(
+        r#"
+        contenders = ["round_robin"]
+        [traffic]
+        kind = "open"
+        rate_per_s = 50
+        duration_s = 10
+        [[backends]]
+        slots = 1
+        service = { kind = "constant", ms = 10 }
+        changes = [{ from_s = 0, refuse = true }]
+        [[backends]]
+        service = { kind = "constant", ms = 10 }
+        "#,
+    );
+    let r = run_named(&s, "round_robin", 1);
+    let failed: Vec<_> = r.records.iter().filter(|rec| !rec.ok).collect();
+    assert!(failed.len().abs_diff(r.records.len() - failed.len()) <= 1, "{} of {}", failed.len(), r.records.len());
+    assert!(failed.iter().all(|rec| rec.latency_ns == 0), "a refusal is immediate");
+    let summary = Summary::of(&s, &r);
+    assert_eq!(summary.faulted_share_on, Some(1.0), "round robin gives the refusing backend its fair share");
+    assert_eq!((summary.faulted_share_off, summary.faulted_back_after_s), (None, None), "the fault never ends");
+    // One slot, one waiting place, 10 ms each: of three requests at once
+    // the first is served, the second waits, the third is refused at once.
+    let s = parse(
+        r#"
+        contenders = ["round_robin"]
+        [traffic]
+        kind = "closed"
+        concurrency = 3
+        requests = 3
+        [[backends]]
+        slots = 1
+        max_queue = 1
+        service = { kind = "constant", ms = 10 }
+        "#,
+    );
+    let r = run_named(&s, "round_robin", 1);
+    let mut outcomes: Vec<(bool, u64)> = r.records.iter().map(|rec| (rec.ok, rec.latency_ns / MS)).collect();
+    outcomes.sort_unstable();
+    assert_eq!(outcomes, vec![(false, 0), (true, 10), (true, 20)]);
+}
+
+#[test]
 fn errors_before_ejection_count_what_a_bad_backend_served_until_ejected() {
     // Round robin at 100 req/s over three backends: backend 0 fails every
     // request at once, one at a time, so ha-balance's consecutive-failure
-    // rule (5) ejects it after exactly five errors, for longer than the run.
+    // rule (5) ejects it after exactly five errors. It stays ejected to the
+    // end of the run, but is probed: one request 1 s after the ejection,
+    // then every 2 s while the probes fail (at about 1.15 s and 3.15 s).
     let s = parse(
         r#"
         contenders = ["ha_round_robin", "round_robin"]
@@ -339,7 +389,12 @@ fn errors_before_ejection_count_what_a_bad_backend_served_until_ejected() {
     let ha = Summary::of(&s, &run_named(&s, "ha_round_robin", 1));
     assert_eq!(ha.ejections, Some(1));
     assert_eq!(ha.errors_before_ejection, Some(5));
-    assert_eq!(ha.requests - (ha.success_rate * ha.requests as f64).round() as u64, 5, "no error after the ejection");
+    let probes = 2;
+    assert_eq!(
+        ha.requests - (ha.success_rate * ha.requests as f64).round() as u64,
+        5 + probes,
+        "no error after the ejection but its probes"
+    );
     let rr = Summary::of(&s, &run_named(&s, "round_robin", 1));
     assert_eq!((rr.ejections, rr.errors_before_ejection), (None, None), "round_robin does not eject");
 }

@@ -59,6 +59,11 @@ impl Picker {
     pub(crate) fn needs_latency(&self) -> bool {
         matches!(self, Picker::P2cPeakEwma)
     }
+
+    /// Pickers that price recent failures (see [`LoadConfig::failure_penalty`]).
+    pub(crate) fn prices_failures(&self) -> bool {
+        matches!(self, Picker::P2cPeakEwma | Picker::P2cPending | Picker::WeightedP2c)
+    }
 }
 
 /// Priority tiers and panic mode.
@@ -132,11 +137,32 @@ pub struct LoadConfig {
     /// and p99.9 than tower's cost). 0 ignores them, which piles requests
     /// onto whichever endpoint looks fastest.
     pub pending_bias: f64,
+    /// What a failure costs, as a multiple of the latency: a failed request
+    /// costs `max(elapsed, cost, default_rtt) x failure_penalty` (at most
+    /// `max(elapsed, default_rtt) x 16`), where `cost` is the larger of the
+    /// latency estimate and the failure cost so far; the PeakEWMA picker
+    /// weighs the larger of the latency estimate and this failure cost,
+    /// which fades with a 1 s time constant and is cleared by a success. A
+    /// fast failure priced at its time would make a refusing endpoint the
+    /// cheapest of all (the black hole of latency balancing); penalised,
+    /// each failure in a row doubles its cost at the default 2 (Linkerd
+    /// likewise penalises failures in its EWMA), and a recovered endpoint
+    /// is tried again within seconds. The P2C pickers over pending requests
+    /// multiply their cost by `1 + failure cost / default_rtt` (an endpoint
+    /// that refuses at once has nothing pending and would otherwise win
+    /// every comparison); for them a success does not clear the cost at
+    /// once (that would take a clock read per response), it fades. At least 1.
+    pub failure_penalty: f64,
 }
 
 impl Default for LoadConfig {
     fn default() -> Self {
-        LoadConfig { default_rtt: Duration::from_millis(30), decay: Duration::from_secs(10), pending_bias: 0.5 }
+        LoadConfig {
+            default_rtt: Duration::from_millis(30),
+            decay: Duration::from_secs(10),
+            pending_bias: 0.5,
+            failure_penalty: 2.0,
+        }
     }
 }
 
@@ -166,7 +192,12 @@ impl Default for SuccessRateConfig {
 }
 
 /// Envoy's failure-percentage rule: eject endpoints failing more than
-/// `threshold` percent of their requests.
+/// `threshold` percent of their requests, and (unlike Envoy) at least
+/// [`OutlierConfig::peer_failure_factor`] times as often as their peers.
+///
+/// `Default` is Envoy's absolute setting (85%, 5 hosts);
+/// [`OutlierConfig::default`] turns the rule on with
+/// [`FailurePercentageConfig::fleet_relative`] instead.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FailurePercentageConfig {
@@ -181,6 +212,18 @@ pub struct FailurePercentageConfig {
 impl Default for FailurePercentageConfig {
     fn default() -> Self {
         FailurePercentageConfig { threshold: 85.0, minimum_hosts: 5, request_volume: 50 }
+    }
+}
+
+impl FailurePercentageConfig {
+    /// The setting [`OutlierConfig::default`] uses: failing at least 10% of
+    /// at least 100 requests in an interval, judged from two endpoints on.
+    /// Together with the peer comparison it sees a gray failure (one of
+    /// three servers failing 20%) that the success-rate rule, which needs
+    /// five hosts, cannot; 100 requests keep an endpoint of a fleet failing
+    /// 3% at random from crossing 10% by chance (p < 0.001 per interval).
+    pub fn fleet_relative() -> Self {
+        FailurePercentageConfig { threshold: 10.0, minimum_hosts: 2, request_volume: 100 }
     }
 }
 
@@ -205,7 +248,40 @@ pub struct OutlierConfig {
     /// The success-rate rule; `None` disables it.
     pub success_rate: Option<SuccessRateConfig>,
     /// The failure-percentage rule; `None` (Envoy's default) disables it.
+    /// Default: [`FailurePercentageConfig::fleet_relative`].
     pub failure_percentage: Option<FailurePercentageConfig>,
+    /// The failure-percentage rule ejects only an endpoint failing at least
+    /// this many times as often as its peers (the lower median of the other
+    /// judged endpoints' failure rates, so a fleet failing alike ejects
+    /// nobody while two bad endpoints of three do not shield each other).
+    /// `0` gives Envoy's absolute rule. Default 2.
+    pub peer_failure_factor: f64,
+    /// No cascade: an endpoint is not ejected for a failure its peers
+    /// share. When the other non-ejected endpoints of its tier (the lower
+    /// median of their failure rates, recent and over the interval) fail
+    /// more than this fraction of their requests, a run of consecutive
+    /// failures is what their rate produces by chance and ejects nobody,
+    /// and the interval rules eject only an endpoint failing at least twice
+    /// as often as they do. An overloaded fleet shedding load fails
+    /// everywhere at once; ejecting one of its endpoints only moves its load
+    /// onto the others, which then shed more. `1` disables the check. In
+    /// `[0, 1]`; default 0.1.
+    pub max_peer_failure_rate: f64,
+    /// Back quickly: an endpoint ejected for consecutive failures (the
+    /// signature of a crash or a refused connection) gets one real request
+    /// this long after its ejection, and is readmitted (with slow start) as
+    /// soon as one succeeds. While these probes fail they are spaced twice
+    /// as far each time, up to `max_probe_interval`, and the ejection is
+    /// extended so that it does not end while the endpoint still fails.
+    /// Endpoints ejected by the interval rules (a statistical verdict one
+    /// answer cannot overturn) serve out their ejection time. Zero disables
+    /// probing. Default 1 s.
+    #[serde(with = "ms", rename = "probe_interval_ms")]
+    pub probe_interval: Duration,
+    /// The longest spacing of probes to an ejected endpoint. Default 2 s,
+    /// so a server back from a crash serves again within 2 s.
+    #[serde(with = "ms", rename = "max_probe_interval_ms")]
+    pub max_probe_interval: Duration,
     /// A request the caller gave up on after it was sent (a client
     /// timeout, a lost hedge) counts as a failure of its endpoint. Without
     /// this an endpoint that black-holes requests is never ejected, since
@@ -224,7 +300,11 @@ impl Default for OutlierConfig {
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 10.0,
             success_rate: Some(SuccessRateConfig::default()),
-            failure_percentage: None,
+            failure_percentage: Some(FailurePercentageConfig::fleet_relative()),
+            peer_failure_factor: 2.0,
+            max_peer_failure_rate: 0.1,
+            probe_interval: Duration::from_secs(1),
+            max_probe_interval: Duration::from_secs(2),
             cancelled_as_failure: true,
         }
     }
@@ -315,6 +395,11 @@ impl BalanceConfig {
         check(s.min_factor > 0.0 && s.min_factor <= 1.0, "slow_start.min_factor", "must be in (0, 1]")?;
         check(!self.load.decay.is_zero(), "load.decay", "must be positive")?;
         check((0.0..=1.0).contains(&self.load.pending_bias), "load.pending_bias", "must be in [0, 1]")?;
+        check(
+            self.load.failure_penalty.is_finite() && self.load.failure_penalty >= 1.0,
+            "load.failure_penalty",
+            "must be a number of at least 1",
+        )?;
         let o = &self.outlier;
         check(!o.interval.is_zero(), "outlier.interval", "must be positive")?;
         check(
@@ -323,6 +408,17 @@ impl BalanceConfig {
             "must not exceed max_ejection_time",
         )?;
         check((0.0..=100.0).contains(&o.max_ejection_percent), "outlier.max_ejection_percent", "must be in [0, 100]")?;
+        check(
+            o.peer_failure_factor.is_finite() && o.peer_failure_factor >= 0.0,
+            "outlier.peer_failure_factor",
+            "must be a non-negative number",
+        )?;
+        check((0.0..=1.0).contains(&o.max_peer_failure_rate), "outlier.max_peer_failure_rate", "must be in [0, 1]")?;
+        check(
+            o.probe_interval <= o.max_probe_interval,
+            "outlier.probe_interval",
+            "must not exceed max_probe_interval",
+        )?;
         if let Some(sr) = &o.success_rate {
             check(
                 sr.stdev_factor.is_finite() && sr.stdev_factor >= 0.0,

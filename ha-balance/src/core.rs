@@ -18,12 +18,15 @@ use tower::discover::Change;
 use crate::config::BalanceConfig;
 use crate::endpoint::{Counters, Endpoint, Slot};
 use crate::health::{Health, HealthGate};
-use crate::outlier::{Detector, Ejection, OutlierState};
+use crate::outlier::{Detector, Ejection, OutlierState, ProbeVerdict};
 use crate::table::{Snapshot, LOAD_SCALE};
 use crate::tiers::{degraded, spilled, tier_loads};
 
 /// Builds the health gate (a circuit breaker) of a new endpoint.
 pub(crate) type GateFactory<K> = Arc<dyn Fn(&K, &Arc<str>) -> Arc<dyn HealthGate> + Send + Sync>;
+
+/// How soon a due probe that could not be sent is looked at again.
+const RESCAN_NS: u64 = 10_000_000;
 
 /// In-flight counters: one per tier, and the total at `TOTAL`.
 pub(crate) const TOTAL: usize = 256;
@@ -38,6 +41,11 @@ pub(crate) struct Core<K, S> {
     pub detector: Detector,
     eject_lock: Mutex<()>,
     next_eval_ns: AtomicU64,
+    /// The earliest time an ejection ends or a probe is due (`u64::MAX`:
+    /// none): a pick at or after it recounts the plan first, so the
+    /// restoration is reported before the endpoint serves, and looks for a
+    /// probe to send. One atomic load per pick otherwise.
+    pub health_due_ns: AtomicU64,
     pub pending: Box<[AtomicU64]>,
     panic_reported: AtomicBool,
     spill_reported: Box<[AtomicU32]>,
@@ -49,6 +57,9 @@ pub(crate) struct Core<K, S> {
     pub slow_start_ns: u64,
     /// The PeakEWMA picker's weighing of in-flight requests.
     pub load_term: crate::pick::LoadTerm,
+    /// `1 / default_rtt` in 1/ns: the pending pickers weigh a failure cost
+    /// in units of the latency prior.
+    pub failure_scale: f64,
     /// Only bounded loads read the per-tier in-flight counts; other pickers
     /// skip their upkeep.
     pub per_tier_pending: bool,
@@ -62,10 +73,12 @@ where
         let epoch = Instant::now();
         let empty = ha_core::sync::Arc::new(Snapshot::build(Vec::new(), &cfg.picker));
         Core {
-            detector: Detector::new(cfg.outlier),
+            detector: Detector::new(cfg.outlier).keep_available(cfg.tiers.panic_threshold),
+            health_due_ns: AtomicU64::new(u64::MAX),
             refresh_ns: nanos(cfg.tiers.refresh),
             slow_start_ns: nanos(cfg.slow_start.window),
             load_term: crate::pick::LoadTerm::new(cfg.load.pending_bias),
+            failure_scale: 1.0 / (cfg.load.default_rtt.as_secs_f64() * 1e9).max(1e6),
             per_tier_pending: matches!(cfg.picker, crate::config::Picker::RingHash { .. }),
             next_eval_ns: AtomicU64::new(nanos(cfg.outlier.interval)),
             cfg,
@@ -106,9 +119,10 @@ where
             tier: ep.tier,
             zone: ep.zone,
             weight: ep.weight,
-            added_ns: (!initial).then(|| self.now_ns(now)),
+            ramp_from_ns: AtomicU64::new(if initial { 0 } else { self.now_ns(now) }),
             pending: AtomicU64::new(0),
             ewma: PeakEwma::new(now, self.cfg.load.default_rtt, self.cfg.load.decay),
+            failure_cost: PeakEwma::new(now, std::time::Duration::ZERO, crate::future::FAILURE_DECAY),
             health: Health::new(gate),
             outlier: OutlierState::default(),
             counters: Counters::default(),
@@ -244,13 +258,15 @@ impl<K, S> Core<K, S> {
         let _serial = self.eject_lock.lock().unwrap_or_else(|e| e.into_inner());
         let hosts = snap.hosts();
         for e in self.detector.evaluate(&hosts, now_ns) {
-            self.report_ejection(&snap.slots[e.host], e);
+            self.report_ejection(&snap.slots[e.host], e, now_ns);
         }
         snap.plan.mark_stale();
     }
 
-    fn report_ejection(&self, slot: &Slot<S>, e: Ejection) {
+    fn report_ejection(&self, slot: &Slot<S>, e: Ejection, now_ns: u64) {
         slot.counters.ejections.fetch_add(1, Ordering::Relaxed);
+        let ends = now_ns.saturating_add(nanos(e.duration));
+        self.health_due_ns.fetch_min(e.probe_at.unwrap_or(ends).min(ends), Ordering::AcqRel);
         self.events.emit(Event::EndpointEjected {
             endpoint: slot.name.clone(),
             reason: e.reason,
@@ -277,10 +293,74 @@ impl<K, S> Core<K, S> {
             let _serial = self.eject_lock.lock().unwrap_or_else(|e| e.into_inner());
             let hosts = snap.hosts();
             if let Some(e) = self.detector.try_eject(&hosts, idx, now_ns, EjectionReason::ConsecutiveFailures) {
-                self.report_ejection(slot, e);
+                self.report_ejection(slot, e, now_ns);
                 snap.plan.mark_stale();
             }
         }
+    }
+
+    /// The outcome of a probe sent to an ejected endpoint: a success
+    /// readmits it with its failure cost cleared and a new slow start; a
+    /// failure schedules the next probe. (Its latency estimate is kept:
+    /// failures never lowered it, and resetting it to the prior would
+    /// handicap it against peers that converged.)
+    pub fn on_probe_outcome(&self, slot: &Slot<S>, success: bool, now: Instant) {
+        let now_ns = self.now_ns(now);
+        let host = crate::outlier::Host { outlier: &slot.outlier, health: &slot.health, tier: slot.tier };
+        match self.detector.probe_outcome(host, success, now_ns) {
+            ProbeVerdict::Readmitted => {
+                slot.failure_cost.reset(now, std::time::Duration::ZERO);
+                if self.slow_start_ns > 0 {
+                    slot.ramp_from_ns.store(now_ns, Ordering::Relaxed);
+                }
+                self.events.emit(Event::EndpointRestored { endpoint: slot.name.clone() });
+                self.cell.load().1.plan.mark_stale();
+                self.notify.notify_waiters();
+            }
+            ProbeVerdict::Failed { next_probe_ns } => {
+                tracing::debug!(target: "ha::balance", endpoint = %slot.name, "probe failed; endpoint stays ejected");
+                self.health_due_ns.fetch_min(next_probe_ns, Ordering::AcqRel);
+            }
+            ProbeVerdict::Stale => {}
+        }
+    }
+
+    /// At or after `health_due_ns`: claims a due probe (the endpoint to
+    /// send this request to, if any) and computes the next due time. Rare:
+    /// once per ejection end or probe time.
+    pub fn due_probe(
+        &self,
+        snap: &Snapshot<S>,
+        now: Instant,
+        now_ns: u64,
+        skip: impl Fn(&Slot<S>) -> bool,
+    ) -> Option<usize> {
+        let seen = self.health_due_ns.load(Ordering::Acquire);
+        let mut claimed = None;
+        let mut next = u64::MAX;
+        for (i, slot) in snap.slots.iter().enumerate() {
+            let until = slot.health.ejected_until();
+            if until <= now_ns {
+                continue;
+            }
+            next = next.min(until);
+            if claimed.is_none()
+                && slot.health.gate_admits(now)
+                && !skip(slot)
+                && self.detector.claim_probe(&slot.outlier, now_ns)
+            {
+                claimed = Some(i);
+            }
+            if let Some(at) = slot.outlier.next_probe() {
+                // A due probe nobody could take (its breaker is open, this
+                // request tried it) is looked at again shortly, not on every pick.
+                next = next.min(at.max(now_ns.saturating_add(RESCAN_NS)));
+            }
+        }
+        // Lost to a racing update (an ejection's fetch_min, another caller's
+        // scan): leave theirs; at worst a later pick scans once more.
+        let _ = self.health_due_ns.compare_exchange(seen, next, Ordering::AcqRel, Ordering::Relaxed);
+        claimed
     }
 
     /// The active health checker's verdict on one endpoint.

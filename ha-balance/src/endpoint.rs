@@ -145,11 +145,15 @@ pub(crate) struct Slot<S> {
     pub tier: u8,
     pub zone: Option<Arc<str>>,
     pub weight: u32,
-    /// Nanoseconds since the balancer's epoch when it was added; slow start
-    /// ramps from here. `None` when it joined an empty balancer.
-    pub added_ns: Option<u64>,
+    /// Nanoseconds since the balancer's epoch when its slow start began:
+    /// when it was added, or readmitted after an ejection. 0 when it has
+    /// none (it joined an empty balancer).
+    pub ramp_from_ns: AtomicU64,
     pub pending: AtomicU64,
     pub ewma: PeakEwma,
+    /// What its recent failures cost, on top of its latency: raised by each
+    /// failure, decaying within seconds, cleared by a success.
+    pub failure_cost: PeakEwma,
     pub health: Health,
     pub outlier: OutlierState,
     pub counters: Counters,
@@ -178,16 +182,15 @@ impl<S> Slot<S> {
     /// The slow-start share in `[min_factor, 1]`.
     #[inline]
     pub fn ramp(&self, now_ns: u64, window_ns: u64, min_factor: f64) -> f64 {
-        match self.added_ns {
-            Some(added) if window_ns > 0 => {
-                let elapsed = now_ns.saturating_sub(added);
-                if elapsed >= window_ns {
-                    1.0
-                } else {
-                    (elapsed as f64 / window_ns as f64).max(min_factor)
-                }
-            }
-            _ => 1.0,
+        let from = self.ramp_from_ns.load(Ordering::Relaxed);
+        if from == 0 || window_ns == 0 {
+            return 1.0;
+        }
+        let elapsed = now_ns.saturating_sub(from);
+        if elapsed >= window_ns {
+            1.0
+        } else {
+            (elapsed as f64 / window_ns as f64).max(min_factor)
         }
     }
 }

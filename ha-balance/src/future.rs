@@ -28,6 +28,18 @@ use crate::table::Snapshot;
 /// breaker closing is not announced.
 const RECHECK: Duration = Duration::from_millis(50);
 
+/// A failure costs at most this many times the larger of its time and the
+/// latency prior (see `Flight::failure_cost`).
+const FAILURE_COST_CAP: f64 = 16.0;
+
+/// The time constant over which a failure's cost fades. Short, unlike the
+/// latency's: the cost only has to keep traffic off an endpoint while it
+/// keeps failing, and an endpoint that recovers is tried again within a
+/// few seconds (a penalty in the latency estimate itself would take tens
+/// of seconds to wear off at its 10 s decay, and a crash would keep its
+/// server idle long after it was back).
+pub(crate) const FAILURE_DECAY: Duration = Duration::from_secs(1);
+
 /// One request's claim on its endpoint: counts it pending until dropped,
 /// whether the request completes, fails or is cancelled.
 pub(crate) struct Flight<K, S> {
@@ -38,38 +50,67 @@ pub(crate) struct Flight<K, S> {
     /// flight ends like this (the caller gave up, a timeout), the time it
     /// took still counts towards the endpoint's latency, as in tower.
     sent: bool,
+    /// The request probes an ejected endpoint: its outcome decides the readmission.
+    probe: bool,
 }
 
 impl<K, S> Flight<K, S> {
-    pub fn new(core: Arc<Core<K, S>>, slot: Arc<Slot<S>>, start: Instant) -> Self {
+    pub fn new(core: Arc<Core<K, S>>, slot: Arc<Slot<S>>, start: Instant, probe: bool) -> Self {
         slot.pending.fetch_add(1, Ordering::Relaxed);
         slot.counters.requests.fetch_add(1, Ordering::Relaxed);
         if core.per_tier_pending {
             core.pending[usize::from(slot.tier)].fetch_add(1, Ordering::Relaxed);
         }
         core.pending[TOTAL].fetch_add(1, Ordering::Relaxed);
-        Flight { core, slot, start, sent: false }
+        Flight { core, slot, start, sent: false, probe }
     }
 
     fn finish(mut self, outcome: ha_core::Outcome) {
         self.sent = false;
-        let now = self.core.cfg.picker.needs_latency().then(Instant::now);
+        let picker = &self.core.cfg.picker;
+        let latency = picker.needs_latency();
+        let failed = outcome.counts() && outcome.is_failure();
+        // The clock is read for the latency (PeakEWMA), and otherwise only
+        // for a failure the picker prices.
+        let now = (latency || (failed && picker.prices_failures())).then(Instant::now);
         if let Some(now) = now {
             if outcome.counts() {
                 let mut rtt = now.saturating_duration_since(self.start);
-                if outcome.is_failure() {
-                    // A failure counts as no faster than the current estimate:
-                    // an error that comes back at once is no evidence that the
-                    // endpoint serves fast, and recorded as it is it would make
-                    // a failing endpoint look like the cheapest one (the black
-                    // hole of latency-based balancing). A slow failure (a
-                    // timeout) still raises the estimate.
+                if failed {
+                    self.slot.failure_cost.observe(now, self.failure_cost(now, rtt));
+                    // Nor does the latency estimate take a fast failure as
+                    // evidence of speed: no faster than it was.
                     rtt = rtt.max(Duration::from_nanos(self.slot.ewma.estimate_nanos(now) as u64));
+                } else if self.slot.failure_cost.estimate_nanos(now) > 0.0 {
+                    self.slot.failure_cost.reset(now, Duration::ZERO);
                 }
-                self.slot.ewma.observe(now, rtt);
+                if latency {
+                    self.slot.ewma.observe(now, rtt);
+                }
             }
         }
         self.core.on_outcome(&self.slot, outcome, now);
+        if self.probe && outcome.counts() {
+            self.core.on_probe_outcome(&self.slot, !outcome.is_failure(), now.unwrap_or_else(Instant::now));
+        }
+    }
+
+    /// What a failure after `elapsed` costs: an error that comes back at
+    /// once is no evidence that the endpoint serves fast, and priced at its
+    /// time it would make a failing endpoint the cheapest one (the black
+    /// hole of latency-based balancing). So it costs `failure_penalty` times
+    /// the largest of its time, the latency estimate, the current failure
+    /// cost and the prior: failures in a row compound, up to 16 times the
+    /// larger of its time and the prior. The picker weighs the larger of
+    /// this cost (fading over `FAILURE_DECAY`) and the latency.
+    fn failure_cost(&self, now: Instant, elapsed: Duration) -> Duration {
+        let load = &self.core.cfg.load;
+        let elapsed_ns = elapsed.as_secs_f64() * 1e9;
+        let prior_ns = load.default_rtt.as_secs_f64() * 1e9;
+        let current = self.slot.ewma.estimate_nanos(now).max(self.slot.failure_cost.estimate_nanos(now));
+        let base = elapsed_ns.max(current).max(prior_ns);
+        let cap = FAILURE_COST_CAP * elapsed_ns.max(prior_ns);
+        Duration::from_nanos((base * load.failure_penalty).min(cap).max(elapsed_ns) as u64)
     }
 }
 
@@ -84,6 +125,10 @@ impl<K, S> Drop for Flight<K, S> {
             if self.core.cfg.outlier.cancelled_as_failure {
                 self.core.on_outcome(&self.slot, ha_core::Outcome::Failure, now);
             }
+            if self.probe {
+                // A probe given up on did not show the endpoint is back.
+                self.core.on_probe_outcome(&self.slot, false, now.unwrap_or_else(Instant::now));
+            }
         }
         self.slot.pending.fetch_sub(1, Ordering::Relaxed);
         if self.core.per_tier_pending {
@@ -93,8 +138,8 @@ impl<K, S> Drop for Flight<K, S> {
     }
 }
 
-/// The endpoint picked and the time of the pick.
-type Picked<S> = (Arc<Slot<S>>, Instant);
+/// The endpoint picked, the time of the pick and whether it is a probe.
+type Picked<S> = (Arc<Slot<S>>, Instant, bool);
 
 /// A request waiting for an endpoint to become available.
 pub(crate) struct Wait<K, S, Req> {
@@ -140,8 +185,8 @@ impl<K, S, Req: HasAttemptContext> Wait<K, S, Req> {
             let snap = self.cached.get(&self.core.cell).clone();
             let req = self.req.as_ref().expect("request present while waiting");
             let request = Request { now, now_ns, tried: req.attempt_context(), hash: self.hash };
-            if let Some(slot) = self.core.pick(&snap, &request, &mut self.rng) {
-                return Poll::Ready(Ok((slot.clone(), now)));
+            if let Some((slot, probe)) = self.core.pick(&snap, &request, &mut self.rng) {
+                return Poll::Ready(Ok((slot.clone(), now, probe)));
             }
             if now >= self.deadline {
                 return Poll::Ready(Err(NoHealthyEndpoint::new(snap.slots.len())));
@@ -200,6 +245,7 @@ where
     pub(crate) fn dispatch(
         core: Arc<Core<K, S>>,
         slot: Arc<Slot<S>>,
+        probe: bool,
         req: Req,
         now: Instant,
         hash: Option<u64>,
@@ -212,7 +258,7 @@ where
         let svc = slot.service.clone();
         ResponseFuture {
             state: State::Ready { svc, req: Some(req) },
-            flight: Some(Flight::new(core, slot, now)),
+            flight: Some(Flight::new(core, slot, now, probe)),
             classifier,
             info: Some(info),
             hash,
@@ -243,7 +289,7 @@ where
                         this.state.set(State::Done);
                         return Poll::Ready(Err(e.into()));
                     }
-                    Poll::Ready(Ok((slot, now))) => {
+                    Poll::Ready(Ok((slot, now, probe))) => {
                         let req = wait.req.take().expect("request present while waiting");
                         let core = wait.core.clone();
                         *this.info = Some(this.classifier.request_info(&req));
@@ -251,7 +297,7 @@ where
                             ctx.record_tried(slot.id);
                         }
                         let svc = slot.service.clone();
-                        *this.flight = Some(Flight::new(core, slot, now));
+                        *this.flight = Some(Flight::new(core, slot, now, probe));
                         this.state.set(State::Ready { svc, req: Some(req) });
                     }
                 },

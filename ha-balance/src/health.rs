@@ -84,6 +84,31 @@ impl Health {
         self.ejected_until.store(until_ns.max(1), Ordering::Release);
     }
 
+    /// Ends an ejection early (a probe succeeded); true for the one caller
+    /// that ended it (who reports the restoration).
+    pub fn readmit(&self) -> bool {
+        let mut until = self.ejected_until.load(Ordering::Acquire);
+        while until != 0 {
+            match self.ejected_until.compare_exchange_weak(until, 0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(actual) => until = actual,
+            }
+        }
+        false
+    }
+
+    /// Lengthens the current ejection to at least `until_ns`; does nothing
+    /// when the endpoint is not ejected (a racing probe readmitted it).
+    pub fn extend_until(&self, until_ns: u64) {
+        let mut cur = self.ejected_until.load(Ordering::Acquire);
+        while cur != 0 && cur < until_ns {
+            match self.ejected_until.compare_exchange_weak(cur, until_ns, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
     /// Clears an ejection that has expired; true for the one caller that
     /// cleared it (who reports the restoration).
     pub fn clear_expired(&self, now_ns: u64) -> bool {

@@ -16,12 +16,25 @@
 //!   success-rate and failure-percentage rules, capped at 10% of the
 //!   endpoints), optional active health checks, and an optional per-endpoint
 //!   [`HealthGate`] such as a circuit breaker. Any of them takes an endpoint
-//!   out of selection at once.
+//!   out of selection at once. Ejection judges an endpoint against its
+//!   peers: a failure they share ejects nobody (an overloaded fleet shedding
+//!   load everywhere), the failure-percentage rule (on by default, from two
+//!   endpoints) asks for twice the peers' rate, and no ejection leaves less
+//!   of a tier than the panic threshold, whatever the cap. An endpoint
+//!   ejected for consecutive failures is probed with one real request per
+//!   probe interval (1 s, doubling to 2 s while probes fail) and readmitted
+//!   at the first success ([`OutlierConfig`]).
+//! - **No black hole**: a failure costs the PeakEWMA picker
+//!   `failure_penalty` times the latency, compounding over a run of
+//!   failures and fading within seconds, so an endpoint that fails fast
+//!   never looks cheaper than one that answers slowly ([`LoadConfig`]).
 //! - **Attempt context**: a retry or hedge carrying an
 //!   [`AttemptContext`](ha_core::AttemptContext) never goes back to an
 //!   endpoint it tried while another is available; the picked endpoint is
 //!   recorded in it.
-//! - **Slow start**: a new endpoint's share ramps up over a window.
+//! - **Slow start**: a new or readmitted endpoint's share ramps up over a
+//!   window; under P2C the ramp acts on the chance to be a candidate, so it
+//!   also holds back a batch of new endpoints compared with each other.
 //! - **Fail fast**: with nothing available a request fails with
 //!   [`NoHealthyEndpoint`](ha_core::NoHealthyEndpoint) after a bounded wait.
 //!
@@ -84,7 +97,10 @@
 //!   reads it once more when the response arrives, to measure the latency.
 //!   Tier plans are recounted every `tiers.refresh` (100 ms) or at once
 //!   when an ejection or membership change marks them stale; ejections
-//!   expire without a timer.
+//!   expire and probes fall due without a timer: one shared atomic holds
+//!   the earliest such time, and the first pick at or after it recounts
+//!   (reporting a restoration before the endpoint serves) and claims the
+//!   due probe with a compare-and-swap on the endpoint's probe time.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -9,14 +9,45 @@
 //! healthy for an interval has its count lowered by one. Never more than
 //! `max_ejection_percent` of the endpoints are ejected at once, but one
 //! endpoint always may be.
+//!
+//! Two checks guard every ejection, whatever the rule (see [`Detector::try_eject`]):
+//!
+//! - **No cascade**: an endpoint whose failures its peers share is not
+//!   ejected (an overloaded fleet sheds load everywhere; ejecting one
+//!   endpoint moves its load onto the others, which then shed more).
+//! - **Capacity**: an ejection never leaves fewer than `keep_available`
+//!   (the balancer passes its panic threshold) of the endpoint's tier in
+//!   selection, whatever `max_ejection_percent` allows. Capacity is counted
+//!   in endpoints: the balancer cannot see how much load a server can take,
+//!   only how many servers its tier has, so it assumes them alike and never
+//!   ejects its way into panic mode.
+//!
+//! An endpoint ejected for consecutive failures is probed: once its probe
+//! time comes, the picker that claims it (a compare-and-swap on the probe
+//! time, so one request per probe time whatever the number of callers)
+//! sends it one real request, and a success readmits it at once.
 
 use std::time::Duration;
 
 use ha_core::event::EjectionReason;
-use ha_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::config::OutlierConfig;
 use crate::health::Health;
+
+/// The recent failure rate is fixed point, this much being 100%.
+const RATE_ONE: u32 = 1 << 16;
+/// Each outcome moves the recent failure rate by 1/32 of the way: it
+/// reflects about the last 32 outcomes, so a fleet that starts failing at
+/// once shows it within milliseconds, unlike the interval's counts.
+const RATE_SHIFT: u32 = 5;
+/// An endpoint failing at least this many times as often as its peers (by
+/// the interval rules' counts) is not sharing their failure, however much
+/// they fail.
+const SHARED_FACTOR: f64 = 2.0;
+/// A peer's counts of the current interval say something once they hold
+/// this many outcomes.
+const PEER_VOLUME: u64 = 20;
 
 /// Per-endpoint counters of the detector.
 #[derive(Debug, Default)]
@@ -26,6 +57,59 @@ pub(crate) struct OutlierState {
     interval_failed: AtomicU64,
     /// Ejections not yet forgiven: the multiplier of the next ejection time.
     multiplier: AtomicU32,
+    /// Failure rate over about the last 16 outcomes, scaled to `RATE_ONE`.
+    recent_failure: AtomicU32,
+    /// The current ejection ends early when a probe succeeds.
+    probing: AtomicBool,
+    /// Probes failed since the ejection: the spacing of the next one doubles with each.
+    probe_failures: AtomicU32,
+    /// Nanoseconds since the balancer's epoch when the next probe may go; 0 when none.
+    next_probe_ns: AtomicU64,
+}
+
+impl OutlierState {
+    /// The failure rate of about the last 32 outcomes, in `[0, 1]`.
+    pub fn recent_failure_rate(&self) -> f64 {
+        f64::from(self.recent_failure.load(Ordering::Relaxed)) / f64::from(RATE_ONE)
+    }
+
+    /// The failure rate as a peer: the larger of the recent rate (quick to
+    /// see a fleet start failing at once) and the current interval's (less
+    /// noisy once it holds enough outcomes).
+    fn peer_failure_rate(&self) -> f64 {
+        let ok = self.interval_ok.load(Ordering::Relaxed);
+        let failed = self.interval_failed.load(Ordering::Relaxed);
+        let recent = self.recent_failure_rate();
+        if ok + failed >= PEER_VOLUME {
+            recent.max(failed as f64 / (ok + failed) as f64)
+        } else {
+            recent
+        }
+    }
+
+    /// When this endpoint's next probe is due; `None` when it is not being probed.
+    pub fn next_probe(&self) -> Option<u64> {
+        if !self.probing.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.next_probe_ns.load(Ordering::Acquire)).filter(|&t| t != 0)
+    }
+
+    #[inline]
+    fn observe_rate(&self, failed: bool) {
+        let mut cur = self.recent_failure.load(Ordering::Relaxed);
+        loop {
+            let next = if failed { cur + ((RATE_ONE - cur) >> RATE_SHIFT) } else { cur - (cur >> RATE_SHIFT) };
+            // A healthy endpoint's usual case: nothing to write.
+            if next == cur {
+                return;
+            }
+            match self.recent_failure.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
 }
 
 /// One endpoint as the detector sees it.
@@ -33,6 +117,7 @@ pub(crate) struct OutlierState {
 pub(crate) struct Host<'a> {
     pub outlier: &'a OutlierState,
     pub health: &'a Health,
+    pub tier: u8,
 }
 
 /// A decision: eject `host` (an index into the slice given) for `duration`.
@@ -41,16 +126,36 @@ pub(crate) struct Ejection {
     pub host: usize,
     pub reason: EjectionReason,
     pub duration: Duration,
+    /// When its first probe is due, if it is probed.
+    pub probe_at: Option<u64>,
+}
+
+/// What a probe's outcome did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum ProbeVerdict {
+    /// The endpoint is back in selection.
+    Readmitted,
+    /// Still ejected; the next probe is due then.
+    Failed { next_probe_ns: u64 },
+    /// The ejection had already ended.
+    Stale,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Detector {
     cfg: OutlierConfig,
+    keep_available: f64,
 }
 
 impl Detector {
     pub fn new(cfg: OutlierConfig) -> Self {
-        Detector { cfg }
+        Detector { cfg, keep_available: 0.0 }
+    }
+
+    /// Never eject below this fraction of a tier's endpoints (the capacity check).
+    pub fn keep_available(mut self, fraction: f64) -> Self {
+        self.keep_available = fraction;
+        self
     }
 
     pub fn interval(&self) -> Duration {
@@ -58,13 +163,18 @@ impl Detector {
     }
 
     /// Counts one outcome; true when it made the endpoint cross the
-    /// consecutive-failure threshold (exactly one caller sees the crossing).
+    /// consecutive-failure threshold, or another multiple of it (exactly one
+    /// caller sees each crossing). The later crossings ask again when an
+    /// ejection was refused because the peers seemed to share the failure:
+    /// an endpoint that keeps failing while they recover is then ejected.
     #[inline]
     pub fn record(&self, state: &OutlierState, failed: bool) -> bool {
+        state.observe_rate(failed);
         if failed {
             state.interval_failed.fetch_add(1, Ordering::Relaxed);
             let n = state.consecutive.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
-            self.cfg.consecutive_failures != 0 && n == self.cfg.consecutive_failures
+            let t = self.cfg.consecutive_failures;
+            t != 0 && n >= t && (n - t) % t == 0
         } else {
             state.interval_ok.fetch_add(1, Ordering::Relaxed);
             if state.consecutive.load(Ordering::Relaxed) != 0 {
@@ -74,6 +184,53 @@ impl Detector {
         }
     }
 
+    /// The spacing of the probe after `failed` failed ones.
+    fn probe_spacing(&self, failed: u32) -> Duration {
+        self.cfg.probe_interval.saturating_mul(1u32 << failed.min(16)).min(self.cfg.max_probe_interval)
+    }
+
+    /// Claims the probe of an ejected endpoint whose probe time has come:
+    /// true for exactly one caller per probe time, who sends the endpoint
+    /// one request. Until that request's outcome is known, the next probe
+    /// is due one spacing later (so a probe that never returns is not the last).
+    pub fn claim_probe(&self, state: &OutlierState, now_ns: u64) -> bool {
+        let Some(at) = state.next_probe() else { return false };
+        if at > now_ns {
+            return false;
+        }
+        let spacing = self.probe_spacing(state.probe_failures.load(Ordering::Relaxed));
+        let next = now_ns.saturating_add(nanos(spacing)).max(1);
+        state.next_probe_ns.compare_exchange(at, next, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// A probe's outcome: a success readmits the endpoint (for the one
+    /// caller that ends the ejection); a failure spaces the next probe
+    /// further and extends the ejection past it, so the endpoint is not let
+    /// back unprobed while it still fails.
+    pub fn probe_outcome(&self, host: Host<'_>, success: bool, now_ns: u64) -> ProbeVerdict {
+        let state = host.outlier;
+        if !state.probing.load(Ordering::Acquire) || !host.health.is_ejected(now_ns) {
+            return ProbeVerdict::Stale;
+        }
+        if success {
+            if !host.health.readmit() {
+                return ProbeVerdict::Stale;
+            }
+            state.probing.store(false, Ordering::Release);
+            state.next_probe_ns.store(0, Ordering::Release);
+            state.probe_failures.store(0, Ordering::Relaxed);
+            state.consecutive.store(0, Ordering::Release);
+            state.recent_failure.store(0, Ordering::Relaxed);
+            return ProbeVerdict::Readmitted;
+        }
+        let failed = state.probe_failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+        let spacing = nanos(self.probe_spacing(failed));
+        let next = now_ns.saturating_add(spacing).max(1);
+        state.next_probe_ns.store(next, Ordering::Release);
+        host.health.extend_until(next.saturating_add(spacing));
+        ProbeVerdict::Failed { next_probe_ns: next }
+    }
+
     fn max_ejected(&self, hosts: usize) -> usize {
         if self.cfg.max_ejection_percent <= 0.0 || hosts == 0 {
             return 0;
@@ -81,10 +238,51 @@ impl Detector {
         ((hosts as f64 * self.cfg.max_ejection_percent / 100.0).floor() as usize).max(1)
     }
 
-    /// Ejects `hosts[idx]` at `now_ns` unless the cap forbids it or it is
-    /// already ejected. Callers serialise ejections (a lock on this rare path)
-    /// so two of them cannot both take the last place under the cap.
+    /// Ejects `hosts[idx]` at `now_ns` for a run of consecutive failures
+    /// (see [`Detector::eject_judged`]), unless its peers fail too: more
+    /// than `max_peer_failure_rate` of their requests (the lower median of
+    /// the other non-ejected endpoints of its tier). A run of failures is
+    /// then what their failure rate produces by chance; the interval rules
+    /// still eject an endpoint much worse than such peers.
     pub fn try_eject(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason) -> Option<Ejection> {
+        let tier = hosts[idx].tier;
+        let mut peers: Vec<f64> = hosts
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| *i != idx && h.tier == tier && !h.health.is_ejected(now_ns))
+            .map(|(_, h)| h.outlier.peer_failure_rate())
+            .collect();
+        let peer_rate = lower_median(&mut peers);
+        let shared = peer_rate.is_some_and(|p| p > self.cfg.max_peer_failure_rate);
+        if shared {
+            tracing::debug!(target: "ha::balance", peer_rate, ?reason, "ejection refused: the peers share the failure");
+            return None;
+        }
+        self.eject_judged(hosts, idx, now_ns, reason)
+    }
+
+    /// For the interval rules: is an endpoint failing `own_rate` of its
+    /// requests sharing its peers' failure (`peer_rate`)? When they fail
+    /// more than `max_peer_failure_rate` and it fails less than twice as often.
+    fn shares(&self, own_rate: f64, peer_rate: Option<f64>, reason: EjectionReason) -> bool {
+        let shared = peer_rate.is_some_and(|p| p > self.cfg.max_peer_failure_rate && own_rate < SHARED_FACTOR * p);
+        if shared {
+            tracing::debug!(
+                target: "ha::balance",
+                own_rate,
+                peer_rate,
+                ?reason,
+                "ejection refused: the peers share the failure"
+            );
+        }
+        shared
+    }
+
+    /// Ejects `hosts[idx]` at `now_ns` unless it is already ejected, the cap
+    /// forbids it, or it would leave too little of its tier (capacity).
+    /// Callers serialise ejections (a lock on this rare path) so two of them
+    /// cannot both take the last place.
+    fn eject_judged(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason) -> Option<Ejection> {
         let host = hosts[idx];
         if host.health.is_ejected(now_ns) {
             return None;
@@ -93,15 +291,38 @@ impl Detector {
         if ejected >= self.max_ejected(hosts.len()) {
             return None;
         }
+        if self.keep_available > 0.0 {
+            let (tier_size, tier_ejected) = hosts
+                .iter()
+                .filter(|h| h.tier == host.tier)
+                .fold((0usize, 0usize), |(n, e), h| (n + 1, e + usize::from(h.health.is_ejected(now_ns))));
+            let left = tier_size - tier_ejected - 1;
+            if (left as f64) < self.keep_available * tier_size as f64 {
+                tracing::debug!(
+                    target: "ha::balance",
+                    tier = host.tier,
+                    left,
+                    tier_size,
+                    ?reason,
+                    "ejection refused: too little of the tier would remain"
+                );
+                return None;
+            }
+        }
         let times = host.outlier.multiplier.fetch_add(1, Ordering::AcqRel).saturating_add(1);
         let duration = self
             .cfg
             .base_ejection_time
             .saturating_mul(times)
             .min(self.cfg.max_ejection_time.max(self.cfg.base_ejection_time));
-        host.health.eject_until(now_ns.saturating_add(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)));
+        host.health.eject_until(now_ns.saturating_add(nanos(duration)));
         host.outlier.consecutive.store(0, Ordering::Release);
-        Some(Ejection { host: idx, reason, duration })
+        let probing = reason == EjectionReason::ConsecutiveFailures && !self.cfg.probe_interval.is_zero();
+        let probe_at = probing.then(|| now_ns.saturating_add(nanos(self.cfg.probe_interval)));
+        host.outlier.probe_failures.store(0, Ordering::Relaxed);
+        host.outlier.next_probe_ns.store(probe_at.unwrap_or(0), Ordering::Release);
+        host.outlier.probing.store(probing, Ordering::Release);
+        Some(Ejection { host: idx, reason, duration, probe_at })
     }
 
     /// The interval rules over the counts since the last evaluation; resets
@@ -127,9 +348,12 @@ impl Detector {
                 let mean = judged.iter().map(|(_, r)| r).sum::<f64>() / n;
                 let var = judged.iter().map(|(_, r)| (r - mean) * (r - mean)).sum::<f64>() / n;
                 let threshold = (mean - sr.stdev_factor * var.sqrt()).min(mean - sr.min_deficit);
-                for (i, rate) in judged {
+                for &(i, rate) in &judged {
                     if rate < threshold {
-                        out.extend(self.try_eject(hosts, i, now_ns, EjectionReason::SuccessRate));
+                        let peers = peer_median(&judged, i, hosts, |r| 1.0 - r);
+                        if !self.shares(1.0 - rate, peers, EjectionReason::SuccessRate) {
+                            out.extend(self.eject_judged(hosts, i, now_ns, EjectionReason::SuccessRate));
+                        }
                     }
                 }
             }
@@ -138,13 +362,16 @@ impl Detector {
             let judged: Vec<(usize, f64)> = counts
                 .iter()
                 .enumerate()
-                .filter(|(_, (ok, failed))| ok + failed >= fp.request_volume)
+                .filter(|(i, (ok, failed))| ok + failed >= fp.request_volume && !hosts[*i].health.is_ejected(now_ns))
                 .map(|(i, (ok, failed))| (i, 100.0 * *failed as f64 / (ok + failed) as f64))
                 .collect();
             if judged.len() >= fp.minimum_hosts as usize {
-                for (i, pct) in judged {
-                    if pct > fp.threshold {
-                        out.extend(self.try_eject(hosts, i, now_ns, EjectionReason::FailurePercentage));
+                for &(i, pct) in &judged {
+                    let peers = peer_median(&judged, i, hosts, |p| p / 100.0);
+                    let relative = peers.is_none_or(|p| pct / 100.0 >= self.cfg.peer_failure_factor * p);
+                    let reason = EjectionReason::FailurePercentage;
+                    if pct > fp.threshold && relative && !self.shares(pct / 100.0, peers, reason) {
+                        out.extend(self.eject_judged(hosts, i, now_ns, reason));
                     }
                 }
             }
@@ -160,6 +387,30 @@ impl Detector {
         }
         out
     }
+}
+
+#[inline]
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The lower median: with two peers, the better one, so that one bad peer
+/// cannot make an endpoint's failure look shared.
+fn lower_median(rates: &mut [f64]) -> Option<f64> {
+    if rates.is_empty() {
+        return None;
+    }
+    rates.sort_by(f64::total_cmp);
+    Some(rates[(rates.len() - 1) / 2])
+}
+
+/// The lower median failure rate of the judged endpoints other than `idx`
+/// in its tier; `failure` turns a judged value into a failure rate.
+fn peer_median(judged: &[(usize, f64)], idx: usize, hosts: &[Host<'_>], failure: impl Fn(f64) -> f64) -> Option<f64> {
+    let tier = hosts[idx].tier;
+    let mut rates: Vec<f64> =
+        judged.iter().filter(|(i, _)| *i != idx && hosts[*i].tier == tier).map(|&(_, v)| failure(v)).collect();
+    lower_median(&mut rates)
 }
 
 #[cfg(all(test, not(loom)))]
@@ -182,12 +433,13 @@ mod tests {
             }
         }
         fn hosts(&self) -> Vec<Host<'_>> {
-            self.outlier.iter().zip(&self.health).map(|(outlier, health)| Host { outlier, health }).collect()
+            self.outlier.iter().zip(&self.health).map(|(outlier, health)| Host { outlier, health, tier: 0 }).collect()
         }
     }
 
+    /// One rule at a time: the interval rules are off unless a test turns one on.
     fn cfg() -> OutlierConfig {
-        OutlierConfig { success_rate: None, ..OutlierConfig::default() }
+        OutlierConfig { success_rate: None, failure_percentage: None, ..OutlierConfig::default() }
     }
 
     #[test]
@@ -359,6 +611,170 @@ mod tests {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod judgement_tests {
+    //! The guards of issue 13, on the sans-IO detector with explicit times.
+    use super::*;
+    use crate::config::FailurePercentageConfig;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn fleet(n: usize) -> (Vec<OutlierState>, Vec<Health>) {
+        ((0..n).map(|_| OutlierState::default()).collect(), (0..n).map(|_| Health::new(None)).collect())
+    }
+
+    fn hosts<'a>(f: &'a (Vec<OutlierState>, Vec<Health>)) -> Vec<Host<'a>> {
+        f.0.iter().zip(&f.1).map(|(outlier, health)| Host { outlier, health, tier: 0 }).collect()
+    }
+
+    /// Feeds `n` outcomes, failing `fail_permille` of them, evenly spread.
+    fn feed(d: &Detector, s: &OutlierState, n: u64, fail_permille: u64) -> bool {
+        let mut crossed = false;
+        for k in 0..n {
+            crossed |= d.record(s, (k * fail_permille) % 1000 + fail_permille >= 1000);
+        }
+        crossed
+    }
+
+    fn consecutive_only() -> OutlierConfig {
+        OutlierConfig {
+            success_rate: None,
+            failure_percentage: None,
+            max_ejection_percent: 100.0,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_run_of_failures_that_the_peers_share_ejects_nobody() {
+        let d = Detector::new(consecutive_only());
+        let f = fleet(5);
+        let h = hosts(&f);
+        for s in &f.0 {
+            feed(&d, s, 200, 400);
+        }
+        // Five in a row at 40%: what the fleet's rate produces by chance.
+        for _ in 0..5 {
+            d.record(&f.0[0], true);
+        }
+        assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_none());
+        // The same run while the peers succeed: ejected.
+        let f = fleet(5);
+        let h = hosts(&f);
+        for s in &f.0[1..] {
+            feed(&d, s, 200, 0);
+        }
+        assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some());
+    }
+
+    #[test]
+    fn the_lower_median_keeps_one_bad_peer_from_shielding_another() {
+        // Two of three endpoints dead: the better peer of each succeeds.
+        let d = Detector::new(consecutive_only());
+        let f = fleet(3);
+        let h = hosts(&f);
+        feed(&d, &f.0[0], 100, 1000);
+        feed(&d, &f.0[1], 100, 1000);
+        feed(&d, &f.0[2], 100, 0);
+        assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some());
+    }
+
+    #[test]
+    fn later_multiples_of_the_threshold_ask_again() {
+        let d = Detector::new(consecutive_only());
+        let s = OutlierState::default();
+        let crossings: Vec<u32> = (1..=16).filter(|_| d.record(&s, true)).collect::<Vec<_>>();
+        assert_eq!(crossings, vec![5, 10, 15]);
+    }
+
+    #[test]
+    fn ejections_stop_at_the_capacity_floor_whatever_the_cap() {
+        let d = Detector::new(consecutive_only()).keep_available(0.5);
+        let f = fleet(10);
+        let h = hosts(&f);
+        let ejected = (0..10).filter(|&i| d.try_eject(&h, i, SEC, EjectionReason::ConsecutiveFailures).is_some());
+        assert_eq!(ejected.count(), 5, "half the tier stays");
+        // The only endpoint of a tier is never ejected.
+        let f = fleet(1);
+        assert!(d.try_eject(&hosts(&f), 0, SEC, EjectionReason::ConsecutiveFailures).is_none());
+        // Tiers count apart: a full tier 1 does not shield tier 0.
+        let f = fleet(4);
+        let mut h = hosts(&f);
+        h[2].tier = 1;
+        h[3].tier = 1;
+        assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some());
+        assert!(d.try_eject(&h, 1, SEC, EjectionReason::ConsecutiveFailures).is_none());
+        assert!(d.try_eject(&h, 2, SEC, EjectionReason::ConsecutiveFailures).is_some());
+    }
+
+    #[test]
+    fn probes_are_spaced_out_while_they_fail_and_a_success_readmits() {
+        let d = Detector::new(consecutive_only());
+        let f = fleet(3);
+        let h = hosts(&f);
+        let e = d.try_eject(&h, 0, 10 * SEC, EjectionReason::ConsecutiveFailures).unwrap();
+        assert_eq!(e.probe_at, Some(11 * SEC), "first probe one probe_interval after the ejection");
+        assert!(!d.claim_probe(&f.0[0], 11 * SEC - 1), "not before its time");
+        assert!(d.claim_probe(&f.0[0], 11 * SEC));
+        assert!(!d.claim_probe(&f.0[0], 11 * SEC), "one probe per probe time");
+        // Failed probes: spacing 2 s (the max), and the ejection outlives the next probe.
+        assert_eq!(d.probe_outcome(h[0], false, 11 * SEC), ProbeVerdict::Failed { next_probe_ns: 13 * SEC });
+        assert_eq!(d.probe_outcome(h[0], false, 13 * SEC), ProbeVerdict::Failed { next_probe_ns: 15 * SEC });
+        // Past the 30 s ejection, still ejected while its probes fail.
+        for t in (15..60).step_by(2) {
+            assert!(d.claim_probe(&f.0[0], t * SEC), "{t}");
+            assert!(matches!(d.probe_outcome(h[0], false, t * SEC), ProbeVerdict::Failed { .. }));
+        }
+        assert!(f.1[0].is_ejected(60 * SEC));
+        assert!(d.claim_probe(&f.0[0], 61 * SEC));
+        assert_eq!(d.probe_outcome(h[0], true, 61 * SEC), ProbeVerdict::Readmitted);
+        assert!(!f.1[0].is_ejected(61 * SEC));
+        assert_eq!(f.0[0].next_probe(), None);
+        assert_eq!(d.probe_outcome(h[0], true, 61 * SEC), ProbeVerdict::Stale, "readmitted once");
+    }
+
+    #[test]
+    fn interval_rule_ejections_are_not_probed() {
+        let d = Detector::new(consecutive_only());
+        let f = fleet(3);
+        let e = d.try_eject(&hosts(&f), 0, SEC, EjectionReason::FailurePercentage).unwrap();
+        assert_eq!(e.probe_at, None);
+        assert!(!d.claim_probe(&f.0[0], 100 * SEC));
+    }
+
+    #[test]
+    fn failure_percentage_is_judged_against_the_peers() {
+        let cfg = OutlierConfig {
+            consecutive_failures: 0,
+            success_rate: None,
+            failure_percentage: Some(FailurePercentageConfig::fleet_relative()),
+            ..OutlierConfig::default()
+        };
+        let d = Detector::new(cfg);
+        // One of three failing 20%, the others 1%: ejected.
+        let f = fleet(3);
+        feed(&d, &f.0[0], 500, 200);
+        feed(&d, &f.0[1], 500, 10);
+        feed(&d, &f.0[2], 500, 10);
+        let out = d.evaluate(&hosts(&f), 10 * SEC);
+        assert_eq!(
+            out.iter().map(|e| (e.host, e.reason)).collect::<Vec<_>>(),
+            vec![(0, EjectionReason::FailurePercentage)]
+        );
+        // All three failing 20%: nobody.
+        let f = fleet(3);
+        for s in &f.0 {
+            feed(&d, s, 500, 200);
+        }
+        assert!(d.evaluate(&hosts(&f), 10 * SEC).is_empty());
+        // Two endpoints suffice.
+        let f = fleet(2);
+        feed(&d, &f.0[0], 500, 200);
+        feed(&d, &f.0[1], 500, 0);
+        assert_eq!(d.evaluate(&hosts(&f), 10 * SEC).len(), 1);
+    }
+}
+
 /// Loom models of the counters above; run by CI with
 /// `RUSTFLAGS="--cfg loom" cargo test --release -p ha-balance --lib loom_models`.
 #[cfg(all(test, loom))]
@@ -387,6 +803,56 @@ mod loom_models {
             let (a, b) = (racer(false), racer(true));
             let crossed = a.join().unwrap() + b.join().unwrap();
             assert!(crossed <= 1, "{crossed} callers saw the crossing");
+        });
+    }
+
+    const SEC: u64 = 1_000_000_000;
+
+    /// An endpoint ejected at 1 s for consecutive failures, first probe due at 2 s.
+    fn ejected() -> (Arc<Detector>, Arc<OutlierState>, Arc<Health>) {
+        let detector = Arc::new(Detector::new(OutlierConfig { consecutive_failures: 1, ..OutlierConfig::default() }));
+        let (state, health) = (Arc::new(OutlierState::default()), Arc::new(Health::new(None)));
+        let hosts = [Host { outlier: &state, health: &health, tier: 0 }];
+        assert!(detector.try_eject(&hosts, 0, SEC, EjectionReason::ConsecutiveFailures).is_some());
+        (detector, state, health)
+    }
+
+    #[test]
+    fn exactly_one_of_racing_pickers_claims_a_due_probe() {
+        loom::model(|| {
+            // Two pickers see the probe due at the same time: one request
+            // goes to the ejected endpoint, not two.
+            let (detector, state, _health) = ejected();
+            let picker = || {
+                let (detector, state) = (detector.clone(), state.clone());
+                loom::thread::spawn(move || detector.claim_probe(&state, 3 * SEC))
+            };
+            let (a, b) = (picker(), picker());
+            let claimed = usize::from(a.join().unwrap()) + usize::from(b.join().unwrap());
+            assert_eq!(claimed, 1);
+        });
+    }
+
+    #[test]
+    fn a_readmission_is_not_undone_by_a_racing_failed_probe() {
+        loom::model(|| {
+            // Two probes outstanding (the first one outlived its spacing):
+            // one succeeds, one fails, at the same time. The success
+            // readmits; the failure must not extend the ended ejection.
+            let (detector, state, health) = ejected();
+            let probe = |success: bool| {
+                let (detector, state, health) = (detector.clone(), state.clone(), health.clone());
+                loom::thread::spawn(move || {
+                    let host = Host { outlier: &state, health: &health, tier: 0 };
+                    detector.probe_outcome(host, success, 3 * SEC)
+                })
+            };
+            let (ok, failed) = (probe(true), probe(false));
+            let (ok, failed) = (ok.join().unwrap(), failed.join().unwrap());
+            assert_eq!(ok, ProbeVerdict::Readmitted);
+            assert!(matches!(failed, ProbeVerdict::Failed { .. } | ProbeVerdict::Stale), "{failed:?}");
+            assert!(!health.is_ejected(3 * SEC), "readmitted for good");
+            assert_eq!(state.next_probe(), None, "no probe pending after the readmission");
         });
     }
 }

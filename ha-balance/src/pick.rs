@@ -30,12 +30,39 @@ const DRAWS: usize = 3;
 impl<K, S> Core<K, S> {
     /// Picks an endpoint, or `None` when no endpoint is available. Avoids
     /// endpoints the request already tried while any other is available.
-    pub fn pick<'s>(&self, snap: &'s Snapshot<S>, req: &Request<'_>, rng: &mut FastRng) -> Option<&'s Arc<Slot<S>>> {
+    /// The flag is true when the pick is a probe of an ejected endpoint.
+    pub fn pick<'s>(
+        &self,
+        snap: &'s Snapshot<S>,
+        req: &Request<'_>,
+        rng: &mut FastRng,
+    ) -> Option<(&'s Arc<Slot<S>>, bool)> {
         if snap.slots.is_empty() {
             return None;
         }
+        let health_due = req.now_ns >= self.health_due_ns.load(Ordering::Acquire);
+        if health_due {
+            // An ejection ended: recount now, which reports the restoration
+            // before the endpoint serves.
+            snap.plan.mark_stale();
+        }
         self.refresh_plan(snap, req.now, req.now_ns);
         self.maybe_evaluate(snap, req.now_ns);
+        if health_due {
+            let tried = |s: &Slot<S>| req.tried.is_some_and(|c| c.was_tried(s.id));
+            if let Some(i) = self.due_probe(snap, req.now, req.now_ns, tried) {
+                return Some((&snap.slots[i], true));
+            }
+        }
+        self.pick_available(snap, req, rng).map(|s| (s, false))
+    }
+
+    fn pick_available<'s>(
+        &self,
+        snap: &'s Snapshot<S>,
+        req: &Request<'_>,
+        rng: &mut FastRng,
+    ) -> Option<&'s Arc<Slot<S>>> {
         let panic = snap.plan.panic.load(Ordering::Acquire);
         let has_tried = req.tried.is_some_and(|c| c.tried_count() > 0);
         let passes: &[bool] = if has_tried { &[true, false] } else { &[false] };
@@ -79,6 +106,13 @@ impl<K, S> Core<K, S> {
         snap.plan.cum.iter().position(|c| r < c.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
+    /// The pending pickers' price of recent failures: `1 + failure cost /
+    /// default_rtt` (1 for an endpoint that has not failed lately).
+    #[inline]
+    fn failure_factor(&self, slot: &Slot<S>, now: Instant) -> f64 {
+        1.0 + slot.failure_cost.estimate_nanos(now) * self.failure_scale
+    }
+
     #[inline]
     fn ramp(&self, slot: &Slot<S>, now_ns: u64) -> f64 {
         slot.ramp(now_ns, self.slow_start_ns, self.cfg.slow_start.min_factor)
@@ -93,19 +127,21 @@ impl<K, S> Core<K, S> {
         ok: &impl Fn(u32) -> bool,
     ) -> Option<u32> {
         let slots = &snap.slots;
+        let ramp = |i: u32| self.ramp(&slots[i as usize], req.now_ns);
         match self.cfg.picker {
-            Picker::P2cPeakEwma => p2c(&group.members, rng, ok, |i| {
+            Picker::P2cPeakEwma => p2c(&group.members, rng, ok, &ramp, |i| {
                 let s = &slots[i as usize];
                 let pending = s.pending.load(Ordering::Relaxed) as f64;
-                (s.ewma.estimate_nanos(req.now) + 1.0) * self.load_term.weigh(pending + 1.0) / self.ramp(s, req.now_ns)
+                let latency = s.ewma.estimate_nanos(req.now).max(s.failure_cost.estimate_nanos(req.now));
+                (latency + 1.0) * self.load_term.weigh(pending + 1.0)
             }),
-            Picker::P2cPending => p2c(&group.members, rng, ok, |i| {
+            Picker::P2cPending => p2c(&group.members, rng, ok, &ramp, |i| {
                 let s = &slots[i as usize];
-                (s.pending.load(Ordering::Relaxed) as f64 + 1.0) / self.ramp(s, req.now_ns)
+                (s.pending.load(Ordering::Relaxed) as f64 + 1.0) * self.failure_factor(s, req.now)
             }),
-            Picker::WeightedP2c => p2c(&group.members, rng, ok, |i| {
+            Picker::WeightedP2c => p2c(&group.members, rng, ok, &ramp, |i| {
                 let s = &slots[i as usize];
-                (s.pending.load(Ordering::Relaxed) as f64 + 1.0) / (f64::from(s.weight) * self.ramp(s, req.now_ns))
+                (s.pending.load(Ordering::Relaxed) as f64 + 1.0) * self.failure_factor(s, req.now) / f64::from(s.weight)
             }),
             Picker::Random => {
                 let m = &group.members;
@@ -151,7 +187,8 @@ impl<K, S> Core<K, S> {
                         .min_by_key(|&i| slots[i as usize].pending.load(Ordering::Relaxed))
                 };
                 let Some(hash) = req.hash else {
-                    return p2c(&group.members, rng, ok, |i| slots[i as usize].pending.load(Ordering::Relaxed) as f64);
+                    let pending = |i: u32| slots[i as usize].pending.load(Ordering::Relaxed) as f64;
+                    return p2c(&group.members, rng, ok, &|_| 1.0, pending);
                 };
                 let (in_flight, available) = if std::ptr::eq(group, &snap.all) {
                     (self.pending[TOTAL].load(Ordering::Relaxed), snap.plan.available_all.load(Ordering::Relaxed))
@@ -212,27 +249,60 @@ impl LoadTerm {
     }
 }
 
-/// Power of two choices: the cheaper of two random available members.
+/// Keeps a sampled P2C candidate ramping up with share `f` with
+/// probability `f / (2 - f)`. P2C hands an endpoint up to twice its
+/// sampling share (when it wins every comparison, as a new endpoint with no
+/// requests pending tends to), so halving the keep probability bounds a
+/// ramping endpoint's share by about `f` times its fair share; the
+/// `2 - f` makes it reach exactly 1 at the end of the ramp.
 #[inline]
-fn p2c(members: &[u32], rng: &mut FastRng, ok: &impl Fn(u32) -> bool, cost: impl Fn(u32) -> f64) -> Option<u32> {
+fn keep(rng: &mut FastRng, ramp: f64) -> bool {
+    ramp >= 1.0 || rng.unit_f64() * (2.0 - ramp) < ramp
+}
+
+/// Power of two choices: the cheaper of two random available members.
+///
+/// Slow start acts on sampling: a candidate ramping up with share `f` is
+/// kept with probability about `f` (see `keep`), else drawn again. Dividing its cost by `f`
+/// instead cannot hold back a batch of new endpoints: whenever both
+/// candidates are new, one of them wins whatever the ramp says (5 cold of
+/// 10 took 22% of picks at once).
+#[inline]
+fn p2c(
+    members: &[u32],
+    rng: &mut FastRng,
+    ok: &impl Fn(u32) -> bool,
+    ramp: &impl Fn(u32) -> f64,
+    cost: impl Fn(u32) -> f64,
+) -> Option<u32> {
     let n = members.len();
     match n {
         0 => None,
         1 => ok(members[0]).then_some(members[0]),
         _ => {
-            for _ in 0..DRAWS {
+            let mut first = None;
+            for _ in 0..2 * DRAWS {
                 let a = rng.below(n as u64) as usize;
-                let mut b = rng.below(n as u64 - 1) as usize;
-                if b >= a {
-                    b += 1;
+                let i = members[a];
+                if ok(i) && keep(rng, ramp(i)) {
+                    first = Some(a);
+                    break;
                 }
-                let (ia, ib) = (members[a], members[b]);
-                match (ok(ia), ok(ib)) {
-                    (true, true) => return Some(if cost(ia) <= cost(ib) { ia } else { ib }),
-                    (true, false) => return Some(ia),
-                    (false, true) => return Some(ib),
-                    (false, false) => {}
+            }
+            if let Some(a) = first {
+                let ia = members[a];
+                for _ in 0..2 * DRAWS {
+                    let mut b = rng.below(n as u64 - 1) as usize;
+                    if b >= a {
+                        b += 1;
+                    }
+                    let ib = members[b];
+                    if ok(ib) && keep(rng, ramp(ib)) {
+                        return Some(if cost(ia) <= cost(ib) { ia } else { ib });
+                    }
                 }
+                // No second candidate would stay: the first one it is.
+                return Some(ia);
             }
             // Most members are unavailable: compare the first two found.
             let start = rng.below(n as u64) as usize;

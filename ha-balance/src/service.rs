@@ -122,9 +122,9 @@ where
         let snap = self.cached.get(&core.cell);
         let request = Request { now, now_ns, tried: req.attempt_context(), hash };
         match core.pick(snap, &request, &mut self.rng) {
-            Some(slot) => {
+            Some((slot, probe)) => {
                 let slot = slot.clone();
-                ResponseFuture::dispatch(core.clone(), slot, req, now, hash, self.classifier.clone())
+                ResponseFuture::dispatch(core.clone(), slot, probe, req, now, hash, self.classifier.clone())
             }
             None => {
                 let wait = Wait::new(core.clone(), self.cached.clone(), req, hash, self.rng.next_u64(), now);

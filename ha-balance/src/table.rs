@@ -93,7 +93,7 @@ impl<S> Snapshot<S> {
     }
 
     pub fn hosts(&self) -> Vec<Host<'_>> {
-        self.slots.iter().map(|s| Host { outlier: &s.outlier, health: &s.health }).collect()
+        self.slots.iter().map(|s| Host { outlier: &s.outlier, health: &s.health, tier: s.tier }).collect()
     }
 
     /// The index of this very slot (not merely one with its id).

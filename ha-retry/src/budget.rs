@@ -14,7 +14,16 @@
 //! only succeeds when the balance covers it, so concurrent withdrawals can
 //! never lend more than the budget holds. The window is a ring of buckets,
 //! one atomic word each, packing the bucket's epoch (32 bits) with its net
-//! deposit (32 bits). Recording into a bucket whose epoch has passed is one
+//! deposit (32 bits). A bucket expires whole, `ttl` after its start: a
+//! deposit therefore counts for at most `ttl` (less if made late in its
+//! bucket, which only errs towards fewer retries), and a withdrawal is
+//! filed under the first bucket that starts at or after it (its own only
+//! when made at the bucket's very start), so it counts for at least `ttl`.
+//! Filed under its own bucket, a withdrawal made late in it would come back
+//! up to one bucket early and pay for a second retry within the same `ttl`
+//! (the budget spent 1.2050 attempts per request where the bound allows
+//! 1.2038). The ring has one bucket more than `ttl` spans, for that next
+//! one. Recording into a bucket whose epoch has passed is one
 //! compare-and-swap that both claims the bucket for the new epoch and hands
 //! its old net back to the balance, so exactly one thread expires each
 //! bucket. When time moves on, the first caller to see the new epoch sweeps
@@ -89,6 +98,8 @@ pub struct RetryBudget {
 
 struct Inner {
     buckets: Box<[AtomicU64]>,
+    /// Buckets per `ttl`: a bucket expires when the epoch is this far past its own.
+    span: i64,
     balance: AtomicI64,
     swept: AtomicU64,
     origin: Instant,
@@ -136,10 +147,13 @@ impl RetryBudgetBuilder {
         c.validate()?;
         let n = c.buckets as usize;
         let bucket_nanos = (c.ttl.as_nanos() / n as u128) as u64;
+        let span = n as i64;
         let reserve = (f64::from(c.min_per_second) * c.ttl.as_secs_f64() * UNIT as f64).min(1e15) as i64;
         Ok(RetryBudget {
             inner: Arc::new(Inner {
-                buckets: (0..n).map(|_| AtomicU64::new(0)).collect(),
+                // One more than the ttl spans: withdrawals are filed one ahead.
+                buckets: (0..=n).map(|_| AtomicU64::new(0)).collect(),
+                span,
                 balance: AtomicI64::new(reserve),
                 swept: AtomicU64::new(0),
                 origin: self.start.unwrap_or_else(Instant::now),
@@ -202,7 +216,7 @@ impl RetryBudget {
     /// balance is short.
     pub fn withdraw(&self, now: Instant) -> bool {
         let inner = &*self.inner;
-        let epoch = inner.epoch(now);
+        let (epoch, filed) = inner.epochs(now);
         inner.sweep(epoch);
         let mut cur = inner.balance.load(Ordering::Acquire);
         loop {
@@ -218,7 +232,8 @@ impl RetryBudget {
                 Err(actual) => cur = actual,
             }
         }
-        let recorded = inner.record(epoch, -UNIT);
+        // Filed where it counts for a whole ttl (module docs).
+        let recorded = inner.record(filed, -UNIT);
         // A bucket that saturated kept less than was withdrawn; the rest never
         // comes back, which errs on the side of fewer retries.
         let _ = recorded;
@@ -270,10 +285,25 @@ impl RetryBudget {
 
 impl Inner {
     #[inline]
-    fn epoch(&self, now: Instant) -> u64 {
+    fn nanos(&self, now: Instant) -> u64 {
         let d = now.saturating_duration_since(self.origin);
         // u64 nanoseconds last 584 years; a u128 division would cost more than the rest of a deposit.
-        (d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos()))) / self.bucket_nanos
+        d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos()))
+    }
+
+    /// The bucket `now` falls in.
+    #[inline]
+    fn epoch(&self, now: Instant) -> u64 {
+        self.nanos(now) / self.bucket_nanos
+    }
+
+    /// The bucket `now` falls in, and the first one starting at or after
+    /// `now` (where a withdrawal is filed).
+    #[inline]
+    fn epochs(&self, now: Instant) -> (u64, u64) {
+        let nanos = self.nanos(now);
+        let epoch = nanos / self.bucket_nanos;
+        (epoch, epoch + u64::from(nanos % self.bucket_nanos != 0))
     }
 
     /// Expires the buckets nobody touched since time moved on; the first
@@ -287,7 +317,7 @@ impl Inner {
         if self.swept.compare_exchange(seen, epoch, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return;
         }
-        let n = self.buckets.len() as i64;
+        let n = self.span;
         let tag = epoch as u32;
         for bucket in self.buckets.iter() {
             let mut word = bucket.load(Ordering::Acquire);
@@ -453,6 +483,41 @@ mod tests {
         b.deposit(t0); // a late caller of epoch 0: same slot, counted with epoch 10
         assert_eq!(b.available(t0 + Duration::from_secs(10)), 2.0);
         assert_eq!(b.available(t0 + Duration::from_secs(20)), 0.0);
+    }
+
+    /// Requests every 7 ms (out of step with the 1 s buckets), each followed
+    /// by as many retries as the budget grants, up to three: the documented
+    /// bound must hold over every window of `ttl`, ending at any withdrawal.
+    #[test]
+    fn withdrawals_never_exceed_the_bound_over_any_ttl_window() {
+        let t0 = Instant::now();
+        let cfg = BudgetConfig::default();
+        let (ttl, ratio, min_per_second) = (cfg.ttl, cfg.ratio, cfg.min_per_second);
+        let b = RetryBudget::builder(cfg).start(t0).build().unwrap();
+        let (mut requests, mut retries) = (Vec::new(), Vec::new());
+        let mut t = Duration::ZERO;
+        while t < Duration::from_secs(60) {
+            b.deposit(t0 + t);
+            requests.push(t);
+            for _ in 0..3 {
+                if b.withdraw(t0 + t) {
+                    retries.push(t);
+                }
+            }
+            t += Duration::from_millis(7);
+        }
+        let in_window =
+            |times: &[Duration], end: Duration| times.iter().filter(|&&x| x <= end && x + ttl > end).count() as f64;
+        let reserve = f64::from(min_per_second) * ttl.as_secs_f64();
+        let mut worst = 0.0f64;
+        for &end in &retries {
+            let allowed = ratio * in_window(&requests, end) + reserve;
+            worst = worst.max(in_window(&retries, end) - allowed);
+        }
+        assert!(worst <= 1e-9, "a ttl window held {worst} retries more than the bound allows");
+        // And the bound is nearly reached: the budget is not simply stingy.
+        let total = retries.len() as f64 / requests.len() as f64;
+        assert!(total > ratio * 0.95, "{total}");
     }
 
     #[test]

@@ -55,6 +55,15 @@ pub struct Summary {
     /// The most failed answers any ejected backend served before its first
     /// ejection (`null` when nothing was ejected).
     pub errors_before_ejection: Option<u64>,
+    /// The first backend with scheduled changes (the faulted one): its
+    /// share of attempts while a change was on, as a multiple of its fair
+    /// share (`null` without changes).
+    pub faulted_share_on: Option<f64>,
+    /// Its share while no change was on, between the start of its first
+    /// change and the end of its last (a flapping backend's up periods).
+    pub faulted_share_off: Option<f64>,
+    /// Seconds from the end of its last change to its first successful answer.
+    pub faulted_back_after_s: Option<f64>,
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -107,6 +116,9 @@ impl Summary {
             recovered: recovery.map(|r| r.1),
             ejections: run.ejections,
             errors_before_ejection: run.errors_before_ejection,
+            faulted_share_on: run.faulted.and_then(|f| f.share_on),
+            faulted_share_off: run.faulted.and_then(|f| f.share_off),
+            faulted_back_after_s: run.faulted.and_then(|f| f.back_after_s),
         }
     }
 
@@ -183,6 +195,10 @@ pub fn aggregate(summaries: &[Summary]) -> Vec<Aggregate> {
             // Worst case over seeds: "no ejection in the control" must hold in every run.
             mean.ejections = xs.iter().filter_map(|s| s.ejections).max();
             mean.errors_before_ejection = xs.iter().filter_map(|s| s.errors_before_ejection).max();
+            // Worst over seeds too: least share while up, most while down, slowest return.
+            mean.faulted_share_on = xs.iter().filter_map(|s| s.faulted_share_on).reduce(f64::max);
+            mean.faulted_share_off = xs.iter().filter_map(|s| s.faulted_share_off).reduce(f64::min);
+            mean.faulted_back_after_s = xs.iter().filter_map(|s| s.faulted_back_after_s).reduce(f64::max);
             Aggregate { contender: c, seeds: xs.len(), mean }
         })
         .collect()
@@ -214,6 +230,11 @@ pub fn markdown(scenario: &Scenario, aggregates: &[Aggregate]) -> String {
         header.push_str(" ejections (max) | errors before ejection (max) |");
         rule.push_str("---:|---:|");
     }
+    let faulted = aggregates.iter().any(|a| a.mean.faulted_share_on.is_some() || a.mean.faulted_share_off.is_some());
+    if faulted {
+        header.push_str(" faulted share on (max) | off (min) | back after s (max) |");
+        rule.push_str("---:|---:|---:|");
+    }
     let _ = writeln!(out, "{header}\n{rule}");
     for a in aggregates {
         let m = &a.mean;
@@ -239,6 +260,16 @@ pub fn markdown(scenario: &Scenario, aggregates: &[Aggregate]) -> String {
         if ejects {
             let show = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
             let _ = write!(out, " {} | {} |", show(m.ejections), show(m.errors_before_ejection));
+        }
+        if faulted {
+            let show = |v: Option<f64>, digits: usize| v.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"));
+            let _ = write!(
+                out,
+                " {} | {} | {} |",
+                show(m.faulted_share_on, 2),
+                show(m.faulted_share_off, 2),
+                show(m.faulted_back_after_s, 1)
+            );
         }
         out.push('\n');
     }

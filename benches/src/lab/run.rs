@@ -84,6 +84,49 @@ pub struct RunResult {
     /// before its first ejection (at the same virtual instant included);
     /// the largest of them. `None` when nothing was ejected.
     pub errors_before_ejection: Option<u64>,
+    /// How the first backend of the last layer with scheduled changes was
+    /// treated (`None` when no backend has any).
+    pub faulted: Option<Faulted>,
+}
+
+/// How a balancer treated a backend with scheduled changes (a fault), from
+/// the start of its first change to the end of its last (or of traffic).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Faulted {
+    /// Its share of the layer's attempts while a change was on, as a
+    /// multiple of its fair share (1 = as many as any backend).
+    pub share_on: Option<f64>,
+    /// Its share while no change was on, within the same span (a flapping
+    /// backend's up periods), as a multiple of its fair share.
+    pub share_off: Option<f64>,
+    /// From the end of its last change to its first successful answer, s
+    /// (`None` when the changes never end or it never answered after).
+    pub back_after_s: Option<f64>,
+}
+
+/// The treatment of the first backend of `layer` with scheduled changes.
+fn faulted(layer: &super::sim::LayerRuntime, end_ns: u64) -> Option<Faulted> {
+    let (b, model) = layer.model.backends.iter().enumerate().find(|(_, m)| !m.changes.is_empty())?;
+    let from = model.changes.iter().map(|c| c.from_ns).min()?;
+    let to = model.changes.iter().map(|c| c.to_ns).try_fold(0u64, |acc, t| t.map(|t| acc.max(t)));
+    let span_end = to.unwrap_or(end_ns).min(end_ns);
+    let (mut mine, mut all) = ([0u64; 2], [0u64; 2]);
+    for (i, rt) in layer.backends.iter().enumerate() {
+        for &t in rt.arrivals.borrow().iter().filter(|&&t| t >= from && t < span_end) {
+            let on = usize::from(model.faulted_at(t));
+            all[on] += 1;
+            if i == b {
+                mine[on] += 1;
+            }
+        }
+    }
+    let n = layer.backends.len() as f64;
+    let share = |k: usize| (all[k] > 0).then(|| mine[k] as f64 / all[k] as f64 * n);
+    let back_after_s = to.and_then(|to| {
+        let first = layer.backends[b].successes_at.borrow().iter().copied().filter(|&t| t >= to).min()?;
+        Some((first - to) as f64 / 1e9)
+    });
+    Some(Faulted { share_on: share(1), share_off: share(0), back_after_s })
 }
 
 /// Runs `contender` on `scenario` with the traffic of `trace`.
@@ -242,7 +285,12 @@ async fn simulate(scenario: &Scenario, contender: &'static Contender, trace: &Tr
     }
     let errors_before_ejection =
         first.iter().map(|e| world.layers[e.layer].backends[e.backend].failures_by(e.at_ns)).max();
+    let end_ns = match scenario.traffic {
+        super::scenario::Traffic::Open { duration_ns, .. } => duration_ns,
+        super::scenario::Traffic::Closed { .. } => makespan_ns,
+    };
     RunResult {
+        faulted: faulted(last, end_ns),
         ejections: contender.ejects.then_some(ejections.len() as u64),
         errors_before_ejection,
         scenario: scenario.name.clone(),

@@ -125,6 +125,11 @@ pub struct BackendSpec {
     /// limit (every request starts at once).
     #[serde(default)]
     pub slots: Option<u32>,
+    /// Admission control (with `slots`): at most this many requests wait
+    /// in the queue; one more is refused at once, without taking a slot.
+    /// Absent: the queue is unbounded.
+    #[serde(default)]
+    pub max_queue: Option<u32>,
     /// Service time of one request.
     pub service: Dist,
     /// Fraction of requests rejected fast: a rejection takes `fail_fast_ms`
@@ -169,6 +174,10 @@ pub struct ChangeSpec {
     /// While on, the backend stops answering (requests never complete).
     #[serde(default)]
     pub blackhole: Option<bool>,
+    /// While on, connections are refused: every request fails at once,
+    /// taking no worker slot (a crashed server's port).
+    #[serde(default)]
+    pub refuse: Option<bool>,
     /// Flap: on for this many seconds, off for as many, repeatedly.
     #[serde(default)]
     pub flap_period_s: Option<f64>,
@@ -277,6 +286,8 @@ pub struct Layer {
 pub struct Backend {
     /// Worker slots (`None`: unlimited).
     pub slots: Option<u32>,
+    /// Waiting requests beyond which one more is refused (`None`: unbounded).
+    pub max_queue: Option<u32>,
     /// Duration of a fast failure, ns.
     pub fail_fast_ns: u64,
     /// Behaviour when no change is on.
@@ -296,6 +307,8 @@ pub struct BackendState {
     pub fail_after: f64,
     /// Never answers.
     pub blackhole: bool,
+    /// Refuses connections.
+    pub refuse: bool,
 }
 
 /// A scheduled change, validated (times in ns from the start of traffic).
@@ -315,6 +328,8 @@ pub struct Change {
     pub fail_after: Option<f64>,
     /// Replacement.
     pub blackhole: Option<bool>,
+    /// Replacement.
+    pub refuse: Option<bool>,
 }
 
 /// The effective behaviour of a backend at one instant (borrowed, no copy).
@@ -328,10 +343,13 @@ pub struct Effective<'a> {
     pub fail_after: f64,
     /// Never answers.
     pub blackhole: bool,
+    /// Refuses connections: fails at once, no worker slot.
+    pub refuse: bool,
 }
 
 impl Change {
-    fn is_on(&self, now_ns: u64) -> bool {
+    /// Whether the change is on at `now_ns`.
+    pub fn is_on(&self, now_ns: u64) -> bool {
         if now_ns < self.from_ns || self.to_ns.is_some_and(|to| now_ns >= to) {
             return false;
         }
@@ -343,6 +361,11 @@ impl Change {
 }
 
 impl Backend {
+    /// Whether any of its scheduled changes is on at `now_ns`.
+    pub fn faulted_at(&self, now_ns: u64) -> bool {
+        self.changes.iter().any(|c| c.is_on(now_ns))
+    }
+
     /// The behaviour at `now_ns` (ns from the start of traffic).
     pub fn state_at(&self, now_ns: u64) -> Effective<'_> {
         let mut e = Effective {
@@ -350,6 +373,7 @@ impl Backend {
             fail_fast: self.normal.fail_fast,
             fail_after: self.normal.fail_after,
             blackhole: self.normal.blackhole,
+            refuse: self.normal.refuse,
         };
         for c in self.changes.iter().filter(|c| c.is_on(now_ns)) {
             if let Some(s) = &c.service {
@@ -363,6 +387,9 @@ impl Backend {
             }
             if let Some(v) = c.blackhole {
                 e.blackhole = v;
+            }
+            if let Some(v) = c.refuse {
+                e.refuse = v;
             }
         }
         e
@@ -550,6 +577,10 @@ impl Scenario {
                 for c in &mut b.changes {
                     c.from_ns = scale(c.from_ns);
                     c.to_ns = c.to_ns.map(scale);
+                    // Flap periods scale with the windows, so a shortened
+                    // run keeps the fault's structure (the same number of
+                    // down and up periods).
+                    c.flap_ns = c.flap_ns.map(scale);
                 }
             }
         }
@@ -599,6 +630,9 @@ fn validate_backend(at: &str, b: &BackendSpec) -> Result<Backend, (String, Strin
     if b.slots == Some(0) {
         return Err((format!("{at}.slots"), "must be at least 1 (omit it for no limit)".into()));
     }
+    if b.max_queue.is_some() && b.slots.is_none() {
+        return Err((format!("{at}.max_queue"), "needs `slots` (without them nothing waits)".into()));
+    }
     b.service.validate().map_err(|(f, p)| (format!("{at}.service.{f}"), p))?;
     let fail_fast = fraction(format!("{at}.fail_fast"), b.fail_fast)?;
     let fail_after = fraction(format!("{at}.fail_after"), b.fail_after)?;
@@ -624,8 +658,13 @@ fn validate_backend(at: &str, b: &BackendSpec) -> Result<Backend, (String, Strin
         if let Some(s) = &c.service {
             s.validate().map_err(|(f, p)| (format!("{cat}.service.{f}"), p))?;
         }
-        if c.service.is_none() && c.fail_fast.is_none() && c.fail_after.is_none() && c.blackhole.is_none() {
-            return Err((cat, "changes nothing: give service, fail_fast, fail_after or blackhole".into()));
+        if c.service.is_none()
+            && c.fail_fast.is_none()
+            && c.fail_after.is_none()
+            && c.blackhole.is_none()
+            && c.refuse.is_none()
+        {
+            return Err((cat, "changes nothing: give service, fail_fast, fail_after, blackhole or refuse".into()));
         }
         changes.push(Change {
             from_ns: secs_to_ns(c.from_s),
@@ -635,12 +674,14 @@ fn validate_backend(at: &str, b: &BackendSpec) -> Result<Backend, (String, Strin
             fail_fast: c.fail_fast.map(|v| fraction(format!("{cat}.fail_fast"), v)).transpose()?,
             fail_after: c.fail_after.map(|v| fraction(format!("{cat}.fail_after"), v)).transpose()?,
             blackhole: c.blackhole,
+            refuse: c.refuse,
         });
     }
     Ok(Backend {
         slots: b.slots,
+        max_queue: b.max_queue,
         fail_fast_ns: (b.fail_fast_ms * 1e6) as u64,
-        normal: BackendState { service: b.service.clone(), fail_fast, fail_after, blackhole: false },
+        normal: BackendState { service: b.service.clone(), fail_fast, fail_after, blackhole: false, refuse: false },
         changes,
     })
 }
@@ -679,6 +720,34 @@ mod tests {
         let on: Vec<bool> = (8..22).map(|s| b.state_at(s * S).blackhole).collect();
         let want = [false, false, true, true, false, false, true, true, false, false, true, true, false, false];
         assert_eq!(on, want);
+    }
+
+    #[test]
+    fn refusal_is_a_change_and_max_queue_needs_slots() {
+        let b = backend("{ from_s = 1, to_s = 2, refuse = true }");
+        assert!(!b.state_at(0).refuse);
+        assert!(b.state_at(S).refuse);
+        let text = "contenders = [\"round_robin\"]\n[traffic]\nkind = \"open\"\nrate_per_s = 1\nduration_s = 1\n\
+                    [[backends]]\nmax_queue = 2\nservice = { kind = \"constant\", ms = 1 }\n";
+        let err = Scenario::parse("t", "t.toml", text).unwrap_err().to_string();
+        assert!(err.contains("backends[0].max_queue"), "{err}");
+    }
+
+    #[test]
+    fn quick_scales_flap_periods_with_the_windows() {
+        let text = "contenders = [\"round_robin\"]\nquick_scale = 0.25\n[traffic]\nkind = \"open\"\nrate_per_s = 10\n\
+                    duration_s = 60\n[[backends]]\nservice = { kind = \"constant\", ms = 1 }\n\
+                    changes = [{ from_s = 10, to_s = 50, refuse = true, flap_period_s = 5 }]\n";
+        let s = Scenario::parse("t", "t.toml", text).unwrap().quick();
+        let b = &s.layers[0].backends[0];
+        // Full run: 8 periods of 5 s from 10 s; quick: 8 periods of 1.25 s from 2.5 s.
+        let flips = (0..600u64)
+            .map(|k| b.state_at(k * S / 40).refuse)
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] != w[1])
+            .count();
+        assert_eq!(flips, 8, "on and off four times, then off");
     }
 
     #[test]

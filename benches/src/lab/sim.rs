@@ -98,6 +98,13 @@ pub struct BackendRuntime {
     free_at: RefCell<BinaryHeap<Reverse<u64>>>,
     /// Attempts received.
     pub attempts: Cell<u64>,
+    /// When each attempt arrived (ns since start), in order.
+    pub arrivals: RefCell<Vec<u64>>,
+    /// When each successful answer was due (ns since start).
+    pub successes_at: RefCell<Vec<u64>>,
+    /// Start times of attempts admitted but waiting for a slot (kept only
+    /// under admission control, `max_queue`).
+    waiting: RefCell<Vec<u64>>,
     /// When each failed attempt's answer was due (ns since start), in the
     /// order the attempts arrived: rejections and failures after the work.
     pub failures_at: RefCell<Vec<u64>>,
@@ -159,6 +166,9 @@ impl World {
                     .map(|b| BackendRuntime {
                         free_at: RefCell::new((0..b.slots.unwrap_or(0)).map(|_| Reverse(0)).collect::<BinaryHeap<_>>()),
                         attempts: Cell::new(0),
+                        arrivals: RefCell::new(Vec::new()),
+                        successes_at: RefCell::new(Vec::new()),
+                        waiting: RefCell::new(Vec::new()),
                         failures_at: RefCell::new(Vec::new()),
                     })
                     .collect(),
@@ -180,7 +190,7 @@ impl World {
         let l = &self.layers[layer];
         let model = &l.model.backends[b];
         let eff = model.state_at(now_ns);
-        if eff.blackhole {
+        if eff.blackhole || eff.refuse {
             return f64::INFINITY;
         }
         let wait = match model.slots {
@@ -244,11 +254,18 @@ impl Service<SimRequest> for SimBackend {
         let now_ns = world.now_ns();
         let rt = &world.layers[self.layer].backends[self.index];
         rt.attempts.set(rt.attempts.get() + 1);
+        rt.arrivals.borrow_mut().push(now_ns);
         let model = &world.layers[self.layer].model.backends[self.index];
         let eff = model.state_at(now_ns);
         let key = mix(mix(mix(mix(world.seed, self.layer as u64), req.id), u64::from(req.attempt)), self.index as u64);
         let mut rng = FastRng::new(key);
         let u_fast = rng.unit_f64();
+        if eff.refuse {
+            // Connection refused: the answer is immediate and no worker
+            // sees the request.
+            rt.failures_at.borrow_mut().push(now_ns);
+            return Box::pin(async { Err(BackendError::Rejected.into()) });
+        }
         if eff.blackhole {
             let layer = &world.layers[self.layer].model;
             return match layer.attempt_timeout_ns {
@@ -268,18 +285,33 @@ impl Service<SimRequest> for SimBackend {
             let service = eff.service.sample_ns(&mut rng);
             (service, rng.unit_f64() < eff.fail_after)
         };
+        if let Some(limit) = model.max_queue {
+            // Admission control: attempts admitted but not yet started are
+            // the queue; when it is full, refuse at once without a slot.
+            let mut waiting = rt.waiting.borrow_mut();
+            waiting.retain(|&start| start > now_ns);
+            if waiting.len() >= limit as usize {
+                rt.failures_at.borrow_mut().push(now_ns);
+                return Box::pin(async { Err(BackendError::Rejected.into()) });
+            }
+        }
         let start = match model.slots {
             Some(_) => {
                 let mut heap = rt.free_at.borrow_mut();
                 let mut slot = heap.peek_mut().expect("a limited backend has at least one slot");
                 let start = slot.0.max(now_ns);
                 slot.0 = start + service;
+                if model.max_queue.is_some() && start > now_ns {
+                    rt.waiting.borrow_mut().push(start);
+                }
                 start
             }
             None => now_ns,
         };
         if fails {
             rt.failures_at.borrow_mut().push(start + service);
+        } else if self.downstream.is_none() {
+            rt.successes_at.borrow_mut().push(start + service);
         }
         let done = world.start + Duration::from_nanos(start + service);
         let downstream = self.downstream.clone();

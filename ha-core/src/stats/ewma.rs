@@ -93,7 +93,18 @@ impl PeakEwma {
     #[inline]
     pub fn estimate_nanos(&self, now: Instant) -> f64 {
         let (value, stamp) = unpack(self.state.load(Ordering::Acquire));
+        // Zero stays zero: no clock arithmetic, no `exp`.
+        if value == 0.0 {
+            return 0.0;
+        }
         value * self.keep(stamp, self.tick(now))
+    }
+
+    /// Forgets the history: the estimate is `value` as of `now`, as if new.
+    /// For an endpoint back from an outage, whose estimate describes the
+    /// outage rather than the server it now is.
+    pub fn reset(&self, now: Instant, value: Duration) {
+        self.state.store(pack(value.as_nanos() as f64, self.tick(now)), Ordering::Release);
     }
 
     /// The estimate at `now`.

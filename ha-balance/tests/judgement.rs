@@ -1,0 +1,206 @@
+//! Health judgement under the failures real fleets have (issue 13), on
+//! paused virtual time with open-loop traffic: fleet-wide shedding, a crash
+//! and restart, flapping, a black hole of refusing endpoints, a batch of
+//! cold endpoints, and gray failure with three endpoints. Every figure is
+//! compared with round robin on the same traffic where the issue asks for it.
+
+#[path = "common/fleet.rs"]
+mod fleet;
+
+use std::time::Duration;
+
+use fleet::{drive, ejections, fleet, names, restorations, timeline, Server};
+use ha_balance::config::OutlierConfig;
+use ha_balance::{BalanceConfig, Endpoint, Picker};
+use ha_core::event::EjectionReason;
+
+fn round_robin() -> BalanceConfig {
+    BalanceConfig { picker: Picker::RoundRobin, outlier: OutlierConfig::disabled(), ..BalanceConfig::default() }
+}
+
+fn servers(prefix: &str, n: usize, delay_ms: u64) -> Vec<Server> {
+    names(prefix, n).into_iter().map(|name| Server::new(name, delay_ms)).collect()
+}
+
+/// Five servers that each serve 2 requests at once in 10 ms (1000/s in
+/// all) and refuse the rest; half load for 3 s, then 1667/s for 20 s, so
+/// the fleet sheds 40% everywhere at once.
+async fn shedding(cfg: BalanceConfig) -> (fleet::Tally, usize) {
+    let fleet_servers: Vec<Server> = servers("s", 5, 10).into_iter().map(|s| s.capacity(2)).collect();
+    let (events, seen) = timeline();
+    let mut b = fleet(&fleet_servers, cfg, events);
+    drive(&mut b, 3_000, 0.5, |_| {}).await;
+    let overload = drive(&mut b, 20_000, 5.0 / 3.0, |_| {}).await;
+    (overload, ejections(&seen).len())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_shedding_load_everywhere_ejects_nobody() {
+    let (ha, ejected) = shedding(BalanceConfig::default()).await;
+    let (rr, _) = shedding(round_robin()).await;
+    eprintln!("shedding: ha success {:.3} ({ejected} ejections), round robin {:.3}", ha.success(), rr.success());
+    assert_eq!(ejected, 0, "an endpoint was ejected for failures its peers share");
+    assert!(rr.success() > 0.45, "the traffic sheds as designed: {rr:?}");
+    assert!(ha.success() >= rr.success(), "ha {:.3} < round robin {:.3}", ha.success(), rr.success());
+}
+
+/// Three servers at 1 request per millisecond; `s0` follows `down(t_ms)`.
+/// Returns s0's successes per millisecond and the event timeline.
+async fn with_outages(down: impl Fn(u64) -> bool, ms: u64) -> (Vec<u64>, fleet::Timeline) {
+    let all = servers("s", 3, 10);
+    let (events, seen) = timeline();
+    let mut b = fleet(&all, BalanceConfig::default(), events);
+    let s0 = all[0].clone();
+    let mut ok_at = Vec::with_capacity(ms as usize);
+    drive(&mut b, ms, 1.0, |t| {
+        s0.set_refuse(down(t));
+        ok_at.push(s0.ok());
+    })
+    .await;
+    (ok_at, seen)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_server_serves_again_within_seconds_and_ramps_up() {
+    // Crashed (connection refused) from 2 s to 10 s, then back.
+    let (ok_at, seen) = with_outages(|t| (2_000..10_000).contains(&t), 40_000).await;
+    let ejected = ejections(&seen);
+    assert!(
+        ejected.iter().any(|(_, who, why)| who == "s0" && *why == EjectionReason::ConsecutiveFailures),
+        "{ejected:?}"
+    );
+    // The first answer after the restart.
+    let back = (10_000..ok_at.len()).find(|&t| ok_at[t] > ok_at[9_999]).expect("s0 serves again") as u64;
+    eprintln!("restart: back at 10 s, serving at {back} ms, restored at {:?}", restorations(&seen, "s0"));
+    assert!(back <= 12_010, "s0 served again {} ms after it was back", back - 10_000);
+    // The restoration is reported when it happens: not before the server
+    // was back, and by the time it served.
+    let restored = restorations(&seen, "s0");
+    let last = *restored.last().expect("a restoration event");
+    assert!(last >= Duration::from_secs(10), "restored at {last:?}, before the server was back");
+    assert!(last <= Duration::from_millis(back + 1), "restored at {last:?}, after serving at {back} ms");
+    // Slow start from the readmission: a small share in its first second,
+    // a full third once the 10 s window is over.
+    let share = |from: u64, to: u64| (ok_at[to as usize] - ok_at[from as usize]) as f64 / (to - from) as f64;
+    let at = last.as_millis() as u64;
+    eprintln!(
+        "restart: share {:.3} in the first second, {:.3} after the ramp",
+        share(at, at + 1_000),
+        share(at + 12_000, at + 20_000)
+    );
+    assert!(share(at, at + 1_000) < 0.12, "first second after readmission: {:.3}", share(at, at + 1_000));
+    assert!(share(at + 12_000, at + 20_000) > 0.27, "after the ramp: {:.3}", share(at + 12_000, at + 20_000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flapping_server_gets_traffic_while_up() {
+    // Down for 5 s, up for 5 s, from 5 s on, for a minute.
+    let down = |t: u64| t >= 5_000 && (t / 5_000) % 2 == 1;
+    let (ok_at, _) = with_outages(down, 60_000).await;
+    let mut up_served = Vec::new();
+    for period in 2..12u64 {
+        let (from, to) = (period * 5_000, (period + 1) * 5_000 - 1);
+        if !down(from) {
+            up_served.push(ok_at[to as usize] - ok_at[from as usize]);
+        }
+    }
+    eprintln!("flapping: served per up period {up_served:?} (fair share 1667)");
+    // Fair share while up: a third of 5000. Every up period after the first
+    // ejection serves a part of it (slow start holds it back at first).
+    assert!(up_served.iter().all(|&n| n > 150), "served per up period: {up_served:?}");
+}
+
+/// Ten servers, five of which refuse every request at once; one request
+/// per millisecond for 30 s. Returns the share of attempts sent to the
+/// refusing ones and the success rate.
+async fn black_hole(cfg: BalanceConfig) -> (f64, f64) {
+    let all = servers("s", 10, 10);
+    for s in &all[..5] {
+        s.set_refuse(true);
+    }
+    let (events, _) = timeline();
+    let mut b = fleet(&all, cfg, events);
+    let tally = drive(&mut b, 30_000, 1.0, |_| {}).await;
+    let refused: u64 = all[..5].iter().map(Server::hits).sum();
+    let total: u64 = all.iter().map(Server::hits).sum();
+    (refused as f64 / total as f64, tally.success())
+}
+
+#[tokio::test(start_paused = true)]
+async fn fast_failures_never_draw_traffic_to_refusing_endpoints() {
+    // The cost alone (no ejection): refusing endpoints must cost more than
+    // slow successes, so they get less than round robin's half.
+    let cost_only = BalanceConfig { outlier: OutlierConfig::disabled(), ..BalanceConfig::default() };
+    let (share, _) = black_hole(cost_only).await;
+    assert!(share < 0.25, "share of attempts to refusing endpoints, cost alone: {share:.3}");
+    // With the defaults, success is at least round robin's.
+    let (share_defaults, ha) = black_hole(BalanceConfig::default()).await;
+    let (_, rr) = black_hole(round_robin()).await;
+    eprintln!("black hole: share to refusing {share:.3} (cost alone), {share_defaults:.3} (defaults); success {ha:.3} vs round robin {rr:.3}");
+    assert!(share_defaults < 0.25, "share with the defaults: {share_defaults:.3}");
+    assert!(ha >= rr, "ha {ha:.3} < round robin {rr:.3}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_start_holds_back_a_batch_of_cold_endpoints() {
+    let warm = servers("w", 5, 10);
+    let cold = servers("c", 5, 10);
+    let (events, _) = timeline();
+    let mut b = fleet(&warm, BalanceConfig::default(), events);
+    drive(&mut b, 3_000, 2.0, |_| {}).await;
+    b.endpoints().batch(cold.iter().map(|s| tower::discover::Change::Insert(s.name, Endpoint::new(s.clone()))));
+    let hits = |set: &[Server]| set.iter().map(Server::hits).sum::<u64>();
+    let (w0, c0) = (hits(&warm), hits(&cold));
+    drive(&mut b, 1_000, 2.0, |_| {}).await;
+    let first_second = (hits(&cold) - c0) as f64 / ((hits(&cold) - c0) + (hits(&warm) - w0)) as f64;
+    // The ramp starts at 10%: the batch gets about that share, not the 22%
+    // or more two new candidates compared with each other would give it.
+    eprintln!("cold batch: share {first_second:.3} in its first second");
+    assert!(first_second < 0.15, "share of the cold batch in its first second: {first_second:.3}");
+    assert!(first_second > 0.0, "the batch gets some traffic");
+    drive(&mut b, 10_000, 2.0, |_| {}).await;
+    let (w1, c1) = (hits(&warm), hits(&cold));
+    drive(&mut b, 2_000, 2.0, |_| {}).await;
+    let after = (hits(&cold) - c1) as f64 / ((hits(&cold) - c1) + (hits(&warm) - w1)) as f64;
+    eprintln!("cold batch: share {after:.3} after the window");
+    assert!((after - 0.5).abs() < 0.1, "share after the window: {after:.3}");
+}
+
+/// Three servers failing at random, `permille[i]` per thousand; one
+/// request per millisecond for 25 s. Returns the ejections.
+async fn gray(permille: [u64; 3]) -> Vec<(Duration, String, EjectionReason)> {
+    let all = servers("s", 3, 10);
+    for (s, p) in all.iter().zip(permille) {
+        s.set_fail_permille(p);
+    }
+    let (events, seen) = timeline();
+    let mut b = fleet(&all, BalanceConfig::default(), events);
+    drive(&mut b, 25_000, 1.0, |_| {}).await;
+    ejections(&seen)
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_of_three_failing_a_fifth_is_ejected_and_a_fleet_failing_alike_is_not() {
+    let ejected = gray([200, 0, 0]).await;
+    assert!(
+        ejected.iter().any(|(_, who, why)| who == "s0" && *why == EjectionReason::FailurePercentage),
+        "{ejected:?}"
+    );
+    assert!(ejected.iter().all(|(_, who, _)| who == "s0"), "{ejected:?}");
+    let alike = gray([200, 200, 200]).await;
+    eprintln!("gray: one failing 20%: {ejected:?}; all failing 20%: {alike:?}");
+    assert!(alike.is_empty(), "{alike:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pending_pickers_price_fast_failures_too() {
+    // P2C over pending requests: a refusing endpoint has nothing pending
+    // and would win every comparison it is in.
+    let cost_only =
+        BalanceConfig { picker: Picker::P2cPending, outlier: OutlierConfig::disabled(), ..Default::default() };
+    let (share, success) = black_hole(cost_only).await;
+    let (_, rr) = black_hole(round_robin()).await;
+    eprintln!("black hole, p2c pending: share to refusing {share:.3}; success {success:.3} vs round robin {rr:.3}");
+    assert!(share < 0.25, "share of attempts to refusing endpoints: {share:.3}");
+    assert!(success >= rr, "p2c pending {success:.3} < round robin {rr:.3}");
+}
