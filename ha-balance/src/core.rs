@@ -121,6 +121,7 @@ where
             weight: ep.weight,
             ramp_from_ns: AtomicU64::new(if initial { 0 } else { self.now_ns(now) }),
             ejected_at_ns: AtomicU64::new(0),
+            unanswered: AtomicBool::new(false),
             pending: AtomicU64::new(0),
             ewma: PeakEwma::new(now, self.cfg.load.default_rtt, self.cfg.load.decay),
             failure_cost: PeakEwma::new(now, std::time::Duration::ZERO, crate::future::FAILURE_DECAY),

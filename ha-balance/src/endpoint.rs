@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ha_core::stats::PeakEwma;
-use ha_core::sync::atomic::{AtomicU64, Ordering};
+use ha_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ha_core::{EndpointId, Instant};
 
 use crate::health::{Health, HealthGate};
@@ -153,6 +153,11 @@ pub(crate) struct Slot<S> {
     /// when it was never ejected. A readmission sets its ramp back by half
     /// the time it was out ([`Slot::readmission_ramp_from`]).
     pub ejected_at_ns: AtomicU64,
+    /// Its latest failure was a request given up on (no answer in time)
+    /// rather than an answer: an endpoint ejected that way was overloaded
+    /// or stalled at the share it had, and is readmitted from the start of
+    /// its ramp.
+    pub unanswered: AtomicBool,
     pub pending: AtomicU64,
     pub ewma: PeakEwma,
     /// What its recent failures cost, on top of its latency: raised by each
@@ -206,7 +211,12 @@ impl<S> Slot<S> {
     /// while it is up); one out for twice the window or more (a crash and
     /// restart, a long partition) ramps from `min_factor` over the full
     /// window.
+    /// An endpoint whose latest failure went unanswered (see `unanswered`)
+    /// ramps from `min_factor` whatever the time out.
     pub fn readmission_ramp_from(&self, now_ns: u64, window_ns: u64, min_factor: f64) -> u64 {
+        if self.unanswered.load(Ordering::Relaxed) {
+            return now_ns.max(1);
+        }
         readmission_ramp_from(
             self.ramp_from_ns.load(Ordering::Relaxed),
             self.ejected_at_ns.load(Ordering::Relaxed),

@@ -150,6 +150,55 @@ async fn a_flapping_server_gets_its_share_while_up_and_none_while_down() {
     assert!(down <= 0.05, "defaults, share while down: {down:.3}x fair");
 }
 
+/// Three servers of 10 ms under round robin with the judgement, one
+/// request per millisecond, each given up on after 100 ms; `s0` is out
+/// from 2 s to 4 s, refusing connections or (`stalled`) answering nothing
+/// in time. Returns s0's share of the successes in the first second after
+/// its readmission.
+async fn brief_outage(stalled: bool) -> f64 {
+    let all = servers("s", 3, 10);
+    let (events, seen) = timeline();
+    let cfg = BalanceConfig { picker: Picker::RoundRobin, ..BalanceConfig::default() };
+    let mut b = fleet(&all, cfg, events);
+    let s0 = all[0].clone();
+    let mut ok_at = Vec::new();
+    let mut total_ok_at = Vec::new();
+    let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for t in 0..12_000u64 {
+        let out = (2_000..4_000).contains(&t);
+        if stalled {
+            s0.st.delay_ms.store(if out { 10_000 } else { 10 }, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            s0.set_refuse(out);
+        }
+        ok_at.push(s0.ok());
+        total_ok_at.push(ok.load(std::sync::atomic::Ordering::Relaxed));
+        let fut = tower::Service::call(&mut b, ha_core::WithAttempt::new(t));
+        let ok = ok.clone();
+        tokio::spawn(async move {
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(100), fut).await {
+                ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let at = restorations(&seen, "s0").last().expect("s0 readmitted").as_millis() as usize;
+    assert!(at >= 4_000 && at < 10_000, "readmitted at {at} ms");
+    (ok_at[at + 1_000] - ok_at[at]) as f64 / (total_ok_at[at + 1_000] - total_ok_at[at]) as f64
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_brief_outage_costs_little_share_unless_the_endpoint_stopped_answering() {
+    // Refused connections for 2 s: back near its full third at once.
+    let refused = brief_outage(false).await;
+    // Requests unanswered for 2 s (overload, a stall): the share it had is
+    // what it could not carry, so it ramps from 10% again.
+    let stalled = brief_outage(true).await;
+    eprintln!("brief outage: share in the first second back {refused:.3} (refused), {stalled:.3} (stalled)");
+    assert!(refused > 0.2, "refused for 2 s, first second back: {refused:.3}");
+    assert!(stalled < 0.12, "stalled for 2 s, first second back: {stalled:.3}");
+}
+
 /// Ten servers, five of which refuse every request at once; one request
 /// per millisecond for 30 s. Returns the share of attempts sent to the
 /// refusing ones and the success rate.
