@@ -100,7 +100,10 @@ impl Default for TierConfig {
 /// the defaults a warm endpoint out for 5 s comes back at 75% and is at
 /// full share 2.5 s later, so a flapping endpoint serves while it is up;
 /// one out for 20 s or more (twice the window: a crash and restart, a long
-/// partition) ramps from `min_factor` over the full window.
+/// partition) ramps from `min_factor` over the full window. So does one
+/// whose latest failure was a request given up on (with
+/// `OutlierConfig::cancelled_as_failure`): it was overloaded or stalled at
+/// the share it had.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SlowStartConfig {

@@ -38,7 +38,8 @@
 //!   endpoint resumes its ramp where it stood at its ejection, set back by
 //!   half the time it was out: a brief ejection (a flap) costs it little of
 //!   its share, an absence of twice the window or more (a crash and
-//!   restart) ramps from the start.
+//!   restart) ramps from the start, and so does an endpoint ejected for
+//!   requests it left unanswered (overloaded or stalled at its share).
 //! - **Fail fast**: with nothing available a request fails with
 //!   [`NoHealthyEndpoint`](ha_core::NoHealthyEndpoint) after a bounded wait.
 //!
