@@ -183,7 +183,7 @@ async fn brief_outage(stalled: bool) -> f64 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let at = restorations(&seen, "s0").last().expect("s0 readmitted").as_millis() as usize;
-    assert!(at >= 4_000 && at < 10_000, "readmitted at {at} ms");
+    assert!((4_000..10_000).contains(&at), "readmitted at {at} ms");
     (ok_at[at + 1_000] - ok_at[at]) as f64 / (total_ok_at[at + 1_000] - total_ok_at[at]) as f64
 }
 
