@@ -398,3 +398,42 @@ fn errors_before_ejection_count_what_a_bad_backend_served_until_ejected() {
     let rr = Summary::of(&s, &run_named(&s, "round_robin", 1));
     assert_eq!((rr.ejections, rr.errors_before_ejection), (None, None), "round_robin does not eject");
 }
+
+#[test]
+fn jittered_faults_move_per_seed_within_their_jitter_and_the_same_for_every_contender() {
+    let text = "contenders = [\"round_robin\", \"ha_p2c_ewma\"]\n\
+        [traffic]\nkind = \"open\"\nrate_per_s = 200\nduration_s = 20\n\
+        [[backends]]\nservice = { kind = \"constant\", ms = 1 }\n\
+        changes = [{ from_s = 5, to_s = 10, refuse = true, jitter_s = 4 }, { from_s = 12, to_s = 13, refuse = true }]\n\
+        [[backends]]\nservice = { kind = \"constant\", ms = 1 }\n";
+    let s = parse(text);
+    let window = |s: &Scenario, i: usize| {
+        let c = &s.layers[0].backends[0].changes[i];
+        (c.from_ns, c.to_ns.unwrap())
+    };
+    let sec = 1_000 * MS;
+    let mut starts = std::collections::BTreeSet::new();
+    for seed in 1..=8 {
+        let seeded = s.for_seed(seed);
+        let (from, to) = window(&seeded, 0);
+        assert!((5 * sec..9 * sec).contains(&from), "seed {seed}: starts at {from} ns");
+        assert_eq!(to - from, 5 * sec, "seed {seed}: the change keeps its length");
+        assert_eq!(window(&seeded, 1), (12 * sec, 13 * sec), "a change without jitter stays put");
+        assert_eq!(window(&s.for_seed(seed), 0), (from, to), "seed {seed}: not deterministic");
+        starts.insert(from);
+    }
+    assert!(starts.len() >= 6, "8 seeds drew {} distinct start times", starts.len());
+    // The run follows the seeded times: backend 0 refuses from its drawn start.
+    let seeded = s.for_seed(3);
+    let (from, to) = window(&seeded, 0);
+    let r = run_named(&seeded, "round_robin", 3);
+    let failed_at = |lo: u64, hi: u64| r.records.iter().filter(|x| (lo..hi).contains(&x.sent_ns) && !x.ok).count();
+    assert_eq!(failed_at(0, from), 0, "failures before the drawn start");
+    assert!(failed_at(from, to) > 0, "no failures while the drawn fault is on");
+    // Negative jitter is refused.
+    let bad = text.replace("jitter_s = 4", "jitter_s = -1");
+    assert!(matches!(
+        Scenario::parse("test", "test.toml", &bad),
+        Err(ScenarioError::Invalid { ref field, .. }) if field.ends_with("changes[0].jitter_s")
+    ));
+}

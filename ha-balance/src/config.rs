@@ -93,7 +93,17 @@ impl Default for TierConfig {
     }
 }
 
-/// Slow start: a newly added endpoint's share ramps up over `window`.
+/// Slow start: a newly added endpoint's share ramps up over `window`, from
+/// `min_factor` to all of it. An endpoint readmitted after an ejection
+/// resumes its ramp where it stood when it was ejected, set back by half
+/// the time it was out (warmth is lost half as fast as it is gained): with
+/// the defaults a warm endpoint out for 5 s comes back at 75% and is at
+/// full share 2.5 s later, so a flapping endpoint serves while it is up;
+/// one out for 20 s or more (twice the window: a crash and restart, a long
+/// partition) ramps from `min_factor` over the full window. So does one
+/// whose latest failure was a request given up on (with
+/// `OutlierConfig::cancelled_as_failure`): it was overloaded or stalled at
+/// the share it had.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SlowStartConfig {

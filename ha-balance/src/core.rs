@@ -120,6 +120,8 @@ where
             zone: ep.zone,
             weight: ep.weight,
             ramp_from_ns: AtomicU64::new(if initial { 0 } else { self.now_ns(now) }),
+            ejected_at_ns: AtomicU64::new(0),
+            unanswered: AtomicBool::new(false),
             pending: AtomicU64::new(0),
             ewma: PeakEwma::new(now, self.cfg.load.default_rtt, self.cfg.load.decay),
             failure_cost: PeakEwma::new(now, std::time::Duration::ZERO, crate::future::FAILURE_DECAY),
@@ -265,6 +267,7 @@ impl<K, S> Core<K, S> {
 
     fn report_ejection(&self, slot: &Slot<S>, e: Ejection, now_ns: u64) {
         slot.counters.ejections.fetch_add(1, Ordering::Relaxed);
+        slot.ejected_at_ns.store(now_ns.max(1), Ordering::Relaxed);
         let ends = now_ns.saturating_add(nanos(e.duration));
         self.health_due_ns.fetch_min(e.probe_at.unwrap_or(ends).min(ends), Ordering::AcqRel);
         self.events.emit(Event::EndpointEjected {
@@ -300,7 +303,8 @@ impl<K, S> Core<K, S> {
     }
 
     /// The outcome of a probe sent to an ejected endpoint: a success
-    /// readmits it with its failure cost cleared and a new slow start; a
+    /// readmits it with its failure cost cleared and its slow start set back
+    /// by half the time it was out (`Slot::readmission_ramp_from`); a
     /// failure schedules the next probe. (Its latency estimate is kept:
     /// failures never lowered it, and resetting it to the prior would
     /// handicap it against peers that converged.)
@@ -311,7 +315,8 @@ impl<K, S> Core<K, S> {
             ProbeVerdict::Readmitted => {
                 slot.failure_cost.reset(now, std::time::Duration::ZERO);
                 if self.slow_start_ns > 0 {
-                    slot.ramp_from_ns.store(now_ns, Ordering::Relaxed);
+                    let from = slot.readmission_ramp_from(now_ns, self.slow_start_ns, self.cfg.slow_start.min_factor);
+                    slot.ramp_from_ns.store(from, Ordering::Relaxed);
                 }
                 self.events.emit(Event::EndpointRestored { endpoint: slot.name.clone() });
                 self.cell.load().1.plan.mark_stale();

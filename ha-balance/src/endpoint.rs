@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ha_core::stats::PeakEwma;
-use ha_core::sync::atomic::{AtomicU64, Ordering};
+use ha_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ha_core::{EndpointId, Instant};
 
 use crate::health::{Health, HealthGate};
@@ -149,6 +149,15 @@ pub(crate) struct Slot<S> {
     /// when it was added, or readmitted after an ejection. 0 when it has
     /// none (it joined an empty balancer).
     pub ramp_from_ns: AtomicU64,
+    /// Nanoseconds since the balancer's epoch of its latest ejection; 0
+    /// when it was never ejected. A readmission sets its ramp back by half
+    /// the time it was out ([`Slot::readmission_ramp_from`]).
+    pub ejected_at_ns: AtomicU64,
+    /// Its latest failure was a request given up on (no answer in time)
+    /// rather than an answer: an endpoint ejected that way was overloaded
+    /// or stalled at the share it had, and is readmitted from the start of
+    /// its ramp.
+    pub unanswered: AtomicBool,
     pub pending: AtomicU64,
     pub ewma: PeakEwma,
     /// What its recent failures cost, on top of its latency: raised by each
@@ -192,5 +201,87 @@ impl<S> Slot<S> {
         } else {
             (elapsed as f64 / window_ns as f64).max(min_factor)
         }
+    }
+
+    /// The start of the ramp of an endpoint readmitted at `now_ns`, for
+    /// `ramp_from_ns`. Its ramp resumes where it stood at the ejection, set
+    /// back by half the time it was out: warmth is lost half as fast as it
+    /// is gained. A warm endpoint out for 5 s of a 10 s window comes back at
+    /// 75% and is at full share 2.5 s later (a flapping endpoint serves
+    /// while it is up); one out for twice the window or more (a crash and
+    /// restart, a long partition) ramps from `min_factor` over the full
+    /// window.
+    /// An endpoint whose latest failure went unanswered (see `unanswered`)
+    /// ramps from `min_factor` whatever the time out.
+    pub fn readmission_ramp_from(&self, now_ns: u64, window_ns: u64, min_factor: f64) -> u64 {
+        if self.unanswered.load(Ordering::Relaxed) {
+            return now_ns.max(1);
+        }
+        readmission_ramp_from(
+            self.ramp_from_ns.load(Ordering::Relaxed),
+            self.ejected_at_ns.load(Ordering::Relaxed),
+            now_ns,
+            window_ns,
+            min_factor,
+        )
+    }
+}
+
+/// [`Slot::readmission_ramp_from`] over plain numbers: the ramp that began
+/// at `ramp_from_ns` (0: none, full share), an ejection at `ejected_at_ns`
+/// (0: unknown, a full ramp) and a readmission at `now_ns`.
+pub(crate) fn readmission_ramp_from(
+    ramp_from_ns: u64,
+    ejected_at_ns: u64,
+    now_ns: u64,
+    window_ns: u64,
+    min_factor: f64,
+) -> u64 {
+    if window_ns == 0 || ejected_at_ns == 0 || ejected_at_ns > now_ns {
+        return now_ns.max(1);
+    }
+    let window = window_ns as f64;
+    let at_ejection = if ramp_from_ns == 0 {
+        1.0
+    } else {
+        (ejected_at_ns.saturating_sub(ramp_from_ns) as f64 / window).clamp(0.0, 1.0)
+    };
+    let out = (now_ns - ejected_at_ns) as f64 / window;
+    let share = at_ejection - out / 2.0;
+    if share <= min_factor {
+        return now_ns.max(1);
+    }
+    // The ramp that stands at `share` now (a start before the epoch is
+    // clamped to it: a little less share, never more).
+    now_ns.saturating_sub((share * window) as u64).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readmission_ramp_from;
+
+    const SEC: u64 = 1_000_000_000;
+    const W: u64 = 10 * SEC;
+
+    /// The share the ramp starting at `from` gives at `now`.
+    fn share(from: u64, now: u64) -> f64 {
+        ((now - from) as f64 / W as f64).clamp(0.1, 1.0)
+    }
+
+    #[test]
+    fn a_readmission_sets_the_ramp_back_by_half_the_time_out() {
+        // Warm (no ramp), out 5 s: back at 75%.
+        let from = readmission_ramp_from(0, 100 * SEC, 105 * SEC, W, 0.1);
+        assert!((share(from, 105 * SEC) - 0.75).abs() < 1e-9, "{}", share(from, 105 * SEC));
+        // Half-way up its ramp (50%), out 2 s: back at 40%.
+        let from = readmission_ramp_from(95 * SEC, 100 * SEC, 102 * SEC, W, 0.1);
+        assert!((share(from, 102 * SEC) - 0.4).abs() < 1e-9, "{}", share(from, 102 * SEC));
+        // Out for twice the window or more: a full ramp from now.
+        assert_eq!(readmission_ramp_from(0, 100 * SEC, 120 * SEC, W, 0.1), 120 * SEC);
+        assert_eq!(readmission_ramp_from(0, 100 * SEC, 200 * SEC, W, 0.1), 200 * SEC);
+        // Never ejected as far as it knows: a full ramp.
+        assert_eq!(readmission_ramp_from(0, 0, 7 * SEC, W, 0.1), 7 * SEC);
+        // Early in the epoch the start is clamped, never 0 (no ramp).
+        assert_eq!(readmission_ramp_from(0, SEC, 2 * SEC, W, 0.1), 1);
     }
 }

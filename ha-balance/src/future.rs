@@ -70,6 +70,10 @@ impl<K, S> Flight<K, S> {
         let picker = &self.core.cfg.picker;
         let latency = picker.needs_latency();
         let failed = outcome.counts() && outcome.is_failure();
+        if failed {
+            // An answer, if a failing one (see `Slot::unanswered`).
+            self.slot.unanswered.store(false, Ordering::Relaxed);
+        }
         // The clock is read for the latency (PeakEWMA), and otherwise only
         // for a failure the picker prices.
         let now = (latency || (failed && picker.prices_failures())).then(Instant::now);
@@ -123,6 +127,7 @@ impl<K, S> Drop for Flight<K, S> {
                 self.slot.ewma.observe(now, now.saturating_duration_since(self.start));
             }
             if self.core.cfg.outlier.cancelled_as_failure {
+                self.slot.unanswered.store(true, Ordering::Relaxed);
                 self.core.on_outcome(&self.slot, ha_core::Outcome::Failure, now);
             }
             if self.probe {

@@ -32,9 +32,14 @@
 //!   [`AttemptContext`](ha_core::AttemptContext) never goes back to an
 //!   endpoint it tried while another is available; the picked endpoint is
 //!   recorded in it.
-//! - **Slow start**: a new or readmitted endpoint's share ramps up over a
-//!   window; under P2C the ramp acts on the chance to be a candidate, so it
-//!   also holds back a batch of new endpoints compared with each other.
+//! - **Slow start**: a new endpoint's share ramps up over a window; under
+//!   P2C the ramp acts on the chance to be a candidate, so it also holds
+//!   back a batch of new endpoints compared with each other. A readmitted
+//!   endpoint resumes its ramp where it stood at its ejection, set back by
+//!   half the time it was out: a brief ejection (a flap) costs it little of
+//!   its share, an absence of twice the window or more (a crash and
+//!   restart) ramps from the start, and so does an endpoint ejected for
+//!   requests it left unanswered (overloaded or stalled at its share).
 //! - **Fail fast**: with nothing available a request fails with
 //!   [`NoHealthyEndpoint`](ha_core::NoHealthyEndpoint) after a bounded wait.
 //!

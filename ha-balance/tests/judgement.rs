@@ -45,39 +45,52 @@ async fn a_fleet_shedding_load_everywhere_ejects_nobody() {
 }
 
 /// Three servers at 1 request per millisecond; `s0` follows `down(t_ms)`.
-/// Returns s0's successes per millisecond and the event timeline.
-async fn with_outages(down: impl Fn(u64) -> bool, ms: u64) -> (Vec<u64>, fleet::Timeline) {
+/// Returns s0's successes and attempts, each counted at every millisecond,
+/// and the event timeline.
+async fn with_outages(
+    cfg: BalanceConfig,
+    down: impl Fn(u64) -> bool,
+    ms: u64,
+) -> (Vec<u64>, Vec<u64>, fleet::Timeline) {
     let all = servers("s", 3, 10);
     let (events, seen) = timeline();
-    let mut b = fleet(&all, BalanceConfig::default(), events);
+    let mut b = fleet(&all, cfg, events);
     let s0 = all[0].clone();
     let mut ok_at = Vec::with_capacity(ms as usize);
+    let mut hits_at = Vec::with_capacity(ms as usize);
     drive(&mut b, ms, 1.0, |t| {
         s0.set_refuse(down(t));
         ok_at.push(s0.ok());
+        hits_at.push(s0.hits());
     })
     .await;
-    (ok_at, seen)
+    (ok_at, hits_at, seen)
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_restarted_server_serves_again_within_seconds_and_ramps_up() {
-    // Crashed (connection refused) from 2 s to 10 s, then back.
-    let (ok_at, seen) = with_outages(|t| (2_000..10_000).contains(&t), 40_000).await;
+    // Crashed (connection refused) from 2 s to 25 s, then back: out longer
+    // than twice the 10 s slow-start window, so it ramps over the full
+    // window from 10% (a brief outage sets the ramp back less; see the
+    // flapping test).
+    let (crash, restart) = (2_000, 25_000);
+    let (ok_at, _, seen) = with_outages(BalanceConfig::default(), |t| (crash..restart).contains(&t), 55_000).await;
     let ejected = ejections(&seen);
     assert!(
         ejected.iter().any(|(_, who, why)| who == "s0" && *why == EjectionReason::ConsecutiveFailures),
         "{ejected:?}"
     );
     // The first answer after the restart.
-    let back = (10_000..ok_at.len()).find(|&t| ok_at[t] > ok_at[9_999]).expect("s0 serves again") as u64;
-    eprintln!("restart: back at 10 s, serving at {back} ms, restored at {:?}", restorations(&seen, "s0"));
-    assert!(back <= 12_010, "s0 served again {} ms after it was back", back - 10_000);
+    let back = (restart as usize..ok_at.len())
+        .find(|&t| ok_at[t] > ok_at[restart as usize - 1])
+        .expect("s0 serves again") as u64;
+    eprintln!("restart: back at {restart} ms, serving at {back} ms, restored at {:?}", restorations(&seen, "s0"));
+    assert!(back <= restart + 2_010, "s0 served again {} ms after it was back", back - restart);
     // The restoration is reported when it happens: not before the server
     // was back, and by the time it served.
     let restored = restorations(&seen, "s0");
     let last = *restored.last().expect("a restoration event");
-    assert!(last >= Duration::from_secs(10), "restored at {last:?}, before the server was back");
+    assert!(last >= Duration::from_millis(restart), "restored at {last:?}, before the server was back");
     assert!(last <= Duration::from_millis(back + 1), "restored at {last:?}, after serving at {back} ms");
     // Slow start from the readmission: a small share in its first second,
     // a full third once the 10 s window is over.
@@ -92,22 +105,98 @@ async fn a_restarted_server_serves_again_within_seconds_and_ramps_up() {
     assert!(share(at + 12_000, at + 20_000) > 0.27, "after the ramp: {:.3}", share(at + 12_000, at + 20_000));
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_flapping_server_gets_traffic_while_up() {
-    // Down for 5 s, up for 5 s, from 5 s on, for a minute.
+/// Down for 5 s, up for 5 s, from 5 s on, for a minute: s0's attempts
+/// per down period and successes per up period (from 10 s on, after the
+/// first ejection), each in multiples of its fair share (a third).
+async fn flapping(cfg: BalanceConfig) -> (f64, f64) {
     let down = |t: u64| t >= 5_000 && (t / 5_000) % 2 == 1;
-    let (ok_at, _) = with_outages(down, 60_000).await;
-    let mut up_served = Vec::new();
+    let (ok_at, hits_at, _) = with_outages(cfg.clone(), down, 60_000).await;
+    let (mut up_served, mut down_sent) = (Vec::new(), Vec::new());
     for period in 2..12u64 {
         let (from, to) = (period * 5_000, (period + 1) * 5_000 - 1);
-        if !down(from) {
+        if down(from) {
+            down_sent.push(hits_at[to as usize] - hits_at[from as usize]);
+        } else {
             up_served.push(ok_at[to as usize] - ok_at[from as usize]);
         }
     }
-    eprintln!("flapping: served per up period {up_served:?} (fair share 1667)");
-    // Fair share while up: a third of 5000. Every up period after the first
-    // ejection serves a part of it (slow start holds it back at first).
-    assert!(up_served.iter().all(|&n| n > 150), "served per up period: {up_served:?}");
+    let fair = 5_000.0 / 3.0;
+    let up = up_served.iter().sum::<u64>() as f64 / up_served.len() as f64 / fair;
+    let down_share = down_sent.iter().sum::<u64>() as f64 / down_sent.len() as f64 / fair;
+    eprintln!(
+        "flapping ({:?}): served per up period {up_served:?}, sent per down period {down_sent:?} (fair share \
+         1667): {up:.2}x fair while up, {down_share:.3}x while down",
+        cfg.picker
+    );
+    (up, down_share)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flapping_server_gets_its_share_while_up_and_none_while_down() {
+    // Issue 13's target: at least 80% of its fair share while up (each
+    // readmission sets the ramp back by half of the 5 s outage instead of
+    // restarting it), at most 5% while down. The judgement alone (ejection,
+    // probes, slow start) under round robin:
+    let judged_rr = BalanceConfig { picker: Picker::RoundRobin, ..BalanceConfig::default() };
+    let (up, down) = flapping(judged_rr).await;
+    assert!(up >= 0.8, "round robin with the judgement, share while up: {up:.2}x fair");
+    assert!(down <= 0.05, "round robin with the judgement, share while down: {down:.3}x fair");
+    // With the defaults P2C over PeakEWMA adds a bias of its own against
+    // identical constant-latency servers (a returning endpoint's estimate
+    // sits a few percent above its peers' for a while, and ties in pending
+    // go to the lower estimate): 0.76x with slow start off altogether.
+    let (up, down) = flapping(BalanceConfig::default()).await;
+    assert!(up >= 0.7, "defaults, share while up: {up:.2}x fair");
+    assert!(down <= 0.05, "defaults, share while down: {down:.3}x fair");
+}
+
+/// Three servers of 10 ms under round robin with the judgement, one
+/// request per millisecond, each given up on after 100 ms; `s0` is out
+/// from 2 s to 4 s, refusing connections or (`stalled`) answering nothing
+/// in time. Returns s0's share of the successes in the first second after
+/// its readmission.
+async fn brief_outage(stalled: bool) -> f64 {
+    let all = servers("s", 3, 10);
+    let (events, seen) = timeline();
+    let cfg = BalanceConfig { picker: Picker::RoundRobin, ..BalanceConfig::default() };
+    let mut b = fleet(&all, cfg, events);
+    let s0 = all[0].clone();
+    let mut ok_at = Vec::new();
+    let mut total_ok_at = Vec::new();
+    let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    for t in 0..12_000u64 {
+        let out = (2_000..4_000).contains(&t);
+        if stalled {
+            s0.st.delay_ms.store(if out { 10_000 } else { 10 }, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            s0.set_refuse(out);
+        }
+        ok_at.push(s0.ok());
+        total_ok_at.push(ok.load(std::sync::atomic::Ordering::Relaxed));
+        let fut = tower::Service::call(&mut b, ha_core::WithAttempt::new(t));
+        let ok = ok.clone();
+        tokio::spawn(async move {
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(100), fut).await {
+                ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let at = restorations(&seen, "s0").last().expect("s0 readmitted").as_millis() as usize;
+    assert!((4_000..10_000).contains(&at), "readmitted at {at} ms");
+    (ok_at[at + 1_000] - ok_at[at]) as f64 / (total_ok_at[at + 1_000] - total_ok_at[at]) as f64
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_brief_outage_costs_little_share_unless_the_endpoint_stopped_answering() {
+    // Refused connections for 2 s: back near its full third at once.
+    let refused = brief_outage(false).await;
+    // Requests unanswered for 2 s (overload, a stall): the share it had is
+    // what it could not carry, so it ramps from 10% again.
+    let stalled = brief_outage(true).await;
+    eprintln!("brief outage: share in the first second back {refused:.3} (refused), {stalled:.3} (stalled)");
+    assert!(refused > 0.2, "refused for 2 s, first second back: {refused:.3}");
+    assert!(stalled < 0.12, "stalled for 2 s, first second back: {stalled:.3}");
 }
 
 /// Ten servers, five of which refuse every request at once; one request

@@ -136,10 +136,11 @@ fn main() -> ExitCode {
         let mut pooled: Vec<(String, Vec<u64>)> = contenders.iter().map(|c| (c.name.to_string(), vec![])).collect();
         let mut json_lines = String::new();
         for seed in 1..=seeds {
-            let trace = Trace::draw(scenario, seed);
+            let seeded = scenario.for_seed(seed);
+            let trace = Trace::draw(&seeded, seed);
             for (ci, c) in contenders.iter().enumerate() {
-                let result = run(scenario, c, &trace);
-                let summary = Summary::of(scenario, &result);
+                let result = run(&seeded, c, &trace);
+                let summary = Summary::of(&seeded, &result);
                 if opts.format == Format::Json {
                     let line = summary.to_json();
                     println!("{line}");

@@ -181,6 +181,11 @@ pub struct ChangeSpec {
     /// Flap: on for this many seconds, off for as many, repeatedly.
     #[serde(default)]
     pub flap_period_s: Option<f64>,
+    /// Fault times drawn per seed: each seed shifts the change (its start,
+    /// its end, and so a flap's phase) later by a uniform draw in
+    /// `[0, jitter_s)`, the same for every contender. Default 0.
+    #[serde(default)]
+    pub jitter_s: Option<f64>,
 }
 
 /// What is wrong with a scenario file.
@@ -320,6 +325,8 @@ pub struct Change {
     pub to_ns: Option<u64>,
     /// Flap half-period.
     pub flap_ns: Option<u64>,
+    /// The per-seed shift is drawn in `[0, jitter_ns)` (see [`Scenario::for_seed`]).
+    pub jitter_ns: u64,
     /// Replacements.
     pub service: Option<Dist>,
     /// Replacement.
@@ -581,6 +588,29 @@ impl Scenario {
                     // run keeps the fault's structure (the same number of
                     // down and up periods).
                     c.flap_ns = c.flap_ns.map(scale);
+                    c.jitter_ns = scale(c.jitter_ns);
+                }
+            }
+        }
+        s
+    }
+
+    /// The scenario as `seed` runs it: every change with a `jitter_s` moves
+    /// later by its own draw in `[0, jitter)` (start, end and flap phase
+    /// alike). Deterministic per seed; the same for every contender.
+    pub fn for_seed(&self, seed: u64) -> Scenario {
+        let mut s = self.clone();
+        for (li, layer) in s.layers.iter_mut().enumerate() {
+            for (bi, b) in layer.backends.iter_mut().enumerate() {
+                for (ci, c) in b.changes.iter_mut().enumerate() {
+                    if c.jitter_ns == 0 {
+                        continue;
+                    }
+                    let key = ((li as u64) << 40) ^ ((bi as u64) << 20) ^ ci as u64;
+                    let mut rng = ha_core::rng::FastRng::new(super::sim::mix(seed, key ^ 0x6a69_7474_6572));
+                    let shift = (rng.unit_f64() * c.jitter_ns as f64) as u64;
+                    c.from_ns += shift;
+                    c.to_ns = c.to_ns.map(|t| t + shift);
                 }
             }
         }
@@ -655,6 +685,11 @@ fn validate_backend(at: &str, b: &BackendSpec) -> Result<Backend, (String, Strin
                 return Err((format!("{cat}.flap_period_s"), format!("must be > 0, got {p}")));
             }
         }
+        if let Some(j) = c.jitter_s {
+            if !(j.is_finite() && j >= 0.0) {
+                return Err((format!("{cat}.jitter_s"), format!("must be >= 0, got {j}")));
+            }
+        }
         if let Some(s) = &c.service {
             s.validate().map_err(|(f, p)| (format!("{cat}.service.{f}"), p))?;
         }
@@ -670,6 +705,7 @@ fn validate_backend(at: &str, b: &BackendSpec) -> Result<Backend, (String, Strin
             from_ns: secs_to_ns(c.from_s),
             to_ns: c.to_s.map(secs_to_ns),
             flap_ns: c.flap_period_s.map(secs_to_ns),
+            jitter_ns: c.jitter_s.map_or(0, secs_to_ns),
             service: c.service.clone(),
             fail_fast: c.fail_fast.map(|v| fraction(format!("{cat}.fail_fast"), v)).transpose()?,
             fail_after: c.fail_after.map(|v| fraction(format!("{cat}.fail_after"), v)).transpose()?,
