@@ -17,7 +17,8 @@
 //!   endpoint moves its load onto the others, which then shed more).
 //! - **Capacity**: an ejection never leaves fewer than `keep_available`
 //!   (the balancer passes its panic threshold) of the endpoint's tier in
-//!   selection, whatever `max_ejection_percent` allows. Capacity is counted
+//!   selection, whatever `max_ejection_percent` allows, unless the endpoint
+//!   fails nearly everything (a dead endpoint carries no load). Capacity is counted
 //!   in endpoints: the balancer cannot see how much load a server can take,
 //!   only how many servers its tier has, so it assumes them alike and never
 //!   ejects its way into panic mode.
@@ -28,6 +29,9 @@
 //! sends it one real request, and a success readmits it at once.
 
 use std::time::Duration;
+
+/// A recent failure rate at which an endpoint serves nothing worth keeping.
+const DEAD_FAILURE_RATE: f64 = 0.9;
 
 use ha_core::event::EjectionReason;
 use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -241,15 +245,16 @@ impl Detector {
     /// Ejects `hosts[idx]` at `now_ns` for a run of consecutive failures
     /// (see [`Detector::eject_judged`]), unless its peers fail too: more
     /// than `max_peer_failure_rate` of their requests (the lower median of
-    /// the other non-ejected endpoints of its tier). A run of failures is
+    /// the other non-ejected endpoints, of every tier). A run of failures is
     /// then what their failure rate produces by chance; the interval rules
     /// still eject an endpoint much worse than such peers.
     pub fn try_eject(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason) -> Option<Ejection> {
-        let tier = hosts[idx].tier;
+        // Peers in every tier: when a whole tier fails (a zone lost) while the
+        // next one serves, that is not a shared overload but a failover to make.
         let mut peers: Vec<f64> = hosts
             .iter()
             .enumerate()
-            .filter(|(i, h)| *i != idx && h.tier == tier && !h.health.is_ejected(now_ns))
+            .filter(|(i, h)| *i != idx && !h.health.is_ejected(now_ns))
             .map(|(_, h)| h.outlier.peer_failure_rate())
             .collect();
         let peer_rate = lower_median(&mut peers);
@@ -291,7 +296,10 @@ impl Detector {
         if ejected >= self.max_ejected(hosts.len()) {
             return None;
         }
-        if self.keep_available > 0.0 {
+        // An endpoint that fails nearly everything carries no load, so taking
+        // it out removes no capacity: only endpoints that still serve count.
+        let dead = host.outlier.recent_failure_rate() >= DEAD_FAILURE_RATE;
+        if self.keep_available > 0.0 && !dead {
             let (tier_size, tier_ejected) = hosts
                 .iter()
                 .filter(|h| h.tier == host.tier)

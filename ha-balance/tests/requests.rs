@@ -299,6 +299,12 @@ async fn a_half_open_breaker_takes_its_probe_and_the_rest_go_elsewhere() {
 
 #[tokio::test(start_paused = true)]
 async fn retries_over_tiers_keep_every_request_succeeding_while_one_endpoint_is_healthy() {
+    for seed in 0..64 {
+        retries_over_tiers_with(seed).await;
+    }
+}
+
+async fn retries_over_tiers_with(seed: u64) {
     use ha_retry::{RetryConfig, RetryLayer};
     use tower::Layer;
 
@@ -317,8 +323,10 @@ async fn retries_over_tiers_keep_every_request_succeeding_while_one_endpoint_is_
             ("s1", Endpoint::new(s1.clone()).tier(1)),
         ])
         .unwrap();
+    // A seeded backoff jitter, so the run on virtual time is the same every time.
     let retry = RetryLayer::builder(RetryConfig { max_attempts: 3, ..RetryConfig::default() })
         .track_attempts()
+        .seed(seed)
         .build()
         .unwrap();
     let mut svc = retry.layer(balance);
@@ -330,7 +338,13 @@ async fn retries_over_tiers_keep_every_request_succeeding_while_one_endpoint_is_
             _ => {}
         }
         for _ in 0..200 {
-            let who = svc.ready().await.unwrap().call(req(0)).await.expect("every request succeeds");
+            let who = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(req(0))
+                .await
+                .unwrap_or_else(|e| panic!("seed {seed}, phase {phase}: {e}"));
             *served.entry(who).or_default() += 1;
             tokio::time::advance(Duration::from_millis(10)).await;
         }
