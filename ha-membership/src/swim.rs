@@ -683,7 +683,8 @@ impl Swim {
                 let delta = if p.expected_nacks > 0 { (p.expected_nacks.saturating_sub(p.nacks)) as i32 } else { 1 };
                 self.adjust_awareness(delta);
             }
-            let alive = self.index.get(&p.target).map(|&i| &self.members[i].member).filter(|m| m.state == MemberState::Alive);
+            let alive =
+                self.index.get(&p.target).map(|&i| &self.members[i].member).filter(|m| m.state == MemberState::Alive);
             if let (Some(m), true, false, false) = (alive, self.cfg.lifeguard, p.last_call, self.left) {
                 // Last call. Under random loss nearly every failed probe of a
                 // live member is the network's doing, and a suspicion gossiped
