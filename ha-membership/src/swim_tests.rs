@@ -515,3 +515,63 @@ fn a_probe_from_an_unknown_member_triggers_a_state_sync() {
     assert!(a.poll_transmit().is_some(), "acked");
     assert_eq!(a.poll_sync(), Some(addr(9)));
 }
+
+/// Steps `net` by 10 ms until `t`, handing `each` the messages sent in each step.
+fn step_until(net: &mut Net, t: Instant, mut each: impl FnMut(&mut Net, &[(usize, usize, Vec<Message>)])) {
+    while net.now < t {
+        let next = net.now + Duration::from_millis(10);
+        let seen = net.run_until(next);
+        each(net, &seen);
+    }
+}
+
+#[test]
+fn a_failed_probe_goes_on_last_call_and_an_answer_spares_the_target() {
+    // The first ping and the re-ping are lost, then the network recovers:
+    // the last call (buddy Suspect + ping) reaches n1, its ack comes back,
+    // and n0 never suspects it, so nobody else hears of a suspicion.
+    let mut net = Net::joined(2, Config::lan());
+    net.down = vec![1];
+    let (mut pings, mut buddies) = (0, 0);
+    let end = net.now + Duration::from_secs(6);
+    step_until(&mut net, end, |net, seen| {
+        for (from, to, msgs) in seen {
+            for m in msgs {
+                match m {
+                    Message::Ping { .. } if (*from, *to) == (0, 1) => pings += 1,
+                    Message::Suspect { name, .. } if (*from, *to) == (0, 1) && &**name == "n1" => buddies += 1,
+                    _ => {}
+                }
+            }
+        }
+        if pings >= 2 {
+            net.down.clear();
+        }
+    });
+    assert!(buddies >= 1, "the target was told of the failed probe");
+    let suspected = net.drain_events().into_iter().any(|(i, e)| i == 0 && matches!(e, MembershipEvent::Suspected(_)));
+    assert!(!suspected, "an answer to the last call spares the target");
+    assert_eq!(net.state(0, 1), MemberState::Alive);
+}
+
+#[test]
+fn a_silent_target_is_suspected_one_probe_timeout_after_its_last_call() {
+    let cfg = Config::lan();
+    let mut net = Net::joined(2, cfg.clone());
+    net.down = vec![1];
+    let (mut told, mut suspected) = (None, None);
+    let end = net.now + Duration::from_secs(6);
+    step_until(&mut net, end, |net, seen| {
+        let buddy = seen.iter().any(|(f, t, ms)| {
+            (*f, *t) == (0, 1) && ms.iter().any(|m| matches!(m, Message::Suspect { name, .. } if &**name == "n1"))
+        });
+        if buddy && told.is_none() {
+            told = Some(net.now);
+        }
+        if suspected.is_none() && net.state(0, 1) == MemberState::Suspect {
+            suspected = Some(net.now);
+        }
+    });
+    let (told, suspected) = (told.expect("last call sent"), suspected.expect("suspected"));
+    assert!(suspected - told >= cfg.probe_timeout - Duration::from_millis(10), "told {told:?} suspected {suspected:?}");
+}
