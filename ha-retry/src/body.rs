@@ -427,25 +427,24 @@ impl<B: Body> Replay<Request<B>> for HttpReplay {
     type Request = Request<ReplayBody<B>>;
 
     fn prepare(&self, req: Request<B>, deadline: Option<Instant>) -> Self::Request {
-        let mut req = req.map(|b| ReplayBody::new(b, self.max_bytes));
-        attach(&mut req, deadline);
-        req
+        HttpReplayed.prepare(req.map(|b| ReplayBody::new(b, self.max_bytes)), deadline)
     }
 
+    // Once wrapped, a request is kept exactly as a layer below keeps it.
     fn deadline(&self, req: &Self::Request) -> Option<Instant> {
-        req.attempt_context().and_then(|c| c.deadline())
+        HttpReplayed.deadline(req)
     }
 
     fn copy(&self, req: &Self::Request) -> Option<Self::Request> {
-        Some(req.clone())
+        HttpReplayed.copy(req)
     }
 
     fn can_replay(&self, kept: &Self::Request, concurrently: bool) -> bool {
-        replayable(kept, concurrently)
+        HttpReplayed.can_replay(kept, concurrently)
     }
 
     fn next_attempt(&self, req: &mut Self::Request) {
-        advance(req);
+        HttpReplayed.next_attempt(req)
     }
 }
 
