@@ -71,6 +71,9 @@ pub struct ReplayBody<B> {
 
 struct Shared<B> {
     max: usize,
+    // The original body's hint, taken before anything was read: the whole
+    // body, which is what a clone that has sent nothing yet will send.
+    hint: SizeHint,
     complete: OnceLock<Complete>,
     handover: Mutex<Option<Reading<B>>>,
     capped: AtomicBool,
@@ -119,9 +122,11 @@ impl<B: Body> ReplayBody<B> {
     /// Wraps `body`, keeping up to `max_bytes` of it for replay.
     pub fn new(body: B, max_bytes: usize) -> Self {
         let shared = (!body.is_end_stream()).then(|| {
+            let hint = body.size_hint();
             let reading = Reading { rest: Some(body), kept: Vec::new(), len: 0, trailers: None, capped: false };
             Arc::new(Shared {
                 max: max_bytes,
+                hint,
                 complete: OnceLock::new(),
                 handover: Mutex::new(Some(reading)),
                 capped: AtomicBool::new(false),
@@ -286,12 +291,9 @@ where
                 SizeHint::with_exact(left as u64)
             }
             (Some(r), _) => r.size_hint(self.pos),
-            // Not read yet: the original's hint, so that a first attempt of a
-            // body of known length is sent with a content-length.
-            (None, None) => match shared.handover.lock() {
-                Ok(slot) => slot.as_ref().map_or_else(SizeHint::default, |r| r.size_hint(0)),
-                Err(_) => SizeHint::default(),
-            },
+            // Nothing sent by this clone yet: the whole body, so that a body of
+            // known length goes out with a content-length (and no lock is taken).
+            (None, None) => shared.hint,
         }
     }
 }
