@@ -171,9 +171,8 @@ impl ClusterBuilder {
             return Err(ClusterError::TooLarge(SizeError { size, max: max_metadata }));
         }
         let max_state = self.config.max_state_bytes;
-        let udp = UdpSocket::bind(self.bind).await.map_err(ClusterError::Bind)?;
+        let (udp, tcp) = bind_pair(self.bind).await.map_err(ClusterError::Bind)?;
         let local = udp.local_addr().map_err(ClusterError::Bind)?;
-        let tcp = TcpListener::bind(local).await.map_err(ClusterError::Bind)?;
         let addr = self.advertise.unwrap_or(local);
         let now = Instant::now();
         let mut seed = FastRng::from_entropy();
@@ -865,4 +864,27 @@ async fn serve_sync(
         Ok::<_, std::io::Error>(())
     };
     let _ = tokio::time::timeout(INBOUND_TIMEOUT, work).await;
+}
+
+/// Binds the gossip UDP socket and the state-sync TCP listener on one port.
+///
+/// With port 0 the OS picks the UDP port, and that port may already be held
+/// by a TCP socket (an outgoing connection's ephemeral port, say): then
+/// another port is tried, a bounded number of times, instead of failing a
+/// start that asked for "any port".
+async fn bind_pair(bind: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    const TRIES: usize = 32;
+    let mut tries = 0;
+    loop {
+        let udp = UdpSocket::bind(bind).await?;
+        let local = udp.local_addr()?;
+        match TcpListener::bind(local).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if bind.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse && tries < TRIES => {
+                tries += 1;
+                tracing::debug!(port = local.port(), "state-sync port taken over TCP; picking another");
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

@@ -37,7 +37,7 @@ impl Procs {
 
     fn spawn(&mut self, name: &str, bind: &str, seed: Option<&str>) {
         let mut cmd = Command::new(BIN);
-        cmd.args([name, bind]).args(seed).stdout(Stdio::piped()).stderr(Stdio::null());
+        cmd.args([name, bind]).args(seed).stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("node binary starts");
         let out = BufReader::new(child.stdout.take().unwrap());
         let (tx, who) = (self.tx.clone(), name.to_string());
