@@ -116,7 +116,8 @@ where
             return Err(ConfigError::new("picker", "ring_hash needs a hash key (BalanceBuilder::hash_key)"));
         }
         let seed = self.seed.unwrap_or_else(|| FastRng::from_entropy().next_u64());
-        let core = Arc::new(Core::new(self.config, self.events, seed.rotate_left(17), self.gate));
+        let has_hash_key = self.hash_key.is_some();
+        let core = Arc::new(Core::new(self.config, self.events, seed.rotate_left(17), self.gate, has_hash_key));
         if let Some(start) = self.health_check {
             let (tx, rx) = oneshot::channel();
             core.on_drop(tx);
@@ -164,12 +165,8 @@ where
         P::Future: Send,
         P::Error: Into<BoxError>,
     {
-        let cfg = self.config.health_check;
-        self.health_check = Some(Box::new(move |core, shutdown, seed| {
-            // The config may be replaced after this call; the build re-reads it.
-            let cfg = core.upgrade().map(|c| c.cfg.health_check).unwrap_or(cfg);
-            crate::healthcheck::spawn(core, probe, cfg, seed, shutdown)
-        }));
+        self.health_check =
+            Some(Box::new(move |core, shutdown, seed| crate::healthcheck::spawn(core, probe, seed, shutdown)));
         self
     }
 

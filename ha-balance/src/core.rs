@@ -21,6 +21,7 @@ use crate::health::{Health, HealthGate};
 use crate::outlier::{Detector, Ejection, OutlierState, ProbeVerdict};
 use crate::table::{Snapshot, LOAD_SCALE};
 use crate::tiers::{degraded, spilled, tier_loads};
+use crate::tuning::{Hot, Tuning};
 
 /// Builds the health gate (a circuit breaker) of a new endpoint.
 pub(crate) type GateFactory<K> = Arc<dyn Fn(&K, &Arc<str>) -> Arc<dyn HealthGate> + Send + Sync>;
@@ -32,13 +33,13 @@ const RESCAN_NS: u64 = 10_000_000;
 pub(crate) const TOTAL: usize = 256;
 
 pub(crate) struct Core<K, S> {
-    pub cfg: BalanceConfig,
     pub epoch: Instant,
     pub events: Events,
     pub cell: crate::snapshot::SnapshotCell<Snapshot<S>>,
+    /// The settings the response path reads without a snapshot.
+    pub hot: Hot,
     members: Mutex<HashMap<K, Arc<Slot<S>>>>,
     pub notify: Arc<Notify>,
-    pub detector: Detector,
     eject_lock: Mutex<()>,
     next_eval_ns: AtomicU64,
     /// The earliest time an ejection ends or a probe is due (`u64::MAX`:
@@ -53,35 +54,30 @@ pub(crate) struct Core<K, S> {
     gate: Option<GateFactory<K>>,
     /// Dropped with the core, which tells the background tasks to stop.
     shutdown: Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
-    refresh_ns: u64,
-    pub slow_start_ns: u64,
-    /// The PeakEWMA picker's weighing of in-flight requests.
-    pub load_term: crate::pick::LoadTerm,
-    /// `1 / default_rtt` in 1/ns: the pending pickers weigh a failure cost
-    /// in units of the latency prior.
-    pub failure_scale: f64,
-    /// Only bounded loads read the per-tier in-flight counts; other pickers
-    /// skip their upkeep.
-    pub per_tier_pending: bool,
+    /// A ring-hash picker may be configured (the balancer has a hash key).
+    pub has_hash_key: bool,
 }
 
 impl<K, S> Core<K, S>
 where
     K: Hash + Eq + Clone + fmt::Debug,
 {
-    pub fn new(cfg: BalanceConfig, events: Events, seed: u64, gate: Option<GateFactory<K>>) -> Self {
+    pub fn new(
+        cfg: BalanceConfig,
+        events: Events,
+        seed: u64,
+        gate: Option<GateFactory<K>>,
+        has_hash_key: bool,
+    ) -> Self {
         let epoch = Instant::now();
-        let empty = ha_core::sync::Arc::new(Snapshot::build(Vec::new(), &cfg.picker));
+        let hot = Hot::new(&cfg);
+        let next_eval_ns = AtomicU64::new(nanos(cfg.outlier.interval));
+        let tuning = Tuning::new(cfg);
+        let empty = ha_core::sync::Arc::new(Snapshot::build(Vec::new(), tuning));
         Core {
-            detector: Detector::new(cfg.outlier).keep_available(cfg.tiers.panic_threshold),
             health_due_ns: AtomicU64::new(u64::MAX),
-            refresh_ns: nanos(cfg.tiers.refresh),
-            slow_start_ns: nanos(cfg.slow_start.window),
-            load_term: crate::pick::LoadTerm::new(cfg.load.pending_bias),
-            failure_scale: 1.0 / (cfg.load.default_rtt.as_secs_f64() * 1e9).max(1e6),
-            per_tier_pending: matches!(cfg.picker, crate::config::Picker::RingHash { .. }),
-            next_eval_ns: AtomicU64::new(nanos(cfg.outlier.interval)),
-            cfg,
+            next_eval_ns,
+            hot,
             epoch,
             events,
             cell: crate::snapshot::SnapshotCell::new(empty),
@@ -94,6 +90,7 @@ where
             seeds: AtomicU64::new(seed),
             gate,
             shutdown: Mutex::new(Vec::new()),
+            has_hash_key,
         }
     }
 
@@ -102,7 +99,7 @@ where
         self.shutdown.lock().unwrap_or_else(|e| e.into_inner()).push(stop);
     }
 
-    fn make_slot(&self, key: &K, ep: Endpoint<S>, now: Instant, initial: bool) -> Arc<Slot<S>> {
+    fn make_slot(&self, key: &K, ep: Endpoint<S>, now: Instant, initial: bool, tuning: &Tuning) -> Arc<Slot<S>> {
         let name: Arc<str> = ep.name.unwrap_or_else(|| {
             let debug = format!("{key:?}");
             // A string key reads better without its quotes.
@@ -123,7 +120,7 @@ where
             ejected_at_ns: AtomicU64::new(0),
             unanswered: AtomicBool::new(false),
             pending: AtomicU64::new(0),
-            ewma: PeakEwma::new(now, self.cfg.load.default_rtt, self.cfg.load.decay),
+            ewma: PeakEwma::new(now, tuning.cfg.load.default_rtt, tuning.cfg.load.decay),
             failure_cost: PeakEwma::new(now, std::time::Duration::ZERO, crate::future::FAILURE_DECAY),
             health: Health::new(gate),
             outlier: OutlierState::default(),
@@ -135,11 +132,12 @@ where
     pub fn apply(&self, changes: impl IntoIterator<Item = Change<K, Endpoint<S>>>) {
         let now = Instant::now();
         let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let tuning = self.tuning();
         let initial = members.is_empty();
         for change in changes {
             match change {
                 Change::Insert(key, ep) => {
-                    let slot = self.make_slot(&key, ep, now, initial);
+                    let slot = self.make_slot(&key, ep, now, initial, &tuning);
                     members.insert(key, slot);
                 }
                 Change::Remove(key) => {
@@ -147,28 +145,47 @@ where
                 }
             }
         }
-        self.install(&members, now);
+        self.install(&members, tuning, now);
     }
 
     /// Replaces the whole set; endpoints whose key stays keep their state.
     pub fn reset(&self, endpoints: impl IntoIterator<Item = (K, Endpoint<S>)>) {
         let now = Instant::now();
         let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let tuning = self.tuning();
         let initial = members.is_empty();
         let mut next = HashMap::new();
         for (key, ep) in endpoints {
             let slot = match members.remove(&key) {
                 Some(old) if old.tier == ep.tier && old.weight == ep.weight => old,
-                _ => self.make_slot(&key, ep, now, initial),
+                _ => self.make_slot(&key, ep, now, initial, &tuning),
             };
             next.insert(key, slot);
         }
         *members = next;
-        self.install(&members, now);
+        self.install(&members, tuning, now);
     }
 
-    fn install(&self, members: &HashMap<K, Arc<Slot<S>>>, now: Instant) {
-        let snap = ha_core::sync::Arc::new(Snapshot::build(members.values().cloned().collect(), &self.cfg.picker));
+    /// Puts `cfg` in force (validated by the caller): the endpoint table is
+    /// rebuilt over the same slots, so every endpoint keeps its state.
+    pub fn reconfigure(&self, cfg: BalanceConfig) {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let before = self.tuning();
+        let interval_shortened = cfg.outlier.interval < before.cfg.outlier.interval;
+        let hot = cfg.clone();
+        self.install(&members, Tuning::new(cfg), Instant::now());
+        // After the snapshot: a response that sees the new flags finds the new table.
+        self.hot.set(&hot);
+        if interval_shortened {
+            // An evaluation scheduled under a longer interval comes sooner.
+            let soonest = self.now_ns(Instant::now()).saturating_add(nanos(hot.outlier.interval));
+            self.next_eval_ns.fetch_min(soonest, Ordering::AcqRel);
+        }
+        tracing::info!(target: "ha::balance", picker = ?hot.picker, "balancer reconfigured");
+    }
+
+    fn install(&self, members: &HashMap<K, Arc<Slot<S>>>, tuning: Arc<Tuning>, now: Instant) {
+        let snap = ha_core::sync::Arc::new(Snapshot::build(members.values().cloned().collect(), tuning));
         self.refresh_plan(&snap, now, self.now_ns(now));
         self.cell.store(snap);
         self.notify.notify_waiters();
@@ -181,6 +198,11 @@ where
 }
 
 impl<K, S> Core<K, S> {
+    /// The settings in force (a lock and a reference count: not for the request path).
+    pub fn tuning(&self) -> Arc<Tuning> {
+        self.cell.load().1.tuning.clone()
+    }
+
     #[inline]
     pub fn now_ns(&self, now: Instant) -> u64 {
         nanos(now.saturating_duration_since(self.epoch)).max(1)
@@ -191,8 +213,9 @@ impl<K, S> Core<K, S> {
     /// time; the others keep using the current plan.
     pub fn refresh_plan(&self, snap: &Snapshot<S>, now: Instant, now_ns: u64) {
         let plan = &snap.plan;
+        let tuning = &*snap.tuning;
         let due = plan.stale.load(Ordering::Acquire)
-            || now_ns >= plan.computed_ns.load(Ordering::Relaxed).saturating_add(self.refresh_ns);
+            || now_ns >= plan.computed_ns.load(Ordering::Relaxed).saturating_add(tuning.refresh_ns);
         if !due || plan.busy.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -211,9 +234,9 @@ impl<K, S> Core<K, S> {
         let available: u32 = counts.iter().map(|c| c.0).sum();
         let total = snap.slots.len() as u32;
         let panic = total > 0
-            && f64::from(available) < self.cfg.tiers.panic_threshold * f64::from(total)
-            && degraded(&counts, self.cfg.tiers.overprovisioning);
-        let loads = tier_loads(&counts, self.cfg.tiers.overprovisioning);
+            && f64::from(available) < tuning.cfg.tiers.panic_threshold * f64::from(total)
+            && degraded(&counts, tuning.cfg.tiers.overprovisioning);
+        let loads = tier_loads(&counts, tuning.cfg.tiers.overprovisioning);
         let mut cum = 0.0;
         for (i, load) in loads.iter().enumerate() {
             cum += load;
@@ -253,13 +276,14 @@ impl<K, S> Core<K, S> {
         if now_ns < next {
             return;
         }
-        let following = now_ns.saturating_add(nanos(self.detector.interval()));
+        let detector = &snap.tuning.detector;
+        let following = now_ns.saturating_add(nanos(detector.interval()));
         if self.next_eval_ns.compare_exchange(next, following, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return;
         }
         let _serial = self.eject_lock.lock().unwrap_or_else(|e| e.into_inner());
         let hosts = snap.hosts();
-        for e in self.detector.evaluate(&hosts, now_ns) {
+        for e in detector.evaluate(&hosts, now_ns) {
             self.report_ejection(&snap.slots[e.host], e, now_ns);
         }
         snap.plan.mark_stale();
@@ -289,13 +313,13 @@ impl<K, S> Core<K, S> {
         } else {
             slot.counters.successes.fetch_add(1, Ordering::Relaxed);
         }
-        if self.detector.record(&slot.outlier, failed) {
+        if Detector::record(&slot.outlier, failed, self.hot.consecutive_failures()) {
             let now_ns = self.now_ns(now.unwrap_or_else(Instant::now));
             let (_, snap) = self.cell.load();
             let Some(idx) = snap.index_of(slot) else { return };
             let _serial = self.eject_lock.lock().unwrap_or_else(|e| e.into_inner());
             let hosts = snap.hosts();
-            if let Some(e) = self.detector.try_eject(&hosts, idx, now_ns, EjectionReason::ConsecutiveFailures) {
+            if let Some(e) = snap.tuning.detector.try_eject(&hosts, idx, now_ns, EjectionReason::ConsecutiveFailures) {
                 self.report_ejection(slot, e, now_ns);
                 snap.plan.mark_stale();
             }
@@ -311,15 +335,18 @@ impl<K, S> Core<K, S> {
     pub fn on_probe_outcome(&self, slot: &Slot<S>, success: bool, now: Instant) {
         let now_ns = self.now_ns(now);
         let host = crate::outlier::Host { outlier: &slot.outlier, health: &slot.health, tier: slot.tier };
-        match self.detector.probe_outcome(host, success, now_ns) {
+        let (_, snap) = self.cell.load();
+        let tuning = &*snap.tuning;
+        match tuning.detector.probe_outcome(host, success, now_ns) {
             ProbeVerdict::Readmitted => {
                 slot.failure_cost.reset(now, std::time::Duration::ZERO);
-                if self.slow_start_ns > 0 {
-                    let from = slot.readmission_ramp_from(now_ns, self.slow_start_ns, self.cfg.slow_start.min_factor);
+                if tuning.slow_start_ns > 0 {
+                    let from =
+                        slot.readmission_ramp_from(now_ns, tuning.slow_start_ns, tuning.cfg.slow_start.min_factor);
                     slot.ramp_from_ns.store(from, Ordering::Relaxed);
                 }
                 self.events.emit(Event::EndpointRestored { endpoint: slot.name.clone() });
-                self.cell.load().1.plan.mark_stale();
+                snap.plan.mark_stale();
                 self.notify.notify_waiters();
             }
             ProbeVerdict::Failed { next_probe_ns } => {
@@ -352,7 +379,7 @@ impl<K, S> Core<K, S> {
             if claimed.is_none()
                 && slot.health.gate_admits(now)
                 && !skip(slot)
-                && self.detector.claim_probe(&slot.outlier, now_ns)
+                && snap.tuning.detector.claim_probe(&slot.outlier, now_ns)
             {
                 claimed = Some(i);
             }
@@ -371,17 +398,18 @@ impl<K, S> Core<K, S> {
     /// The active health checker's verdict on one endpoint.
     pub fn set_probe_verdict(&self, slot: &Slot<S>, failing: bool) {
         if slot.health.set_probe_failing(failing) {
+            let (_, snap) = self.cell.load();
             if failing {
                 self.events.emit(Event::EndpointEjected {
                     endpoint: slot.name.clone(),
                     reason: EjectionReason::HealthCheck,
-                    duration: self.cfg.health_check.interval,
+                    duration: snap.tuning.cfg.health_check.interval,
                 });
             } else {
                 self.events.emit(Event::EndpointRestored { endpoint: slot.name.clone() });
                 self.notify.notify_waiters();
             }
-            self.cell.load().1.plan.mark_stale();
+            snap.plan.mark_stale();
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::endpoint::Slot;
 use crate::pick::Request;
 use crate::snapshot::Cached;
 use crate::table::Snapshot;
+use crate::tuning::flag;
 
 /// While waiting for an endpoint, look again at least this often: an open
 /// breaker closing is not announced.
@@ -52,23 +53,26 @@ pub(crate) struct Flight<K, S> {
     sent: bool,
     /// The request probes an ejected endpoint: its outcome decides the readmission.
     probe: bool,
+    /// The settings' `flag`s when the flight began: a reconfiguration in
+    /// between must not make the end undo what the start did not do.
+    flags: u8,
 }
 
 impl<K, S> Flight<K, S> {
     pub fn new(core: Arc<Core<K, S>>, slot: Arc<Slot<S>>, start: Instant, probe: bool) -> Self {
+        let flags = core.hot.flags();
         slot.pending.fetch_add(1, Ordering::Relaxed);
         slot.counters.requests.fetch_add(1, Ordering::Relaxed);
-        if core.per_tier_pending {
+        if flags & flag::PER_TIER != 0 {
             core.pending[usize::from(slot.tier)].fetch_add(1, Ordering::Relaxed);
         }
         core.pending[TOTAL].fetch_add(1, Ordering::Relaxed);
-        Flight { core, slot, start, sent: false, probe }
+        Flight { core, slot, start, sent: false, probe, flags }
     }
 
     fn finish(mut self, outcome: ha_core::Outcome) {
         self.sent = false;
-        let picker = &self.core.cfg.picker;
-        let latency = picker.needs_latency();
+        let latency = self.flags & flag::LATENCY != 0;
         let failed = outcome.counts() && outcome.is_failure();
         if failed {
             // An answer, if a failing one (see `Slot::unanswered`).
@@ -76,7 +80,7 @@ impl<K, S> Flight<K, S> {
         }
         // The clock is read for the latency (PeakEWMA), and otherwise only
         // for a failure the picker prices.
-        let now = (latency || (failed && picker.prices_failures())).then(Instant::now);
+        let now = (latency || (failed && self.flags & flag::PRICES_FAILURES != 0)).then(Instant::now);
         if let Some(now) = now {
             if outcome.counts() {
                 let mut rtt = now.saturating_duration_since(self.start);
@@ -108,13 +112,12 @@ impl<K, S> Flight<K, S> {
     /// larger of its time and the prior. The picker weighs the larger of
     /// this cost (fading over `FAILURE_DECAY`) and the latency.
     fn failure_cost(&self, now: Instant, elapsed: Duration) -> Duration {
-        let load = &self.core.cfg.load;
+        let (penalty, prior_ns) = self.core.hot.failure_pricing();
         let elapsed_ns = elapsed.as_secs_f64() * 1e9;
-        let prior_ns = load.default_rtt.as_secs_f64() * 1e9;
         let current = self.slot.ewma.estimate_nanos(now).max(self.slot.failure_cost.estimate_nanos(now));
         let base = elapsed_ns.max(current).max(prior_ns);
         let cap = FAILURE_COST_CAP * elapsed_ns.max(prior_ns);
-        Duration::from_nanos((base * load.failure_penalty).min(cap).max(elapsed_ns) as u64)
+        Duration::from_nanos((base * penalty).min(cap).max(elapsed_ns) as u64)
     }
 }
 
@@ -122,11 +125,11 @@ impl<K, S> Drop for Flight<K, S> {
     fn drop(&mut self) {
         if self.sent {
             // Given up on after it was sent.
-            let now = self.core.cfg.picker.needs_latency().then(Instant::now);
+            let now = (self.flags & flag::LATENCY != 0).then(Instant::now);
             if let Some(now) = now {
                 self.slot.ewma.observe(now, now.saturating_duration_since(self.start));
             }
-            if self.core.cfg.outlier.cancelled_as_failure {
+            if self.flags & flag::CANCELLED_FAILS != 0 {
                 self.slot.unanswered.store(true, Ordering::Relaxed);
                 self.core.on_outcome(&self.slot, ha_core::Outcome::Failure, now);
             }
@@ -136,7 +139,7 @@ impl<K, S> Drop for Flight<K, S> {
             }
         }
         self.slot.pending.fetch_sub(1, Ordering::Relaxed);
-        if self.core.per_tier_pending {
+        if self.flags & flag::PER_TIER != 0 {
             self.core.pending[usize::from(self.slot.tier)].fetch_sub(1, Ordering::Relaxed);
         }
         self.core.pending[TOTAL].fetch_sub(1, Ordering::Relaxed);
@@ -167,7 +170,7 @@ impl<K, S, Req: HasAttemptContext> Wait<K, S, Req> {
         seed: u64,
         now: Instant,
     ) -> Self {
-        let deadline = now + core.cfg.no_healthy_timeout;
+        let deadline = now + core.tuning().cfg.no_healthy_timeout;
         Wait {
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
             notified: Box::pin(core.notify.clone().notified_owned()),

@@ -17,7 +17,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tower::{BoxError, Service, ServiceExt};
 
-use crate::config::HealthCheckConfig;
 use crate::core::Core;
 
 #[derive(Default)]
@@ -26,13 +25,8 @@ struct Streak {
     failed: u32,
 }
 
-pub(crate) fn spawn<K, S, P>(
-    core: Weak<Core<K, S>>,
-    probe: P,
-    cfg: HealthCheckConfig,
-    seed: u64,
-    mut shutdown: oneshot::Receiver<()>,
-) where
+pub(crate) fn spawn<K, S, P>(core: Weak<Core<K, S>>, probe: P, seed: u64, mut shutdown: oneshot::Receiver<()>)
+where
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
     S: Send + Sync + 'static,
     P: Service<K> + Clone + Send + 'static,
@@ -43,6 +37,8 @@ pub(crate) fn spawn<K, S, P>(
         let mut rng = FastRng::new(seed);
         let mut streaks: HashMap<EndpointId, Streak> = HashMap::new();
         loop {
+            // Read each round: a reconfiguration applies from the next one.
+            let Some(cfg) = core.upgrade().map(|c| c.tuning().cfg.health_check) else { return };
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(cfg.interval) => {}

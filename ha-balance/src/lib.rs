@@ -126,6 +126,7 @@ mod service;
 pub mod snapshot;
 mod table;
 mod tiers;
+mod tuning;
 
 #[cfg(feature = "breaker")]
 pub use breaker::BreakerGate;

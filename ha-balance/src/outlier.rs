@@ -171,13 +171,16 @@ impl Detector {
     /// caller sees each crossing). The later crossings ask again when an
     /// ejection was refused because the peers seemed to share the failure:
     /// an endpoint that keeps failing while they recover is then ejected.
+    /// `threshold` is the configured `consecutive_failures` (0: off), passed
+    /// in because the response path reads it from the balancer's live
+    /// settings, not from a detector.
     #[inline]
-    pub fn record(&self, state: &OutlierState, failed: bool) -> bool {
+    pub fn record(state: &OutlierState, failed: bool, threshold: u32) -> bool {
         state.observe_rate(failed);
         if failed {
             state.interval_failed.fetch_add(1, Ordering::Relaxed);
             let n = state.consecutive.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
-            let t = self.cfg.consecutive_failures;
+            let t = threshold;
             t != 0 && n >= t && (n - t) % t == 0
         } else {
             state.interval_ok.fetch_add(1, Ordering::Relaxed);
@@ -186,6 +189,12 @@ impl Detector {
             }
             false
         }
+    }
+
+    /// [`record`](Self::record) with this detector's own threshold.
+    #[cfg(any(test, loom))]
+    pub fn record_own(&self, state: &OutlierState, failed: bool) -> bool {
+        Detector::record(state, failed, self.cfg.consecutive_failures)
     }
 
     /// The spacing of the probe after `failed` failed ones.
@@ -455,14 +464,14 @@ mod tests {
         let d = Detector::new(cfg());
         let s = OutlierState::default();
         for _ in 0..4 {
-            assert!(!d.record(&s, true));
+            assert!(!d.record_own(&s, true));
         }
-        assert!(!d.record(&s, false));
+        assert!(!d.record_own(&s, false));
         for _ in 0..4 {
-            assert!(!d.record(&s, true));
+            assert!(!d.record_own(&s, true));
         }
-        assert!(d.record(&s, true), "fifth failure in a row");
-        assert!(!d.record(&s, true), "the crossing is reported once");
+        assert!(d.record_own(&s, true), "fifth failure in a row");
+        assert!(!d.record_own(&s, true), "the crossing is reported once");
     }
 
     #[test]
@@ -504,10 +513,10 @@ mod tests {
 
     fn feed(d: &Detector, s: &OutlierState, ok: u64, failed: u64) {
         for _ in 0..ok {
-            d.record(s, false);
+            d.record_own(s, false);
         }
         for _ in 0..failed {
-            d.record(s, true);
+            d.record_own(s, true);
         }
     }
 
@@ -639,7 +648,7 @@ mod judgement_tests {
     fn feed(d: &Detector, s: &OutlierState, n: u64, fail_permille: u64) -> bool {
         let mut crossed = false;
         for k in 0..n {
-            crossed |= d.record(s, (k * fail_permille) % 1000 + fail_permille >= 1000);
+            crossed |= d.record_own(s, (k * fail_permille) % 1000 + fail_permille >= 1000);
         }
         crossed
     }
@@ -663,7 +672,7 @@ mod judgement_tests {
         }
         // Five in a row at 40%: what the fleet's rate produces by chance.
         for _ in 0..5 {
-            d.record(&f.0[0], true);
+            d.record_own(&f.0[0], true);
         }
         assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_none());
         // The same run while the peers succeed: ejected.
@@ -691,7 +700,7 @@ mod judgement_tests {
     fn later_multiples_of_the_threshold_ask_again() {
         let d = Detector::new(consecutive_only());
         let s = OutlierState::default();
-        let crossings: Vec<u32> = (1..=16).filter(|_| d.record(&s, true)).collect::<Vec<_>>();
+        let crossings: Vec<u32> = (1..=16).filter(|_| d.record_own(&s, true)).collect::<Vec<_>>();
         assert_eq!(crossings, vec![5, 10, 15]);
     }
 
@@ -803,9 +812,9 @@ mod loom_models {
                 let (detector, state) = (detector.clone(), state.clone());
                 loom::thread::spawn(move || {
                     if success {
-                        detector.record(&state, false);
+                        detector.record_own(&state, false);
                     }
-                    (0..2).map(|_| usize::from(detector.record(&state, true))).sum::<usize>()
+                    (0..2).map(|_| usize::from(detector.record_own(&state, true))).sum::<usize>()
                 })
             };
             let (a, b) = (racer(false), racer(true));

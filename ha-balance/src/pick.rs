@@ -13,6 +13,7 @@ use crate::config::Picker;
 use crate::core::{Core, TOTAL};
 use crate::endpoint::Slot;
 use crate::table::{Group, Snapshot, LOAD_SCALE};
+use crate::tuning::Tuning;
 
 /// What a pick needs to know about the request and the moment.
 pub(crate) struct Request<'a> {
@@ -109,13 +110,13 @@ impl<K, S> Core<K, S> {
     /// The pending pickers' price of recent failures: `1 + failure cost /
     /// default_rtt` (1 for an endpoint that has not failed lately).
     #[inline]
-    fn failure_factor(&self, slot: &Slot<S>, now: Instant) -> f64 {
-        1.0 + slot.failure_cost.estimate_nanos(now) * self.failure_scale
+    fn failure_factor(tuning: &Tuning, slot: &Slot<S>, now: Instant) -> f64 {
+        1.0 + slot.failure_cost.estimate_nanos(now) * tuning.failure_scale
     }
 
     #[inline]
-    fn ramp(&self, slot: &Slot<S>, now_ns: u64) -> f64 {
-        slot.ramp(now_ns, self.slow_start_ns, self.cfg.slow_start.min_factor)
+    fn ramp(tuning: &Tuning, slot: &Slot<S>, now_ns: u64) -> f64 {
+        slot.ramp(now_ns, tuning.slow_start_ns, tuning.cfg.slow_start.min_factor)
     }
 
     fn pick_in(
@@ -127,27 +128,29 @@ impl<K, S> Core<K, S> {
         ok: &impl Fn(u32) -> bool,
     ) -> Option<u32> {
         let slots = &snap.slots;
-        let ramp = |i: u32| self.ramp(&slots[i as usize], req.now_ns);
-        match self.cfg.picker {
+        let tuning = &*snap.tuning;
+        let ramp = |i: u32| Self::ramp(tuning, &slots[i as usize], req.now_ns);
+        match tuning.cfg.picker {
             Picker::P2cPeakEwma => p2c(&group.members, rng, ok, &ramp, |i| {
                 let s = &slots[i as usize];
                 let pending = s.pending.load(Ordering::Relaxed) as f64;
                 let latency = s.ewma.estimate_nanos(req.now).max(s.failure_cost.estimate_nanos(req.now));
-                (latency + 1.0) * self.load_term.weigh(pending + 1.0)
+                (latency + 1.0) * tuning.load_term.weigh(pending + 1.0)
             }),
             Picker::P2cPending => p2c(&group.members, rng, ok, &ramp, |i| {
                 let s = &slots[i as usize];
-                (s.pending.load(Ordering::Relaxed) as f64 + 1.0) * self.failure_factor(s, req.now)
+                (s.pending.load(Ordering::Relaxed) as f64 + 1.0) * Self::failure_factor(tuning, s, req.now)
             }),
             Picker::WeightedP2c => p2c(&group.members, rng, ok, &ramp, |i| {
                 let s = &slots[i as usize];
-                (s.pending.load(Ordering::Relaxed) as f64 + 1.0) * self.failure_factor(s, req.now) / f64::from(s.weight)
+                (s.pending.load(Ordering::Relaxed) as f64 + 1.0) * Self::failure_factor(tuning, s, req.now)
+                    / f64::from(s.weight)
             }),
             Picker::Random => {
                 let m = &group.members;
                 for _ in 0..DRAWS {
                     let i = *m.get(rng.below(m.len() as u64) as usize)?;
-                    if ok(i) && rng.unit_f64() < self.ramp(&slots[i as usize], req.now_ns) {
+                    if ok(i) && rng.unit_f64() < Self::ramp(tuning, &slots[i as usize], req.now_ns) {
                         return Some(i);
                     }
                 }
@@ -168,7 +171,7 @@ impl<K, S> Core<K, S> {
                     let ticket = group.cursor.fetch_add(1, Ordering::Relaxed);
                     let i = sched[ticket % len];
                     if ok(i) {
-                        let ramp = self.ramp(&slots[i as usize], req.now_ns);
+                        let ramp = Self::ramp(tuning, &slots[i as usize], req.now_ns);
                         if ramp >= 1.0 || rng.unit_f64() < ramp {
                             return Some(i);
                         }

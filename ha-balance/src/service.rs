@@ -12,8 +12,10 @@ use ha_core::{HasAttemptContext, Instant};
 use tower::discover::Change;
 use tower::{BoxError, Service};
 
+use crate::config::{BalanceConfig, Picker};
 use crate::core::Core;
 use crate::endpoint::{Endpoint, EndpointStats};
+use crate::error::ConfigError;
 use crate::future::{ResponseFuture, Wait};
 use crate::pick::Request;
 use crate::snapshot::Cached;
@@ -71,6 +73,53 @@ where
     pub fn in_flight(&self) -> u64 {
         self.core.pending[crate::core::TOTAL].load(Ordering::Relaxed)
     }
+
+    /// The configuration in force.
+    pub fn config(&self) -> BalanceConfig {
+        self.core.tuning().cfg.clone()
+    }
+
+    /// Puts a new configuration in force for this balancer and every clone,
+    /// without dropping a request or losing an endpoint's state.
+    ///
+    /// It is checked as at build time and refused with the same error
+    /// (nothing changes then). Once it returns, every new pick uses the new
+    /// picker, load weighing, tier settings and slow start; every outcome is
+    /// judged by the new outlier rules; the health checker, if any, uses the
+    /// new timing from its next round. Each endpoint keeps its latency
+    /// estimate, in-flight count, ejection (an ejection in force runs to the
+    /// end it was given), probes and slow-start ramp. A request picked
+    /// before the change finishes under the settings it started with.
+    ///
+    /// ```
+    /// use ha_balance::{Balance, BalanceConfig, Endpoint, Picker};
+    /// use ha_core::WithAttempt;
+    /// use tower::service_fn;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let echo = service_fn(|r: WithAttempt<u32>| async move { Ok::<_, std::convert::Infallible>(r.into_inner()) });
+    /// let balance: Balance<&str, _, WithAttempt<u32>> =
+    ///     Balance::builder().build_with([("a", Endpoint::new(echo))]).unwrap();
+    ///
+    /// let round_robin = BalanceConfig { picker: Picker::RoundRobin, ..BalanceConfig::default() };
+    /// balance.reconfigure(round_robin).unwrap();
+    /// assert_eq!(balance.config().picker, Picker::RoundRobin);
+    ///
+    /// let ring = BalanceConfig { picker: Picker::RingHash { vnodes: 100, load_factor: 1.25 }, ..BalanceConfig::default() };
+    /// let refused = balance.reconfigure(ring).unwrap_err();
+    /// assert_eq!(refused.field(), "picker"); // ring hash needs a hash key
+    /// assert_eq!(balance.config().picker, Picker::RoundRobin);
+    /// # }
+    /// ```
+    pub fn reconfigure(&self, config: BalanceConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        if matches!(config.picker, Picker::RingHash { .. }) && !self.core.has_hash_key {
+            return Err(ConfigError::new("picker", "ring_hash needs a hash key (BalanceBuilder::hash_key)"));
+        }
+        self.core.reconfigure(config);
+        Ok(())
+    }
 }
 
 impl<K, S, Req, C: Clone> Clone for Balance<K, S, Req, C> {
@@ -92,7 +141,7 @@ impl<K, S, Req, C> fmt::Debug for Balance<K, S, Req, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Balance")
             .field("endpoints", &self.core.cell.load().1.slots.len())
-            .field("picker", &self.core.cfg.picker)
+            .field("picker", &self.core.cell.load().1.tuning.cfg.picker)
             .finish()
     }
 }

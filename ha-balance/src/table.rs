@@ -12,6 +12,7 @@ use hashring::HashRing;
 use crate::config::Picker;
 use crate::endpoint::Slot;
 use crate::outlier::Host;
+use crate::tuning::Tuning;
 
 /// A virtual node of the hash ring. Only the endpoint id and replica number
 /// decide its position, so a position survives table rebuilds.
@@ -60,10 +61,14 @@ pub(crate) struct Snapshot<S> {
     pub groups: Vec<Group>,
     pub all: Group,
     pub plan: Plan,
+    /// The settings this table was built with; a reconfiguration builds a
+    /// new table.
+    pub tuning: Arc<Tuning>,
 }
 
 impl<S> Snapshot<S> {
-    pub fn build(mut slots: Vec<Arc<Slot<S>>>, picker: &Picker) -> Self {
+    pub fn build(mut slots: Vec<Arc<Slot<S>>>, tuning: Arc<Tuning>) -> Self {
+        let picker = &tuning.cfg.picker;
         slots.sort_by_key(|s| s.id);
         let mut tiers: Vec<u8> = slots.iter().map(|s| s.tier).collect();
         tiers.sort_unstable();
@@ -89,7 +94,7 @@ impl<S> Snapshot<S> {
             available: groups.iter().map(|g| AtomicU32::new(g.members.len() as u32)).collect(),
             available_all: AtomicU32::new(slots.len() as u32),
         };
-        Snapshot { slots, slot_group, groups, all, plan }
+        Snapshot { slots, slot_group, groups, all, plan, tuning }
     }
 
     pub fn hosts(&self) -> Vec<Host<'_>> {
