@@ -48,7 +48,7 @@
 //! # Changing the config while serving
 //!
 //! [`Hedge::reconfigure`] (or [`HedgeLayer::reconfigure`]) validates a new
-//! [`HedgeConfig`](crate::HedgeConfig) as the layer's builder does and, when
+//! [`HedgeConfig`] as the layer's builder does and, when
 //! it is valid, puts it in force for the service, its clones, the layer and
 //! every service it built: requests started from then on use its delay,
 //! `min_delay`, `max_hedges` and warm-up; a request in flight keeps the
@@ -60,7 +60,7 @@
 //! The layer's own budget takes the new `budget` ratio and reserve, keeping
 //! its balance; a shared budget is left to its owner. The counters, events
 //! and the budget's name are kept. An invalid config returns the builder's
-//! [`ConfigError`](crate::ConfigError) and changes nothing. A call that
+//! [`ConfigError`] and changes nothing. A call that
 //! finds nothing changed pays one atomic load for this.
 //!
 //! ```

@@ -29,7 +29,7 @@
 //! # Changing the config while serving
 //!
 //! [`Retry::reconfigure`] (or [`RetryLayer::reconfigure`]) validates a new
-//! [`RetryConfig`](crate::RetryConfig) exactly as the layer's builder does
+//! [`RetryConfig`] exactly as the layer's builder does
 //! and, when it is valid, puts it in force for the service, all its clones,
 //! the layer and every service it built: requests started from then on use
 //! its attempts, backoff, per-try timeout, deadline and `Retry-After` cap.
@@ -40,7 +40,7 @@
 //! ([`RetryBudget::reconfigure`]); a budget given to the layer's builder is
 //! shared, so it is left to its owner. The counters, the events handle and
 //! the budget's name are kept. An invalid config returns the builder's
-//! [`ConfigError`](crate::ConfigError) and changes nothing.
+//! [`ConfigError`] and changes nothing.
 //!
 //! The retry-on rules are the classifier's, chosen when the layer is built:
 //! a classifier that reads its rules from shared state of its own can
