@@ -16,6 +16,8 @@
 //!   [`tower::BoxError`].
 //! - [`lease`]: per-thread reuse of the `Arc` a response future holds, so
 //!   that a call through a middleware touches no shared reference count.
+//! - [`live`]: a value replaced at run time (a live config) that readers
+//!   check with one atomic load per call.
 //! - [`sync`]: the `std::sync` / `loom::sync` shim used for loom models.
 //!
 //! # Example
@@ -49,6 +51,7 @@ pub mod classify;
 pub mod error;
 pub mod event;
 pub mod lease;
+pub mod live;
 pub mod rng;
 pub mod stats;
 pub mod sync;

@@ -29,6 +29,20 @@
 //! bucket. When time moves on, the first caller to see the new epoch sweeps
 //! the ring for buckets nobody touched.
 //!
+//! # Changing it while it serves
+//!
+//! [`RetryBudget::reconfigure`] changes the ratio and the reserve of a live
+//! budget: the deposit a request makes is one atomic the hot path loads
+//! anyway, and the reserve is added to (or taken from) the balance by the
+//! difference, so what requests deposited and retries withdrew is kept and
+//! still expires as it would have. The window's shape (`ttl` and `buckets`)
+//! is fixed when the budget is built: the ring, the bucket span and the
+//! epochs every caller computes follow from it, and changing them under
+//! concurrent callers would take a lock or a re-read on every call. A new
+//! `ttl` or `buckets` passed to `reconfigure` is validated and then left
+//! aside (the reserve is `min_per_second` times the budget's own `ttl`);
+//! build a new budget to change them.
+//!
 //! ```
 //! use std::time::Duration;
 //! use ha_retry::budget::RetryBudget;
@@ -50,7 +64,7 @@ use std::sync::Arc as StdArc;
 use std::time::Duration;
 
 use ha_core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use ha_core::sync::Arc;
+use ha_core::sync::{Arc, Mutex};
 use ha_core::{Event, Events, Instant};
 
 use crate::config::{BudgetConfig, ConfigError};
@@ -104,8 +118,15 @@ struct Inner {
     swept: AtomicU64,
     origin: Instant,
     bucket_nanos: u64,
-    deposit: i64,
-    reserve: i64,
+    /// The window, fixed at build (module docs).
+    ttl: Duration,
+    /// What one request deposits, in units: `ratio × UNIT`.
+    deposit: AtomicI64,
+    /// The part of `balance` that `min_per_second` grants.
+    reserve: AtomicI64,
+    /// Serialises reconfigurations, so the ratio and the reserve in force
+    /// come from the same config.
+    reconfiguring: Mutex<()>,
     exhausted: AtomicBool,
     allowed: AtomicU64,
     refused: AtomicU64,
@@ -148,7 +169,7 @@ impl RetryBudgetBuilder {
         let n = c.buckets as usize;
         let bucket_nanos = (c.ttl.as_nanos() / n as u128) as u64;
         let span = n as i64;
-        let reserve = (f64::from(c.min_per_second) * c.ttl.as_secs_f64() * UNIT as f64).min(1e15) as i64;
+        let reserve = reserve_units(c.min_per_second, c.ttl);
         Ok(RetryBudget {
             inner: Arc::new(Inner {
                 // One more than the ttl spans: withdrawals are filed one ahead.
@@ -158,8 +179,10 @@ impl RetryBudgetBuilder {
                 swept: AtomicU64::new(0),
                 origin: self.start.unwrap_or_else(Instant::now),
                 bucket_nanos,
-                deposit: (c.ratio * UNIT as f64).round() as i64,
-                reserve,
+                ttl: c.ttl,
+                deposit: AtomicI64::new(deposit_units(c.ratio)),
+                reserve: AtomicI64::new(reserve),
+                reconfiguring: Mutex::new(()),
                 exhausted: AtomicBool::new(false),
                 allowed: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
@@ -168,6 +191,16 @@ impl RetryBudgetBuilder {
             }),
         })
     }
+}
+
+/// The reserve `min_per_second` grants over `ttl`, in units.
+fn reserve_units(min_per_second: u32, ttl: Duration) -> i64 {
+    (f64::from(min_per_second) * ttl.as_secs_f64() * UNIT as f64).min(1e15) as i64
+}
+
+/// What one request deposits at `ratio`, in units.
+fn deposit_units(ratio: f64) -> i64 {
+    (ratio * UNIT as f64).round() as i64
 }
 
 /// A snapshot of a budget's counters.
@@ -192,6 +225,47 @@ impl RetryBudget {
         Self::builder(config).build()
     }
 
+    /// Applies a new ratio and reserve to this budget and every clone of
+    /// it, at once for later deposits and withdrawals.
+    ///
+    /// `config` is validated as at build, with the same errors, and on an
+    /// error nothing changes. What requests deposited and retries withdrew
+    /// so far is kept (and expires as it would have); the reserve part of
+    /// the balance moves by the difference between the old and the new
+    /// `min_per_second × ttl`, so lowering it may leave the balance short
+    /// until deposits or expiry make up for it. `ttl` and `buckets` stay as
+    /// built (see the [module docs](self#changing-it-while-it-serves)).
+    ///
+    /// ```
+    /// use ha_retry::budget::RetryBudget;
+    /// use ha_retry::config::BudgetConfig;
+    /// use tokio::time::Instant;
+    ///
+    /// let now = Instant::now();
+    /// let cfg = BudgetConfig { ratio: 0.1, min_per_second: 0, ..BudgetConfig::default() };
+    /// let budget = RetryBudget::builder(cfg.clone()).start(now).build().unwrap();
+    /// for _ in 0..10 {
+    ///     budget.deposit(now);
+    /// }
+    /// assert_eq!(budget.available(now), 1.0);
+    /// budget.reconfigure(BudgetConfig { ratio: 1.0, ..cfg.clone() }).unwrap();
+    /// budget.deposit(now);
+    /// assert_eq!(budget.available(now), 2.0); // the old deposits are kept
+    /// assert!(budget.reconfigure(BudgetConfig { ratio: -1.0, ..cfg }).is_err());
+    /// ```
+    pub fn reconfigure(&self, config: BudgetConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let inner = &*self.inner;
+        let _serial = inner.reconfiguring.lock().unwrap_or_else(|e| e.into_inner());
+        inner.deposit.store(deposit_units(config.ratio), Ordering::Release);
+        let reserve = reserve_units(config.min_per_second, inner.ttl);
+        let old = inner.reserve.swap(reserve, Ordering::AcqRel);
+        if reserve != old {
+            inner.balance.fetch_add(reserve - old, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
     /// Records one request at `now`.
     #[inline]
     pub fn deposit(&self, now: Instant) {
@@ -202,12 +276,14 @@ impl RetryBudget {
     #[inline]
     pub fn deposit_many(&self, now: Instant, requests: u32) {
         let inner = &*self.inner;
-        if inner.deposit == 0 || requests == 0 {
+        // Relaxed: a deposit racing a reconfiguration may use either ratio.
+        let deposit = inner.deposit.load(Ordering::Relaxed);
+        if deposit == 0 || requests == 0 {
             return;
         }
         let epoch = inner.epoch(now);
         inner.sweep(epoch);
-        let added = inner.record(epoch, inner.deposit.saturating_mul(i64::from(requests)));
+        let added = inner.record(epoch, deposit.saturating_mul(i64::from(requests)));
         inner.balance.fetch_add(added, Ordering::AcqRel);
     }
 
@@ -274,7 +350,7 @@ impl RetryBudget {
     /// The reserve in budget units, for tests and models.
     #[doc(hidden)]
     pub fn raw_reserve(&self) -> i64 {
-        self.inner.reserve
+        self.inner.reserve.load(Ordering::Acquire)
     }
 
     /// The span of one bucket.
@@ -381,7 +457,7 @@ impl fmt::Debug for RetryBudget {
         f.debug_struct("RetryBudget")
             .field("name", &self.inner.name)
             .field("balance", &self.inner.balance.load(Ordering::Relaxed))
-            .field("reserve", &self.inner.reserve)
+            .field("reserve", &self.inner.reserve.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -518,6 +594,76 @@ mod tests {
         // And the bound is nearly reached: the budget is not simply stingy.
         let total = retries.len() as f64 / requests.len() as f64;
         assert!(total > ratio * 0.95, "{total}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_ratio_applies_to_later_deposits_and_keeps_the_balance() {
+        let t0 = Instant::now();
+        let b = budget(0.2, 0, t0);
+        for _ in 0..10 {
+            b.deposit(t0);
+        }
+        assert!(b.withdraw(t0), "10 requests at 20% pay for 2 retries");
+        let cfg = BudgetConfig { ratio: 0.5, min_per_second: 0, ..BudgetConfig::default() };
+        b.reconfigure(cfg.clone()).unwrap();
+        assert_eq!(b.available(t0), 1.0, "the balance is kept");
+        for _ in 0..10 {
+            b.deposit(t0);
+        }
+        assert_eq!(drain(&b, t0), 6, "1 left + 10 requests at 50%");
+        // Lowered: the same traffic pays for fewer retries.
+        b.reconfigure(BudgetConfig { ratio: 0.1, ..cfg }).unwrap();
+        for _ in 0..10 {
+            b.deposit(t0);
+        }
+        assert_eq!(drain(&b, t0), 1);
+        // Everything, deposited at whichever ratio, expires exactly.
+        assert_eq!(b.available(t0 + Duration::from_secs(20)), 0.0);
+        assert_eq!(b.raw_balance(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_reserve_moves_the_balance_by_the_difference() {
+        let t0 = Instant::now();
+        let b = budget(1.0, 1, t0);
+        b.deposit(t0);
+        assert!(b.withdraw(t0));
+        assert_eq!(b.available(t0), 10.0, "10 s × 1/s, one deposited, one withdrawn");
+        let cfg = |min_per_second| BudgetConfig { ratio: 1.0, min_per_second, ..BudgetConfig::default() };
+        b.reconfigure(cfg(3)).unwrap();
+        assert_eq!((b.available(t0), b.raw_reserve()), (30.0, 30_000));
+        assert_eq!(drain(&b, t0), 30);
+        // Lowered below what is spent: short until the withdrawals expire.
+        b.reconfigure(cfg(0)).unwrap();
+        assert_eq!((b.available(t0), b.raw_balance()), (0.0, -30_000));
+        assert!(!b.withdraw(t0));
+        assert_eq!(b.available(t0 + Duration::from_secs(11)), 0.0);
+        assert_eq!(b.raw_balance(), 0, "every withdrawal came back, none twice");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_invalid_config_changes_nothing_and_the_window_stays() {
+        let t0 = Instant::now();
+        let b = budget(0.5, 1, t0);
+        b.deposit(t0);
+        let before = (b.raw_balance(), b.raw_reserve());
+        for (bad, field) in [
+            (BudgetConfig { ratio: -0.1, ..BudgetConfig::default() }, "budget.ratio"),
+            (BudgetConfig { ratio: f64::NAN, ..BudgetConfig::default() }, "budget.ratio"),
+            (BudgetConfig { buckets: 0, ..BudgetConfig::default() }, "budget.buckets"),
+            (BudgetConfig { ttl: Duration::ZERO, ..BudgetConfig::default() }, "budget.ttl"),
+        ] {
+            let err = b.reconfigure(bad.clone()).unwrap_err();
+            assert_eq!(err, RetryBudget::new(bad).unwrap_err());
+            assert_eq!(err.field(), field);
+        }
+        assert_eq!((b.raw_balance(), b.raw_reserve()), before);
+        b.deposit(t0);
+        assert_eq!(b.available(t0), 11.0, "still at 50%");
+        // A new ttl is validated but the window keeps its shape: the reserve is 2/s over the 10 s built with.
+        let cfg = BudgetConfig { ratio: 0.5, min_per_second: 2, ttl: Duration::from_secs(60), buckets: 3 };
+        b.reconfigure(cfg).unwrap();
+        assert_eq!((b.raw_reserve(), b.bucket_span()), (20_000, Duration::from_secs(1)));
     }
 
     #[test]

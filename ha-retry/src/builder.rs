@@ -116,6 +116,12 @@ impl<Cfg, C, P> LayerBuilder<Cfg, C, P> {
         self
     }
 
+    /// Whether a budget was given to [`budget`](Self::budget) (else the
+    /// layer builds its own from its config, and reconfigures it with it).
+    pub(crate) fn has_budget(&self) -> bool {
+        self.budget.is_some()
+    }
+
     /// The budget given to [`budget`](Self::budget), or a new one from the
     /// config's.
     pub(crate) fn take_budget(&mut self) -> Result<RetryBudget, ConfigError>

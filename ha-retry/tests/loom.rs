@@ -90,3 +90,40 @@ fn expiry_racing_late_and_current_writers_keeps_the_books() {
         assert_eq!(b.raw_balance(), b.raw_reserve());
     });
 }
+
+#[test]
+fn reconfiguring_racing_deposits_and_withdrawals_keeps_the_books() {
+    loom::model(|| {
+        let t0 = Instant::now();
+        // A reserve of one retry; every request pays for one more.
+        let b = budget(1.0, 1, t0);
+        let reconfigure = {
+            let b = b.clone();
+            thread::spawn(move || {
+                let cfg = BudgetConfig { ratio: 0.0, min_per_second: 0, ttl: Duration::from_secs(1), buckets: 2 };
+                b.reconfigure(cfg).unwrap();
+            })
+        };
+        let depositor = {
+            let b = b.clone();
+            thread::spawn(move || b.deposit(t0))
+        };
+        let withdrawer = {
+            let b = b.clone();
+            thread::spawn(move || i64::from(b.withdraw(t0)))
+        };
+        reconfigure.join().unwrap();
+        depositor.join().unwrap();
+        let granted = withdrawer.join().unwrap();
+        assert_eq!(b.raw_reserve(), 0);
+        // The deposit was made at either ratio; the reserve left whole; the withdrawal was paid or refused.
+        let balance = b.raw_balance();
+        assert!([0, 1000].iter().any(|d| balance == d - 1000 * granted), "balance {balance}, granted {granted}");
+        // Later deposits use the new ratio.
+        b.deposit(t0);
+        assert_eq!(b.raw_balance(), balance);
+        // Once everything expired, the balance is exactly the new reserve.
+        assert_eq!(b.available(t0 + Duration::from_secs(10)), 0.0);
+        assert_eq!(b.raw_balance(), 0);
+    });
+}

@@ -49,9 +49,11 @@ pub struct LatencyHistogram {
     samples: AtomicU64,
     origin: Instant,
     window_nanos: u64,
-    refresh_nanos: u64,
-    quantile: f64,
-    min_samples: u64,
+    // Read only when a refresh is due; atomics so that `reconfigure` can
+    // change them under readers.
+    refresh_nanos: AtomicU64,
+    quantile_bits: AtomicU64,
+    min_samples: AtomicU64,
 }
 
 impl LatencyHistogram {
@@ -59,7 +61,6 @@ impl LatencyHistogram {
     /// `window`s of latencies and recomputes the `quantile` (in (0, 1)) every
     /// `refresh` once it holds `min_samples`.
     pub fn new(now: Instant, window: Duration, refresh: Duration, quantile: f64, min_samples: u64) -> Self {
-        let nanos = |d: Duration| (d.as_nanos().min(u128::from(u64::MAX)) as u64).max(1);
         LatencyHistogram {
             hists: [new_hist(), new_hist()],
             window: AtomicU64::new(0),
@@ -68,10 +69,28 @@ impl LatencyHistogram {
             samples: AtomicU64::new(0),
             origin: now,
             window_nanos: nanos(window),
-            refresh_nanos: nanos(refresh),
-            quantile: quantile.clamp(0.0, 1.0),
-            min_samples,
+            refresh_nanos: AtomicU64::new(nanos(refresh)),
+            quantile_bits: AtomicU64::new(clamp_quantile(quantile).to_bits()),
+            min_samples: AtomicU64::new(min_samples),
         }
+    }
+
+    /// Changes the quantile, the refresh period and the samples needed,
+    /// keeping the latencies recorded so far; the next
+    /// [`quantile`](Self::quantile) call recomputes the delay with them. The
+    /// window cannot change: it decides which histogram each latency goes
+    /// to (build a new histogram for a new window).
+    pub fn reconfigure(&self, refresh: Duration, quantile: f64, min_samples: u64) {
+        self.refresh_nanos.store(nanos(refresh), Ordering::Relaxed);
+        self.quantile_bits.store(clamp_quantile(quantile).to_bits(), Ordering::Relaxed);
+        self.min_samples.store(min_samples, Ordering::Relaxed);
+        // Release: whoever claims the refresh this makes due sees the new values.
+        self.next_refresh.store(0, Ordering::Release);
+    }
+
+    /// The instant the windows are counted from.
+    pub(crate) fn origin(&self) -> Instant {
+        self.origin
     }
 
     fn since(&self, now: Instant) -> u64 {
@@ -114,7 +133,8 @@ impl LatencyHistogram {
         if t >= due && self.next_refresh.compare_exchange(due, u64::MAX, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             let ready = self.refresh(t);
             // Until enough latencies are known, look again soon: hedging should not wait a whole period to start.
-            let period = if ready { self.refresh_nanos } else { (self.refresh_nanos / WARMUP_DIVISOR).max(1) };
+            let refresh = self.refresh_nanos.load(Ordering::Relaxed);
+            let period = if ready { refresh } else { (refresh / WARMUP_DIVISOR).max(1) };
             self.next_refresh.store(t.saturating_add(period), Ordering::Release);
         }
         match self.cached.load(Ordering::Acquire) {
@@ -134,12 +154,13 @@ impl LatencyHistogram {
         let (a, b) = (&self.hists[cur], &self.hists[cur ^ 1]);
         let total: u64 = a.iter().chain(b.iter()).map(|c| c.load(Ordering::Relaxed)).sum();
         self.samples.store(total, Ordering::Relaxed);
-        if total == 0 || total < self.min_samples {
+        if total == 0 || total < self.min_samples.load(Ordering::Relaxed) {
             self.cached.store(NONE, Ordering::Release);
             return false;
         }
         // The smallest bucket whose cumulative count reaches the quantile's rank.
-        let rank = ((self.quantile * total as f64).ceil() as u64).clamp(1, total);
+        let quantile = f64::from_bits(self.quantile_bits.load(Ordering::Relaxed));
+        let rank = ((quantile * total as f64).ceil() as u64).clamp(1, total);
         let mut seen = 0;
         for i in 0..BUCKETS {
             seen += a[i].load(Ordering::Relaxed) + b[i].load(Ordering::Relaxed);
@@ -151,6 +172,19 @@ impl LatencyHistogram {
         // Counts grew while we summed: the top bucket is a safe answer.
         self.cached.store(upper_bound(BUCKETS - 1), Ordering::Release);
         true
+    }
+}
+
+/// A duration in nanoseconds, at least 1.
+fn nanos(d: Duration) -> u64 {
+    (d.as_nanos().min(u128::from(u64::MAX)) as u64).max(1)
+}
+
+fn clamp_quantile(q: f64) -> f64 {
+    if q.is_nan() {
+        0.5
+    } else {
+        q.clamp(0.0, 1.0)
     }
 }
 
@@ -191,7 +225,7 @@ fn upper_bound(i: usize) -> u64 {
 impl fmt::Debug for LatencyHistogram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LatencyHistogram")
-            .field("quantile", &self.quantile)
+            .field("quantile", &f64::from_bits(self.quantile_bits.load(Ordering::Relaxed)))
             .field("samples", &self.samples())
             .field("cached_micros", &self.cached.load(Ordering::Relaxed))
             .finish()
@@ -242,6 +276,25 @@ mod tests {
         h.record(t0 + 21 * s, Duration::from_millis(1));
         assert_eq!(h.quantile(t0 + 21 * s), None);
         assert_eq!(h.samples(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_quantile_applies_at_once_to_the_samples_kept() {
+        let t0 = Instant::now();
+        let h = LatencyHistogram::new(t0, Duration::from_secs(10), Duration::from_secs(1), 0.5, 1);
+        for ms in 1..=100u64 {
+            h.record(t0, Duration::from_millis(ms));
+        }
+        let p50 = h.quantile(t0).unwrap();
+        assert!(p50 >= Duration::from_millis(50) && p50 < Duration::from_millis(52), "{p50:?}");
+        h.reconfigure(Duration::from_secs(1), 0.9, 1);
+        let p90 = h.quantile(t0).unwrap();
+        assert!(p90 >= Duration::from_millis(90) && p90 < Duration::from_millis(93), "{p90:?}");
+        // More samples needed than are kept: no quantile until they come.
+        h.reconfigure(Duration::from_secs(1), 0.9, 101);
+        assert_eq!(h.quantile(t0), None);
+        h.record(t0, Duration::from_millis(1));
+        assert_eq!(h.quantile(t0 + Duration::from_secs(1)), Some(p90));
     }
 
     #[tokio::test(start_paused = true)]

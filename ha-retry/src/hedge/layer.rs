@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ha_core::classify::ErrorsAreFailures;
-use ha_core::lease::{Lease, Stash, Stashed};
+use ha_core::lease::{Stash, Stashed};
+use ha_core::live::{LiveCached, LiveCell};
 use ha_core::{Events, Instant};
 use tower_layer::Layer;
 
@@ -19,22 +20,69 @@ use crate::replay::Cloned;
 /// Like a [`RetryLayer`](crate::RetryLayer), its state is leased per request
 /// from a per-thread stash ([`ha_core::lease`]), and may outlive the layer
 /// on a thread that sent requests until that thread's stash needs the slot.
+/// [`reconfigure`](Self::reconfigure) changes the config of the layer and of
+/// every service it built; see [`Hedge::reconfigure`].
 pub struct HedgeLayer<C = ErrorsAreFailures, P = Cloned> {
-    core: Lease<HedgeCore>,
+    live: Live,
+    budget: RetryBudget,
+    stats: Arc<Counters>,
     classifier: C,
     replay: P,
 }
 
-/// What a hedge layer shares with its services and requests: config,
-/// budget, latencies, counters, events (the classifier and the replay policy
-/// are cloned into each, so this is one concrete, leasable type).
+/// The config in force for a hedge layer and its services, replaced as a
+/// whole by each reconfiguration.
+pub(crate) type Live = Arc<LiveCell<Arc<HedgeCore>>>;
+
+/// One config of a hedge layer, with what every config of it shares:
+/// budget, latencies (while the window keeps its length), counters, events
+/// (the classifier and the replay policy are cloned into each service and
+/// request, so this is one concrete, leasable type). A request leases the
+/// one in force when it starts and keeps it to its end.
 pub(crate) struct HedgeCore {
     pub(crate) config: HedgeConfig,
     pub(crate) budget: RetryBudget,
     pub(crate) events: Events,
     pub(crate) deposit: bool,
-    pub(crate) latencies: LatencyHistogram,
-    pub(crate) stats: Counters,
+    pub(crate) latencies: Arc<LatencyHistogram>,
+    pub(crate) stats: Arc<Counters>,
+    // The budget was built from `config.budget`, so a new config's applies to it.
+    own_budget: bool,
+}
+
+impl HedgeCore {
+    /// The next config of the same layer; validated first, so that on an
+    /// error neither the budget nor the latencies have changed.
+    fn reconfigured(&self, config: HedgeConfig) -> Result<Arc<Self>, ConfigError> {
+        config.validate()?;
+        if self.own_budget {
+            self.budget.reconfigure(config.budget.clone())?;
+        }
+        let quantile = config.delay.quantile().unwrap_or(0.5);
+        let latencies = if config.window == self.config.window {
+            self.latencies.reconfigure(config.refresh, quantile, config.min_samples);
+            self.latencies.clone()
+        } else {
+            // Which of its two histograms a latency lands in follows from the
+            // window: samples of another window length cannot be carried over.
+            let origin = self.latencies.origin();
+            Arc::new(LatencyHistogram::new(origin, config.window, config.refresh, quantile, config.min_samples))
+        };
+        Ok(Arc::new(HedgeCore {
+            config,
+            budget: self.budget.clone(),
+            events: self.events.clone(),
+            deposit: self.deposit,
+            latencies,
+            stats: self.stats.clone(),
+            own_budget: self.own_budget,
+        }))
+    }
+}
+
+/// Validates `config` and puts it in force for every holder of `live`.
+pub(crate) fn reconfigure(live: &LiveCell<Arc<HedgeCore>>, config: HedgeConfig) -> Result<(), ConfigError> {
+    live.update(|core| core.reconfigured(config))
 }
 
 thread_local! {
@@ -92,18 +140,30 @@ pub struct HedgeStats {
 impl<C, P> HedgeLayer<C, P> {
     /// The budget this layer's hedges draw on.
     pub fn budget(&self) -> &RetryBudget {
-        &self.core.budget
+        &self.budget
     }
 
     /// The counters of every service this layer built.
     pub fn stats(&self) -> HedgeStats {
-        self.core.stats()
+        self.stats.snapshot()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> HedgeConfig {
+        self.live.load().1.config.clone()
+    }
+
+    /// Changes the config of this layer, of every service it built and of
+    /// their clones, for the requests they start from now on; the same as
+    /// [`Hedge::reconfigure`] on any of them.
+    pub fn reconfigure(&self, config: HedgeConfig) -> Result<(), ConfigError> {
+        reconfigure(&self.live, config)
     }
 }
 
-impl HedgeCore {
-    pub(crate) fn stats(&self) -> HedgeStats {
-        let c = &self.stats;
+impl Counters {
+    pub(crate) fn snapshot(&self) -> HedgeStats {
+        let c = self;
         HedgeStats {
             hedges: c.hedges.load(Ordering::Relaxed),
             hedge_wins: c.hedge_wins.load(Ordering::Relaxed),
@@ -116,7 +176,7 @@ impl HedgeCore {
 impl<C, P> HedgeLayer<C, P> {
     /// The delay after which a request starting at `now` would be hedged.
     pub fn current_delay(&self, now: Instant) -> Option<Duration> {
-        self.core.delay(now)
+        self.live.load().1.delay(now)
     }
 }
 
@@ -136,13 +196,19 @@ impl HedgeLayer {
 
 impl<C: Clone, P: Clone> Clone for HedgeLayer<C, P> {
     fn clone(&self) -> Self {
-        HedgeLayer { core: self.core.clone(), classifier: self.classifier.clone(), replay: self.replay.clone() }
+        HedgeLayer {
+            live: self.live.clone(),
+            budget: self.budget.clone(),
+            stats: self.stats.clone(),
+            classifier: self.classifier.clone(),
+            replay: self.replay.clone(),
+        }
     }
 }
 
 impl<C, P> fmt::Debug for HedgeLayer<C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HedgeLayer").field("config", &self.core.config).finish_non_exhaustive()
+        f.debug_struct("HedgeLayer").field("config", &self.live.load().1.config).finish_non_exhaustive()
     }
 }
 
@@ -150,7 +216,8 @@ impl<S, C: Clone, P: Clone> Layer<S> for HedgeLayer<C, P> {
     type Service = Hedge<S, C, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Hedge::new(inner, self.core.clone(), self.classifier.clone(), self.replay.clone())
+        let core = LiveCached::new(&self.live);
+        Hedge::new(inner, self.live.clone(), core, self.classifier.clone(), self.replay.clone())
     }
 }
 
@@ -163,18 +230,27 @@ impl<C, P> LayerBuilder<HedgeConfig, C, P> {
     pub fn build(mut self) -> Result<HedgeLayer<C, P>, ConfigError> {
         self.config.validate()?;
         let now = *self.start.get_or_insert_with(Instant::now);
+        let own_budget = !self.has_budget();
         let budget = self.take_budget()?;
         let c = &self.config;
         let latencies =
             LatencyHistogram::new(now, c.window, c.refresh, c.delay.quantile().unwrap_or(0.5), c.min_samples);
+        let stats = Arc::new(Counters::default());
         let core = HedgeCore {
             config: self.config,
-            budget,
+            budget: budget.clone(),
             events: self.events,
             deposit: self.deposit,
-            latencies,
-            stats: Counters::default(),
+            latencies: Arc::new(latencies),
+            stats: stats.clone(),
+            own_budget,
         };
-        Ok(HedgeLayer { core: Lease::of(&Arc::new(core)), classifier: self.classifier, replay: self.replay })
+        Ok(HedgeLayer {
+            live: Arc::new(LiveCell::new(Arc::new(core))),
+            budget,
+            stats,
+            classifier: self.classifier,
+            replay: self.replay,
+        })
     }
 }

@@ -45,6 +45,41 @@
 //! # }
 //! ```
 
+//! # Changing the config while serving
+//!
+//! [`Hedge::reconfigure`] (or [`HedgeLayer::reconfigure`]) validates a new
+//! [`HedgeConfig`] as the layer's builder does and, when
+//! it is valid, puts it in force for the service, its clones, the layer and
+//! every service it built: requests started from then on use its delay,
+//! `min_delay`, `max_hedges` and warm-up; a request in flight keeps the
+//! config it started with. The latencies recorded so far are kept and the
+//! new quantile, `refresh` and `min_samples` apply to them at once, unless
+//! the `window` changes length: then the latencies start afresh under the
+//! new window (which histogram a latency lands in follows from the window),
+//! and hedging waits for `min_samples` again, using `warmup_delay` if set.
+//! The layer's own budget takes the new `budget` ratio and reserve, keeping
+//! its balance; a shared budget is left to its owner. The counters, events
+//! and the budget's name are kept. An invalid config returns the builder's
+//! [`ConfigError`] and changes nothing. A call that
+//! finds nothing changed pays one atomic load for this.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ha_retry::config::{HedgeConfig, HedgeDelay};
+//! use ha_retry::HedgeLayer;
+//! use tower::{service_fn, Layer};
+//!
+//! let fixed = |ms| HedgeConfig { delay: HedgeDelay::Fixed(Duration::from_millis(ms)), ..HedgeConfig::default() };
+//! let layer = HedgeLayer::new(fixed(50)).unwrap();
+//! let svc = layer.layer(service_fn(|_: ()| async { Ok::<_, std::io::Error>(()) }));
+//! svc.reconfigure(fixed(20)).unwrap();
+//! let now = tokio::time::Instant::now();
+//! assert_eq!(layer.current_delay(now), Some(Duration::from_millis(20)));
+//! let err = svc.reconfigure(HedgeConfig { max_hedges: 100, ..fixed(20) }).unwrap_err();
+//! assert_eq!(err.field(), "max_hedges");
+//! assert_eq!(svc.config(), fixed(20));
+//! ```
+
 mod future;
 mod histogram;
 mod layer;
@@ -62,48 +97,68 @@ use tower::BoxError;
 use tower_service::Service;
 
 use crate::budget::Deposits;
+use crate::config::{ConfigError, HedgeConfig};
 use crate::replay::{Cloned, Replay};
 use future::Parts;
 use ha_core::lease::Lease;
-use layer::HedgeCore;
+use ha_core::live::LiveCached;
+use layer::{HedgeCore, Live};
 
 /// Hedges slow requests; see the [module docs](self).
 pub struct Hedge<S, C = ErrorsAreFailures, P = Cloned> {
     inner: S,
-    core: Lease<HedgeCore>,
+    live: Live,
+    // The config in force as of this service's last call.
+    core: LiveCached<std::sync::Arc<HedgeCore>>,
     classifier: C,
     replay: P,
     deposits: Deposits,
 }
 
 impl<S, C, P> Hedge<S, C, P> {
-    fn new(inner: S, core: Lease<HedgeCore>, classifier: C, replay: P) -> Self {
-        Hedge { inner, core, classifier, replay, deposits: Deposits::default() }
+    fn new(inner: S, live: Live, core: LiveCached<std::sync::Arc<HedgeCore>>, classifier: C, replay: P) -> Self {
+        Hedge { inner, live, core, classifier, replay, deposits: Deposits::default() }
     }
 }
 
 impl<S: Clone, C: Clone, P: Clone> Clone for Hedge<S, C, P> {
     fn clone(&self) -> Self {
-        Hedge::new(self.inner.clone(), self.core.clone(), self.classifier.clone(), self.replay.clone())
+        let (live, core) = (self.live.clone(), self.core.clone());
+        Hedge::new(self.inner.clone(), live, core, self.classifier.clone(), self.replay.clone())
     }
 }
 
 impl<S, C, P> Drop for Hedge<S, C, P> {
     fn drop(&mut self) {
-        self.deposits.flush(&self.core.budget);
+        // Every config of a layer shares its budget: a stale one will do.
+        self.deposits.flush(&self.core.cached().budget);
     }
 }
 
 impl<S: fmt::Debug, C, P> fmt::Debug for Hedge<S, C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hedge").field("inner", &self.inner).field("config", &self.core.config).finish()
+        f.debug_struct("Hedge").field("inner", &self.inner).field("config", &self.core.cached().config).finish()
     }
 }
 
 impl<S, C, P> Hedge<S, C, P> {
     /// The counters of the layer this service came from.
     pub fn stats(&self) -> HedgeStats {
-        self.core.stats()
+        self.core.cached().stats.snapshot()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> HedgeConfig {
+        self.live.load().1.config.clone()
+    }
+
+    /// Validates `config` as [`HedgeLayer::builder`]`(config).build()` does
+    /// and puts it in force for the requests this service, its clones, its
+    /// layer and the layer's other services start from now on; see the
+    /// [module docs](self#changing-the-config-while-serving). On an error
+    /// nothing changes.
+    pub fn reconfigure(&self, config: HedgeConfig) -> Result<(), ConfigError> {
+        layer::reconfigure(&self.live, config)
     }
 
     /// The wrapped service.
@@ -128,7 +183,8 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let core = &*self.core;
+        let shared = self.core.get(&self.live);
+        let core = &**shared;
         let now = Instant::now();
         if core.deposit {
             self.deposits.count(&core.budget, || now);
@@ -138,7 +194,7 @@ where
         let delay = core.delay(now);
         let kept = if delay.is_some() { self.replay.copy(&req) } else { None };
         let parts = Parts {
-            core: self.core.clone(),
+            core: Lease::of(shared),
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
             service: self.inner.clone(),

@@ -3,7 +3,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ha_core::classify::ErrorsAreFailures;
-use ha_core::lease::{Lease, Stash, Stashed};
+use ha_core::lease::{Stash, Stashed};
+use ha_core::live::{LiveCached, LiveCell};
 use ha_core::rng::FastRng;
 use ha_core::Events;
 use tower_layer::Layer;
@@ -23,14 +24,25 @@ use crate::replay::Cloned;
 /// thread that has sent requests may keep the state (and the events
 /// observer in it) alive after the layer and its services are dropped, until
 /// that thread's stash needs the slot (it holds four) or the thread exits.
+///
+/// [`reconfigure`](Self::reconfigure) changes the config of the layer and of
+/// every service it built (and their clones); see [`Retry::reconfigure`].
 pub struct RetryLayer<C = ErrorsAreFailures, P = Cloned> {
-    pub(crate) core: Lease<RetryCore>,
+    live: Live,
+    budget: RetryBudget,
+    stats: Arc<Counters>,
+    seed: Option<u64>,
     classifier: C,
     replay: P,
 }
 
-/// The state a retry layer shares with every service it builds and their
-/// requests: config, budget, backoff, counters, events.
+/// The config in force for a retry layer and its services, replaced as a
+/// whole by each reconfiguration.
+pub(crate) type Live = Arc<LiveCell<Arc<RetryCore>>>;
+
+/// One config of a retry layer, with the state every config of it shares
+/// (budget, counters, events); a request leases the one in force when it
+/// starts, and keeps it to its end.
 ///
 /// It is one concrete type (the classifier and the replay policy, which
 /// are generic, are cloned into each service and request instead), so that
@@ -42,9 +54,47 @@ pub(crate) struct RetryCore {
     pub(crate) budget: RetryBudget,
     pub(crate) events: Events,
     pub(crate) deposit: bool,
-    pub(crate) stats: Counters,
+    pub(crate) stats: Arc<Counters>,
     pub(crate) backoff: Backoff,
-    seed: Option<u64>,
+    // The budget was built from `config.budget`, so a new config's applies to it.
+    own_budget: bool,
+}
+
+impl RetryCore {
+    fn new(config: RetryConfig, budget: RetryBudget, events: Events, deposit: bool, own_budget: bool) -> Self {
+        RetryCore {
+            backoff: Backoff::new(&config.backoff, FastRng::new(0)),
+            config,
+            budget,
+            events,
+            deposit,
+            stats: Arc::default(),
+            own_budget,
+        }
+    }
+
+    /// The next config of the same layer; validated first, so that on an
+    /// error neither the budget nor anything else has changed.
+    fn reconfigured(&self, config: RetryConfig) -> Result<Arc<Self>, ConfigError> {
+        config.validate()?;
+        if self.own_budget {
+            self.budget.reconfigure(config.budget.clone())?;
+        }
+        Ok(Arc::new(RetryCore {
+            backoff: Backoff::new(&config.backoff, FastRng::new(0)),
+            config,
+            budget: self.budget.clone(),
+            events: self.events.clone(),
+            deposit: self.deposit,
+            stats: self.stats.clone(),
+            own_budget: self.own_budget,
+        }))
+    }
+}
+
+/// Validates `config` and puts it in force for every holder of `live`.
+pub(crate) fn reconfigure(live: &LiveCell<Arc<RetryCore>>, config: RetryConfig) -> Result<(), ConfigError> {
+    live.update(|core| core.reconfigured(config))
 }
 
 thread_local! {
@@ -116,24 +166,43 @@ impl RetryLayer<ha_core::classify::HttpClassifier, crate::body::HttpReplay> {
 impl<C, P> RetryLayer<C, P> {
     /// The budget this layer's retries draw on.
     pub fn budget(&self) -> &RetryBudget {
-        &self.core.budget
+        &self.budget
     }
 
     /// The counters of every service this layer built.
     pub fn stats(&self) -> RetryStats {
-        self.core.stats.snapshot()
+        self.stats.snapshot()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> RetryConfig {
+        self.live.load().1.config.clone()
+    }
+
+    /// Changes the config of this layer, of every service it built and of
+    /// their clones, for the requests they start from now on; the same as
+    /// [`Retry::reconfigure`] on any of them.
+    pub fn reconfigure(&self, config: RetryConfig) -> Result<(), ConfigError> {
+        reconfigure(&self.live, config)
     }
 }
 
 impl<C: Clone, P: Clone> Clone for RetryLayer<C, P> {
     fn clone(&self) -> Self {
-        RetryLayer { core: self.core.clone(), classifier: self.classifier.clone(), replay: self.replay.clone() }
+        RetryLayer {
+            live: self.live.clone(),
+            budget: self.budget.clone(),
+            stats: self.stats.clone(),
+            seed: self.seed,
+            classifier: self.classifier.clone(),
+            replay: self.replay.clone(),
+        }
     }
 }
 
 impl<C, P> fmt::Debug for RetryLayer<C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryLayer").field("config", &self.core.config).finish_non_exhaustive()
+        f.debug_struct("RetryLayer").field("config", &self.live.load().1.config).finish_non_exhaustive()
     }
 }
 
@@ -141,13 +210,14 @@ impl<S, C: Clone, P: Clone> Layer<S> for RetryLayer<C, P> {
     type Service = Retry<S, C, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let rng = match self.core.seed {
+        let rng = match self.seed {
             Some(seed) => FastRng::new(seed),
             None => FastRng::from_entropy(),
         };
         Retry {
             inner,
-            core: self.core.clone(),
+            core: LiveCached::new(&self.live),
+            live: self.live.clone(),
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
             rng,
@@ -173,16 +243,17 @@ impl<C, P> LayerBuilder<RetryConfig, C, P> {
     /// behind an `Arc`).
     pub fn build(mut self) -> Result<RetryLayer<C, P>, ConfigError> {
         self.config.validate()?;
+        let own_budget = !self.has_budget();
         let budget = self.take_budget()?;
-        let core = RetryCore {
-            backoff: Backoff::new(&self.config.backoff, FastRng::new(0)),
-            config: self.config,
+        let core = RetryCore::new(self.config, budget.clone(), self.events, self.deposit, own_budget);
+        let stats = core.stats.clone();
+        Ok(RetryLayer {
+            live: Arc::new(LiveCell::new(Arc::new(core))),
             budget,
-            events: self.events,
-            deposit: self.deposit,
-            stats: Counters::default(),
+            stats,
             seed: self.seed,
-        };
-        Ok(RetryLayer { core: Lease::of(&Arc::new(core)), classifier: self.classifier, replay: self.replay })
+            classifier: self.classifier,
+            replay: self.replay,
+        })
     }
 }

@@ -25,6 +25,53 @@
 //!   (the attempt is cancelled);
 //! - an attempt cut by the per-try timeout counts as
 //!   `Err(AttemptTimedOut)`, classified like any error.
+//!
+//! # Changing the config while serving
+//!
+//! [`Retry::reconfigure`] (or [`RetryLayer::reconfigure`]) validates a new
+//! [`RetryConfig`] exactly as the layer's builder does
+//! and, when it is valid, puts it in force for the service, all its clones,
+//! the layer and every service it built: requests started from then on use
+//! its attempts, backoff, per-try timeout, deadline and `Retry-After` cap.
+//! A request already in flight finishes under the config it started with
+//! (it holds that config to its end), so a change never fails or cuts
+//! short a request. The layer's own budget takes the new `budget` ratio and
+//! reserve at once, keeping its balance
+//! ([`RetryBudget::reconfigure`]); a budget given to the layer's builder is
+//! shared, so it is left to its owner. The counters, the events handle and
+//! the budget's name are kept. An invalid config returns the builder's
+//! [`ConfigError`] and changes nothing.
+//!
+//! The retry-on rules are the classifier's, chosen when the layer is built:
+//! a classifier that reads its rules from shared state of its own can
+//! change them too.
+//!
+//! Each service keeps the config it last read and the generation it was
+//! read at ([`ha_core::live`]): a call that finds nothing changed pays one
+//! atomic load for it, and no lock, allocation or reference count.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ha_retry::{RetryConfig, RetryLayer};
+//! use tower::{service_fn, Layer, Service, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let layer = RetryLayer::new(RetryConfig { max_attempts: 2, ..RetryConfig::default() }).unwrap();
+//! let mut svc = layer.layer(service_fn(|_: ()| async { Err::<(), _>(std::io::Error::other("down")) }));
+//! svc.ready().await.unwrap().call(()).await.unwrap_err();
+//! assert_eq!(layer.stats().retries, 1);
+//!
+//! svc.reconfigure(RetryConfig { max_attempts: 4, ..RetryConfig::default() }).unwrap();
+//! svc.ready().await.unwrap().call(()).await.unwrap_err();
+//! assert_eq!(layer.stats().retries, 1 + 3);
+//!
+//! // Rejected as at build time; the config in force stays.
+//! let err = svc.reconfigure(RetryConfig { max_attempts: 0, ..RetryConfig::default() }).unwrap_err();
+//! assert_eq!(err.field(), "max_attempts");
+//! assert_eq!(svc.config().max_attempts, 4);
+//! # }
+//! ```
 
 mod future;
 mod layer;
@@ -42,16 +89,20 @@ use tower::BoxError;
 use tower_service::Service;
 
 use crate::budget::{Deposits, RetryBudget};
+use crate::config::{ConfigError, RetryConfig};
 use crate::policy::earliest;
 use crate::replay::{Cloned, Replay};
 use future::{Parts, State};
 use ha_core::lease::Lease;
-use layer::RetryCore;
+use ha_core::live::LiveCached;
+use layer::{Live, RetryCore};
 
 /// Retries failed requests; see the [module docs](self).
 pub struct Retry<S, C = ErrorsAreFailures, P = Cloned> {
     inner: S,
-    core: Lease<RetryCore>,
+    live: Live,
+    // The config in force as of this service's last call.
+    core: LiveCached<std::sync::Arc<RetryCore>>,
     classifier: C,
     replay: P,
     rng: FastRng,
@@ -61,12 +112,27 @@ pub struct Retry<S, C = ErrorsAreFailures, P = Cloned> {
 impl<S, C, P> Retry<S, C, P> {
     /// The budget this service's retries draw on.
     pub fn budget(&self) -> &RetryBudget {
-        &self.core.budget
+        // Every config of a layer shares its budget: a stale one will do.
+        &self.core.cached().budget
     }
 
     /// The counters of this service and every clone of it.
     pub fn stats(&self) -> RetryStats {
-        self.core.stats.snapshot()
+        self.core.cached().stats.snapshot()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> RetryConfig {
+        self.live.load().1.config.clone()
+    }
+
+    /// Validates `config` as [`RetryLayer::builder`]`(config).build()` does
+    /// and puts it in force for the requests this service, its clones, its
+    /// layer and the layer's other services start from now on; see the
+    /// [module docs](self#changing-the-config-while-serving). On an error
+    /// nothing changes.
+    pub fn reconfigure(&self, config: RetryConfig) -> Result<(), ConfigError> {
+        layer::reconfigure(&self.live, config)
     }
 
     /// The wrapped service.
@@ -81,6 +147,7 @@ impl<S: Clone, C: Clone, P: Clone> Clone for Retry<S, C, P> {
         let mut parent = self.rng.clone();
         Retry {
             inner: self.inner.clone(),
+            live: self.live.clone(),
             core: self.core.clone(),
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
@@ -92,7 +159,7 @@ impl<S: Clone, C: Clone, P: Clone> Clone for Retry<S, C, P> {
 
 impl<S, C, P> Drop for Retry<S, C, P> {
     fn drop(&mut self) {
-        self.deposits.flush(&self.core.budget);
+        self.deposits.flush(&self.core.cached().budget);
     }
 }
 
@@ -104,7 +171,7 @@ fn salt() -> u64 {
 
 impl<S: fmt::Debug, C, P> fmt::Debug for Retry<S, C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Retry").field("inner", &self.inner).field("config", &self.core.config).finish()
+        f.debug_struct("Retry").field("inner", &self.inner).field("config", &self.core.cached().config).finish()
     }
 }
 
@@ -125,7 +192,8 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let core = &*self.core;
+        let shared = self.core.get(&self.live);
+        let core = &**shared;
         let config = &core.config;
         // The clock is read only when a timer needs it or a deposit batch is due.
         let mut now = None;
@@ -146,7 +214,7 @@ where
         }
         let expired = deadline.is_some_and(|d| d <= clock());
         let seed = self.rng.next_u64();
-        let core = self.core.clone();
+        let core = Lease::of(shared);
         let (classifier, replay, service) = (self.classifier.clone(), self.replay.clone(), self.inner.clone());
         if expired {
             let parts = Parts { core, classifier, replay, service, deadline };
