@@ -70,6 +70,7 @@ pub mod config;
 mod future;
 pub mod keyed;
 mod layer;
+mod rules;
 mod service;
 mod state;
 mod window;
