@@ -8,7 +8,14 @@
 //! no read-modify-write; a failure costs a few atomic adds; transitions are
 //! single compare-and-swaps on one word, so exactly one thread performs each
 //! and emits its event. (Only the waker list of the not-ready mode is behind
-//! a mutex, touched on transitions and by pending `poll_ready`s.)
+//! a mutex, touched on transitions and by pending `poll_ready`s, and the
+//! config, read on a trip for its open-wait policy.)
+//!
+//! [`Breaker::reconfigure`] replaces the config of a running breaker
+//! without making the call path lock: the thresholds an outcome is judged
+//! by live in atomics, published as a whole (an outcome sees one config's
+//! rules, never a mix), and a window of a new shape is switched in by one
+//! atomic store.
 //!
 //! Time is a closure (`now: impl FnOnce() -> Instant`) called only when the
 //! decision needs it: never on the closed success path with a count window.
@@ -487,8 +494,7 @@ impl Breaker {
     /// Hands back a permit whose call never completed (its future was
     /// dropped): counted as configured by [`BreakerConfig::cancelled`].
     pub fn cancel(&self, permit: Permit, now: impl FnOnce() -> Instant) {
-        let outcome =
-            if self.cancelled_fails.load(Ordering::Relaxed) { Outcome::Failure } else { Outcome::Ignored };
+        let outcome = if self.cancelled_fails.load(Ordering::Relaxed) { Outcome::Failure } else { Outcome::Ignored };
         self.record(permit, outcome, None, now)
     }
 

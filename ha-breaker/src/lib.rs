@@ -48,6 +48,30 @@
 //!   ha-core [`Event`](ha_core::Event) and a `tracing` event.
 //! - [`KeyedCircuitBreaker`] keeps one breaker per key of the request, with
 //!   a bound on the number of keys and idle eviction.
+//! - [`Breaker::reconfigure`] (and [`KeyedBreakers::reconfigure`](keyed::KeyedBreakers::reconfigure))
+//!   change a running breaker's config: checked like a new one (a bad
+//!   value is refused with the same [`ConfigError`] and the old config
+//!   stays), applied to every later outcome without disturbing calls in
+//!   flight, keeping the breaker's state, counters and, when the window's
+//!   shape is unchanged, its window.
+//!
+//! ```
+//! use ha_breaker::{BreakerConfig, CircuitBreakerLayer, ConfigError};
+//! use tower::{service_fn, Layer};
+//!
+//! let layer = CircuitBreakerLayer::new(BreakerConfig::default()).unwrap();
+//! let svc = layer.layer(service_fn(|()| async { Ok::<_, &str>(()) }));
+//! let breaker = svc.breaker();
+//!
+//! let looser = BreakerConfig { failure_rate: Some(0.8), ..BreakerConfig::default() };
+//! breaker.reconfigure(looser.clone()).unwrap();
+//! assert_eq!(breaker.config(), looser);
+//!
+//! let broken = BreakerConfig { failure_rate: Some(1.5), ..BreakerConfig::default() };
+//! let err = breaker.reconfigure(broken).unwrap_err();
+//! assert!(matches!(err, ConfigError::Rate { field: "failure_rate", .. }));
+//! assert_eq!(breaker.config(), looser); // the old config stays in force
+//! ```
 //!
 //! # Cost
 //!
