@@ -78,7 +78,8 @@
 //! With the default config (count window, no slow-call detection) the
 //! closed path reads no clock, takes no lock, allocates nothing and, in the
 //! healthy steady state, performs no atomic read-modify-write: one load to
-//! admit, one load to see that the window is still full of successes, and a
+//! admit, one to find the window in force (it may have been replaced by a
+//! reconfiguration), one to see that it is still full of successes, and a
 //! per-thread stash ([`ha_core::lease`]) instead of an `Arc` clone for the
 //! response future's reference to the breaker (a thread keeps up to four
 //! recently used breakers referenced this way; a breaker whose services are
