@@ -8,7 +8,14 @@
 //! no read-modify-write; a failure costs a few atomic adds; transitions are
 //! single compare-and-swaps on one word, so exactly one thread performs each
 //! and emits its event. (Only the waker list of the not-ready mode is behind
-//! a mutex, touched on transitions and by pending `poll_ready`s.)
+//! a mutex, touched on transitions and by pending `poll_ready`s, and the
+//! config, read on a trip for its open-wait policy.)
+//!
+//! [`Breaker::reconfigure`] replaces the config of a running breaker
+//! without making the call path lock: the thresholds an outcome is judged
+//! by live in atomics, published as a whole (an outcome sees one config's
+//! rules, never a mix), and a window of a new shape is switched in by one
+//! atomic store.
 //!
 //! Time is a closure (`now: impl FnOnce() -> Instant`) called only when the
 //! decision needs it: never on the closed success path with a count window.
@@ -38,17 +45,17 @@ use std::time::Duration;
 use ha_core::error::BreakerOpen;
 use ha_core::event::{BreakerState, Event, Events};
 use ha_core::rng::FastRng;
-use ha_core::stats::{Sample, TimeWindow, WindowSnapshot};
-use ha_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use ha_core::stats::{Sample, WindowSnapshot};
+use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use ha_core::sync::Mutex;
 use ha_core::{Instant, Outcome};
 
-use crate::config::{BreakerConfig, ConfigError, WindowConfig};
+use crate::config::{BreakerConfig, CancelledAs, ConfigError, OpenWaitConfig, RejectMode};
+use crate::rules::{LiveRules, Rules};
 use crate::state::*;
-use ha_core::stats::CountWindow;
 use ha_core::sync::CachePadded as Padded;
 
-use crate::window::Window;
+use crate::window::{Window, Windows};
 
 /// Leave to make one call, from [`Breaker::try_acquire`]. Hand it back with
 /// [`Breaker::record`] or [`Breaker::cancel`]; a half-open probe permit that
@@ -103,25 +110,22 @@ pub struct Metrics {
     pub transitions: u64,
 }
 
-/// Thresholds precomputed from the config.
-#[derive(Debug)]
-struct Rules {
-    consecutive: u32,
-    failure_rate: Option<f64>,
-    slow_rate: Option<f64>,
-    slow_threshold: Duration,
-    minimum_calls: u64,
-    probes: u64,
-    probe_failure_rate: f64,
-}
-
 /// A circuit breaker's shared state; see the [module](self) docs.
 pub struct Breaker {
     state: Padded<AtomicU64>,
     consecutive: Padded<AtomicU32>,
     /// Closed-state calls recorded; see [`Metrics::calls`].
     calls: Padded<AtomicU64>,
-    window: Window,
+    windows: Windows,
+    rules: LiveRules,
+    /// The slow-call threshold in ns, [`NOT_SLOW`] when slow calls are not
+    /// detected. Apart from [`Rules`]: it is read on every measured call,
+    /// and alone it is always one config's value.
+    slow_threshold: AtomicU64,
+    cancelled_fails: AtomicBool,
+    not_ready: AtomicBool,
+    /// `open_wait.base` in ms, for rejections that race a trip.
+    open_base_ms: AtomicU64,
     /// generation << 43 | open deadline in ms since `epoch`: a deadline is
     /// only believed by the generation that set it.
     deadline: AtomicU64,
@@ -136,8 +140,9 @@ pub struct Breaker {
     transitions: AtomicU64,
     probe_calls: AtomicU64,
     waiters: Mutex<Vec<Waker>>,
-    rules: Rules,
-    config: BreakerConfig,
+    /// The config in force. Locked only by `config()`, `reconfigure` (which
+    /// it serialises) and a trip (for the open-wait policy): never per call.
+    config: Mutex<BreakerConfig>,
     epoch: Instant,
     seed: u64,
     name: StdArc<str>,
@@ -146,6 +151,16 @@ pub struct Breaker {
 
 const DEADLINE_BITS: u32 = 43;
 const DEADLINE_MASK: u64 = (1 << DEADLINE_BITS) - 1;
+/// `slow_threshold` when slow calls are not detected.
+const NOT_SLOW: u64 = u64::MAX;
+
+fn slow_threshold_ns(config: &BreakerConfig) -> u64 {
+    config.slow_calls.map_or(NOT_SLOW, |s| s.threshold.as_nanos().min(u128::from(NOT_SLOW - 1)) as u64)
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
 
 impl Breaker {
     /// A closed breaker named `name` (its endpoint or key, used in events),
@@ -157,30 +172,16 @@ impl Breaker {
         now: Instant,
     ) -> Result<Breaker, ConfigError> {
         config.validate()?;
-        let window = match config.window {
-            WindowConfig::Count { size } => Window::Count(
-                CountWindow::new(size as usize)
-                    .map_err(|_| ConfigError::WindowSize { size, max: crate::config::MAX_WINDOW_CALLS })?,
-            ),
-            WindowConfig::Time { span, buckets } => Window::Time(
-                TimeWindow::new(now, span, buckets as usize)
-                    .map_err(|_| ConfigError::WindowSize { size: buckets, max: crate::config::MAX_WINDOW_BUCKETS })?,
-            ),
-        };
-        let rules = Rules {
-            consecutive: config.consecutive_failures.unwrap_or(u32::MAX),
-            failure_rate: config.failure_rate,
-            slow_rate: config.slow_calls.map(|s| s.rate),
-            slow_threshold: config.slow_calls.map_or(Duration::MAX, |s| s.threshold),
-            minimum_calls: u64::from(config.minimum_calls),
-            probes: u64::from(config.half_open_probes),
-            probe_failure_rate: config.failure_rate.unwrap_or(0.5),
-        };
         Ok(Breaker {
             state: Padded(AtomicU64::new(Word::new(CLOSED, 0).0)),
             consecutive: Padded(AtomicU32::new(0)),
             calls: Padded(AtomicU64::new(0)),
-            window,
+            windows: Windows::new(config.window, now)?,
+            rules: LiveRules::new(Rules::of(&config)),
+            slow_threshold: AtomicU64::new(slow_threshold_ns(&config)),
+            cancelled_fails: AtomicBool::new(config.cancelled == CancelledAs::Failure),
+            not_ready: AtomicBool::new(config.reject_mode == RejectMode::NotReady),
+            open_base_ms: AtomicU64::new(millis(config.open_wait.base)),
             deadline: AtomicU64::new(0),
             closed_since: AtomicU64::new(0),
             trips: AtomicU32::new(0),
@@ -191,8 +192,7 @@ impl Breaker {
             transitions: AtomicU64::new(0),
             probe_calls: AtomicU64::new(0),
             waiters: Mutex::new(Vec::new()),
-            rules,
-            config,
+            config: Mutex::new(config),
             epoch: now,
             seed: FastRng::from_entropy().next_u64(),
             name: name.into(),
@@ -211,15 +211,115 @@ impl Breaker {
         &self.name
     }
 
-    /// The configuration it was built with.
-    pub fn config(&self) -> &BreakerConfig {
-        &self.config
+    /// The configuration in force: the one it was built with, or the last
+    /// one [`reconfigure`](Self::reconfigure) accepted. A copy, taken under
+    /// the lock that serialises reconfigurations (not for the call path:
+    /// [`measures_duration`](Self::measures_duration) and
+    /// [`reject_mode`](Self::reject_mode) are single loads).
+    pub fn config(&self) -> BreakerConfig {
+        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the configuration of a running breaker.
+    ///
+    /// `config` is checked as [`Breaker::new`] checks it, with the same
+    /// [`ConfigError`]s; when it is rejected nothing changes. When it is
+    /// accepted, every outcome recorded and every transition made from then
+    /// on follows it: the trip conditions (consecutive failures, failure
+    /// and slow-call rates, the slow-call threshold, `minimum_calls`), the
+    /// half-open probe count and the rate that reopens, the open-wait
+    /// policy (from the next trip: a deadline already set stands), what a
+    /// cancelled call counts as and the reject mode.
+    ///
+    /// The breaker keeps its state: closed, open (until the deadline it
+    /// already has), half-open (with the probes already admitted and
+    /// answered), forced open, disabled or metrics-only; its trip count,
+    /// its failure streak and its [`Metrics`]. The window keeps the calls
+    /// it holds when its shape (`window`: count or time, size, span,
+    /// buckets) is unchanged; a new shape starts with an empty window.
+    ///
+    /// Nothing trips at the moment of the reconfiguration, even when the
+    /// new thresholds are already exceeded (a streak of 5 failures under a
+    /// new limit of 3): the next outcome is judged by the new rules, so the
+    /// next failure trips, while a success clears the streak. Likewise a
+    /// half-open breaker decides on the next probe outcome if it already
+    /// has as many answers as the new probe count.
+    ///
+    /// Calls in flight are not disturbed: a call admitted before is
+    /// recorded under whichever config is in force when it completes (one
+    /// outcome is never judged by a mix of the two), and the call path
+    /// takes no lock while a reconfiguration runs.
+    ///
+    /// ```
+    /// use ha_breaker::{Breaker, BreakerConfig};
+    /// use ha_core::{event::BreakerState, Events, Outcome};
+    /// use tokio::time::Instant;
+    ///
+    /// let t0 = Instant::now();
+    /// let config = BreakerConfig { consecutive_failures: Some(5), ..Default::default() };
+    /// let breaker = Breaker::new("db", config.clone(), Events::new(), t0).unwrap();
+    /// let fail = |b: &Breaker| b.record(b.try_acquire(|| t0).unwrap(), Outcome::Failure, None, || t0);
+    /// fail(&breaker);
+    /// fail(&breaker);
+    ///
+    /// // A bad value is refused with the error `Breaker::new` gives; nothing changes.
+    /// let bad = BreakerConfig { failure_rate: Some(1.5), ..config.clone() };
+    /// assert_eq!(breaker.reconfigure(bad.clone()).unwrap_err(), bad.validate().unwrap_err());
+    ///
+    /// // Lower the limit below the current streak of 2: nothing trips until the next failure.
+    /// breaker.reconfigure(BreakerConfig { consecutive_failures: Some(2), ..config }).unwrap();
+    /// assert_eq!(breaker.state(), BreakerState::Closed);
+    /// assert_eq!(breaker.config().consecutive_failures, Some(2));
+    /// fail(&breaker);
+    /// assert_eq!(breaker.state(), BreakerState::Open);
+    /// ```
+    pub fn reconfigure(&self, config: BreakerConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        // The only step that can fail, so it goes first: an error leaves
+        // everything as it was.
+        let window_kept = self.windows.reshape(config.window, self.epoch)?;
+        self.rules.store(&Rules::of(&config));
+        self.slow_threshold.store(slow_threshold_ns(&config), Ordering::Relaxed);
+        self.cancelled_fails.store(config.cancelled == CancelledAs::Failure, Ordering::Relaxed);
+        self.not_ready.store(config.reject_mode == RejectMode::NotReady, Ordering::Relaxed);
+        self.open_base_ms.store(millis(config.open_wait.base), Ordering::Relaxed);
+        *current = config;
+        drop(current);
+        tracing::info!(target: "ha::breaker", breaker = %self.name, window_kept, "breaker reconfigured");
+        // More probe slots, or a reject mode that no longer waits: let
+        // pending `poll_ready`s look again.
+        self.wake_all();
+        Ok(())
     }
 
     /// True when a call must read the clock: the window is time-based or
     /// slow calls are detected.
     pub fn needs_clock(&self) -> bool {
-        self.window.needs_clock() || self.config.measures_duration()
+        self.windows.current().needs_clock() || self.measures_duration()
+    }
+
+    /// True when calls are timed for slow-call detection (one atomic load;
+    /// follows [`reconfigure`](Self::reconfigure)).
+    #[inline]
+    pub fn measures_duration(&self) -> bool {
+        self.slow_threshold.load(Ordering::Relaxed) != NOT_SLOW
+    }
+
+    /// What the service does while this breaker rejects (one atomic load;
+    /// follows [`reconfigure`](Self::reconfigure)).
+    #[inline]
+    pub fn reject_mode(&self) -> RejectMode {
+        if self.not_ready.load(Ordering::Relaxed) {
+            RejectMode::NotReady
+        } else {
+            RejectMode::FailFast
+        }
+    }
+
+    #[inline]
+    fn window_now(&self) -> &Window {
+        self.windows.current()
     }
 
     /// The current state. One atomic load: cheap enough for a balancer to
@@ -247,14 +347,18 @@ impl Breaker {
             OPEN => {
                 let d = self.deadline.load(Ordering::Acquire);
                 if d >> DEADLINE_BITS != w.gen() {
-                    return Some(self.config.open_wait.base);
+                    return Some(self.open_base());
                 }
                 Some(Duration::from_millis((d & DEADLINE_MASK).saturating_sub(self.ms_since_epoch(now))))
             }
             FORCED_OPEN => Some(Duration::MAX),
-            HALF_OPEN if w.issued() >= self.rules.probes => Some(Duration::ZERO),
+            HALF_OPEN if w.issued() >= self.rules.load().probes => Some(Duration::ZERO),
             _ => None,
         }
+    }
+
+    fn open_base(&self) -> Duration {
+        Duration::from_millis(self.open_base_ms.load(Ordering::Relaxed))
     }
 
     #[inline]
@@ -276,7 +380,7 @@ impl Breaker {
 
     /// The closed-state window's contents at `now`.
     pub fn window(&self, now: Instant) -> WindowSnapshot {
-        self.window.snapshot(|| now)
+        self.window_now().snapshot(|| now)
     }
 
     /// Asks to make a call. `now` is called only when the answer depends on
@@ -326,7 +430,7 @@ impl Breaker {
                     if d >> DEADLINE_BITS != w.gen() {
                         // The tripping thread has not stored this period's
                         // deadline yet: it is at least the base wait away.
-                        return Err(BreakerOpen::new(self.config.open_wait.base));
+                        return Err(BreakerOpen::new(self.open_base()));
                     }
                     let until = d & DEADLINE_MASK;
                     if now_ms < until {
@@ -336,7 +440,7 @@ impl Breaker {
                 }
                 _ => {
                     // HALF_OPEN
-                    if w.issued() >= self.rules.probes {
+                    if w.issued() >= self.rules.load().probes {
                         return Err(BreakerOpen::new(Duration::ZERO));
                     }
                     w.with_issued_plus_one()
@@ -369,23 +473,28 @@ impl Breaker {
                 }
             }
             PermitKind::Normal => {
-                let slow = elapsed.is_some_and(|e| e >= self.rules.slow_threshold);
+                let slow = self.is_slow(elapsed);
                 self.record_closed(permit, outcome.is_failure(), slow, now)
             }
             PermitKind::Probe => {
-                let slow = elapsed.is_some_and(|e| e >= self.rules.slow_threshold);
+                let slow = self.is_slow(elapsed);
                 self.record_probe(permit, outcome.is_failure(), slow, now)
             }
         }
     }
 
+    #[inline]
+    fn is_slow(&self, elapsed: Option<Duration>) -> bool {
+        elapsed.is_some_and(|e| {
+            let threshold = self.slow_threshold.load(Ordering::Relaxed);
+            threshold != NOT_SLOW && e.as_nanos() >= u128::from(threshold)
+        })
+    }
+
     /// Hands back a permit whose call never completed (its future was
     /// dropped): counted as configured by [`BreakerConfig::cancelled`].
     pub fn cancel(&self, permit: Permit, now: impl FnOnce() -> Instant) {
-        let outcome = match self.config.cancelled {
-            crate::config::CancelledAs::Ignored => Outcome::Ignored,
-            crate::config::CancelledAs::Failure => Outcome::Failure,
-        };
+        let outcome = if self.cancelled_fails.load(Ordering::Relaxed) { Outcome::Failure } else { Outcome::Ignored };
         self.record(permit, outcome, None, now)
     }
 
@@ -406,7 +515,7 @@ impl Breaker {
             return;
         }
         let mut clock = Lazy::new(now);
-        self.window.record(Sample::new(failed, slow), || clock.get());
+        self.window_now().record(Sample::new(failed, slow), || clock.get());
         let streak = if failed {
             self.consecutive.fetch_add(1, Ordering::AcqRel).saturating_add(1)
         } else {
@@ -423,12 +532,13 @@ impl Breaker {
 
     #[cold]
     fn maybe_trip<F: FnOnce() -> Instant>(&self, w: Word, streak: u32, clock: &mut Lazy<F>) {
-        let mut trip = streak >= self.rules.consecutive;
-        if !trip && (self.rules.failure_rate.is_some() || self.rules.slow_rate.is_some()) {
-            let s = self.window.snapshot(|| clock.get());
-            if s.calls >= self.rules.minimum_calls {
-                trip = self.rules.failure_rate.is_some_and(|r| s.failure_rate() >= r)
-                    || self.rules.slow_rate.is_some_and(|r| s.slow_rate() >= r);
+        let rules = self.rules.load();
+        let mut trip = streak >= rules.consecutive;
+        if !trip && (rules.failure_rate.is_some() || rules.slow_rate.is_some()) {
+            let s = self.window_now().snapshot(|| clock.get());
+            if s.calls >= rules.minimum_calls {
+                trip = rules.failure_rate.is_some_and(|r| s.failure_rate() >= r)
+                    || rules.slow_rate.is_some_and(|r| s.slow_rate() >= r);
             }
         }
         if trip {
@@ -451,7 +561,8 @@ impl Breaker {
                 return;
             }
             let tallied = w.with_outcome(failed, slow);
-            if tallied.completed() < self.rules.probes {
+            let rules = self.rules.load();
+            if tallied.completed() < rules.probes {
                 match self.state.compare_exchange_weak(w.0, tallied.0, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => return,
                     Err(actual) => w = Word(actual),
@@ -460,8 +571,8 @@ impl Breaker {
             }
             // The last probe decides.
             let n = tallied.completed() as f64;
-            let bad = tallied.failed() as f64 / n >= self.rules.probe_failure_rate
-                || self.rules.slow_rate.is_some_and(|r| tallied.slow() as f64 / n >= r);
+            let bad = tallied.failed() as f64 / n >= rules.probe_failure_rate
+                || rules.slow_rate.is_some_and(|r| tallied.slow() as f64 / n >= r);
             let decided = if bad { self.open(w, clock.get()) } else { self.close_from(w, clock.get()) };
             if decided {
                 return;
@@ -509,7 +620,7 @@ impl Breaker {
         // Only the winner of the swap gets here, so the trip count and the
         // deadline have one writer per period.
         let now_ms = self.ms_since_epoch(now);
-        let wait = &self.config.open_wait;
+        let wait = self.config.lock().unwrap_or_else(|e| e.into_inner()).open_wait;
         let trips = if from.code() == CLOSED
             && now_ms.saturating_sub(self.closed_since.load(Ordering::Acquire)) >= wait.reset_after.as_millis() as u64
         {
@@ -518,7 +629,7 @@ impl Breaker {
             self.trips.load(Ordering::Acquire).saturating_add(1)
         };
         self.trips.store(trips, Ordering::Release);
-        let wait_ms = self.wait_ms(trips);
+        let wait_ms = self.wait_ms(&wait, trips);
         let deadline = now_ms.saturating_add(wait_ms).min(DEADLINE_MASK);
         self.deadline.store((to.gen() & GEN_MASK) << DEADLINE_BITS | deadline, Ordering::Release);
         self.transitioned(from.state(), BreakerState::Open);
@@ -526,8 +637,7 @@ impl Breaker {
     }
 
     /// The wait after the `trips`-th consecutive trip, jittered.
-    fn wait_ms(&self, trips: u32) -> u64 {
-        let w = &self.config.open_wait;
+    fn wait_ms(&self, w: &OpenWaitConfig, trips: u32) -> u64 {
         let grown = w.base.as_secs_f64() * w.multiplier.powi(trips.saturating_sub(1).min(1024) as i32);
         let capped = grown.min(w.max.as_secs_f64());
         let cut = FastRng::new(self.seed ^ u64::from(trips).wrapping_mul(0x9e37_79b9_7f4a_7c15)).unit_f64() * w.jitter;
@@ -545,7 +655,7 @@ impl Breaker {
     }
 
     fn entered_closed(&self, now: Instant) {
-        self.window.reset();
+        self.window_now().reset();
         self.consecutive.store(0, Ordering::Relaxed);
         self.closed_since.store(self.ms_since_epoch(now), Ordering::Release);
     }

@@ -150,7 +150,7 @@ where
         },
     };
     let recorder = if permit.is_tracked() {
-        let start = if breaker.config().measures_duration() { Some(Instant::now()) } else { None };
+        let start = if breaker.measures_duration() { Some(Instant::now()) } else { None };
         Some(Recorder {
             breaker: breaker.lease(),
             permit: Some(permit),

@@ -6,6 +6,11 @@
 //! full, keys idle for longer than `idle_timeout` are evicted first, then the
 //! least recently used one, so memory stays bounded whatever the keys.
 //!
+//! [`KeyedBreakers::reconfigure`] changes the config of a running keyed
+//! breaker: every breaker already made takes the new breaker config (as
+//! [`Breaker::reconfigure`] does, keeping its state), and breakers made
+//! later start with it.
+//!
 //! ```
 //! use ha_breaker::{BreakerConfig, KeyedCircuitBreaker, KeyedConfig};
 //! use tower::{service_fn, Service, ServiceExt};
@@ -34,7 +39,7 @@ use std::time::Duration;
 
 use ha_core::classify::ErrorsAreFailures;
 use ha_core::sync::atomic::{AtomicU64, Ordering};
-use ha_core::sync::RwLock;
+use ha_core::sync::{Mutex, RwLock};
 use ha_core::{Classify, Events, Instant};
 use serde::{Deserialize, Serialize};
 use tower_service::Service;
@@ -94,7 +99,12 @@ struct Entry {
 /// The breakers of a keyed breaker, shared by its clones.
 pub struct KeyedBreakers<K> {
     map: RwLock<HashMap<K, Entry>>,
-    config: KeyedConfig,
+    /// Read when a key is added or evicted, never on a call to a known key.
+    /// Locked after `map` when both are.
+    config: Mutex<KeyedConfig>,
+    /// Serialises reconfigurations (taken before `config` and `map`), so
+    /// that the breakers end with the config the last one stored.
+    reconfiguring: Mutex<()>,
     events: Events,
     epoch: Instant,
     evicted: AtomicU64,
@@ -106,11 +116,61 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
         config.validate()?;
         Ok(KeyedBreakers {
             map: RwLock::new(HashMap::new()),
-            config,
+            config: Mutex::new(config),
+            reconfiguring: Mutex::new(()),
             events,
             epoch: Instant::now(),
             evicted: AtomicU64::new(0),
         })
+    }
+
+    /// The configuration in force (a copy).
+    pub fn config(&self) -> KeyedConfig {
+        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the configuration while calls run.
+    ///
+    /// `config` is checked as [`KeyedBreakers::new`] checks it, with the
+    /// same [`ConfigError`]s; when it is rejected nothing changes. When it
+    /// is accepted, every breaker already made is reconfigured with
+    /// `config.breaker` (keeping its state, as [`Breaker::reconfigure`]
+    /// describes) and breakers made for new keys use it. A lower
+    /// `max_keys` is reached as keys are added (each new key evicts until
+    /// there is room), not by evicting at once; a new `idle_timeout`
+    /// applies from the next eviction.
+    ///
+    /// Calls are not held up: the map is only read-locked, as on every call.
+    ///
+    /// ```
+    /// use ha_breaker::keyed::KeyedBreakers;
+    /// use ha_breaker::{BreakerConfig, ConfigError, KeyedConfig};
+    /// use ha_core::{Events, Instant};
+    ///
+    /// let breakers = KeyedBreakers::<u32>::new(KeyedConfig::default(), Events::new()).unwrap();
+    /// let one = breakers.breaker_for(&1, Instant::now());
+    /// let stricter = BreakerConfig { consecutive_failures: Some(3), ..Default::default() };
+    /// breakers.reconfigure(KeyedConfig { breaker: stricter.clone(), ..Default::default() }).unwrap();
+    /// assert_eq!(one.config(), stricter);
+    /// assert_eq!(breakers.breaker_for(&2, Instant::now()).config(), stricter);
+    ///
+    /// let bad = KeyedConfig { max_keys: 0, ..Default::default() };
+    /// assert_eq!(breakers.reconfigure(bad), Err(ConfigError::ZeroMaxKeys));
+    /// assert_eq!(breakers.config().breaker, stricter);
+    /// ```
+    pub fn reconfigure(&self, config: KeyedConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let _serial = self.reconfiguring.lock().unwrap_or_else(|e| e.into_inner());
+        let breaker = config.breaker.clone();
+        // Store first, then visit the map: a breaker made meanwhile either
+        // read the new config or was inserted (under the write lock) before
+        // the read lock below is granted, so it is visited.
+        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config;
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        for entry in map.values() {
+            entry.breaker.reconfigure(breaker.clone())?;
+        }
+        Ok(())
     }
 
     fn ms(&self, now: Instant) -> u64 {
@@ -152,11 +212,12 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
         if let Some(e) = map.get(key) {
             return e.breaker.clone();
         }
-        if map.len() >= self.config.max_keys {
-            self.make_room(&mut map, now_ms);
+        let config = self.config();
+        if map.len() >= config.max_keys {
+            self.make_room(&mut map, &config, now_ms);
         }
         let breaker = Arc::new(
-            Breaker::new(key.to_string(), self.config.breaker.clone(), self.events.clone(), now)
+            Breaker::new(key.to_string(), config.breaker, self.events.clone(), now)
                 .expect("the config was validated when the keyed breaker was built"),
         );
         map.insert(key.clone(), Entry { breaker: breaker.clone(), last_used: AtomicU64::new(now_ms) });
@@ -181,11 +242,12 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
     pub fn evict_idle(&self, now: Instant) -> usize {
         let now_ms = self.ms(now);
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        self.evict_idle_locked(&mut map, now_ms)
+        let idle_timeout = self.config.lock().unwrap_or_else(|e| e.into_inner()).idle_timeout;
+        self.evict_idle_locked(&mut map, idle_timeout, now_ms)
     }
 
-    fn evict_idle_locked(&self, map: &mut HashMap<K, Entry>, now_ms: u64) -> usize {
-        let idle = self.config.idle_timeout.as_millis() as u64;
+    fn evict_idle_locked(&self, map: &mut HashMap<K, Entry>, idle_timeout: Duration, now_ms: u64) -> usize {
+        let idle = idle_timeout.as_millis() as u64;
         let before = map.len();
         map.retain(|_, e| now_ms.saturating_sub(e.last_used.load(Ordering::Relaxed)) < idle);
         let n = before - map.len();
@@ -193,12 +255,13 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
         n
     }
 
-    fn make_room(&self, map: &mut HashMap<K, Entry>, now_ms: u64) {
-        if self.evict_idle_locked(map, now_ms) > 0 {
-            return;
-        }
-        let lru = map.iter().min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed)).map(|(k, _)| k.clone());
-        if let Some(k) = lru {
+    /// Evicts idle keys, then least recently used ones, until a key fits
+    /// (more than one only after `max_keys` was lowered).
+    fn make_room(&self, map: &mut HashMap<K, Entry>, config: &KeyedConfig, now_ms: u64) {
+        self.evict_idle_locked(map, config.idle_timeout, now_ms);
+        while map.len() >= config.max_keys {
+            let lru = map.iter().min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed)).map(|(k, _)| k.clone());
+            let Some(k) = lru else { return };
             map.remove(&k);
             self.evicted.fetch_add(1, Ordering::Relaxed);
         }
@@ -207,7 +270,8 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
 
 impl<K> fmt::Debug for KeyedBreakers<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedBreakers").field("max_keys", &self.config.max_keys).finish_non_exhaustive()
+        let max_keys = self.config.lock().unwrap_or_else(|e| e.into_inner()).max_keys;
+        f.debug_struct("KeyedBreakers").field("max_keys", &max_keys).finish_non_exhaustive()
     }
 }
 

@@ -40,7 +40,7 @@ impl CircuitBreakerLayer {
     /// A layer whose services all share `breaker`.
     pub fn shared(breaker: Arc<Breaker>) -> Self {
         CircuitBreakerLayer {
-            config: breaker.config().clone(),
+            config: breaker.config(),
             name: breaker.name().into(),
             events: Events::new(),
             classifier: ErrorsAreFailures::default(),

@@ -48,13 +48,38 @@
 //!   ha-core [`Event`](ha_core::Event) and a `tracing` event.
 //! - [`KeyedCircuitBreaker`] keeps one breaker per key of the request, with
 //!   a bound on the number of keys and idle eviction.
+//! - [`Breaker::reconfigure`] (and [`KeyedBreakers::reconfigure`](keyed::KeyedBreakers::reconfigure))
+//!   change a running breaker's config: checked like a new one (a bad
+//!   value is refused with the same [`ConfigError`] and the old config
+//!   stays), applied to every later outcome without disturbing calls in
+//!   flight, keeping the breaker's state, counters and, when the window's
+//!   shape is unchanged, its window.
+//!
+//! ```
+//! use ha_breaker::{BreakerConfig, CircuitBreakerLayer, ConfigError};
+//! use tower::{service_fn, Layer};
+//!
+//! let layer = CircuitBreakerLayer::new(BreakerConfig::default()).unwrap();
+//! let svc = layer.layer(service_fn(|()| async { Ok::<_, &str>(()) }));
+//! let breaker = svc.breaker();
+//!
+//! let looser = BreakerConfig { failure_rate: Some(0.8), ..BreakerConfig::default() };
+//! breaker.reconfigure(looser.clone()).unwrap();
+//! assert_eq!(breaker.config(), looser);
+//!
+//! let broken = BreakerConfig { failure_rate: Some(1.5), ..BreakerConfig::default() };
+//! let err = breaker.reconfigure(broken).unwrap_err();
+//! assert!(matches!(err, ConfigError::Rate { field: "failure_rate", .. }));
+//! assert_eq!(breaker.config(), looser); // the old config stays in force
+//! ```
 //!
 //! # Cost
 //!
 //! With the default config (count window, no slow-call detection) the
 //! closed path reads no clock, takes no lock, allocates nothing and, in the
 //! healthy steady state, performs no atomic read-modify-write: one load to
-//! admit, one load to see that the window is still full of successes, and a
+//! admit, one to find the window in force (it may have been replaced by a
+//! reconfiguration), one to see that it is still full of successes, and a
 //! per-thread stash ([`ha_core::lease`]) instead of an `Arc` clone for the
 //! response future's reference to the breaker (a thread keeps up to four
 //! recently used breakers referenced this way; a breaker whose services are
@@ -70,6 +95,7 @@ pub mod config;
 mod future;
 pub mod keyed;
 mod layer;
+mod rules;
 mod service;
 mod state;
 mod window;

@@ -27,6 +27,10 @@ use crate::future::{self, tower_service_box::BoxError, BreakerRef, ResponseFutur
 /// stash rather than cloning the `Arc`, so a thread that keeps calling this
 /// breaker touches no shared reference count (see the crate's "Cost").
 ///
+/// The reject mode is the breaker's current one, read on every `poll_ready`
+/// (one atomic load), so a [`Breaker::reconfigure`] that changes it applies
+/// to services already built.
+///
 /// With [`RejectMode::FailFast`] (the default) `poll_ready` is the inner
 /// service's and a rejected `call` fails at once with
 /// [`BreakerOpen`](ha_core::BreakerOpen). With [`RejectMode::NotReady`],
@@ -37,7 +41,6 @@ pub struct CircuitBreaker<S, C = ErrorsAreFailures> {
     inner: S,
     breaker: Arc<Breaker>,
     classifier: C,
-    mode: RejectMode,
     reserved: Option<Permit>,
     sleep: Option<Pin<Box<Sleep>>>,
 }
@@ -52,8 +55,7 @@ impl<S> CircuitBreaker<S> {
 impl<S, C> CircuitBreaker<S, C> {
     /// `inner` behind `breaker`, classifying results with `classifier`.
     pub fn with_classifier(inner: S, breaker: Arc<Breaker>, classifier: C) -> Self {
-        let mode = breaker.config().reject_mode;
-        CircuitBreaker { inner, breaker, classifier, mode, reserved: None, sleep: None }
+        CircuitBreaker { inner, breaker, classifier, reserved: None, sleep: None }
     }
 
     /// The shared breaker: its state, counters and control operations.
@@ -128,7 +130,6 @@ impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {
             inner: self.inner.clone(),
             breaker: self.breaker.clone(),
             classifier: self.classifier.clone(),
-            mode: self.mode,
             reserved: None,
             sleep: None,
         }
@@ -161,7 +162,7 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.mode == RejectMode::NotReady && self.reserved.is_none() {
+        if self.reserved.is_none() && self.breaker.reject_mode() == RejectMode::NotReady {
             std::task::ready!(self.poll_permit(cx));
         }
         self.inner.poll_ready(cx).map_err(Into::into)

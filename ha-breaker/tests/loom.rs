@@ -4,7 +4,9 @@
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release -p ha-breaker --test loom`.
 //! Each model explores every interleaving of its threads (up to the
 //! preemption bound): half-open never has more probes in flight than its
-//! limit, and concurrent outcomes trip the breaker exactly once.
+//! limit, concurrent outcomes trip the breaker exactly once, and an outcome
+//! racing a reconfiguration is judged by the old config or the new one,
+//! never by a mix.
 #![cfg(loom)]
 
 use std::time::Duration;
@@ -186,5 +188,90 @@ fn racing_records_are_all_counted() {
         let w = b.window(t0);
         assert_eq!((w.calls, w.failures), (2, 1), "{w:?}");
         assert_eq!(b.metrics().failures, 1, "the failure counter is exact");
+    });
+}
+
+/// A breaker at `t0` holding one failure (a streak of one, one failed call
+/// in its count window of 4).
+fn with_one_failure(config: BreakerConfig, t0: Instant) -> Arc<Breaker> {
+    let b = Breaker::new("loom", config, Events::new(), t0).unwrap();
+    let p = b.try_acquire(|| t0).unwrap();
+    b.record(p, Outcome::Failure, None, || t0);
+    Arc::new(b)
+}
+
+#[test]
+fn an_outcome_racing_a_reconfiguration_is_judged_by_one_whole_config() {
+    loom::model(|| {
+        let t0 = Instant::now();
+        // Each config trips on a second failure, by a different rule; a mix
+        // of the two (neither rule on) would not.
+        let old = BreakerConfig { consecutive_failures: Some(2), failure_rate: None, ..config(1) };
+        let new = BreakerConfig { consecutive_failures: None, failure_rate: Some(0.5), ..config(1) };
+        let b = with_one_failure(old, t0);
+        let p = b.try_acquire(|| t0).unwrap();
+        let b1 = b.clone();
+        let new1 = new.clone();
+        let h = thread::spawn(move || b1.reconfigure(new1).unwrap());
+        b.record(p, Outcome::Failure, None, || t0);
+        h.join().unwrap();
+        assert_eq!(b.state(), BreakerState::Open, "judged by a mix of the two configs");
+        let m = b.metrics();
+        assert_eq!((m.calls, m.failures, m.transitions), (2, 2, 1));
+        assert_eq!(b.config(), new);
+        assert_eq!(b.window(t0).calls, 2, "same window shape: both calls kept");
+    });
+}
+
+#[test]
+fn a_threshold_raised_while_an_outcome_is_recorded_applies_wholly_or_not_at_all() {
+    loom::model(|| {
+        let t0 = Instant::now();
+        let old = BreakerConfig { consecutive_failures: Some(2), failure_rate: None, ..config(1) };
+        let new = BreakerConfig { consecutive_failures: Some(3), failure_rate: None, ..config(1) };
+        let b = with_one_failure(old, t0);
+        let p = b.try_acquire(|| t0).unwrap();
+        let b1 = b.clone();
+        let h = thread::spawn(move || b1.reconfigure(new).unwrap());
+        b.record(p, Outcome::Failure, None, || t0);
+        h.join().unwrap();
+        // Old rules: the second failure trips; new ones: it does not. Either
+        // way the counters agree with the state, and the third failure is
+        // judged by the new limit.
+        let m = b.metrics();
+        assert_eq!((m.calls, m.failures), (2, 2));
+        match b.state() {
+            BreakerState::Open => assert_eq!(m.transitions, 1),
+            BreakerState::Closed => {
+                assert_eq!(m.transitions, 0);
+                let p = b.try_acquire(|| t0).unwrap();
+                b.record(p, Outcome::Failure, None, || t0);
+                assert_eq!(b.state(), BreakerState::Open);
+            }
+            s => panic!("{s:?}"),
+        }
+    });
+}
+
+#[test]
+fn a_window_reshaped_while_outcomes_are_recorded_loses_at_most_the_racing_one() {
+    loom::model(|| {
+        let t0 = Instant::now();
+        let quiet = BreakerConfig { consecutive_failures: None, failure_rate: None, ..config(1) };
+        let reshaped = BreakerConfig { window: WindowConfig::Count { size: 3 }, ..quiet.clone() };
+        let b = with_one_failure(quiet, t0);
+        let p = b.try_acquire(|| t0).unwrap();
+        let b1 = b.clone();
+        let h = thread::spawn(move || b1.reconfigure(reshaped).unwrap());
+        b.record(p, Outcome::Failure, None, || t0);
+        h.join().unwrap();
+        // The racing failure went to the old window (lost with it) or the
+        // new one; the counters have both failures either way.
+        let w = b.window(t0);
+        assert!(w.calls <= 1 && w.failures == w.calls, "{w:?}");
+        assert_eq!(b.metrics().failures, 2);
+        let p = b.try_acquire(|| t0).unwrap();
+        b.record(p, Outcome::Success, None, || t0);
+        assert_eq!(b.window(t0).calls, w.calls + 1, "later calls go to the new window");
     });
 }
