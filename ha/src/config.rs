@@ -149,6 +149,11 @@ impl ConfigError {
         ConfigError { field: field.to_owned(), reason }
     }
 
+    /// A change a running stack cannot take: `what` is fixed at build time.
+    pub(crate) fn fixed(field: &str, what: &str) -> Self {
+        ConfigError::new(field, format!("{what} is fixed when the stack is built; build a new stack to change it"))
+    }
+
     pub(crate) fn in_section(section: &str, field: &str, err: &dyn fmt::Display) -> Self {
         ConfigError { field: format!("{section}.{field}"), reason: err.to_string() }
     }

@@ -3,18 +3,18 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures_util::{StreamExt, TryStreamExt};
 use ha_balance::Balance;
-use ha_breaker::Breaker;
-use ha_core::{Classify, Events, Instant};
+use ha_core::{Classify, Events};
 use ha_retry::{HedgeLayer, RetryLayer};
 use tower::discover::{Change, Discover};
 use tower::{BoxError, Layer};
 
-use super::endpoints::{Endpoints, Maker, Source};
+use super::endpoints::{EndpointSettings, Endpoints, Maker, Source};
 use super::hedged::Hedged;
+use super::live::{check_breaker, retry_config, Live};
 use super::{Sent, Stack};
 use crate::config::{Config, ConfigError};
 use crate::request::StackRequest;
@@ -195,13 +195,9 @@ where
     {
         let config = self.config;
         config.validate()?;
-        let breaker = Maker::<T, C>::breaker_config(config.breaker.clone());
-        Breaker::new("check", breaker.clone(), Events::new(), Instant::now())
-            .map_err(|e| ConfigError::in_section("breaker", e.field(), &e))?;
+        check_breaker(&config)?;
 
-        let mut retry_config = config.retry.clone();
-        retry_config.deadline = config.timeouts.request;
-        let retry = RetryLayer::builder(retry_config)
+        let retry = RetryLayer::builder(retry_config(&config))
             .classifier(self.classifier.clone())
             .replay(Req::replay(config.max_replay_bytes))
             .events(self.events.clone())
@@ -221,11 +217,11 @@ where
             None => None,
         };
 
+        let settings = Arc::new(EndpointSettings::new(config.breaker.clone(), config.timeouts.attempt));
         let maker = Arc::new(Maker {
             transport: self.transport,
             classifier: self.classifier.clone(),
-            breaker,
-            attempt_timeout: config.timeouts.attempt,
+            settings: settings.clone(),
             events: self.events.clone(),
         });
         let mut builder =
@@ -256,6 +252,7 @@ where
             Some(layer) => Hedged::On(layer.layer(balance)),
             None => Hedged::Off(balance),
         };
-        Ok(Stack { inner: retry.layer(below) })
+        let live = Arc::new(Live { config: Mutex::new(config), endpoints: settings });
+        Ok(Stack { inner: retry.layer(below), live })
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use ha_core::{Events, Instant};
 use tower::discover::Change;
 use tower::BoxError;
 
-use super::timeout::TryTimeout;
+use super::timeout::{AttemptTimeout, TryTimeout};
 use crate::target::Target;
 
 /// The client of one endpoint as the balancer holds it: the transport's
@@ -44,43 +44,88 @@ impl fmt::Debug for Source {
     }
 }
 
+/// The settings every endpoint's stack takes from the stack's config, and
+/// the live endpoints they were given to, so a new config reaches them.
+pub(crate) struct EndpointSettings {
+    inner: Mutex<Registry>,
+}
+
+struct Registry {
+    breaker: BreakerConfig,
+    attempt_timeout: Option<Duration>,
+    /// Each endpoint made: its breaker (gone once the endpoint is) and its
+    /// per-try timeout.
+    live: Vec<(Weak<Breaker>, AttemptTimeout)>,
+}
+
+impl EndpointSettings {
+    pub fn new(breaker: BreakerConfig, attempt_timeout: Option<Duration>) -> Self {
+        let breaker = breaker_config(breaker);
+        EndpointSettings { inner: Mutex::new(Registry { breaker, attempt_timeout, live: Vec::new() }) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives every live endpoint, and every later one, these settings. The
+    /// breaker config was validated by the caller.
+    pub fn apply(&self, breaker: BreakerConfig, attempt_timeout: Option<Duration>) {
+        let breaker = breaker_config(breaker);
+        let mut registry = self.lock();
+        registry.live.retain(|(b, _)| b.strong_count() > 0);
+        for (b, timeout) in &registry.live {
+            if let Some(b) = b.upgrade() {
+                if let Err(e) = b.reconfigure(breaker.clone()) {
+                    // Validated before; kept as it was if it ever is not.
+                    tracing::error!(target: "ha::stack", endpoint = %b.name(), error = %e, "breaker kept its config");
+                }
+            }
+            timeout.set(attempt_timeout);
+        }
+        registry.breaker = breaker;
+        registry.attempt_timeout = attempt_timeout;
+    }
+}
+
+/// The stack's breakers always make an open endpoint not ready, so the
+/// balancer skips it.
+pub(crate) fn breaker_config(mut config: BreakerConfig) -> BreakerConfig {
+    config.reject_mode = RejectMode::NotReady;
+    config
+}
+
 /// Builds each endpoint's service stack.
 pub(crate) struct Maker<T, C> {
     pub transport: T,
     pub classifier: C,
-    pub breaker: BreakerConfig,
-    pub attempt_timeout: Option<Duration>,
+    pub settings: Arc<EndpointSettings>,
     pub events: Events,
 }
 
 impl<T, C: Clone> Maker<T, C> {
-    pub fn breaker_config(mut config: BreakerConfig) -> BreakerConfig {
-        config.reject_mode = RejectMode::NotReady;
-        config
-    }
-
     pub fn endpoint<S>(
         &self,
         key: &Arc<str>,
         target: &Target,
         connect: impl Fn(&T, &Target) -> S,
     ) -> Endpoint<EndpointService<S, C>> {
-        let breaker = match Breaker::new(key.clone(), self.breaker.clone(), self.events.clone(), Instant::now()) {
+        let mut registry = self.settings.lock();
+        let breaker = match Breaker::new(key.clone(), registry.breaker.clone(), self.events.clone(), Instant::now()) {
             Ok(b) => b,
-            // The stack validated this config when it was built; this is unreachable.
+            // The stack validated this config; this is unreachable.
             Err(e) => {
                 tracing::error!(target: "ha::stack", endpoint = %key, error = %e, "breaker config rejected; using the defaults");
-                Breaker::new(
-                    key.clone(),
-                    Self::breaker_config(BreakerConfig::default()),
-                    self.events.clone(),
-                    Instant::now(),
-                )
-                .expect("the default breaker config is valid")
+                Breaker::new(key.clone(), breaker_config(BreakerConfig::default()), self.events.clone(), Instant::now())
+                    .expect("the default breaker config is valid")
             }
         };
         let breaker = Arc::new(breaker);
-        let client = TryTimeout::new(connect(&self.transport, target), self.attempt_timeout);
+        let timeout = AttemptTimeout::new(registry.attempt_timeout);
+        registry.live.retain(|(b, _)| b.strong_count() > 0);
+        registry.live.push((Arc::downgrade(&breaker), timeout.clone()));
+        drop(registry);
+        let client = TryTimeout::shared(connect(&self.transport, target), timeout);
         let service = CircuitBreaker::with_classifier(client, breaker.clone(), self.classifier.clone());
         let mut endpoint = Endpoint::new(service)
             .tier(target.tier)

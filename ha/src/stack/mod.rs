@@ -39,12 +39,13 @@
 mod builder;
 mod endpoints;
 mod hedged;
+mod live;
 mod timeout;
 
 pub use builder::StackBuilder;
 pub use endpoints::EndpointService;
 pub use hedged::{Hedged, HedgedFuture};
-pub use timeout::{TryTimeout, TryTimeoutFuture};
+pub use timeout::{AttemptTimeout, TryTimeout, TryTimeoutFuture};
 
 use std::fmt;
 use std::future::Future;
@@ -83,6 +84,7 @@ where
     T: Transport<Sent<Req>>,
 {
     inner: Inner<T, Req, C>,
+    live: Arc<live::Live>,
 }
 
 impl<T, Req, C> Clone for Stack<T, Req, C>
@@ -92,7 +94,7 @@ where
     C: Clone,
 {
     fn clone(&self) -> Self {
-        Stack { inner: self.inner.clone() }
+        Stack { inner: self.inner.clone(), live: self.live.clone() }
     }
 }
 

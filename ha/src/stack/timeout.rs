@@ -4,6 +4,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,12 +21,49 @@ use tower::{BoxError, Service};
 #[derive(Debug, Clone)]
 pub struct TryTimeout<S> {
     inner: S,
-    timeout: Option<Duration>,
+    timeout: AttemptTimeout,
+}
+
+/// A per-try timeout that can be changed while services use it: every
+/// clone sees a [`set`](Self::set) from the next call on.
+#[derive(Debug, Clone)]
+pub struct AttemptTimeout(Arc<AtomicU64>);
+
+/// The stored value meaning "no timeout".
+const UNBOUNDED: u64 = u64::MAX;
+
+impl AttemptTimeout {
+    /// A timeout of `timeout` (`None`: unbounded).
+    pub fn new(timeout: Option<Duration>) -> Self {
+        let t = AttemptTimeout(Arc::new(AtomicU64::new(UNBOUNDED)));
+        t.set(timeout);
+        t
+    }
+
+    /// Changes the timeout for calls made from now on.
+    pub fn set(&self, timeout: Option<Duration>) {
+        let nanos = timeout.map_or(UNBOUNDED, |t| u64::try_from(t.as_nanos()).unwrap_or(UNBOUNDED - 1));
+        self.0.store(nanos, Ordering::Relaxed);
+    }
+
+    /// The timeout now in force.
+    #[inline]
+    pub fn get(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            UNBOUNDED => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
+    }
 }
 
 impl<S> TryTimeout<S> {
     /// `inner` with calls bounded to `timeout` (`None`: unbounded).
     pub fn new(inner: S, timeout: Option<Duration>) -> Self {
+        TryTimeout { inner, timeout: AttemptTimeout::new(timeout) }
+    }
+
+    /// `inner` with calls bounded by a timeout that may change.
+    pub fn shared(inner: S, timeout: AttemptTimeout) -> Self {
         TryTimeout { inner, timeout }
     }
 
@@ -49,7 +88,7 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        TryTimeoutFuture { inner: self.inner.call(req), timeout: self.timeout, sleep: None }
+        TryTimeoutFuture { inner: self.inner.call(req), timeout: self.timeout.get(), sleep: None }
     }
 }
 
