@@ -197,9 +197,10 @@ impl Lab {
     /// Every node of `observers`' side sees every node of `about`'s side in `state`.
     fn side_sees(&self, observers: bool, about: bool, state: &str) -> bool {
         let names: Vec<&String> = self.children.keys().collect();
-        names.iter().filter(|o| side(o) == observers).all(|o| {
-            names.iter().filter(|n| side(n) == about && *n != o).all(|n| self.state(o, n) == Some(state))
-        })
+        names
+            .iter()
+            .filter(|o| side(o) == observers)
+            .all(|o| names.iter().filter(|n| side(n) == about && *n != o).all(|n| self.state(o, n) == Some(state)))
     }
 
     fn all_alive(&self) -> bool {
