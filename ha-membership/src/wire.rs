@@ -35,8 +35,12 @@ const KIND_ENCRYPTED: u8 = 1;
 const KIND_STREAM: u8 = 2;
 
 /// One protocol message. A datagram carries several.
+///
+/// Public but hidden only so that fuzzers and hostile-input tests can build
+/// every kind (see [`forge`]); not part of the API.
+#[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) enum Message {
+pub enum Message {
     /// Are you alive? `target` guards against a new member at an old address.
     Ping { seq: u32, target: Arc<str>, from: Arc<str> },
     /// Yes.
@@ -258,6 +262,48 @@ pub fn sample_datagram(label: &str, keyring: Option<Keyring>) -> Vec<u8> {
 #[doc(hidden)]
 pub mod forge {
     use super::*;
+
+    /// The frames of a datagram body holding `msgs`, unsealed, for a fuzzer
+    /// to mutate before [`Sealer::seal`].
+    pub fn frames(msgs: &[Message]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for m in msgs {
+            push_frame(m, &mut out);
+        }
+        out
+    }
+
+    /// One member of a forged push-pull state: name, address, incarnation,
+    /// state code (0 alive, 1 suspect, 2 dead, 3 left; others are invalid)
+    /// and metadata.
+    pub type Entry = (Arc<str>, SocketAddr, u64, u8, Metadata);
+
+    /// A push-pull state body, unsealed.
+    pub fn state_body(join: bool, members: Vec<Entry>) -> Vec<u8> {
+        let members = members
+            .into_iter()
+            .map(|(name, addr, incarnation, state, meta)| StateEntry { name, addr, incarnation, state, meta })
+            .collect();
+        encode_state(&State { join, members })
+    }
+
+    /// Seals bodies into packets as a member of a cluster would (label and,
+    /// if given, encryption), so that forged content reaches the decoder
+    /// behind the envelope.
+    #[derive(Debug)]
+    pub struct Sealer(Codec);
+
+    impl Sealer {
+        /// A sealer for the cluster labelled `label`, encrypting with `keyring`.
+        pub fn new(label: &str, keyring: Option<Keyring>) -> Self {
+            Sealer(Codec::new(label, keyring))
+        }
+
+        /// A datagram (`stream` false) or a push-pull state (`stream` true) holding `body`.
+        pub fn seal(&mut self, stream: bool, body: &[u8]) -> Vec<u8> {
+            self.0.seal(stream, body)
+        }
+    }
 
     fn one(label: &str, msg: &Message) -> Vec<u8> {
         Codec::new(label, None).seal(false, &frame(msg))
