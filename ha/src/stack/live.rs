@@ -12,7 +12,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let transport = |_: &Target| service_fn(|_req: WithAttempt<()>| async { Ok::<_, BoxError>("ok") });
-//! let stack = Stack::builder(transport)
+//! let stack: Stack<_, WithAttempt<()>> = Stack::builder(transport)
 //!     .endpoints([SocketAddr::from(([127, 0, 0, 1], 8081))])
 //!     .build()
 //!     .unwrap();
