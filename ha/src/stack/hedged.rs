@@ -1,5 +1,10 @@
 //! The hedge layer when the configuration asks for one, and nothing (not
 //! even a clock read) when it does not.
+//!
+//! A hedged request's future holds two attempts and is several times the
+//! size of an unhedged one; it is boxed, so the unhedged future (every
+//! request of a stack without hedging) is not padded to its size and moved
+//! around at that size.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,7 +41,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = HedgedFuture<S::Future, <Hedge<S, C, P> as Service<Req>>::Future>;
+    type Future = HedgedFuture<S::Future, Pin<Box<<Hedge<S, C, P> as Service<Req>>::Future>>>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
@@ -50,7 +55,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         match self {
             Hedged::Off(s) => HedgedFuture::Off(s.call(req)),
-            Hedged::On(h) => HedgedFuture::On(h.call(req)),
+            Hedged::On(h) => HedgedFuture::On(Box::pin(h.call(req))),
         }
     }
 }
