@@ -11,6 +11,7 @@
 //!   retry/timeout/buffer/p2c), reaching the backends through [`remote`];
 //! - [`settings`]: per-contender settings from the scenario file;
 //! - [`run`]: runs one (scenario, contender, seed) and measures it;
+//! - [`timeline`]: per-second success, p99 and backend shares;
 //! - [`report`]: JSON lines, markdown tables and SVG latency plots.
 
 pub mod contender;
@@ -23,3 +24,4 @@ pub mod scenario;
 pub mod settings;
 pub mod sim;
 pub mod stacks;
+pub mod timeline;

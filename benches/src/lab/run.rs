@@ -81,6 +81,9 @@ pub struct RunResult {
     pub records: Vec<Record>,
     /// Attempts received by each backend of the last layer.
     pub last_layer_attempts: Vec<u64>,
+    /// Attempts each backend of the last layer received, per second of
+    /// virtual time (`[backend][second]`).
+    pub arrivals_per_backend: Vec<Vec<u64>>,
     /// Attempts the last layer would receive with no retry and no hedge.
     pub needed_attempts: u64,
     /// Virtual time from the first request to the last answer, ns.
@@ -317,6 +320,21 @@ async fn simulate(scenario: &Scenario, contender: &'static Contender, trace: &Tr
         needed_attempts: records.len() as u64 * u64::from(fanout),
         records,
         last_layer_attempts: last.backends.iter().map(|b| b.attempts.get()).collect(),
+        arrivals_per_backend: last
+            .backends
+            .iter()
+            .map(|b| {
+                let mut per = Vec::new();
+                for &t in b.arrivals.borrow().iter() {
+                    let w = (t / 1_000_000_000) as usize;
+                    if per.len() <= w {
+                        per.resize(w + 1, 0);
+                    }
+                    per[w] += 1;
+                }
+                per
+            })
+            .collect(),
         makespan_ns,
     }
 }
