@@ -157,6 +157,7 @@ pub struct BackendSpec {
     /// Fraction of requests answered with a client error (a 4xx: the
     /// caller's mistake) after `fail_fast_ms`; a failure for the user, but
     /// says nothing about the backend's health and is not worth a retry.
+    /// Drawn per request: a request that gets one gets it on every attempt.
     #[serde(default)]
     pub fail_client: f64,
     /// Service time grows with concurrency: each request takes
@@ -964,5 +965,71 @@ mod tests {
         let s = Scenario::parse("t", "t.toml", text).unwrap().quick();
         assert_eq!(s.traffic, Traffic::Open { rate_per_s: 10.0, duration_ns: 15 * S });
         assert_eq!(s.fault_window_ns(), Some((15 * S / 4, 45 * S / 4)));
+    }
+
+    fn parse_err(extra_backend: &str, extra_top: &str) -> String {
+        let text = format!(
+            "contenders = [\"round_robin\"]\n{extra_top}\n[traffic]\nkind = \"open\"\nrate_per_s = 1\nduration_s = 1\n\
+             [[backends]]\nservice = {{ kind = \"constant\", ms = 1 }}\n{extra_backend}\n"
+        );
+        Scenario::parse("t", "t.toml", &text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn new_backend_keys_are_checked_and_name_their_field() {
+        let err = parse_err("fail_client = 1.5", "");
+        assert!(err.contains("backends[0].fail_client"), "{err}");
+        let err = parse_err("slowdown = -1", "");
+        assert!(err.contains("backends[0].slowdown"), "{err}");
+        let err = parse_err("server_deadlines = true", "");
+        assert!(err.contains("server_deadlines"), "{err}");
+        let err = parse_err("changes = [{ from_s = 1, stall = true, group = \"rack\" }]", "");
+        assert!(err.contains("backends[0].changes[0].group"), "{err}");
+    }
+
+    #[test]
+    fn settings_errors_name_the_contender_and_the_field() {
+        let err = parse_err("", "[settings.ha_stack.retry]\nmax_attempts = 0\n");
+        assert!(err.contains("settings.ha_stack.retry.max_attempts"), "{err}");
+        let err = parse_err("", "[settings.tower_stack]\nmax_atempts = 2\n");
+        assert!(err.contains("settings.tower_stack") && err.contains("max_atempts"), "{err}");
+        let err = parse_err("", "[settings.oracle]\nx = 1\n");
+        assert!(err.contains("settings.oracle"), "{err}");
+    }
+
+    #[test]
+    fn a_stall_pauses_work_in_progress_and_flaps() {
+        let b = backend("{ from_s = 1, to_s = 2, stall = true }");
+        // 0.5 s of work from 0.8 s: 0.2 s before the stall, 0.3 s after.
+        assert_eq!(b.finish_ns(8 * S / 10, S / 2), 2 * S + 3 * S / 10);
+        assert_eq!(b.finish_ns(0, S / 2), S / 2, "done before the stall");
+        let f = backend("{ from_s = 1, to_s = 9, stall = true, flap_period_s = 1 }");
+        // From 0.5 s, 2 s of work: 0.5 before 1 s, then 1 s in [2, 3), 0.5 in [4, 5).
+        assert_eq!(f.finish_ns(S / 2, 2 * S), 4 * S + S / 2);
+    }
+
+    #[test]
+    fn a_group_shares_its_jitter_draw_across_backends() {
+        let text = "contenders = [\"round_robin\"]\n[traffic]\nkind = \"open\"\nrate_per_s = 1\nduration_s = 1\n\
+                    [[backends]]\ncount = 3\nservice = { kind = \"constant\", ms = 1 }\n\
+                    changes = [{ from_s = 1, to_s = 2, stall = true, jitter_s = 5, group = \"rack\" }]\n";
+        let s = Scenario::parse("t", "t.toml", text).unwrap().for_seed(3);
+        let starts: Vec<u64> = s.layers[0].backends.iter().map(|b| b.changes[0].from_ns).collect();
+        assert!(starts.iter().all(|&f| f == starts[0]) && starts[0] > S, "{starts:?}");
+    }
+
+    #[test]
+    fn a_profile_replaces_the_rate_and_interpolates() {
+        let text = "contenders = [\"round_robin\"]\n[traffic]\nkind = \"open\"\nduration_s = 10\n\
+                    profile = [[0, 100], [4, 100], [4, 300], [8, 100]]\n\
+                    [[backends]]\nservice = { kind = \"constant\", ms = 1 }\n";
+        let s = Scenario::parse("t", "t.toml", text).unwrap();
+        assert_eq!(s.traffic, Traffic::Open { rate_per_s: 300.0, duration_ns: 10 * S });
+        assert_eq!(rate_at(&s.profile, 2 * S), Some(100.0));
+        assert_eq!(rate_at(&s.profile, 6 * S), Some(200.0));
+        assert_eq!(rate_at(&s.profile, 9 * S), Some(100.0));
+        let bad = text.replace("[4, 300]", "[3, 300]");
+        let err = Scenario::parse("t", "t.toml", &bad).unwrap_err().to_string();
+        assert!(err.contains("traffic.profile[2]"), "{err}");
     }
 }

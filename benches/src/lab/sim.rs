@@ -317,9 +317,14 @@ impl Service<SimRequest> for SimBackend {
             let service = eff.service.sample_ns(&mut rng);
             (service, rng.unit_f64() < eff.fail_after)
         };
-        // Drawn last and only when configured, so scenarios without client
-        // errors keep their draws.
-        let client = !rejected && model.fail_client > 0.0 && rng.unit_f64() < model.fail_client;
+        // A client error is the request's fault, not the backend's: drawn
+        // per request (every attempt, on every backend, fails alike), from
+        // its own generator so scenarios without client errors keep their
+        // draws.
+        let client = !rejected
+            && model.fail_client > 0.0
+            && FastRng::new(mix(mix(world.seed, self.layer as u64), req.id ^ 0x3478_7878)).unit_f64()
+                < model.fail_client;
         if client {
             service = model.fail_fast_ns;
         }
