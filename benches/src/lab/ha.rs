@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ha_balance::{Balance, BalanceConfig, Endpoint, Picker};
-use ha_core::classify::{classify_fn, ClassifyFn, Outcome};
+use ha_core::classify::{classify_fn, ClassifyFn};
 use ha_core::{Event, Events, WithAttempt};
 use ha_retry::config::{HedgeConfig, HedgeDelay, RetryConfig};
 use ha_retry::replay::Relabel;
@@ -64,8 +64,8 @@ pub fn ejection_events(ctx: &BuildCtx<'_>) -> Events {
 }
 
 /// The lab's classifier, as a value of one nameable type.
-fn classifier() -> ClassifyFn<fn(Result<&(), &BoxError>) -> Outcome, (), BoxError> {
-    classify_fn(stacks::outcome as fn(Result<&(), &BoxError>) -> Outcome)
+fn classifier() -> ClassifyFn<stacks::OutcomeFn, (), BoxError> {
+    classify_fn(stacks::outcome as stacks::OutcomeFn)
 }
 
 fn ha_balance(ctx: &BuildCtx<'_>, name: &str, picker: Picker, salt: u64) -> Stack {

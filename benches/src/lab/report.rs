@@ -316,7 +316,7 @@ pub fn markdown(scenario: &Scenario, aggregates: &[Aggregate]) -> String {
 }
 
 /// Tableau's ten categorical colours: distinguishable, also in print.
-const PALETTE: [(u8, u8, u8); 10] = [
+pub const PALETTE: [(u8, u8, u8); 10] = [
     (31, 119, 180),
     (255, 127, 14),
     (44, 160, 44),

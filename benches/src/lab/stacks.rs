@@ -42,6 +42,9 @@ pub fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], BASE_PORT + i as u16))
 }
 
+/// The lab's classification, as a function pointer (one nameable type).
+pub type OutcomeFn = fn(Result<&(), &BoxError>) -> Outcome;
+
 /// The outcome of an answer as an HTTP classifier sees it: a 4xx is a
 /// success for the endpoint's health (the request was wrong), every other
 /// error a retryable failure.
@@ -108,7 +111,7 @@ pub fn ha_stack(ctx: &BuildCtx<'_>) -> Stack {
     let config = ctx.settings.ha("ha_stack").cloned().unwrap_or_default();
     let remotes: Arc<[Remote]> = remote::serve(ctx.backends).into();
     let transport = move |t: &ha::Target| Endpoint(remotes[usize::from(t.addr.port() - BASE_PORT)].clone());
-    let classifier = classify_fn(outcome as fn(Result<&(), &BoxError>) -> Outcome);
+    let classifier = classify_fn(outcome as OutcomeFn);
     let stack = ha::Stack::builder(transport)
         .config(config)
         .classifier(classifier)

@@ -65,3 +65,41 @@ pub fn steady_p99_ms(run: &RunResult, fault_start_ns: Option<u64>) -> f64 {
 pub fn worst_second_p99_ms(seconds: &[Second]) -> f64 {
     seconds.iter().filter(|s| s.requests >= 100).map(|s| s.p99_ms).fold(0.0, f64::max)
 }
+
+/// Writes an SVG plot of the p99 of each one-second window against time,
+/// one curve per contender (`curves`: its name and one run's timeline).
+pub fn plot(
+    path: &std::path::Path,
+    scenario: &str,
+    curves: &[(String, Vec<Second>)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let x_max = curves.iter().map(|(_, s)| s.len()).max().unwrap_or(1).max(1) as f64;
+    let y_max = curves.iter().flat_map(|(_, s)| s.iter().map(|w| w.p99_ms)).fold(1.0f64, f64::max) * 1.05;
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{scenario}: p99 of each second (seed 1)"), ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
+    chart.configure_mesh().light_line_style(WHITE).x_desc("time (s)").y_desc("p99 (ms)").draw()?;
+    for (i, (name, seconds)) in curves.iter().enumerate() {
+        let (r, g, b) = super::report::PALETTE[i % super::report::PALETTE.len()];
+        let color = RGBColor(r, g, b).to_rgba();
+        let pts = seconds.iter().map(|w| (w.t_s as f64, w.p99_ms));
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
