@@ -6,7 +6,8 @@
 //!   --seeds N            seeds per scenario (default 5; 1 with --quick)
 //!   --quick              the shortened run CI uses (traffic and faults scaled by the file's quick_scale)
 //!   --format F           markdown (default) or json (one object per line per scenario, contender, seed)
-//!   --out DIR            also write DIR/<scenario>.svg (latency by percentile) and the table
+//!   --out DIR            also write DIR/<scenario>.svg (latency by percentile),
+//!                        DIR/<scenario>.timeline.svg (p99 of each second, seed 1) and the table
 //!   --contenders a,b     run only these contenders (of those the file lists)
 //!   --list               list the contenders and exit
 //! ```
@@ -135,6 +136,7 @@ fn main() -> ExitCode {
         let mut summaries = Vec::new();
         let mut pooled: Vec<(String, Vec<u64>)> = contenders.iter().map(|c| (c.name.to_string(), vec![])).collect();
         let mut json_lines = String::new();
+        let mut timelines = Vec::new();
         for seed in 1..=seeds {
             let seeded = scenario.for_seed(seed);
             let trace = Trace::draw(&seeded, seed);
@@ -149,6 +151,9 @@ fn main() -> ExitCode {
                 }
                 if opts.out.is_some() {
                     pooled[ci].1.extend(sorted_latencies(&result));
+                    if seed == 1 {
+                        timelines.push((c.name.to_string(), summary.timeline.clone()));
+                    }
                 }
                 summaries.push(summary);
             }
@@ -163,6 +168,11 @@ fn main() -> ExitCode {
             }
             let svg = dir.join(format!("{}.svg", scenario.name));
             if let Err(e) = plot(&svg, scenario, &pooled) {
+                eprintln!("error: writing {}: {e}", svg.display());
+                return ExitCode::FAILURE;
+            }
+            let svg = dir.join(format!("{}.timeline.svg", scenario.name));
+            if let Err(e) = ha_benches::lab::timeline::plot(&svg, &scenario.name, &timelines) {
                 eprintln!("error: writing {}: {e}", svg.display());
                 return ExitCode::FAILURE;
             }

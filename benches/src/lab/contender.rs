@@ -26,7 +26,9 @@ use tower::retry::{Policy, Retry};
 use tower::{BoxError, Service};
 
 use super::ha;
-use super::sim::{mix, SimBackend, SimRequest, Stack, World};
+use super::settings::Settings;
+use super::sim::{mix, BackendError, SimBackend, SimRequest, Stack, World};
+use super::stacks;
 
 /// What a contender decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +37,8 @@ pub enum Role {
     Balancer,
     /// Decides whether to send again (retry, hedge), over the base balancer.
     RequestPolicy,
+    /// A whole client stack (retry, balancing, timeouts, ...).
+    Stack,
 }
 
 /// Everything a build function may use for one layer.
@@ -50,6 +54,8 @@ pub struct BuildCtx<'a> {
     pub backends: &'a [SimBackend],
     /// The scenario's balancer for request-level contenders.
     pub base_balancer: &'static Contender,
+    /// The scenario's contender settings.
+    pub settings: &'a Settings,
 }
 
 impl BuildCtx<'_> {
@@ -188,6 +194,20 @@ pub static CONTENDERS: &[Contender] = &[
         build: ha::ha_hedge,
         ejects: false,
     },
+    Contender {
+        name: "ha_stack",
+        role: Role::Stack,
+        about: "ha::Stack as the facade builds it (defaults or [settings.ha_stack]): retry + budget, P2C PeakEWMA with ejection, per-endpoint breaker and 2 s per-try timeout; unseeded (the facade takes no seed)",
+        build: stacks::ha_stack,
+        ejects: true,
+    },
+    Contender {
+        name: "tower_stack",
+        role: Role::Stack,
+        about: "tower: retry (3 attempts, TpsBudget 10 s/10 per s/20%) over a 2 s per-try Timeout over Buffer over p2c PeakEwma",
+        build: stacks::tower_stack,
+        ejects: false,
+    },
 ];
 
 /// Finds a contender by name.
@@ -271,7 +291,14 @@ fn oracle(ctx: &BuildCtx<'_>) -> Stack {
 }
 
 /// tower's `Rng` over our seeded generator, so p2c's choices are reproducible.
-struct SeededRng(FastRng);
+pub struct SeededRng(FastRng);
+
+impl SeededRng {
+    /// Wraps a generator.
+    pub fn new(rng: FastRng) -> Self {
+        SeededRng(rng)
+    }
+}
 
 impl tower::util::rng::Rng for SeededRng {
     fn next_u64(&mut self) -> u64 {
@@ -324,11 +351,19 @@ fn tower_retry_naive(ctx: &BuildCtx<'_>) -> Stack {
 }
 
 /// Retries failures while tower's `TpsBudget` allows (one deposit per
-/// logical request), up to `max` times.
+/// logical request), up to `max` times; never a client error (4xx), which
+/// would fail again.
 #[derive(Clone)]
-struct BudgetRetry {
+pub struct BudgetRetry {
     budget: Arc<TpsBudget>,
     max: u32,
+}
+
+impl BudgetRetry {
+    /// At most `max` retries, each withdrawn from `budget`.
+    pub fn new(budget: Arc<TpsBudget>, max: u32) -> Self {
+        BudgetRetry { budget, max }
+    }
 }
 
 impl Policy<SimRequest, (), BoxError> for BudgetRetry {
@@ -338,7 +373,8 @@ impl Policy<SimRequest, (), BoxError> for BudgetRetry {
         if req.attempt == 0 {
             self.budget.deposit();
         }
-        if result.is_err() && req.attempt < self.max && self.budget.withdraw() {
+        let retryable = result.as_ref().is_err_and(|e| !BackendError::is_client(e));
+        if retryable && req.attempt < self.max && self.budget.withdraw() {
             req.attempt += 1;
             Some(ready(()))
         } else {
@@ -363,7 +399,7 @@ struct HedgeAll;
 
 impl tower::hedge::Policy<SimRequest> for HedgeAll {
     fn clone_request(&self, req: &SimRequest) -> Option<SimRequest> {
-        Some(SimRequest { id: req.id, attempt: req.attempt + 1 })
+        Some(SimRequest { attempt: req.attempt + 1, ..*req })
     }
 
     fn can_retry(&self, _: &SimRequest) -> bool {

@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ha_balance::{Balance, BalanceConfig, Endpoint, Picker};
+use ha_core::classify::{classify_fn, ClassifyFn};
 use ha_core::{Event, Events, WithAttempt};
 use ha_retry::config::{HedgeConfig, HedgeDelay, RetryConfig};
 use ha_retry::replay::Relabel;
@@ -20,6 +21,7 @@ use tower::{BoxError, Layer, Service, ServiceExt};
 
 use super::contender::BuildCtx;
 use super::sim::{Ejection, SimBackend, SimRequest, Stack};
+use super::stacks;
 
 /// A backend seen through ha-balance, whose requests carry an attempt
 /// context.
@@ -40,14 +42,20 @@ impl Service<WithAttempt<SimRequest>> for Attempted {
     }
 }
 
-/// Records every ejection of this layer's endpoints, at virtual time.
-fn ejection_events(ctx: &BuildCtx<'_>) -> Events {
+/// Records every ejection of this layer's endpoints, at virtual time. An
+/// endpoint is named by its backend index, or by its address under the
+/// facade (see [`stacks::addr`]).
+pub fn ejection_events(ctx: &BuildCtx<'_>) -> Events {
     let log: Arc<Mutex<Vec<Ejection>>> = ctx.world.ejections.clone();
     let start = ctx.world.start;
     let layer = ctx.layer;
     Events::new().with_observer(move |e: &Event| {
         if let Event::EndpointEjected { endpoint, .. } = e {
-            if let Ok(backend) = endpoint.parse::<usize>() {
+            let index = endpoint.parse::<usize>().ok().or_else(|| {
+                let a = endpoint.parse::<std::net::SocketAddr>().ok()?;
+                Some(usize::from(a.port().checked_sub(stacks::BASE_PORT)?))
+            });
+            if let Some(backend) = index {
                 let at_ns = Instant::now().saturating_duration_since(start).as_nanos() as u64;
                 log.lock().expect("the ejection log is never poisoned").push(Ejection { at_ns, layer, backend });
             }
@@ -55,10 +63,17 @@ fn ejection_events(ctx: &BuildCtx<'_>) -> Events {
     })
 }
 
-fn ha_balance(ctx: &BuildCtx<'_>, picker: Picker, salt: u64) -> Stack {
-    let config = BalanceConfig { picker, ..BalanceConfig::default() };
+/// The lab's classifier, as a value of one nameable type.
+fn classifier() -> ClassifyFn<stacks::OutcomeFn, (), BoxError> {
+    classify_fn(stacks::outcome as stacks::OutcomeFn)
+}
+
+fn ha_balance(ctx: &BuildCtx<'_>, name: &str, picker: Picker, salt: u64) -> Stack {
+    let base = ctx.settings.ha(name).map(|c| c.balance.clone()).unwrap_or_default();
+    let config = BalanceConfig { picker, ..base };
     let mut builder = Balance::<usize, Attempted, WithAttempt<SimRequest>>::builder()
         .config(config)
+        .classifier(classifier())
         .events(ejection_events(ctx))
         .seed(ctx.rng(salt).next_u64());
     if matches!(picker, Picker::RingHash { .. }) {
@@ -72,23 +87,23 @@ fn ha_balance(ctx: &BuildCtx<'_>, picker: Picker, salt: u64) -> Stack {
 
 /// ha-balance, P2C over PeakEWMA latency x pending (the default picker).
 pub fn ha_p2c_ewma(ctx: &BuildCtx<'_>) -> Stack {
-    ha_balance(ctx, Picker::P2cPeakEwma, 0x6861_6577)
+    ha_balance(ctx, "ha_p2c_ewma", Picker::P2cPeakEwma, 0x6861_6577)
 }
 
 /// ha-balance, P2C least pending.
 pub fn ha_p2c_pending(ctx: &BuildCtx<'_>) -> Stack {
-    ha_balance(ctx, Picker::P2cPending, 0x6861_7064)
+    ha_balance(ctx, "ha_p2c_pending", Picker::P2cPending, 0x6861_7064)
 }
 
 /// ha-balance, smooth weighted round robin (equal weights).
 pub fn ha_round_robin(ctx: &BuildCtx<'_>) -> Stack {
-    ha_balance(ctx, Picker::RoundRobin, 0x6861_7272)
+    ha_balance(ctx, "ha_round_robin", Picker::RoundRobin, 0x6861_7272)
 }
 
 /// ha-balance, consistent hashing of the request id (100 virtual nodes,
 /// bounded load 1.25).
 pub fn ha_ring_hash(ctx: &BuildCtx<'_>) -> Stack {
-    ha_balance(ctx, Picker::ring_hash(), 0x6861_7268)
+    ha_balance(ctx, "ha_ring_hash", Picker::ring_hash(), 0x6861_7268)
 }
 
 /// Numbers each retry and hedge as the next attempt, so the backends draw
@@ -103,11 +118,13 @@ fn next_attempt(req: &mut SimRequest) {
 /// backoff from 25 ms with full jitter, budget 20% + 10/s over 10 s), over
 /// the base balancer.
 pub fn ha_retry(ctx: &BuildCtx<'_>) -> Stack {
-    let layer = RetryLayer::builder(RetryConfig::default())
+    let config = ctx.settings.ha("ha_retry").map_or_else(RetryConfig::default, |c| c.retry.clone());
+    let layer = RetryLayer::builder(config)
+        .classifier(classifier())
         .replay(Relabel::new(next_attempt as NextAttempt))
         .seed(ctx.rng(0x6861_7274).next_u64())
         .build()
-        .expect("the default retry configuration is valid");
+        .expect("the retry configuration was validated when the file was read");
     Stack::new(layer.layer(ctx.base()))
 }
 
@@ -126,7 +143,9 @@ pub fn ha_hedge_config() -> HedgeConfig {
 
 /// ha-retry's hedge over the base balancer, configured by [`ha_hedge_config`].
 pub fn ha_hedge(ctx: &BuildCtx<'_>) -> Stack {
-    let layer = HedgeLayer::builder(ha_hedge_config())
+    let config = ctx.settings.ha("ha_hedge").and_then(|c| c.hedge.clone()).unwrap_or_else(ha_hedge_config);
+    let layer = HedgeLayer::builder(config)
+        .classifier(classifier())
         .replay(Relabel::new(next_attempt as NextAttempt))
         .build()
         .expect("the hedge configuration is valid");

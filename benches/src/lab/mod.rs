@@ -7,13 +7,21 @@
 //! - [`contender`]: the registry of contenders (tower's balancers, retry and
 //!   hedge, round robin, random, an oracle);
 //! - [`ha`]: ha's own contenders (ha-balance, ha-retry);
+//! - [`stacks`]: whole client stacks (ha's facade `Stack`, tower's
+//!   retry/timeout/buffer/p2c), reaching the backends through [`remote`];
+//! - [`settings`]: per-contender settings from the scenario file;
 //! - [`run`]: runs one (scenario, contender, seed) and measures it;
+//! - [`timeline`]: per-second success, p99 and backend shares;
 //! - [`report`]: JSON lines, markdown tables and SVG latency plots.
 
 pub mod contender;
 pub mod dist;
 pub mod ha;
+pub mod remote;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod settings;
 pub mod sim;
+pub mod stacks;
+pub mod timeline;

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::run::RunResult;
 use super::scenario::Scenario;
+use super::timeline;
 
 /// The measurements of one (scenario, contender, seed), as printed in JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -64,6 +65,14 @@ pub struct Summary {
     pub faulted_share_off: Option<f64>,
     /// Seconds from the end of its last change to its first successful answer.
     pub faulted_back_after_s: Option<f64>,
+    /// p99 of the requests sent before the first scheduled change (of all
+    /// of them without changes), ms.
+    pub steady_p99_ms: f64,
+    /// The worst p99 of a one-second window (of at least 100 requests), ms.
+    pub worst_second_p99_ms: f64,
+    /// Per second of sending time: requests, success rate, p99 and each
+    /// backend's attempts (see [`timeline::Second`]).
+    pub timeline: Vec<timeline::Second>,
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -98,7 +107,11 @@ impl Summary {
             super::scenario::Traffic::Open { duration_ns, .. } => duration_ns,
             super::scenario::Traffic::Closed { .. } => run.makespan_ns,
         };
+        let seconds = timeline::seconds(run, span_ns);
         Summary {
+            steady_p99_ms: timeline::steady_p99_ms(run, scenario.fault_window_ns().map(|w| w.0)),
+            worst_second_p99_ms: timeline::worst_second_p99_ms(&seconds),
+            timeline: seconds,
             scenario: run.scenario.clone(),
             contender: run.contender.to_string(),
             seed: run.seed,
@@ -159,6 +172,10 @@ pub struct Aggregate {
     pub seeds: usize,
     /// Mean of each field over seeds.
     pub mean: Summary,
+    /// Lowest and highest success rate over seeds.
+    pub success_range: (f64, f64),
+    /// Lowest and highest p99 over seeds, ms.
+    pub p99_range: (f64, f64),
 }
 
 /// Averages `summaries` (all of one scenario) per contender, keeping the
@@ -199,7 +216,16 @@ pub fn aggregate(summaries: &[Summary]) -> Vec<Aggregate> {
             mean.faulted_share_on = xs.iter().filter_map(|s| s.faulted_share_on).reduce(f64::max);
             mean.faulted_share_off = xs.iter().filter_map(|s| s.faulted_share_off).reduce(f64::min);
             mean.faulted_back_after_s = xs.iter().filter_map(|s| s.faulted_back_after_s).reduce(f64::max);
-            Aggregate { contender: c, seeds: xs.len(), mean }
+            mean.steady_p99_ms = avg(|s| s.steady_p99_ms);
+            // Worst over seeds, as the target reads "worst one-second p99".
+            mean.worst_second_p99_ms = xs.iter().map(|s| s.worst_second_p99_ms).fold(0.0, f64::max);
+            mean.timeline = Vec::new();
+            let range = |f: fn(&Summary) -> f64| {
+                xs.iter().map(|s| f(s)).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)))
+            };
+            let success_range = range(|s| s.success_rate);
+            let p99_range = range(|s| s.p99_ms);
+            Aggregate { contender: c, seeds: xs.len(), mean, success_range, p99_range }
         })
         .collect()
 }
@@ -214,9 +240,12 @@ pub fn markdown(scenario: &Scenario, aggregates: &[Aggregate]) -> String {
     if !scenario.description.is_empty() {
         let _ = writeln!(out, "{}\n", scenario.description.trim());
     }
-    let mut header =
-        String::from("| contender | success | p50 ms | p90 ms | p99 ms | p99.9 ms | p99.99 ms | attempts/req |");
-    let mut rule = String::from("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let ranges = seeds > 1;
+    let (success_h, p99_h) = if ranges { ("success (min–max)", "p99 ms (min–max)") } else { ("success", "p99 ms") };
+    let mut header = format!(
+        "| contender | {success_h} | p50 ms | p90 ms | {p99_h} | p99.9 ms | p99.99 ms | attempts/req | steady p99 ms | worst 1-s p99 ms (max) |"
+    );
+    let mut rule = String::from("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     if chain {
         header.push_str(" goodput/s |");
         rule.push_str("---:|");
@@ -238,17 +267,27 @@ pub fn markdown(scenario: &Scenario, aggregates: &[Aggregate]) -> String {
     let _ = writeln!(out, "{header}\n{rule}");
     for a in aggregates {
         let m = &a.mean;
+        let (success, p99) = if ranges {
+            let (s0, s1) = a.success_range;
+            let (p0, p1) = a.p99_range;
+            (
+                format!("{:.2}% ({:.2}–{:.2})", m.success_rate * 100.0, s0 * 100.0, s1 * 100.0),
+                format!("{:.1} ({:.0}–{:.0})", m.p99_ms, p0, p1),
+            )
+        } else {
+            (format!("{:.2}%", m.success_rate * 100.0), format!("{:.1}", m.p99_ms))
+        };
         let _ = write!(
             out,
-            "| {} | {:.2}% | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.3} |",
+            "| {} | {success} | {:.1} | {:.1} | {p99} | {:.1} | {:.1} | {:.3} | {:.1} | {:.1} |",
             a.contender,
-            m.success_rate * 100.0,
             m.p50_ms,
             m.p90_ms,
-            m.p99_ms,
             m.p999_ms,
             m.p9999_ms,
-            m.attempts_per_request
+            m.attempts_per_request,
+            m.steady_p99_ms,
+            m.worst_second_p99_ms
         );
         if chain {
             let _ = write!(out, " {:.1} |", m.goodput_per_s);
@@ -277,7 +316,7 @@ pub fn markdown(scenario: &Scenario, aggregates: &[Aggregate]) -> String {
 }
 
 /// Tableau's ten categorical colours: distinguishable, also in print.
-const PALETTE: [(u8, u8, u8); 10] = [
+pub const PALETTE: [(u8, u8, u8); 10] = [
     (31, 119, 180),
     (255, 127, 14),
     (44, 160, 44),

@@ -15,7 +15,7 @@ use ha_core::rng::FastRng;
 use tokio::time::Instant;
 
 use super::contender::{BuildCtx, Contender};
-use super::scenario::{Scenario, Traffic};
+use super::scenario::{rate_at, Scenario, Traffic};
 use super::sim::{mix, Ejection, SimBackend, SimRequest, Stack, World};
 
 /// The pre-drawn traffic of one (scenario, seed).
@@ -41,6 +41,14 @@ impl Trace {
                 t += -(1.0 - rng.unit_f64()).ln() * mean_gap_ns;
                 if t >= duration_ns as f64 {
                     break;
+                }
+                // A varying rate by thinning: `rate_per_s` is the profile's
+                // peak, and an arrival is kept with probability rate(t)/peak.
+                // (The extra draw is only made with a profile.)
+                if let Some(r) = rate_at(&scenario.profile, t as u64) {
+                    if rng.unit_f64() * rate_per_s >= r {
+                        continue;
+                    }
                 }
                 arrivals_ns.push(t as u64);
             }
@@ -73,6 +81,9 @@ pub struct RunResult {
     pub records: Vec<Record>,
     /// Attempts received by each backend of the last layer.
     pub last_layer_attempts: Vec<u64>,
+    /// Attempts each backend of the last layer received, per second of
+    /// virtual time (`[backend][second]`).
+    pub arrivals_per_backend: Vec<Vec<u64>>,
     /// Attempts the last layer would receive with no retry and no hedge.
     pub needed_attempts: u64,
     /// Virtual time from the first request to the last answer, ns.
@@ -146,7 +157,14 @@ pub fn run(scenario: &Scenario, contender: &'static Contender, trace: &Trace) ->
 /// users' stack to layer 0.
 fn build_stacks(scenario: &Scenario, contender: &'static Contender, world: &Rc<World>) -> Stack {
     let stack_to = |layer: usize, backends: &[SimBackend], client: usize| {
-        let ctx = BuildCtx { world, layer, client, backends, base_balancer: scenario.base_balancer };
+        let ctx = BuildCtx {
+            world,
+            layer,
+            client,
+            backends,
+            base_balancer: scenario.base_balancer,
+            settings: &scenario.settings,
+        };
         (contender.build)(&ctx)
     };
     let mut below: Option<Vec<SimBackend>> = None;
@@ -171,9 +189,10 @@ async fn user_request(
     fanout: u32,
     layer0_timeout: Option<Duration>,
     timeout: Option<Duration>,
+    deadline_ns: Option<u64>,
 ) -> bool {
     let sub = move |f: u64| {
-        let d = stack.dispatch(SimRequest { id: i * u64::from(fanout) + f, attempt: 0 });
+        let d = stack.dispatch(SimRequest::new(i * u64::from(fanout) + f, deadline_ns));
         async move {
             match layer0_timeout {
                 Some(t) => tokio::time::timeout(t, d).await.is_ok_and(|r| r.is_ok()),
@@ -212,7 +231,9 @@ async fn simulate(scenario: &Scenario, contender: &'static Contender, trace: &Tr
         let stack = stack.clone();
         async move {
             let sent = Instant::now();
-            let ok = user_request(stack, i, fanout, layer0_timeout, timeout).await;
+            let deadline =
+                [timeout, layer0_timeout].into_iter().flatten().min().map(|t| since(sent) + t.as_nanos() as u64);
+            let ok = user_request(stack, i, fanout, layer0_timeout, timeout, deadline).await;
             Record { sent_ns: since(sent), latency_ns: sent.elapsed().as_nanos() as u64, ok }
         }
     };
@@ -299,6 +320,21 @@ async fn simulate(scenario: &Scenario, contender: &'static Contender, trace: &Tr
         needed_attempts: records.len() as u64 * u64::from(fanout),
         records,
         last_layer_attempts: last.backends.iter().map(|b| b.attempts.get()).collect(),
+        arrivals_per_backend: last
+            .backends
+            .iter()
+            .map(|b| {
+                let mut per = Vec::new();
+                for &t in b.arrivals.borrow().iter() {
+                    let w = (t / 1_000_000_000) as usize;
+                    if per.len() <= w {
+                        per.resize(w + 1, 0);
+                    }
+                    per[w] += 1;
+                }
+                per
+            })
+            .collect(),
         makespan_ns,
     }
 }

@@ -6,6 +6,7 @@
 //! validated model the simulator runs. Every problem in a file is reported as
 //! a [`ScenarioError`] naming the file, the field and the problem.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::contender::{self, Contender, Role};
 use super::dist::Dist;
+use super::settings::Settings;
 
 /// A scenario file as written (see `benches/scenarios/*.toml`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +44,10 @@ pub struct ScenarioSpec {
     /// layer 1 through their own client stack, and so on.
     #[serde(default)]
     pub layers: Vec<LayerSpec>,
+    /// Per-contender settings, `[settings.<contender>]` (see
+    /// [`super::settings`]).
+    #[serde(default)]
+    pub settings: BTreeMap<String, toml::Table>,
 }
 
 fn default_base_balancer() -> String {
@@ -84,6 +90,12 @@ pub struct TrafficSpec {
     /// Sub-requests per user request; the user request is done when all are.
     #[serde(default = "one_u32")]
     pub fanout: u32,
+    /// Open loop: a rate that varies over time, as `[seconds, req/s]`
+    /// points joined by straight lines (two points at one time make a
+    /// step); flat before the first and after the last. Replaces
+    /// `rate_per_s`.
+    #[serde(default)]
+    pub profile: Option<Vec<[f64; 2]>>,
 }
 
 fn one_u32() -> u32 {
@@ -142,6 +154,20 @@ pub struct BackendSpec {
     /// How long a fast failure takes, in ms.
     #[serde(default = "default_fail_fast_ms")]
     pub fail_fast_ms: f64,
+    /// Fraction of requests answered with a client error (a 4xx: the
+    /// caller's mistake) after `fail_fast_ms`; a failure for the user, but
+    /// says nothing about the backend's health and is not worth a retry.
+    /// Drawn per request: a request that gets one gets it on every attempt.
+    #[serde(default)]
+    pub fail_client: f64,
+    /// Service time grows with concurrency: each request takes
+    /// `service * (1 + slowdown * others_in_service)` (contention).
+    #[serde(default)]
+    pub slowdown: f64,
+    /// Server deadlines: a request whose caller's deadline has passed when
+    /// a worker takes it from the queue is dropped without doing the work.
+    #[serde(default)]
+    pub server_deadline: bool,
     /// Scheduled changes of behaviour.
     #[serde(default)]
     pub changes: Vec<ChangeSpec>,
@@ -178,6 +204,10 @@ pub struct ChangeSpec {
     /// taking no worker slot (a crashed server's port).
     #[serde(default)]
     pub refuse: Option<bool>,
+    /// While on, the backend's workers stop (a GC pause, a stalled disk):
+    /// requests queued and in service make no progress until it ends.
+    #[serde(default)]
+    pub stall: Option<bool>,
     /// Flap: on for this many seconds, off for as many, repeatedly.
     #[serde(default)]
     pub flap_period_s: Option<f64>,
@@ -186,6 +216,10 @@ pub struct ChangeSpec {
     /// `[0, jitter_s)`, the same for every contender. Default 0.
     #[serde(default)]
     pub jitter_s: Option<f64>,
+    /// Correlated faults: changes naming the same group (on any backends)
+    /// share one `jitter_s` draw per seed, so they start and flap together.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// What is wrong with a scenario file.
@@ -269,6 +303,10 @@ pub struct Scenario {
     pub layers: Vec<Layer>,
     /// `--quick` factor.
     pub quick_scale: f64,
+    /// Open loop: the rate over time, `(ns, req/s)` points (empty: flat).
+    pub profile: Vec<(u64, f64)>,
+    /// Contender settings from the file.
+    pub settings: Settings,
 }
 
 /// One layer of backends.
@@ -295,6 +333,12 @@ pub struct Backend {
     pub max_queue: Option<u32>,
     /// Duration of a fast failure, ns.
     pub fail_fast_ns: u64,
+    /// Client-error fraction.
+    pub fail_client: f64,
+    /// Service-time growth per other request in service.
+    pub slowdown: f64,
+    /// Drops queued work whose caller gave up.
+    pub server_deadline: bool,
     /// Behaviour when no change is on.
     pub normal: BackendState,
     /// Scheduled changes, later entries win when several are on.
@@ -337,6 +381,10 @@ pub struct Change {
     pub blackhole: Option<bool>,
     /// Replacement.
     pub refuse: Option<bool>,
+    /// Workers stop while on.
+    pub stall: bool,
+    /// Jitter group: changes with the same key share a draw.
+    pub group: Option<u64>,
 }
 
 /// The effective behaviour of a backend at one instant (borrowed, no copy).
@@ -365,12 +413,59 @@ impl Change {
             None => true,
         }
     }
+
+    /// When the on-period containing `t` ends (the change is on at `t`).
+    fn on_until(&self, t: u64) -> u64 {
+        let end = self.to_ns.unwrap_or(u64::MAX);
+        match self.flap_ns {
+            Some(p) => end.min(self.from_ns + ((t - self.from_ns) / p + 1) * p),
+            None => end,
+        }
+    }
+
+    /// The next time after `t` the change turns on (it is off at `t`).
+    fn next_on(&self, t: u64) -> Option<u64> {
+        let next = if t < self.from_ns {
+            self.from_ns
+        } else {
+            let p = self.flap_ns?;
+            self.from_ns + ((t - self.from_ns) / p + 1) * p
+        };
+        (self.to_ns.is_none_or(|to| next < to)).then_some(next)
+    }
 }
 
 impl Backend {
     /// Whether any of its scheduled changes is on at `now_ns`.
     pub fn faulted_at(&self, now_ns: u64) -> bool {
         self.changes.iter().any(|c| c.is_on(now_ns))
+    }
+
+    /// When work of `work_ns` started at `start_ns` is done, its progress
+    /// paused while a stall is on.
+    pub fn finish_ns(&self, start_ns: u64, work_ns: u64) -> u64 {
+        // Far enough never to matter, near enough not to overflow an Instant.
+        const NEVER: u64 = 1_000_000 * 1_000_000_000;
+        let stalls = || self.changes.iter().filter(|c| c.stall);
+        if stalls().next().is_none() {
+            return start_ns + work_ns;
+        }
+        let (mut t, mut left) = (start_ns, work_ns);
+        loop {
+            while let Some(end) = stalls().filter(|c| c.is_on(t)).map(|c| c.on_until(t)).max() {
+                if end >= NEVER {
+                    return NEVER;
+                }
+                t = end;
+            }
+            match stalls().filter_map(|c| c.next_on(t)).min() {
+                Some(n) if n < t + left => {
+                    left -= n - t;
+                    t = n;
+                }
+                _ => return t + left,
+            }
+        }
     }
 
     /// The behaviour at `now_ns` (ns from the start of traffic).
@@ -457,9 +552,13 @@ impl Scenario {
         }
         let traffic = match t.kind {
             TrafficKind::Open => {
-                let rate = t
-                    .rate_per_s
-                    .ok_or_else(|| invalid("traffic.rate_per_s".into(), "required for open-loop traffic".into()))?;
+                let peak = t.profile.as_ref().map(|p| p.iter().map(|pt| pt[1]).fold(0.0, f64::max));
+                if t.profile.is_some() && t.rate_per_s.is_some() {
+                    return Err(invalid("traffic.rate_per_s".into(), "give either `rate_per_s` or `profile`".into()));
+                }
+                let rate = t.rate_per_s.or(peak).ok_or_else(|| {
+                    invalid("traffic.rate_per_s".into(), "required for open-loop traffic (or `profile`)".into())
+                })?;
                 if !(rate.is_finite() && rate > 0.0) {
                     return Err(invalid("traffic.rate_per_s".into(), format!("must be > 0, got {rate}")));
                 }
@@ -497,6 +596,15 @@ impl Scenario {
                 Traffic::Closed { concurrency: c, requests: n }
             }
         };
+
+        let profile = match (&t.profile, t.kind) {
+            (None, _) => Vec::new(),
+            (Some(_), TrafficKind::Closed) => {
+                return Err(invalid("traffic.profile".into(), "only applies to open-loop traffic".into()));
+            }
+            (Some(points), TrafficKind::Open) => validate_profile(points).map_err(|(f, p)| invalid(f, p))?,
+        };
+        let settings = Settings::parse(&spec.settings).map_err(|(f, p)| invalid(f, p))?;
 
         let layer_specs: Vec<(String, LayerSpec)> = match (spec.backends.is_empty(), spec.layers.is_empty()) {
             (false, true) => vec![(
@@ -564,6 +672,8 @@ impl Scenario {
             fanout: t.fanout,
             layers,
             quick_scale: spec.quick_scale,
+            profile,
+            settings,
         })
     }
 
@@ -579,6 +689,9 @@ impl Scenario {
                 Traffic::Closed { concurrency, requests: ((requests as f64 * k) as u64).max(1) }
             }
         };
+        for p in &mut s.profile {
+            p.0 = scale(p.0);
+        }
         for layer in &mut s.layers {
             for b in &mut layer.backends {
                 for c in &mut b.changes {
@@ -606,7 +719,7 @@ impl Scenario {
                     if c.jitter_ns == 0 {
                         continue;
                     }
-                    let key = ((li as u64) << 40) ^ ((bi as u64) << 20) ^ ci as u64;
+                    let key = c.group.unwrap_or(((li as u64) << 40) ^ ((bi as u64) << 20) ^ ci as u64);
                     let mut rng = ha_core::rng::FastRng::new(super::sim::mix(seed, key ^ 0x6a69_7474_6572));
                     let shift = (rng.unit_f64() * c.jitter_ns as f64) as u64;
                     c.from_ns += shift;
@@ -631,6 +744,48 @@ impl Scenario {
         }
         window
     }
+}
+
+/// `[seconds, req/s]` points: times from 0 and in order, rates >= 0, some
+/// traffic.
+fn validate_profile(points: &[[f64; 2]]) -> Result<Vec<(u64, f64)>, (String, String)> {
+    if points.is_empty() {
+        return Err(("traffic.profile".into(), "must list at least one [seconds, req/s] point".into()));
+    }
+    let mut last = 0.0;
+    for (i, &[t, r]) in points.iter().enumerate() {
+        if !(t.is_finite() && t >= last) {
+            return Err((format!("traffic.profile[{i}]"), format!("time {t} must be >= 0 and not before {last}")));
+        }
+        if !(r.is_finite() && r >= 0.0) {
+            return Err((format!("traffic.profile[{i}]"), format!("rate must be >= 0, got {r}")));
+        }
+        last = t;
+    }
+    if points.iter().all(|p| p[1] == 0.0) {
+        return Err(("traffic.profile".into(), "every rate is 0".into()));
+    }
+    Ok(points.iter().map(|p| (secs_to_ns(p[0]), p[1])).collect())
+}
+
+/// The open-loop rate at `t_ns` of a profile (`None` when flat).
+pub fn rate_at(profile: &[(u64, f64)], t_ns: u64) -> Option<f64> {
+    let first = profile.first()?;
+    if t_ns < first.0 {
+        return Some(first.1);
+    }
+    for w in profile.windows(2) {
+        let ((t0, r0), (t1, r1)) = (w[0], w[1]);
+        if t_ns >= t0 && t_ns < t1 {
+            return Some(r0 + (r1 - r0) * (t_ns - t0) as f64 / (t1 - t0) as f64);
+        }
+    }
+    Some(profile.last().map_or(first.1, |p| p.1))
+}
+
+/// A group name as a jitter key (FNV-1a), far from the per-change keys.
+fn group_key(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)) | 1 << 63
 }
 
 fn secs_to_ns(s: f64) -> u64 {
@@ -666,6 +821,10 @@ fn validate_backend(at: &str, b: &BackendSpec) -> Result<Backend, (String, Strin
     b.service.validate().map_err(|(f, p)| (format!("{at}.service.{f}"), p))?;
     let fail_fast = fraction(format!("{at}.fail_fast"), b.fail_fast)?;
     let fail_after = fraction(format!("{at}.fail_after"), b.fail_after)?;
+    let fail_client = fraction(format!("{at}.fail_client"), b.fail_client)?;
+    if !(b.slowdown.is_finite() && b.slowdown >= 0.0) {
+        return Err((format!("{at}.slowdown"), format!("must be >= 0, got {}", b.slowdown)));
+    }
     if !(b.fail_fast_ms.is_finite() && b.fail_fast_ms >= 0.0) {
         return Err((format!("{at}.fail_fast_ms"), format!("must be >= 0, got {}", b.fail_fast_ms)));
     }
@@ -698,8 +857,15 @@ fn validate_backend(at: &str, b: &BackendSpec) -> Result<Backend, (String, Strin
             && c.fail_after.is_none()
             && c.blackhole.is_none()
             && c.refuse.is_none()
+            && c.stall.is_none()
         {
-            return Err((cat, "changes nothing: give service, fail_fast, fail_after, blackhole or refuse".into()));
+            return Err((
+                cat,
+                "changes nothing: give service, fail_fast, fail_after, blackhole, refuse or stall".into(),
+            ));
+        }
+        if c.group.is_some() && c.jitter_s.is_none() {
+            return Err((format!("{cat}.group"), "needs `jitter_s` (the group shares its draw)".into()));
         }
         changes.push(Change {
             from_ns: secs_to_ns(c.from_s),
@@ -711,12 +877,17 @@ fn validate_backend(at: &str, b: &BackendSpec) -> Result<Backend, (String, Strin
             fail_after: c.fail_after.map(|v| fraction(format!("{cat}.fail_after"), v)).transpose()?,
             blackhole: c.blackhole,
             refuse: c.refuse,
+            stall: c.stall == Some(true),
+            group: c.group.as_deref().map(group_key),
         });
     }
     Ok(Backend {
         slots: b.slots,
         max_queue: b.max_queue,
         fail_fast_ns: (b.fail_fast_ms * 1e6) as u64,
+        fail_client,
+        slowdown: b.slowdown,
+        server_deadline: b.server_deadline,
         normal: BackendState { service: b.service.clone(), fail_fast, fail_after, blackhole: false, refuse: false },
         changes,
     })
@@ -794,5 +965,71 @@ mod tests {
         let s = Scenario::parse("t", "t.toml", text).unwrap().quick();
         assert_eq!(s.traffic, Traffic::Open { rate_per_s: 10.0, duration_ns: 15 * S });
         assert_eq!(s.fault_window_ns(), Some((15 * S / 4, 45 * S / 4)));
+    }
+
+    fn parse_err(extra_backend: &str, extra_top: &str) -> String {
+        let text = format!(
+            "contenders = [\"round_robin\"]\n{extra_top}\n[traffic]\nkind = \"open\"\nrate_per_s = 1\nduration_s = 1\n\
+             [[backends]]\nservice = {{ kind = \"constant\", ms = 1 }}\n{extra_backend}\n"
+        );
+        Scenario::parse("t", "t.toml", &text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn new_backend_keys_are_checked_and_name_their_field() {
+        let err = parse_err("fail_client = 1.5", "");
+        assert!(err.contains("backends[0].fail_client"), "{err}");
+        let err = parse_err("slowdown = -1", "");
+        assert!(err.contains("backends[0].slowdown"), "{err}");
+        let err = parse_err("server_deadlines = true", "");
+        assert!(err.contains("server_deadlines"), "{err}");
+        let err = parse_err("changes = [{ from_s = 1, stall = true, group = \"rack\" }]", "");
+        assert!(err.contains("backends[0].changes[0].group"), "{err}");
+    }
+
+    #[test]
+    fn settings_errors_name_the_contender_and_the_field() {
+        let err = parse_err("", "[settings.ha_stack.retry]\nmax_attempts = 0\n");
+        assert!(err.contains("settings.ha_stack.retry.max_attempts"), "{err}");
+        let err = parse_err("", "[settings.tower_stack]\nmax_atempts = 2\n");
+        assert!(err.contains("settings.tower_stack") && err.contains("max_atempts"), "{err}");
+        let err = parse_err("", "[settings.oracle]\nx = 1\n");
+        assert!(err.contains("settings.oracle"), "{err}");
+    }
+
+    #[test]
+    fn a_stall_pauses_work_in_progress_and_flaps() {
+        let b = backend("{ from_s = 1, to_s = 2, stall = true }");
+        // 0.5 s of work from 0.8 s: 0.2 s before the stall, 0.3 s after.
+        assert_eq!(b.finish_ns(8 * S / 10, S / 2), 2 * S + 3 * S / 10);
+        assert_eq!(b.finish_ns(0, S / 2), S / 2, "done before the stall");
+        let f = backend("{ from_s = 1, to_s = 9, stall = true, flap_period_s = 1 }");
+        // From 0.5 s, 2 s of work: 0.5 before 1 s, then 1 s in [2, 3), 0.5 in [4, 5).
+        assert_eq!(f.finish_ns(S / 2, 2 * S), 4 * S + S / 2);
+    }
+
+    #[test]
+    fn a_group_shares_its_jitter_draw_across_backends() {
+        let text = "contenders = [\"round_robin\"]\n[traffic]\nkind = \"open\"\nrate_per_s = 1\nduration_s = 1\n\
+                    [[backends]]\ncount = 3\nservice = { kind = \"constant\", ms = 1 }\n\
+                    changes = [{ from_s = 1, to_s = 2, stall = true, jitter_s = 5, group = \"rack\" }]\n";
+        let s = Scenario::parse("t", "t.toml", text).unwrap().for_seed(3);
+        let starts: Vec<u64> = s.layers[0].backends.iter().map(|b| b.changes[0].from_ns).collect();
+        assert!(starts.iter().all(|&f| f == starts[0]) && starts[0] > S, "{starts:?}");
+    }
+
+    #[test]
+    fn a_profile_replaces_the_rate_and_interpolates() {
+        let text = "contenders = [\"round_robin\"]\n[traffic]\nkind = \"open\"\nduration_s = 10\n\
+                    profile = [[0, 100], [4, 100], [4, 300], [8, 100]]\n\
+                    [[backends]]\nservice = { kind = \"constant\", ms = 1 }\n";
+        let s = Scenario::parse("t", "t.toml", text).unwrap();
+        assert_eq!(s.traffic, Traffic::Open { rate_per_s: 300.0, duration_ns: 10 * S });
+        assert_eq!(rate_at(&s.profile, 2 * S), Some(100.0));
+        assert_eq!(rate_at(&s.profile, 6 * S), Some(200.0));
+        assert_eq!(rate_at(&s.profile, 9 * S), Some(100.0));
+        let bad = text.replace("[4, 300]", "[3, 300]");
+        let err = Scenario::parse("t", "t.toml", &bad).unwrap_err().to_string();
+        assert!(err.contains("traffic.profile[2]"), "{err}");
     }
 }

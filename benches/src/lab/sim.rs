@@ -39,6 +39,16 @@ pub struct SimRequest {
     pub id: u64,
     /// Attempt number: 0 for the first, bumped by retry and hedge policies.
     pub attempt: u32,
+    /// When the caller gives up, ns since start (as a gRPC deadline
+    /// travels with the request); backends with `server_deadline` read it.
+    pub deadline_ns: Option<u64>,
+}
+
+impl SimRequest {
+    /// The first attempt of request `id`, due by `deadline_ns`.
+    pub fn new(id: u64, deadline_ns: Option<u64>) -> Self {
+        SimRequest { id, attempt: 0, deadline_ns }
+    }
 }
 
 /// A backend's answer when it fails.
@@ -48,6 +58,19 @@ pub enum BackendError {
     Rejected,
     /// Failed after doing the work.
     Failed,
+    /// A client error (4xx): the request was wrong, the backend is fine.
+    Client,
+    /// Dropped unserved: the caller's deadline had passed when a worker
+    /// took it (nobody waits for this answer).
+    Expired,
+}
+
+impl BackendError {
+    /// Whether `e` is a client error, which a client must not retry and
+    /// must not hold against the backend.
+    pub fn is_client(e: &BoxError) -> bool {
+        matches!(e.downcast_ref::<BackendError>(), Some(BackendError::Client))
+    }
 }
 
 impl fmt::Display for BackendError {
@@ -55,6 +78,8 @@ impl fmt::Display for BackendError {
         match self {
             BackendError::Rejected => f.write_str("backend rejected the request"),
             BackendError::Failed => f.write_str("backend failed the request"),
+            BackendError::Client => f.write_str("client error (4xx)"),
+            BackendError::Expired => f.write_str("dropped: the caller's deadline had passed"),
         }
     }
 }
@@ -108,6 +133,11 @@ pub struct BackendRuntime {
     /// When each failed attempt's answer was due (ns since start), in the
     /// order the attempts arrived: rejections and failures after the work.
     pub failures_at: RefCell<Vec<u64>>,
+    /// Attempts dropped unserved because their caller's deadline had passed.
+    pub expired: Cell<u64>,
+    /// End times of the work in service (kept only with `slowdown` and no
+    /// slot limit, to count concurrency).
+    in_service: RefCell<Vec<u64>>,
 }
 
 impl BackendRuntime {
@@ -170,6 +200,8 @@ impl World {
                         successes_at: RefCell::new(Vec::new()),
                         waiting: RefCell::new(Vec::new()),
                         failures_at: RefCell::new(Vec::new()),
+                        expired: Cell::new(0),
+                        in_service: RefCell::new(Vec::new()),
                     })
                     .collect(),
             })
@@ -279,12 +311,24 @@ impl Service<SimRequest> for SimBackend {
         // A fast failure is a rejection: cheap, but a worker still computes
         // it, so under a queue it waits its turn like any request.
         let rejected = u_fast < eff.fail_fast;
-        let (service, fails) = if rejected {
+        let (mut service, fails) = if rejected {
             (model.fail_fast_ns, true)
         } else {
             let service = eff.service.sample_ns(&mut rng);
             (service, rng.unit_f64() < eff.fail_after)
         };
+        // A client error is the request's fault, not the backend's: drawn
+        // per request (every attempt, on every backend, fails alike), from
+        // its own generator so scenarios without client errors keep their
+        // draws.
+        let client = !rejected
+            && model.fail_client > 0.0
+            && FastRng::new(mix(mix(world.seed, self.layer as u64), req.id ^ 0x3478_7878)).unit_f64()
+                < model.fail_client;
+        if client {
+            service = model.fail_fast_ns;
+        }
+        let fails = fails || client;
         if let Some(limit) = model.max_queue {
             // Admission control: attempts admitted but not yet started are
             // the queue; when it is full, refuse at once without a slot.
@@ -295,31 +339,62 @@ impl Service<SimRequest> for SimBackend {
                 return Box::pin(async { Err(BackendError::Rejected.into()) });
             }
         }
-        let start = match model.slots {
+        let end = match model.slots {
             Some(_) => {
                 let mut heap = rt.free_at.borrow_mut();
-                let mut slot = heap.peek_mut().expect("a limited backend has at least one slot");
-                let start = slot.0.max(now_ns);
-                slot.0 = start + service;
+                let start = heap.peek().expect("a limited backend has at least one slot").0.max(now_ns);
+                if model.server_deadline && req.deadline_ns.is_some_and(|d| start >= d) {
+                    // The worker finds the caller gone and takes the next
+                    // request at once: the slot is not held.
+                    drop(heap);
+                    return expire(rt, world.start, start);
+                }
+                if model.slowdown > 0.0 {
+                    let others = heap.iter().filter(|r| r.0 > start).count();
+                    service = (service as f64 * (1.0 + model.slowdown * others as f64)) as u64;
+                }
+                let end = model.finish_ns(start, service);
+                heap.peek_mut().expect("checked above").0 = end;
                 if model.max_queue.is_some() && start > now_ns {
                     rt.waiting.borrow_mut().push(start);
                 }
-                start
+                end
             }
-            None => now_ns,
+            None => {
+                if model.slowdown > 0.0 {
+                    let mut ends = rt.in_service.borrow_mut();
+                    ends.retain(|&e| e > now_ns);
+                    service = (service as f64 * (1.0 + model.slowdown * ends.len() as f64)) as u64;
+                    let end = model.finish_ns(now_ns, service);
+                    ends.push(end);
+                    end
+                } else {
+                    model.finish_ns(now_ns, service)
+                }
+            }
         };
         if fails {
-            rt.failures_at.borrow_mut().push(start + service);
+            rt.failures_at.borrow_mut().push(end);
         } else if self.downstream.is_none() {
-            rt.successes_at.borrow_mut().push(start + service);
+            rt.successes_at.borrow_mut().push(end);
         }
-        let done = world.start + Duration::from_nanos(start + service);
+        let done = world.start + Duration::from_nanos(end);
         let downstream = self.downstream.clone();
-        let child = SimRequest { id: mix(mix(req.id, u64::from(req.attempt)), self.index as u64), attempt: 0 };
+        let child_deadline = match &downstream {
+            Some((_, Some(t))) => Some(end + t.as_nanos() as u64),
+            _ => None,
+        };
+        let child = SimRequest::new(
+            mix(mix(req.id, u64::from(req.attempt)), self.index as u64),
+            [req.deadline_ns, child_deadline].into_iter().flatten().min(),
+        );
         let work = async move {
             tokio::time::sleep_until(done).await;
             if rejected {
                 return Err(BackendError::Rejected.into());
+            }
+            if client {
+                return Err(BackendError::Client.into());
             }
             if fails {
                 return Err(BackendError::Failed.into());
@@ -350,6 +425,16 @@ impl Service<SimRequest> for SimBackend {
             }),
         }
     }
+}
+
+/// An attempt dropped unserved at `at_ns`: its (unread) answer is an error.
+fn expire(rt: &BackendRuntime, start: Instant, at_ns: u64) -> SimFuture {
+    rt.expired.set(rt.expired.get() + 1);
+    let at = start + Duration::from_nanos(at_ns);
+    Box::pin(async move {
+        tokio::time::sleep_until(at).await;
+        Err(BackendError::Expired.into())
+    })
 }
 
 /// A client stack (balancer, retry, hedge, ...) shared by every caller of a
