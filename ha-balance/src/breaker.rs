@@ -7,12 +7,16 @@
 //! `RejectMode::NotReady`: when the gate lets a request through because the
 //! open wait should be over but the breaker still rejects, the endpoint's
 //! `poll_ready` stays pending and the balancer sends the request elsewhere.
+//! Or `RejectMode::Advisory`: the breaker rejects nothing, the gate keeps
+//! the endpoint out of selection, and in panic mode (too few endpoints
+//! left, as when a whole fleet sheds load and every breaker opens) the
+//! balancer routes to it anyway instead of starving the fleet.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ha_breaker::Breaker;
+use ha_breaker::{Breaker, RejectMode};
 use ha_core::event::BreakerState;
 use ha_core::sync::atomic::{AtomicU64, Ordering};
 use ha_core::Instant;
@@ -91,6 +95,10 @@ impl HealthGate for BreakerGate {
                 now_ms >= self.retry_at.load(Ordering::Acquire)
             }
         }
+    }
+
+    fn advisory(&self) -> bool {
+        self.breaker.reject_mode() == RejectMode::Advisory
     }
 
     fn deferred(&self, now: Instant) {

@@ -220,6 +220,7 @@ impl<K, S> Core<K, S> {
             return;
         }
         plan.stale.store(false, Ordering::Release);
+        self.judge_gates(snap, now, now_ns);
         let mut counts = vec![(0u32, 0u32); snap.groups.len()];
         let mut restored = false;
         for (slot, &g) in snap.slots.iter().zip(&snap.slot_group) {
@@ -267,6 +268,32 @@ impl<K, S> Core<K, S> {
         plan.busy.store(false, Ordering::Release);
         if restored {
             self.notify.notify_waiters();
+        }
+    }
+
+    /// An advisory gate (a stack's circuit breaker) that vetoes an endpoint
+    /// failing alike with its peers is set aside, as an ejection would be
+    /// refused: under a fleet-wide overload every breaker sees the same
+    /// failure rate, and taking endpoints out only loads the rest more.
+    fn judge_gates(&self, snap: &Snapshot<S>, now: Instant, now_ns: u64) {
+        let vetoed = |s: &Slot<S>| s.health.gate_is_advisory() && !s.health.gate_admits(now);
+        if !snap.slots.iter().any(|s| vetoed(s)) {
+            for slot in &snap.slots {
+                slot.health.override_gate(false);
+            }
+            return;
+        }
+        let hosts = snap.hosts();
+        for (i, slot) in snap.slots.iter().enumerate() {
+            let overridden = vetoed(slot) && snap.tuning.detector.failure_shared(&hosts, i, now_ns);
+            if slot.health.override_gate(overridden) {
+                tracing::debug!(
+                    target: "ha::balance",
+                    endpoint = %slot.name,
+                    overridden,
+                    "open breaker on an endpoint failing alike with its peers"
+                );
+            }
         }
     }
 

@@ -36,6 +36,14 @@ pub trait HealthGate: Send + Sync + 'static {
     fn deferred(&self, now: Instant) {
         let _ = now;
     }
+
+    /// True when the gate's veto is advice: the endpoint still takes calls,
+    /// so in panic mode (too few endpoints left) the balancer routes to it
+    /// anyway, as it does to ejected ones. False (the default) when the
+    /// endpoint cannot serve while the gate does not admit.
+    fn advisory(&self) -> bool {
+        false
+    }
 }
 
 pub(crate) struct Health {
@@ -44,12 +52,20 @@ pub(crate) struct Health {
     /// with its own clock reading.
     ejected_until: AtomicU64,
     probe_failing: AtomicBool,
+    /// The advisory gate's veto is set aside: its endpoint fails alike with
+    /// its peers (set at each plan recount).
+    gate_overridden: AtomicBool,
     gate: Option<Arc<dyn HealthGate>>,
 }
 
 impl Health {
     pub fn new(gate: Option<Arc<dyn HealthGate>>) -> Self {
-        Health { ejected_until: AtomicU64::new(0), probe_failing: AtomicBool::new(false), gate }
+        Health {
+            ejected_until: AtomicU64::new(0),
+            probe_failing: AtomicBool::new(false),
+            gate_overridden: AtomicBool::new(false),
+            gate,
+        }
     }
 
     /// May the endpoint be picked at `now_ns`? In panic mode ejections and
@@ -57,7 +73,9 @@ impl Health {
     /// refuse the request anyway.
     #[inline]
     pub fn available(&self, now: Instant, now_ns: u64, panic: bool) -> bool {
-        if !self.gate_admits(now) {
+        if !self.gate_admits(now)
+            && !((panic || self.gate_overridden.load(Ordering::Relaxed)) && self.gate_is_advisory())
+        {
             return false;
         }
         panic || (self.ejected_until.load(Ordering::Acquire) <= now_ns && !self.probe_failing.load(Ordering::Acquire))
@@ -66,6 +84,16 @@ impl Health {
     #[inline]
     pub fn gate_admits(&self, now: Instant) -> bool {
         self.gate.as_ref().is_none_or(|g| g.admits(now))
+    }
+
+    /// The gate may be overruled (see [`HealthGate::advisory`]).
+    pub fn gate_is_advisory(&self) -> bool {
+        self.gate.as_ref().is_some_and(|g| g.advisory())
+    }
+
+    /// Sets aside (or restores) an advisory gate's veto; true when that changed.
+    pub fn override_gate(&self, overridden: bool) -> bool {
+        self.gate_overridden.swap(overridden, Ordering::Relaxed) != overridden
     }
 
     pub fn gate(&self) -> Option<&Arc<dyn HealthGate>> {

@@ -275,6 +275,22 @@ impl Detector {
         self.eject_judged(hosts, idx, now_ns, reason)
     }
 
+    /// Does `hosts[idx]` fail alike with its peers (of every tier, not
+    /// ejected): they fail more than `max_peer_failure_rate` (lower median)
+    /// and it less than twice as often? Then a circuit breaker that opened
+    /// on it judged a shared overload, not a bad endpoint.
+    pub fn failure_shared(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
+        let mut peers: Vec<f64> = hosts
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| *i != idx && !h.health.is_ejected(now_ns))
+            .map(|(_, h)| h.outlier.peer_failure_rate())
+            .collect();
+        let peer_rate = lower_median(&mut peers);
+        let own = hosts[idx].outlier.recent_failure_rate();
+        peer_rate.is_some_and(|p| p > self.cfg.max_peer_failure_rate && own < SHARED_FACTOR * p)
+    }
+
     /// For the interval rules: is an endpoint failing `own_rate` of its
     /// requests sharing its peers' failure (`peer_rate`)? When they fail
     /// more than `max_peer_failure_rate` and it fails less than twice as often.

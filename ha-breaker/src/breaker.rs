@@ -46,7 +46,7 @@ use ha_core::error::BreakerOpen;
 use ha_core::event::{BreakerState, Event, Events};
 use ha_core::rng::FastRng;
 use ha_core::stats::{Sample, WindowSnapshot};
-use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use ha_core::sync::Mutex;
 use ha_core::{Instant, Outcome};
 
@@ -104,7 +104,8 @@ pub struct Metrics {
     pub slow_calls: u64,
     /// Calls with an ignored outcome (including cancelled ones by default).
     pub ignored: u64,
-    /// Calls rejected because the breaker was open.
+    /// Calls rejected because the breaker was open (in
+    /// [`RejectMode::Advisory`], calls it advised against, which went through).
     pub rejections: u64,
     /// State transitions.
     pub transitions: u64,
@@ -123,7 +124,8 @@ pub struct Breaker {
     /// and alone it is always one config's value.
     slow_threshold: AtomicU64,
     cancelled_fails: AtomicBool,
-    not_ready: AtomicBool,
+    /// The [`RejectMode`], as [`mode_code`].
+    reject_mode: AtomicU8,
     /// `open_wait.base` in ms, for rejections that race a trip.
     open_base_ms: AtomicU64,
     /// generation << 43 | open deadline in ms since `epoch`: a deadline is
@@ -180,7 +182,7 @@ impl Breaker {
             rules: LiveRules::new(Rules::of(&config)),
             slow_threshold: AtomicU64::new(slow_threshold_ns(&config)),
             cancelled_fails: AtomicBool::new(config.cancelled == CancelledAs::Failure),
-            not_ready: AtomicBool::new(config.reject_mode == RejectMode::NotReady),
+            reject_mode: AtomicU8::new(mode_code(config.reject_mode)),
             open_base_ms: AtomicU64::new(millis(config.open_wait.base)),
             deadline: AtomicU64::new(0),
             closed_since: AtomicU64::new(0),
@@ -282,7 +284,7 @@ impl Breaker {
         self.rules.store(&Rules::of(&config));
         self.slow_threshold.store(slow_threshold_ns(&config), Ordering::Relaxed);
         self.cancelled_fails.store(config.cancelled == CancelledAs::Failure, Ordering::Relaxed);
-        self.not_ready.store(config.reject_mode == RejectMode::NotReady, Ordering::Relaxed);
+        self.reject_mode.store(mode_code(config.reject_mode), Ordering::Relaxed);
         self.open_base_ms.store(millis(config.open_wait.base), Ordering::Relaxed);
         *current = config;
         drop(current);
@@ -310,10 +312,10 @@ impl Breaker {
     /// follows [`reconfigure`](Self::reconfigure)).
     #[inline]
     pub fn reject_mode(&self) -> RejectMode {
-        if self.not_ready.load(Ordering::Relaxed) {
-            RejectMode::NotReady
-        } else {
-            RejectMode::FailFast
+        match self.reject_mode.load(Ordering::Relaxed) {
+            1 => RejectMode::NotReady,
+            2 => RejectMode::Advisory,
+            _ => RejectMode::FailFast,
         }
     }
 
@@ -755,5 +757,14 @@ impl<F: FnOnce() -> Instant> Lazy<F> {
         let t = (self.f.take().expect("a Lazy is filled when its closure is taken"))();
         self.at = Some(t);
         t
+    }
+}
+
+/// A [`RejectMode`] as the byte [`Breaker`] keeps it in.
+fn mode_code(mode: RejectMode) -> u8 {
+    match mode {
+        RejectMode::FailFast => 0,
+        RejectMode::NotReady => 1,
+        RejectMode::Advisory => 2,
     }
 }

@@ -124,6 +124,15 @@ pub enum RejectMode {
     /// `poll_ready` returns `Pending` and wakes the task when a probe may be
     /// sent, so a balancer skips the endpoint meanwhile.
     NotReady,
+    /// The breaker rejects nothing itself: an open breaker is advice to a
+    /// balancer's health gate (`ha_balance::BreakerGate`) to route around
+    /// the endpoint, and a call that comes anyway goes through, untracked
+    /// (only the half-open probes decide when the breaker closes). A
+    /// balancer then keeps its own capacity floor: when so many breakers
+    /// are open that too few endpoints are left (a fleet shedding load,
+    /// where every endpoint fails alike), it routes over all of them
+    /// rather than starving the fleet. The `ha` stack's breakers use this.
+    Advisory,
 }
 
 /// The whole configuration of one breaker. Every field has a production

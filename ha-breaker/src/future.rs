@@ -146,6 +146,10 @@ where
         Some(p) => p,
         None => match breaker.try_acquire(Instant::now) {
             Ok(p) => p,
+            // The balancer chose this endpoint despite the advice.
+            Err(_) if breaker.reject_mode() == crate::config::RejectMode::Advisory => {
+                return ResponseFuture::called(inner.call(req), None);
+            }
             Err(open) => return ResponseFuture::rejected(open),
         },
     };

@@ -363,6 +363,25 @@ async fn not_ready_mode_stays_pending_while_open_and_wakes_when_a_probe_may_go()
 }
 
 #[tokio::test(start_paused = true)]
+async fn advisory_mode_rejects_nothing_and_only_probes_decide() {
+    let cfg = BreakerConfig { consecutive_failures: Some(1), reject_mode: RejectMode::Advisory, ..config() };
+    let (mut svc, _) = breaker_svc(cfg);
+    send(&mut svc, Req::Fail).await.unwrap_err();
+    assert!(svc.is_open());
+    let calls = svc.breaker().metrics().calls;
+    // Open, yet ready, and a call goes through to the service, untracked.
+    assert!(svc.ready().now_or_never().is_some(), "ready while open");
+    svc.call(Req::Ok).await.expect("the call went through");
+    assert!(svc.is_open(), "an untracked success does not close it");
+    assert_eq!(svc.breaker().metrics().calls, calls, "not counted");
+    assert_eq!(svc.breaker().metrics().rejections, 1, "counted as advised against");
+    // After the open wait a call is the half-open probe, and it decides.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    send(&mut svc, Req::Ok).await.unwrap();
+    assert_eq!(svc.state(), BreakerState::HalfOpen);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_reserved_probe_permit_is_released_when_the_service_is_dropped() {
     let cfg = BreakerConfig {
         consecutive_failures: Some(1),
