@@ -73,7 +73,7 @@ impl KeyedConfig {
     /// Checks every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_keys == 0 {
-            return Err(ConfigError::ZeroMaxKeys);
+            return Err(ConfigError::new("max_keys", "must be at least 1"));
         }
         self.breaker.validate()
     }
@@ -155,7 +155,7 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
     /// assert_eq!(breakers.breaker_for(&2, Instant::now()).config(), stricter);
     ///
     /// let bad = KeyedConfig { max_keys: 0, ..Default::default() };
-    /// assert_eq!(breakers.reconfigure(bad), Err(ConfigError::ZeroMaxKeys));
+    /// assert_eq!(breakers.reconfigure(bad).unwrap_err().field(), "max_keys");
     /// assert_eq!(breakers.config().breaker, stricter);
     /// ```
     pub fn reconfigure(&self, config: KeyedConfig) -> Result<(), ConfigError> {

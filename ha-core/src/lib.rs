@@ -12,6 +12,8 @@
 //!   [`Observer`] you install and emitted as a `tracing` event.
 //! - [`stats`]: lock-free statistics primitives taking time as an argument: a
 //!   peak-sensitive EWMA and count- and time-based outcome windows.
+//! - [`config`]: the one [`ConfigError`] every config validates into, and
+//!   the one duration format of config files.
 //! - [`error`]: the typed errors every crate returns, downcastable from
 //!   [`tower::BoxError`].
 //! - [`lease`]: per-thread reuse of the `Arc` a response future holds, so
@@ -48,6 +50,7 @@
 
 pub mod attempt;
 pub mod classify;
+pub mod config;
 pub mod error;
 pub mod event;
 pub mod lease;
@@ -58,6 +61,7 @@ pub mod sync;
 
 pub use attempt::{AttemptContext, EndpointId, HasAttemptContext, WithAttempt};
 pub use classify::{Classify, Outcome};
+pub use config::ConfigError;
 pub use error::{
     AttemptTimedOut, BreakerOpen, BudgetExhausted, DeadlineExceeded, NoHealthyEndpoint, NotSent, RetriesExhausted,
 };

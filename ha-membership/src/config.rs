@@ -165,7 +165,7 @@ impl Config {
 
     /// Checks every field; the core and the driver call it when built.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field: &'static str, reason: &'static str| Err(ConfigError { field, reason });
+        let bad = |field: &'static str, reason: &'static str| Err(ConfigError::new(field, reason));
         let durations = [
             ("probe_interval", self.probe_interval, MAX_PROBE_INTERVAL),
             ("probe_timeout", self.probe_timeout, MAX_PROBE_INTERVAL),
@@ -176,7 +176,7 @@ impl Config {
         ];
         for (field, value, max) in durations {
             if value > max {
-                return Err(ConfigError { field, reason: "is above its upper bound (see `Config::validate`)" });
+                return Err(ConfigError::new(field, "is above its upper bound (see `Config::validate`)"));
             }
         }
         if self.label.len() > 255 {
@@ -272,11 +272,11 @@ mod tests {
     #[test]
     fn invalid_fields_are_rejected_with_their_name() {
         let c = Config { probe_timeout: Duration::from_secs(2), ..Config::lan() };
-        assert_eq!(c.validate().unwrap_err().field, "probe_timeout");
+        assert_eq!(c.validate().unwrap_err().field(), "probe_timeout");
         let c = Config { label: "x".repeat(300), ..Config::lan() };
-        assert_eq!(c.validate().unwrap_err().field, "label");
+        assert_eq!(c.validate().unwrap_err().field(), "label");
         let c = Config { awareness_max: 0, ..Config::lan() };
-        assert_eq!(c.validate().unwrap_err().field, "awareness_max");
+        assert_eq!(c.validate().unwrap_err().field(), "awareness_max");
     }
 
     #[test]
@@ -294,15 +294,15 @@ mod tests {
         for (field, set) in cases {
             let mut c = Config::lan();
             set(&mut c, huge);
-            assert_eq!(c.validate().unwrap_err().field, field);
+            assert_eq!(c.validate().unwrap_err().field(), field);
         }
         // From a file too: a huge `probe_interval` no longer switches detection off.
         let c: Config = toml::from_str(&format!("probe_interval = {}", i64::MAX)).unwrap();
-        assert_eq!(c.validate().unwrap_err().field, "probe_interval");
+        assert_eq!(c.validate().unwrap_err().field(), "probe_interval");
         let c = Config { max_incarnation_jump: 0, ..Config::lan() };
-        assert_eq!(c.validate().unwrap_err().field, "max_incarnation_jump");
+        assert_eq!(c.validate().unwrap_err().field(), "max_incarnation_jump");
         let c = Config { max_members: 1, ..Config::lan() };
-        assert_eq!(c.validate().unwrap_err().field, "max_members");
+        assert_eq!(c.validate().unwrap_err().field(), "max_members");
     }
 
     #[test]

@@ -19,7 +19,6 @@
 //! cfg.validate().unwrap();
 //! ```
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -280,31 +279,9 @@ impl HedgeConfig {
     }
 }
 
-/// A configuration value is out of range.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    problem: &'static str,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, problem: &'static str) -> Self {
-        ConfigError { field, problem }
-    }
-
-    /// The offending field.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid retry configuration: {} {}", self.field, self.problem)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// A configuration value is out of range: the one error type of every `ha`
+/// config, re-exported from `ha-core`.
+pub use ha_core::ConfigError;
 
 mod millis {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -357,7 +334,7 @@ mod tests {
         let bad = |f: fn(&mut RetryConfig)| {
             let mut c = RetryConfig::default();
             f(&mut c);
-            c.validate().unwrap_err().field()
+            c.validate().unwrap_err().field().to_owned()
         };
         assert_eq!(bad(|c| c.max_attempts = 0), "max_attempts");
         assert_eq!(bad(|c| c.per_try_timeout = Some(Duration::ZERO)), "per_try_timeout");

@@ -24,7 +24,6 @@
 //! assert_eq!(err.field(), "retry.max_attempts");
 //! ```
 
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -95,7 +94,7 @@ impl Default for TimeoutConfig {
 impl Config {
     /// Parses and validates a TOML document.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::parse(text, e))?;
+        let config: Config = toml::from_str(text).map_err(|e| parse_error(text, e))?;
         config.validate()?;
         Ok(config)
     }
@@ -112,72 +111,51 @@ impl Config {
     /// from the top (`balance.outlier.interval_ms`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_replay_bytes > 64 * 1024 * 1024 {
-            return Err(ConfigError::new("max_replay_bytes", "must be at most 64 MiB".into()));
+            return Err(ConfigError::new("max_replay_bytes", "must be at most 64 MiB"));
         }
         if self.timeouts.request == Some(Duration::ZERO) {
-            return Err(ConfigError::new("timeouts.request_ms", "must be positive".into()));
+            return Err(ConfigError::new("timeouts.request_ms", "must be positive"));
         }
         if self.timeouts.attempt == Some(Duration::ZERO) {
-            return Err(ConfigError::new("timeouts.attempt_ms", "must be positive".into()));
+            return Err(ConfigError::new("timeouts.attempt_ms", "must be positive"));
         }
         if self.retry.per_try_timeout.is_some() {
-            return Err(ConfigError::new("retry.per_try_timeout", "is set by timeouts.attempt_ms in a stack".into()));
+            return Err(ConfigError::new("retry.per_try_timeout", "is set by timeouts.attempt_ms in a stack"));
         }
         if self.retry.deadline.is_some() {
-            return Err(ConfigError::new("retry.deadline", "is set by timeouts.request_ms in a stack".into()));
+            return Err(ConfigError::new("retry.deadline", "is set by timeouts.request_ms in a stack"));
         }
-        self.retry.validate().map_err(|e| ConfigError::in_section("retry", e.field(), &e))?;
+        self.retry.validate().map_err(|e| e.in_section("retry"))?;
         if let Some(hedge) = &self.hedge {
-            hedge.validate().map_err(|e| ConfigError::in_section("hedge", e.field(), &e))?;
+            hedge.validate().map_err(|e| e.in_section("hedge"))?;
         }
-        self.balance.validate().map_err(|e| ConfigError::in_section("balance", e.field(), &e))?;
-        self.breaker.validate().map_err(|e| ConfigError::in_section("breaker", e.field(), &e))?;
+        self.balance.validate().map_err(|e| e.in_section("balance"))?;
+        self.breaker.validate().map_err(|e| e.in_section("breaker"))?;
         Ok(())
     }
 }
 
 /// A configuration that cannot be used: a value out of range, an unknown
-/// key, a wrong type, or a file that cannot be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: String,
-    reason: String,
+/// key, a wrong type, or a file that cannot be read. The one error type of
+/// every `ha` config, re-exported from `ha-core`; a layer's error reaches
+/// here with its field under the layer's section (`retry.max_attempts`).
+pub use ha_core::ConfigError;
+
+/// A change a running stack cannot take: `what` is fixed at build time.
+pub(crate) fn fixed(field: &'static str, what: &str) -> ConfigError {
+    ConfigError::new(field, format!("{what} is fixed when the stack is built; build a new stack to change it"))
 }
 
-impl ConfigError {
-    fn new(field: &str, reason: String) -> Self {
-        ConfigError { field: field.to_owned(), reason }
-    }
-
-    /// A change a running stack cannot take: `what` is fixed at build time.
-    pub(crate) fn fixed(field: &str, what: &str) -> Self {
-        ConfigError::new(field, format!("{what} is fixed when the stack is built; build a new stack to change it"))
-    }
-
-    pub(crate) fn in_section(section: &str, field: &str, err: &dyn fmt::Display) -> Self {
-        ConfigError { field: format!("{section}.{field}"), reason: err.to_string() }
-    }
-
-    fn parse(text: &str, err: toml::de::Error) -> Self {
-        let reason = err.message().to_owned();
-        let field = field_of(&reason).unwrap_or_default();
-        let at = err.span().map(|s| {
-            let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
-            format!(" (line {line})")
-        });
-        ConfigError { field, reason: format!("{reason}{}", at.unwrap_or_default()) }
-    }
-
-    /// The offending field as a dotted path (`retry.max_attempts`); for an
-    /// unknown key, the key; empty when the error is not about one field.
-    pub fn field(&self) -> &str {
-        &self.field
-    }
-
-    /// What is wrong.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
+/// A TOML error, as the key it names (the whole message when it names
+/// none) and the line it is on.
+fn parse_error(text: &str, err: toml::de::Error) -> ConfigError {
+    let reason = err.message().to_owned();
+    let field = field_of(&reason).unwrap_or_default();
+    let at = err.span().map(|s| {
+        let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+        format!(" (line {line})")
+    });
+    ConfigError::new(field, format!("{reason}{}", at.unwrap_or_default()))
 }
 
 /// The key a TOML error message names (`unknown field `retries``).
@@ -186,18 +164,6 @@ fn field_of(message: &str) -> Option<String> {
     let len = message[start..].find('`')?;
     Some(message[start..start + len].to_owned())
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "invalid ha configuration: {}", self.reason)
-        } else {
-            write!(f, "invalid ha configuration: `{}`: {}", self.field, self.reason)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 mod opt_ms {
     use serde::{Deserialize, Deserializer, Serializer};

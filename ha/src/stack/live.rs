@@ -60,7 +60,7 @@ pub(crate) struct Live {
 pub(crate) fn check_breaker(config: &Config) -> Result<(), ConfigError> {
     Breaker::new("check", breaker_config(config.breaker.clone()), Events::new(), Instant::now())
         .map(drop)
-        .map_err(|e| ConfigError::in_section("breaker", e.field(), &e))
+        .map_err(|e| e.in_section("breaker"))
 }
 
 /// The retry layer's config: the retry section with the overall deadline.
@@ -97,27 +97,25 @@ where
         let mut current = self.live.config.lock().unwrap_or_else(|e| e.into_inner());
         config.validate()?;
         if config.max_replay_bytes != current.max_replay_bytes {
-            return Err(ConfigError::fixed("max_replay_bytes", "the replay policy"));
+            return Err(crate::config::fixed("max_replay_bytes", "the replay policy"));
         }
         if config.hedge.is_some() != current.hedge.is_some() {
-            return Err(ConfigError::fixed("hedge", "whether the stack hedges"));
+            return Err(crate::config::fixed("hedge", "whether the stack hedges"));
         }
         if config.retry.budget.ttl != current.retry.budget.ttl {
-            return Err(ConfigError::fixed("retry.budget.ttl", "the budget's window"));
+            return Err(crate::config::fixed("retry.budget.ttl", "the budget's window"));
         }
         if config.retry.budget.buckets != current.retry.budget.buckets {
-            return Err(ConfigError::fixed("retry.budget.buckets", "the budget's window"));
+            return Err(crate::config::fixed("retry.budget.buckets", "the budget's window"));
         }
         check_breaker(&config)?;
         let retry = retry_config(&config);
         // The balancer checks what only it can (a ring hash needs a hash
         // key), so it goes first: a refusal there leaves everything as it was.
-        self.balance()
-            .reconfigure(config.balance.clone())
-            .map_err(|e| ConfigError::in_section("balance", e.field(), &e))?;
-        self.inner.reconfigure(retry).map_err(|e| ConfigError::in_section("retry", e.field(), &e))?;
+        self.balance().reconfigure(config.balance.clone()).map_err(|e| e.in_section("balance"))?;
+        self.inner.reconfigure(retry).map_err(|e| e.in_section("retry"))?;
         if let (Hedged::On(hedge), Some(section)) = (self.inner.get_ref(), &config.hedge) {
-            hedge.reconfigure(section.clone()).map_err(|e| ConfigError::in_section("hedge", e.field(), &e))?;
+            hedge.reconfigure(section.clone()).map_err(|e| e.in_section("hedge"))?;
         }
         self.live.endpoints.apply(config.breaker.clone(), config.timeouts.attempt);
         tracing::info!(target: "ha::stack", "configuration applied");
