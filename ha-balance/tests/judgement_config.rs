@@ -20,7 +20,7 @@ fn the_new_settings_have_documented_defaults_and_named_errors() {
     )
     .unwrap();
     assert_eq!(parsed.outlier.probe_interval, Duration::from_millis(500));
-    assert!(serde_json::from_str::<BalanceConfig>(r#"{"outlier": {"probe_interval": 5}}"#).is_err(), "unknown field");
+    assert!(serde_json::from_str::<BalanceConfig>(r#"{"outlier": {"probe_intervals": 5}}"#).is_err(), "unknown field");
     let bad = |f: &dyn Fn(&mut BalanceConfig)| {
         let mut c = BalanceConfig::default();
         f(&mut c);

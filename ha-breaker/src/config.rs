@@ -31,7 +31,7 @@ pub enum WindowConfig {
     /// read per call.
     Time {
         /// How far back the window reaches.
-        #[serde(with = "duration_ms")]
+        #[serde(with = "ha_core::config::duration")]
         span: Duration,
         /// How many buckets the span is cut into (the window slides by one
         /// bucket at a time).
@@ -53,7 +53,7 @@ impl Default for WindowConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct SlowCallConfig {
     /// A call that takes at least this long is slow.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "ha_core::config::duration")]
     pub threshold: Duration,
     /// The share of slow calls in the window, in `(0, 1]`, that trips.
     pub rate: f64,
@@ -75,17 +75,17 @@ impl Default for SlowCallConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct OpenWaitConfig {
     /// The wait after a first trip.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "ha_core::config::duration")]
     pub base: Duration,
     /// The growth factor on each further trip, at least 1.
     pub multiplier: f64,
     /// The longest wait.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "ha_core::config::duration")]
     pub max: Duration,
     /// The largest share of the wait removed at random, in `[0, 1)`.
     pub jitter: f64,
     /// How long the breaker must stay closed for the wait to go back to `base`.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "ha_core::config::duration")]
     pub reset_after: Duration,
 }
 
@@ -272,20 +272,6 @@ pub(crate) fn window_size_error(size: u32, max: u32) -> ConfigError {
 /// (`open_wait.max`) and its reason carries what was asked for and the
 /// limit (`size 0 must be in 1..=524288`).
 pub use ha_core::ConfigError;
-
-/// Durations as whole milliseconds in config files.
-mod duration_ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
-}
 
 #[cfg(test)]
 mod tests {

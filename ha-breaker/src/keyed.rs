@@ -59,7 +59,7 @@ pub struct KeyedConfig {
     pub max_keys: usize,
     /// A key unused for this long may be evicted when room is needed
     /// (default 10 minutes).
-    #[serde(with = "ms")]
+    #[serde(with = "ha_core::config::duration")]
     pub idle_timeout: Duration,
 }
 
@@ -76,17 +76,6 @@ impl KeyedConfig {
             return Err(ConfigError::new("max_keys", "must be at least 1"));
         }
         self.breaker.validate()
-    }
-}
-
-mod ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
     }
 }
 

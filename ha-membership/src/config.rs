@@ -30,18 +30,18 @@ pub struct Config {
     /// decode (and are counted as dropped). At most 255 bytes.
     pub label: String,
     /// How often one member is probed (scaled by the local health multiplier).
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub probe_interval: Duration,
     /// How long to wait for a direct ack before asking `indirect_checks`
     /// members to probe (scaled by the local health multiplier).
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub probe_timeout: Duration,
     /// How many members are asked to probe indirectly (`k`).
     pub indirect_checks: usize,
     /// Updates are retransmitted `retransmit_mult * ceil(log10(n + 1))` times.
     pub retransmit_mult: u32,
     /// How often queued updates are gossiped on their own (not piggy-backed).
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub gossip_interval: Duration,
     /// How many random members receive each gossip round.
     pub gossip_nodes: usize,
@@ -60,14 +60,14 @@ pub struct Config {
     /// Full-state push-pull with a random member this often, for clusters up
     /// to 16 members; beyond that the interval grows with `n / 16`, so that
     /// the anti-entropy traffic per member (whose state grows with `n`) stays flat.
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub push_pull_interval: Duration,
     /// A dead member (or a seed while this node knows nobody) is probed
     /// again this often, so a healed partition merges by itself.
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub reconnect_interval: Duration,
     /// How long dead and departed members are remembered (and re-probed).
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub dead_retention: Duration,
     /// The largest encoded member metadata accepted, in bytes.
     pub max_metadata: usize,
@@ -237,21 +237,6 @@ impl Config {
             return bad("max_state_bytes", "between 64 KiB and 16 MiB");
         }
         Ok(())
-    }
-}
-
-/// Durations as integer milliseconds in config files.
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
     }
 }
 

@@ -9,7 +9,7 @@
 //!
 //! let config = ha::Config::from_toml_str(r#"
 //!     [timeouts]
-//!     attempt_ms = 500
+//!     attempt = "500ms"
 //!
 //!     [retry]
 //!     max_attempts = 4
@@ -76,12 +76,12 @@ impl Default for Config {
 pub struct TimeoutConfig {
     /// The whole request, attempts and backoff included; `None` for no
     /// limit. Default 10 s.
-    #[serde(with = "opt_ms", rename = "request_ms")]
+    #[serde(with = "ha_core::config::opt_duration", alias = "request_ms")]
     pub request: Option<Duration>,
     /// One attempt at one endpoint; an attempt that takes longer fails with
     /// `AttemptTimedOut`, which the breaker and outlier detection count and
     /// the retry layer may retry elsewhere. `None` for no limit. Default 2 s.
-    #[serde(with = "opt_ms", rename = "attempt_ms")]
+    #[serde(with = "ha_core::config::opt_duration", alias = "attempt_ms")]
     pub attempt: Option<Duration>,
 }
 
@@ -108,22 +108,22 @@ impl Config {
     }
 
     /// Checks every value; the error names the field, as a dotted path
-    /// from the top (`balance.outlier.interval_ms`).
+    /// from the top (`balance.outlier.interval`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_replay_bytes > 64 * 1024 * 1024 {
             return Err(ConfigError::new("max_replay_bytes", "must be at most 64 MiB"));
         }
         if self.timeouts.request == Some(Duration::ZERO) {
-            return Err(ConfigError::new("timeouts.request_ms", "must be positive"));
+            return Err(ConfigError::new("timeouts.request", "must be positive"));
         }
         if self.timeouts.attempt == Some(Duration::ZERO) {
-            return Err(ConfigError::new("timeouts.attempt_ms", "must be positive"));
+            return Err(ConfigError::new("timeouts.attempt", "must be positive"));
         }
         if self.retry.per_try_timeout.is_some() {
-            return Err(ConfigError::new("retry.per_try_timeout", "is set by timeouts.attempt_ms in a stack"));
+            return Err(ConfigError::new("retry.per_try_timeout", "is set by timeouts.attempt in a stack"));
         }
         if self.retry.deadline.is_some() {
-            return Err(ConfigError::new("retry.deadline", "is set by timeouts.request_ms in a stack"));
+            return Err(ConfigError::new("retry.deadline", "is set by timeouts.request in a stack"));
         }
         self.retry.validate().map_err(|e| e.in_section("retry"))?;
         if let Some(hedge) = &self.hedge {
@@ -165,22 +165,6 @@ fn field_of(message: &str) -> Option<String> {
     Some(message[start..start + len].to_owned())
 }
 
-mod opt_ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,8 +182,11 @@ mod tests {
     fn every_invalid_field_is_named() {
         let cases = [
             ("max_replay_bytes = 1000000000", "max_replay_bytes"),
-            ("[timeouts]\nrequest_ms = 0", "timeouts.request_ms"),
-            ("[timeouts]\nattempt_ms = 0", "timeouts.attempt_ms"),
+            ("[timeouts]\nrequest = 0", "timeouts.request"),
+            ("[timeouts]\nattempt = \"0s\"", "timeouts.attempt"),
+            // The `*_ms` names of earlier releases are still read.
+            ("[timeouts]\nrequest_ms = 0", "timeouts.request"),
+            ("[timeouts]\nattempt_ms = 0", "timeouts.attempt"),
             ("[retry]\nper_try_timeout = 100", "retry.per_try_timeout"),
             ("[retry]\ndeadline = 100", "retry.deadline"),
             ("[retry]\nmax_attempts = 0", "retry.max_attempts"),
