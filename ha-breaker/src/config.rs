@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 /// The window the failure and slow-call rates are computed over while closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum WindowConfig {
     /// The last `size` calls. Needs no clock read on the success path: the
     /// fastest choice and the default.
@@ -285,6 +285,25 @@ mod tests {
         let back: BreakerConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, c);
         assert!(!c.measures_duration());
+    }
+
+    #[test]
+    fn a_typo_is_an_error_not_the_default() {
+        // Every level of a breaker config, the window's variants included:
+        // a misspelt key must not silently leave the default in force.
+        for text in [
+            r#"{ "failure_rte": 0.25 }"#,
+            r#"{ "window": { "count": { "size": 50, "sise": 5 } } }"#,
+            r#"{ "window": { "time": { "span": 10000, "buckets": 10, "bucket": 5 } } }"#,
+            r#"{ "open_wait": { "bse": 100 } }"#,
+            r#"{ "slow_calls": { "threshold": 100, "rate": 0.5, "rte": 0.1 } }"#,
+        ] {
+            assert!(serde_json::from_str::<BreakerConfig>(text).is_err(), "{text}");
+        }
+        let keyed = serde_json::from_str::<crate::KeyedConfig>(r#"{ "max_key": 10 }"#);
+        assert!(keyed.is_err(), "{keyed:?}");
+        let fine: BreakerConfig = serde_json::from_str(r#"{ "window": { "count": { "size": 50 } } }"#).unwrap();
+        assert_eq!(fine.window, WindowConfig::Count { size: 50 });
     }
 
     #[test]

@@ -51,7 +51,7 @@ use ha_core::lease::Lease;
 
 /// The configuration of a keyed breaker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct KeyedConfig {
     /// The configuration of each key's breaker.
     pub breaker: BreakerConfig,
