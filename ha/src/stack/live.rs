@@ -38,6 +38,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use ha_core::sync::LockExt;
+
 use ha_breaker::Breaker;
 use ha_core::{Events, Instant};
 use ha_retry::RetryConfig;
@@ -77,7 +79,7 @@ where
 {
     /// The configuration in force.
     pub fn config(&self) -> Config {
-        self.live.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.live.config.lock_or_recover().clone()
     }
 
     /// Puts `config` in force on this stack and every clone of it.
@@ -94,7 +96,7 @@ where
     /// endpoints added later. Requests in flight finish under the settings
     /// they started with.
     pub fn reconfigure(&self, config: Config) -> Result<(), ConfigError> {
-        let mut current = self.live.config.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.live.config.lock_or_recover();
         config.validate()?;
         if config.max_replay_bytes != current.max_replay_bytes {
             return Err(crate::config::fixed("max_replay_bytes", "the replay policy"));
