@@ -217,8 +217,10 @@ where
 }
 
 impl<K, S, Req, C> BalanceBuilder<K, S, Req, C> {
-    /// The configuration so far.
-    pub fn get_config(&self) -> &BalanceConfig {
+    /// The configuration so far, as set by [`config`](Self::config). Named
+    /// like `http`'s builder getters (`method_ref`): the setter has the bare
+    /// name.
+    pub fn config_ref(&self) -> &BalanceConfig {
         &self.config
     }
 }
