@@ -91,6 +91,12 @@ where
 
     /// The key [`Picker::RingHash`] hashes; requests for which it returns
     /// `None` are balanced by least pending instead. Required by that picker.
+    ///
+    /// For clients built apart to send a key to the same endpoint, derive
+    /// the number from the key's bytes with a hash that is the same in every
+    /// build, such as [`ha_core::hash::stable_hash`], not a `std` hasher. The
+    /// ring's positions come from the endpoints' names (their keys' `Debug`
+    /// form unless [`Endpoint::name`](crate::Endpoint::name) sets one).
     pub fn hash_key(mut self, key: impl Fn(&Req) -> Option<u64> + Send + Sync + 'static) -> Self {
         self.hash_key = Some(Arc::new(key));
         self

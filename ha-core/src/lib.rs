@@ -16,6 +16,7 @@
 //!   the one duration format of config files.
 //! - [`error`]: the typed errors every crate returns, downcastable from
 //!   [`tower::BoxError`].
+//! - [`hash`]: a hash that is the same in every build, for ring positions.
 //! - [`lease`]: per-thread reuse of the `Arc` a response future holds, so
 //!   that a call through a middleware touches no shared reference count.
 //! - [`live`]: a value replaced at run time (a live config) that readers
@@ -53,6 +54,7 @@ pub mod classify;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod hash;
 pub mod lease;
 pub mod live;
 pub mod rng;
