@@ -51,7 +51,7 @@ impl<T> std::ops::Deref for CachePadded<T> {
 /// instead. Implemented for `std`'s locks and, under `cfg(loom)`, loom's.
 ///
 /// ```
-/// use ha_core::sync::{LockExt, Mutex, RwLock};
+/// use ha_core::sync::{LockExt, Mutex, RwLock, RwLockExt};
 ///
 /// let config = Mutex::new(3);
 /// *config.lock_or_recover() += 1;
