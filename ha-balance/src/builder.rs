@@ -91,6 +91,12 @@ where
 
     /// The key [`Picker::RingHash`] hashes; requests for which it returns
     /// `None` are balanced by least pending instead. Required by that picker.
+    ///
+    /// For clients built apart to send a key to the same endpoint, derive
+    /// the number from the key's bytes with a hash that is the same in every
+    /// build, such as [`ha_core::hash::stable_hash`], not a `std` hasher. The
+    /// ring's positions come from the endpoints' names (their keys' `Debug`
+    /// form unless [`Endpoint::name`](crate::Endpoint::name) sets one).
     pub fn hash_key(mut self, key: impl Fn(&Req) -> Option<u64> + Send + Sync + 'static) -> Self {
         self.hash_key = Some(Arc::new(key));
         self
@@ -217,8 +223,10 @@ where
 }
 
 impl<K, S, Req, C> BalanceBuilder<K, S, Req, C> {
-    /// The configuration so far.
-    pub fn get_config(&self) -> &BalanceConfig {
+    /// The configuration so far, as set by [`config`](Self::config). Named
+    /// like `http`'s builder getters (`method_ref`): the setter has the bare
+    /// name.
+    pub fn config_ref(&self) -> &BalanceConfig {
         &self.config
     }
 }

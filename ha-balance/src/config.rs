@@ -1,7 +1,11 @@
 //! The balancer's configuration: serde-friendly, with production defaults,
 //! validated once when the balancer is built.
 //!
-//! Durations are written as whole milliseconds (`"base_ejection_time_ms": 30000`).
+//! Durations follow the one rule of every `ha` config
+//! ([`ha_core::config`]): a key names what the duration is, never its unit,
+//! and the value is an integer of milliseconds or a string with a unit
+//! (`"base_ejection_time": 30000` or `"30s"`). The `*_ms` names of earlier
+//! releases (`base_ejection_time_ms`) are still read.
 
 use std::time::Duration;
 
@@ -82,8 +86,7 @@ pub struct TierConfig {
     /// How long a computed tier plan is reused before the balancer recounts
     /// healthy endpoints (it also recounts at once on every membership or
     /// ejection change it sees).
-    #[serde(with = "ms")]
-    #[serde(rename = "refresh_ms")]
+    #[serde(with = "ha_core::config::duration", alias = "refresh_ms")]
     pub refresh: Duration,
 }
 
@@ -108,7 +111,7 @@ impl Default for TierConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct SlowStartConfig {
     /// The ramp's length; zero disables slow start.
-    #[serde(with = "ms", rename = "window_ms")]
+    #[serde(with = "ha_core::config::duration", alias = "window_ms")]
     pub window: Duration,
     /// The share a brand-new endpoint starts with, in `(0, 1]`.
     pub min_factor: f64,
@@ -127,10 +130,10 @@ pub struct LoadConfig {
     /// A new endpoint's starting latency estimate. As with tower's and
     /// Finagle's PeakEWMA it is a prior, not a placeholder: a slower answer
     /// replaces it at once, faster ones pull the estimate down over `decay`.
-    #[serde(with = "ms", rename = "default_rtt_ms")]
+    #[serde(with = "ha_core::config::duration", alias = "default_rtt_ms")]
     pub default_rtt: Duration,
     /// The EWMA's time constant.
-    #[serde(with = "ms", rename = "decay_ms")]
+    #[serde(with = "ha_core::config::duration", alias = "decay_ms")]
     pub decay: Duration,
     /// How much requests in flight weigh in the cost, in `[0, 1]`: an
     /// endpoint costs `latency x (pending + 1)^pending_bias` (the exponent of
@@ -244,13 +247,13 @@ pub struct OutlierConfig {
     /// Eject after this many failures in a row; `0` disables the rule.
     pub consecutive_failures: u32,
     /// How often the success-rate and failure-percentage rules run.
-    #[serde(with = "ms", rename = "interval_ms")]
+    #[serde(with = "ha_core::config::duration", alias = "interval_ms")]
     pub interval: Duration,
     /// An ejection lasts this times the number of times the endpoint was ejected.
-    #[serde(with = "ms", rename = "base_ejection_time_ms")]
+    #[serde(with = "ha_core::config::duration", alias = "base_ejection_time_ms")]
     pub base_ejection_time: Duration,
     /// The longest ejection.
-    #[serde(with = "ms", rename = "max_ejection_time_ms")]
+    #[serde(with = "ha_core::config::duration", alias = "max_ejection_time_ms")]
     pub max_ejection_time: Duration,
     /// At most this percentage of the endpoints is ejected at once (at least
     /// one endpoint may always be ejected), in `[0, 100]`.
@@ -286,11 +289,11 @@ pub struct OutlierConfig {
     /// Endpoints ejected by the interval rules (a statistical verdict one
     /// answer cannot overturn) serve out their ejection time. Zero disables
     /// probing. Default 1 s.
-    #[serde(with = "ms", rename = "probe_interval_ms")]
+    #[serde(with = "ha_core::config::duration", alias = "probe_interval_ms")]
     pub probe_interval: Duration,
     /// The longest spacing of probes to an ejected endpoint. Default 2 s,
     /// so a server back from a crash serves again within 2 s.
-    #[serde(with = "ms", rename = "max_probe_interval_ms")]
+    #[serde(with = "ha_core::config::duration", alias = "max_probe_interval_ms")]
     pub max_probe_interval: Duration,
     /// A request the caller gave up on after it was sent (a client
     /// timeout, a lost hedge) counts as a failure of its endpoint. Without
@@ -332,13 +335,13 @@ impl OutlierConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// Time between two probes of one endpoint.
-    #[serde(with = "ms", rename = "interval_ms")]
+    #[serde(with = "ha_core::config::duration", alias = "interval_ms")]
     pub interval: Duration,
     /// Each wait is lengthened by a random amount up to this.
-    #[serde(with = "ms", rename = "jitter_ms")]
+    #[serde(with = "ha_core::config::duration", alias = "jitter_ms")]
     pub jitter: Duration,
     /// A probe that takes longer fails.
-    #[serde(with = "ms", rename = "timeout_ms")]
+    #[serde(with = "ha_core::config::duration", alias = "timeout_ms")]
     pub timeout: Duration,
     /// Consecutive failed probes that take an endpoint out of selection.
     pub unhealthy_threshold: u32,
@@ -366,7 +369,7 @@ pub struct BalanceConfig {
     pub picker: Picker,
     /// How long a request waits for an endpoint to become available before
     /// failing with [`NoHealthyEndpoint`](ha_core::NoHealthyEndpoint).
-    #[serde(with = "ms", rename = "no_healthy_timeout_ms")]
+    #[serde(with = "ha_core::config::duration", alias = "no_healthy_timeout_ms")]
     pub no_healthy_timeout: Duration,
     /// Priority tiers and panic mode.
     pub tiers: TierConfig,
@@ -452,20 +455,6 @@ impl BalanceConfig {
         check(h.unhealthy_threshold > 0, "health_check.unhealthy_threshold", "must be positive")?;
         check(h.healthy_threshold > 0, "health_check.healthy_threshold", "must be positive")?;
         Ok(())
-    }
-}
-
-mod ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
     }
 }
 

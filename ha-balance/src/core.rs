@@ -10,7 +10,7 @@ use std::sync::Arc;
 use ha_core::event::{EjectionReason, Event, Events};
 use ha_core::stats::PeakEwma;
 use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use ha_core::sync::Mutex;
+use ha_core::sync::{LockExt, Mutex};
 use ha_core::{Instant, Outcome};
 use tokio::sync::Notify;
 use tower::discover::Change;
@@ -96,7 +96,7 @@ where
 
     /// Ties a background task's stop signal to this core's lifetime.
     pub fn on_drop(&self, stop: tokio::sync::oneshot::Sender<()>) {
-        self.shutdown.lock().unwrap_or_else(|e| e.into_inner()).push(stop);
+        self.shutdown.lock_or_recover().push(stop);
     }
 
     fn make_slot(&self, key: &K, ep: Endpoint<S>, now: Instant, initial: bool, tuning: &Tuning) -> Arc<Slot<S>> {
@@ -131,7 +131,7 @@ where
     /// Applies a batch of changes with one table rebuild.
     pub fn apply(&self, changes: impl IntoIterator<Item = Change<K, Endpoint<S>>>) {
         let now = Instant::now();
-        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let mut members = self.members.lock_or_recover();
         let tuning = self.tuning();
         let initial = members.is_empty();
         for change in changes {
@@ -151,7 +151,7 @@ where
     /// Replaces the whole set; endpoints whose key stays keep their state.
     pub fn reset(&self, endpoints: impl IntoIterator<Item = (K, Endpoint<S>)>) {
         let now = Instant::now();
-        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let mut members = self.members.lock_or_recover();
         let tuning = self.tuning();
         let initial = members.is_empty();
         let mut next = HashMap::new();
@@ -169,7 +169,7 @@ where
     /// Puts `cfg` in force (validated by the caller): the endpoint table is
     /// rebuilt over the same slots, so every endpoint keeps its state.
     pub fn reconfigure(&self, cfg: BalanceConfig) {
-        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let members = self.members.lock_or_recover();
         let before = self.tuning();
         let interval_shortened = cfg.outlier.interval < before.cfg.outlier.interval;
         let hot = cfg.clone();
@@ -192,7 +192,7 @@ where
     }
 
     pub fn keys(&self) -> Vec<(K, Arc<Slot<S>>)> {
-        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let members = self.members.lock_or_recover();
         members.iter().map(|(k, s)| (k.clone(), s.clone())).collect()
     }
 }
@@ -308,7 +308,7 @@ impl<K, S> Core<K, S> {
         if self.next_eval_ns.compare_exchange(next, following, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return;
         }
-        let _serial = self.eject_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = self.eject_lock.lock_or_recover();
         let hosts = snap.hosts();
         for e in detector.evaluate(&hosts, now_ns) {
             self.report_ejection(&snap.slots[e.host], e, now_ns);
@@ -344,7 +344,7 @@ impl<K, S> Core<K, S> {
             let now_ns = self.now_ns(now.unwrap_or_else(Instant::now));
             let (_, snap) = self.cell.load();
             let Some(idx) = snap.index_of(slot) else { return };
-            let _serial = self.eject_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _serial = self.eject_lock.lock_or_recover();
             let hosts = snap.hosts();
             if let Some(e) = snap.tuning.detector.try_eject(&hosts, idx, now_ns, EjectionReason::ConsecutiveFailures) {
                 self.report_ejection(slot, e, now_ns);

@@ -21,7 +21,7 @@ use crate::outlier::OutlierState;
 ///     .tier(0)
 ///     .zone("eu-west-1a")
 ///     .weight(2);
-/// assert_eq!(primary.get_tier(), 0);
+/// assert_eq!(primary.tier_ref(), 0);
 /// ```
 #[derive(Clone)]
 pub struct Endpoint<S> {
@@ -74,8 +74,9 @@ impl<S> Endpoint<S> {
         self
     }
 
-    /// Its tier.
-    pub fn get_tier(&self) -> u8 {
+    /// Its tier, as set by [`tier`](Self::tier). Named like `http`'s builder
+    /// getters (`method_ref`): the setter has the bare name.
+    pub fn tier_ref(&self) -> u8 {
         self.tier
     }
 }

@@ -326,7 +326,7 @@ where
                         drop(flight);
                         let req = req.take().expect("request present until called");
                         let cached = Cached::new(&core.cell);
-                        let seed = core.seeds.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+                        let seed = core.seeds.fetch_add(ha_core::rng::GOLDEN_GAMMA, Ordering::Relaxed);
                         let wait = Wait::new(core, cached, req, *this.hash, seed, now);
                         *this.info = None;
                         this.state.set(State::Waiting(Box::new(wait)));

@@ -126,7 +126,7 @@ impl<K, S, Req, C: Clone> Clone for Balance<K, S, Req, C> {
     fn clone(&self) -> Self {
         // Each clone draws its own sequence; derived from one seed so a
         // seeded balancer stays reproducible.
-        let n = self.core.seeds.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        let n = self.core.seeds.fetch_add(ha_core::rng::GOLDEN_GAMMA, Ordering::Relaxed);
         Balance {
             core: self.core.clone(),
             hash_key: self.hash_key.clone(),

@@ -20,7 +20,7 @@
 //! ```
 
 use ha_core::sync::atomic::{AtomicU64, Ordering};
-use ha_core::sync::{Arc, RwLock};
+use ha_core::sync::{Arc, RwLock, RwLockExt};
 
 /// The shared cell: a value behind a lock for writers, and a generation
 /// counter readers check without it.
@@ -39,7 +39,7 @@ impl<T> SnapshotCell<T> {
     /// that sees the new generation reads at least the new value.
     pub fn store(&self, value: Arc<T>) {
         let old = {
-            let mut w = self.current.write().unwrap_or_else(|e| e.into_inner());
+            let mut w = self.current.write_or_recover();
             std::mem::replace(&mut *w, value)
         };
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -52,7 +52,7 @@ impl<T> SnapshotCell<T> {
     /// and the reader merely reloads once more later.
     pub fn load(&self) -> (u64, Arc<T>) {
         let generation = self.generation.load(Ordering::Acquire);
-        let value = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let value = self.current.read_or_recover().clone();
         (generation, value)
     }
 

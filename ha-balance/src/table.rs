@@ -3,30 +3,58 @@
 //! schedule and hash ring), and the tier plan, the only part that changes
 //! in place (atomics), recomputed every refresh period or when marked stale.
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::sync::Arc;
 
+use ha_core::hash::StableHasher;
 use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use hashring::HashRing;
 
 use crate::config::Picker;
 use crate::endpoint::Slot;
 use crate::outlier::Host;
 use crate::tuning::Tuning;
 
-/// A virtual node of the hash ring. Only the endpoint id and replica number
-/// decide its position, so a position survives table rebuilds.
+/// A virtual node of the hash ring.
 #[derive(Debug, Clone)]
 pub(crate) struct VNode {
-    id: u64,
-    replica: u32,
     pub slot: u32,
 }
 
-impl Hash for VNode {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.id.hash(state);
-        self.replica.hash(state);
+/// A consistent-hash ring. Positions are a [`StableHasher`] hash of the
+/// endpoint's name (its key's `Debug` form unless set) and the replica
+/// number, and a key's position one of its hash and the probe: no `std`
+/// hasher, whose output may change with the toolchain, is involved, so
+/// clients built apart send the same key to the same endpoint. A position
+/// depends on nothing else, so it survives table rebuilds.
+pub(crate) struct Ring {
+    /// Sorted by position, then name and replica, so ties break the same
+    /// way in every client.
+    nodes: Vec<(u64, VNode)>,
+}
+
+impl Ring {
+    fn build<'a>(vnodes: impl Iterator<Item = (&'a str, u32, u32)>) -> Self {
+        let mut keyed: Vec<(u64, &str, u32, u32)> = vnodes
+            .map(|(name, replica, slot)| {
+                let mut h = StableHasher::new();
+                h.write(name.as_bytes());
+                h.write_u32(replica);
+                (h.finish(), name, replica, slot)
+            })
+            .collect();
+        keyed.sort_unstable();
+        Ring { nodes: keyed.into_iter().map(|(pos, _, _, slot)| (pos, VNode { slot })).collect() }
+    }
+
+    /// The first node at or after the position of `(hash, probe)`, wrapping
+    /// round; `None` on an empty ring.
+    pub fn get(&self, &(hash, probe): &(u64, u64)) -> Option<&VNode> {
+        let mut h = StableHasher::new();
+        h.write_u64(hash);
+        h.write_u64(probe);
+        let at = h.finish();
+        let i = self.nodes.partition_point(|&(pos, _)| pos < at);
+        self.nodes.get(i).or_else(|| self.nodes.first()).map(|(_, node)| node)
     }
 }
 
@@ -36,7 +64,7 @@ pub(crate) struct Group {
     pub members: Vec<u32>,
     pub schedule: Vec<u32>,
     pub cursor: AtomicUsize,
-    pub ring: Option<HashRing<VNode>>,
+    pub ring: Option<Ring>,
 }
 
 /// Loads scaled to this; a random draw below `cum[i]` picks group `i`.
@@ -116,17 +144,12 @@ impl Group {
         };
         let ring = match picker {
             Picker::RingHash { vnodes, .. } => {
-                let mut ring = HashRing::new();
-                let nodes = members
-                    .iter()
-                    .flat_map(|&m| {
-                        let s = &slots[m as usize];
-                        let replicas = vnodes.saturating_mul(s.weight).min(100_000);
-                        (0..replicas).map(move |replica| VNode { id: s.id.get(), replica, slot: m })
-                    })
-                    .collect();
-                ring.batch_add(nodes);
-                Some(ring)
+                let nodes = members.iter().flat_map(|&m| {
+                    let s = &slots[m as usize];
+                    let replicas = vnodes.saturating_mul(s.weight).min(100_000);
+                    (0..replicas).map(move |replica| (&*s.name, replica, m))
+                });
+                Some(Ring::build(nodes))
             }
             _ => None,
         };
@@ -182,6 +205,32 @@ impl Plan {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+
+    #[test]
+    fn ring_positions_are_a_pinned_test_vector() {
+        // Fixed names, replicas and keys give these endpoints in every
+        // build: a change here moves keys between endpoints for every client
+        // of a ring-hash balancer, so it must be deliberate.
+        let names = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"];
+        let ring = Ring::build(names.iter().enumerate().flat_map(|(i, n)| (0..100).map(move |r| (*n, r, i as u32))));
+        assert_eq!(ring.nodes.len(), 300);
+        let first: Vec<u64> = ring.nodes.iter().take(3).map(|&(pos, _)| pos).collect();
+        let keys = [0u64, 1, 2, 42, 1_000_000, 0xdead_beef, u64::MAX];
+        let picked: Vec<u32> = keys.iter().map(|&k| ring.get(&(k, 0)).unwrap().slot).collect();
+        let probes: Vec<u32> = (0..8).map(|p| ring.get(&(42, p)).unwrap().slot).collect();
+        assert_eq!((first, picked, probes), (PIN_FIRST.to_vec(), PIN_PICKED.to_vec(), PIN_PROBES.to_vec()));
+        assert!(Ring::build(std::iter::empty()).get(&(1, 0)).is_none());
+        // And the stable hash spreads keys as evenly as the old one did.
+        let mut share = [0u32; 3];
+        for k in 0..30_000u64 {
+            share[ring.get(&(k.wrapping_mul(ha_core::rng::GOLDEN_GAMMA), 0)).unwrap().slot as usize] += 1;
+        }
+        assert!(share.iter().all(|&n| (7_500..12_500).contains(&n)), "{share:?}");
+    }
+
+    const PIN_FIRST: [u64; 3] = [14_679_854_894_694_001, 123_070_715_294_210_352, 160_628_646_082_236_317];
+    const PIN_PICKED: [u32; 7] = [0, 2, 2, 2, 2, 2, 1];
+    const PIN_PROBES: [u32; 8] = [2, 0, 2, 1, 2, 1, 0, 0];
     use super::*;
 
     #[test]

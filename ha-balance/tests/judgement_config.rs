@@ -20,11 +20,11 @@ fn the_new_settings_have_documented_defaults_and_named_errors() {
     )
     .unwrap();
     assert_eq!(parsed.outlier.probe_interval, Duration::from_millis(500));
-    assert!(serde_json::from_str::<BalanceConfig>(r#"{"outlier": {"probe_interval": 5}}"#).is_err(), "unknown field");
+    assert!(serde_json::from_str::<BalanceConfig>(r#"{"outlier": {"probe_intervals": 5}}"#).is_err(), "unknown field");
     let bad = |f: &dyn Fn(&mut BalanceConfig)| {
         let mut c = BalanceConfig::default();
         f(&mut c);
-        c.validate().unwrap_err().field()
+        c.validate().unwrap_err().field().to_owned()
     };
     assert_eq!(bad(&|c| c.outlier.max_peer_failure_rate = 1.5), "outlier.max_peer_failure_rate");
     assert_eq!(bad(&|c| c.outlier.peer_failure_factor = -1.0), "outlier.peer_failure_factor");

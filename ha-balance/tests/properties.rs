@@ -99,7 +99,7 @@ fn the_default_config_round_trips_and_is_valid() {
     cfg.validate().unwrap();
     let json = serde_json::to_string(&cfg).unwrap();
     assert!(json.contains("\"kind\":\"p2c_peak_ewma\""), "{json}");
-    assert!(json.contains("\"base_ejection_time_ms\":30000"), "{json}");
+    assert!(json.contains("\"base_ejection_time\":30000"), "{json}");
     let back: BalanceConfig = serde_json::from_str(&json).unwrap();
     assert_eq!(back, cfg);
     // Partial documents take the defaults for the rest.
@@ -184,4 +184,15 @@ fn bad_values_are_typed_errors_naming_the_field() {
         .config(BalanceConfig { picker: Picker::ring_hash(), ..Default::default() })
         .build();
     assert_eq!(no_key.unwrap_err().field(), "picker");
+}
+
+#[test]
+fn durations_take_units_and_the_old_ms_names() {
+    let with_units: BalanceConfig =
+        serde_json::from_str(r#"{"outlier": {"base_ejection_time": "45s", "interval": 2500}}"#).unwrap();
+    let old_names: BalanceConfig =
+        serde_json::from_str(r#"{"outlier": {"base_ejection_time_ms": 45000, "interval_ms": 2500}}"#).unwrap();
+    assert_eq!(with_units, old_names);
+    assert_eq!(with_units.outlier.base_ejection_time, Duration::from_secs(45));
+    assert!(serde_json::from_str::<BalanceConfig>(r#"{"outlier": {"interval": "soon"}}"#).is_err());
 }

@@ -47,7 +47,7 @@ use ha_core::event::{BreakerState, Event, Events};
 use ha_core::rng::FastRng;
 use ha_core::stats::{Sample, WindowSnapshot};
 use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use ha_core::sync::Mutex;
+use ha_core::sync::{LockExt, Mutex};
 use ha_core::{Instant, Outcome};
 
 use crate::config::{BreakerConfig, CancelledAs, ConfigError, OpenWaitConfig, RejectMode};
@@ -219,7 +219,7 @@ impl Breaker {
     /// [`measures_duration`](Self::measures_duration) and
     /// [`reject_mode`](Self::reject_mode) are single loads).
     pub fn config(&self) -> BreakerConfig {
-        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config.lock_or_recover().clone()
     }
 
     /// Replaces the configuration of a running breaker.
@@ -277,7 +277,7 @@ impl Breaker {
     /// ```
     pub fn reconfigure(&self, config: BreakerConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        let mut current = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.config.lock_or_recover();
         // The only step that can fail, so it goes first: an error leaves
         // everything as it was.
         let window_kept = self.windows.reshape(config.window, self.epoch)?;
@@ -622,7 +622,7 @@ impl Breaker {
         // Only the winner of the swap gets here, so the trip count and the
         // deadline have one writer per period.
         let now_ms = self.ms_since_epoch(now);
-        let wait = self.config.lock().unwrap_or_else(|e| e.into_inner()).open_wait;
+        let wait = self.config.lock_or_recover().open_wait;
         let trips = if from.code() == CLOSED
             && now_ms.saturating_sub(self.closed_since.load(Ordering::Acquire)) >= wait.reset_after.as_millis() as u64
         {
@@ -642,7 +642,8 @@ impl Breaker {
     fn wait_ms(&self, w: &OpenWaitConfig, trips: u32) -> u64 {
         let grown = w.base.as_secs_f64() * w.multiplier.powi(trips.saturating_sub(1).min(1024) as i32);
         let capped = grown.min(w.max.as_secs_f64());
-        let cut = FastRng::new(self.seed ^ u64::from(trips).wrapping_mul(0x9e37_79b9_7f4a_7c15)).unit_f64() * w.jitter;
+        let cut =
+            FastRng::new(self.seed ^ u64::from(trips).wrapping_mul(ha_core::rng::GOLDEN_GAMMA)).unit_f64() * w.jitter;
         ((capped * (1.0 - cut)) * 1000.0).max(1.0) as u64
     }
 
@@ -675,14 +676,14 @@ impl Breaker {
     /// Registers `waker` to be woken on the next transition or released
     /// probe permit (the not-ready mode's wake-up).
     pub(crate) fn register(&self, waker: &Waker) {
-        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.waiters.lock_or_recover();
         if !w.iter().any(|x| x.will_wake(waker)) {
             w.push(waker.clone());
         }
     }
 
     fn wake_all(&self) {
-        let woken = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
+        let woken = std::mem::take(&mut *self.waiters.lock_or_recover());
         for w in woken {
             w.wake();
         }

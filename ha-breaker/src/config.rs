@@ -13,14 +13,13 @@
 //! assert!(config.validate().is_ok());
 //! ```
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 /// The window the failure and slow-call rates are computed over while closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum WindowConfig {
     /// The last `size` calls. Needs no clock read on the success path: the
     /// fastest choice and the default.
@@ -32,7 +31,7 @@ pub enum WindowConfig {
     /// read per call.
     Time {
         /// How far back the window reaches.
-        #[serde(with = "duration_ms")]
+        #[serde(with = "ha_core::config::duration")]
         span: Duration,
         /// How many buckets the span is cut into (the window slides by one
         /// bucket at a time).
@@ -54,7 +53,7 @@ impl Default for WindowConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct SlowCallConfig {
     /// A call that takes at least this long is slow.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "ha_core::config::duration")]
     pub threshold: Duration,
     /// The share of slow calls in the window, in `(0, 1]`, that trips.
     pub rate: f64,
@@ -76,17 +75,17 @@ impl Default for SlowCallConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct OpenWaitConfig {
     /// The wait after a first trip.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "ha_core::config::duration")]
     pub base: Duration,
     /// The growth factor on each further trip, at least 1.
     pub multiplier: f64,
     /// The longest wait.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "ha_core::config::duration")]
     pub max: Duration,
     /// The largest share of the wait removed at random, in `[0, 1)`.
     pub jitter: f64,
     /// How long the breaker must stay closed for the wait to go back to `base`.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "ha_core::config::duration")]
     pub reset_after: Duration,
 }
 
@@ -195,7 +194,7 @@ impl BreakerConfig {
     /// Checks every value; the breaker constructors call it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.consecutive_failures == Some(0) {
-            return Err(ConfigError::ZeroConsecutiveFailures);
+            return Err(ConfigError::new("consecutive_failures", "must be at least 1 (or unset to disable it)"));
         }
         if let Some(r) = self.failure_rate {
             check_rate("failure_rate", r)?;
@@ -203,48 +202,57 @@ impl BreakerConfig {
         if let Some(s) = &self.slow_calls {
             check_rate("slow_calls.rate", s.rate)?;
             if s.threshold.is_zero() {
-                return Err(ConfigError::ZeroDuration("slow_calls.threshold"));
+                return Err(ConfigError::new("slow_calls.threshold", "must be positive"));
             }
         }
         match self.window {
             WindowConfig::Count { size } => {
                 if size == 0 || size > MAX_WINDOW_CALLS {
-                    return Err(ConfigError::WindowSize { size, max: MAX_WINDOW_CALLS });
+                    return Err(window_size_error(size, MAX_WINDOW_CALLS));
                 }
                 if self.minimum_calls > size {
-                    return Err(ConfigError::MinimumCallsAboveWindow { minimum: self.minimum_calls, window: size });
+                    return Err(ConfigError::new(
+                        "minimum_calls",
+                        format!("({}) exceeds the window size ({size})", self.minimum_calls),
+                    ));
                 }
             }
             WindowConfig::Time { span, buckets } => {
                 if buckets == 0 || buckets > MAX_WINDOW_BUCKETS {
-                    return Err(ConfigError::WindowSize { size: buckets, max: MAX_WINDOW_BUCKETS });
+                    return Err(window_size_error(buckets, MAX_WINDOW_BUCKETS));
                 }
                 if span.as_nanos() < u128::from(buckets) * 1_000_000 {
-                    return Err(ConfigError::ZeroDuration("window.span (at least 1 ms per bucket)"));
+                    return Err(ConfigError::new("window.span", "must be at least 1 ms per bucket"));
                 }
             }
         }
         if self.minimum_calls == 0 {
-            return Err(ConfigError::ZeroMinimumCalls);
+            return Err(ConfigError::new("minimum_calls", "must be at least 1"));
         }
         let w = &self.open_wait;
         if w.base.is_zero() {
-            return Err(ConfigError::ZeroDuration("open_wait.base"));
+            return Err(ConfigError::new("open_wait.base", "must be positive"));
         }
         if w.max < w.base {
-            return Err(ConfigError::MaxWaitBelowBase);
+            return Err(ConfigError::new("open_wait.max", "must be at least open_wait.base"));
         }
         if w.max > Duration::from_secs(86_400 * 365) {
-            return Err(ConfigError::WaitTooLong);
+            return Err(ConfigError::new("open_wait.max", "must be at most a year"));
         }
         if !(w.multiplier.is_finite() && w.multiplier >= 1.0) {
-            return Err(ConfigError::Multiplier(w.multiplier));
+            return Err(ConfigError::new(
+                "open_wait.multiplier",
+                format!("must be finite and at least 1, got {}", w.multiplier),
+            ));
         }
         if !(0.0..1.0).contains(&w.jitter) {
-            return Err(ConfigError::Jitter(w.jitter));
+            return Err(ConfigError::new("open_wait.jitter", format!("must be in [0, 1), got {}", w.jitter)));
         }
         if self.half_open_probes == 0 || self.half_open_probes > MAX_HALF_OPEN_PROBES {
-            return Err(ConfigError::HalfOpenProbes { probes: self.half_open_probes, max: MAX_HALF_OPEN_PROBES });
+            return Err(ConfigError::new(
+                "half_open_probes",
+                format!("{} must be in 1..={MAX_HALF_OPEN_PROBES}", self.half_open_probes),
+            ));
         }
         Ok(())
     }
@@ -259,117 +267,20 @@ fn check_rate(field: &'static str, rate: f64) -> Result<(), ConfigError> {
     if rate > 0.0 && rate <= 1.0 {
         Ok(())
     } else {
-        Err(ConfigError::Rate { field, rate })
+        Err(ConfigError::new(field, format!("must be in (0, 1], got {rate}")))
     }
 }
 
-/// A [`BreakerConfig`] value that cannot work.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// `consecutive_failures` is zero (use `None` to turn it off).
-    ZeroConsecutiveFailures,
-    /// A rate is outside `(0, 1]`.
-    Rate {
-        /// The field.
-        field: &'static str,
-        /// Its value.
-        rate: f64,
-    },
-    /// A window holds no calls or buckets, or more than the maximum.
-    WindowSize {
-        /// What was asked for.
-        size: u32,
-        /// The largest supported.
-        max: u32,
-    },
-    /// `minimum_calls` is larger than the count window, so rates could never trip.
-    MinimumCallsAboveWindow {
-        /// `minimum_calls`.
-        minimum: u32,
-        /// The window size.
-        window: u32,
-    },
-    /// `minimum_calls` is zero.
-    ZeroMinimumCalls,
-    /// A duration that must be positive is zero (or too short).
-    ZeroDuration(&'static str),
-    /// `open_wait.max` is below `open_wait.base`.
-    MaxWaitBelowBase,
-    /// `open_wait.max` is longer than a year.
-    WaitTooLong,
-    /// `open_wait.multiplier` is below 1 or not finite.
-    Multiplier(f64),
-    /// `open_wait.jitter` is outside `[0, 1)`.
-    Jitter(f64),
-    /// `half_open_probes` is zero or above the maximum.
-    HalfOpenProbes {
-        /// What was asked for.
-        probes: u32,
-        /// The largest supported.
-        max: u32,
-    },
-    /// A keyed breaker's `max_keys` is zero.
-    ZeroMaxKeys,
+/// A window of `size` calls or buckets, outside `1..=max`.
+pub(crate) fn window_size_error(size: u32, max: u32) -> ConfigError {
+    ConfigError::new("window", format!("size {size} must be in 1..={max}"))
 }
 
-impl ConfigError {
-    /// The offending field, as a dotted path (`open_wait.max`).
-    pub fn field(&self) -> &'static str {
-        match self {
-            ConfigError::ZeroConsecutiveFailures => "consecutive_failures",
-            ConfigError::Rate { field, .. } | ConfigError::ZeroDuration(field) => field,
-            ConfigError::WindowSize { .. } => "window",
-            ConfigError::MinimumCallsAboveWindow { .. } | ConfigError::ZeroMinimumCalls => "minimum_calls",
-            ConfigError::MaxWaitBelowBase | ConfigError::WaitTooLong => "open_wait.max",
-            ConfigError::Multiplier(_) => "open_wait.multiplier",
-            ConfigError::Jitter(_) => "open_wait.jitter",
-            ConfigError::HalfOpenProbes { .. } => "half_open_probes",
-            ConfigError::ZeroMaxKeys => "max_keys",
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::ZeroConsecutiveFailures => {
-                f.write_str("consecutive_failures must be at least 1 (or unset to disable it)")
-            }
-            ConfigError::Rate { field, rate } => write!(f, "{field} must be in (0, 1], got {rate}"),
-            ConfigError::WindowSize { size, max } => write!(f, "window size {size} must be in 1..={max}"),
-            ConfigError::MinimumCallsAboveWindow { minimum, window } => {
-                write!(f, "minimum_calls ({minimum}) exceeds the window size ({window})")
-            }
-            ConfigError::ZeroMinimumCalls => f.write_str("minimum_calls must be at least 1"),
-            ConfigError::ZeroDuration(field) => write!(f, "{field} must be positive"),
-            ConfigError::MaxWaitBelowBase => f.write_str("open_wait.max must be at least open_wait.base"),
-            ConfigError::WaitTooLong => f.write_str("open_wait.max must be at most a year"),
-            ConfigError::Multiplier(m) => write!(f, "open_wait.multiplier must be finite and at least 1, got {m}"),
-            ConfigError::Jitter(j) => write!(f, "open_wait.jitter must be in [0, 1), got {j}"),
-            ConfigError::HalfOpenProbes { probes, max } => {
-                write!(f, "half_open_probes {probes} must be in 1..={max}")
-            }
-            ConfigError::ZeroMaxKeys => f.write_str("max_keys must be at least 1"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Durations as whole milliseconds in config files.
-mod duration_ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
-}
+/// A [`BreakerConfig`] value that cannot work: the one error type of every
+/// `ha` config, re-exported from `ha-core`. Its field names the value
+/// (`open_wait.max`) and its reason carries what was asked for and the
+/// limit (`size 0 must be in 1..=524288`).
+pub use ha_core::ConfigError;
 
 #[cfg(test)]
 mod tests {
@@ -386,31 +297,64 @@ mod tests {
     }
 
     #[test]
+    fn a_typo_is_an_error_not_the_default() {
+        // Every level of a breaker config, the window's variants included:
+        // a misspelt key must not silently leave the default in force.
+        for text in [
+            r#"{ "failure_rte": 0.25 }"#,
+            r#"{ "window": { "count": { "size": 50, "sise": 5 } } }"#,
+            r#"{ "window": { "time": { "span": 10000, "buckets": 10, "bucket": 5 } } }"#,
+            r#"{ "open_wait": { "bse": 100 } }"#,
+            r#"{ "slow_calls": { "threshold": 100, "rate": 0.5, "rte": 0.1 } }"#,
+        ] {
+            assert!(serde_json::from_str::<BreakerConfig>(text).is_err(), "{text}");
+        }
+        let keyed = serde_json::from_str::<crate::KeyedConfig>(r#"{ "max_key": 10 }"#);
+        assert!(keyed.is_err(), "{keyed:?}");
+        let fine: BreakerConfig = serde_json::from_str(r#"{ "window": { "count": { "size": 50 } } }"#).unwrap();
+        assert_eq!(fine.window, WindowConfig::Count { size: 50 });
+    }
+
+    #[test]
     fn bad_values_get_typed_errors() {
         let bad = |f: fn(&mut BreakerConfig)| {
             let mut c = BreakerConfig::default();
             f(&mut c);
             c.validate().unwrap_err()
         };
-        assert_eq!(bad(|c| c.consecutive_failures = Some(0)), ConfigError::ZeroConsecutiveFailures);
-        assert!(matches!(bad(|c| c.failure_rate = Some(0.0)), ConfigError::Rate { .. }));
-        assert!(matches!(bad(|c| c.failure_rate = Some(f64::NAN)), ConfigError::Rate { .. }));
-        assert!(matches!(bad(|c| c.window = WindowConfig::Count { size: 0 }), ConfigError::WindowSize { .. }));
-        assert!(matches!(bad(|c| c.minimum_calls = 101), ConfigError::MinimumCallsAboveWindow { .. }));
-        assert_eq!(bad(|c| c.minimum_calls = 0), ConfigError::ZeroMinimumCalls);
-        assert_eq!(bad(|c| c.open_wait.base = Duration::ZERO), ConfigError::ZeroDuration("open_wait.base"));
-        assert_eq!(bad(|c| c.open_wait.max = Duration::from_secs(1)), ConfigError::MaxWaitBelowBase);
-        assert!(matches!(bad(|c| c.open_wait.multiplier = 0.5), ConfigError::Multiplier(_)));
-        assert!(matches!(bad(|c| c.open_wait.jitter = 1.0), ConfigError::Jitter(_)));
-        assert!(matches!(bad(|c| c.half_open_probes = 0), ConfigError::HalfOpenProbes { .. }));
-        assert!(matches!(
-            bad(|c| c.slow_calls = Some(SlowCallConfig { threshold: Duration::ZERO, rate: 0.5 })),
-            ConfigError::ZeroDuration(_)
-        ));
-        assert!(matches!(
-            bad(|c| c.window = WindowConfig::Time { span: Duration::from_millis(5), buckets: 10 }),
-            ConfigError::ZeroDuration(_)
-        ));
+        let field = |f: fn(&mut BreakerConfig)| bad(f).field().to_owned();
+        assert_eq!(
+            bad(|c| c.consecutive_failures = Some(0)),
+            ConfigError::new("consecutive_failures", "must be at least 1 (or unset to disable it)")
+        );
+        assert_eq!(bad(|c| c.failure_rate = Some(0.0)), ConfigError::new("failure_rate", "must be in (0, 1], got 0"));
+        assert_eq!(field(|c| c.failure_rate = Some(f64::NAN)), "failure_rate");
+        assert_eq!(
+            bad(|c| c.window = WindowConfig::Count { size: 0 }),
+            ConfigError::new("window", format!("size 0 must be in 1..={MAX_WINDOW_CALLS}"))
+        );
+        assert_eq!(
+            bad(|c| c.minimum_calls = 101),
+            ConfigError::new("minimum_calls", "(101) exceeds the window size (100)")
+        );
+        assert_eq!(bad(|c| c.minimum_calls = 0), ConfigError::new("minimum_calls", "must be at least 1"));
+        assert_eq!(bad(|c| c.open_wait.base = Duration::ZERO), ConfigError::new("open_wait.base", "must be positive"));
+        assert_eq!(
+            bad(|c| c.open_wait.max = Duration::from_secs(1)),
+            ConfigError::new("open_wait.max", "must be at least open_wait.base")
+        );
+        assert_eq!(field(|c| c.open_wait.multiplier = 0.5), "open_wait.multiplier");
+        assert!(bad(|c| c.open_wait.multiplier = 0.5).reason().contains("got 0.5"));
+        assert_eq!(field(|c| c.open_wait.jitter = 1.0), "open_wait.jitter");
+        assert_eq!(field(|c| c.half_open_probes = 0), "half_open_probes");
+        assert_eq!(
+            field(|c| c.slow_calls = Some(SlowCallConfig { threshold: Duration::ZERO, rate: 0.5 })),
+            "slow_calls.threshold"
+        );
+        assert_eq!(
+            field(|c| c.window = WindowConfig::Time { span: Duration::from_millis(5), buckets: 10 }),
+            "window.span"
+        );
         assert!(bad(|c| c.failure_rate = Some(2.0)).to_string().contains("failure_rate"));
     }
 }

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use ha_core::classify::ErrorsAreFailures;
 use ha_core::sync::atomic::{AtomicU64, Ordering};
-use ha_core::sync::{Mutex, RwLock};
+use ha_core::sync::{LockExt, Mutex, RwLock, RwLockExt};
 use ha_core::{Classify, Events, Instant};
 use serde::{Deserialize, Serialize};
 use tower_service::Service;
@@ -51,7 +51,7 @@ use ha_core::lease::Lease;
 
 /// The configuration of a keyed breaker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct KeyedConfig {
     /// The configuration of each key's breaker.
     pub breaker: BreakerConfig,
@@ -59,7 +59,7 @@ pub struct KeyedConfig {
     pub max_keys: usize,
     /// A key unused for this long may be evicted when room is needed
     /// (default 10 minutes).
-    #[serde(with = "ms")]
+    #[serde(with = "ha_core::config::duration")]
     pub idle_timeout: Duration,
 }
 
@@ -73,20 +73,9 @@ impl KeyedConfig {
     /// Checks every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_keys == 0 {
-            return Err(ConfigError::ZeroMaxKeys);
+            return Err(ConfigError::new("max_keys", "must be at least 1"));
         }
         self.breaker.validate()
-    }
-}
-
-mod ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
     }
 }
 
@@ -126,7 +115,7 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
 
     /// The configuration in force (a copy).
     pub fn config(&self) -> KeyedConfig {
-        self.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config.lock_or_recover().clone()
     }
 
     /// Replaces the configuration while calls run.
@@ -155,18 +144,18 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
     /// assert_eq!(breakers.breaker_for(&2, Instant::now()).config(), stricter);
     ///
     /// let bad = KeyedConfig { max_keys: 0, ..Default::default() };
-    /// assert_eq!(breakers.reconfigure(bad), Err(ConfigError::ZeroMaxKeys));
+    /// assert_eq!(breakers.reconfigure(bad).unwrap_err().field(), "max_keys");
     /// assert_eq!(breakers.config().breaker, stricter);
     /// ```
     pub fn reconfigure(&self, config: KeyedConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        let _serial = self.reconfiguring.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = self.reconfiguring.lock_or_recover();
         let breaker = config.breaker.clone();
         // Store first, then visit the map: a breaker made meanwhile either
         // read the new config or was inserted (under the write lock) before
         // the read lock below is granted, so it is visited.
-        *self.config.lock().unwrap_or_else(|e| e.into_inner()) = config;
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        *self.config.lock_or_recover() = config;
+        let map = self.map.read_or_recover();
         for entry in map.values() {
             entry.breaker.reconfigure(breaker.clone())?;
         }
@@ -179,12 +168,12 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
 
     /// The breaker of `key`, if it is remembered.
     pub fn get(&self, key: &K) -> Option<Arc<Breaker>> {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).get(key).map(|e| e.breaker.clone())
+        self.map.read_or_recover().get(key).map(|e| e.breaker.clone())
     }
 
     /// How many keys are remembered.
     pub fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.map.read_or_recover().len()
     }
 
     /// True when no key is remembered.
@@ -200,7 +189,7 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
     /// The breaker of `key`, made if needed, marked used at `now`.
     pub fn breaker_for(&self, key: &K, now: Instant) -> Arc<Breaker> {
         let now_ms = self.ms(now);
-        if let Some(e) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(key) {
+        if let Some(e) = self.map.read_or_recover().get(key) {
             // Write only when the value changes, so busy keys do not bounce
             // the cache line between threads on every call.
             if e.last_used.load(Ordering::Relaxed) != now_ms {
@@ -208,7 +197,7 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
             }
             return e.breaker.clone();
         }
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.map.write_or_recover();
         if let Some(e) = map.get(key) {
             return e.breaker.clone();
         }
@@ -228,7 +217,7 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
     /// reference count touched when the thread's stash has it).
     pub(crate) fn lease_for(&self, key: &K, now: Instant) -> Lease<Breaker> {
         let now_ms = self.ms(now);
-        if let Some(e) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(key) {
+        if let Some(e) = self.map.read_or_recover().get(key) {
             if e.last_used.load(Ordering::Relaxed) != now_ms {
                 e.last_used.store(now_ms, Ordering::Relaxed);
             }
@@ -241,8 +230,8 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
     /// returns how many.
     pub fn evict_idle(&self, now: Instant) -> usize {
         let now_ms = self.ms(now);
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        let idle_timeout = self.config.lock().unwrap_or_else(|e| e.into_inner()).idle_timeout;
+        let mut map = self.map.write_or_recover();
+        let idle_timeout = self.config.lock_or_recover().idle_timeout;
         self.evict_idle_locked(&mut map, idle_timeout, now_ms)
     }
 
@@ -270,7 +259,7 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakers<K> {
 
 impl<K> fmt::Debug for KeyedBreakers<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let max_keys = self.config.lock().unwrap_or_else(|e| e.into_inner()).max_keys;
+        let max_keys = self.config.lock_or_recover().max_keys;
         f.debug_struct("KeyedBreakers").field("max_keys", &max_keys).finish_non_exhaustive()
     }
 }

@@ -69,7 +69,7 @@
 //!
 //! let broken = BreakerConfig { failure_rate: Some(1.5), ..BreakerConfig::default() };
 //! let err = breaker.reconfigure(broken).unwrap_err();
-//! assert!(matches!(err, ConfigError::Rate { field: "failure_rate", .. }));
+//! assert_eq!(err, ConfigError::new("failure_rate", "must be in (0, 1], got 1.5"));
 //! assert_eq!(breaker.config(), looser); // the old config stays in force
 //! ```
 //!

@@ -12,7 +12,7 @@ use ha_core::stats::{CountWindow, Sample, TimeWindow, WindowSnapshot};
 use ha_core::sync::atomic::{AtomicUsize, Ordering};
 use ha_core::Instant;
 
-use crate::config::{ConfigError, WindowConfig, MAX_WINDOW_BUCKETS, MAX_WINDOW_CALLS};
+use crate::config::{window_size_error, ConfigError, WindowConfig, MAX_WINDOW_BUCKETS, MAX_WINDOW_CALLS};
 
 /// The closed-state window of one breaker.
 // The count ring is large because of its cache-line padding; boxing it would
@@ -28,12 +28,12 @@ impl Window {
     /// An empty window of `shape`; a time window's buckets are aligned on `epoch`.
     pub(crate) fn new(shape: WindowConfig, epoch: Instant) -> Result<Window, ConfigError> {
         Ok(match shape {
-            WindowConfig::Count { size } => Window::Count(
-                CountWindow::new(size as usize).map_err(|_| ConfigError::WindowSize { size, max: MAX_WINDOW_CALLS })?,
-            ),
+            WindowConfig::Count { size } => {
+                Window::Count(CountWindow::new(size as usize).map_err(|_| window_size_error(size, MAX_WINDOW_CALLS))?)
+            }
             WindowConfig::Time { span, buckets } => Window::Time(
                 TimeWindow::new(epoch, span, buckets as usize)
-                    .map_err(|_| ConfigError::WindowSize { size: buckets, max: MAX_WINDOW_BUCKETS })?,
+                    .map_err(|_| window_size_error(buckets, MAX_WINDOW_BUCKETS))?,
             ),
         })
     }

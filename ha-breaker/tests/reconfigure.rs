@@ -130,11 +130,11 @@ fn an_invalid_config_is_refused_with_the_constructors_error_and_changes_nothing(
     }
     assert_eq!(
         b.reconfigure(BreakerConfig { failure_rate: Some(1.5), ..good.clone() }).unwrap_err(),
-        ConfigError::Rate { field: "failure_rate", rate: 1.5 }
+        ConfigError::new("failure_rate", "must be in (0, 1], got 1.5")
     );
     assert_eq!(
         b.reconfigure(BreakerConfig { window: WindowConfig::Count { size: 0 }, ..good.clone() }).unwrap_err(),
-        ConfigError::WindowSize { size: 0, max: ha_breaker::config::MAX_WINDOW_CALLS }
+        ConfigError::new("window", format!("size 0 must be in 1..={}", ha_breaker::config::MAX_WINDOW_CALLS))
     );
     // The old config is in force: the window and the streak are intact and
     // the third failure trips, as it would have without the attempts.
@@ -312,7 +312,7 @@ fn keyed_breakers_reconfigure_every_key_and_the_keys_made_later() {
     assert_eq!(keyed.reconfigure(bad.clone()).unwrap_err(), KeyedBreakers::<u32>::new(bad, Events::new()).unwrap_err());
     assert_eq!(
         keyed.reconfigure(KeyedConfig { max_keys: 0, ..Default::default() }).unwrap_err(),
-        ConfigError::ZeroMaxKeys
+        ConfigError::new("max_keys", "must be at least 1")
     );
     assert_eq!(one.config().consecutive_failures, Some(3), "refused: the old config stays");
 

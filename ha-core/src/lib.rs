@@ -12,8 +12,11 @@
 //!   [`Observer`] you install and emitted as a `tracing` event.
 //! - [`stats`]: lock-free statistics primitives taking time as an argument: a
 //!   peak-sensitive EWMA and count- and time-based outcome windows.
+//! - [`config`]: the one [`ConfigError`] every config validates into, and
+//!   the one duration format of config files.
 //! - [`error`]: the typed errors every crate returns, downcastable from
 //!   [`tower::BoxError`].
+//! - [`hash`]: a hash that is the same in every build, for ring positions.
 //! - [`lease`]: per-thread reuse of the `Arc` a response future holds, so
 //!   that a call through a middleware touches no shared reference count.
 //! - [`live`]: a value replaced at run time (a live config) that readers
@@ -48,8 +51,10 @@
 
 pub mod attempt;
 pub mod classify;
+pub mod config;
 pub mod error;
 pub mod event;
+pub mod hash;
 pub mod lease;
 pub mod live;
 pub mod rng;
@@ -58,6 +63,7 @@ pub mod sync;
 
 pub use attempt::{AttemptContext, EndpointId, HasAttemptContext, WithAttempt};
 pub use classify::{Classify, Outcome};
+pub use config::ConfigError;
 pub use error::{
     AttemptTimedOut, BreakerOpen, BudgetExhausted, DeadlineExceeded, NoHealthyEndpoint, NotSent, RetriesExhausted,
 };

@@ -29,7 +29,7 @@
 use std::fmt;
 
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::RwLock;
+use crate::sync::{RwLock, RwLockExt};
 
 /// The shared cell: a value behind a lock for writers, and a generation
 /// counter readers check without it; see the [module docs](self).
@@ -54,7 +54,7 @@ impl<T: Clone> LiveCell<T> {
     /// lock, so two updates never both start from the same value.
     pub fn update<E>(&self, f: impl FnOnce(&T) -> Result<T, E>) -> Result<(), E> {
         let old = {
-            let mut w = self.current.write().unwrap_or_else(|e| e.into_inner());
+            let mut w = self.current.write_or_recover();
             let new = f(&w)?;
             let old = std::mem::replace(&mut *w, new);
             // Bumped under the lock: a reader that sees this generation
@@ -73,7 +73,7 @@ impl<T: Clone> LiveCell<T> {
     /// generation says and the reader merely reloads once more later.
     pub fn load(&self) -> (u64, T) {
         let generation = self.generation.load(Ordering::Acquire);
-        let value = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let value = self.current.read_or_recover().clone();
         (generation, value)
     }
 

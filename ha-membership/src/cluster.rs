@@ -157,11 +157,11 @@ impl ClusterBuilder {
         match self.advertise {
             None if self.bind.ip().is_unspecified() => {
                 let reason = "required when binding an unspecified address (0.0.0.0 or ::)";
-                return Err(ClusterError::Config(ConfigError { field: "advertise", reason }));
+                return Err(ClusterError::Config(ConfigError::new("advertise", reason)));
             }
             Some(a) if unspecified(&a) => {
                 let reason = "must be a reachable address with a port";
-                return Err(ClusterError::Config(ConfigError { field: "advertise", reason }));
+                return Err(ClusterError::Config(ConfigError::new("advertise", reason)));
             }
             _ => {}
         }

@@ -30,18 +30,18 @@ pub struct Config {
     /// decode (and are counted as dropped). At most 255 bytes.
     pub label: String,
     /// How often one member is probed (scaled by the local health multiplier).
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub probe_interval: Duration,
     /// How long to wait for a direct ack before asking `indirect_checks`
     /// members to probe (scaled by the local health multiplier).
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub probe_timeout: Duration,
     /// How many members are asked to probe indirectly (`k`).
     pub indirect_checks: usize,
     /// Updates are retransmitted `retransmit_mult * ceil(log10(n + 1))` times.
     pub retransmit_mult: u32,
     /// How often queued updates are gossiped on their own (not piggy-backed).
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub gossip_interval: Duration,
     /// How many random members receive each gossip round.
     pub gossip_nodes: usize,
@@ -60,14 +60,14 @@ pub struct Config {
     /// Full-state push-pull with a random member this often, for clusters up
     /// to 16 members; beyond that the interval grows with `n / 16`, so that
     /// the anti-entropy traffic per member (whose state grows with `n`) stays flat.
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub push_pull_interval: Duration,
     /// A dead member (or a seed while this node knows nobody) is probed
     /// again this often, so a healed partition merges by itself.
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub reconnect_interval: Duration,
     /// How long dead and departed members are remembered (and re-probed).
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub dead_retention: Duration,
     /// The largest encoded member metadata accepted, in bytes.
     pub max_metadata: usize,
@@ -165,7 +165,7 @@ impl Config {
 
     /// Checks every field; the core and the driver call it when built.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field: &'static str, reason: &'static str| Err(ConfigError { field, reason });
+        let bad = |field: &'static str, reason: &'static str| Err(ConfigError::new(field, reason));
         let durations = [
             ("probe_interval", self.probe_interval, MAX_PROBE_INTERVAL),
             ("probe_timeout", self.probe_timeout, MAX_PROBE_INTERVAL),
@@ -176,7 +176,7 @@ impl Config {
         ];
         for (field, value, max) in durations {
             if value > max {
-                return Err(ConfigError { field, reason: "is above its upper bound (see `Config::validate`)" });
+                return Err(ConfigError::new(field, "is above its upper bound (see `Config::validate`)"));
             }
         }
         if self.label.len() > 255 {
@@ -240,21 +240,6 @@ impl Config {
     }
 }
 
-/// Durations as integer milliseconds in config files.
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,11 +257,11 @@ mod tests {
     #[test]
     fn invalid_fields_are_rejected_with_their_name() {
         let c = Config { probe_timeout: Duration::from_secs(2), ..Config::lan() };
-        assert_eq!(c.validate().unwrap_err().field, "probe_timeout");
+        assert_eq!(c.validate().unwrap_err().field(), "probe_timeout");
         let c = Config { label: "x".repeat(300), ..Config::lan() };
-        assert_eq!(c.validate().unwrap_err().field, "label");
+        assert_eq!(c.validate().unwrap_err().field(), "label");
         let c = Config { awareness_max: 0, ..Config::lan() };
-        assert_eq!(c.validate().unwrap_err().field, "awareness_max");
+        assert_eq!(c.validate().unwrap_err().field(), "awareness_max");
     }
 
     #[test]
@@ -294,15 +279,15 @@ mod tests {
         for (field, set) in cases {
             let mut c = Config::lan();
             set(&mut c, huge);
-            assert_eq!(c.validate().unwrap_err().field, field);
+            assert_eq!(c.validate().unwrap_err().field(), field);
         }
         // From a file too: a huge `probe_interval` no longer switches detection off.
         let c: Config = toml::from_str(&format!("probe_interval = {}", i64::MAX)).unwrap();
-        assert_eq!(c.validate().unwrap_err().field, "probe_interval");
+        assert_eq!(c.validate().unwrap_err().field(), "probe_interval");
         let c = Config { max_incarnation_jump: 0, ..Config::lan() };
-        assert_eq!(c.validate().unwrap_err().field, "max_incarnation_jump");
+        assert_eq!(c.validate().unwrap_err().field(), "max_incarnation_jump");
         let c = Config { max_members: 1, ..Config::lan() };
-        assert_eq!(c.validate().unwrap_err().field, "max_members");
+        assert_eq!(c.validate().unwrap_err().field(), "max_members");
     }
 
     #[test]

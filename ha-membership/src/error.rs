@@ -2,22 +2,9 @@
 
 use std::fmt;
 
-/// A configuration field failed validation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The field.
-    pub field: &'static str,
-    /// What it must satisfy.
-    pub reason: &'static str,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid membership config: `{}` {}", self.field, self.reason)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// A configuration field failed validation: the one error type of every
+/// `ha` config, re-exported from `ha-core`.
+pub use ha_core::ConfigError;
 
 /// Why an incoming packet or state was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -231,8 +231,8 @@ fn oversized_broadcasts_are_refused_and_oversized_datagrams_dropped() {
 #[test]
 fn names_and_metadata_are_checked() {
     let now = Instant::now();
-    assert_eq!(Swim::new(Config::lan(), "", addr(1), now, 1).unwrap_err().field, "name");
-    assert_eq!(Swim::new(Config::lan(), "x".repeat(256), addr(1), now, 1).unwrap_err().field, "name");
+    assert_eq!(Swim::new(Config::lan(), "", addr(1), now, 1).unwrap_err().field(), "name");
+    assert_eq!(Swim::new(Config::lan(), "x".repeat(256), addr(1), now, 1).unwrap_err().field(), "name");
     let cfg = Config { max_metadata: 100, ..Config::lan() };
     let mut a = Swim::new(cfg, "a", addr(1), now, 1).unwrap();
     let big = Metadata { user: vec![0; 100], ..Metadata::default() };

@@ -256,7 +256,7 @@ impl Swim {
         config.validate()?;
         let me: Arc<str> = name.into();
         if me.is_empty() || me.len() > MAX_NAME {
-            return Err(ConfigError { field: "name", reason: "must be 1 to 255 bytes" });
+            return Err(ConfigError::new("name", "must be 1 to 255 bytes"));
         }
         let mut rng = FastRng::new(seed);
         let stagger = |rng: &mut FastRng, d: Duration| d.mul_f64(rng.unit_f64());

@@ -451,7 +451,7 @@ fn encrypted_nodes_talk_and_plain_ones_cannot() {
 #[test]
 fn new_config_is_validated() {
     let bad = Config { probe_interval: Duration::ZERO, ..Config::lan() };
-    assert_eq!(Swim::new(bad, "a", addr(1), Instant::now(), 1).unwrap_err().field, "probe_interval");
+    assert_eq!(Swim::new(bad, "a", addr(1), Instant::now(), 1).unwrap_err().field(), "probe_interval");
 }
 
 #[test]

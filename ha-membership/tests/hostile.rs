@@ -251,16 +251,16 @@ async fn a_second_node_with_a_taken_name_is_told() {
 #[tokio::test]
 async fn careless_builds_and_calls_are_typed_errors() {
     let err = Cluster::builder("").start().await.unwrap_err();
-    assert!(matches!(&err, ClusterError::Config(e) if e.field == "name"), "{err:?}");
+    assert!(matches!(&err, ClusterError::Config(e) if e.field() == "name"), "{err:?}");
     let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
     let err = Cluster::builder("a").bind(any).start().await.unwrap_err();
-    assert!(matches!(&err, ClusterError::Config(e) if e.field == "advertise"), "{err:?}");
+    assert!(matches!(&err, ClusterError::Config(e) if e.field() == "advertise"), "{err:?}");
     let big = Metadata { user: vec![0; 9000], ..Metadata::default() };
     let err = Cluster::builder("a").metadata(big.clone()).start().await.unwrap_err();
     assert!(matches!(err, ClusterError::TooLarge(e) if e.max == 8192), "{err:?}");
     let bad = Config { probe_interval: Duration::from_millis(u64::MAX), ..Config::lan() };
     let err = Cluster::builder("a").config(bad).start().await.unwrap_err();
-    assert!(matches!(&err, ClusterError::Config(e) if e.field == "probe_interval"), "{err:?}");
+    assert!(matches!(&err, ClusterError::Config(e) if e.field() == "probe_interval"), "{err:?}");
 
     let v = node("v").await;
     assert!(matches!(v.set_metadata(big), Err(ClusterError::TooLarge(_))));

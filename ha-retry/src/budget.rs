@@ -64,7 +64,7 @@ use std::sync::Arc as StdArc;
 use std::time::Duration;
 
 use ha_core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use ha_core::sync::{Arc, Mutex};
+use ha_core::sync::{Arc, LockExt, Mutex};
 use ha_core::{Event, Events, Instant};
 
 use crate::config::{BudgetConfig, ConfigError};
@@ -256,7 +256,7 @@ impl RetryBudget {
     pub fn reconfigure(&self, config: BudgetConfig) -> Result<(), ConfigError> {
         config.validate()?;
         let inner = &*self.inner;
-        let _serial = inner.reconfiguring.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = inner.reconfiguring.lock_or_recover();
         inner.deposit.store(deposit_units(config.ratio), Ordering::Release);
         let reserve = reserve_units(config.min_per_second, inner.ttl);
         let old = inner.reserve.swap(reserve, Ordering::AcqRel);

@@ -1,8 +1,9 @@
 //! The settings of retries, backoff, budgets and hedging, with production
 //! defaults, serde support and validation.
 //!
-//! Durations are written as whole milliseconds in config files
-//! (`per_try_timeout = 500`). Every config is checked by its `validate`
+//! Durations are integers of milliseconds or strings with a unit in config
+//! files (`per_try_timeout = 500`, `per_try_timeout = "500ms"`), as in every
+//! `ha` config ([`ha_core::config`]). Every config is checked by its `validate`
 //! method, which the layers' builders call, so a bad value is a
 //! [`ConfigError`] when the service is built, never a panic while serving.
 //!
@@ -19,7 +20,6 @@
 //! cfg.validate().unwrap();
 //! ```
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -44,10 +44,10 @@ pub enum Jitter {
 #[serde(default, deny_unknown_fields)]
 pub struct BackoffConfig {
     /// The delay before the first retry, before jitter. Default 25 ms.
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub base: Duration,
     /// The cap: no backoff is ever longer. Default 1 s.
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub max: Duration,
     /// Each retry's delay is the previous one times this. Default 2.
     pub multiplier: f64,
@@ -92,7 +92,7 @@ pub struct BudgetConfig {
     /// Extra attempts allowed per second even without traffic. Default 10.
     pub min_per_second: u32,
     /// How long a request's deposit counts. Default 10 s.
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub ttl: Duration,
     /// The number of buckets the `ttl` is split into: deposits expire one
     /// bucket at a time. Default 10. At most 1024.
@@ -136,18 +136,18 @@ pub struct RetryConfig {
     /// ready at once reads no clock). An attempt that takes longer fails with
     /// [`AttemptTimedOut`](ha_core::AttemptTimedOut), which the classifier
     /// may call retryable.
-    #[serde(with = "opt_millis")]
+    #[serde(with = "ha_core::config::opt_duration")]
     pub per_try_timeout: Option<Duration>,
     /// How long the request may take in all, attempts and backoff included;
     /// `None` for no limit. A deadline already set in the request's
     /// [`AttemptContext`](ha_core::AttemptContext) applies too. Default none.
-    #[serde(with = "opt_millis")]
+    #[serde(with = "ha_core::config::opt_duration")]
     pub deadline: Option<Duration>,
     /// The backoff between attempts.
     pub backoff: BackoffConfig,
     /// The longest server-requested `Retry-After` delay honoured: a longer
     /// one is shortened to this. Default 10 s.
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub max_retry_after: Duration,
     /// The budget retries draw on (ignored when a shared budget is given to
     /// the layer).
@@ -197,7 +197,7 @@ pub enum HedgeDelay {
     /// `maxExtraLoad`): 0.05 hedges at p95.
     MaxExtraLoad(f64),
     /// Hedge after a fixed delay.
-    Fixed(#[serde(with = "millis")] Duration),
+    Fixed(#[serde(with = "ha_core::config::duration")] Duration),
 }
 
 impl HedgeDelay {
@@ -220,21 +220,21 @@ pub struct HedgeConfig {
     /// When a hedge is sent. Default p95 of recent latencies.
     pub delay: HedgeDelay,
     /// No hedge is sent earlier than this after the first attempt. Default 1 ms.
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub min_delay: Duration,
     /// Latencies recorded before adaptive hedging starts. Default 100.
     pub min_samples: u64,
     /// The delay used until `min_samples` latencies are known; `None` (the
     /// default) sends no hedge until then. Set it when the first requests
     /// after start-up matter and their latency is roughly known.
-    #[serde(with = "opt_millis")]
+    #[serde(with = "ha_core::config::opt_duration")]
     pub warmup_delay: Option<Duration>,
     /// Latencies are kept for between one and two of these. Default 10 s.
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub window: Duration,
     /// How often the hedging delay is recomputed from the latencies.
     /// Default 1 s.
-    #[serde(with = "millis")]
+    #[serde(with = "ha_core::config::duration")]
     pub refresh: Duration,
     /// The budget hedges draw on (ignored when a shared budget is given to
     /// the layer).
@@ -280,60 +280,9 @@ impl HedgeConfig {
     }
 }
 
-/// A configuration value is out of range.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    problem: &'static str,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, problem: &'static str) -> Self {
-        ConfigError { field, problem }
-    }
-
-    /// The offending field.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid retry configuration: {} {}", self.field, self.problem)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-mod millis {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
-}
-
-mod opt_millis {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&(d.as_millis().min(u128::from(u64::MAX)) as u64)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Option::<u64>::deserialize(d).map(|o| o.map(Duration::from_millis))
-    }
-}
+/// A configuration value is out of range: the one error type of every `ha`
+/// config, re-exported from `ha-core`.
+pub use ha_core::ConfigError;
 
 #[cfg(test)]
 mod tests {
@@ -357,7 +306,7 @@ mod tests {
         let bad = |f: fn(&mut RetryConfig)| {
             let mut c = RetryConfig::default();
             f(&mut c);
-            c.validate().unwrap_err().field()
+            c.validate().unwrap_err().field().to_owned()
         };
         assert_eq!(bad(|c| c.max_attempts = 0), "max_attempts");
         assert_eq!(bad(|c| c.per_try_timeout = Some(Duration::ZERO)), "per_try_timeout");

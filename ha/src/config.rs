@@ -9,7 +9,7 @@
 //!
 //! let config = ha::Config::from_toml_str(r#"
 //!     [timeouts]
-//!     attempt_ms = 500
+//!     attempt = "500ms"
 //!
 //!     [retry]
 //!     max_attempts = 4
@@ -24,7 +24,6 @@
 //! assert_eq!(err.field(), "retry.max_attempts");
 //! ```
 
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -80,12 +79,12 @@ impl Default for Config {
 pub struct TimeoutConfig {
     /// The whole request, attempts and backoff included; `None` for no
     /// limit. Default 10 s.
-    #[serde(with = "opt_ms", rename = "request_ms")]
+    #[serde(with = "ha_core::config::opt_duration", alias = "request_ms")]
     pub request: Option<Duration>,
     /// One attempt at one endpoint; an attempt that takes longer fails with
     /// `AttemptTimedOut`, which the breaker and outlier detection count and
     /// the retry layer may retry elsewhere. `None` for no limit. Default 2 s.
-    #[serde(with = "opt_ms", rename = "attempt_ms")]
+    #[serde(with = "ha_core::config::opt_duration", alias = "attempt_ms")]
     pub attempt: Option<Duration>,
 }
 
@@ -98,7 +97,7 @@ impl Default for TimeoutConfig {
 impl Config {
     /// Parses and validates a TOML document.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::parse(text, e))?;
+        let config: Config = toml::from_str(text).map_err(|e| parse_error(text, e))?;
         config.validate()?;
         Ok(config)
     }
@@ -112,75 +111,54 @@ impl Config {
     }
 
     /// Checks every value; the error names the field, as a dotted path
-    /// from the top (`balance.outlier.interval_ms`).
+    /// from the top (`balance.outlier.interval`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_replay_bytes > 64 * 1024 * 1024 {
-            return Err(ConfigError::new("max_replay_bytes", "must be at most 64 MiB".into()));
+            return Err(ConfigError::new("max_replay_bytes", "must be at most 64 MiB"));
         }
         if self.timeouts.request == Some(Duration::ZERO) {
-            return Err(ConfigError::new("timeouts.request_ms", "must be positive".into()));
+            return Err(ConfigError::new("timeouts.request", "must be positive"));
         }
         if self.timeouts.attempt == Some(Duration::ZERO) {
-            return Err(ConfigError::new("timeouts.attempt_ms", "must be positive".into()));
+            return Err(ConfigError::new("timeouts.attempt", "must be positive"));
         }
         if self.retry.per_try_timeout.is_some() {
-            return Err(ConfigError::new("retry.per_try_timeout", "is set by timeouts.attempt_ms in a stack".into()));
+            return Err(ConfigError::new("retry.per_try_timeout", "is set by timeouts.attempt in a stack"));
         }
         if self.retry.deadline.is_some() {
-            return Err(ConfigError::new("retry.deadline", "is set by timeouts.request_ms in a stack".into()));
+            return Err(ConfigError::new("retry.deadline", "is set by timeouts.request in a stack"));
         }
-        self.retry.validate().map_err(|e| ConfigError::in_section("retry", e.field(), &e))?;
+        self.retry.validate().map_err(|e| e.in_section("retry"))?;
         if let Some(hedge) = &self.hedge {
-            hedge.validate().map_err(|e| ConfigError::in_section("hedge", e.field(), &e))?;
+            hedge.validate().map_err(|e| e.in_section("hedge"))?;
         }
-        self.balance.validate().map_err(|e| ConfigError::in_section("balance", e.field(), &e))?;
-        self.breaker.validate().map_err(|e| ConfigError::in_section("breaker", e.field(), &e))?;
+        self.balance.validate().map_err(|e| e.in_section("balance"))?;
+        self.breaker.validate().map_err(|e| e.in_section("breaker"))?;
         Ok(())
     }
 }
 
 /// A configuration that cannot be used: a value out of range, an unknown
-/// key, a wrong type, or a file that cannot be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    field: String,
-    reason: String,
+/// key, a wrong type, or a file that cannot be read. The one error type of
+/// every `ha` config, re-exported from `ha-core`; a layer's error reaches
+/// here with its field under the layer's section (`retry.max_attempts`).
+pub use ha_core::ConfigError;
+
+/// A change a running stack cannot take: `what` is fixed at build time.
+pub(crate) fn fixed(field: &'static str, what: &str) -> ConfigError {
+    ConfigError::new(field, format!("{what} is fixed when the stack is built; build a new stack to change it"))
 }
 
-impl ConfigError {
-    fn new(field: &str, reason: String) -> Self {
-        ConfigError { field: field.to_owned(), reason }
-    }
-
-    /// A change a running stack cannot take: `what` is fixed at build time.
-    pub(crate) fn fixed(field: &str, what: &str) -> Self {
-        ConfigError::new(field, format!("{what} is fixed when the stack is built; build a new stack to change it"))
-    }
-
-    pub(crate) fn in_section(section: &str, field: &str, err: &dyn fmt::Display) -> Self {
-        ConfigError { field: format!("{section}.{field}"), reason: err.to_string() }
-    }
-
-    fn parse(text: &str, err: toml::de::Error) -> Self {
-        let reason = err.message().to_owned();
-        let field = field_of(&reason).unwrap_or_default();
-        let at = err.span().map(|s| {
-            let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
-            format!(" (line {line})")
-        });
-        ConfigError { field, reason: format!("{reason}{}", at.unwrap_or_default()) }
-    }
-
-    /// The offending field as a dotted path (`retry.max_attempts`); for an
-    /// unknown key, the key; empty when the error is not about one field.
-    pub fn field(&self) -> &str {
-        &self.field
-    }
-
-    /// What is wrong.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
+/// A TOML error, as the key it names (the whole message when it names
+/// none) and the line it is on.
+fn parse_error(text: &str, err: toml::de::Error) -> ConfigError {
+    let reason = err.message().to_owned();
+    let field = field_of(&reason).unwrap_or_default();
+    let at = err.span().map(|s| {
+        let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+        format!(" (line {line})")
+    });
+    ConfigError::new(field, format!("{reason}{}", at.unwrap_or_default()))
 }
 
 /// The key a TOML error message names (`unknown field `retries``).
@@ -188,34 +166,6 @@ fn field_of(message: &str) -> Option<String> {
     let start = message.find('`')? + 1;
     let len = message[start..].find('`')?;
     Some(message[start..start + len].to_owned())
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "invalid ha configuration: {}", self.reason)
-        } else {
-            write!(f, "invalid ha configuration: `{}`: {}", self.field, self.reason)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-mod opt_ms {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
-    }
 }
 
 #[cfg(test)]
@@ -235,8 +185,11 @@ mod tests {
     fn every_invalid_field_is_named() {
         let cases = [
             ("max_replay_bytes = 1000000000", "max_replay_bytes"),
-            ("[timeouts]\nrequest_ms = 0", "timeouts.request_ms"),
-            ("[timeouts]\nattempt_ms = 0", "timeouts.attempt_ms"),
+            ("[timeouts]\nrequest = 0", "timeouts.request"),
+            ("[timeouts]\nattempt = \"0s\"", "timeouts.attempt"),
+            // The `*_ms` names of earlier releases are still read.
+            ("[timeouts]\nrequest_ms = 0", "timeouts.request"),
+            ("[timeouts]\nattempt_ms = 0", "timeouts.attempt"),
             ("[retry]\nper_try_timeout = 100", "retry.per_try_timeout"),
             ("[retry]\ndeadline = 100", "retry.deadline"),
             ("[retry]\nmax_attempts = 0", "retry.max_attempts"),

@@ -43,6 +43,8 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
+
+use ha_core::sync::LockExt;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -249,11 +251,11 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).is_end_stream()
+        self.0.lock_or_recover().is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).size_hint()
+        self.0.lock_or_recover().size_hint()
     }
 }
 

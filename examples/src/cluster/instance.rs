@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use ha::membership::{Cluster, Config, Metadata};
+use ha_core::rng::{mix64, GOLDEN_GAMMA};
 
 /// What the parent tells a child to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,11 +133,8 @@ impl FaultState {
 
     /// A uniform draw in [0, 1) (splitmix64 over a shared counter).
     fn draw(&self) -> f64 {
-        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        let z = self.rng.fetch_add(GOLDEN_GAMMA, Ordering::Relaxed).wrapping_add(GOLDEN_GAMMA);
+        (mix64(z) >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ha_balance::{Balance, BalanceConfig, Endpoint};
+use ha_core::rng::{mix64, GOLDEN_GAMMA};
 use ha_core::{Event, Events, WithAttempt};
 use tower::{BoxError, Service};
 
@@ -66,10 +67,8 @@ impl Server {
     }
     fn draw_permille(&self) -> u64 {
         // splitmix64 over a per-server counter: reproducible, no shared lock.
-        let mut z = self.st.rng.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed).wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % 1000
+        let z = self.st.rng.fetch_add(GOLDEN_GAMMA, Ordering::Relaxed).wrapping_add(GOLDEN_GAMMA);
+        mix64(z) % 1000
     }
 }
 

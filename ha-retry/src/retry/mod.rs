@@ -166,7 +166,7 @@ impl<S, C, P> Drop for Retry<S, C, P> {
 fn salt() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static CLONES: AtomicU64 = AtomicU64::new(0);
-    CLONES.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    CLONES.fetch_add(1, Ordering::Relaxed).wrapping_mul(ha_core::rng::GOLDEN_GAMMA)
 }
 
 impl<S: fmt::Debug, C, P> fmt::Debug for Retry<S, C, P> {

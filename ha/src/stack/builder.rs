@@ -202,7 +202,7 @@ where
             .replay(Req::replay(config.max_replay_bytes))
             .events(self.events.clone())
             .build()
-            .map_err(|e| ConfigError::in_section("retry", e.field(), &e))?;
+            .map_err(|e| e.in_section("retry"))?;
         let hedge = match config.hedge.clone() {
             Some(hedge) => Some(
                 HedgeLayer::builder(hedge)
@@ -212,7 +212,7 @@ where
                     .count_requests(false)
                     .events(self.events.clone())
                     .build()
-                    .map_err(|e| ConfigError::in_section("hedge", e.field(), &e))?,
+                    .map_err(|e| e.in_section("hedge"))?,
             ),
             None => None,
         };
@@ -246,7 +246,7 @@ where
                 Endpoints { targets: subscribe(), make }
             }),
         }
-        .map_err(|e| ConfigError::in_section("balance", e.field(), &e))?;
+        .map_err(|e| e.in_section("balance"))?;
 
         let below = match hedge {
             Some(layer) => Hedged::On(layer.layer(balance)),

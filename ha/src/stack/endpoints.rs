@@ -5,6 +5,8 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
+
+use ha_core::sync::LockExt;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -65,7 +67,7 @@ impl EndpointSettings {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock_or_recover()
     }
 
     /// Gives every live endpoint, and every later one, these settings. The

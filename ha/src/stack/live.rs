@@ -38,6 +38,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use ha_core::sync::LockExt;
+
 use ha_breaker::Breaker;
 use ha_core::{Events, Instant};
 use ha_retry::RetryConfig;
@@ -60,7 +62,7 @@ pub(crate) struct Live {
 pub(crate) fn check_breaker(config: &Config) -> Result<(), ConfigError> {
     Breaker::new("check", breaker_config(config.breaker.clone()), Events::new(), Instant::now())
         .map(drop)
-        .map_err(|e| ConfigError::in_section("breaker", e.field(), &e))
+        .map_err(|e| e.in_section("breaker"))
 }
 
 /// The retry layer's config: the retry section with the overall deadline.
@@ -77,7 +79,7 @@ where
 {
     /// The configuration in force.
     pub fn config(&self) -> Config {
-        self.live.config.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.live.config.lock_or_recover().clone()
     }
 
     /// Puts `config` in force on this stack and every clone of it.
@@ -94,30 +96,28 @@ where
     /// endpoints added later. Requests in flight finish under the settings
     /// they started with.
     pub fn reconfigure(&self, config: Config) -> Result<(), ConfigError> {
-        let mut current = self.live.config.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.live.config.lock_or_recover();
         config.validate()?;
         if config.max_replay_bytes != current.max_replay_bytes {
-            return Err(ConfigError::fixed("max_replay_bytes", "the replay policy"));
+            return Err(crate::config::fixed("max_replay_bytes", "the replay policy"));
         }
         if config.hedge.is_some() != current.hedge.is_some() {
-            return Err(ConfigError::fixed("hedge", "whether the stack hedges"));
+            return Err(crate::config::fixed("hedge", "whether the stack hedges"));
         }
         if config.retry.budget.ttl != current.retry.budget.ttl {
-            return Err(ConfigError::fixed("retry.budget.ttl", "the budget's window"));
+            return Err(crate::config::fixed("retry.budget.ttl", "the budget's window"));
         }
         if config.retry.budget.buckets != current.retry.budget.buckets {
-            return Err(ConfigError::fixed("retry.budget.buckets", "the budget's window"));
+            return Err(crate::config::fixed("retry.budget.buckets", "the budget's window"));
         }
         check_breaker(&config)?;
         let retry = retry_config(&config);
         // The balancer checks what only it can (a ring hash needs a hash
         // key), so it goes first: a refusal there leaves everything as it was.
-        self.balance()
-            .reconfigure(config.balance.clone())
-            .map_err(|e| ConfigError::in_section("balance", e.field(), &e))?;
-        self.inner.reconfigure(retry).map_err(|e| ConfigError::in_section("retry", e.field(), &e))?;
+        self.balance().reconfigure(config.balance.clone()).map_err(|e| e.in_section("balance"))?;
+        self.inner.reconfigure(retry).map_err(|e| e.in_section("retry"))?;
         if let (Hedged::On(hedge), Some(section)) = (self.inner.get_ref(), &config.hedge) {
-            hedge.reconfigure(section.clone()).map_err(|e| ConfigError::in_section("hedge", e.field(), &e))?;
+            hedge.reconfigure(section.clone()).map_err(|e| e.in_section("hedge"))?;
         }
         self.live.endpoints.apply(config.breaker.clone(), config.timeouts.attempt);
         tracing::info!(target: "ha::stack", "configuration applied");
