@@ -374,3 +374,85 @@ impl SimNode for FocaNode {
         self.events.pop_front()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ha_membership::sim::{self, scenario::Scenario, RunSpec};
+
+    fn drain(node: &mut FocaNode) -> Vec<(SocketAddr, Vec<u8>)> {
+        std::iter::from_fn(|| node.poll_transmit()).collect()
+    }
+
+    #[test]
+    fn a_lost_announce_is_sent_again_until_the_node_is_active() {
+        let t0 = Instant::now();
+        let mut spawn = spawner(2, "lan");
+        let mut a = spawn(0, t0, 1, &[]);
+        let mut b = spawn(1, t0, 2, &[addr_of(0)]);
+        assert!(!b.joined());
+        // The first announce is lost on the way.
+        assert_eq!(drain(&mut b).len(), 1);
+        assert!(b.next_wake() <= t0 + Duration::from_secs(1), "it means to try again");
+        let t1 = t0 + Duration::from_secs(1);
+        b.tick(t1);
+        let again = drain(&mut b);
+        assert!(again.iter().any(|(to, _)| *to == addr_of(0)), "announced again to its seed");
+        for (_, p) in again {
+            a.handle(t1, addr_of(1), &p);
+        }
+        for (to, p) in drain(&mut a) {
+            assert_eq!(to, addr_of(1));
+            b.handle(t1, addr_of(0), &p);
+        }
+        assert!(a.joined() && b.joined());
+        // Joined, it stops announcing: the next wake is foca's own timer.
+        b.tick(t1 + Duration::from_secs(1));
+        assert!(drain(&mut b).iter().all(|(to, _)| *to == addr_of(0)));
+        assert!(b.joined());
+    }
+
+    #[test]
+    fn a_restart_takes_an_identity_that_wins_over_the_old_one() {
+        let t0 = Instant::now();
+        let mut spawn = spawner(3, "lan");
+        let first = spawn(0, t0, 1, &[]).identity();
+        let old = spawn(1, t0 + Duration::from_millis(700), 2, &[addr_of(0)]).identity();
+        assert_eq!((first.generation, old.generation), (0, 0));
+        let new = spawn(1, t0 + Duration::from_secs(45), 3, &[addr_of(0)]).identity();
+        assert_eq!(new.addr, old.addr);
+        assert!(new.win_addr_conflict(&old) && !old.win_addr_conflict(&new));
+        // Even over an old life that renewed itself a few times.
+        let renewed = (0..5).fold(old, |id, _| id.renew().unwrap());
+        assert!(new.win_addr_conflict(&renewed));
+    }
+
+    fn run(text: &str, n: usize, seed: u64) -> sim::Outcome {
+        let s: Scenario = toml::from_str(text).unwrap();
+        let spec = RunSpec { nodes: n, seed, quick: false, lifeguard: true };
+        sim::run(&s, &spec, &mut spawner(n, &s.preset)).unwrap()
+    }
+
+    #[test]
+    fn every_node_joins_through_heavy_loss() {
+        // With 30% loss an announce and its reply both arrive half the
+        // time: a single announce would leave several nodes out for good.
+        for seed in 1..=3 {
+            let out = run("nodes = 16\nwarmup_s = 40\nduration_s = 5\n[network]\nloss = 0.3\n", 16, seed);
+            assert!(out.converged, "seed {seed}: {out:?}");
+        }
+    }
+
+    #[test]
+    fn a_restarted_node_is_back_everywhere_in_its_new_life() {
+        let out = run(
+            "nodes = 32\nwarmup_s = 20\nduration_s = 60\n[[faults]]\nkind = \"crash\"\nat_s = 5\nuntil_s = 30\nnodes = [7]\n",
+            32,
+            1,
+        );
+        assert!(out.all_dead_s.is_some(), "{out:?}");
+        assert!(out.rejoin_s.expect("rejoined") < 5.0, "{out:?}");
+        assert_eq!(out.false_dead, 0);
+        assert!(out.converged);
+    }
+}

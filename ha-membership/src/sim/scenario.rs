@@ -434,4 +434,60 @@ mod tests {
             assert!(e.field.starts_with("network.latency"), "{e}");
         }
     }
+
+    fn faults(faults: &str) -> Result<Scenario, toml::de::Error> {
+        toml::from_str(&format!("nodes = 8\nduration_s = 10\n{faults}\n"))
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_everywhere() {
+        assert!(toml::from_str::<Scenario>("nodes = 8\nduration_s = 10\nseeds = 3").is_err());
+        assert!(parse("los = 0.1").is_err());
+        // A typo in a fault's own key or in its time.
+        assert!(faults("[[faults]]\nkind = \"crash\"\nat_s = 1\nnode = [3]").is_err());
+        assert!(faults("[[faults]]\nkind = \"crash\"\nat_s = 1\nuntill_s = 4\nnodes = [3]").is_err());
+        assert!(faults("[[faults]]\nkind = \"link_cut\"\nat_s = 1\nlinks = [[1, 2]]\nrate = 0.5").is_err());
+        assert!(faults("[[faults]]\nkind = \"blackhole\"\nat_s = 1").is_err());
+    }
+
+    #[test]
+    fn bad_faults_name_the_field() {
+        for (text, field) in [
+            ("kind = \"crash\"\nat_s = 1\nnodes = [3, 8]", "faults[0].nodes[1]"),
+            ("kind = \"crash\"\nat_s = 5\nuntil_s = 4\nnodes = [3]", "faults[0].until_s"),
+            ("kind = \"crash\"\nat_s = -1\nnodes = [3]", "faults[0].at_s"),
+            ("kind = \"partition\"\nat_s = 1\nsplit = 8", "faults[0].split"),
+            ("kind = \"partition\"\nat_s = 1", "faults[0].split"),
+            ("kind = \"partition\"\nat_s = 1\nsplit = 2\ngroups = [[1]]", "faults[0].split"),
+            ("kind = \"partition\"\nat_s = 1\ngroups = [[1, 2], [2, 3]]", "faults[0].groups[1][0]"),
+            ("kind = \"partition\"\nat_s = 1\ngroups = [[1], []]", "faults[0].groups[1]"),
+            ("kind = \"partition\"\nat_s = 1\ngroups = [[0, 1, 2, 3, 4, 5, 6, 7]]", "faults[0].groups"),
+            ("kind = \"link_cut\"\nat_s = 1\nlinks = [[1, 2], [3, 3]]", "faults[0].links[1]"),
+            ("kind = \"link_cut\"\nat_s = 1\nlinks = [[1, 9]]", "faults[0].links[0]"),
+            ("kind = \"link_cut\"\nat_s = 1\nlinks = []", "faults[0].links"),
+            ("kind = \"link_loss\"\nat_s = 1\nlinks = [[1, 2]]\nrate = 1.5", "faults[0].rate"),
+            ("kind = \"loss\"\nat_s = 1\nrate = -0.1", "faults[0].rate"),
+            ("kind = \"pause\"\nat_s = 1\nnodes = [1]\nmin_ms = 5\nmax_ms = 1", "faults[0].max_ms"),
+        ] {
+            let s = faults(&format!("[[faults]]\n{text}")).expect(text);
+            let e = s.validate(8).expect_err(text);
+            assert_eq!(e.field, field, "{text}: {e}");
+        }
+        let e = parse("loss = 1.0").unwrap().validate(8).unwrap_err();
+        assert_eq!(e.field, "network.loss");
+        let e = toml::from_str::<Scenario>("nodes = 8\nduration_s = 10\npreset = \"moon\"").unwrap().validate(8);
+        assert_eq!(e.unwrap_err().field, "preset");
+    }
+
+    #[test]
+    fn partition_groups_put_the_unlisted_in_one_more_group() {
+        let s = faults("[[faults]]\nkind = \"partition\"\nat_s = 1\ngroups = [[5, 1], [2]]").unwrap();
+        assert!(s.validate(8).is_ok());
+        assert_eq!(s.faults[0].kind.partition_groups(8), Some(vec![2, 0, 1, 2, 2, 0, 2, 2]));
+        let s = faults("[[faults]]\nkind = \"partition\"\nat_s = 1\nsplit = 3").unwrap();
+        assert_eq!(s.faults[0].kind.partition_groups(5), Some(vec![0, 0, 0, 1, 1]));
+        let s = faults("[[faults]]\nkind = \"link_cut\"\nat_s = 1\nlinks = [[1, 2]]\none_way = true").unwrap();
+        assert!(s.validate(8).is_ok());
+        assert_eq!(s.faults[0].kind.partition_groups(8), None);
+    }
 }
