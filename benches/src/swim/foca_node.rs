@@ -110,7 +110,6 @@ struct Rt {
     changes: Vec<(SocketAddr, Change)>,
     active: Option<bool>,
     defunct: bool,
-    rejoins: u64,
 }
 
 impl Runtime<Id> for Rt {
@@ -128,7 +127,6 @@ impl Runtime<Id> for Rt {
             Notification::Rejoin(_) => {
                 // A new identity is not known to be accepted until `Active`.
                 self.active = Some(false);
-                self.rejoins += 1;
             }
         }
     }
@@ -234,12 +232,6 @@ impl FocaNode {
     #[cfg(test)]
     pub fn joined(&self) -> bool {
         self.joined
-    }
-
-    /// Times foca renewed its identity after being declared down.
-    #[cfg(test)]
-    pub fn rejoins(&self) -> u64 {
-        self.rt.rejoins
     }
 
     /// One announce round: every seed, plus up to two members foca already

@@ -280,10 +280,10 @@ impl Scenario {
         if !(0.0..1.0).contains(&self.network.loss) {
             return err("network.loss".into(), format!("{} must be in [0, 1)", self.network.loss));
         }
-        if !(self.duration_s > 0.0) {
+        if self.duration_s.is_nan() || self.duration_s <= 0.0 {
             return err("duration_s".into(), format!("{} must be positive", self.duration_s));
         }
-        if !(self.warmup_s >= 0.0) {
+        if self.warmup_s.is_nan() || self.warmup_s < 0.0 {
             return err("warmup_s".into(), format!("{} must not be negative", self.warmup_s));
         }
         let node = |field: String, i: usize| if i < n { Ok(()) } else { err(field, format!("node {i} out of 0..{n}")) };
@@ -296,10 +296,10 @@ impl Scenario {
         };
         for (k, f) in self.faults.iter().enumerate() {
             let at = |field: &str| format!("faults[{k}].{field}");
-            if !(f.at_s >= 0.0) {
+            if f.at_s.is_nan() || f.at_s < 0.0 {
                 return err(at("at_s"), format!("{} must not be negative", f.at_s));
             }
-            if let Some(u) = f.until_s.filter(|u| !(*u >= f.at_s)) {
+            if let Some(u) = f.until_s.filter(|u| u.is_nan() || *u < f.at_s) {
                 return err(at("until_s"), format!("{u} is before at_s = {}", f.at_s));
             }
             match &f.kind {
