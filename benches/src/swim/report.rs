@@ -106,7 +106,7 @@ pub fn markdown(records: &[Record]) -> String {
     }
     out.push_str(
         "\nCounts are summed over seeds; a suspicion or death counts once per observing node. \
-         Rejoin: restart to every other live node holding the node alive in its new life. \
+         Rejoin: restart to the node being back in every view, both ways, for good. \
          Old-life dead: deaths of a restarted node's previous life, declared by nodes that had \
          not heard of the new one (late detection, not a false death).\n",
     );

@@ -46,9 +46,10 @@ pub struct Outcome {
     /// Restarts that came before every live node held the crash dead: those
     /// crashes count in `first_suspect_s` but not in `all_dead_s`.
     pub back_before_dead: u32,
-    /// Restart to the moment every other live node holds the restarted node
-    /// alive, having heard of its new life; the latest over restarts. `None`
-    /// when some never was (or nothing restarted).
+    /// Restart to the moment the restarted node is back in every view (every
+    /// other live node holds it alive or suspect, and it holds them all) for
+    /// good: a view that loses it again restarts the clock. The latest over
+    /// restarts; `None` when some never was (or nothing restarted).
     pub rejoin_s: Option<f64>,
     /// Deaths declared, by any node, of nodes that were up and never paused
     /// (a restarted node's previous life excepted: see `old_life_dead`).
@@ -152,7 +153,10 @@ struct World<N> {
     // Per (observer, subject): the observer has not yet heard of the
     // subject's life since its restart.
     stale: Vec<bool>,
+    // Since when a restarted node is up, until it crashes again or the run ends.
     restarted_at: Vec<Option<Instant>>,
+    // Since when it has been back in every view.
+    rejoined_at: Vec<Option<Instant>>,
     rejoins: Vec<Option<f64>>,
     // (first suspicion, dead everywhere, counts for all_dead_s) of crashes
     // followed by a restart.
@@ -210,6 +214,7 @@ pub fn run<N: SimNode>(
         extra_loss: Vec::new(),
         stale: vec![false; n * n],
         restarted_at: vec![None; n],
+        rejoined_at: vec![None; n],
         rejoins: Vec::new(),
         past_crashes: Vec::new(),
         heap: BinaryHeap::new(),
@@ -411,7 +416,7 @@ pub fn run<N: SimNode>(
                     }
                 }
                 for j in 0..n {
-                    w.check_rejoin(j, now);
+                    w.update_rejoin(j, now);
                 }
                 w.out.converged = ok;
             }
@@ -440,7 +445,12 @@ pub fn run<N: SimNode>(
     w.out.first_suspect_s = crashes.iter().filter_map(|c| c.0).reduce(f64::max);
     w.out.all_dead_s = crashes.iter().filter(|c| c.2).map(|c| c.1).reduce(latest).flatten();
     // A restart still waiting at the end never rejoined.
-    w.rejoins.extend(w.restarted_at.iter().filter(|r| r.is_some()).map(|_| None));
+    for j in 0..n {
+        let figure = w.rejoin_figure(j);
+        if w.restarted_at[j].is_some() {
+            w.rejoins.push(figure);
+        }
+    }
     w.out.rejoin_s = w.rejoins.iter().copied().reduce(latest).flatten();
     Ok(w.out)
 }
@@ -507,21 +517,31 @@ impl<N: SimNode> World<N> {
         self.past_crashes.push((record.0, record.1, record.1.is_some()));
         self.out.restarts += 1;
         self.restarted_at[i] = Some(now);
+        self.rejoined_at[i] = None;
         let n = self.n;
         for o in 0..n {
             self.stale[o * n + i] = o != i && self.up[o];
         }
     }
 
-    /// Whether every other live node now holds restarted node `j` alive in
-    /// its new life.
-    fn check_rejoin(&mut self, j: usize, now: Instant) {
-        let Some(at) = self.restarted_at[j] else { return };
-        let n = self.n;
-        if (0..n).all(|o| o == j || !self.up[o] || (self.view[o * n + j] == ALIVE && !self.stale[o * n + j])) {
-            self.rejoins.push(Some((now - at).as_secs_f64()));
-            self.restarted_at[j] = None;
+    /// Restarted node `j` is back in every view from `now` on, or not any more.
+    fn update_rejoin(&mut self, j: usize, now: Instant) {
+        if self.restarted_at[j].is_none() {
+            return;
         }
+        let n = self.n;
+        let back =
+            (0..n).all(|o| o == j || !self.up[o] || (self.view[o * n + j] != DOWN && self.view[j * n + o] != DOWN));
+        match (back, self.rejoined_at[j]) {
+            (true, None) => self.rejoined_at[j] = Some(now),
+            (false, Some(_)) => self.rejoined_at[j] = None,
+            _ => {}
+        }
+    }
+
+    /// Restart to back in every view, for restarted node `j`.
+    fn rejoin_figure(&self, j: usize) -> Option<f64> {
+        Some((self.rejoined_at[j]? - self.restarted_at[j]?).as_secs_f64())
     }
 
     fn latency(&mut self) -> Duration {
@@ -566,9 +586,11 @@ impl<N: SimNode> World<N> {
         if !self.up[i] {
             return;
         }
-        if self.restarted_at[i].take().is_some() {
-            // Crashed again before it was back everywhere.
-            self.rejoins.push(None);
+        if self.restarted_at[i].is_some() {
+            let figure = self.rejoin_figure(i);
+            self.rejoins.push(figure);
+            self.restarted_at[i] = None;
+            self.rejoined_at[i] = None;
         }
         self.up[i] = false;
         self.epoch[i] += 1;
@@ -643,6 +665,10 @@ impl<N: SimNode> World<N> {
             ViewChange::Dead | ViewChange::Left => DOWN,
         };
         self.view[k] = next;
+        if (prev == DOWN) != (next == DOWN) {
+            self.update_rejoin(j, now);
+            self.update_rejoin(i, now);
+        }
         if (prev != DOWN) != (next != DOWN) {
             let (c, w) = (&mut self.correct[i], &mut self.wrong[i]);
             match (self.up[j], next != DOWN) {
@@ -666,16 +692,12 @@ impl<N: SimNode> World<N> {
                 }
             } else if next == ALIVE {
                 self.stale[k] = false;
-                self.check_rejoin(j, now);
             }
         } else if self.up[j] && cut_off {
             if measuring && newly_dead {
                 self.out.partitioned_dead += 1;
             }
         } else if self.up[j] {
-            if next == ALIVE {
-                self.check_rejoin(j, now);
-            }
             if measuring && newly_suspect {
                 if self.ever_paused[j] {
                     self.out.paused_suspect += 1;
