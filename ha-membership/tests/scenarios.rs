@@ -175,3 +175,137 @@ fn a_crash_is_detected_under_heavy_tailed_latency_with_no_false_death() {
     // The distribution is drawn from the run's seed: the same seed replays exactly.
     assert_eq!(run(&s, n, 1, true), run(&s, n, 1, true));
 }
+
+#[test]
+fn a_restart_is_detected_then_rejoins_with_no_false_death() {
+    let s = load("restart_64.toml");
+    for seed in 1..=2 {
+        let out = run(&s, first_size(&s), seed, true);
+        assert_eq!(out.restarts, 2);
+        assert_eq!(out.back_before_dead, 0, "40 s is time enough to detect");
+        assert!(out.all_dead_s.expect("held dead everywhere before the restart") <= 15.0, "{out:?}");
+        assert!(out.rejoin_s.expect("back in every view") <= 10.0, "{out:?}");
+        assert_eq!(out.false_dead, 0);
+        assert!(out.converged);
+    }
+}
+
+#[test]
+fn a_restart_before_detection_counts_apart_and_rejoins() {
+    let s = load("quick_restart_64.toml");
+    let out = run(&s, first_size(&s), 1, true);
+    assert_eq!((out.restarts, out.back_before_dead), (1, 1));
+    // Its crash was cut short, so there is no dead-everywhere figure, but
+    // someone noticed it.
+    assert_eq!(out.all_dead_s, None);
+    assert!(out.first_suspect_s.is_some(), "{out:?}");
+    assert!(out.rejoin_s.expect("back in every view") <= 10.0, "{out:?}");
+    assert_eq!(out.false_dead, 0);
+}
+
+#[test]
+fn a_node_crashing_again_before_it_is_back_never_rejoined() {
+    let s: Scenario = toml::from_str(
+        r#"
+        nodes = 16
+        warmup_s = 20
+        duration_s = 60
+        [[faults]]
+        kind = "crash"
+        at_s = 5
+        until_s = 30
+        nodes = [3]
+        [[faults]]
+        kind = "crash"
+        at_s = 30
+        nodes = [3]
+    "#,
+    )
+    .unwrap();
+    let out = run(&s, 16, 1, true);
+    assert_eq!(out.restarts, 1);
+    assert_eq!(out.rejoin_s, None, "{out:?}");
+}
+
+#[test]
+fn cut_links_are_routed_around_and_an_isolated_set_merges_back() {
+    let s = load("link_cut_64.toml");
+    for seed in 1..=2 {
+        let out = run(&s, first_size(&s), seed, true);
+        assert_eq!(out.false_dead, 0, "a cut link is no reason to declare anyone dead");
+        assert!(out.partitioned_dead > 0, "the isolated three and the rest lose each other");
+        assert!(out.heal_s.expect("merged") <= 60.0, "{out:?}");
+        assert!(out.converged);
+    }
+}
+
+#[test]
+fn a_partition_cuts_only_between_its_groups() {
+    // Nodes 0-3 and 4-7 are cut from each other; 8-15, in no group, from both.
+    let s: Scenario = toml::from_str(
+        r#"
+        nodes = 16
+        warmup_s = 20
+        duration_s = 120
+        [[faults]]
+        kind = "partition"
+        groups = [[0, 1, 2, 3], [4, 5, 6, 7]]
+        at_s = 5
+    "#,
+    )
+    .unwrap();
+    let out = run(&s, 16, 2, true);
+    // Each node ends up holding exactly the members of its own group alive.
+    assert!(!out.converged);
+    assert!(out.partitioned_dead >= 4 * 12 + 4 * 12 + 8 * 8, "{out:?}");
+    assert_eq!(out.false_dead, 0);
+}
+
+#[test]
+fn link_loss_hits_only_its_link() {
+    // Every datagram from node 1 to node 2 is (almost) lost: node 2 never
+    // hears from 1 directly, yet nobody is declared dead.
+    let s: Scenario = toml::from_str(
+        r#"
+        nodes = 8
+        warmup_s = 20
+        duration_s = 120
+        [[faults]]
+        kind = "link_loss"
+        links = [[1, 2]]
+        one_way = true
+        rate = 0.99
+        at_s = 0
+    "#,
+    )
+    .unwrap();
+    let out = run(&s, 8, 3, true);
+    assert_eq!(out.false_dead, 0, "{out:?}");
+    assert!(out.converged);
+}
+
+#[test]
+fn the_heal_clock_restarts_when_views_come_apart_again() {
+    let base = r#"
+        nodes = 16
+        warmup_s = 20
+        duration_s = 120
+        [[faults]]
+        kind = "partition"
+        split = 8
+        at_s = 5
+        until_s = 35
+    "#;
+    let healed = run(&toml::from_str(base).unwrap(), 16, 1, true).heal_s.expect("merged");
+    // A crash 40 s after the heal splits the views again until it is
+    // detected: the views settled only after that.
+    let s: Scenario = toml::from_str(&format!(
+        "{base}\n[[faults]]\nkind = \"crash\"\nat_s = {}\nnodes = [12]\n",
+        35.0 + healed.ceil() + 10.0
+    ))
+    .unwrap();
+    let out = run(&s, 16, 1, true);
+    let heal = out.heal_s.expect("settled again");
+    assert!(heal > healed + 10.0, "heal {heal} s, first merge {healed} s");
+    assert!(out.converged);
+}

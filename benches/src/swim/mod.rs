@@ -68,11 +68,7 @@ pub fn run_one(
         Implementation::Ha | Implementation::HaPlainSwim => {
             sim::run(scenario, &spec, &mut sim::ha_spawner(scenario, &spec)?)?
         }
-        Implementation::Foca => {
-            let mut spawn =
-                |i, now, seed, seeds: &[std::net::SocketAddr]| foca_node::FocaNode::new(i, nodes, now, seed, seeds);
-            sim::run(scenario, &spec, &mut spawn)?
-        }
+        Implementation::Foca => sim::run(scenario, &spec, &mut foca_node::spawner(nodes, &scenario.preset))?,
     };
     Ok(Record {
         scenario: name.to_string(),

@@ -28,9 +28,9 @@ pub fn markdown(records: &[Record]) -> String {
     }
     let mut out = String::new();
     out.push_str(
-        "| scenario | impl | N | seeds | first suspect p50 / p99 s | all dead p50 / p99 / max s | never all dead | removals | false dead | false suspect | starved node suspect / dead | heal max s | not converged | bytes/member/s | msgs/member/s | wall s (mean) |\n",
+        "| scenario | impl | N | seeds | first suspect p50 / p99 s | all dead p50 / p99 / max s | never all dead | rejoin p50 / p99 / max s | never rejoined | removals | false dead | old-life dead | false suspect | starved node suspect / dead | heal max s | not converged | bytes/member/s | msgs/member/s | wall s (mean) |\n",
     );
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (scenario, implementation, n) in keys {
         let rs: Vec<&Record> = records
             .iter()
@@ -40,9 +40,38 @@ pub fn markdown(records: &[Record]) -> String {
         first.sort_by(f64::total_cmp);
         let mut dead: Vec<f64> = rs.iter().filter_map(|r| r.outcome.all_dead_s).collect();
         dead.sort_by(f64::total_cmp);
-        let crash = rs.iter().any(|r| r.outcome.removals.is_some());
-        let never =
-            if crash { rs.iter().filter(|r| r.outcome.all_dead_s.is_none()).count().to_string() } else { "-".into() };
+        let crash = rs.iter().any(|r| r.outcome.removals.is_some() || r.outcome.restarts > 0);
+        let back: u32 = rs.iter().map(|r| r.outcome.back_before_dead).sum();
+        // Runs with a crash that counts for `all_dead_s` (still down at the
+        // end, or held dead everywhere before it restarted) and none.
+        let missed = rs
+            .iter()
+            .filter(|r| {
+                let o = &r.outcome;
+                (o.removals.is_some() || o.restarts > o.back_before_dead) && o.all_dead_s.is_none()
+            })
+            .count();
+        let never = match (crash, back) {
+            (false, _) => "-".into(),
+            (true, 0) => missed.to_string(),
+            (true, b) => format!("{missed} ({b} back first)"),
+        };
+        let mut rejoin: Vec<f64> = rs.iter().filter_map(|r| r.outcome.rejoin_s).collect();
+        rejoin.sort_by(f64::total_cmp);
+        let restarts = rs.iter().any(|r| r.outcome.restarts > 0);
+        let (rejoin_cell, never_rejoined) = if restarts {
+            (
+                format!(
+                    "{} / {} / {}",
+                    fmt(percentile(&rejoin, 50.0)),
+                    fmt(percentile(&rejoin, 99.0)),
+                    fmt(rejoin.last().copied())
+                ),
+                rs.iter().filter(|r| r.outcome.restarts > 0 && r.outcome.rejoin_s.is_none()).count().to_string(),
+            )
+        } else {
+            ("-".into(), "-".into())
+        };
         let removals = rs
             .iter()
             .filter_map(|r| r.outcome.removals)
@@ -54,7 +83,7 @@ pub fn markdown(records: &[Record]) -> String {
         let mean = |f: &dyn Fn(&Record) -> f64| rs.iter().map(|r| f(r)).sum::<f64>() / rs.len().max(1) as f64;
         let _ = writeln!(
             out,
-            "| {scenario} | {implementation} | {n} | {} | {} / {} | {} / {} / {} | {never} | {} | {} | {} | {} / {} | {}{} | {} | {:.0} | {:.2} | {:.2} |",
+            "| {scenario} | {implementation} | {n} | {} | {} / {} | {} / {} / {} | {never} | {rejoin_cell} | {never_rejoined} | {} | {} | {} | {} | {} / {} | {}{} | {} | {:.0} | {:.2} | {:.2} |",
             rs.len(),
             fmt(percentile(&first, 50.0)),
             fmt(percentile(&first, 99.0)),
@@ -63,6 +92,7 @@ pub fn markdown(records: &[Record]) -> String {
             fmt(dead.last().copied()),
             removals.map_or("-".into(), |[lo, hi]| format!("{lo}..{hi}")),
             rs.iter().map(|r| r.outcome.false_dead).sum::<u64>(),
+            rs.iter().map(|r| r.outcome.old_life_dead).sum::<u64>(),
             rs.iter().map(|r| r.outcome.false_suspect).sum::<u64>(),
             rs.iter().map(|r| r.outcome.paused_suspect).sum::<u64>(),
             rs.iter().map(|r| r.outcome.paused_dead).sum::<u64>(),
@@ -74,6 +104,11 @@ pub fn markdown(records: &[Record]) -> String {
             mean(&|r| r.wall_s),
         );
     }
-    out.push_str("\nCounts are summed over seeds; a suspicion or death counts once per observing node.\n");
+    out.push_str(
+        "\nCounts are summed over seeds; a suspicion or death counts once per observing node. \
+         Rejoin: restart to the node being back in every view, both ways, for good. \
+         Old-life dead: deaths of a restarted node's previous life, declared by nodes that had \
+         not heard of the new one (late detection, not a false death).\n",
+    );
     out
 }

@@ -38,19 +38,40 @@ pub struct Outcome {
     /// the latest over crashed nodes.
     pub first_suspect_s: Option<f64>,
     /// Crash to the moment every live node holds the crashed node dead; the
-    /// latest over crashed nodes. `None` when some never did.
+    /// latest over crashes (a restarted node's crash counts if it was held
+    /// dead everywhere before it came back). `None` when some never was.
     pub all_dead_s: Option<f64>,
-    /// Deaths declared, by any node, of nodes that were up and never paused.
+    /// Restarts of crashed nodes.
+    pub restarts: u32,
+    /// Restarts that came before every live node held the crash dead: those
+    /// crashes count in `first_suspect_s` but not in `all_dead_s`.
+    pub back_before_dead: u32,
+    /// Restart to the moment the restarted node is back in every view (every
+    /// other live node holds it alive or suspect, and it holds them all) for
+    /// good: a view that loses it again restarts the clock. The latest over
+    /// restarts; `None` when some never was (or nothing restarted).
+    pub rejoin_s: Option<f64>,
+    /// Deaths declared, by any node, of nodes that were up and never paused
+    /// (a restarted node's previous life excepted: see `old_life_dead`).
     pub false_dead: u64,
+    /// Deaths declared of a restarted node's previous life, by nodes that
+    /// had not yet heard of the new one: the crash being detected late, not
+    /// a healthy node declared dead.
+    pub old_life_dead: u64,
     /// Suspicions raised, by any node, of nodes that were up and never paused.
     pub false_suspect: u64,
     /// Deaths declared of paused (starved but running) nodes.
     pub paused_dead: u64,
     /// Suspicions raised of paused nodes.
     pub paused_suspect: u64,
-    /// Deaths declared of nodes on the other side of a partition.
+    /// Deaths declared of nodes on the other side of a partition, or of any
+    /// node while views settle after a partition heals (news and timers
+    /// from the split still landing). Single link cuts do not count: a
+    /// protocol is expected to reach around them.
     pub partitioned_dead: u64,
-    /// From the end of the last partition to every live node seeing exactly the live set.
+    /// From the end of the last partition or link cut to the moment every
+    /// live node sees exactly the live set and keeps seeing it: a view that
+    /// diverges again restarts the clock. `None` when views never settled.
     pub heal_s: Option<f64>,
     /// Every live node's view equals the live set at the end.
     pub converged: bool,
@@ -122,8 +143,24 @@ struct World<N> {
     removals: Vec<u32>,
     correct: Vec<u32>,
     wrong: Vec<u32>,
-    partitions: Vec<(usize, bool)>,
-    extra_loss: Vec<f64>,
+    // (fault index, each node's group, one way)
+    partitions: Vec<(usize, Vec<u32>, bool)>,
+    // (fault index, from, to)
+    cut_links: Vec<(usize, usize, usize)>,
+    // (fault index, from, to, rate)
+    link_loss: Vec<(usize, usize, usize, f64)>,
+    extra_loss: Vec<(usize, f64)>,
+    // Per (observer, subject): the observer has not yet heard of the
+    // subject's life since its restart.
+    stale: Vec<bool>,
+    // Since when a restarted node is up, until it crashes again or the run ends.
+    restarted_at: Vec<Option<Instant>>,
+    // Since when it has been back in every view.
+    rejoined_at: Vec<Option<Instant>>,
+    rejoins: Vec<Option<f64>>,
+    // (first suspicion, dead everywhere, counts for all_dead_s) of crashes
+    // followed by a restart.
+    past_crashes: Vec<(Option<f64>, Option<f64>, bool)>,
     heap: BinaryHeap<Item>,
     seq: u64,
     rng: FastRng,
@@ -131,6 +168,8 @@ struct World<N> {
     msgs: u64,
     out: Outcome,
     heal_from: Option<Instant>,
+    // A partition healed and views have not settled since.
+    settling: bool,
     latency: Latency,
     latency_tail: Option<Tail>,
     loss: f64,
@@ -170,7 +209,14 @@ pub fn run<N: SimNode>(
         correct: vec![0; n],
         wrong: vec![0; n],
         partitions: Vec::new(),
+        cut_links: Vec::new(),
+        link_loss: Vec::new(),
         extra_loss: Vec::new(),
+        stale: vec![false; n * n],
+        restarted_at: vec![None; n],
+        rejoined_at: vec![None; n],
+        rejoins: Vec::new(),
+        past_crashes: Vec::new(),
         heap: BinaryHeap::new(),
         seq: 0,
         rng: FastRng::new(spec.seed ^ 0x5157_4d5f_5349_4d00),
@@ -180,7 +226,11 @@ pub fn run<N: SimNode>(
             nodes: n,
             first_suspect_s: None,
             all_dead_s: None,
+            restarts: 0,
+            back_before_dead: 0,
+            rejoin_s: None,
             false_dead: 0,
+            old_life_dead: 0,
             false_suspect: 0,
             paused_dead: 0,
             paused_suspect: 0,
@@ -194,6 +244,7 @@ pub fn run<N: SimNode>(
             steps: 0,
         },
         heal_from: None,
+        settling: false,
         latency: scenario.network.latency_dist()?,
         latency_tail: scenario.network.latency_tail,
         loss: scenario.network.loss,
@@ -292,9 +343,13 @@ pub fn run<N: SimNode>(
                     }
                     (FaultKind::Crash { nodes }, false) => {
                         for &i in nodes {
+                            if w.up[i] {
+                                continue;
+                            }
                             restart_seed = restart_seed.wrapping_add(1);
                             let seeds: Vec<SocketAddr> =
                                 (0..n).filter(|&j| j != i && w.up[j]).take(3).map(addr_of).collect();
+                            w.restart(i, now);
                             w.start_node(i, now, restart_seed, spawn, &seeds);
                         }
                     }
@@ -310,33 +365,58 @@ pub fn run<N: SimNode>(
                         }
                     }
                     (FaultKind::Leave { .. }, false) => {}
-                    (FaultKind::Partition { split, one_way }, true) => w.partitions.push((*split, *one_way)),
-                    (FaultKind::Partition { split, one_way }, false) => {
-                        if let Some(p) = w.partitions.iter().position(|x| *x == (*split, *one_way)) {
-                            w.partitions.remove(p);
+                    (FaultKind::Partition { one_way, .. }, true) => {
+                        let groups = f.kind.partition_groups(n).expect("a partition has groups");
+                        w.partitions.push((index, groups, *one_way));
+                    }
+                    (FaultKind::LinkCut { links, one_way }, true) => {
+                        for &[a, b] in links {
+                            w.cut_links.push((index, a, b));
+                            if !one_way {
+                                w.cut_links.push((index, b, a));
+                            }
                         }
+                    }
+                    (FaultKind::Partition { .. } | FaultKind::LinkCut { .. }, false) => {
+                        w.settling |= matches!(f.kind, FaultKind::Partition { .. });
+                        w.partitions.retain(|p| p.0 != index);
+                        w.cut_links.retain(|c| c.0 != index);
                         w.heal_from = Some(now);
                         w.out.heal_s = None;
                     }
+                    (FaultKind::LinkLoss { links, rate, one_way }, true) => {
+                        for &[a, b] in links {
+                            w.link_loss.push((index, a, b, *rate));
+                            if !one_way {
+                                w.link_loss.push((index, b, a, *rate));
+                            }
+                        }
+                    }
+                    (FaultKind::LinkLoss { .. }, false) => w.link_loss.retain(|l| l.0 != index),
                     (FaultKind::Pause { nodes, min_ms, max_ms }, start) => {
                         for &i in nodes {
                             w.pause[i] = start.then_some((*min_ms, *max_ms));
                         }
                     }
-                    (FaultKind::Loss { rate }, true) => w.extra_loss.push(*rate),
-                    (FaultKind::Loss { rate }, false) => {
-                        if let Some(p) = w.extra_loss.iter().position(|x| x == rate) {
-                            w.extra_loss.remove(p);
-                        }
-                    }
+                    (FaultKind::Loss { rate }, true) => w.extra_loss.push((index, *rate)),
+                    (FaultKind::Loss { .. }, false) => w.extra_loss.retain(|l| l.0 != index),
                 }
             }
             Ev::Check => {
                 let ok = w.converged();
                 if let Some(from) = w.heal_from {
-                    if ok && w.partitions.is_empty() && w.out.heal_s.is_none() {
-                        w.out.heal_s = Some((now - from).as_secs_f64());
+                    if w.partitions.is_empty() && w.cut_links.is_empty() {
+                        if !ok {
+                            // Settled views that come apart again were not healed.
+                            w.out.heal_s = None;
+                        } else if w.out.heal_s.is_none() {
+                            w.settling = false;
+                            w.out.heal_s = Some((now - from).as_secs_f64());
+                        }
                     }
+                }
+                for j in 0..n {
+                    w.update_rejoin(j, now);
                 }
                 w.out.converged = ok;
             }
@@ -346,19 +426,13 @@ pub fn run<N: SimNode>(
     w.out.bytes_per_member_per_s = w.bytes as f64 / secs;
     w.out.msgs_per_member_per_s = w.msgs as f64 / secs;
     let mut removals: Option<[u32; 2]> = None;
-    let mut all_dead = Some(0.0f64);
-    let mut any_crash = false;
+    let mut crashes = std::mem::take(&mut w.past_crashes);
     for j in 0..n {
-        let Some(at) = w.crashed_at[j] else { continue };
-        any_crash = true;
-        if let Some(d) = w.first_detect[j] {
-            let s = (d - at).as_secs_f64();
-            w.out.first_suspect_s = Some(w.out.first_suspect_s.map_or(s, |x: f64| x.max(s)));
+        if w.crashed_at[j].is_none() {
+            continue;
         }
-        all_dead = match (all_dead, w.all_dead_at[j]) {
-            (Some(prev), Some(d)) => Some(prev.max((d - at).as_secs_f64())),
-            _ => None,
-        };
+        let (first, dead) = w.crash_record(j);
+        crashes.push((first, dead, true));
         for i in 0..n {
             if i != j && w.up[i] {
                 let r = w.removals[i * n + j];
@@ -367,7 +441,17 @@ pub fn run<N: SimNode>(
         }
     }
     w.out.removals = removals;
-    w.out.all_dead_s = if any_crash { all_dead } else { None };
+    let latest = |a: Option<f64>, b: Option<f64>| Some(a?.max(b?));
+    w.out.first_suspect_s = crashes.iter().filter_map(|c| c.0).reduce(f64::max);
+    w.out.all_dead_s = crashes.iter().filter(|c| c.2).map(|c| c.1).reduce(latest).flatten();
+    // A restart still waiting at the end never rejoined.
+    for j in 0..n {
+        let figure = w.rejoin_figure(j);
+        if w.restarted_at[j].is_some() {
+            w.rejoins.push(figure);
+        }
+    }
+    w.out.rejoin_s = w.rejoins.iter().copied().reduce(latest).flatten();
     Ok(w.out)
 }
 
@@ -393,16 +477,71 @@ impl<N: SimNode> World<N> {
         true
     }
 
-    fn blocked(&self, from: usize, to: usize) -> bool {
+    /// Whether `from` and `to` are on different sides of a partition (cut
+    /// links aside).
+    fn partitioned(&self, from: usize, to: usize) -> bool {
         self.partitions.iter().any(
-            |&(split, one_way)| {
-                if one_way {
-                    from < split && to >= split
+            |(_, g, one_way)| {
+                if *one_way {
+                    g[from] == 0 && g[to] != 0
                 } else {
-                    (from < split) != (to < split)
+                    g[from] != g[to]
                 }
             },
         )
+    }
+
+    fn blocked(&self, from: usize, to: usize) -> bool {
+        self.partitioned(from, to) || self.cut_links.iter().any(|&(_, a, b)| (a, b) == (from, to))
+    }
+
+    fn loss(&self, from: usize, to: usize) -> f64 {
+        let links: f64 = self.link_loss.iter().filter(|l| (l.1, l.2) == (from, to)).map(|l| l.3).sum();
+        self.loss + self.extra_loss.iter().map(|l| l.1).sum::<f64>() + links
+    }
+
+    /// (crash to first suspicion, crash to dead everywhere) of `j`'s current crash.
+    fn crash_record(&self, j: usize) -> (Option<f64>, Option<f64>) {
+        let Some(at) = self.crashed_at[j] else { return (None, None) };
+        let since = |t: Option<Instant>| t.map(|t| (t - at).as_secs_f64());
+        (since(self.first_detect[j]), since(self.all_dead_at[j]))
+    }
+
+    /// Crashed node `i` is about to start again: its crash is over, and
+    /// every live node has yet to hear of its new life.
+    fn restart(&mut self, i: usize, now: Instant) {
+        let record = self.crash_record(i);
+        if record.1.is_none() {
+            self.out.back_before_dead += 1;
+        }
+        self.past_crashes.push((record.0, record.1, record.1.is_some()));
+        self.out.restarts += 1;
+        self.restarted_at[i] = Some(now);
+        self.rejoined_at[i] = None;
+        let n = self.n;
+        for o in 0..n {
+            self.stale[o * n + i] = o != i && self.up[o];
+        }
+    }
+
+    /// Restarted node `j` is back in every view from `now` on, or not any more.
+    fn update_rejoin(&mut self, j: usize, now: Instant) {
+        if self.restarted_at[j].is_none() {
+            return;
+        }
+        let n = self.n;
+        let back =
+            (0..n).all(|o| o == j || !self.up[o] || (self.view[o * n + j] != DOWN && self.view[j * n + o] != DOWN));
+        match (back, self.rejoined_at[j]) {
+            (true, None) => self.rejoined_at[j] = Some(now),
+            (false, Some(_)) => self.rejoined_at[j] = None,
+            _ => {}
+        }
+    }
+
+    /// Restart to back in every view, for restarted node `j`.
+    fn rejoin_figure(&self, j: usize) -> Option<f64> {
+        Some((self.rejoined_at[j]? - self.restarted_at[j]?).as_secs_f64())
     }
 
     fn latency(&mut self) -> Duration {
@@ -431,6 +570,7 @@ impl<N: SimNode> World<N> {
         for j in 0..n {
             self.view[i * n + j] = DOWN;
             self.last_inc[i * n + j] = 0;
+            self.stale[i * n + j] = false;
             if j != i && self.view[j * n + i] != DOWN {
                 self.wrong[j] -= 1;
                 self.correct[j] += 1;
@@ -445,6 +585,12 @@ impl<N: SimNode> World<N> {
     fn crash(&mut self, i: usize, now: Instant) {
         if !self.up[i] {
             return;
+        }
+        if self.restarted_at[i].is_some() {
+            let figure = self.rejoin_figure(i);
+            self.rejoins.push(figure);
+            self.restarted_at[i] = None;
+            self.rejoined_at[i] = None;
         }
         self.up[i] = false;
         self.epoch[i] += 1;
@@ -478,7 +624,7 @@ impl<N: SimNode> World<N> {
         while let Some((to, bytes)) = self.node(i).poll_transmit() {
             self.count(now, bytes.len());
             let Some(to) = index_of(to).filter(|&t| t < n) else { continue };
-            let loss = self.loss + self.extra_loss.iter().sum::<f64>();
+            let loss = self.loss(i, to);
             if self.blocked(i, to) || self.rng.unit_f64() < loss {
                 continue;
             }
@@ -519,6 +665,10 @@ impl<N: SimNode> World<N> {
             ViewChange::Dead | ViewChange::Left => DOWN,
         };
         self.view[k] = next;
+        if (prev == DOWN) != (next == DOWN) {
+            self.update_rejoin(j, now);
+            self.update_rejoin(i, now);
+        }
         if (prev != DOWN) != (next != DOWN) {
             let (c, w) = (&mut self.correct[i], &mut self.wrong[i]);
             match (self.up[j], next != DOWN) {
@@ -532,8 +682,18 @@ impl<N: SimNode> World<N> {
         let newly_suspect = next == SUSPECT && prev != SUSPECT;
         let newly_dead = ev.change == ViewChange::Dead && prev != DOWN;
         // Across a partition, suspecting and declaring dead is the protocol doing its job.
-        let cut_off = self.blocked(i, j) || self.blocked(j, i);
-        if self.up[j] && cut_off {
+        let cut_off = self.settling || self.partitioned(i, j) || self.partitioned(j, i);
+        if self.up[j] && self.stale[k] {
+            // News of the previous life, until this observer hears of the new one.
+            if next == DOWN {
+                self.stale[k] = false;
+                if measuring && newly_dead {
+                    self.out.old_life_dead += 1;
+                }
+            } else if next == ALIVE {
+                self.stale[k] = false;
+            }
+        } else if self.up[j] && cut_off {
             if measuring && newly_dead {
                 self.out.partitioned_dead += 1;
             }

@@ -97,11 +97,14 @@ impl Latency {
         if ok {
             Ok(())
         } else {
-            Err(ScenarioError(format!(
-                "latency {self:?}: values must be finite and within 0..{MAX_LATENCY_MS} ms \
-                 (uniform: min_ms <= max_ms; normal: mean_ms >= 0, std_ms >= 0; lognormal: median_ms > 0, \
-                 sigma in 0..=10)"
-            )))
+            Err(ScenarioError::new(
+                "network.latency",
+                format!(
+                    "{self:?}: values must be finite and within 0..{MAX_LATENCY_MS} ms \
+                     (uniform: min_ms <= max_ms; normal: mean_ms >= 0, std_ms >= 0; lognormal: median_ms > 0, \
+                     sigma in 0..=10)"
+                ),
+            ))
         }
     }
 
@@ -133,7 +136,7 @@ impl Tail {
     /// Checks `p` and the extra delay.
     pub fn validate(&self) -> Result<(), ScenarioError> {
         if !(self.p.is_finite() && (0.0..=1.0).contains(&self.p)) {
-            return Err(ScenarioError(format!("latency tail p = {} must be in [0, 1]", self.p)));
+            return Err(ScenarioError::new("network.latency_tail.p", format!("{} must be in [0, 1]", self.p)));
         }
         self.extra.validate()
     }

@@ -4,16 +4,22 @@
 //! The network delays datagrams by a latency drawn from the scenario's
 //! distribution ([`latency`]: constant, uniform, normal, lognormal, with an
 //! optional extra-delay tail) on the run's seeded generator, loses
-//! some, and applies the scenario's faults: two-way and one-way partitions,
-//! paused nodes (every message and timer handled 1-3 s late, as under CPU
-//! starvation), crashes with restarts, graceful leaves. Push-pull state
-//! syncs travel as reliable streams that partitions still cut.
+//! some, and applies the scenario's faults: two-way and one-way partitions
+//! of any node sets, single links cut, extra loss on single links or
+//! everywhere, paused nodes (every message and timer handled 1-3 s late, as
+//! under CPU starvation), crashes with restarts, graceful leaves. Push-pull
+//! state syncs travel as reliable streams that partitions and cut links
+//! still cut.
 //!
 //! After every step the simulator checks its invariants: no member's
 //! incarnation, as seen by any node, ever goes back; and after the faults
-//! stop, every live node's view converges to the live set (reported as
-//! `heal_s` and `converged`). It measures detection times, false
-//! suspicions and deaths, and traffic per member.
+//! stop, every live node's view converges to the live set and stays there
+//! (reported as `heal_s`, restarted when views come apart again, and
+//! `converged`). It measures detection times (crash to dead everywhere),
+//! rejoin times (restart to alive everywhere in the new life), false
+//! suspicions and deaths of healthy nodes, counted apart from deaths of a
+//! restarted node's previous life and deaths across a partition, and
+//! traffic per member.
 //!
 //! Any protocol runs in it through [`SimNode`]; [`HaNode`] runs this
 //! crate's [`Swim`](crate::Swim), and the scenario runner in `ha-benches`
