@@ -56,12 +56,20 @@ pub struct BreakerGate {
     seen: AtomicU64,
     /// Milliseconds since `epoch` from which the gate admits again.
     retry_at: AtomicU64,
+    /// The breaker's rejection count when the gate last looked at it half-open.
+    advised: AtomicU64,
 }
 
 impl BreakerGate {
     /// A gate over `breaker`.
     pub fn new(breaker: Arc<Breaker>) -> Self {
-        BreakerGate { breaker, epoch: Instant::now(), seen: AtomicU64::new(u64::MAX), retry_at: AtomicU64::new(0) }
+        BreakerGate {
+            breaker,
+            epoch: Instant::now(),
+            seen: AtomicU64::new(u64::MAX),
+            retry_at: AtomicU64::new(0),
+            advised: AtomicU64::new(0),
+        }
     }
 
     /// The breaker.
@@ -71,6 +79,18 @@ impl BreakerGate {
 
     fn ms(&self, now: Instant) -> u64 {
         u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// An advisory breaker lets a call it has no permit for through, and
+    /// counts it as a rejection, where a not-ready one would have made the
+    /// balancer look elsewhere (and call [`HealthGate::deferred`]): a new
+    /// rejection since the gate last looked is that same signal.
+    fn advised_against(&self) -> bool {
+        if self.breaker.reject_mode() != RejectMode::Advisory {
+            return false;
+        }
+        let advised = self.breaker.metrics().rejections;
+        self.advised.swap(advised, Ordering::AcqRel) != advised
     }
 
     fn wait(&self) -> Duration {
@@ -84,7 +104,17 @@ impl HealthGate for BreakerGate {
         match self.breaker.state() {
             BreakerState::Closed | BreakerState::Disabled | BreakerState::MetricsOnly => true,
             // Probes go through until one finds every probe permit taken.
-            BreakerState::HalfOpen => self.ms(now) >= self.retry_at.load(Ordering::Acquire),
+            BreakerState::HalfOpen => {
+                let now_ms = self.ms(now);
+                if now_ms < self.retry_at.load(Ordering::Acquire) {
+                    return false;
+                }
+                if self.advised_against() {
+                    self.retry_at.store(now_ms.saturating_add(millis(self.wait() / 10)), Ordering::Release);
+                    return false;
+                }
+                true
+            }
             BreakerState::Open | BreakerState::ForcedOpen => {
                 let period = self.breaker.metrics().transitions;
                 let now_ms = self.ms(now);
@@ -92,7 +122,16 @@ impl HealthGate for BreakerGate {
                     self.retry_at.store(now_ms.saturating_add(millis(self.wait())), Ordering::Release);
                     return false;
                 }
-                now_ms >= self.retry_at.load(Ordering::Acquire)
+                if now_ms < self.retry_at.load(Ordering::Acquire) {
+                    return false;
+                }
+                // Still open past the gate's wait (the breaker's own wait
+                // grows with each trip): wait another base period.
+                if self.advised_against() {
+                    self.retry_at.store(now_ms.saturating_add(millis(self.wait())), Ordering::Release);
+                    return false;
+                }
+                true
             }
         }
     }
