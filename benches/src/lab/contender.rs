@@ -197,7 +197,7 @@ pub static CONTENDERS: &[Contender] = &[
     Contender {
         name: "ha_stack",
         role: Role::Stack,
-        about: "ha::Stack as the facade builds it (defaults or [settings.ha_stack]): retry + budget, P2C PeakEWMA with ejection, per-endpoint breaker and 2 s per-try timeout; unseeded (the facade takes no seed)",
+        about: "ha::Stack as the facade builds it (defaults or [settings.ha_stack]): retry + budget, P2C PeakEWMA with ejection, per-endpoint breaker and 2 s per-try timeout; seeded from the run's seed",
         build: stacks::ha_stack,
         ejects: true,
     },

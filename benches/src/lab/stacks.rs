@@ -113,6 +113,7 @@ pub fn ha_stack(ctx: &BuildCtx<'_>) -> Stack {
     let transport = move |t: &ha::Target| Endpoint(remotes[usize::from(t.addr.port() - BASE_PORT)].clone());
     let classifier = classify_fn(outcome as OutcomeFn);
     let stack = ha::Stack::builder(transport)
+        .seed(ctx.rng(0x5eed_5eed).next_u64())
         .config(config)
         .classifier(classifier)
         .events(ejection_events(ctx))

@@ -221,6 +221,7 @@ impl<S, C: Clone, P: Clone> Layer<S> for RetryLayer<C, P> {
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
             rng,
+            clones: Default::default(),
             deposits: Default::default(),
         }
     }

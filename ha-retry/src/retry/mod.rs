@@ -106,6 +106,9 @@ pub struct Retry<S, C = ErrorsAreFailures, P = Cloned> {
     classifier: C,
     replay: P,
     rng: FastRng,
+    // Clones made of this service: each draws its own seed from the count,
+    // so a seeded stack stays reproducible.
+    clones: std::sync::atomic::AtomicU64,
     deposits: Deposits,
 }
 
@@ -144,14 +147,16 @@ impl<S, C, P> Retry<S, C, P> {
 impl<S: Clone, C: Clone, P: Clone> Clone for Retry<S, C, P> {
     fn clone(&self) -> Self {
         // Each clone draws its own jitter, so clones that fail together do not retry in step.
-        let mut parent = self.rng.clone();
+        let parent = self.rng.clone().next_u64();
+        let n = self.clones.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Retry {
             inner: self.inner.clone(),
             live: self.live.clone(),
             core: self.core.clone(),
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
-            rng: FastRng::new(parent.next_u64() ^ salt()),
+            rng: FastRng::new(ha_core::rng::mix64(parent ^ n.wrapping_add(1).wrapping_mul(ha_core::rng::GOLDEN_GAMMA))),
+            clones: Default::default(),
             deposits: Deposits::default(),
         }
     }
@@ -161,12 +166,6 @@ impl<S, C, P> Drop for Retry<S, C, P> {
     fn drop(&mut self) {
         self.deposits.flush(&self.core.cached().budget);
     }
-}
-
-fn salt() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static CLONES: AtomicU64 = AtomicU64::new(0);
-    CLONES.fetch_add(1, Ordering::Relaxed).wrapping_mul(ha_core::rng::GOLDEN_GAMMA)
 }
 
 impl<S: fmt::Debug, C, P> fmt::Debug for Retry<S, C, P> {

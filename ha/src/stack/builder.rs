@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::{StreamExt, TryStreamExt};
 use ha_balance::Balance;
+use ha_core::rng::{mix64, GOLDEN_GAMMA};
 use ha_core::{Classify, Events};
 use ha_retry::{HedgeLayer, RetryLayer};
 use tower::discover::{Change, Discover};
@@ -51,6 +52,7 @@ pub struct StackBuilder<T, Req: StackRequest, C> {
     events: Events,
     source: Option<Source>,
     hash_key: Option<HashKey<Sent<Req>>>,
+    seed: Option<u64>,
     _req: PhantomData<fn(Req)>,
 }
 
@@ -80,6 +82,7 @@ where
             events: Events::new(),
             source: None,
             hash_key: None,
+            seed: None,
             _req: PhantomData,
         }
     }
@@ -106,6 +109,7 @@ where
             events: self.events,
             source: self.source,
             hash_key: self.hash_key,
+            seed: self.seed,
             _req: PhantomData,
         }
     }
@@ -114,6 +118,15 @@ where
     /// `tracing` events).
     pub fn events(mut self, events: Events) -> Self {
         self.events = events;
+        self
+    }
+
+    /// Seeds every random choice of the stack (the balancer's picks, retry
+    /// and hedge jitter, breakers' open-wait jitter), which otherwise come
+    /// from entropy: the same seed and the same inputs give the same
+    /// decisions, for simulations and reproducible tests.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
         self
     }
 
@@ -197,12 +210,16 @@ where
         config.validate()?;
         check_breaker(&config)?;
 
-        let retry = RetryLayer::builder(retry_config(&config))
+        // One seed, a separate stream per layer.
+        let seed_for = |layer: u64| self.seed.map(|s| mix64(s ^ layer.wrapping_mul(GOLDEN_GAMMA)));
+        let mut retry = RetryLayer::builder(retry_config(&config))
             .classifier(self.classifier.clone())
             .replay(Req::replay(config.max_replay_bytes))
-            .events(self.events.clone())
-            .build()
-            .map_err(|e| e.in_section("retry"))?;
+            .events(self.events.clone());
+        if let Some(seed) = seed_for(1) {
+            retry = retry.seed(seed);
+        }
+        let retry = retry.build().map_err(|e| e.in_section("retry"))?;
         let hedge = match config.hedge.clone() {
             Some(hedge) => Some(
                 HedgeLayer::builder(hedge)
@@ -223,9 +240,13 @@ where
             classifier: self.classifier.clone(),
             settings: settings.clone(),
             events: self.events.clone(),
+            seed: seed_for(3),
         });
         let mut builder =
             Balance::builder().config(config.balance.clone()).events(self.events.clone()).classifier(self.classifier);
+        if let Some(seed) = seed_for(2) {
+            builder = builder.seed(seed);
+        }
         if let Some(key) = self.hash_key {
             builder = builder.hash_key(move |r| key(r));
         }

@@ -14,6 +14,8 @@ use futures_util::stream::BoxStream;
 use futures_util::Stream;
 use ha_balance::{BreakerGate, Endpoint};
 use ha_breaker::{Breaker, BreakerConfig, CircuitBreaker, RejectMode};
+use ha_core::hash::stable_hash;
+use ha_core::rng::mix64;
 use ha_core::{Events, Instant};
 use tower::discover::Change;
 use tower::BoxError;
@@ -105,6 +107,9 @@ pub(crate) struct Maker<T, C> {
     pub classifier: C,
     pub settings: Arc<EndpointSettings>,
     pub events: Events,
+    /// Seeds each endpoint's breaker jitter (with the endpoint's key), when
+    /// the stack was seeded.
+    pub seed: Option<u64>,
 }
 
 impl<T, C: Clone> Maker<T, C> {
@@ -123,6 +128,10 @@ impl<T, C: Clone> Maker<T, C> {
                 Breaker::new(key.clone(), breaker_config(BreakerConfig::default()), self.events.clone(), Instant::now())
                     .expect("the default breaker config is valid")
             }
+        };
+        let breaker = match self.seed {
+            Some(seed) => breaker.with_jitter_seed(mix64(seed ^ stable_hash(key.as_bytes()))),
+            None => breaker,
         };
         let breaker = Arc::new(breaker);
         let timeout = AttemptTimeout::new(registry.attempt_timeout);
