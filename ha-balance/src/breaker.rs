@@ -8,9 +8,9 @@
 //! open wait should be over but the breaker still rejects, the endpoint's
 //! `poll_ready` stays pending and the balancer sends the request elsewhere.
 //! Or `RejectMode::Advisory`: the breaker rejects nothing, the gate keeps
-//! the endpoint out of selection, and in panic mode (too few endpoints
-//! left, as when a whole fleet sheds load and every breaker opens) the
-//! balancer routes to it anyway instead of starving the fleet.
+//! the endpoint out of selection, and when the endpoint fails alike with
+//! its peers (a whole fleet shedding load, every breaker open) the balancer
+//! sets the advice aside instead of starving the fleet.
 
 use std::fmt;
 use std::sync::Arc;

@@ -279,13 +279,21 @@ impl<K, S> Core<K, S> {
         let vetoed = |s: &Slot<S>| s.health.gate_is_advisory() && !s.health.gate_admits(now);
         if !snap.slots.iter().any(|s| vetoed(s)) {
             for slot in &snap.slots {
-                slot.health.override_gate(false);
+                slot.health.override_gate(0);
             }
             return;
         }
         let hosts = snap.hosts();
         for (i, slot) in snap.slots.iter().enumerate() {
-            let overridden = vetoed(slot) && snap.tuning.detector.failure_shared(&hosts, i, now_ns);
+            let mut overridden = 0;
+            if vetoed(slot) {
+                if snap.tuning.detector.failure_shared(&hosts, i, now_ns) {
+                    overridden |= crate::health::SHARED;
+                }
+                if !crate::outlier::looks_dead(&slot.outlier) {
+                    overridden |= crate::health::IN_PANIC;
+                }
+            }
             if slot.health.override_gate(overridden) {
                 tracing::debug!(
                     target: "ha::balance",

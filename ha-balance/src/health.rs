@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use ha_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use ha_core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use ha_core::Instant;
 
 /// A source of health outside the balancer that can veto selection (a
@@ -38,13 +38,20 @@ pub trait HealthGate: Send + Sync + 'static {
     }
 
     /// True when the gate's veto is advice: the endpoint still takes calls,
-    /// so in panic mode (too few endpoints left) the balancer routes to it
-    /// anyway, as it does to ejected ones. False (the default) when the
-    /// endpoint cannot serve while the gate does not admit.
+    /// so the balancer sets the veto aside when the endpoint fails alike
+    /// with its peers (a shared overload, which taking endpoints out only
+    /// makes worse), as it refuses such an ejection. False (the default)
+    /// when the endpoint cannot serve while the gate does not admit.
     fn advisory(&self) -> bool {
         false
     }
 }
+
+/// An advisory gate's veto is set aside: the endpoint fails alike with its peers.
+pub(crate) const SHARED: u8 = 1;
+/// An advisory gate's veto is set aside in panic mode: the endpoint still
+/// serves some requests (an endpoint that fails nearly all is left out).
+pub(crate) const IN_PANIC: u8 = 2;
 
 pub(crate) struct Health {
     /// Nanoseconds since the balancer's epoch until which the endpoint is
@@ -52,9 +59,10 @@ pub(crate) struct Health {
     /// with its own clock reading.
     ejected_until: AtomicU64,
     probe_failing: AtomicBool,
-    /// The advisory gate's veto is set aside: its endpoint fails alike with
-    /// its peers (set at each plan recount).
-    gate_overridden: AtomicBool,
+    /// How far the advisory gate's veto is set aside (set at each plan
+    /// recount): [`SHARED`] always, its endpoint failing alike with its
+    /// peers; [`IN_PANIC`] in panic mode, its endpoint still serving.
+    gate_overridden: AtomicU8,
     gate: Option<Arc<dyn HealthGate>>,
 }
 
@@ -63,7 +71,7 @@ impl Health {
         Health {
             ejected_until: AtomicU64::new(0),
             probe_failing: AtomicBool::new(false),
-            gate_overridden: AtomicBool::new(false),
+            gate_overridden: AtomicU8::new(0),
             gate,
         }
     }
@@ -73,10 +81,12 @@ impl Health {
     /// refuse the request anyway.
     #[inline]
     pub fn available(&self, now: Instant, now_ns: u64, panic: bool) -> bool {
-        if !self.gate_admits(now)
-            && !((panic || self.gate_overridden.load(Ordering::Relaxed)) && self.gate_is_advisory())
-        {
-            return false;
+        if !self.gate_admits(now) {
+            let overridden = self.gate_overridden.load(Ordering::Relaxed);
+            let set_aside = overridden & SHARED != 0 || (panic && overridden & IN_PANIC != 0);
+            if !(set_aside && self.gate_is_advisory()) {
+                return false;
+            }
         }
         panic || (self.ejected_until.load(Ordering::Acquire) <= now_ns && !self.probe_failing.load(Ordering::Acquire))
     }
@@ -91,8 +101,9 @@ impl Health {
         self.gate.as_ref().is_some_and(|g| g.advisory())
     }
 
-    /// Sets aside (or restores) an advisory gate's veto; true when that changed.
-    pub fn override_gate(&self, overridden: bool) -> bool {
+    /// Sets how far an advisory gate's veto is set aside ([`SHARED`],
+    /// [`IN_PANIC`], or 0); true when that changed.
+    pub fn override_gate(&self, overridden: u8) -> bool {
         self.gate_overridden.swap(overridden, Ordering::Relaxed) != overridden
     }
 

@@ -323,7 +323,7 @@ impl Detector {
         }
         // An endpoint that fails nearly everything carries no load, so taking
         // it out removes no capacity: only endpoints that still serve count.
-        let dead = host.outlier.recent_failure_rate() >= DEAD_FAILURE_RATE;
+        let dead = looks_dead(host.outlier);
         if self.keep_available > 0.0 && !dead {
             let (tier_size, tier_ejected) = hosts
                 .iter()
@@ -425,6 +425,12 @@ impl Detector {
 #[inline]
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// An endpoint failing nearly everything: it carries no load, so leaving it
+/// out removes no capacity.
+pub(crate) fn looks_dead(state: &OutlierState) -> bool {
+    state.recent_failure_rate() >= DEAD_FAILURE_RATE
 }
 
 /// The lower median: with two peers, the better one, so that one bad peer

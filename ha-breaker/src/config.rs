@@ -126,11 +126,11 @@ pub enum RejectMode {
     /// The breaker rejects nothing itself: an open breaker is advice to a
     /// balancer's health gate (`ha_balance::BreakerGate`) to route around
     /// the endpoint, and a call that comes anyway goes through, untracked
-    /// (only the half-open probes decide when the breaker closes). A
-    /// balancer then keeps its own capacity floor: when so many breakers
-    /// are open that too few endpoints are left (a fleet shedding load,
-    /// where every endpoint fails alike), it routes over all of them
-    /// rather than starving the fleet. The `ha` stack's breakers use this.
+    /// (only the half-open probes decide when the breaker closes). The
+    /// balancer then judges the advice against the fleet: a breaker open on
+    /// an endpoint that fails alike with its peers (a fleet shedding load,
+    /// where every breaker opens) is set aside rather than starving the
+    /// fleet. The `ha` stack's breakers use this.
     Advisory,
 }
 

@@ -53,10 +53,9 @@ pub struct Config {
     pub balance: BalanceConfig,
     /// The circuit breaker each endpoint gets. Its `reject_mode` is ignored:
     /// the stack's breakers are advisory (an open one takes its endpoint out
-    /// of selection; when so many are open that fewer than
-    /// `balance.tiers.panic_threshold` of the endpoints are left, the
-    /// balancer routes over all of them, so breakers that open together
-    /// under a fleet-wide overload do not starve the fleet).
+    /// of selection, unless the endpoint fails alike with its peers, so
+    /// breakers that open together under a fleet-wide overload do not
+    /// starve the fleet).
     pub breaker: BreakerConfig,
 }
 

@@ -93,9 +93,8 @@ impl EndpointSettings {
 }
 
 /// The stack's breakers advise: an open one takes its endpoint out of
-/// selection, and the balancer's panic mode may still route to it when too
-/// few endpoints are left (breakers that all open under a fleet-wide
-/// overload must not starve the fleet).
+/// selection unless the endpoint fails alike with its peers (breakers that
+/// all open under a fleet-wide overload must not starve the fleet).
 pub(crate) fn breaker_config(mut config: BreakerConfig) -> BreakerConfig {
     config.reject_mode = RejectMode::Advisory;
     config
