@@ -52,7 +52,6 @@ pub mod error;
 pub mod keyring;
 pub mod member;
 mod replay;
-pub mod sim;
 pub mod swim;
 pub mod wire;
 
