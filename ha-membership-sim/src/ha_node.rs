@@ -6,8 +6,8 @@ use ha_core::Instant;
 
 use super::scenario::{Scenario, ScenarioError};
 use super::{addr_of, index_of, RunSpec, SimEvent, SimNode, ViewChange};
-use ha_membership::MembershipEvent;
-use ha_membership::Swim;
+use ha_swim::MembershipEvent;
+use ha_swim::Swim;
 
 /// A [`Swim`] core in the simulator.
 #[derive(Debug)]

@@ -22,10 +22,10 @@
 //! traffic per member.
 //!
 //! Any protocol runs in it through [`SimNode`]; [`HaNode`] runs
-//! `ha-membership`'s [`Swim`](ha_membership::Swim), and the scenario runner
+//! `ha-swim`'s [`Swim`](ha_swim::Swim) (the core of `ha-membership`), and the scenario runner
 //! in `ha-benches` adds `foca` side by side.
 //!
-//! This crate is not published: it is the test bench of `ha-membership`
+//! This crate is not published: it is the test bench of `ha-swim` and `ha-membership`
 //! (its scenario tests, and `swim-lab` and `swim-fuzz` in `ha-benches`),
 //! kept out of the library so the library's public API is the protocol and
 //! its driver only.
