@@ -50,6 +50,7 @@ pub mod keyring;
 pub mod member;
 mod replay;
 pub mod swim;
+mod table;
 pub mod wire;
 
 pub use config::{Config, MAX_PACKET};
