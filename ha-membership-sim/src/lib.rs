@@ -49,7 +49,7 @@
 //! assert_eq!(out.invariant_violations, 0);
 //! ```
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod latency;
 pub mod scenario;

@@ -45,7 +45,7 @@
 //! The tokio driver, [`Cluster`], runs it over UDP and TCP and offers the
 //! live members as a [`tower::discover::Discover`].
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod cluster;
 pub mod discover;

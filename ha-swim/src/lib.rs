@@ -41,7 +41,7 @@
 //! [`ha_core::Instant`], which the whole workspace shares so the driver and
 //! tokio's paused test clock hand it the same instants.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod broadcast;
 pub mod config;
