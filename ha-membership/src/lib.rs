@@ -6,7 +6,10 @@
 //! and push-pull anti-entropy. Live members are offered as a tower
 //! `Discover` for `ha-balance`.
 //!
-//! The protocol is a sans-IO state machine, [`Swim`], handed explicit time:
+//! The protocol is a sans-IO state machine, [`Swim`], handed explicit time.
+//! It lives in the `ha-swim` crate, which has no runtime; this crate
+//! re-exports it at the same paths (`ha_membership::Swim`,
+//! `ha_membership::wire`, ...) and adds the tokio driver:
 //!
 //! ```
 //! use std::time::Duration;
@@ -42,19 +45,14 @@
 //! The tokio driver, [`Cluster`], runs it over UDP and TCP and offers the
 //! live members as a [`tower::discover::Discover`].
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
-mod broadcast;
 pub mod cluster;
-pub mod config;
 pub mod discover;
-pub mod error;
-pub mod keyring;
-pub mod member;
-mod replay;
-pub mod sim;
-pub mod swim;
-pub mod wire;
+
+// The core's modules, re-exported at the paths they had before the split so
+// downstream code and docs keep compiling.
+pub use ha_swim::{config, error, keyring, member, swim, wire};
 
 pub use cluster::{Cluster, ClusterBuilder, ClusterError, EventStream, UserMessages};
 pub use config::{Config, MAX_PACKET};

@@ -46,7 +46,7 @@ use std::time::Duration;
 use foca::{Config, Foca, Identity, Notification, PostcardCodec, Runtime, State, Timer};
 use ha_core::rng::FastRng;
 use ha_core::Instant;
-use ha_membership::sim::{addr_of, index_of, SimEvent, SimNode, ViewChange};
+use ha_membership_sim::{addr_of, index_of, SimEvent, SimNode, ViewChange};
 use serde::{Deserialize, Serialize};
 
 /// A node's identity: its address and a generation, fresh on every start
@@ -370,7 +370,7 @@ impl SimNode for FocaNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ha_membership::sim::{self, scenario::Scenario, RunSpec};
+    use ha_membership_sim::{self as sim, scenario::Scenario, RunSpec};
 
     fn drain(node: &mut FocaNode) -> Vec<(SocketAddr, Vec<u8>)> {
         std::iter::from_fn(|| node.poll_transmit()).collect()

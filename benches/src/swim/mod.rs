@@ -9,7 +9,7 @@ pub mod report;
 use std::path::Path;
 use std::time::Instant as WallInstant;
 
-use ha_membership::sim::{self, scenario::Scenario, Outcome, RunSpec};
+use ha_membership_sim::{self as sim, scenario::Scenario, Outcome, RunSpec};
 use serde::Serialize;
 
 /// Which protocol runs.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::latency::{Latency, Tail};
-use crate::config::Config;
+use ha_swim::Config;
 
 /// One node count or several (the runner runs each).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use ha_membership::sim::{self, scenario::Scenario, Outcome, RunSpec};
+use ha_membership_sim::{self as sim, scenario::Scenario, Outcome, RunSpec};
 
 fn load(name: &str) -> Scenario {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/scenarios/swim").join(name);
@@ -156,7 +156,7 @@ fn a_graceful_leave_is_no_false_death() {
 
 #[test]
 fn a_crash_is_detected_under_heavy_tailed_latency_with_no_false_death() {
-    use ha_membership::sim::latency::{Latency, Tail};
+    use ha_membership_sim::latency::{Latency, Tail};
 
     // The file's network, built through the API as a test would, on crash_64's faults.
     let mut s = load("crash_64.toml");

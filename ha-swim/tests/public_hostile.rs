@@ -3,9 +3,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ha_membership::{Config, Keyring, Metadata, Swim};
+use ha_core::Instant;
+use ha_swim::{Config, Keyring, Metadata, Swim};
 use serde::Serialize;
-use tokio::time::Instant;
 
 #[allow(dead_code)]
 #[derive(Serialize)]

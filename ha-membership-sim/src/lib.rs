@@ -21,12 +21,17 @@
 //! restarted node's previous life and deaths across a partition, and
 //! traffic per member.
 //!
-//! Any protocol runs in it through [`SimNode`]; [`HaNode`] runs this
-//! crate's [`Swim`](crate::Swim), and the scenario runner in `ha-benches`
-//! adds `foca` side by side.
+//! Any protocol runs in it through [`SimNode`]; [`HaNode`] runs
+//! `ha-swim`'s [`Swim`](ha_swim::Swim) (the core of `ha-membership`), and the scenario runner
+//! in `ha-benches` adds `foca` side by side.
+//!
+//! This crate is not published: it is the test bench of `ha-swim` and `ha-membership`
+//! (its scenario tests, and `swim-lab` and `swim-fuzz` in `ha-benches`),
+//! kept out of the library so the library's public API is the protocol and
+//! its driver only.
 //!
 //! ```
-//! use ha_membership::sim::{self, scenario::Scenario, RunSpec};
+//! use ha_membership_sim::{self as sim, scenario::Scenario, RunSpec};
 //!
 //! let scenario: Scenario = toml::from_str(r#"
 //!     nodes = 8
@@ -43,6 +48,8 @@
 //! assert_eq!(out.false_dead, 0);
 //! assert_eq!(out.invariant_violations, 0);
 //! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod latency;
 pub mod scenario;

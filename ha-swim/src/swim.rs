@@ -7,7 +7,7 @@
 //! ([`Swim::poll_event`]). The tokio driver and the deterministic simulator
 //! both run this same code.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +20,7 @@ use crate::config::{Config, MAX_PACKET};
 use crate::error::{ConfigError, DecodeError, SizeError};
 use crate::keyring::Keyring;
 use crate::member::{Member, MemberState, MembershipEvent, Metadata};
+use crate::table::{Entry, MemberTable};
 use crate::wire::{self, Codec, Message, State, StateEntry};
 
 /// A datagram the core wants sent.
@@ -86,16 +87,8 @@ pub struct Counters {
     pub dropped_state_size: u64,
 }
 
-struct Entry {
-    member: Member,
-    /// The incarnation the metadata we hold was published with.
-    meta_inc: u64,
-    since: Instant,
-    suspicion: Option<Suspicion>,
-}
-
 /// Lifeguard's dynamic suspicion timer.
-struct Suspicion {
+pub(crate) struct Suspicion {
     start: Instant,
     min: Duration,
     max: Duration,
@@ -185,10 +178,8 @@ pub struct Swim {
     incarnation: u64,
     meta: Arc<Metadata>,
     left: bool,
-    members: Vec<Entry>,
-    index: HashMap<Arc<str>, usize>,
+    table: MemberTable,
     live: usize,
-    cursor: usize,
     rng: FastRng,
     seq: u32,
     probe: Option<Probe>,
@@ -223,7 +214,7 @@ impl std::fmt::Debug for Swim {
         f.debug_struct("Swim")
             .field("me", &self.me)
             .field("incarnation", &self.incarnation)
-            .field("members", &self.members.len())
+            .field("members", &self.table.len())
             .field("live", &self.live)
             .finish_non_exhaustive()
     }
@@ -263,6 +254,7 @@ impl Swim {
         let next_probe = now + stagger(&mut rng, config.probe_interval);
         let next_gossip = now + stagger(&mut rng, config.gossip_interval);
         let next_reconnect = now + stagger(&mut rng, config.reconnect_interval);
+        let meta = Arc::new(Metadata::default());
         let mut swim = Swim {
             codec: Codec::new(&config.label, None),
             cfg: config,
@@ -270,12 +262,14 @@ impl Swim {
             me: me.clone(),
             addr,
             incarnation: 0,
-            meta: Arc::new(Metadata::default()),
+            meta: meta.clone(),
             left: false,
-            members: Vec::new(),
-            index: HashMap::new(),
-            live: 0,
-            cursor: 0,
+            table: MemberTable::new(Entry::new(
+                Member { name: me.clone(), addr, incarnation: 0, state: MemberState::Alive, meta: meta.clone() },
+                0,
+                now,
+            )),
+            live: 1,
             rng,
             seq: 0,
             probe: None,
@@ -304,11 +298,6 @@ impl Swim {
             conflict: None,
         };
         swim.sync_tokens = 2.0 * f64::from(swim.cfg.unknown_syncs_per_sec);
-        let member =
-            Member { name: me.clone(), addr, incarnation: 0, state: MemberState::Alive, meta: swim.meta.clone() };
-        swim.index.insert(me, 0);
-        swim.members.push(Entry { member, meta_inc: 0, since: now, suspicion: None });
-        swim.live = 1;
         Ok(swim)
     }
 
@@ -316,15 +305,15 @@ impl Swim {
     /// it will refute any higher one it hears about itself anyway).
     pub fn with_incarnation(mut self, incarnation: u64) -> Self {
         self.incarnation = incarnation;
-        self.members[0].member.incarnation = incarnation;
-        self.members[0].meta_inc = incarnation;
+        self.table.me_mut().member.incarnation = incarnation;
+        self.table.me_mut().meta_inc = incarnation;
         self
     }
 
     /// Publishes `meta` from the start.
     pub fn with_metadata(mut self, meta: Metadata) -> Self {
         self.meta = Arc::new(meta);
-        self.members[0].member.meta = self.meta.clone();
+        self.table.me_mut().member.meta = self.meta.clone();
         self
     }
 
@@ -367,12 +356,12 @@ impl Swim {
 
     /// Every member known, this node included, dead and departed ones too.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
-        self.members.iter().map(|e| &e.member)
+        self.table.iter().map(|e| &e.member)
     }
 
     /// A member by name.
     pub fn member(&self, name: &str) -> Option<&Member> {
-        self.index.get(name).map(|&i| &self.members[i].member)
+        self.table.get(name).map(|e| &e.member)
     }
 
     /// How many members are alive or suspect, this node included.
@@ -407,7 +396,7 @@ impl Swim {
         self.left = true;
         let msg = Message::Dead { name: self.me.clone(), incarnation: self.incarnation, from: self.me.clone() };
         self.broadcasts.push(Key::Member(self.me.clone()), wire::frame(&msg));
-        self.members[0].member.state = MemberState::Left;
+        self.table.me_mut().member.state = MemberState::Left;
         self.live -= 1;
         // Tell several members directly rather than wait for the next gossip round.
         for to in self.random_live(self.cfg.gossip_nodes * 2, None) {
@@ -425,7 +414,7 @@ impl Swim {
         }
         self.meta = Arc::new(meta);
         self.incarnation = self.incarnation.saturating_add(1);
-        let me = &mut self.members[0];
+        let me = self.table.me_mut();
         me.member.meta = self.meta.clone();
         me.member.incarnation = self.incarnation;
         me.meta_inc = self.incarnation;
@@ -505,7 +494,7 @@ impl Swim {
             t = t.min(r.nack_at.unwrap_or(r.expires));
         }
         for s in &self.suspects {
-            if let Some(s) = self.index.get(s).and_then(|&i| self.members[i].suspicion.as_ref()) {
+            if let Some(s) = self.table.get(s).and_then(|e| e.suspicion.as_ref()) {
                 t = t.min(s.deadline);
                 if self.cfg.lifeguard && !self.left {
                     t = t.min(s.next_check().unwrap_or(s.deadline));
@@ -596,8 +585,7 @@ impl Swim {
         }
         for k in 0..self.suspects.len() {
             let name = self.suspects[k].clone();
-            let Some(&i) = self.index.get(&name) else { continue };
-            let e = &mut self.members[i];
+            let Some(e) = self.table.get_mut(&name) else { continue };
             let Some(s) = e.suspicion.as_mut() else { continue };
             if s.next_check().is_none_or(|at| now < at) {
                 continue;
@@ -622,7 +610,7 @@ impl Swim {
         let mut i = 0;
         while i < self.suspects.len() {
             let name = self.suspects[i].clone();
-            let due = match self.index.get(&name).map(|&j| &self.members[j]) {
+            let due = match self.table.get(&name) {
                 Some(e) if e.member.state == MemberState::Suspect => {
                     e.suspicion.as_ref().map(|s| s.deadline <= now).unwrap_or(true)
                 }
@@ -633,7 +621,7 @@ impl Swim {
             };
             if due {
                 self.suspects.swap_remove(i);
-                let inc = self.members[self.index[&name]].member.incarnation;
+                let inc = self.table.get(&name).map_or(0, |e| e.member.incarnation);
                 self.counters.deaths += 1;
                 self.apply_dead(now, name, inc, self.me.clone());
             } else {
@@ -683,8 +671,7 @@ impl Swim {
                 let delta = if p.expected_nacks > 0 { (p.expected_nacks.saturating_sub(p.nacks)) as i32 } else { 1 };
                 self.adjust_awareness(delta);
             }
-            let alive =
-                self.index.get(&p.target).map(|&i| &self.members[i].member).filter(|m| m.state == MemberState::Alive);
+            let alive = self.table.get(&p.target).map(|e| &e.member).filter(|m| m.state == MemberState::Alive);
             if let (Some(m), true, false, false) = (alive, self.cfg.lifeguard, p.last_call, self.left) {
                 // Last call. Under random loss nearly every failed probe of a
                 // live member is the network's doing, and a suspicion gossiped
@@ -700,8 +687,7 @@ impl Swim {
                 self.probe = Some(Probe { last_call: true, deadline, ..p });
                 return;
             }
-            if let Some(&i) = self.index.get(&p.target) {
-                let e = &self.members[i].member;
+            if let Some(e) = self.table.get(&p.target).map(|e| &e.member) {
                 // A failed probe of a member already suspected is an independent confirmation.
                 if e.state.is_live() {
                     let inc = e.incarnation;
@@ -724,10 +710,10 @@ impl Swim {
                 return;
             }
         }
-        let n = self.members.len();
+        let n = self.table.len();
         let mut target = None;
         if let Some(name) = self.urgent.take() {
-            if let Some(e) = self.index.get(&name).map(|&i| &self.members[i].member) {
+            if let Some(e) = self.table.get(&name).map(|e| &e.member) {
                 if e.state.is_live() {
                     target = Some((e.name.clone(), e.addr, e.state, e.incarnation));
                 }
@@ -737,11 +723,9 @@ impl Swim {
             if target.is_some() {
                 break;
             }
-            if self.cursor >= self.members.len() {
-                self.reshuffle(now);
-            }
-            let e = &self.members[self.cursor];
-            self.cursor += 1;
+            let retention = self.cfg.dead_retention;
+            // At the end of a round, members dead for longer than `dead_retention` are forgotten.
+            let e = self.table.next_in_round(&mut self.rng, |e| e.member.state.is_live() || now - e.since < retention);
             if e.member.name != self.me && e.member.state.is_live() {
                 target = Some((e.member.name.clone(), e.member.addr, e.member.state, e.member.incarnation));
                 break;
@@ -772,23 +756,6 @@ impl Swim {
         });
     }
 
-    /// Shuffles the probe order and forgets members dead for longer than `dead_retention`.
-    fn reshuffle(&mut self, now: Instant) {
-        let retention = self.cfg.dead_retention;
-        let me = self.me.clone();
-        self.members.retain(|e| e.member.state.is_live() || e.member.name == me || now - e.since < retention);
-        // This node stays at index 0; the others are shuffled.
-        for i in (2..self.members.len()).rev() {
-            let j = 1 + self.rng.below(i as u64) as usize;
-            self.members.swap(i, j);
-        }
-        self.index.clear();
-        for (i, e) in self.members.iter().enumerate() {
-            self.index.insert(e.member.name.clone(), i);
-        }
-        self.cursor = 0;
-    }
-
     /// Probes one dead member, carrying the news of its death so that, if it
     /// is in fact alive (a healed partition), it refutes; and while alone,
     /// asks a seed for a state sync.
@@ -798,11 +765,11 @@ impl Swim {
             self.syncs.push_back(s);
         }
         let dead: Vec<usize> =
-            (0..self.members.len()).filter(|&i| self.members[i].member.state == MemberState::Dead).collect();
+            (0..self.table.len()).filter(|&i| self.table.at(i).member.state == MemberState::Dead).collect();
         if dead.is_empty() {
             return;
         }
-        let e = &self.members[dead[self.rng.below(dead.len() as u64) as usize]].member;
+        let e = &self.table.at(dead[self.rng.below(dead.len() as u64) as usize]).member;
         let (name, addr, inc) = (e.name.clone(), e.addr, e.incarnation);
         let seq = self.next_seq();
         let ping = Message::Ping { seq, target: name.clone(), from: self.me.clone() };
@@ -814,7 +781,7 @@ impl Swim {
     /// Up to `k` distinct random live members other than this node and `except`.
     fn random_live(&mut self, k: usize, except: Option<&Arc<str>>) -> Vec<SocketAddr> {
         let mut out = Vec::with_capacity(k);
-        let n = self.members.len();
+        let n = self.table.len();
         if n <= 1 || k == 0 {
             return out;
         }
@@ -839,12 +806,12 @@ impl Swim {
                 }
             }
         }
-        out.extend(picked.into_iter().map(|i| self.members[i].member.addr));
+        out.extend(picked.into_iter().map(|i| self.table.at(i).member.addr));
         out
     }
 
     fn eligible(&self, i: usize, except: Option<&Arc<str>>) -> bool {
-        let m = &self.members[i].member;
+        let m = &self.table.at(i).member;
         m.name != self.me && m.state.is_live() && except.is_none_or(|x| *x != m.name)
     }
 
@@ -961,7 +928,7 @@ impl Swim {
                 // A prober we have never heard of: our views differ by more
                 // than gossip will fix soon, so sync state with it (rate-limited:
                 // on an open network anyone can send this ping).
-                let known = self.index.contains_key(&source);
+                let known = self.table.contains(&source);
                 if !known && !self.syncs.contains(&from) {
                     if self.syncs.len() < MAX_QUEUED_SYNCS && self.take_sync_token(now) {
                         self.syncs.push_back(from);
@@ -972,8 +939,7 @@ impl Swim {
                 }
                 let mut reply = vec![Message::Ack { seq }];
                 // Tell a sender we hold suspect or dead what we think, so it refutes.
-                if let Some(&i) = self.index.get(&source) {
-                    let m = &self.members[i].member;
+                if let Some(m) = self.table.get(&source).map(|e| &e.member) {
                     match m.state {
                         MemberState::Suspect => reply.push(Message::Suspect {
                             name: source,
@@ -1080,7 +1046,7 @@ impl Swim {
         // `heard` is at most `max_incarnation_jump` above our own (see
         // `admissible`), so this never saturates in practice; it never wraps.
         self.incarnation = self.incarnation.max(heard).saturating_add(1);
-        let me = &mut self.members[0];
+        let me = self.table.me_mut();
         me.member.incarnation = self.incarnation;
         me.meta_inc = self.incarnation;
         me.since = now;
@@ -1112,7 +1078,7 @@ impl Swim {
     /// it answers a probe under its name at its address, so a single forged
     /// message cannot add members.
     fn apply_alive(&mut self, now: Instant, name: Arc<str>, addr: SocketAddr, inc: u64, meta: Option<Metadata>) {
-        if name == self.me || self.index.contains_key(&name) {
+        if name == self.me || self.table.contains(&name) {
             self.merge_alive(now, name, addr, inc, meta, true);
             return;
         }
@@ -1161,26 +1127,15 @@ impl Swim {
             return;
         }
         let msg_meta = meta.clone();
-        let Some(&i) = self.index.get(&name) else {
-            if self.members.len() >= self.cfg.max_members && !self.forget_longest_dead() {
+        if !self.table.contains(&name) {
+            if self.table.len() >= self.cfg.max_members && !self.forget_longest_dead() {
                 self.counters.dropped_members += 1;
                 tracing::debug!(target: "ha::membership", member = %name, "member table full: newcomer dropped");
                 return;
             }
             let meta = Arc::new(meta.unwrap_or_default());
             let member = Member { name: name.clone(), addr, incarnation: inc, state: MemberState::Alive, meta };
-            self.index.insert(name.clone(), self.members.len());
-            // A newcomer goes at a random place in the probe order.
-            self.members.push(Entry { member: member.clone(), meta_inc: inc, since: now, suspicion: None });
-            let last = self.members.len() - 1;
-            let j = self.rng.below(self.members.len() as u64) as usize;
-            if j != last && j != 0 {
-                self.swap_entries(j, last);
-                if self.cursor > j {
-                    // Keep the newcomer in the not-yet-probed part of this round.
-                    self.swap_entries(j, last);
-                }
-            }
+            self.table.insert(Entry::new(member.clone(), inc, now), &mut self.rng);
             self.live += 1;
             self.emit(MembershipEvent::Joined(member));
             // A member new to us is likely new to others: a cluster forming
@@ -1190,8 +1145,8 @@ impl Swim {
                 self.queue_update(name.clone(), Message::Alive { name, addr, incarnation: inc, meta: msg_meta });
             }
             return;
-        };
-        let e = &mut self.members[i];
+        }
+        let Some(e) = self.table.get_mut(&name) else { return };
         let fresh_meta = inc == e.member.incarnation && meta.is_some() && e.meta_inc < inc;
         if inc <= e.member.incarnation && !fresh_meta {
             return;
@@ -1224,12 +1179,6 @@ impl Swim {
         }
     }
 
-    fn swap_entries(&mut self, a: usize, b: usize) {
-        self.members.swap(a, b);
-        self.index.insert(self.members[a].member.name.clone(), a);
-        self.index.insert(self.members[b].member.name.clone(), b);
-    }
-
     fn apply_suspect(&mut self, now: Instant, name: Arc<str>, inc: u64, from: Arc<str>) {
         if name == self.me {
             if inc >= self.incarnation {
@@ -1240,9 +1189,8 @@ impl Swim {
             }
             return;
         }
-        let Some(&i) = self.index.get(&name) else { return };
         let n = self.live;
-        let e = &mut self.members[i];
+        let Some(e) = self.table.get_mut(&name) else { return };
         if inc < e.member.incarnation {
             return;
         }
@@ -1298,8 +1246,7 @@ impl Swim {
             }
             return;
         }
-        let Some(&i) = self.index.get(&name) else { return };
-        let e = &mut self.members[i];
+        let Some(e) = self.table.get_mut(&name) else { return };
         if inc < e.member.incarnation || !e.member.state.is_live() {
             return;
         }
@@ -1332,7 +1279,7 @@ impl Swim {
         let live_known = if name == &*self.me {
             Some(self.incarnation)
         } else {
-            self.index.get(name).map(|&i| &self.members[i].member).filter(|m| m.state.is_live()).map(|m| m.incarnation)
+            self.table.get(name).map(|e| &e.member).filter(|m| m.state.is_live()).map(|m| m.incarnation)
         };
         let ceiling = match live_known {
             Some(known) => known.saturating_add(jump),
@@ -1358,14 +1305,14 @@ impl Swim {
             return Err("too many for this requester");
         }
         let known_target = *target != self.me
-            && self.index.get(target).is_some_and(|&i| {
-                let m = &self.members[i].member;
+            && self.table.get(target).is_some_and(|e| {
+                let m = &e.member;
                 m.addr == addr && m.state.is_live()
             });
         if !known_target {
             return Err("unknown target");
         }
-        let known_origin = self.members.iter().skip(1).any(|e| e.member.addr == from && e.member.state.is_live());
+        let known_origin = self.table.iter().skip(1).any(|e| e.member.addr == from && e.member.state.is_live());
         if !known_origin {
             return Err("unknown requester");
         }
@@ -1401,19 +1348,9 @@ impl Swim {
 
     /// Forgets the member dead or departed for longest, to make room.
     fn forget_longest_dead(&mut self) -> bool {
-        let victim = (1..self.members.len())
-            .filter(|&i| !self.members[i].member.state.is_live())
-            .min_by_key(|&i| self.members[i].since);
-        let Some(i) = victim else { return false };
-        let last = self.members.len() - 1;
-        if i != last {
-            self.swap_entries(i, last);
-        }
-        if let Some(e) = self.members.pop() {
-            self.index.remove(&e.member.name);
-        }
-        self.cursor = self.cursor.min(self.members.len());
-        true
+        self.table.forget(|entries| {
+            (1..entries.len()).filter(|&i| !entries[i].member.state.is_live()).min_by_key(|&i| entries[i].since)
+        })
     }
 
     /// Something claims this node's name at another address: probe it under our name.
@@ -1455,7 +1392,7 @@ impl Swim {
     /// the receiver to answer even though it may not know this node.
     pub fn local_state(&mut self, join: bool) -> Vec<u8> {
         let members = self
-            .members
+            .table
             .iter()
             .map(|e| StateEntry {
                 name: e.member.name.clone(),
@@ -1504,7 +1441,7 @@ impl Swim {
                 }
                 // A remote death is only a suspicion here: we may still reach it.
                 MemberState::Dead => {
-                    if self.index.contains_key(&m.name) || m.name == self.me {
+                    if self.table.contains(&m.name) || m.name == self.me {
                         self.apply_suspect(now, m.name, m.incarnation, "push-pull".into());
                     }
                 }

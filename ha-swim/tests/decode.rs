@@ -5,8 +5,8 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 
 use ha_core::Instant;
-use ha_membership::wire::{fuzz_decode, sample_datagram};
-use ha_membership::{Config, Keyring, Swim};
+use ha_swim::wire::{fuzz_decode, sample_datagram};
+use ha_swim::{Config, Keyring, Swim};
 use proptest::prelude::*;
 
 /// Counts the bytes this thread has live and the peak since the last reset.

@@ -265,9 +265,9 @@ fn confirmations_from_other_nodes_shorten_the_timer() {
     let mut net = Net::joined(8, Config::lan());
     let now = net.now;
     net.nodes[0].apply_suspect(now, "n7".into(), 0, "n1".into());
-    let first = net.nodes[0].members[net.nodes[0].index["n7"]].suspicion.as_ref().unwrap().deadline;
+    let first = net.nodes[0].table.get("n7").unwrap().suspicion.as_ref().unwrap().deadline;
     net.nodes[0].apply_suspect(now, "n7".into(), 0, "n2".into());
-    let second = net.nodes[0].members[net.nodes[0].index["n7"]].suspicion.as_ref().unwrap().deadline;
+    let second = net.nodes[0].table.get("n7").unwrap().suspicion.as_ref().unwrap().deadline;
     assert!(second < first);
 }
 
@@ -484,7 +484,7 @@ fn suspects_get_check_pings_carrying_the_suspicion_before_the_timer_ends() {
     net.nodes[0].apply_suspect(now, "n7".into(), 0, "n3".into());
     net.nodes[0].broadcasts = Broadcasts::default();
     net.down = vec![1, 2, 3, 4, 5, 6, 7];
-    let deadline = net.nodes[0].members[net.nodes[0].index["n7"]].suspicion.as_ref().unwrap().deadline;
+    let deadline = net.nodes[0].table.get("n7").unwrap().suspicion.as_ref().unwrap().deadline;
     let seen = net.run_until(deadline - Duration::from_millis(1));
     let checks: Vec<_> = seen
         .iter()
@@ -499,7 +499,7 @@ fn suspects_get_check_pings_carrying_the_suspicion_before_the_timer_ends() {
     net.nodes[0].apply_suspect(now, "n7".into(), 0, "n3".into());
     net.nodes[0].broadcasts = Broadcasts::default();
     net.down = vec![1, 2, 3, 4, 5, 6];
-    let s = net.nodes[0].members[net.nodes[0].index["n7"]].suspicion.as_ref().unwrap().next_check().unwrap();
+    let s = net.nodes[0].table.get("n7").unwrap().suspicion.as_ref().unwrap().next_check().unwrap();
     net.run_until(s + Duration::from_millis(10));
     assert_eq!(net.state(0, 7), MemberState::Alive);
     assert_eq!(net.nodes[0].member("n7").unwrap().incarnation, 1);

@@ -6,8 +6,8 @@ use ha_core::Instant;
 
 use super::scenario::{Scenario, ScenarioError};
 use super::{addr_of, index_of, RunSpec, SimEvent, SimNode, ViewChange};
-use crate::member::MembershipEvent;
-use crate::swim::Swim;
+use ha_swim::MembershipEvent;
+use ha_swim::Swim;
 
 /// A [`Swim`] core in the simulator.
 #[derive(Debug)]
