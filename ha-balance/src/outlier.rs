@@ -258,15 +258,7 @@ impl Detector {
     /// then what their failure rate produces by chance; the interval rules
     /// still eject an endpoint much worse than such peers.
     pub fn try_eject(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason) -> Option<Ejection> {
-        // Peers in every tier: when a whole tier fails (a zone lost) while the
-        // next one serves, that is not a shared overload but a failover to make.
-        let mut peers: Vec<f64> = hosts
-            .iter()
-            .enumerate()
-            .filter(|(i, h)| *i != idx && !h.health.is_ejected(now_ns))
-            .map(|(_, h)| h.outlier.peer_failure_rate())
-            .collect();
-        let peer_rate = lower_median(&mut peers);
+        let peer_rate = peer_failure_rate(hosts, idx, now_ns);
         let shared = peer_rate.is_some_and(|p| p > self.cfg.max_peer_failure_rate);
         if shared {
             tracing::debug!(target: "ha::balance", peer_rate, ?reason, "ejection refused: the peers share the failure");
@@ -280,13 +272,7 @@ impl Detector {
     /// and it less than twice as often? Then a circuit breaker that opened
     /// on it judged a shared overload, not a bad endpoint.
     pub fn failure_shared(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
-        let mut peers: Vec<f64> = hosts
-            .iter()
-            .enumerate()
-            .filter(|(i, h)| *i != idx && !h.health.is_ejected(now_ns))
-            .map(|(_, h)| h.outlier.peer_failure_rate())
-            .collect();
-        let peer_rate = lower_median(&mut peers);
+        let peer_rate = peer_failure_rate(hosts, idx, now_ns);
         let own = hosts[idx].outlier.recent_failure_rate();
         peer_rate.is_some_and(|p| p > self.cfg.max_peer_failure_rate && own < SHARED_FACTOR * p)
     }
@@ -425,6 +411,19 @@ impl Detector {
 #[inline]
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The lower median failure rate of `hosts[idx]`'s peers: the others not
+/// ejected, in every tier (when a whole tier fails, a zone lost, while the
+/// next one serves, that is not a shared overload but a failover to make).
+fn peer_failure_rate(hosts: &[Host<'_>], idx: usize, now_ns: u64) -> Option<f64> {
+    let mut peers: Vec<f64> = hosts
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| *i != idx && !h.health.is_ejected(now_ns))
+        .map(|(_, h)| h.outlier.peer_failure_rate())
+        .collect();
+    lower_median(&mut peers)
 }
 
 /// An endpoint failing nearly everything: it carries no load, so leaving it
