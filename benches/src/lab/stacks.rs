@@ -8,7 +8,7 @@
 //!   a `Buffer` and p2c over PeakEWMA, as tower's own guide assembles them.
 //!
 //! Both only need `Send` services, so they reach the backends through
-//! [`remote`](super::remote) handles. Both are told, as an HTTP user would
+//! [`remote`] handles. Both are told, as an HTTP user would
 //! tell them, that a client error (4xx) is the caller's, not the backend's:
 //! not retried, not held against the endpoint.
 
