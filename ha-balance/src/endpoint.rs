@@ -11,6 +11,15 @@ use ha_core::{EndpointId, Instant};
 
 use crate::health::{Health, HealthGate};
 use crate::outlier::OutlierState;
+use crate::tuning::Tuning;
+
+/// The time constant over which a failure's cost fades. Short, unlike the
+/// latency's: the cost only has to keep traffic off an endpoint while it
+/// keeps failing, and an endpoint that recovers is tried again within a
+/// few seconds (a penalty in the latency estimate itself would take tens
+/// of seconds to wear off at its 10 s decay, and a crash would keep its
+/// server idle long after it was back).
+const FAILURE_DECAY: Duration = Duration::from_secs(1);
 
 /// One endpoint as discovery describes it: its service and where it sits
 /// (tier, zone, weight).
@@ -139,7 +148,7 @@ pub(crate) struct Counters {
 
 /// The balancer's shared record of one endpoint. Snapshots hold it by `Arc`,
 /// so an in-flight request keeps it alive after the endpoint is removed.
-pub(crate) struct Slot<S> {
+pub(crate) struct EndpointState<S> {
     pub id: EndpointId,
     pub name: Arc<str>,
     pub service: S,
@@ -152,7 +161,7 @@ pub(crate) struct Slot<S> {
     pub ramp_from_ns: AtomicU64,
     /// Nanoseconds since the balancer's epoch of its latest ejection; 0
     /// when it was never ejected. A readmission sets its ramp back by half
-    /// the time it was out ([`Slot::readmission_ramp_from`]).
+    /// the time it was out ([`EndpointState::readmission_ramp_from`]).
     pub ejected_at_ns: AtomicU64,
     /// Its latest failure was a request given up on (no answer in time)
     /// rather than an answer: an endpoint ejected that way was overloaded
@@ -169,7 +178,37 @@ pub(crate) struct Slot<S> {
     pub counters: Counters,
 }
 
-impl<S> Slot<S> {
+impl<S> EndpointState<S> {
+    /// The state of a new endpoint described by `ep` (whose name and gate
+    /// the caller resolved), its slow start from `ramp_from_ns` (0: none).
+    pub(crate) fn new(
+        id: EndpointId,
+        name: Arc<str>,
+        ep: Endpoint<S>,
+        gate: Option<Arc<dyn HealthGate>>,
+        now: Instant,
+        ramp_from_ns: u64,
+        tuning: &Tuning,
+    ) -> Self {
+        EndpointState {
+            id,
+            name,
+            service: ep.service,
+            tier: ep.tier,
+            zone: ep.zone,
+            weight: ep.weight,
+            ramp_from_ns: AtomicU64::new(ramp_from_ns),
+            ejected_at_ns: AtomicU64::new(0),
+            unanswered: AtomicBool::new(false),
+            pending: AtomicU64::new(0),
+            ewma: PeakEwma::new(now, tuning.cfg.load.default_rtt, tuning.cfg.load.decay),
+            failure_cost: PeakEwma::new(now, Duration::ZERO, FAILURE_DECAY),
+            health: Health::new(gate),
+            outlier: OutlierState::default(),
+            counters: Counters::default(),
+        }
+    }
+
     pub fn stats(&self, now: Instant, now_ns: u64) -> EndpointStats {
         EndpointStats {
             id: self.id,
@@ -228,7 +267,7 @@ impl<S> Slot<S> {
     }
 }
 
-/// [`Slot::readmission_ramp_from`] over plain numbers: the ramp that began
+/// [`EndpointState::readmission_ramp_from`] over plain numbers: the ramp that began
 /// at `ramp_from_ns` (0: none, full share), an ejection at `ejected_at_ns`
 /// (0: unknown, a full ramp) and a readmission at `now_ns`.
 pub(crate) fn readmission_ramp_from(

@@ -112,17 +112,22 @@
 #[cfg(feature = "breaker")]
 mod breaker;
 mod builder;
+mod clock;
 pub mod config;
-mod core;
 mod discover;
+mod ejections;
 mod endpoint;
 mod error;
 mod future;
 mod health;
 mod healthcheck;
+mod inflight;
+mod members;
 mod outlier;
 mod pick;
+mod planner;
 mod service;
+mod shared;
 pub mod snapshot;
 mod table;
 mod tiers;

@@ -13,10 +13,9 @@ use std::sync::Arc;
 
 use ha_core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
+use crate::clock::nanos;
 use crate::config::{BalanceConfig, Picker};
-use crate::core::nanos;
 use crate::outlier::Detector;
-use crate::pick::LoadTerm;
 
 /// One version of the balancer's settings.
 pub(crate) struct Tuning {
@@ -41,6 +40,41 @@ impl Tuning {
             failure_scale: 1.0 / (cfg.load.default_rtt.as_secs_f64() * 1e9).max(1e6),
             cfg,
         })
+    }
+}
+
+/// The PeakEWMA picker's load factor `(pending + 1)^bias`, with the
+/// exponents that have a cheaper form than `powf` (the default 0.5 is one
+/// square root) resolved once when the balancer is built.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum LoadTerm {
+    /// Bias 1: tower's and Finagle's `pending + 1`.
+    Linear,
+    /// Bias 0.5.
+    Sqrt,
+    /// Any other bias in `[0, 1)`.
+    Pow(f64),
+}
+
+impl LoadTerm {
+    pub fn new(bias: f64) -> Self {
+        if bias == 1.0 {
+            LoadTerm::Linear
+        } else if bias == 0.5 {
+            LoadTerm::Sqrt
+        } else {
+            LoadTerm::Pow(bias)
+        }
+    }
+
+    /// `load^bias`, for `load = pending + 1 >= 1`.
+    #[inline]
+    pub fn weigh(self, load: f64) -> f64 {
+        match self {
+            LoadTerm::Linear => load,
+            LoadTerm::Sqrt => load.sqrt(),
+            LoadTerm::Pow(bias) => load.powf(bias),
+        }
     }
 }
 
