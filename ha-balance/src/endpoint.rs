@@ -140,42 +140,42 @@ pub struct EndpointStats {
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub requests: AtomicU64,
-    pub successes: AtomicU64,
-    pub failures: AtomicU64,
-    pub ejections: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) successes: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) ejections: AtomicU64,
 }
 
 /// The balancer's shared record of one endpoint. Snapshots hold it by `Arc`,
 /// so an in-flight request keeps it alive after the endpoint is removed.
 pub(crate) struct EndpointState<S> {
-    pub id: EndpointId,
-    pub name: Arc<str>,
-    pub service: S,
-    pub tier: u8,
-    pub zone: Option<Arc<str>>,
-    pub weight: u32,
+    pub(crate) id: EndpointId,
+    pub(crate) name: Arc<str>,
+    pub(crate) service: S,
+    pub(crate) tier: u8,
+    pub(crate) zone: Option<Arc<str>>,
+    pub(crate) weight: u32,
     /// Nanoseconds since the balancer's epoch when its slow start began:
     /// when it was added, or readmitted after an ejection. 0 when it has
     /// none (it joined an empty balancer).
-    pub ramp_from_ns: AtomicU64,
+    pub(crate) ramp_from_ns: AtomicU64,
     /// Nanoseconds since the balancer's epoch of its latest ejection; 0
     /// when it was never ejected. A readmission sets its ramp back by half
     /// the time it was out ([`EndpointState::readmission_ramp_from`]).
-    pub ejected_at_ns: AtomicU64,
+    pub(crate) ejected_at_ns: AtomicU64,
     /// Its latest failure was a request given up on (no answer in time)
     /// rather than an answer: an endpoint ejected that way was overloaded
     /// or stalled at the share it had, and is readmitted from the start of
     /// its ramp.
-    pub unanswered: AtomicBool,
-    pub pending: AtomicU64,
-    pub ewma: PeakEwma,
+    pub(crate) unanswered: AtomicBool,
+    pub(crate) pending: AtomicU64,
+    pub(crate) ewma: PeakEwma,
     /// What its recent failures cost, on top of its latency: raised by each
     /// failure, decaying within seconds, cleared by a success.
-    pub failure_cost: PeakEwma,
-    pub health: Health,
-    pub outlier: OutlierState,
-    pub counters: Counters,
+    pub(crate) failure_cost: PeakEwma,
+    pub(crate) health: Health,
+    pub(crate) outlier: OutlierState,
+    pub(crate) counters: Counters,
 }
 
 impl<S> EndpointState<S> {
@@ -209,7 +209,7 @@ impl<S> EndpointState<S> {
         }
     }
 
-    pub fn stats(&self, now: Instant, now_ns: u64) -> EndpointStats {
+    pub(crate) fn stats(&self, now: Instant, now_ns: u64) -> EndpointStats {
         EndpointStats {
             id: self.id,
             name: self.name.clone(),
@@ -230,7 +230,7 @@ impl<S> EndpointState<S> {
 
     /// The slow-start share in `[min_factor, 1]`.
     #[inline]
-    pub fn ramp(&self, now_ns: u64, window_ns: u64, min_factor: f64) -> f64 {
+    pub(crate) fn ramp(&self, now_ns: u64, window_ns: u64, min_factor: f64) -> f64 {
         let from = self.ramp_from_ns.load(Ordering::Relaxed);
         if from == 0 || window_ns == 0 {
             return 1.0;
@@ -253,7 +253,7 @@ impl<S> EndpointState<S> {
     /// window.
     /// An endpoint whose latest failure went unanswered (see `unanswered`)
     /// ramps from `min_factor` whatever the time out.
-    pub fn readmission_ramp_from(&self, now_ns: u64, window_ns: u64, min_factor: f64) -> u64 {
+    pub(crate) fn readmission_ramp_from(&self, now_ns: u64, window_ns: u64, min_factor: f64) -> u64 {
         if self.unanswered.load(Ordering::Relaxed) {
             return now_ns.max(1);
         }

@@ -51,7 +51,7 @@ pub(crate) struct InFlightRequest<K, S> {
 }
 
 impl<K, S> InFlightRequest<K, S> {
-    pub fn new(core: Arc<Shared<K, S>>, slot: Arc<EndpointState<S>>, start: Instant, probe: bool) -> Self {
+    pub(crate) fn new(core: Arc<Shared<K, S>>, slot: Arc<EndpointState<S>>, start: Instant, probe: bool) -> Self {
         let flags = core.hot().flags();
         slot.pending.fetch_add(1, Ordering::Relaxed);
         slot.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -137,18 +137,18 @@ type Picked<S> = (Arc<EndpointState<S>>, Instant, bool);
 
 /// A request waiting for an endpoint to become available.
 pub(crate) struct Wait<K, S, Req> {
-    pub core: Arc<Shared<K, S>>,
-    pub cached: Cached<Snapshot<S>>,
-    pub req: Option<Req>,
-    pub hash: Option<u64>,
-    pub rng: FastRng,
-    pub deadline: Instant,
-    pub sleep: Pin<Box<Sleep>>,
-    pub notified: Pin<Box<OwnedNotified>>,
+    pub(crate) core: Arc<Shared<K, S>>,
+    pub(crate) cached: Cached<Snapshot<S>>,
+    pub(crate) req: Option<Req>,
+    pub(crate) hash: Option<u64>,
+    pub(crate) rng: FastRng,
+    pub(crate) deadline: Instant,
+    pub(crate) sleep: Pin<Box<Sleep>>,
+    pub(crate) notified: Pin<Box<OwnedNotified>>,
 }
 
 impl<K, S, Req: HasAttemptContext> Wait<K, S, Req> {
-    pub fn new(
+    pub(crate) fn new(
         core: Arc<Shared<K, S>>,
         cached: Cached<Snapshot<S>>,
         req: Req,

@@ -107,7 +107,7 @@
 //!   (reporting a restoration before the endpoint serves) and claims the
 //!   due probe with a compare-and-swap on the endpoint's probe time.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 #[cfg(feature = "breaker")]
 mod breaker;

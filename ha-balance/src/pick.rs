@@ -17,10 +17,10 @@ use crate::tuning::Tuning;
 
 /// What a pick needs to know about the request and the moment.
 pub(crate) struct Request<'a> {
-    pub now: Instant,
-    pub now_ns: u64,
-    pub tried: Option<&'a AttemptContext>,
-    pub hash: Option<u64>,
+    pub(crate) now: Instant,
+    pub(crate) now_ns: u64,
+    pub(crate) tried: Option<&'a AttemptContext>,
+    pub(crate) hash: Option<u64>,
 }
 
 /// Ring-hash probes before falling back to the least loaded endpoint.

@@ -18,7 +18,7 @@ use crate::tuning::Tuning;
 #[derive(Debug, Clone)]
 pub(crate) struct VNode {
     /// The index of its endpoint in the snapshot.
-    pub endpoint: u32,
+    pub(crate) endpoint: u32,
 }
 
 /// A consistent-hash ring. Positions are a [`StableHasher`] hash of the
@@ -49,7 +49,7 @@ impl Ring {
 
     /// The first node at or after the position of `(hash, probe)`, wrapping
     /// round; `None` on an empty ring.
-    pub fn get(&self, &(hash, probe): &(u64, u64)) -> Option<&VNode> {
+    pub(crate) fn get(&self, &(hash, probe): &(u64, u64)) -> Option<&VNode> {
         let mut h = StableHasher::new();
         h.write_u64(hash);
         h.write_u64(probe);
@@ -61,42 +61,42 @@ impl Ring {
 
 /// The endpoints of one tier (or of all tiers, for panic mode).
 pub(crate) struct Group {
-    pub tier: u8,
-    pub members: Vec<u32>,
-    pub schedule: Vec<u32>,
-    pub cursor: AtomicUsize,
-    pub ring: Option<Ring>,
+    pub(crate) tier: u8,
+    pub(crate) members: Vec<u32>,
+    pub(crate) schedule: Vec<u32>,
+    pub(crate) cursor: AtomicUsize,
+    pub(crate) ring: Option<Ring>,
 }
 
 /// Loads scaled to this; a random draw below `cumulative_share[i]` picks group `i`.
 pub(crate) const LOAD_SCALE: u32 = 1 << 24;
 
 pub(crate) struct Plan {
-    pub computed_ns: AtomicU64,
-    pub stale: AtomicBool,
-    pub busy: AtomicBool,
-    pub panic: AtomicBool,
-    pub cumulative_share: Vec<AtomicU32>,
-    pub available: Vec<AtomicU32>,
-    pub available_all: AtomicU32,
+    pub(crate) computed_ns: AtomicU64,
+    pub(crate) stale: AtomicBool,
+    pub(crate) busy: AtomicBool,
+    pub(crate) panic: AtomicBool,
+    pub(crate) cumulative_share: Vec<AtomicU32>,
+    pub(crate) available: Vec<AtomicU32>,
+    pub(crate) available_all: AtomicU32,
 }
 
 pub(crate) struct Snapshot<S> {
     /// Sorted by id.
-    pub endpoints: Vec<Arc<EndpointState<S>>>,
+    pub(crate) endpoints: Vec<Arc<EndpointState<S>>>,
     /// The group index of each endpoint.
-    pub group_of: Vec<u32>,
+    pub(crate) group_of: Vec<u32>,
     /// One group per tier present, in priority order.
-    pub groups: Vec<Group>,
-    pub all: Group,
-    pub plan: Plan,
+    pub(crate) groups: Vec<Group>,
+    pub(crate) all: Group,
+    pub(crate) plan: Plan,
     /// The settings this table was built with; a reconfiguration builds a
     /// new table.
-    pub tuning: Arc<Tuning>,
+    pub(crate) tuning: Arc<Tuning>,
 }
 
 impl<S> Snapshot<S> {
-    pub fn build(mut slots: Vec<Arc<EndpointState<S>>>, tuning: Arc<Tuning>) -> Self {
+    pub(crate) fn build(mut slots: Vec<Arc<EndpointState<S>>>, tuning: Arc<Tuning>) -> Self {
         let picker = &tuning.cfg.picker;
         slots.sort_by_key(|s| s.id);
         let mut tiers: Vec<u8> = slots.iter().map(|s| s.tier).collect();
@@ -126,12 +126,12 @@ impl<S> Snapshot<S> {
         Snapshot { endpoints: slots, group_of, groups, all, plan, tuning }
     }
 
-    pub fn hosts(&self) -> Vec<Host<'_>> {
+    pub(crate) fn hosts(&self) -> Vec<Host<'_>> {
         self.endpoints.iter().map(|s| Host { outlier: &s.outlier, health: &s.health, tier: s.tier }).collect()
     }
 
     /// The index of this very slot (not merely one with its id).
-    pub fn index_of(&self, slot: &EndpointState<S>) -> Option<usize> {
+    pub(crate) fn index_of(&self, slot: &EndpointState<S>) -> Option<usize> {
         let i = self.endpoints.binary_search_by_key(&slot.id, |s| s.id).ok()?;
         std::ptr::eq(&*self.endpoints[i], slot).then_some(i)
     }
@@ -199,12 +199,12 @@ pub(crate) fn smooth_wrr(members: &[u32], weight: impl Fn(u32) -> u32) -> Vec<u3
 }
 
 impl Plan {
-    pub fn mark_stale(&self) {
+    pub(crate) fn mark_stale(&self) {
         self.stale.store(true, Ordering::Release);
     }
 
     /// True while the plan routes over every tier (as of its last recount).
-    pub fn in_panic(&self) -> bool {
+    pub(crate) fn in_panic(&self) -> bool {
         self.panic.load(Ordering::Acquire)
     }
 }

@@ -88,7 +88,7 @@
 //! adds. A time window adds one clock read per call and slow-call detection
 //! two; `benches/benches/breaker_overhead.rs` measures each.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod breaker;
 pub mod config;

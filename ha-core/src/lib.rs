@@ -46,7 +46,7 @@
 //! assert!(ewma.estimate(start) >= Duration::from_millis(119));
 //! ```
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod attempt;

@@ -73,7 +73,7 @@
 //! [`RetryLayerBuilder::track_attempts`] (for `Req: HasAttemptContext`, such
 //! as [`WithAttempt<R>`](ha_core::WithAttempt)) or [`RetryLayer::http`].
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;

@@ -61,7 +61,7 @@ struct Registry {
 }
 
 impl EndpointSettings {
-    pub fn new(breaker: BreakerConfig, attempt_timeout: Option<Duration>) -> Self {
+    pub(super) fn new(breaker: BreakerConfig, attempt_timeout: Option<Duration>) -> Self {
         let breaker = breaker_config(breaker);
         EndpointSettings { inner: Mutex::new(Registry { breaker, attempt_timeout, live: Vec::new() }) }
     }
@@ -72,7 +72,7 @@ impl EndpointSettings {
 
     /// Gives every live endpoint, and every later one, these settings. The
     /// breaker config was validated by the caller.
-    pub fn apply(&self, breaker: BreakerConfig, attempt_timeout: Option<Duration>) {
+    pub(super) fn apply(&self, breaker: BreakerConfig, attempt_timeout: Option<Duration>) {
         let breaker = breaker_config(breaker);
         let mut registry = self.lock();
         registry.live.retain(|(b, _)| b.strong_count() > 0);
@@ -108,7 +108,7 @@ pub(crate) struct Maker<T, C> {
 }
 
 impl<T, C: Clone> Maker<T, C> {
-    pub fn endpoint<S>(
+    pub(super) fn endpoint<S>(
         &self,
         key: &Arc<str>,
         target: &Target,
