@@ -81,7 +81,7 @@
 //! # How it works
 //!
 //! - **Shared table, private views.** The endpoint set is an immutable
-//!   snapshot in a [`snapshot::SnapshotCell`]: membership changes (a lock,
+//!   snapshot in a shared cell: membership changes (a lock,
 //!   rare) build a new snapshot and bump a generation counter; each clone
 //!   of the balancer keeps its own `Arc` of the snapshot and only checks the
 //!   counter per call. Health, load and counters are atomics in each
@@ -128,6 +128,8 @@ mod pick;
 mod planner;
 mod service;
 mod shared;
+// Not API: public, and hidden, only for its loom model in `tests/loom.rs`.
+#[doc(hidden)]
 pub mod snapshot;
 mod table;
 mod tiers;

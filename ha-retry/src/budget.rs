@@ -341,15 +341,15 @@ impl RetryBudget {
         &self.inner.name
     }
 
-    /// The balance in budget units (1000 per retry), for tests and models.
-    #[doc(hidden)]
-    pub fn raw_balance(&self) -> i64 {
+    /// The balance in budget units (1000 per retry), for tests.
+    #[cfg(test)]
+    pub(crate) fn raw_balance(&self) -> i64 {
         self.inner.balance.load(Ordering::Acquire)
     }
 
-    /// The reserve in budget units, for tests and models.
-    #[doc(hidden)]
-    pub fn raw_reserve(&self) -> i64 {
+    /// The reserve in budget units, for tests.
+    #[cfg(test)]
+    pub(crate) fn raw_reserve(&self) -> i64 {
         self.inner.reserve.load(Ordering::Acquire)
     }
 

@@ -80,7 +80,9 @@ pub mod backoff;
 #[cfg(feature = "http")]
 pub mod body;
 pub mod budget;
-pub mod builder;
+// Not public: its one generic type is named through `RetryLayerBuilder`
+// and `HedgeLayerBuilder`, whose configuration parameter it hides.
+mod builder;
 pub mod config;
 pub mod hedge;
 pub mod interop;
@@ -90,7 +92,6 @@ pub mod retry;
 mod timer;
 
 pub use budget::RetryBudget;
-pub use builder::LayerBuilder;
 pub use config::{BackoffConfig, BudgetConfig, ConfigError, HedgeConfig, HedgeDelay, Jitter, RetryConfig};
 pub use hedge::{Hedge, HedgeLayer, HedgeLayerBuilder, HedgeStats};
 pub use retry::{Retry, RetryLayer, RetryLayerBuilder, RetryStats};

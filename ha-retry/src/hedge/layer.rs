@@ -221,8 +221,9 @@ impl<S, C: Clone, P: Clone> Layer<S> for HedgeLayer<C, P> {
     }
 }
 
-/// Builds a [`HedgeLayer`]; the setters common to both layers are on
-/// [`LayerBuilder`].
+/// Builds a [`HedgeLayer`]: the classifier, replay policy, budget and
+/// events setters are shared with [`RetryLayerBuilder`](crate::RetryLayerBuilder),
+/// one generic builder behind both aliases.
 pub type HedgeLayerBuilder<C = ErrorsAreFailures, P = Cloned> = LayerBuilder<HedgeConfig, C, P>;
 
 impl<C, P> LayerBuilder<HedgeConfig, C, P> {

@@ -226,8 +226,9 @@ impl<S, C: Clone, P: Clone> Layer<S> for RetryLayer<C, P> {
     }
 }
 
-/// Builds a [`RetryLayer`]; the setters common to both layers are on
-/// [`LayerBuilder`].
+/// Builds a [`RetryLayer`]: the classifier, replay policy, budget and
+/// events setters are shared with [`HedgeLayerBuilder`](crate::HedgeLayerBuilder),
+/// one generic builder behind both aliases.
 pub type RetryLayerBuilder<C = ErrorsAreFailures, P = Cloned> = LayerBuilder<RetryConfig, C, P>;
 
 impl<C, P> LayerBuilder<RetryConfig, C, P> {
