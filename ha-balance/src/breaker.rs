@@ -86,7 +86,7 @@ impl HealthGate for BreakerGate {
             // Probes go through until one finds every probe permit taken.
             BreakerState::HalfOpen => self.ms(now) >= self.retry_at.load(Ordering::Acquire),
             BreakerState::Open | BreakerState::ForcedOpen => {
-                let period = self.breaker.metrics().transitions;
+                let period = self.breaker.stats().transitions;
                 let now_ms = self.ms(now);
                 if self.seen.swap(period, Ordering::AcqRel) != period {
                     self.retry_at.store(now_ms.saturating_add(millis(self.wait())), Ordering::Release);

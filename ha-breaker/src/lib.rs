@@ -100,7 +100,9 @@ mod service;
 mod state;
 mod window;
 
-pub use breaker::{Breaker, Metrics, Permit};
+#[allow(deprecated)]
+pub use breaker::Metrics;
+pub use breaker::{Breaker, BreakerStats, Permit};
 pub use config::{BreakerConfig, CancelledAs, ConfigError, OpenWaitConfig, RejectMode, SlowCallConfig, WindowConfig};
 pub use future::{ResponseFuture, TryOutput};
 pub use keyed::{KeyedCircuitBreaker, KeyedConfig};
