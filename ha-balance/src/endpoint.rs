@@ -63,7 +63,10 @@ impl<S> Endpoint<S> {
         self
     }
 
-    /// Its zone (informational; express zone preference with tiers).
+    /// Its zone, as a label only: it is reported in
+    /// [`EndpointStats::zone`] and routes nothing. To prefer the caller's
+    /// zone, put that zone's endpoints in tier 0 and the others in lower
+    /// tiers (the `ha` facade's `.cluster` does so from membership).
     pub fn zone(mut self, zone: impl Into<Arc<str>>) -> Self {
         self.zone = Some(zone.into());
         self

@@ -430,7 +430,7 @@ impl Breaker {
     }
 
     fn acquire_contended(&self, mut w: Word, now: impl FnOnce() -> Instant) -> Result<Permit, BreakerOpen> {
-        let mut clock = Lazy::new(now);
+        let mut clock = LazyInstant::new(now);
         loop {
             let next = match w.code() {
                 CLOSED | METRICS_ONLY => return Ok(Permit { gen: w.gen(), kind: PermitKind::Normal }),
@@ -526,7 +526,7 @@ impl Breaker {
             // its outcome speaks of is over.
             return;
         }
-        let mut clock = Lazy::new(now);
+        let mut clock = LazyInstant::new(now);
         self.window_now().record(Sample::new(failed, slow), || clock.get());
         let streak = if failed {
             self.consecutive.fetch_add(1, Ordering::AcqRel).saturating_add(1)
@@ -543,7 +543,7 @@ impl Breaker {
     }
 
     #[cold]
-    fn maybe_trip<F: FnOnce() -> Instant>(&self, w: Word, streak: u32, clock: &mut Lazy<F>) {
+    fn maybe_trip<F: FnOnce() -> Instant>(&self, w: Word, streak: u32, clock: &mut LazyInstant<F>) {
         let rules = self.rules.load();
         let mut trip = streak >= rules.consecutive;
         if !trip && (rules.failure_rate.is_some() || rules.slow_rate.is_some()) {
@@ -559,7 +559,7 @@ impl Breaker {
     }
 
     fn record_probe(&self, permit: Permit, failed: bool, slow: bool, now: impl FnOnce() -> Instant) {
-        let mut clock = Lazy::new(now);
+        let mut clock = LazyInstant::new(now);
         self.probe_calls.fetch_add(1, Ordering::Relaxed);
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
@@ -749,15 +749,15 @@ impl fmt::Debug for Breaker {
 }
 
 /// A time read at most once, and only if asked for.
-pub(crate) struct Lazy<F> {
+pub(crate) struct LazyInstant<F> {
     f: Option<F>,
     at: Option<Instant>,
 }
 
-impl<F: FnOnce() -> Instant> Lazy<F> {
+impl<F: FnOnce() -> Instant> LazyInstant<F> {
     #[inline]
     pub(crate) fn new(f: F) -> Self {
-        Lazy { f: Some(f), at: None }
+        LazyInstant { f: Some(f), at: None }
     }
 
     #[inline]
@@ -765,7 +765,7 @@ impl<F: FnOnce() -> Instant> Lazy<F> {
         if let Some(t) = self.at {
             return t;
         }
-        let t = (self.f.take().expect("a Lazy is filled when its closure is taken"))();
+        let t = (self.f.take().expect("a LazyInstant is filled when its closure is taken"))();
         self.at = Some(t);
         t
     }
