@@ -116,8 +116,23 @@ where
         Arc::new(EndpointState::new(ha_core::EndpointId::from_key(key), name, ep, gate, now, ramp_from_ns, tuning))
     }
 
-    /// Applies a batch of changes with one rebuild. Endpoints added to a
-    /// table that had members ramp up from `now_ns`.
+    /// Edits the members under their lock and publishes the result. The
+    /// edit is told where new endpoints' slow start begins: `now_ns`, or
+    /// none for the first endpoints of an empty table.
+    fn update(
+        &self,
+        now_ns: u64,
+        prepare: impl FnOnce(&Snapshot<S>),
+        edit: impl FnOnce(&mut HashMap<K, Arc<EndpointState<S>>>, &Tuning, u64),
+    ) {
+        let mut members = self.members.lock_or_recover();
+        let tuning = self.tuning();
+        let ramp_from_ns = if members.is_empty() { 0 } else { now_ns };
+        edit(&mut members, &tuning, ramp_from_ns);
+        self.publish(&members, tuning, prepare);
+    }
+
+    /// Applies a batch of changes with one rebuild.
     pub(crate) fn apply(
         &self,
         changes: impl IntoIterator<Item = Change<K, Endpoint<S>>>,
@@ -125,21 +140,19 @@ where
         now_ns: u64,
         prepare: impl FnOnce(&Snapshot<S>),
     ) {
-        let mut members = self.members.lock_or_recover();
-        let tuning = self.tuning();
-        let ramp_from_ns = if members.is_empty() { 0 } else { now_ns };
-        for change in changes {
-            match change {
-                Change::Insert(key, ep) => {
-                    let endpoint = self.admit(&key, ep, now, ramp_from_ns, &tuning);
-                    members.insert(key, endpoint);
-                }
-                Change::Remove(key) => {
-                    members.remove(&key);
+        self.update(now_ns, prepare, |members, tuning, ramp_from_ns| {
+            for change in changes {
+                match change {
+                    Change::Insert(key, ep) => {
+                        let endpoint = self.admit(&key, ep, now, ramp_from_ns, tuning);
+                        members.insert(key, endpoint);
+                    }
+                    Change::Remove(key) => {
+                        members.remove(&key);
+                    }
                 }
             }
-        }
-        self.publish(&members, tuning, prepare);
+        });
     }
 
     /// Replaces the whole set; endpoints whose key, tier and weight stay
@@ -151,18 +164,16 @@ where
         now_ns: u64,
         prepare: impl FnOnce(&Snapshot<S>),
     ) {
-        let mut members = self.members.lock_or_recover();
-        let tuning = self.tuning();
-        let ramp_from_ns = if members.is_empty() { 0 } else { now_ns };
-        let mut next = HashMap::new();
-        for (key, ep) in endpoints {
-            let endpoint = match members.remove(&key) {
-                Some(old) if old.tier == ep.tier && old.weight == ep.weight => old,
-                _ => self.admit(&key, ep, now, ramp_from_ns, &tuning),
-            };
-            next.insert(key, endpoint);
-        }
-        *members = next;
-        self.publish(&members, tuning, prepare);
+        self.update(now_ns, prepare, |members, tuning, ramp_from_ns| {
+            let mut next = HashMap::new();
+            for (key, ep) in endpoints {
+                let endpoint = match members.remove(&key) {
+                    Some(old) if old.tier == ep.tier && old.weight == ep.weight => old,
+                    _ => self.admit(&key, ep, now, ramp_from_ns, tuning),
+                };
+                next.insert(key, endpoint);
+            }
+            *members = next;
+        });
     }
 }
