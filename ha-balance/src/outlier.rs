@@ -192,7 +192,7 @@ impl Detector {
     }
 
     /// [`record`](Self::record) with this detector's own threshold.
-    #[cfg(any(test, loom))]
+    #[cfg(test)]
     pub(crate) fn record_own(&self, state: &OutlierState, failed: bool) -> bool {
         Detector::record(state, failed, self.cfg.consecutive_failures)
     }

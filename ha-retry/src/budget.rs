@@ -341,15 +341,19 @@ impl RetryBudget {
         &self.inner.name
     }
 
-    /// The balance in budget units (1000 per retry), for tests.
-    #[cfg(test)]
-    pub(crate) fn raw_balance(&self) -> i64 {
+    /// The balance in budget units (1000 per retry), for the unit tests and
+    /// the loom models (`tests/loom.rs`): compiled only for them.
+    #[cfg(any(test, loom))]
+    #[doc(hidden)]
+    pub fn raw_balance(&self) -> i64 {
         self.inner.balance.load(Ordering::Acquire)
     }
 
-    /// The reserve in budget units, for tests.
-    #[cfg(test)]
-    pub(crate) fn raw_reserve(&self) -> i64 {
+    /// The reserve in budget units, for the unit tests and
+    /// the loom models (`tests/loom.rs`): compiled only for them.
+    #[cfg(any(test, loom))]
+    #[doc(hidden)]
+    pub fn raw_reserve(&self) -> i64 {
         self.inner.reserve.load(Ordering::Acquire)
     }
 
