@@ -119,19 +119,19 @@ impl OutlierState {
 /// One endpoint as the detector sees it.
 #[derive(Clone, Copy)]
 pub(crate) struct Host<'a> {
-    pub outlier: &'a OutlierState,
-    pub health: &'a Health,
-    pub tier: u8,
+    pub(crate) outlier: &'a OutlierState,
+    pub(crate) health: &'a Health,
+    pub(crate) tier: u8,
 }
 
 /// A decision: eject `host` (an index into the slice given) for `duration`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Ejection {
-    pub host: usize,
-    pub reason: EjectionReason,
-    pub duration: Duration,
+    pub(crate) host: usize,
+    pub(crate) reason: EjectionReason,
+    pub(crate) duration: Duration,
     /// When its first probe is due, if it is probed.
-    pub probe_at: Option<u64>,
+    pub(crate) probe_at: Option<u64>,
 }
 
 /// What a probe's outcome did.

@@ -101,10 +101,10 @@ pub(crate) fn breaker_config(mut config: BreakerConfig) -> BreakerConfig {
 
 /// Builds each endpoint's service stack.
 pub(crate) struct Maker<T, C> {
-    pub transport: T,
-    pub classifier: C,
-    pub settings: Arc<EndpointSettings>,
-    pub events: Events,
+    pub(crate) transport: T,
+    pub(crate) classifier: C,
+    pub(crate) settings: Arc<EndpointSettings>,
+    pub(crate) events: Events,
 }
 
 impl<T, C: Clone> Maker<T, C> {
@@ -145,8 +145,8 @@ impl<T, C: Clone> Maker<T, C> {
 
 /// A stream of target changes as a `Discover` of endpoints.
 pub(crate) struct Endpoints<F> {
-    pub targets: Targets,
-    pub make: F,
+    pub(crate) targets: Targets,
+    pub(crate) make: F,
 }
 
 impl<F, E> Stream for Endpoints<F>
