@@ -89,7 +89,7 @@ impl BreakerGate {
         if self.breaker.reject_mode() != RejectMode::Advisory {
             return false;
         }
-        let advised = self.breaker.metrics().rejections;
+        let advised = self.breaker.stats().rejections;
         self.advised.swap(advised, Ordering::AcqRel) != advised
     }
 
@@ -116,7 +116,7 @@ impl HealthGate for BreakerGate {
                 true
             }
             BreakerState::Open | BreakerState::ForcedOpen => {
-                let period = self.breaker.metrics().transitions;
+                let period = self.breaker.stats().transitions;
                 let now_ms = self.ms(now);
                 if self.seen.swap(period, Ordering::AcqRel) != period {
                     self.retry_at.store(now_ms.saturating_add(millis(self.wait())), Ordering::Release);

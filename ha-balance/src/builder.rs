@@ -14,15 +14,15 @@ use tower::discover::Discover;
 use tower::{BoxError, Service};
 
 use crate::config::{BalanceConfig, Picker};
-use crate::core::{Core, GateFactory};
 use crate::endpoint::Endpoint;
 use crate::error::ConfigError;
 use crate::health::HealthGate;
+use crate::members::GateFactory;
 use crate::service::{Balance, Endpoints, HashKeyFn};
-use crate::snapshot::Cached;
+use crate::shared::Shared;
 
-type Built<K, S, Req, C> = (Arc<Core<K, S>>, Balance<K, S, Req, C>);
-type Starter<K, S> = Box<dyn FnOnce(Weak<Core<K, S>>, oneshot::Receiver<()>, u64) + Send>;
+type Built<K, S, Req, C> = (Arc<Shared<K, S>>, Balance<K, S, Req, C>);
+type Starter<K, S> = Box<dyn FnOnce(Weak<Shared<K, S>>, oneshot::Receiver<()>, u64) + Send>;
 
 /// Builds a [`Balance`]; start with [`Balance::builder`].
 pub struct BalanceBuilder<K, S, Req, C = ErrorsAreFailures> {
@@ -123,14 +123,14 @@ where
         }
         let seed = self.seed.unwrap_or_else(|| FastRng::from_entropy().next_u64());
         let has_hash_key = self.hash_key.is_some();
-        let core = Arc::new(Core::new(self.config, self.events, seed.rotate_left(17), self.gate, has_hash_key));
+        let core = Arc::new(Shared::new(self.config, self.events, seed.rotate_left(17), self.gate, has_hash_key));
         if let Some(start) = self.health_check {
             let (tx, rx) = oneshot::channel();
             core.on_drop(tx);
             start(Arc::downgrade(&core), rx, seed ^ 0x5851_f42d_4c95_7f2d);
         }
         let balance = Balance {
-            cached: Cached::new(&core.cell),
+            cached: core.table().reader(),
             core: core.clone(),
             hash_key: self.hash_key,
             classifier: self.classifier,

@@ -27,8 +27,8 @@ use tokio::sync::oneshot;
 use tower::discover::{Change, Discover};
 use tower::BoxError;
 
-use crate::core::Core;
 use crate::endpoint::Endpoint;
+use crate::shared::Shared;
 
 /// Most changes applied in one table rebuild.
 const MAX_BATCH: usize = 1024;
@@ -67,7 +67,7 @@ impl<D> Source<D> {
 }
 
 pub(crate) fn spawn<K, S, D>(
-    core: Weak<Core<K, S>>,
+    core: Weak<Shared<K, S>>,
     mut source: Source<D>,
     mut shutdown: oneshot::Receiver<()>,
     seed: u64,
@@ -89,7 +89,7 @@ pub(crate) fn spawn<K, S, D>(
                 Stop::Failed(e) => format!("discovery failed: {e}"),
                 Stop::Ended => "discovery ended".to_owned(),
             };
-            let Some(events) = core.upgrade().map(|c| c.events.clone()) else { return };
+            let Some(events) = core.upgrade().map(|c| c.events().clone()) else { return };
             if started.elapsed() >= STABLE {
                 failures = 0;
             }
@@ -115,7 +115,7 @@ pub(crate) fn spawn<K, S, D>(
 /// goes. A single subscription (`resubscribes` false) is polled on after an
 /// error, since the stream may go on.
 async fn follow<K, S, D>(
-    core: &Weak<Core<K, S>>,
+    core: &Weak<Shared<K, S>>,
     discover: D,
     shutdown: &mut oneshot::Receiver<()>,
     mut snapshot_first: bool,
@@ -150,7 +150,7 @@ where
             Some(Stop::Failed(e)) if !resubscribes => {
                 if let Some(core) = core.upgrade() {
                     let reason = format!("discovery failed: {e}");
-                    core.events
+                    core.events()
                         .emit(Event::DiscoveryInterrupted { reason: Arc::from(reason.as_str()), resubscribe_in: None });
                 }
             }

@@ -11,6 +11,15 @@ use ha_core::{EndpointId, Instant};
 
 use crate::health::{Health, HealthGate};
 use crate::outlier::OutlierState;
+use crate::tuning::Tuning;
+
+/// The time constant over which a failure's cost fades. Short, unlike the
+/// latency's: the cost only has to keep traffic off an endpoint while it
+/// keeps failing, and an endpoint that recovers is tried again within a
+/// few seconds (a penalty in the latency estimate itself would take tens
+/// of seconds to wear off at its 10 s decay, and a crash would keep its
+/// server idle long after it was back).
+const FAILURE_DECAY: Duration = Duration::from_secs(1);
 
 /// One endpoint as discovery describes it: its service and where it sits
 /// (tier, zone, weight).
@@ -54,7 +63,10 @@ impl<S> Endpoint<S> {
         self
     }
 
-    /// Its zone (informational; express zone preference with tiers).
+    /// Its zone, as a label only: it is reported in
+    /// [`EndpointStats::zone`] and routes nothing. To prefer the caller's
+    /// zone, put that zone's endpoints in tier 0 and the others in lower
+    /// tiers (the `ha` facade's `.cluster` does so from membership).
     pub fn zone(mut self, zone: impl Into<Arc<str>>) -> Self {
         self.zone = Some(zone.into());
         self
@@ -131,46 +143,76 @@ pub struct EndpointStats {
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub requests: AtomicU64,
-    pub successes: AtomicU64,
-    pub failures: AtomicU64,
-    pub ejections: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) successes: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) ejections: AtomicU64,
 }
 
 /// The balancer's shared record of one endpoint. Snapshots hold it by `Arc`,
 /// so an in-flight request keeps it alive after the endpoint is removed.
-pub(crate) struct Slot<S> {
-    pub id: EndpointId,
-    pub name: Arc<str>,
-    pub service: S,
-    pub tier: u8,
-    pub zone: Option<Arc<str>>,
-    pub weight: u32,
+pub(crate) struct EndpointState<S> {
+    pub(crate) id: EndpointId,
+    pub(crate) name: Arc<str>,
+    pub(crate) service: S,
+    pub(crate) tier: u8,
+    pub(crate) zone: Option<Arc<str>>,
+    pub(crate) weight: u32,
     /// Nanoseconds since the balancer's epoch when its slow start began:
     /// when it was added, or readmitted after an ejection. 0 when it has
     /// none (it joined an empty balancer).
-    pub ramp_from_ns: AtomicU64,
+    pub(crate) ramp_from_ns: AtomicU64,
     /// Nanoseconds since the balancer's epoch of its latest ejection; 0
     /// when it was never ejected. A readmission sets its ramp back by half
-    /// the time it was out ([`Slot::readmission_ramp_from`]).
-    pub ejected_at_ns: AtomicU64,
+    /// the time it was out ([`EndpointState::readmission_ramp_from`]).
+    pub(crate) ejected_at_ns: AtomicU64,
     /// Its latest failure was a request given up on (no answer in time)
     /// rather than an answer: an endpoint ejected that way was overloaded
     /// or stalled at the share it had, and is readmitted from the start of
     /// its ramp.
-    pub unanswered: AtomicBool,
-    pub pending: AtomicU64,
-    pub ewma: PeakEwma,
+    pub(crate) unanswered: AtomicBool,
+    pub(crate) pending: AtomicU64,
+    pub(crate) ewma: PeakEwma,
     /// What its recent failures cost, on top of its latency: raised by each
     /// failure, decaying within seconds, cleared by a success.
-    pub failure_cost: PeakEwma,
-    pub health: Health,
-    pub outlier: OutlierState,
-    pub counters: Counters,
+    pub(crate) failure_cost: PeakEwma,
+    pub(crate) health: Health,
+    pub(crate) outlier: OutlierState,
+    pub(crate) counters: Counters,
 }
 
-impl<S> Slot<S> {
-    pub fn stats(&self, now: Instant, now_ns: u64) -> EndpointStats {
+impl<S> EndpointState<S> {
+    /// The state of a new endpoint described by `ep` (whose name and gate
+    /// the caller resolved), its slow start from `ramp_from_ns` (0: none).
+    pub(crate) fn new(
+        id: EndpointId,
+        name: Arc<str>,
+        ep: Endpoint<S>,
+        gate: Option<Arc<dyn HealthGate>>,
+        now: Instant,
+        ramp_from_ns: u64,
+        tuning: &Tuning,
+    ) -> Self {
+        EndpointState {
+            id,
+            name,
+            service: ep.service,
+            tier: ep.tier,
+            zone: ep.zone,
+            weight: ep.weight,
+            ramp_from_ns: AtomicU64::new(ramp_from_ns),
+            ejected_at_ns: AtomicU64::new(0),
+            unanswered: AtomicBool::new(false),
+            pending: AtomicU64::new(0),
+            ewma: PeakEwma::new(now, tuning.cfg.load.default_rtt, tuning.cfg.load.decay),
+            failure_cost: PeakEwma::new(now, Duration::ZERO, FAILURE_DECAY),
+            health: Health::new(gate),
+            outlier: OutlierState::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub(crate) fn stats(&self, now: Instant, now_ns: u64) -> EndpointStats {
         EndpointStats {
             id: self.id,
             name: self.name.clone(),
@@ -191,7 +233,7 @@ impl<S> Slot<S> {
 
     /// The slow-start share in `[min_factor, 1]`.
     #[inline]
-    pub fn ramp(&self, now_ns: u64, window_ns: u64, min_factor: f64) -> f64 {
+    pub(crate) fn ramp(&self, now_ns: u64, window_ns: u64, min_factor: f64) -> f64 {
         let from = self.ramp_from_ns.load(Ordering::Relaxed);
         if from == 0 || window_ns == 0 {
             return 1.0;
@@ -214,7 +256,7 @@ impl<S> Slot<S> {
     /// window.
     /// An endpoint whose latest failure went unanswered (see `unanswered`)
     /// ramps from `min_factor` whatever the time out.
-    pub fn readmission_ramp_from(&self, now_ns: u64, window_ns: u64, min_factor: f64) -> u64 {
+    pub(crate) fn readmission_ramp_from(&self, now_ns: u64, window_ns: u64, min_factor: f64) -> u64 {
         if self.unanswered.load(Ordering::Relaxed) {
             return now_ns.max(1);
         }
@@ -228,7 +270,7 @@ impl<S> Slot<S> {
     }
 }
 
-/// [`Slot::readmission_ramp_from`] over plain numbers: the ramp that began
+/// [`EndpointState::readmission_ramp_from`] over plain numbers: the ramp that began
 /// at `ramp_from_ns` (0: none, full share), an ejection at `ejected_at_ns`
 /// (0: unknown, a full ramp) and a readmission at `now_ns`.
 pub(crate) fn readmission_ramp_from(

@@ -18,9 +18,9 @@ use tokio::sync::futures::OwnedNotified;
 use tokio::time::Sleep;
 use tower::{BoxError, Service};
 
-use crate::core::{Core, TOTAL};
-use crate::endpoint::Slot;
+use crate::endpoint::EndpointState;
 use crate::pick::Request;
+use crate::shared::Shared;
 use crate::snapshot::Cached;
 use crate::table::Snapshot;
 use crate::tuning::flag;
@@ -30,22 +30,14 @@ use crate::tuning::flag;
 const RECHECK: Duration = Duration::from_millis(50);
 
 /// A failure costs at most this many times the larger of its time and the
-/// latency prior (see `Flight::failure_cost`).
+/// latency prior (see `InFlightRequest::failure_cost`).
 const FAILURE_COST_CAP: f64 = 16.0;
-
-/// The time constant over which a failure's cost fades. Short, unlike the
-/// latency's: the cost only has to keep traffic off an endpoint while it
-/// keeps failing, and an endpoint that recovers is tried again within a
-/// few seconds (a penalty in the latency estimate itself would take tens
-/// of seconds to wear off at its 10 s decay, and a crash would keep its
-/// server idle long after it was back).
-pub(crate) const FAILURE_DECAY: Duration = Duration::from_secs(1);
 
 /// One request's claim on its endpoint: counts it pending until dropped,
 /// whether the request completes, fails or is cancelled.
-pub(crate) struct Flight<K, S> {
-    core: Arc<Core<K, S>>,
-    slot: Arc<Slot<S>>,
+pub(crate) struct InFlightRequest<K, S> {
+    core: Arc<Shared<K, S>>,
+    slot: Arc<EndpointState<S>>,
     start: Instant,
     /// The request went to the endpoint and no result came back yet: if the
     /// flight ends like this (the caller gave up, a timeout), the time it
@@ -58,16 +50,13 @@ pub(crate) struct Flight<K, S> {
     flags: u8,
 }
 
-impl<K, S> Flight<K, S> {
-    pub fn new(core: Arc<Core<K, S>>, slot: Arc<Slot<S>>, start: Instant, probe: bool) -> Self {
-        let flags = core.hot.flags();
+impl<K, S> InFlightRequest<K, S> {
+    pub(crate) fn new(core: Arc<Shared<K, S>>, slot: Arc<EndpointState<S>>, start: Instant, probe: bool) -> Self {
+        let flags = core.hot().flags();
         slot.pending.fetch_add(1, Ordering::Relaxed);
         slot.counters.requests.fetch_add(1, Ordering::Relaxed);
-        if flags & flag::PER_TIER != 0 {
-            core.pending[usize::from(slot.tier)].fetch_add(1, Ordering::Relaxed);
-        }
-        core.pending[TOTAL].fetch_add(1, Ordering::Relaxed);
-        Flight { core, slot, start, sent: false, probe, flags }
+        core.in_flight().begin(slot.tier, flags & flag::PER_TIER != 0);
+        InFlightRequest { core, slot, start, sent: false, probe, flags }
     }
 
     fn finish(mut self, outcome: ha_core::Outcome) {
@@ -75,7 +64,7 @@ impl<K, S> Flight<K, S> {
         let latency = self.flags & flag::LATENCY != 0;
         let failed = outcome.counts() && outcome.is_failure();
         if failed {
-            // An answer, if a failing one (see `Slot::unanswered`).
+            // An answer, if a failing one (see `EndpointState::unanswered`).
             self.slot.unanswered.store(false, Ordering::Relaxed);
         }
         // The clock is read for the latency (PeakEWMA), and otherwise only
@@ -112,7 +101,7 @@ impl<K, S> Flight<K, S> {
     /// larger of its time and the prior. The picker weighs the larger of
     /// this cost (fading over `FAILURE_DECAY`) and the latency.
     fn failure_cost(&self, now: Instant, elapsed: Duration) -> Duration {
-        let (penalty, prior_ns) = self.core.hot.failure_pricing();
+        let (penalty, prior_ns) = self.core.hot().failure_pricing();
         let elapsed_ns = elapsed.as_secs_f64() * 1e9;
         let current = self.slot.ewma.estimate_nanos(now).max(self.slot.failure_cost.estimate_nanos(now));
         let base = elapsed_ns.max(current).max(prior_ns);
@@ -121,7 +110,7 @@ impl<K, S> Flight<K, S> {
     }
 }
 
-impl<K, S> Drop for Flight<K, S> {
+impl<K, S> Drop for InFlightRequest<K, S> {
     fn drop(&mut self) {
         if self.sent {
             // Given up on after it was sent.
@@ -139,41 +128,38 @@ impl<K, S> Drop for Flight<K, S> {
             }
         }
         self.slot.pending.fetch_sub(1, Ordering::Relaxed);
-        if self.flags & flag::PER_TIER != 0 {
-            self.core.pending[usize::from(self.slot.tier)].fetch_sub(1, Ordering::Relaxed);
-        }
-        self.core.pending[TOTAL].fetch_sub(1, Ordering::Relaxed);
+        self.core.in_flight().end(self.slot.tier, self.flags & flag::PER_TIER != 0);
     }
 }
 
 /// The endpoint picked, the time of the pick and whether it is a probe.
-type Picked<S> = (Arc<Slot<S>>, Instant, bool);
+type Picked<S> = (Arc<EndpointState<S>>, Instant, bool);
 
 /// A request waiting for an endpoint to become available.
 pub(crate) struct Wait<K, S, Req> {
-    pub core: Arc<Core<K, S>>,
-    pub cached: Cached<Snapshot<S>>,
-    pub req: Option<Req>,
-    pub hash: Option<u64>,
-    pub rng: FastRng,
-    pub deadline: Instant,
-    pub sleep: Pin<Box<Sleep>>,
-    pub notified: Pin<Box<OwnedNotified>>,
+    pub(crate) core: Arc<Shared<K, S>>,
+    pub(crate) cached: Cached<Snapshot<S>>,
+    pub(crate) req: Option<Req>,
+    pub(crate) hash: Option<u64>,
+    pub(crate) rng: FastRng,
+    pub(crate) deadline: Instant,
+    pub(crate) sleep: Pin<Box<Sleep>>,
+    pub(crate) notified: Pin<Box<OwnedNotified>>,
 }
 
 impl<K, S, Req: HasAttemptContext> Wait<K, S, Req> {
-    pub fn new(
-        core: Arc<Core<K, S>>,
+    pub(crate) fn new(
+        core: Arc<Shared<K, S>>,
         cached: Cached<Snapshot<S>>,
         req: Req,
         hash: Option<u64>,
         seed: u64,
         now: Instant,
     ) -> Self {
-        let deadline = now + core.tuning().cfg.no_healthy_timeout;
+        let deadline = now + core.table().tuning().cfg.no_healthy_timeout;
         Wait {
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
-            notified: Box::pin(core.notify.clone().notified_owned()),
+            notified: Box::pin(core.changed()),
             core,
             cached,
             req: Some(req),
@@ -189,28 +175,28 @@ impl<K, S, Req: HasAttemptContext> Wait<K, S, Req> {
             // the poll below still wakes us.
             self.notified.as_mut().enable();
             let now = Instant::now();
-            let now_ns = self.core.now_ns(now);
-            let snap = self.cached.get(&self.core.cell).clone();
+            let now_ns = self.core.clock().ns(now);
+            let snap = self.core.table().current(&mut self.cached).clone();
             let req = self.req.as_ref().expect("request present while waiting");
             let request = Request { now, now_ns, tried: req.attempt_context(), hash: self.hash };
             if let Some((slot, probe)) = self.core.pick(&snap, &request, &mut self.rng) {
                 return Poll::Ready(Ok((slot.clone(), now, probe)));
             }
             if now >= self.deadline {
-                return Poll::Ready(Err(NoHealthyEndpoint::new(snap.slots.len())));
+                return Poll::Ready(Err(NoHealthyEndpoint::new(snap.endpoints.len())));
             }
             let expiry = snap
-                .slots
+                .endpoints
                 .iter()
                 .map(|s| s.health.ejected_until())
                 .filter(|&until| until > now_ns)
                 .min()
-                .map(|until| self.core.epoch + Duration::from_nanos(until));
+                .map(|until| self.core.clock().instant(until));
             let wake =
                 [Some(self.deadline), expiry, Some(now + RECHECK)].into_iter().flatten().min().unwrap_or(self.deadline);
             self.sleep.as_mut().reset(wake.max(now + Duration::from_millis(1)).min(self.deadline.max(now)));
             if self.notified.as_mut().poll(cx).is_ready() {
-                self.notified.set(self.core.notify.clone().notified_owned());
+                self.notified.set(self.core.changed());
                 continue;
             }
             if self.sleep.as_mut().poll(cx).is_ready() {
@@ -238,7 +224,7 @@ where
 {
     #[pin]
     state: State<K, S, Req>,
-    flight: Option<Flight<K, S>>,
+    flight: Option<InFlightRequest<K, S>>,
     classifier: C,
     info: Option<C::RequestInfo>,
     hash: Option<u64>,
@@ -251,8 +237,8 @@ where
     Req: HasAttemptContext,
 {
     pub(crate) fn dispatch(
-        core: Arc<Core<K, S>>,
-        slot: Arc<Slot<S>>,
+        core: Arc<Shared<K, S>>,
+        slot: Arc<EndpointState<S>>,
         probe: bool,
         req: Req,
         now: Instant,
@@ -266,7 +252,7 @@ where
         let svc = slot.service.clone();
         ResponseFuture {
             state: State::Ready { svc, req: Some(req) },
-            flight: Some(Flight::new(core, slot, now, probe)),
+            flight: Some(InFlightRequest::new(core, slot, now, probe)),
             classifier,
             info: Some(info),
             hash,
@@ -305,7 +291,7 @@ where
                             ctx.record_tried(slot.id);
                         }
                         let svc = slot.service.clone();
-                        *this.flight = Some(Flight::new(core, slot, now, probe));
+                        *this.flight = Some(InFlightRequest::new(core, slot, now, probe));
                         this.state.set(State::Ready { svc, req: Some(req) });
                     }
                 },
@@ -325,8 +311,8 @@ where
                         let core = flight.core.clone();
                         drop(flight);
                         let req = req.take().expect("request present until called");
-                        let cached = Cached::new(&core.cell);
-                        let seed = core.seeds.fetch_add(ha_core::rng::GOLDEN_GAMMA, Ordering::Relaxed);
+                        let cached = core.table().reader();
+                        let seed = core.next_seed();
                         let wait = Wait::new(core, cached, req, *this.hash, seed, now);
                         *this.info = None;
                         this.state.set(State::Waiting(Box::new(wait)));
@@ -355,7 +341,7 @@ where
 }
 
 fn finish<K, S, Req, C>(
-    flight: &mut Option<Flight<K, S>>,
+    flight: &mut Option<InFlightRequest<K, S>>,
     classifier: &C,
     info: &mut Option<C::RequestInfo>,
     result: Result<S::Response, S::Error>,

@@ -67,7 +67,7 @@ pub(crate) struct Health {
 }
 
 impl Health {
-    pub fn new(gate: Option<Arc<dyn HealthGate>>) -> Self {
+    pub(crate) fn new(gate: Option<Arc<dyn HealthGate>>) -> Self {
         Health {
             ejected_until: AtomicU64::new(0),
             probe_failing: AtomicBool::new(false),
@@ -80,7 +80,7 @@ impl Health {
     /// failing probes are overridden, but an open breaker is not: it would
     /// refuse the request anyway.
     #[inline]
-    pub fn available(&self, now: Instant, now_ns: u64, panic: bool) -> bool {
+    pub(crate) fn available(&self, now: Instant, now_ns: u64, panic: bool) -> bool {
         if !self.gate_admits(now) {
             let overridden = self.gate_overridden.load(Ordering::Relaxed);
             let set_aside = overridden & SHARED != 0 || (panic && overridden & IN_PANIC != 0);
@@ -92,40 +92,40 @@ impl Health {
     }
 
     #[inline]
-    pub fn gate_admits(&self, now: Instant) -> bool {
+    pub(crate) fn gate_admits(&self, now: Instant) -> bool {
         self.gate.as_ref().is_none_or(|g| g.admits(now))
     }
 
     /// The gate may be overruled (see [`HealthGate::advisory`]).
-    pub fn gate_is_advisory(&self) -> bool {
+    pub(crate) fn gate_is_advisory(&self) -> bool {
         self.gate.as_ref().is_some_and(|g| g.advisory())
     }
 
     /// Sets how far an advisory gate's veto is set aside ([`SHARED`],
     /// [`IN_PANIC`], or 0); true when that changed.
-    pub fn override_gate(&self, overridden: u8) -> bool {
+    pub(crate) fn override_gate(&self, overridden: u8) -> bool {
         self.gate_overridden.swap(overridden, Ordering::Relaxed) != overridden
     }
 
-    pub fn gate(&self) -> Option<&Arc<dyn HealthGate>> {
+    pub(crate) fn gate(&self) -> Option<&Arc<dyn HealthGate>> {
         self.gate.as_ref()
     }
 
-    pub fn is_ejected(&self, now_ns: u64) -> bool {
+    pub(crate) fn is_ejected(&self, now_ns: u64) -> bool {
         self.ejected_until.load(Ordering::Acquire) > now_ns
     }
 
-    pub fn ejected_until(&self) -> u64 {
+    pub(crate) fn ejected_until(&self) -> u64 {
         self.ejected_until.load(Ordering::Acquire)
     }
 
-    pub fn eject_until(&self, until_ns: u64) {
+    pub(crate) fn eject_until(&self, until_ns: u64) {
         self.ejected_until.store(until_ns.max(1), Ordering::Release);
     }
 
     /// Ends an ejection early (a probe succeeded); true for the one caller
     /// that ended it (who reports the restoration).
-    pub fn readmit(&self) -> bool {
+    pub(crate) fn readmit(&self) -> bool {
         let mut until = self.ejected_until.load(Ordering::Acquire);
         while until != 0 {
             match self.ejected_until.compare_exchange_weak(until, 0, Ordering::AcqRel, Ordering::Acquire) {
@@ -138,7 +138,7 @@ impl Health {
 
     /// Lengthens the current ejection to at least `until_ns`; does nothing
     /// when the endpoint is not ejected (a racing probe readmitted it).
-    pub fn extend_until(&self, until_ns: u64) {
+    pub(crate) fn extend_until(&self, until_ns: u64) {
         let mut cur = self.ejected_until.load(Ordering::Acquire);
         while cur != 0 && cur < until_ns {
             match self.ejected_until.compare_exchange_weak(cur, until_ns, Ordering::AcqRel, Ordering::Acquire) {
@@ -150,19 +150,19 @@ impl Health {
 
     /// Clears an ejection that has expired; true for the one caller that
     /// cleared it (who reports the restoration).
-    pub fn clear_expired(&self, now_ns: u64) -> bool {
+    pub(crate) fn clear_expired(&self, now_ns: u64) -> bool {
         let until = self.ejected_until.load(Ordering::Acquire);
         until != 0
             && until <= now_ns
             && self.ejected_until.compare_exchange(until, 0, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
-    pub fn probe_failing(&self) -> bool {
+    pub(crate) fn probe_failing(&self) -> bool {
         self.probe_failing.load(Ordering::Acquire)
     }
 
     /// Sets the probe verdict; true when it changed.
-    pub fn set_probe_failing(&self, failing: bool) -> bool {
+    pub(crate) fn set_probe_failing(&self, failing: bool) -> bool {
         self.probe_failing.swap(failing, Ordering::AcqRel) != failing
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tower::{BoxError, Service, ServiceExt};
 
-use crate::core::Core;
+use crate::shared::Shared;
 
 #[derive(Default)]
 struct Streak {
@@ -25,7 +25,7 @@ struct Streak {
     failed: u32,
 }
 
-pub(crate) fn spawn<K, S, P>(core: Weak<Core<K, S>>, probe: P, seed: u64, mut shutdown: oneshot::Receiver<()>)
+pub(crate) fn spawn<K, S, P>(core: Weak<Shared<K, S>>, probe: P, seed: u64, mut shutdown: oneshot::Receiver<()>)
 where
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
     S: Send + Sync + 'static,
@@ -38,12 +38,12 @@ where
         let mut streaks: HashMap<EndpointId, Streak> = HashMap::new();
         loop {
             // Read each round: a reconfiguration applies from the next one.
-            let Some(cfg) = core.upgrade().map(|c| c.tuning().cfg.health_check) else { return };
+            let Some(cfg) = core.upgrade().map(|c| c.table().tuning().cfg.health_check) else { return };
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(cfg.interval) => {}
             }
-            let Some(targets) = core.upgrade().map(|c| c.keys()) else { return };
+            let Some(targets) = core.upgrade().map(|c| c.table().keys()) else { return };
             let mut probes = JoinSet::new();
             for (key, slot) in targets {
                 let delay = Duration::from_nanos(rng.below(u64::try_from(cfg.jitter.as_nanos()).unwrap_or(u64::MAX)));

@@ -81,7 +81,7 @@
 //! # How it works
 //!
 //! - **Shared table, private views.** The endpoint set is an immutable
-//!   snapshot in a [`snapshot::SnapshotCell`]: membership changes (a lock,
+//!   snapshot in a shared cell: membership changes (a lock,
 //!   rare) build a new snapshot and bump a generation counter; each clone
 //!   of the balancer keeps its own `Arc` of the snapshot and only checks the
 //!   counter per call. Health, load and counters are atomics in each
@@ -107,22 +107,29 @@
 //!   (reporting a restoration before the endpoint serves) and claims the
 //!   due probe with a compare-and-swap on the endpoint's probe time.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 #[cfg(feature = "breaker")]
 mod breaker;
 mod builder;
+mod clock;
 pub mod config;
-mod core;
 mod discover;
+mod ejections;
 mod endpoint;
 mod error;
 mod future;
 mod health;
 mod healthcheck;
+mod inflight;
+mod members;
 mod outlier;
 mod pick;
+mod planner;
 mod service;
+mod shared;
+// Not API: public, and hidden, only for its loom model in `tests/loom.rs`.
+#[doc(hidden)]
 pub mod snapshot;
 mod table;
 mod tiers;

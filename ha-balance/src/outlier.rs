@@ -73,7 +73,7 @@ pub(crate) struct OutlierState {
 
 impl OutlierState {
     /// The failure rate of about the last 32 outcomes, in `[0, 1]`.
-    pub fn recent_failure_rate(&self) -> f64 {
+    pub(crate) fn recent_failure_rate(&self) -> f64 {
         f64::from(self.recent_failure.load(Ordering::Relaxed)) / f64::from(RATE_ONE)
     }
 
@@ -92,7 +92,7 @@ impl OutlierState {
     }
 
     /// When this endpoint's next probe is due; `None` when it is not being probed.
-    pub fn next_probe(&self) -> Option<u64> {
+    pub(crate) fn next_probe(&self) -> Option<u64> {
         if !self.probing.load(Ordering::Acquire) {
             return None;
         }
@@ -119,19 +119,19 @@ impl OutlierState {
 /// One endpoint as the detector sees it.
 #[derive(Clone, Copy)]
 pub(crate) struct Host<'a> {
-    pub outlier: &'a OutlierState,
-    pub health: &'a Health,
-    pub tier: u8,
+    pub(crate) outlier: &'a OutlierState,
+    pub(crate) health: &'a Health,
+    pub(crate) tier: u8,
 }
 
 /// A decision: eject `host` (an index into the slice given) for `duration`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Ejection {
-    pub host: usize,
-    pub reason: EjectionReason,
-    pub duration: Duration,
+    pub(crate) host: usize,
+    pub(crate) reason: EjectionReason,
+    pub(crate) duration: Duration,
     /// When its first probe is due, if it is probed.
-    pub probe_at: Option<u64>,
+    pub(crate) probe_at: Option<u64>,
 }
 
 /// What a probe's outcome did.
@@ -152,17 +152,17 @@ pub(crate) struct Detector {
 }
 
 impl Detector {
-    pub fn new(cfg: OutlierConfig) -> Self {
+    pub(crate) fn new(cfg: OutlierConfig) -> Self {
         Detector { cfg, keep_available: 0.0 }
     }
 
     /// Never eject below this fraction of a tier's endpoints (the capacity check).
-    pub fn keep_available(mut self, fraction: f64) -> Self {
+    pub(crate) fn keep_available(mut self, fraction: f64) -> Self {
         self.keep_available = fraction;
         self
     }
 
-    pub fn interval(&self) -> Duration {
+    pub(crate) fn interval(&self) -> Duration {
         self.cfg.interval
     }
 
@@ -175,7 +175,7 @@ impl Detector {
     /// in because the response path reads it from the balancer's live
     /// settings, not from a detector.
     #[inline]
-    pub fn record(state: &OutlierState, failed: bool, threshold: u32) -> bool {
+    pub(crate) fn record(state: &OutlierState, failed: bool, threshold: u32) -> bool {
         state.observe_rate(failed);
         if failed {
             state.interval_failed.fetch_add(1, Ordering::Relaxed);
@@ -192,8 +192,8 @@ impl Detector {
     }
 
     /// [`record`](Self::record) with this detector's own threshold.
-    #[cfg(any(test, loom))]
-    pub fn record_own(&self, state: &OutlierState, failed: bool) -> bool {
+    #[cfg(test)]
+    pub(crate) fn record_own(&self, state: &OutlierState, failed: bool) -> bool {
         Detector::record(state, failed, self.cfg.consecutive_failures)
     }
 
@@ -206,7 +206,7 @@ impl Detector {
     /// true for exactly one caller per probe time, who sends the endpoint
     /// one request. Until that request's outcome is known, the next probe
     /// is due one spacing later (so a probe that never returns is not the last).
-    pub fn claim_probe(&self, state: &OutlierState, now_ns: u64) -> bool {
+    pub(crate) fn claim_probe(&self, state: &OutlierState, now_ns: u64) -> bool {
         let Some(at) = state.next_probe() else { return false };
         if at > now_ns {
             return false;
@@ -220,7 +220,7 @@ impl Detector {
     /// caller that ends the ejection); a failure spaces the next probe
     /// further and extends the ejection past it, so the endpoint is not let
     /// back unprobed while it still fails.
-    pub fn probe_outcome(&self, host: Host<'_>, success: bool, now_ns: u64) -> ProbeVerdict {
+    pub(crate) fn probe_outcome(&self, host: Host<'_>, success: bool, now_ns: u64) -> ProbeVerdict {
         let state = host.outlier;
         if !state.probing.load(Ordering::Acquire) || !host.health.is_ejected(now_ns) {
             return ProbeVerdict::Stale;
@@ -257,7 +257,13 @@ impl Detector {
     /// the other non-ejected endpoints, of every tier). A run of failures is
     /// then what their failure rate produces by chance; the interval rules
     /// still eject an endpoint much worse than such peers.
-    pub fn try_eject(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason) -> Option<Ejection> {
+    pub(crate) fn try_eject(
+        &self,
+        hosts: &[Host<'_>],
+        idx: usize,
+        now_ns: u64,
+        reason: EjectionReason,
+    ) -> Option<Ejection> {
         let peer_rate = peer_failure_rate(hosts, idx, now_ns);
         let shared = peer_rate.is_some_and(|p| p > self.cfg.max_peer_failure_rate);
         if shared {
@@ -271,7 +277,7 @@ impl Detector {
     /// ejected): they fail more than `max_peer_failure_rate` (lower median)
     /// and it less than twice as often? Then a circuit breaker that opened
     /// on it judged a shared overload, not a bad endpoint.
-    pub fn failure_shared(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
+    pub(crate) fn failure_shared(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
         let peer_rate = peer_failure_rate(hosts, idx, now_ns);
         let own = hosts[idx].outlier.recent_failure_rate();
         peer_rate.is_some_and(|p| p > self.cfg.max_peer_failure_rate && own < SHARED_FACTOR * p)
@@ -347,7 +353,7 @@ impl Detector {
     /// The interval rules over the counts since the last evaluation; resets
     /// those counts and forgives one ejection of every endpoint that was
     /// healthy through the interval.
-    pub fn evaluate(&self, hosts: &[Host<'_>], now_ns: u64) -> Vec<Ejection> {
+    pub(crate) fn evaluate(&self, hosts: &[Host<'_>], now_ns: u64) -> Vec<Ejection> {
         let counts: Vec<(u64, u64)> = hosts
             .iter()
             .map(|h| {

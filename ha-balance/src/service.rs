@@ -7,17 +7,16 @@ use std::task::{Context, Poll};
 
 use ha_core::classify::{Classify, ErrorsAreFailures};
 use ha_core::rng::FastRng;
-use ha_core::sync::atomic::Ordering;
 use ha_core::{HasAttemptContext, Instant};
 use tower::discover::Change;
 use tower::{BoxError, Service};
 
 use crate::config::{BalanceConfig, Picker};
-use crate::core::Core;
 use crate::endpoint::{Endpoint, EndpointStats};
 use crate::error::ConfigError;
 use crate::future::{ResponseFuture, Wait};
 use crate::pick::Request;
+use crate::shared::Shared;
 use crate::snapshot::Cached;
 use crate::table::Snapshot;
 
@@ -41,7 +40,7 @@ pub(crate) type HashKeyFn<Req> = Arc<dyn Fn(&Req) -> Option<u64> + Send + Sync>;
 /// [`no_healthy_timeout`](crate::BalanceConfig::no_healthy_timeout) for one
 /// and then fails with [`NoHealthyEndpoint`](ha_core::NoHealthyEndpoint).
 pub struct Balance<K, S, Req, C = ErrorsAreFailures> {
-    pub(crate) core: Arc<Core<K, S>>,
+    pub(crate) core: Arc<Shared<K, S>>,
     pub(crate) hash_key: Option<HashKeyFn<Req>>,
     pub(crate) classifier: C,
     pub(crate) cached: Cached<Snapshot<S>>,
@@ -60,23 +59,23 @@ where
     /// The counters and state of every endpoint, ordered by id.
     pub fn endpoint_stats(&self) -> Vec<EndpointStats> {
         let now = Instant::now();
-        let now_ns = self.core.now_ns(now);
-        self.core.cell.load().1.slots.iter().map(|s| s.stats(now, now_ns)).collect()
+        let now_ns = self.core.clock().ns(now);
+        self.core.table().snapshot().endpoints.iter().map(|s| s.stats(now, now_ns)).collect()
     }
 
     /// True while the balancer is in panic mode (as of its last recount).
     pub fn in_panic_mode(&self) -> bool {
-        self.core.cell.load().1.plan.panic.load(Ordering::Acquire)
+        self.core.table().snapshot().plan.in_panic()
     }
 
     /// Requests in flight through this balancer (all clones).
     pub fn in_flight(&self) -> u64 {
-        self.core.pending[crate::core::TOTAL].load(Ordering::Relaxed)
+        self.core.in_flight().total()
     }
 
     /// The configuration in force.
     pub fn config(&self) -> BalanceConfig {
-        self.core.tuning().cfg.clone()
+        self.core.table().tuning().cfg.clone()
     }
 
     /// Puts a new configuration in force for this balancer and every clone,
@@ -114,7 +113,7 @@ where
     /// ```
     pub fn reconfigure(&self, config: BalanceConfig) -> Result<(), ConfigError> {
         config.validate()?;
-        if matches!(config.picker, Picker::RingHash { .. }) && !self.core.has_hash_key {
+        if matches!(config.picker, Picker::RingHash { .. }) && !self.core.has_hash_key() {
             return Err(ConfigError::new("picker", "ring_hash needs a hash key (BalanceBuilder::hash_key)"));
         }
         self.core.reconfigure(config);
@@ -126,7 +125,7 @@ impl<K, S, Req, C: Clone> Clone for Balance<K, S, Req, C> {
     fn clone(&self) -> Self {
         // Each clone draws its own sequence; derived from one seed so a
         // seeded balancer stays reproducible.
-        let n = self.core.seeds.fetch_add(ha_core::rng::GOLDEN_GAMMA, Ordering::Relaxed);
+        let n = self.core.next_seed();
         Balance {
             core: self.core.clone(),
             hash_key: self.hash_key.clone(),
@@ -140,8 +139,8 @@ impl<K, S, Req, C: Clone> Clone for Balance<K, S, Req, C> {
 impl<K, S, Req, C> fmt::Debug for Balance<K, S, Req, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Balance")
-            .field("endpoints", &self.core.cell.load().1.slots.len())
-            .field("picker", &self.core.cell.load().1.tuning.cfg.picker)
+            .field("endpoints", &self.core.table().len())
+            .field("picker", &self.core.table().tuning().cfg.picker)
             .finish()
     }
 }
@@ -166,9 +165,9 @@ where
         // The one clock reading of this call: selection, EWMA decay, slow
         // start, ejection expiry and the latency's start all share it.
         let now = Instant::now();
-        let now_ns = core.now_ns(now);
+        let now_ns = core.clock().ns(now);
         let hash = self.hash_key.as_ref().and_then(|f| f(&req));
-        let snap = self.cached.get(&core.cell);
+        let snap = core.table().current(&mut self.cached);
         let request = Request { now, now_ns, tried: req.attempt_context(), hash };
         match core.pick(snap, &request, &mut self.rng) {
             Some((slot, probe)) => {
@@ -187,7 +186,7 @@ where
 /// table rebuild), or a full reset. Every clone of the balancer sees the
 /// change on its next call. Cheap to clone.
 pub struct Endpoints<K, S> {
-    core: Arc<Core<K, S>>,
+    core: Arc<Shared<K, S>>,
 }
 
 impl<K, S> Clone for Endpoints<K, S> {
@@ -198,7 +197,7 @@ impl<K, S> Clone for Endpoints<K, S> {
 
 impl<K, S> fmt::Debug for Endpoints<K, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Endpoints").field("len", &self.core.cell.load().1.slots.len()).finish()
+        f.debug_struct("Endpoints").field("len", &self.core.table().len()).finish()
     }
 }
 
@@ -206,7 +205,7 @@ impl<K, S> Endpoints<K, S>
 where
     K: Hash + Eq + Clone + fmt::Debug,
 {
-    pub(crate) fn new(core: Arc<Core<K, S>>) -> Self {
+    pub(crate) fn new(core: Arc<Shared<K, S>>) -> Self {
         Endpoints { core }
     }
 
@@ -234,7 +233,7 @@ where
 
     /// How many endpoints the balancer has.
     pub fn len(&self) -> usize {
-        self.core.cell.load().1.slots.len()
+        self.core.table().len()
     }
 
     /// True when it has none.

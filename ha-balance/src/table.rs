@@ -10,14 +10,15 @@ use ha_core::hash::StableHasher;
 use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::config::Picker;
-use crate::endpoint::Slot;
+use crate::endpoint::EndpointState;
 use crate::outlier::Host;
 use crate::tuning::Tuning;
 
 /// A virtual node of the hash ring.
 #[derive(Debug, Clone)]
 pub(crate) struct VNode {
-    pub slot: u32,
+    /// The index of its endpoint in the snapshot.
+    pub(crate) endpoint: u32,
 }
 
 /// A consistent-hash ring. Positions are a [`StableHasher`] hash of the
@@ -43,12 +44,12 @@ impl Ring {
             })
             .collect();
         keyed.sort_unstable();
-        Ring { nodes: keyed.into_iter().map(|(pos, _, _, slot)| (pos, VNode { slot })).collect() }
+        Ring { nodes: keyed.into_iter().map(|(pos, _, _, slot)| (pos, VNode { endpoint: slot })).collect() }
     }
 
     /// The first node at or after the position of `(hash, probe)`, wrapping
     /// round; `None` on an empty ring.
-    pub fn get(&self, &(hash, probe): &(u64, u64)) -> Option<&VNode> {
+    pub(crate) fn get(&self, &(hash, probe): &(u64, u64)) -> Option<&VNode> {
         let mut h = StableHasher::new();
         h.write_u64(hash);
         h.write_u64(probe);
@@ -60,54 +61,54 @@ impl Ring {
 
 /// The endpoints of one tier (or of all tiers, for panic mode).
 pub(crate) struct Group {
-    pub tier: u8,
-    pub members: Vec<u32>,
-    pub schedule: Vec<u32>,
-    pub cursor: AtomicUsize,
-    pub ring: Option<Ring>,
+    pub(crate) tier: u8,
+    pub(crate) members: Vec<u32>,
+    pub(crate) schedule: Vec<u32>,
+    pub(crate) cursor: AtomicUsize,
+    pub(crate) ring: Option<Ring>,
 }
 
-/// Loads scaled to this; a random draw below `cum[i]` picks group `i`.
+/// Loads scaled to this; a random draw below `cumulative_share[i]` picks group `i`.
 pub(crate) const LOAD_SCALE: u32 = 1 << 24;
 
 pub(crate) struct Plan {
-    pub computed_ns: AtomicU64,
-    pub stale: AtomicBool,
-    pub busy: AtomicBool,
-    pub panic: AtomicBool,
-    pub cum: Vec<AtomicU32>,
-    pub available: Vec<AtomicU32>,
-    pub available_all: AtomicU32,
+    pub(crate) computed_ns: AtomicU64,
+    pub(crate) stale: AtomicBool,
+    pub(crate) busy: AtomicBool,
+    pub(crate) panic: AtomicBool,
+    pub(crate) cumulative_share: Vec<AtomicU32>,
+    pub(crate) available: Vec<AtomicU32>,
+    pub(crate) available_all: AtomicU32,
 }
 
 pub(crate) struct Snapshot<S> {
     /// Sorted by id.
-    pub slots: Vec<Arc<Slot<S>>>,
-    /// The group index of each slot.
-    pub slot_group: Vec<u32>,
+    pub(crate) endpoints: Vec<Arc<EndpointState<S>>>,
+    /// The group index of each endpoint.
+    pub(crate) group_of: Vec<u32>,
     /// One group per tier present, in priority order.
-    pub groups: Vec<Group>,
-    pub all: Group,
-    pub plan: Plan,
+    pub(crate) groups: Vec<Group>,
+    pub(crate) all: Group,
+    pub(crate) plan: Plan,
     /// The settings this table was built with; a reconfiguration builds a
     /// new table.
-    pub tuning: Arc<Tuning>,
+    pub(crate) tuning: Arc<Tuning>,
 }
 
 impl<S> Snapshot<S> {
-    pub fn build(mut slots: Vec<Arc<Slot<S>>>, tuning: Arc<Tuning>) -> Self {
+    pub(crate) fn build(mut slots: Vec<Arc<EndpointState<S>>>, tuning: Arc<Tuning>) -> Self {
         let picker = &tuning.cfg.picker;
         slots.sort_by_key(|s| s.id);
         let mut tiers: Vec<u8> = slots.iter().map(|s| s.tier).collect();
         tiers.sort_unstable();
         tiers.dedup();
-        let slot_group: Vec<u32> =
+        let group_of: Vec<u32> =
             slots.iter().map(|s| tiers.binary_search(&s.tier).unwrap_or_default() as u32).collect();
         let groups: Vec<Group> = tiers
             .iter()
             .enumerate()
             .map(|(g, &tier)| {
-                let members = (0..slots.len() as u32).filter(|&i| slot_group[i as usize] == g as u32).collect();
+                let members = (0..slots.len() as u32).filter(|&i| group_of[i as usize] == g as u32).collect();
                 Group::build(tier, members, &slots, picker)
             })
             .collect();
@@ -118,26 +119,26 @@ impl<S> Snapshot<S> {
             stale: AtomicBool::new(true),
             busy: AtomicBool::new(false),
             panic: AtomicBool::new(false),
-            cum: (0..n).map(|i| AtomicU32::new(if i == 0 { LOAD_SCALE } else { 0 })).collect(),
+            cumulative_share: (0..n).map(|i| AtomicU32::new(if i == 0 { LOAD_SCALE } else { 0 })).collect(),
             available: groups.iter().map(|g| AtomicU32::new(g.members.len() as u32)).collect(),
             available_all: AtomicU32::new(slots.len() as u32),
         };
-        Snapshot { slots, slot_group, groups, all, plan, tuning }
+        Snapshot { endpoints: slots, group_of, groups, all, plan, tuning }
     }
 
-    pub fn hosts(&self) -> Vec<Host<'_>> {
-        self.slots.iter().map(|s| Host { outlier: &s.outlier, health: &s.health, tier: s.tier }).collect()
+    pub(crate) fn hosts(&self) -> Vec<Host<'_>> {
+        self.endpoints.iter().map(|s| Host { outlier: &s.outlier, health: &s.health, tier: s.tier }).collect()
     }
 
     /// The index of this very slot (not merely one with its id).
-    pub fn index_of(&self, slot: &Slot<S>) -> Option<usize> {
-        let i = self.slots.binary_search_by_key(&slot.id, |s| s.id).ok()?;
-        std::ptr::eq(&*self.slots[i], slot).then_some(i)
+    pub(crate) fn index_of(&self, slot: &EndpointState<S>) -> Option<usize> {
+        let i = self.endpoints.binary_search_by_key(&slot.id, |s| s.id).ok()?;
+        std::ptr::eq(&*self.endpoints[i], slot).then_some(i)
     }
 }
 
 impl Group {
-    fn build<S>(tier: u8, members: Vec<u32>, slots: &[Arc<Slot<S>>], picker: &Picker) -> Self {
+    fn build<S>(tier: u8, members: Vec<u32>, slots: &[Arc<EndpointState<S>>], picker: &Picker) -> Self {
         let schedule = match picker {
             Picker::RoundRobin => smooth_wrr(&members, |i| slots[i as usize].weight),
             _ => Vec::new(),
@@ -198,8 +199,13 @@ pub(crate) fn smooth_wrr(members: &[u32], weight: impl Fn(u32) -> u32) -> Vec<u3
 }
 
 impl Plan {
-    pub fn mark_stale(&self) {
+    pub(crate) fn mark_stale(&self) {
         self.stale.store(true, Ordering::Release);
+    }
+
+    /// True while the plan routes over every tier (as of its last recount).
+    pub(crate) fn in_panic(&self) -> bool {
+        self.panic.load(Ordering::Acquire)
     }
 }
 
@@ -216,14 +222,14 @@ mod tests {
         assert_eq!(ring.nodes.len(), 300);
         let first: Vec<u64> = ring.nodes.iter().take(3).map(|&(pos, _)| pos).collect();
         let keys = [0u64, 1, 2, 42, 1_000_000, 0xdead_beef, u64::MAX];
-        let picked: Vec<u32> = keys.iter().map(|&k| ring.get(&(k, 0)).unwrap().slot).collect();
-        let probes: Vec<u32> = (0..8).map(|p| ring.get(&(42, p)).unwrap().slot).collect();
+        let picked: Vec<u32> = keys.iter().map(|&k| ring.get(&(k, 0)).unwrap().endpoint).collect();
+        let probes: Vec<u32> = (0..8).map(|p| ring.get(&(42, p)).unwrap().endpoint).collect();
         assert_eq!((first, picked, probes), (PIN_FIRST.to_vec(), PIN_PICKED.to_vec(), PIN_PROBES.to_vec()));
         assert!(Ring::build(std::iter::empty()).get(&(1, 0)).is_none());
         // And the stable hash spreads keys as evenly as the old one did.
         let mut share = [0u32; 3];
         for k in 0..30_000u64 {
-            share[ring.get(&(k.wrapping_mul(ha_core::rng::GOLDEN_GAMMA), 0)).unwrap().slot as usize] += 1;
+            share[ring.get(&(k.wrapping_mul(ha_core::rng::GOLDEN_GAMMA), 0)).unwrap().endpoint as usize] += 1;
         }
         assert!(share.iter().all(|&n| (7_500..12_500).contains(&n)), "{share:?}");
     }

@@ -13,26 +13,25 @@ use std::sync::Arc;
 
 use ha_core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
+use crate::clock::nanos;
 use crate::config::{BalanceConfig, Picker};
-use crate::core::nanos;
 use crate::outlier::Detector;
-use crate::pick::LoadTerm;
 
 /// One version of the balancer's settings.
 pub(crate) struct Tuning {
-    pub cfg: BalanceConfig,
-    pub detector: Detector,
-    pub refresh_ns: u64,
-    pub slow_start_ns: u64,
+    pub(crate) cfg: BalanceConfig,
+    pub(crate) detector: Detector,
+    pub(crate) refresh_ns: u64,
+    pub(crate) slow_start_ns: u64,
     /// The PeakEWMA picker's weighing of in-flight requests.
-    pub load_term: LoadTerm,
+    pub(crate) load_term: LoadTerm,
     /// `1 / default_rtt` in 1/ns: the pending pickers weigh a failure cost
     /// in units of the latency prior.
-    pub failure_scale: f64,
+    pub(crate) failure_scale: f64,
 }
 
 impl Tuning {
-    pub fn new(cfg: BalanceConfig) -> Arc<Tuning> {
+    pub(crate) fn new(cfg: BalanceConfig) -> Arc<Tuning> {
         Arc::new(Tuning {
             detector: Detector::new(cfg.outlier).keep_available(cfg.tiers.panic_threshold),
             refresh_ns: nanos(cfg.tiers.refresh),
@@ -44,16 +43,51 @@ impl Tuning {
     }
 }
 
+/// The PeakEWMA picker's load factor `(pending + 1)^bias`, with the
+/// exponents that have a cheaper form than `powf` (the default 0.5 is one
+/// square root) resolved once when the balancer is built.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum LoadTerm {
+    /// Bias 1: tower's and Finagle's `pending + 1`.
+    Linear,
+    /// Bias 0.5.
+    Sqrt,
+    /// Any other bias in `[0, 1)`.
+    Pow(f64),
+}
+
+impl LoadTerm {
+    pub(crate) fn new(bias: f64) -> Self {
+        if bias == 1.0 {
+            LoadTerm::Linear
+        } else if bias == 0.5 {
+            LoadTerm::Sqrt
+        } else {
+            LoadTerm::Pow(bias)
+        }
+    }
+
+    /// `load^bias`, for `load = pending + 1 >= 1`.
+    #[inline]
+    pub(crate) fn weigh(self, load: f64) -> f64 {
+        match self {
+            LoadTerm::Linear => load,
+            LoadTerm::Sqrt => load.sqrt(),
+            LoadTerm::Pow(bias) => load.powf(bias),
+        }
+    }
+}
+
 /// Flags a request's flight reads once, when it starts.
 pub(crate) mod flag {
     /// Count in-flight requests per tier (only bounded loads read them).
-    pub const PER_TIER: u8 = 1;
+    pub(crate) const PER_TIER: u8 = 1;
     /// The picker weighs latency: time every response.
-    pub const LATENCY: u8 = 2;
+    pub(crate) const LATENCY: u8 = 2;
     /// The picker prices failures.
-    pub const PRICES_FAILURES: u8 = 4;
+    pub(crate) const PRICES_FAILURES: u8 = 4;
     /// A request given up on after it was sent counts as a failure.
-    pub const CANCELLED_FAILS: u8 = 8;
+    pub(crate) const CANCELLED_FAILS: u8 = 8;
 }
 
 /// The settings the response path reads without a snapshot: relaxed
@@ -68,7 +102,7 @@ pub(crate) struct Hot {
 }
 
 impl Hot {
-    pub fn new(cfg: &BalanceConfig) -> Self {
+    pub(crate) fn new(cfg: &BalanceConfig) -> Self {
         let hot = Hot {
             flags: AtomicU8::new(0),
             consecutive_failures: AtomicU32::new(0),
@@ -79,7 +113,7 @@ impl Hot {
         hot
     }
 
-    pub fn set(&self, cfg: &BalanceConfig) {
+    pub(crate) fn set(&self, cfg: &BalanceConfig) {
         let mut flags = 0;
         if matches!(cfg.picker, Picker::RingHash { .. }) {
             flags |= flag::PER_TIER;
@@ -100,17 +134,17 @@ impl Hot {
     }
 
     #[inline]
-    pub fn flags(&self) -> u8 {
+    pub(crate) fn flags(&self) -> u8 {
         self.flags.load(Ordering::Relaxed)
     }
 
     #[inline]
-    pub fn consecutive_failures(&self) -> u32 {
+    pub(crate) fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures.load(Ordering::Relaxed)
     }
 
     /// The failure penalty and the latency prior in ns.
-    pub fn failure_pricing(&self) -> (f64, f64) {
+    pub(crate) fn failure_pricing(&self) -> (f64, f64) {
         (f64::from_bits(self.failure_penalty.load(Ordering::Relaxed)), self.prior_ns.load(Ordering::Relaxed) as f64)
     }
 }

@@ -45,7 +45,7 @@ use std::time::Duration;
 use ha_core::error::BreakerOpen;
 use ha_core::event::{BreakerState, Event, Events};
 use ha_core::rng::FastRng;
-use ha_core::stats::{Sample, WindowSnapshot};
+use ha_core::stats::{Sample, WindowStats};
 use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use ha_core::sync::{LockExt, Mutex};
 use ha_core::{Instant, Outcome};
@@ -91,7 +91,7 @@ impl Permit {
 
 /// Counters of one breaker since it was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Metrics {
+pub struct BreakerStats {
     /// Calls whose outcome was recorded (ignored ones excluded). Counted
     /// with a plain load and store rather than a locked add, to keep the
     /// success path free of read-modify-writes: exact while one thread
@@ -111,11 +111,15 @@ pub struct Metrics {
     pub transitions: u64,
 }
 
+/// The old name of [`BreakerStats`].
+#[deprecated(note = "renamed to `BreakerStats`")]
+pub type Metrics = BreakerStats;
+
 /// A circuit breaker's shared state; see the [module](self) docs.
 pub struct Breaker {
     state: Padded<AtomicU64>,
     consecutive: Padded<AtomicU32>,
-    /// Closed-state calls recorded; see [`Metrics::calls`].
+    /// Closed-state calls recorded; see [`BreakerStats::calls`].
     calls: Padded<AtomicU64>,
     windows: Windows,
     rules: LiveRules,
@@ -236,7 +240,7 @@ impl Breaker {
     /// The breaker keeps its state: closed, open (until the deadline it
     /// already has), half-open (with the probes already admitted and
     /// answered), forced open, disabled or metrics-only; its trip count,
-    /// its failure streak and its [`Metrics`]. The window keeps the calls
+    /// its failure streak and its [`BreakerStats`]. The window keeps the calls
     /// it holds when its shape (`window`: count or time, size, span,
     /// buckets) is unchanged; a new shape starts with an empty window.
     ///
@@ -368,9 +372,15 @@ impl Breaker {
         Word(self.state.load(Ordering::Acquire))
     }
 
+    /// The old name of [`stats`](Self::stats).
+    #[deprecated(note = "renamed to `stats`")]
+    pub fn metrics(&self) -> BreakerStats {
+        self.stats()
+    }
+
     /// The counters.
-    pub fn metrics(&self) -> Metrics {
-        Metrics {
+    pub fn stats(&self) -> BreakerStats {
+        BreakerStats {
             calls: self.calls.load(Ordering::Relaxed) + self.probe_calls.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             slow_calls: self.slow_calls.load(Ordering::Relaxed),
@@ -381,7 +391,7 @@ impl Breaker {
     }
 
     /// The closed-state window's contents at `now`.
-    pub fn window(&self, now: Instant) -> WindowSnapshot {
+    pub fn window(&self, now: Instant) -> WindowStats {
         self.window_now().snapshot(|| now)
     }
 
@@ -420,7 +430,7 @@ impl Breaker {
     }
 
     fn acquire_contended(&self, mut w: Word, now: impl FnOnce() -> Instant) -> Result<Permit, BreakerOpen> {
-        let mut clock = Lazy::new(now);
+        let mut clock = LazyInstant::new(now);
         loop {
             let next = match w.code() {
                 CLOSED | METRICS_ONLY => return Ok(Permit { gen: w.gen(), kind: PermitKind::Normal }),
@@ -516,7 +526,7 @@ impl Breaker {
             // its outcome speaks of is over.
             return;
         }
-        let mut clock = Lazy::new(now);
+        let mut clock = LazyInstant::new(now);
         self.window_now().record(Sample::new(failed, slow), || clock.get());
         let streak = if failed {
             self.consecutive.fetch_add(1, Ordering::AcqRel).saturating_add(1)
@@ -533,7 +543,7 @@ impl Breaker {
     }
 
     #[cold]
-    fn maybe_trip<F: FnOnce() -> Instant>(&self, w: Word, streak: u32, clock: &mut Lazy<F>) {
+    fn maybe_trip<F: FnOnce() -> Instant>(&self, w: Word, streak: u32, clock: &mut LazyInstant<F>) {
         let rules = self.rules.load();
         let mut trip = streak >= rules.consecutive;
         if !trip && (rules.failure_rate.is_some() || rules.slow_rate.is_some()) {
@@ -549,7 +559,7 @@ impl Breaker {
     }
 
     fn record_probe(&self, permit: Permit, failed: bool, slow: bool, now: impl FnOnce() -> Instant) {
-        let mut clock = Lazy::new(now);
+        let mut clock = LazyInstant::new(now);
         self.probe_calls.fetch_add(1, Ordering::Relaxed);
         if failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
@@ -739,15 +749,15 @@ impl fmt::Debug for Breaker {
 }
 
 /// A time read at most once, and only if asked for.
-pub(crate) struct Lazy<F> {
+pub(crate) struct LazyInstant<F> {
     f: Option<F>,
     at: Option<Instant>,
 }
 
-impl<F: FnOnce() -> Instant> Lazy<F> {
+impl<F: FnOnce() -> Instant> LazyInstant<F> {
     #[inline]
     pub(crate) fn new(f: F) -> Self {
-        Lazy { f: Some(f), at: None }
+        LazyInstant { f: Some(f), at: None }
     }
 
     #[inline]
@@ -755,7 +765,7 @@ impl<F: FnOnce() -> Instant> Lazy<F> {
         if let Some(t) = self.at {
             return t;
         }
-        let t = (self.f.take().expect("a Lazy is filled when its closure is taken"))();
+        let t = (self.f.take().expect("a LazyInstant is filled when its closure is taken"))();
         self.at = Some(t);
         t
     }

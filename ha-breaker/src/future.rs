@@ -205,7 +205,7 @@ where
 
 pub(crate) mod tower_service_box {
     /// tower's boxed error, without depending on all of tower.
-    pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 }
 
 impl<F, C, Req> std::fmt::Debug for ResponseFuture<F, C, Req>

@@ -88,7 +88,7 @@
 //! adds. A time window adds one clock read per call and slow-call detection
 //! two; `benches/benches/breaker_overhead.rs` measures each.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 pub mod breaker;
 pub mod config;
@@ -100,7 +100,9 @@ mod service;
 mod state;
 mod window;
 
-pub use breaker::{Breaker, Metrics, Permit};
+#[allow(deprecated)]
+pub use breaker::Metrics;
+pub use breaker::{Breaker, BreakerStats, Permit};
 pub use config::{BreakerConfig, CancelledAs, ConfigError, OpenWaitConfig, RejectMode, SlowCallConfig, WindowConfig};
 pub use future::{ResponseFuture, TryOutput};
 pub use keyed::{KeyedCircuitBreaker, KeyedConfig};

@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use ha_core::stats::{CountWindow, Sample, TimeWindow, WindowSnapshot};
+use ha_core::stats::{CountWindow, Sample, TimeWindow, WindowStats};
 use ha_core::sync::atomic::{AtomicUsize, Ordering};
 use ha_core::Instant;
 
@@ -51,7 +51,7 @@ impl Window {
         }
     }
 
-    pub(crate) fn snapshot(&self, now: impl FnOnce() -> Instant) -> WindowSnapshot {
+    pub(crate) fn snapshot(&self, now: impl FnOnce() -> Instant) -> WindowStats {
         match self {
             Window::Count(ring) => ring.snapshot(),
             Window::Time(window) => window.snapshot(now()),

@@ -104,7 +104,7 @@ async fn consecutive_failures_trip_and_a_success_resets_the_streak() {
     assert_eq!(svc.state(), BreakerState::Open);
     assert_eq!(rejected(send(&mut svc, Req::Ok).await), Some(Duration::from_secs(1)));
     assert_eq!(*seen.lock().unwrap(), vec![(BreakerState::Closed, BreakerState::Open)]);
-    let m = svc.breaker().metrics();
+    let m = svc.breaker().stats();
     assert_eq!((m.calls, m.failures, m.rejections, m.transitions), (6, 5, 1, 1));
 }
 
@@ -180,7 +180,7 @@ async fn slow_call_rate_trips_on_calls_slower_than_the_threshold() {
         send(&mut svc, r).await.unwrap();
     }
     assert_eq!(svc.state(), BreakerState::Closed, "99 ms is fast, 100 ms is slow: 1 slow of 4");
-    assert_eq!(svc.breaker().metrics().slow_calls, 1);
+    assert_eq!(svc.breaker().stats().slow_calls, 1);
     send(&mut svc, Req::Slow(250)).await.unwrap();
     assert_eq!(svc.state(), BreakerState::Open, "2 slow of the last 4");
 }
@@ -282,7 +282,7 @@ async fn ignored_outcomes_count_for_nothing() {
         svc.ready().await.unwrap().call(Req::Ignore).await.unwrap();
     }
     assert_eq!(svc.state(), BreakerState::Closed);
-    let m = svc.breaker().metrics();
+    let m = svc.breaker().stats();
     assert_eq!((m.calls, m.ignored), (1, 5));
     assert_eq!(svc.breaker().window(Instant::now()).calls, 1);
     // The ignored calls did not break the failure streak either.
@@ -297,7 +297,7 @@ async fn cancelled_calls_count_for_nothing_by_default_and_as_failures_when_asked
     assert!(futures::poll!(&mut fut).is_pending());
     drop(fut);
     assert_eq!(svc.state(), BreakerState::Closed);
-    assert_eq!(svc.breaker().metrics().ignored, 1);
+    assert_eq!(svc.breaker().stats().ignored, 1);
 
     let (mut svc, _) =
         breaker_svc(BreakerConfig { consecutive_failures: Some(1), cancelled: CancelledAs::Failure, ..config() });
@@ -327,9 +327,9 @@ async fn outcomes_of_calls_admitted_before_a_transition_are_dropped() {
     send(&mut svc, Req::Ok).await.unwrap();
     assert_eq!(svc.state(), BreakerState::Closed);
     assert_eq!(svc.breaker().window(Instant::now()).calls, 0, "the window starts afresh on closing");
-    let calls = svc.breaker().metrics().calls;
+    let calls = svc.breaker().stats().calls;
     slow.await.unwrap();
-    assert_eq!(svc.breaker().metrics().calls, calls + 1, "counted");
+    assert_eq!(svc.breaker().stats().calls, calls + 1, "counted");
     assert_eq!(svc.breaker().window(Instant::now()).calls, 0, "the old call speaks of an earlier period");
 }
 
@@ -368,13 +368,13 @@ async fn advisory_mode_rejects_nothing_and_only_probes_decide() {
     let (mut svc, _) = breaker_svc(cfg);
     send(&mut svc, Req::Fail).await.unwrap_err();
     assert!(svc.is_open());
-    let calls = svc.breaker().metrics().calls;
+    let calls = svc.breaker().stats().calls;
     // Open, yet ready, and a call goes through to the service, untracked.
     assert!(svc.ready().now_or_never().is_some(), "ready while open");
     svc.call(Req::Ok).await.expect("the call went through");
     assert!(svc.is_open(), "an untracked success does not close it");
-    assert_eq!(svc.breaker().metrics().calls, calls, "not counted");
-    assert_eq!(svc.breaker().metrics().rejections, 1, "counted as advised against");
+    assert_eq!(svc.breaker().stats().calls, calls, "not counted");
+    assert_eq!(svc.breaker().stats().rejections, 1, "counted as advised against");
     // After the open wait a call is the half-open probe, and it decides.
     tokio::time::sleep(Duration::from_secs(1)).await;
     send(&mut svc, Req::Ok).await.unwrap();
@@ -414,14 +414,14 @@ async fn control_states_force_open_disable_metrics_only_and_reset() {
         send(&mut svc, Req::Fail).await.unwrap_err();
     }
     assert_eq!(b.state(), BreakerState::Disabled);
-    assert_eq!(b.metrics().calls, 0, "disabled records nothing");
+    assert_eq!(b.stats().calls, 0, "disabled records nothing");
 
     b.metrics_only(Instant::now());
     for _ in 0..5 {
         send(&mut svc, Req::Fail).await.unwrap_err();
     }
     assert_eq!(b.state(), BreakerState::MetricsOnly, "records, never trips");
-    assert_eq!(b.metrics().failures, 5);
+    assert_eq!(b.stats().failures, 5);
 
     b.reset(Instant::now());
     send(&mut svc, Req::Fail).await.unwrap_err();
@@ -437,7 +437,7 @@ async fn control_states_force_open_disable_metrics_only_and_reset() {
             (Closed, Open)
         ]
     );
-    assert_eq!(b.metrics().transitions, 5);
+    assert_eq!(b.stats().transitions, 5);
 }
 
 #[tokio::test(start_paused = true)]

@@ -114,7 +114,7 @@ fn two_probe_slots_are_never_exceeded_and_the_decision_is_made_once() {
         h.join().unwrap();
         assert_eq!(b.state(), BreakerState::Open);
         assert_eq!(opened.load(Ordering::SeqCst), 2, "one trip from closed, one reopen");
-        assert_eq!(b.metrics().transitions, 3);
+        assert_eq!(b.stats().transitions, 3);
     });
 }
 
@@ -137,7 +137,7 @@ fn concurrent_failures_trip_exactly_once() {
         // trip is counted but does not trip again.
         assert_eq!(b.state(), BreakerState::Open);
         assert_eq!(opened.load(Ordering::SeqCst), 1);
-        let m = b.metrics();
+        let m = b.stats();
         assert_eq!((m.failures, m.transitions), (2, 1));
     });
 }
@@ -164,7 +164,7 @@ fn a_call_racing_the_trip_is_admitted_before_it_or_rejected_after_it() {
             }
             Err(open) => {
                 assert_eq!(open.retry_after(), Duration::from_secs(1));
-                assert_eq!(b.metrics().rejections, 1);
+                assert_eq!(b.stats().rejections, 1);
             }
         }
     });
@@ -187,7 +187,7 @@ fn racing_records_are_all_counted() {
         // Racing records take distinct slots and the totals are never torn.
         let w = b.window(t0);
         assert_eq!((w.calls, w.failures), (2, 1), "{w:?}");
-        assert_eq!(b.metrics().failures, 1, "the failure counter is exact");
+        assert_eq!(b.stats().failures, 1, "the failure counter is exact");
     });
 }
 
@@ -216,7 +216,7 @@ fn an_outcome_racing_a_reconfiguration_is_judged_by_one_whole_config() {
         b.record(p, Outcome::Failure, None, || t0);
         h.join().unwrap();
         assert_eq!(b.state(), BreakerState::Open, "judged by a mix of the two configs");
-        let m = b.metrics();
+        let m = b.stats();
         assert_eq!((m.calls, m.failures, m.transitions), (2, 2, 1));
         assert_eq!(b.config(), new);
         assert_eq!(b.window(t0).calls, 2, "same window shape: both calls kept");
@@ -238,7 +238,7 @@ fn a_threshold_raised_while_an_outcome_is_recorded_applies_wholly_or_not_at_all(
         // Old rules: the second failure trips; new ones: it does not. Either
         // way the counters agree with the state, and the third failure is
         // judged by the new limit.
-        let m = b.metrics();
+        let m = b.stats();
         assert_eq!((m.calls, m.failures), (2, 2));
         match b.state() {
             BreakerState::Open => assert_eq!(m.transitions, 1),
@@ -269,7 +269,7 @@ fn a_window_reshaped_while_outcomes_are_recorded_loses_at_most_the_racing_one() 
         // new one; the counters have both failures either way.
         let w = b.window(t0);
         assert!(w.calls <= 1 && w.failures == w.calls, "{w:?}");
-        assert_eq!(b.metrics().failures, 2);
+        assert_eq!(b.stats().failures, 2);
         let p = b.try_acquire(|| t0).unwrap();
         b.record(p, Outcome::Success, None, || t0);
         assert_eq!(b.window(t0).calls, w.calls + 1, "later calls go to the new window");

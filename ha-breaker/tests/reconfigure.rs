@@ -79,7 +79,7 @@ fn a_lowered_threshold_trips_at_the_new_count_on_the_next_outcome() {
     fail(&b, t0, 3);
     b.reconfigure(BreakerConfig { consecutive_failures: Some(2), ..config() }).unwrap();
     assert_eq!(b.state(), BreakerState::Closed, "a reconfiguration trips nothing by itself");
-    assert_eq!(b.metrics().transitions, 0);
+    assert_eq!(b.stats().transitions, 0);
     fail(&b, t0, 1);
     assert_eq!(b.state(), BreakerState::Open, "the next failure is judged by the new limit");
 
@@ -149,7 +149,7 @@ fn an_open_breaker_stays_open_until_its_deadline_and_the_next_trip_uses_the_new_
     let t0 = Instant::now();
     let b = breaker(BreakerConfig { consecutive_failures: Some(1), half_open_probes: 1, ..config() }, t0);
     fail(&b, t0, 1);
-    let before = b.metrics();
+    let before = b.stats();
     let new_wait = OpenWaitConfig { base: secs(10), multiplier: 1.0, max: secs(10), ..config().open_wait };
     b.reconfigure(BreakerConfig {
         consecutive_failures: Some(1),
@@ -159,7 +159,7 @@ fn an_open_breaker_stays_open_until_its_deadline_and_the_next_trip_uses_the_new_
     })
     .unwrap();
     assert_eq!(b.state(), BreakerState::Open);
-    assert_eq!(b.metrics(), before, "the counters are kept");
+    assert_eq!(b.stats(), before, "the counters are kept");
     assert_eq!(b.retry_after(t0), Some(secs(1)), "the deadline set by the old config stands");
     assert!(b.try_acquire(|| t0 + Duration::from_millis(999)).is_err());
     let probe = b.try_acquire(|| t0 + secs(1)).expect("a probe once the old deadline passed");
@@ -236,7 +236,7 @@ fn a_new_window_shape_starts_afresh_and_the_same_shape_keeps_its_calls() {
     assert_eq!(b.window(t0 + secs(12)).calls, 0, "slid out of the 10 s span");
     fail(&b, t0 + secs(20), 4);
     assert_eq!(b.state(), BreakerState::Open);
-    let m = b.metrics();
+    let m = b.stats();
     assert_eq!((m.calls, m.failures, m.transitions), (12, 12, 1), "the counters span every window");
 }
 
@@ -249,7 +249,7 @@ fn cancelled_handling_slow_calls_and_reject_mode_follow_the_new_config() {
 
     let p = b.try_acquire(|| t0).unwrap();
     b.cancel(p, || t0);
-    assert_eq!(b.metrics().ignored, 1);
+    assert_eq!(b.stats().ignored, 1);
     b.reconfigure(BreakerConfig {
         consecutive_failures: Some(2),
         cancelled: CancelledAs::Failure,
@@ -262,7 +262,7 @@ fn cancelled_handling_slow_calls_and_reject_mode_follow_the_new_config() {
     assert_eq!(b.reject_mode(), RejectMode::NotReady);
     let p = b.try_acquire(|| t0).unwrap();
     b.record(p, Outcome::Success, Some(Duration::from_millis(150)), || t0);
-    assert_eq!(b.metrics().slow_calls, 1);
+    assert_eq!(b.stats().slow_calls, 1);
     for _ in 0..2 {
         let p = b.try_acquire(|| t0).unwrap();
         b.cancel(p, || t0);
@@ -292,7 +292,7 @@ fn each_reconfiguration_is_traced_and_changes_no_state() {
         b.reconfigure(BreakerConfig { consecutive_failures: Some(4), ..config() }).unwrap();
     }
     assert!(seen.lock().unwrap().is_empty(), "a reconfiguration is not a state change");
-    assert_eq!(b.metrics().transitions, 0);
+    assert_eq!(b.stats().transitions, 0);
 }
 
 #[test]

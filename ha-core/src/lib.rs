@@ -17,11 +17,8 @@
 //! - [`error`]: the typed errors every crate returns, downcastable from
 //!   [`tower::BoxError`].
 //! - [`hash`]: a hash that is the same in every build, for ring positions.
-//! - [`lease`]: per-thread reuse of the `Arc` a response future holds, so
-//!   that a call through a middleware touches no shared reference count.
 //! - [`live`]: a value replaced at run time (a live config) that readers
 //!   check with one atomic load per call.
-//! - [`sync`]: the `std::sync` / `loom::sync` shim used for loom models.
 //!
 //! # Example
 //!
@@ -46,7 +43,7 @@
 //! assert!(ewma.estimate(start) >= Duration::from_millis(119));
 //! ```
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod attempt;
@@ -55,10 +52,17 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod hash;
+// `lease`, `rng` and `sync` are the other `ha` crates' plumbing (response
+// futures' `Arc` reuse, the pickers' and jitter's generator, the loom
+// shim), not API: public only because those crates are built apart, and
+// hidden so that they can change in any release.
+#[doc(hidden)]
 pub mod lease;
 pub mod live;
+#[doc(hidden)]
 pub mod rng;
 pub mod stats;
+#[doc(hidden)]
 pub mod sync;
 
 pub use attempt::{AttemptContext, EndpointId, HasAttemptContext, WithAttempt};

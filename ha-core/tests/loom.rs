@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use ha_core::attempt::{AttemptContext, EndpointId};
-use ha_core::stats::{CountWindow, PeakEwma, Sample, TimeWindow, WindowSnapshot};
+use ha_core::stats::{CountWindow, PeakEwma, Sample, TimeWindow, WindowStats};
 use ha_core::sync::Arc;
 use ha_core::Instant;
 use loom::thread;
@@ -76,7 +76,7 @@ fn count_window_concurrent_records_are_all_counted() {
         for h in handles {
             h.join().unwrap();
         }
-        assert_eq!(w.snapshot(), WindowSnapshot { calls: 2, failures: 2, slow: 0 });
+        assert_eq!(w.snapshot(), WindowStats { calls: 2, failures: 2, slow: 0 });
     });
 }
 
@@ -116,7 +116,7 @@ fn time_window_concurrent_records_and_bucket_turnover() {
         a.join().unwrap();
         b.join().unwrap();
         // The turnover drops the old period, and neither new record is lost.
-        assert_eq!(w.snapshot(t2), WindowSnapshot { calls: 2, failures: 2, slow: 0 });
+        assert_eq!(w.snapshot(t2), WindowStats { calls: 2, failures: 2, slow: 0 });
     });
 }
 

@@ -341,13 +341,17 @@ impl RetryBudget {
         &self.inner.name
     }
 
-    /// The balance in budget units (1000 per retry), for tests and models.
+    /// The balance in budget units (1000 per retry), for the unit tests and
+    /// the loom models (`tests/loom.rs`): compiled only for them.
+    #[cfg(any(test, loom))]
     #[doc(hidden)]
     pub fn raw_balance(&self) -> i64 {
         self.inner.balance.load(Ordering::Acquire)
     }
 
-    /// The reserve in budget units, for tests and models.
+    /// The reserve in budget units, for the unit tests and
+    /// the loom models (`tests/loom.rs`): compiled only for them.
+    #[cfg(any(test, loom))]
     #[doc(hidden)]
     pub fn raw_reserve(&self) -> i64 {
         self.inner.reserve.load(Ordering::Acquire)

@@ -3,7 +3,8 @@
 //!
 //! Both layers take the same parts besides their config: a classifier, a
 //! replay policy, a budget they may share, an events handle. [`LayerBuilder`]
-//! holds them once, for either config; each layer adds its own `build`.
+//! holds them once, for either config; each layer adds its own `build`. Users
+//! name it only through those two aliases.
 //!
 //! ```
 //! use ha_retry::{HedgeConfig, HedgeLayer, RetryBudget, RetryConfig, RetryLayer};

@@ -73,14 +73,16 @@
 //! [`RetryLayerBuilder::track_attempts`] (for `Req: HasAttemptContext`, such
 //! as [`WithAttempt<R>`](ha_core::WithAttempt)) or [`RetryLayer::http`].
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
 #[cfg(feature = "http")]
 pub mod body;
 pub mod budget;
-pub mod builder;
+// Not public: its one generic type is named through `RetryLayerBuilder`
+// and `HedgeLayerBuilder`, whose configuration parameter it hides.
+mod builder;
 pub mod config;
 pub mod hedge;
 pub mod interop;
@@ -90,7 +92,6 @@ pub mod retry;
 mod timer;
 
 pub use budget::RetryBudget;
-pub use builder::LayerBuilder;
 pub use config::{BackoffConfig, BudgetConfig, ConfigError, HedgeConfig, HedgeDelay, Jitter, RetryConfig};
 pub use hedge::{Hedge, HedgeLayer, HedgeLayerBuilder, HedgeStats};
 pub use retry::{Retry, RetryLayer, RetryLayerBuilder, RetryStats};

@@ -57,7 +57,7 @@
 //! - The crates themselves, to use on their own: [`core`], [`balance`],
 //!   [`retry`], [`breaker`], `membership` (feature `membership`).
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;

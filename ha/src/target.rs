@@ -48,7 +48,8 @@ impl Target {
         self
     }
 
-    /// Sets the zone.
+    /// Sets the zone: a label for stats and events. It routes nothing by
+    /// itself; express zone preference with [`tier`](Self::tier).
     pub fn zone(mut self, zone: impl Into<Arc<str>>) -> Self {
         self.zone = Some(zone.into());
         self

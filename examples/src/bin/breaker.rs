@@ -63,7 +63,7 @@ async fn main() -> Result<(), BoxError> {
         println!("  {id}: {body}");
     }
 
-    let m = orders.breaker().metrics();
+    let m = orders.breaker().stats();
     println!(
         "state {}, {} calls, {} failures, {} rejected, {} transitions",
         orders.state(),

@@ -1,6 +1,6 @@
 //! The outcomes of the last `N` calls, lock-free.
 
-use super::{Sample, WindowConfigError, WindowSnapshot};
+use super::{Sample, WindowConfigError, WindowStats};
 use crate::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use crate::sync::CachePadded;
 
@@ -119,10 +119,10 @@ impl CountWindow {
     }
 
     /// The calls, failures and slow calls in the window.
-    pub fn snapshot(&self) -> WindowSnapshot {
+    pub fn snapshot(&self) -> WindowStats {
         let [calls, failures, slow] = unpack(self.totals.load(Ordering::Acquire));
         let calls = calls.clamp(0, i64::from(self.size)) as u64;
-        WindowSnapshot { calls, failures: (failures.max(0) as u64).min(calls), slow: (slow.max(0) as u64).min(calls) }
+        WindowStats { calls, failures: (failures.max(0) as u64).min(calls), slow: (slow.max(0) as u64).min(calls) }
     }
 }
 
@@ -152,9 +152,9 @@ fn unpack(mut v: u64) -> [i64; 3] {
 mod tests {
     use super::*;
 
-    fn model(window: &[Sample], size: usize) -> WindowSnapshot {
+    fn model(window: &[Sample], size: usize) -> WindowStats {
         let tail = &window[window.len().saturating_sub(size)..];
-        WindowSnapshot {
+        WindowStats {
             calls: tail.len() as u64,
             failures: tail.iter().filter(|s| s.failed()).count() as u64,
             slow: tail.iter().filter(|s| s.slow()).count() as u64,
@@ -207,7 +207,7 @@ mod tests {
                 proptest::prop_assert_eq!(w.snapshot(), model(&seen, size));
             }
             w.reset();
-            proptest::prop_assert_eq!(w.snapshot(), WindowSnapshot::default());
+            proptest::prop_assert_eq!(w.snapshot(), WindowStats::default());
         }
     }
 }

@@ -35,7 +35,9 @@ mod time_window;
 
 pub use count_window::CountWindow;
 pub use ewma::PeakEwma;
-pub use sample::{Sample, WindowSnapshot};
+#[allow(deprecated)]
+pub use sample::WindowSnapshot;
+pub use sample::{Sample, WindowStats};
 pub use time_window::TimeWindow;
 
 use std::fmt;

@@ -39,7 +39,7 @@ impl Sample {
 
 /// What a window holds at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct WindowSnapshot {
+pub struct WindowStats {
     /// Calls recorded.
     pub calls: u64,
     /// Of those, failures.
@@ -48,7 +48,11 @@ pub struct WindowSnapshot {
     pub slow: u64,
 }
 
-impl WindowSnapshot {
+/// The old name of [`WindowStats`].
+#[deprecated(note = "renamed to `WindowStats`")]
+pub type WindowSnapshot = WindowStats;
+
+impl WindowStats {
     /// Failures over calls, `0.0` with no calls.
     pub fn failure_rate(&self) -> f64 {
         ratio(self.failures, self.calls)

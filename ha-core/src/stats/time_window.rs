@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Sample, WindowConfigError, WindowSnapshot};
+use super::{Sample, WindowConfigError, WindowStats};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::Instant;
 
@@ -95,10 +95,10 @@ impl TimeWindow {
     }
 
     /// The calls, failures and slow calls in the window ending at `now`.
-    pub fn snapshot(&self, now: Instant) -> WindowSnapshot {
+    pub fn snapshot(&self, now: Instant) -> WindowStats {
         let tag = self.period(now) & 0xFFFF;
         let n = self.buckets.len() as u64;
-        let mut s = WindowSnapshot::default();
+        let mut s = WindowStats::default();
         for b in self.buckets.iter() {
             let v = b.load(Ordering::Acquire);
             let age = tag.wrapping_sub(v >> EPOCH_SHIFT) & 0xFFFF;
@@ -145,14 +145,14 @@ mod tests {
         }
         // At t=10 s the sample of t=0 slid out; t=1..=9 remain.
         let s = w.snapshot(Instant::now());
-        assert_eq!(s, WindowSnapshot { calls: 9, failures: 4, slow: 1 });
+        assert_eq!(s, WindowStats { calls: 9, failures: 4, slow: 1 });
         tokio::time::advance(secs(5)).await;
         assert_eq!(w.snapshot(Instant::now()).calls, 4);
         tokio::time::advance(secs(100)).await;
-        assert_eq!(w.snapshot(Instant::now()), WindowSnapshot::default());
+        assert_eq!(w.snapshot(Instant::now()), WindowStats::default());
         // A bucket reused after the window passed starts afresh.
         w.record(Instant::now(), Sample::FAILURE);
-        assert_eq!(w.snapshot(Instant::now()), WindowSnapshot { calls: 1, failures: 1, slow: 0 });
+        assert_eq!(w.snapshot(Instant::now()), WindowStats { calls: 1, failures: 1, slow: 0 });
     }
 
     #[test]
@@ -161,7 +161,7 @@ mod tests {
         let w = TimeWindow::new(t0, secs(4), 4).unwrap();
         w.record(t0 + secs(4), Sample::FAILURE); // period 4, bucket 0
         w.record(t0, Sample::SUCCESS); // period 0, same bucket: late, dropped
-        assert_eq!(w.snapshot(t0 + secs(4)), WindowSnapshot { calls: 1, failures: 1, slow: 0 });
+        assert_eq!(w.snapshot(t0 + secs(4)), WindowStats { calls: 1, failures: 1, slow: 0 });
     }
 
     #[test]
@@ -182,7 +182,7 @@ mod tests {
         let w = TimeWindow::new(t0, secs(1), 2).unwrap();
         w.record(t0, Sample::FAILURE);
         w.reset();
-        assert_eq!(w.snapshot(t0), WindowSnapshot::default());
+        assert_eq!(w.snapshot(t0), WindowStats::default());
         assert_eq!(w.bucket_span(), Duration::from_millis(500));
     }
 }

@@ -12,15 +12,15 @@ use pin_project::pin_project;
 use tower::BoxError;
 use tower_service::Service;
 
-use super::layer::HedgeCore;
+use super::layer::HedgeShared;
 use crate::replay::Replay;
 use crate::timer::LazyTimer;
 use ha_core::lease::Lease;
 
 /// What a request takes from its service: the layer's state, its own
 /// classifier and replay policy, and the service to send hedges to.
-pub(crate) struct Parts<S, C, P> {
-    pub(crate) core: Lease<HedgeCore>,
+pub(crate) struct HedgeInputs<S, C, P> {
+    pub(crate) core: Lease<HedgeShared>,
     pub(crate) classifier: C,
     pub(crate) replay: P,
     pub(crate) service: S,
@@ -44,7 +44,7 @@ where
     timer: LazyTimer,
     // The timer fired and the budget paid: waiting for the service to be ready.
     sending: bool,
-    parts: Parts<S, C, P>,
+    parts: HedgeInputs<S, C, P>,
     kept: Option<P::Request>,
     info: C::RequestInfo,
     start: Instant,
@@ -61,7 +61,7 @@ where
     C: Classify<P::Request, S::Response, BoxError>,
 {
     pub(crate) fn new(
-        parts: Parts<S, C, P>,
+        parts: HedgeInputs<S, C, P>,
         fut: S::Future,
         kept: Option<P::Request>,
         info: C::RequestInfo,

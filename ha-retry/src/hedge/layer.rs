@@ -32,14 +32,14 @@ pub struct HedgeLayer<C = ErrorsAreFailures, P = Cloned> {
 
 /// The config in force for a hedge layer and its services, replaced as a
 /// whole by each reconfiguration.
-pub(crate) type Live = Arc<LiveCell<Arc<HedgeCore>>>;
+pub(crate) type Live = Arc<LiveCell<Arc<HedgeShared>>>;
 
 /// One config of a hedge layer, with what every config of it shares:
 /// budget, latencies (while the window keeps its length), counters, events
 /// (the classifier and the replay policy are cloned into each service and
 /// request, so this is one concrete, leasable type). A request leases the
 /// one in force when it starts and keeps it to its end.
-pub(crate) struct HedgeCore {
+pub(crate) struct HedgeShared {
     pub(crate) config: HedgeConfig,
     pub(crate) budget: RetryBudget,
     pub(crate) events: Events,
@@ -50,7 +50,7 @@ pub(crate) struct HedgeCore {
     own_budget: bool,
 }
 
-impl HedgeCore {
+impl HedgeShared {
     /// The next config of the same layer; validated first, so that on an
     /// error neither the budget nor the latencies have changed.
     fn reconfigured(&self, config: HedgeConfig) -> Result<Arc<Self>, ConfigError> {
@@ -68,7 +68,7 @@ impl HedgeCore {
             let origin = self.latencies.origin();
             Arc::new(LatencyHistogram::new(origin, config.window, config.refresh, quantile, config.min_samples))
         };
-        Ok(Arc::new(HedgeCore {
+        Ok(Arc::new(HedgeShared {
             config,
             budget: self.budget.clone(),
             events: self.events.clone(),
@@ -81,22 +81,22 @@ impl HedgeCore {
 }
 
 /// Validates `config` and puts it in force for every holder of `live`.
-pub(crate) fn reconfigure(live: &LiveCell<Arc<HedgeCore>>, config: HedgeConfig) -> Result<(), ConfigError> {
+pub(crate) fn reconfigure(live: &LiveCell<Arc<HedgeShared>>, config: HedgeConfig) -> Result<(), ConfigError> {
     live.update(|core| core.reconfigured(config))
 }
 
 thread_local! {
     /// This thread's stash of hedge layer states.
-    static CORES: Stash<HedgeCore> = const { Stash::new() };
+    static CORES: Stash<HedgeShared> = const { Stash::new() };
 }
 
-impl Stashed for HedgeCore {
+impl Stashed for HedgeShared {
     fn stash() -> &'static std::thread::LocalKey<Stash<Self>> {
         &CORES
     }
 }
 
-impl HedgeCore {
+impl HedgeShared {
     /// How long after `now` the first hedge of a request starting now is
     /// sent, or `None` for no hedge.
     #[inline]
@@ -221,8 +221,9 @@ impl<S, C: Clone, P: Clone> Layer<S> for HedgeLayer<C, P> {
     }
 }
 
-/// Builds a [`HedgeLayer`]; the setters common to both layers are on
-/// [`LayerBuilder`].
+/// Builds a [`HedgeLayer`]: the classifier, replay policy, budget and
+/// events setters are shared with [`RetryLayerBuilder`](crate::RetryLayerBuilder),
+/// one generic builder behind both aliases.
 pub type HedgeLayerBuilder<C = ErrorsAreFailures, P = Cloned> = LayerBuilder<HedgeConfig, C, P>;
 
 impl<C, P> LayerBuilder<HedgeConfig, C, P> {
@@ -236,7 +237,7 @@ impl<C, P> LayerBuilder<HedgeConfig, C, P> {
         let latencies =
             LatencyHistogram::new(now, c.window, c.refresh, c.delay.quantile().unwrap_or(0.5), c.min_samples);
         let stats = Arc::new(Counters::default());
-        let core = HedgeCore {
+        let core = HedgeShared {
             config: self.config,
             budget: budget.clone(),
             events: self.events,

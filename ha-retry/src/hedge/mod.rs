@@ -99,24 +99,24 @@ use tower_service::Service;
 use crate::budget::Deposits;
 use crate::config::{ConfigError, HedgeConfig};
 use crate::replay::{Cloned, Replay};
-use future::Parts;
+use future::HedgeInputs;
 use ha_core::lease::Lease;
 use ha_core::live::LiveCached;
-use layer::{HedgeCore, Live};
+use layer::{HedgeShared, Live};
 
 /// Hedges slow requests; see the [module docs](self).
 pub struct Hedge<S, C = ErrorsAreFailures, P = Cloned> {
     inner: S,
     live: Live,
     // The config in force as of this service's last call.
-    core: LiveCached<std::sync::Arc<HedgeCore>>,
+    core: LiveCached<std::sync::Arc<HedgeShared>>,
     classifier: C,
     replay: P,
     deposits: Deposits,
 }
 
 impl<S, C, P> Hedge<S, C, P> {
-    fn new(inner: S, live: Live, core: LiveCached<std::sync::Arc<HedgeCore>>, classifier: C, replay: P) -> Self {
+    fn new(inner: S, live: Live, core: LiveCached<std::sync::Arc<HedgeShared>>, classifier: C, replay: P) -> Self {
         Hedge { inner, live, core, classifier, replay, deposits: Deposits::default() }
     }
 }
@@ -193,7 +193,7 @@ where
         let info = self.classifier.request_info(&req);
         let delay = core.delay(now);
         let kept = if delay.is_some() { self.replay.copy(&req) } else { None };
-        let parts = Parts {
+        let parts = HedgeInputs {
             core: Lease::of(shared),
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),

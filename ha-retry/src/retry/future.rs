@@ -14,7 +14,7 @@ use tower::BoxError;
 use tower_service::Service;
 
 use super::attempt_deadline;
-use super::layer::RetryCore;
+use super::layer::RetryShared;
 use crate::policy::RetryState;
 use crate::replay::Replay;
 use crate::timer::LazyTimer;
@@ -35,7 +35,7 @@ where
     timer: LazyTimer,
     // The per-try timer is armed when the first attempt is first found pending.
     per_try_on_pending: bool,
-    parts: Parts<S, C, P>,
+    parts: RetryInputs<S, C, P>,
     kept: Option<P::Request>,
     info: Option<C::RequestInfo>,
     // Seeds the backoff, which is built only when a first retry is considered.
@@ -47,8 +47,8 @@ where
 /// What a request takes from its service: the layer's state, its own
 /// classifier and replay policy, the service to send retries to, and the
 /// request's deadline.
-pub(crate) struct Parts<S, C, P> {
-    pub(crate) core: Lease<RetryCore>,
+pub(crate) struct RetryInputs<S, C, P> {
+    pub(crate) core: Lease<RetryShared>,
     pub(crate) classifier: C,
     pub(crate) replay: P,
     pub(crate) service: S,
@@ -75,7 +75,7 @@ where
 {
     #[inline(always)]
     pub(crate) fn new(
-        parts: Parts<S, C, P>,
+        parts: RetryInputs<S, C, P>,
         state: State<S::Future>,
         kept: Option<P::Request>,
         info: Option<C::RequestInfo>,

@@ -38,7 +38,7 @@ pub struct RetryLayer<C = ErrorsAreFailures, P = Cloned> {
 
 /// The config in force for a retry layer and its services, replaced as a
 /// whole by each reconfiguration.
-pub(crate) type Live = Arc<LiveCell<Arc<RetryCore>>>;
+pub(crate) type Live = Arc<LiveCell<Arc<RetryShared>>>;
 
 /// One config of a retry layer, with the state every config of it shares
 /// (budget, counters, events); a request leases the one in force when it
@@ -49,7 +49,7 @@ pub(crate) type Live = Arc<LiveCell<Arc<RetryCore>>>;
 /// each request's reference to it is leased from a per-thread stash
 /// ([`ha_core::lease`]): a request that succeeds touches no shared reference
 /// count.
-pub(crate) struct RetryCore {
+pub(crate) struct RetryShared {
     pub(crate) config: RetryConfig,
     pub(crate) budget: RetryBudget,
     pub(crate) events: Events,
@@ -60,9 +60,9 @@ pub(crate) struct RetryCore {
     own_budget: bool,
 }
 
-impl RetryCore {
+impl RetryShared {
     fn new(config: RetryConfig, budget: RetryBudget, events: Events, deposit: bool, own_budget: bool) -> Self {
-        RetryCore {
+        RetryShared {
             backoff: Backoff::new(&config.backoff, FastRng::new(0)),
             config,
             budget,
@@ -80,7 +80,7 @@ impl RetryCore {
         if self.own_budget {
             self.budget.reconfigure(config.budget.clone())?;
         }
-        Ok(Arc::new(RetryCore {
+        Ok(Arc::new(RetryShared {
             backoff: Backoff::new(&config.backoff, FastRng::new(0)),
             config,
             budget: self.budget.clone(),
@@ -93,16 +93,16 @@ impl RetryCore {
 }
 
 /// Validates `config` and puts it in force for every holder of `live`.
-pub(crate) fn reconfigure(live: &LiveCell<Arc<RetryCore>>, config: RetryConfig) -> Result<(), ConfigError> {
+pub(crate) fn reconfigure(live: &LiveCell<Arc<RetryShared>>, config: RetryConfig) -> Result<(), ConfigError> {
     live.update(|core| core.reconfigured(config))
 }
 
 thread_local! {
     /// This thread's stash of retry layer states.
-    static CORES: Stash<RetryCore> = const { Stash::new() };
+    static CORES: Stash<RetryShared> = const { Stash::new() };
 }
 
-impl Stashed for RetryCore {
+impl Stashed for RetryShared {
     fn stash() -> &'static std::thread::LocalKey<Stash<Self>> {
         &CORES
     }
@@ -227,8 +227,9 @@ impl<S, C: Clone, P: Clone> Layer<S> for RetryLayer<C, P> {
     }
 }
 
-/// Builds a [`RetryLayer`]; the setters common to both layers are on
-/// [`LayerBuilder`].
+/// Builds a [`RetryLayer`]: the classifier, replay policy, budget and
+/// events setters are shared with [`HedgeLayerBuilder`](crate::HedgeLayerBuilder),
+/// one generic builder behind both aliases.
 pub type RetryLayerBuilder<C = ErrorsAreFailures, P = Cloned> = LayerBuilder<RetryConfig, C, P>;
 
 impl<C, P> LayerBuilder<RetryConfig, C, P> {
@@ -246,7 +247,7 @@ impl<C, P> LayerBuilder<RetryConfig, C, P> {
         self.config.validate()?;
         let own_budget = !self.has_budget();
         let budget = self.take_budget()?;
-        let core = RetryCore::new(self.config, budget.clone(), self.events, self.deposit, own_budget);
+        let core = RetryShared::new(self.config, budget.clone(), self.events, self.deposit, own_budget);
         let stats = core.stats.clone();
         Ok(RetryLayer {
             live: Arc::new(LiveCell::new(Arc::new(core))),

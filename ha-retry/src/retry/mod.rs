@@ -92,17 +92,17 @@ use crate::budget::{Deposits, RetryBudget};
 use crate::config::{ConfigError, RetryConfig};
 use crate::policy::earliest;
 use crate::replay::{Cloned, Replay};
-use future::{Parts, State};
+use future::{RetryInputs, State};
 use ha_core::lease::Lease;
 use ha_core::live::LiveCached;
-use layer::{Live, RetryCore};
+use layer::{Live, RetryShared};
 
 /// Retries failed requests; see the [module docs](self).
 pub struct Retry<S, C = ErrorsAreFailures, P = Cloned> {
     inner: S,
     live: Live,
     // The config in force as of this service's last call.
-    core: LiveCached<std::sync::Arc<RetryCore>>,
+    core: LiveCached<std::sync::Arc<RetryShared>>,
     classifier: C,
     replay: P,
     rng: FastRng,
@@ -216,13 +216,13 @@ where
         let core = Lease::of(shared);
         let (classifier, replay, service) = (self.classifier.clone(), self.replay.clone(), self.inner.clone());
         if expired {
-            let parts = Parts { core, classifier, replay, service, deadline };
+            let parts = RetryInputs { core, classifier, replay, service, deadline };
             return ResponseFuture::new(parts, State::Expired, None, None, seed, None, false);
         }
         let info = self.classifier.request_info(&req);
         let kept = if config.max_attempts > 1 { self.replay.copy(&req) } else { None };
         let state = State::Called { fut: self.inner.call(req) };
-        let parts = Parts { core, classifier, replay, service, deadline };
+        let parts = RetryInputs { core, classifier, replay, service, deadline };
         ResponseFuture::new(parts, state, kept, Some(info), seed, timer, per_try_on_pending)
     }
 }

@@ -63,7 +63,7 @@ struct Registry {
 }
 
 impl EndpointSettings {
-    pub fn new(breaker: BreakerConfig, attempt_timeout: Option<Duration>) -> Self {
+    pub(super) fn new(breaker: BreakerConfig, attempt_timeout: Option<Duration>) -> Self {
         let breaker = breaker_config(breaker);
         EndpointSettings { inner: Mutex::new(Registry { breaker, attempt_timeout, live: Vec::new() }) }
     }
@@ -74,7 +74,7 @@ impl EndpointSettings {
 
     /// Gives every live endpoint, and every later one, these settings. The
     /// breaker config was validated by the caller.
-    pub fn apply(&self, breaker: BreakerConfig, attempt_timeout: Option<Duration>) {
+    pub(super) fn apply(&self, breaker: BreakerConfig, attempt_timeout: Option<Duration>) {
         let breaker = breaker_config(breaker);
         let mut registry = self.lock();
         registry.live.retain(|(b, _)| b.strong_count() > 0);
@@ -102,17 +102,17 @@ pub(crate) fn breaker_config(mut config: BreakerConfig) -> BreakerConfig {
 
 /// Builds each endpoint's service stack.
 pub(crate) struct Maker<T, C> {
-    pub transport: T,
-    pub classifier: C,
-    pub settings: Arc<EndpointSettings>,
-    pub events: Events,
+    pub(crate) transport: T,
+    pub(crate) classifier: C,
+    pub(crate) settings: Arc<EndpointSettings>,
+    pub(crate) events: Events,
     /// Seeds each endpoint's breaker jitter (with the endpoint's key), when
     /// the stack was seeded.
-    pub seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
 }
 
 impl<T, C: Clone> Maker<T, C> {
-    pub fn endpoint<S>(
+    pub(super) fn endpoint<S>(
         &self,
         key: &Arc<str>,
         target: &Target,
@@ -153,8 +153,8 @@ impl<T, C: Clone> Maker<T, C> {
 
 /// A stream of target changes as a `Discover` of endpoints.
 pub(crate) struct Endpoints<F> {
-    pub targets: Targets,
-    pub make: F,
+    pub(crate) targets: Targets,
+    pub(crate) make: F,
 }
 
 impl<F, E> Stream for Endpoints<F>

@@ -54,8 +54,8 @@ use crate::target::Transport;
 
 /// What every clone of a stack shares to be reconfigured.
 pub(crate) struct Live {
-    pub config: Mutex<Config>,
-    pub endpoints: Arc<EndpointSettings>,
+    pub(crate) config: Mutex<Config>,
+    pub(crate) endpoints: Arc<EndpointSettings>,
 }
 
 /// Checks the breaker section the way each endpoint's breaker will be built.

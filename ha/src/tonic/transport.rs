@@ -79,13 +79,14 @@ impl Transport<Request<ReplayBody<tonic::body::Body>>> for TonicTransport {
     fn connect(&self, target: &Target) -> TonicEndpoint {
         let endpoint = (self.make)(target).map_err(|e| Arc::new(e.to_string()));
         TonicEndpoint {
-            lazy: Arc::new(Lazy { endpoint, channel: OnceLock::new() }),
+            lazy: Arc::new(LazyChannel { endpoint, channel: OnceLock::new() }),
             max_wait_bytes: self.max_wait_bytes,
         }
     }
 }
 
-struct Lazy {
+/// An endpoint's channel, connected on first use.
+struct LazyChannel {
     endpoint: Result<Endpoint, Arc<String>>,
     channel: OnceLock<tonic::transport::Channel>,
 }
@@ -94,7 +95,7 @@ struct Lazy {
 /// (inside the runtime, so a stack may be built outside one).
 #[derive(Clone)]
 pub struct TonicEndpoint {
-    lazy: Arc<Lazy>,
+    lazy: Arc<LazyChannel>,
     max_wait_bytes: usize,
 }
 

@@ -1,0 +1,263 @@
+//! The state every clone of a balancer shares, as parts that each hold one
+//! thing: the endpoint table, the tier planner, the ejection and probe
+//! schedule, the in-flight counts and the response path's settings. This
+//! type wires them together: a pick, an outcome or a membership change
+//! reaches each part it concerns in the order the balancer's guarantees
+//! need (a restoration is reported before the endpoint serves, a new table
+//! is planned before any pick sees it).
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use ha_core::event::{EjectionReason, Event, Events};
+use ha_core::rng::FastRng;
+use ha_core::sync::atomic::{AtomicU64, Ordering};
+use ha_core::sync::{LockExt, Mutex};
+use ha_core::{Instant, Outcome};
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::{oneshot, Notify};
+use tower::discover::Change;
+
+use crate::clock::{nanos, Clock};
+use crate::config::BalanceConfig;
+use crate::ejections::Ejections;
+use crate::endpoint::{Endpoint, EndpointState};
+use crate::inflight::InFlight;
+use crate::members::{EndpointTable, GateFactory};
+use crate::outlier::{Detector, Host, ProbeVerdict};
+use crate::pick::{self, Request};
+use crate::planner::TierPlanner;
+use crate::table::Snapshot;
+use crate::tuning::{Hot, Tuning};
+
+/// What every clone of one balancer shares.
+pub(crate) struct Shared<K, S> {
+    clock: Clock,
+    events: Events,
+    table: EndpointTable<K, S>,
+    /// The settings the response path reads without a snapshot.
+    hot: Hot,
+    /// Woken when an endpoint may have become available.
+    notify: Arc<Notify>,
+    planner: TierPlanner,
+    ejections: Ejections,
+    in_flight: InFlight,
+    /// Where the next clone's random sequence starts.
+    seeds: AtomicU64,
+    /// Dropped with the state, which tells the background tasks to stop.
+    shutdown: Mutex<Vec<oneshot::Sender<()>>>,
+    /// A ring-hash picker may be configured (the balancer has a hash key).
+    has_hash_key: bool,
+}
+
+impl<K, S> Shared<K, S> {
+    pub(crate) fn new(
+        cfg: BalanceConfig,
+        events: Events,
+        seed: u64,
+        gate: Option<GateFactory<K>>,
+        has_hash_key: bool,
+    ) -> Self {
+        let clock = Clock::new();
+        let hot = Hot::new(&cfg);
+        let ejections = Ejections::new(cfg.outlier.interval);
+        Shared {
+            clock,
+            events,
+            table: EndpointTable::new(Tuning::new(cfg), gate),
+            hot,
+            notify: Arc::new(Notify::new()),
+            planner: TierPlanner::new(),
+            ejections,
+            in_flight: InFlight::new(),
+            seeds: AtomicU64::new(seed),
+            shutdown: Mutex::new(Vec::new()),
+            has_hash_key,
+        }
+    }
+
+    /// Ties a background task's stop signal to this state's lifetime.
+    pub(crate) fn on_drop(&self, stop: oneshot::Sender<()>) {
+        self.shutdown.lock_or_recover().push(stop);
+    }
+
+    pub(crate) fn events(&self) -> &Events {
+        &self.events
+    }
+
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub(crate) fn table(&self) -> &EndpointTable<K, S> {
+        &self.table
+    }
+
+    pub(crate) fn hot(&self) -> &Hot {
+        &self.hot
+    }
+
+    pub(crate) fn in_flight(&self) -> &InFlight {
+        &self.in_flight
+    }
+
+    pub(crate) fn has_hash_key(&self) -> bool {
+        self.has_hash_key
+    }
+
+    /// A future that completes when an endpoint may have become available.
+    pub(crate) fn changed(&self) -> OwnedNotified {
+        self.notify.clone().notified_owned()
+    }
+
+    /// The seed of a new random sequence: each clone, and each request
+    /// that waits, draws its own, derived from the balancer's seed so a
+    /// seeded balancer stays reproducible.
+    pub(crate) fn next_seed(&self) -> u64 {
+        self.seeds.fetch_add(ha_core::rng::GOLDEN_GAMMA, Ordering::Relaxed)
+    }
+
+    /// Recounts the tier plan if it is due (see [`TierPlanner::refresh`]).
+    fn refresh_plan(&self, snap: &Snapshot<S>, now: Instant, now_ns: u64) {
+        if self.planner.refresh(snap, now, now_ns, &self.events) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Puts `cfg` in force (validated by the caller): the endpoint table is
+    /// rebuilt over the same endpoints, so every endpoint keeps its state.
+    pub(crate) fn reconfigure(&self, cfg: BalanceConfig) {
+        let hot = cfg.clone();
+        let now = Instant::now();
+        let now_ns = self.clock.ns(now);
+        let before = self.table.retune(Tuning::new(cfg), |snap| self.refresh_plan(snap, now, now_ns));
+        self.notify.notify_waiters();
+        // After the snapshot: a response that sees the new flags finds the new table.
+        self.hot.set(&hot);
+        if hot.outlier.interval < before.cfg.outlier.interval {
+            // An evaluation scheduled under a longer interval comes sooner.
+            let soonest = self.clock.ns(Instant::now()).saturating_add(nanos(hot.outlier.interval));
+            self.ejections.evaluate_by(soonest);
+        }
+        tracing::info!(target: "ha::balance", picker = ?hot.picker, "balancer reconfigured");
+    }
+
+    /// Picks an endpoint, or `None` when no endpoint is available. Avoids
+    /// endpoints the request already tried while any other is available.
+    /// The flag is true when the pick is a probe of an ejected endpoint.
+    pub(crate) fn pick<'s>(
+        &self,
+        snap: &'s Snapshot<S>,
+        req: &Request<'_>,
+        rng: &mut FastRng,
+    ) -> Option<(&'s Arc<EndpointState<S>>, bool)> {
+        if snap.endpoints.is_empty() {
+            return None;
+        }
+        let health_due = self.ejections.health_due(req.now_ns);
+        if health_due {
+            // An ejection ended: recount now, which reports the restoration
+            // before the endpoint serves.
+            snap.plan.mark_stale();
+        }
+        self.refresh_plan(snap, req.now, req.now_ns);
+        self.ejections.maybe_evaluate(snap, req.now_ns, &self.events);
+        if health_due {
+            let tried = |s: &EndpointState<S>| req.tried.is_some_and(|c| c.was_tried(s.id));
+            if let Some(i) = self.ejections.due_probe(snap, req.now, req.now_ns, tried) {
+                return Some((&snap.endpoints[i], true));
+            }
+        }
+        pick::pick_available(snap, req, rng, &self.in_flight).map(|s| (s, false))
+    }
+
+    /// Counts a finished request. Reads the clock only when an ejection
+    /// needs a time stamp and the caller has none.
+    pub(crate) fn on_outcome(&self, endpoint: &EndpointState<S>, outcome: Outcome, now: Option<Instant>) {
+        if !outcome.counts() {
+            return;
+        }
+        let failed = outcome.is_failure();
+        if failed {
+            endpoint.counters.failures.fetch_add(1, Ordering::Relaxed);
+        } else {
+            endpoint.counters.successes.fetch_add(1, Ordering::Relaxed);
+        }
+        if Detector::record(&endpoint.outlier, failed, self.hot.consecutive_failures()) {
+            let now_ns = self.clock.ns(now.unwrap_or_else(Instant::now));
+            let snap = self.table.snapshot();
+            self.ejections.after_consecutive_failures(&snap, endpoint, now_ns, &self.events);
+        }
+    }
+
+    /// The outcome of a probe sent to an ejected endpoint: a success
+    /// readmits it with its failure cost cleared and its slow start set back
+    /// by half the time it was out (`EndpointState::readmission_ramp_from`);
+    /// a failure schedules the next probe. (Its latency estimate is kept:
+    /// failures never lowered it, and resetting it to the prior would
+    /// handicap it against peers that converged.)
+    pub(crate) fn on_probe_outcome(&self, endpoint: &EndpointState<S>, success: bool, now: Instant) {
+        let now_ns = self.clock.ns(now);
+        let host = Host { outlier: &endpoint.outlier, health: &endpoint.health, tier: endpoint.tier };
+        let snap = self.table.snapshot();
+        let tuning = &*snap.tuning;
+        match tuning.detector.probe_outcome(host, success, now_ns) {
+            ProbeVerdict::Readmitted => {
+                endpoint.failure_cost.reset(now, std::time::Duration::ZERO);
+                if tuning.slow_start_ns > 0 {
+                    let from =
+                        endpoint.readmission_ramp_from(now_ns, tuning.slow_start_ns, tuning.cfg.slow_start.min_factor);
+                    endpoint.ramp_from_ns.store(from, Ordering::Relaxed);
+                }
+                self.events.emit(Event::EndpointRestored { endpoint: endpoint.name.clone() });
+                snap.plan.mark_stale();
+                self.notify.notify_waiters();
+            }
+            ProbeVerdict::Failed { next_probe_ns } => {
+                tracing::debug!(target: "ha::balance", endpoint = %endpoint.name, "probe failed; endpoint stays ejected");
+                self.ejections.probe_at(next_probe_ns);
+            }
+            ProbeVerdict::Stale => {}
+        }
+    }
+
+    /// The active health checker's verdict on one endpoint.
+    pub(crate) fn set_probe_verdict(&self, endpoint: &EndpointState<S>, failing: bool) {
+        if endpoint.health.set_probe_failing(failing) {
+            let snap = self.table.snapshot();
+            if failing {
+                self.events.emit(Event::EndpointEjected {
+                    endpoint: endpoint.name.clone(),
+                    reason: EjectionReason::HealthCheck,
+                    duration: snap.tuning.cfg.health_check.interval,
+                });
+            } else {
+                self.events.emit(Event::EndpointRestored { endpoint: endpoint.name.clone() });
+                self.notify.notify_waiters();
+            }
+            snap.plan.mark_stale();
+        }
+    }
+}
+
+impl<K, S> Shared<K, S>
+where
+    K: Hash + Eq + Clone + fmt::Debug,
+{
+    /// Applies a batch of changes with one table rebuild.
+    pub(crate) fn apply(&self, changes: impl IntoIterator<Item = Change<K, Endpoint<S>>>) {
+        let now = Instant::now();
+        let now_ns = self.clock.ns(now);
+        self.table.apply(changes, now, now_ns, |snap| self.refresh_plan(snap, now, now_ns));
+        self.notify.notify_waiters();
+    }
+
+    /// Replaces the whole set; endpoints whose key stays keep their state.
+    pub(crate) fn reset(&self, endpoints: impl IntoIterator<Item = (K, Endpoint<S>)>) {
+        let now = Instant::now();
+        let now_ns = self.clock.ns(now);
+        self.table.reset(endpoints, now, now_ns, |snap| self.refresh_plan(snap, now, now_ns));
+        self.notify.notify_waiters();
+    }
+}
