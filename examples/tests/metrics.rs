@@ -7,6 +7,8 @@ use ha::balance::{BalanceConfig, Picker};
 use ha::breaker::BreakerConfig;
 use ha::core::Events;
 use ha::metrics::{record_stack, MetricsObserver};
+use ha::retry::config::BudgetConfig;
+use ha::retry::RetryConfig;
 use ha::Body;
 use ha_examples::prometheus::{serve, value};
 use ha_examples::servers::Server;
@@ -43,6 +45,10 @@ async fn the_scrape_shows_traffic_retries_ejection_and_breaker() {
     let config = ha::Config {
         balance: BalanceConfig { picker: Picker::RoundRobin, ..BalanceConfig::default() },
         breaker: BreakerConfig { consecutive_failures: Some(8), ..BreakerConfig::default() },
+        // Back to back, with two of three servers gone, about every other
+        // request needs a retry: a budget that pays for it, so the test
+        // is about what the scrape shows, not about the budget's floor.
+        retry: RetryConfig { budget: BudgetConfig { ratio: 1.0, ..BudgetConfig::default() }, ..RetryConfig::default() },
         ..ha::Config::default()
     };
     let client: ha::hyper::Client<Body> = ha::hyper::builder()

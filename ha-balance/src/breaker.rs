@@ -56,20 +56,12 @@ pub struct BreakerGate {
     seen: AtomicU64,
     /// Milliseconds since `epoch` from which the gate admits again.
     retry_at: AtomicU64,
-    /// The breaker's rejection count when the gate last looked at it half-open.
-    advised: AtomicU64,
 }
 
 impl BreakerGate {
     /// A gate over `breaker`.
     pub fn new(breaker: Arc<Breaker>) -> Self {
-        BreakerGate {
-            breaker,
-            epoch: Instant::now(),
-            seen: AtomicU64::new(u64::MAX),
-            retry_at: AtomicU64::new(0),
-            advised: AtomicU64::new(0),
-        }
+        BreakerGate { breaker, epoch: Instant::now(), seen: AtomicU64::new(u64::MAX), retry_at: AtomicU64::new(0) }
     }
 
     /// The breaker.
@@ -81,18 +73,6 @@ impl BreakerGate {
         u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// An advisory breaker lets a call it has no permit for through, and
-    /// counts it as a rejection, where a not-ready one would have made the
-    /// balancer look elsewhere (and call [`HealthGate::deferred`]): a new
-    /// rejection since the gate last looked is that same signal.
-    fn advised_against(&self) -> bool {
-        if self.breaker.reject_mode() != RejectMode::Advisory {
-            return false;
-        }
-        let advised = self.breaker.stats().rejections;
-        self.advised.swap(advised, Ordering::AcqRel) != advised
-    }
-
     fn wait(&self) -> Duration {
         self.breaker.config().open_wait.base
     }
@@ -101,20 +81,22 @@ impl BreakerGate {
 impl HealthGate for BreakerGate {
     #[inline]
     fn admits(&self, now: Instant) -> bool {
-        match self.breaker.state() {
+        let state = self.breaker.state();
+        if matches!(state, BreakerState::Open | BreakerState::HalfOpen)
+            && self.breaker.reject_mode() == RejectMode::Advisory
+        {
+            // An advisory breaker lets a call it has no permit for through,
+            // to fail: admit exactly when it would give one (the open wait
+            // is over, or a half-open probe slot is free).
+            return match self.breaker.retry_after(now) {
+                None => true,
+                Some(wait) => state == BreakerState::Open && wait.is_zero(),
+            };
+        }
+        match state {
             BreakerState::Closed | BreakerState::Disabled | BreakerState::MetricsOnly => true,
             // Probes go through until one finds every probe permit taken.
-            BreakerState::HalfOpen => {
-                let now_ms = self.ms(now);
-                if now_ms < self.retry_at.load(Ordering::Acquire) {
-                    return false;
-                }
-                if self.advised_against() {
-                    self.retry_at.store(now_ms.saturating_add(millis(self.wait() / 10)), Ordering::Release);
-                    return false;
-                }
-                true
-            }
+            BreakerState::HalfOpen => self.ms(now) >= self.retry_at.load(Ordering::Acquire),
             BreakerState::Open | BreakerState::ForcedOpen => {
                 let period = self.breaker.stats().transitions;
                 let now_ms = self.ms(now);
@@ -122,16 +104,7 @@ impl HealthGate for BreakerGate {
                     self.retry_at.store(now_ms.saturating_add(millis(self.wait())), Ordering::Release);
                     return false;
                 }
-                if now_ms < self.retry_at.load(Ordering::Acquire) {
-                    return false;
-                }
-                // Still open past the gate's wait (the breaker's own wait
-                // grows with each trip): wait another base period.
-                if self.advised_against() {
-                    self.retry_at.store(now_ms.saturating_add(millis(self.wait())), Ordering::Release);
-                    return false;
-                }
-                true
+                now_ms >= self.retry_at.load(Ordering::Acquire)
             }
         }
     }
