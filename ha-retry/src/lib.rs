@@ -70,7 +70,7 @@
 //!
 //! Retries and hedges go to a different endpoint when the request carries
 //! an [`AttemptContext`](ha_core::AttemptContext): use
-//! [`RetryLayerBuilder::track_attempts`] (for `Req: HasAttemptContext`, such
+//! `RetryLayer::builder(config).track_attempts()` (for `Req: HasAttemptContext`, such
 //! as [`WithAttempt<R>`](ha_core::WithAttempt)) or [`RetryLayer::http`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
