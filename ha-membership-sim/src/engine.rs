@@ -89,11 +89,43 @@ pub struct Outcome {
 }
 
 enum Ev {
-    Deliver { to: usize, from: usize, bytes: Vec<u8>, epoch: u32, late: bool },
-    Wake { node: usize, epoch: u32, late: bool },
-    SyncReq { to: usize, from: usize, bytes: Vec<u8>, epoch: u32, late: bool },
-    SyncResp { to: usize, from: usize, bytes: Vec<u8>, epoch: u32, late: bool },
-    Fault { index: usize, start: bool },
+    Deliver {
+        to: usize,
+        from: usize,
+        bytes: Vec<u8>,
+        epoch: u32,
+        late: bool,
+    },
+    Wake {
+        node: usize,
+        epoch: u32,
+        late: bool,
+    },
+    SyncReq {
+        to: usize,
+        from: usize,
+        bytes: Vec<u8>,
+        epoch: u32,
+        late: bool,
+    },
+    SyncResp {
+        to: usize,
+        from: usize,
+        bytes: Vec<u8>,
+        epoch: u32,
+        late: bool,
+    },
+    /// A stream connection `to` tried was refused (its target is down).
+    Refused {
+        to: usize,
+        token: u32,
+        epoch: u32,
+        late: bool,
+    },
+    Fault {
+        index: usize,
+        start: bool,
+    },
     Check,
 }
 
@@ -320,6 +352,16 @@ pub fn run<N: SimNode>(
                     let at = now + w.latency();
                     w.push(at, Ev::SyncResp { to: from, from: to, bytes: resp, epoch, late: false });
                 }
+            }
+            Ev::Refused { to, token, epoch, late } => {
+                if !w.alive(to, epoch) {
+                    continue;
+                }
+                if !late && w.delay_if_paused(to, now, |late| Ev::Refused { to, token, epoch, late }) {
+                    continue;
+                }
+                w.node(to).stream_refused(now, token);
+                w.after(to, now);
             }
             Ev::SyncResp { to, from, bytes, epoch, late } => {
                 if !w.alive(to, epoch) {
@@ -642,6 +684,17 @@ impl<N: SimNode> World<N> {
             let at = now + self.latency();
             let epoch = self.epoch[i];
             self.push(at, Ev::SyncReq { to, from: i, bytes: req, epoch, late: false });
+        }
+        while let Some((to, token)) = self.node(i).poll_stream_check() {
+            // A host whose process is gone answers a connection with a reset;
+            // a live, stopped or cut-off one with nothing the check can use.
+            let Some(to) = index_of(to).filter(|&t| t < n) else { continue };
+            if self.up[to] || self.blocked(i, to) || self.blocked(to, i) {
+                continue;
+            }
+            let at = now + self.latency() + self.latency();
+            let epoch = self.epoch[i];
+            self.push(at, Ev::Refused { to: i, token, epoch, late: false });
         }
     }
 

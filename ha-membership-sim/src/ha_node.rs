@@ -82,6 +82,14 @@ impl SimNode for HaNode {
         self.swim.poll_sync()
     }
 
+    fn poll_stream_check(&mut self) -> Option<(SocketAddr, u32)> {
+        self.swim.poll_stream_check().map(|c| (c.to, c.seq))
+    }
+
+    fn stream_refused(&mut self, now: Instant, token: u32) {
+        self.swim.stream_refused(now, token);
+    }
+
     fn local_state(&mut self, join: bool) -> Vec<u8> {
         self.swim.local_state(join)
     }

@@ -112,6 +112,13 @@ pub trait SimNode {
     }
     /// Merges a peer's state.
     fn handle_state(&mut self, _now: Instant, _state: &[u8]) {}
+    /// The next stream connection to try, with the token to report its
+    /// refusal with (protocols without stream checks return `None`).
+    fn poll_stream_check(&mut self) -> Option<(SocketAddr, u32)> {
+        None
+    }
+    /// The stream connection asked for with `token` was refused.
+    fn stream_refused(&mut self, _now: Instant, _token: u32) {}
 }
 
 /// The simulated address of node `i`.

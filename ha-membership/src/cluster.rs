@@ -33,6 +33,8 @@ use crate::wire::MAX_DATAGRAM;
 
 /// How long one push-pull exchange may take before it is abandoned.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a probe's stream check may take to connect (a refusal on a LAN takes one round trip).
+const STREAM_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a peer may take to send its state and read ours on an inbound connection.
 const INBOUND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Inbound push-pull connections open at once; a new one closes the oldest.
@@ -523,6 +525,8 @@ enum SyncMsg {
     Failed(SocketAddr),
     /// An inbound connection closed.
     Closed(u64),
+    /// A probe's stream check found the target's port closed.
+    Refused(u32),
 }
 
 /// What the IO side drops, counted from its tasks.
@@ -721,6 +725,7 @@ impl Driver {
                 self.sync_failed(addr);
             }
             SyncMsg::Closed(id) => self.inbound.retain(|(i, _)| *i != id),
+            SyncMsg::Refused(seq) => self.swim.stream_refused(now, seq),
         }
     }
 
@@ -773,6 +778,18 @@ impl Driver {
                     Ok(Ok(bytes)) => tx.send(SyncMsg::State { bytes, reply: None, from: to }),
                     _ => tx.send(SyncMsg::Failed(to)),
                 };
+            });
+        }
+        while let Some(check) = self.swim.poll_stream_check() {
+            let tx = self.sync_tx.clone().expect("set in run");
+            // Only a refusal is news; an open connection is closed at once.
+            tokio::spawn(async move {
+                let r = tokio::time::timeout(STREAM_CHECK_TIMEOUT, TcpStream::connect(check.to)).await;
+                if let Ok(Err(e)) = r {
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                        let _ = tx.send(SyncMsg::Refused(check.seq));
+                    }
+                }
             });
         }
         let mut changed = false;

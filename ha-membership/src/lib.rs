@@ -60,4 +60,4 @@ pub use discover::MemberDiscover;
 pub use error::{ConfigError, DecodeError, KeyError, SizeError};
 pub use keyring::Keyring;
 pub use member::{Member, MemberState, MembershipEvent, Metadata};
-pub use swim::{Counters, Swim, Transmit};
+pub use swim::{Counters, StreamCheck, Swim, Transmit};

@@ -57,4 +57,4 @@ pub use config::{Config, MAX_PACKET};
 pub use error::{ConfigError, DecodeError, KeyError, SizeError};
 pub use keyring::Keyring;
 pub use member::{Member, MemberState, MembershipEvent, Metadata};
-pub use swim::{Counters, Swim, Transmit};
+pub use swim::{Counters, StreamCheck, Swim, Transmit};

@@ -81,6 +81,9 @@ pub struct Counters {
     pub name_conflicts: u64,
     /// TCP connections refused or closed because too many were open.
     pub dropped_connections: u64,
+    /// Probes whose target refused a stream connection: nothing listens at
+    /// its address, so it is suspected (or confirmed) without a last call.
+    pub refused_probes: u64,
     /// TCP accept errors (the listener backs off after each).
     pub accept_errors: u64,
     /// Push-pull states refused for exceeding `max_state_bytes`.
@@ -123,8 +126,17 @@ impl Suspicion {
         let n = (self.confirmers.len() - 1) as f64;
         let frac = (n + 1.0).ln() / (f64::from(self.k) + 1.0).ln();
         let raw = self.max.as_secs_f64() - frac * (self.max.as_secs_f64() - self.min.as_secs_f64());
-        self.deadline = self.start + Duration::from_secs_f64(raw.max(self.min.as_secs_f64()));
+        let at = self.start + Duration::from_secs_f64(raw.max(self.min.as_secs_f64()));
+        self.deadline = self.deadline.min(at);
         true
+    }
+
+    /// The suspect's port refused a connection: no process is left to
+    /// refute, so the timer shrinks to `wait` from `now`, the time an
+    /// alive member (a firewall rejecting only streams) has to answer the
+    /// check pings.
+    fn refused(&mut self, now: Instant, wait: Duration) {
+        self.deadline = self.deadline.min(now + wait);
     }
 }
 
@@ -199,6 +211,7 @@ pub struct Swim {
     transmits: VecDeque<Transmit>,
     events: VecDeque<MembershipEvent>,
     syncs: VecDeque<SocketAddr>,
+    stream_checks: VecDeque<StreamCheck>,
     user_in: VecDeque<Vec<u8>>,
     counters: Counters,
     scratch: Vec<Message>,
@@ -228,6 +241,26 @@ const MAX_RELAYS: usize = 64;
 const MAX_RELAYS_PER_ORIGIN: usize = 4;
 /// State syncs that may wait to be opened.
 const MAX_QUEUED_SYNCS: usize = 16;
+/// Stream checks that may wait for a driver that does not poll them.
+const MAX_QUEUED_CHECKS: usize = 4;
+
+/// A request to the driver: try a stream (TCP) connection to a probe's
+/// target, and report [`Swim::stream_refused`] if the connection is refused.
+///
+/// Asked when a probe's direct ping went unanswered. A refused connection
+/// is evidence no lost datagram gives: nothing listens at the target's
+/// address any more (the process is gone). So the target is suspected at
+/// once instead of after the last call, and its suspicion timer shrinks to
+/// one probe interval: long enough for an alive member to answer the check
+/// pings, with no process left to do so. A connection that opens, or times
+/// out, says nothing (a stopped process's kernel still accepts) and is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamCheck {
+    /// The target's address.
+    pub to: SocketAddr,
+    /// The probe's sequence number, to hand back to [`Swim::stream_refused`].
+    pub seq: u32,
+}
 /// The longest member name, in bytes.
 pub const MAX_NAME: usize = 255;
 /// Check pings per suspicion, evenly spread over the timer: with 10% loss
@@ -288,6 +321,7 @@ impl Swim {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             syncs: VecDeque::new(),
+            stream_checks: VecDeque::new(),
             user_in: VecDeque::new(),
             counters: Counters::default(),
             scratch: Vec::new(),
@@ -464,6 +498,33 @@ impl Swim {
     /// The next membership change.
     pub fn poll_event(&mut self) -> Option<MembershipEvent> {
         self.events.pop_front()
+    }
+
+    /// The next stream check to try (see [`StreamCheck`]); a driver without
+    /// a stream transport may ignore them.
+    pub fn poll_stream_check(&mut self) -> Option<StreamCheck> {
+        self.stream_checks.pop_front()
+    }
+
+    /// The stream connection asked for by the check `seq` was refused. Ignored
+    /// unless that probe is still waiting for an answer.
+    pub fn stream_refused(&mut self, now: Instant, seq: u32) {
+        if self.probe.as_ref().is_none_or(|p| p.seq != seq) {
+            return;
+        }
+        let p = self.probe.take().expect("checked above");
+        self.counters.refused_probes += 1;
+        let Some(m) = self.table.get(&p.target).map(|e| &e.member).filter(|m| m.state.is_live()) else { return };
+        let (name, inc, alive) = (m.name.clone(), m.incarnation, m.state == MemberState::Alive);
+        tracing::debug!(target: "ha::membership", member = %name, "probe target refused a stream connection");
+        if alive {
+            self.counters.suspicions += 1;
+        }
+        self.apply_suspect(now, name.clone(), inc, self.me.clone());
+        let wait = self.scale(self.cfg.probe_interval);
+        if let Some(s) = self.table.get_mut(&name).and_then(|e| e.suspicion.as_mut()) {
+            s.refused(now, wait);
+        }
     }
 
     /// The next member to run a push-pull state sync with: send it
@@ -660,6 +721,10 @@ impl Swim {
             }
             // And once more directly, in case only the first ping or its ack was lost.
             self.send(addr, &[Message::Ping { seq, target: target.clone(), from: self.me.clone() }]);
+            if self.stream_checks.len() >= MAX_QUEUED_CHECKS {
+                self.stream_checks.pop_front();
+            }
+            self.stream_checks.push_back(StreamCheck { to: addr, seq });
             let p = self.probe.as_mut().expect("checked above");
             p.indirect_sent = true;
             p.expected_nacks = if nack { helpers.len() as u32 } else { 0 };
@@ -1220,6 +1285,11 @@ impl Swim {
                     let others = n.saturating_sub(2).max(1) as f64;
                     if self.rng.unit_f64() < (2.0 * f64::from(k + 1) / others).min(1.0) {
                         self.urgent = Some(name.clone());
+                        // Between probes, at once: a confirmation that comes
+                        // later than the suspicion timer's minimum is too late.
+                        if self.probe.is_none() {
+                            self.next_probe = self.next_probe.min(now);
+                        }
                     }
                 }
                 e.member.incarnation = inc;

@@ -12,6 +12,8 @@ struct Net {
     now: Instant,
     /// Datagrams to these indices are lost.
     down: Vec<usize>,
+    /// Stream connections to these indices are refused (the process is gone).
+    refused: Vec<usize>,
 }
 
 impl Net {
@@ -19,7 +21,7 @@ impl Net {
         let now = Instant::now();
         let nodes =
             (0..n).map(|i| Swim::new(cfg.clone(), format!("n{i}"), addr(i), now, i as u64 + 1).unwrap()).collect();
-        Net { nodes, now, down: Vec::new() }
+        Net { nodes, now, down: Vec::new(), refused: Vec::new() }
     }
 
     /// Every node learns every other through push-pull with node 0.
@@ -55,6 +57,13 @@ impl Net {
         for _ in 0..100 {
             let mut any = false;
             for i in 0..self.nodes.len() {
+                while let Some(c) = self.nodes[i].poll_stream_check() {
+                    if self.refused.contains(&Net::idx(c.to)) {
+                        any = true;
+                        let now = self.now;
+                        self.nodes[i].stream_refused(now, c.seq);
+                    }
+                }
                 while let Some(t) = self.nodes[i].poll_transmit() {
                     any = true;
                     assert!(t.payload.len() <= MAX_PACKET, "packet of {} bytes", t.payload.len());
@@ -186,6 +195,44 @@ fn failed_probe_without_helpers_raises_health_score_and_success_lowers_it() {
     net.down.clear();
     net.run_until(t0 + Duration::from_secs(12));
     assert!(net.nodes[0].health_score() < score, "acks lower the score");
+}
+
+/// n4 goes silent; returns, for the first node to suspect it, the time
+/// from its suspicion to its verdict, and that node's refused probes.
+fn suspicion_to_death(refused: bool) -> (Duration, u64) {
+    let mut net = Net::joined(5, Config::lan());
+    net.down.push(4);
+    if refused {
+        net.refused.push(4);
+    }
+    let (mut suspected, mut died) = (None, None);
+    let step = Duration::from_millis(10);
+    while died.is_none() && net.now < net.nodes[0].poll_timeout() + Duration::from_secs(60) {
+        let t = net.now + step;
+        net.run_until(t);
+        for (i, e) in net.drain_events() {
+            match e {
+                MembershipEvent::Suspected(m) if &*m.name == "n4" && suspected.is_none() => suspected = Some((i, t)),
+                MembershipEvent::Died(m) if &*m.name == "n4" && suspected.is_some_and(|(s, _)| s == i) => {
+                    died = Some(t)
+                }
+                _ => {}
+            }
+        }
+    }
+    let (who, at) = suspected.expect("n4 suspected");
+    (died.expect("n4 declared dead") - at, net.nodes[who].counters().refused_probes)
+}
+
+#[test]
+fn a_refused_stream_check_suspects_at_once_and_waits_one_probe_interval() {
+    // n = 5: the suspicion timer's minimum is 2 * max(1, log10 5) * 1 s = 2 s.
+    let (silent, refusals) = suspicion_to_death(false);
+    assert!(silent >= Duration::from_secs(2), "a silent member keeps the Lifeguard timer: {silent:?}");
+    assert_eq!(refusals, 0);
+    let (gone, refusals) = suspicion_to_death(true);
+    assert!(gone <= Duration::from_millis(1020), "a refused member waits one probe interval: {gone:?}");
+    assert!(refusals >= 1);
 }
 
 #[test]
