@@ -118,6 +118,7 @@ enum Ev {
     /// A stream connection `to` tried was refused (its target is down).
     Refused {
         to: usize,
+        target: usize,
         token: u32,
         epoch: u32,
         late: bool,
@@ -353,14 +354,14 @@ pub fn run<N: SimNode>(
                     w.push(at, Ev::SyncResp { to: from, from: to, bytes: resp, epoch, late: false });
                 }
             }
-            Ev::Refused { to, token, epoch, late } => {
+            Ev::Refused { to, target, token, epoch, late } => {
                 if !w.alive(to, epoch) {
                     continue;
                 }
-                if !late && w.delay_if_paused(to, now, |late| Ev::Refused { to, token, epoch, late }) {
+                if !late && w.delay_if_paused(to, now, |late| Ev::Refused { to, target, token, epoch, late }) {
                     continue;
                 }
-                w.node(to).stream_refused(now, token);
+                w.node(to).stream_refused(now, addr_of(target), token);
                 w.after(to, now);
             }
             Ev::SyncResp { to, from, bytes, epoch, late } => {
@@ -694,7 +695,7 @@ impl<N: SimNode> World<N> {
             }
             let at = now + self.latency() + self.latency();
             let epoch = self.epoch[i];
-            self.push(at, Ev::Refused { to: i, token, epoch, late: false });
+            self.push(at, Ev::Refused { to: i, target: to, token, epoch, late: false });
         }
     }
 

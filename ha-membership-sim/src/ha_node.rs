@@ -86,8 +86,8 @@ impl SimNode for HaNode {
         self.swim.poll_stream_check().map(|c| (c.to, c.seq))
     }
 
-    fn stream_refused(&mut self, now: Instant, token: u32) {
-        self.swim.stream_refused(now, token);
+    fn stream_refused(&mut self, now: Instant, to: SocketAddr, token: u32) {
+        self.swim.stream_refused(now, ha_swim::StreamCheck { to, seq: token });
     }
 
     fn local_state(&mut self, join: bool) -> Vec<u8> {

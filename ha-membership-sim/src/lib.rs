@@ -117,8 +117,8 @@ pub trait SimNode {
     fn poll_stream_check(&mut self) -> Option<(SocketAddr, u32)> {
         None
     }
-    /// The stream connection asked for with `token` was refused.
-    fn stream_refused(&mut self, _now: Instant, _token: u32) {}
+    /// The stream connection to `to` asked for with `token` was refused.
+    fn stream_refused(&mut self, _now: Instant, _to: SocketAddr, _token: u32) {}
 }
 
 /// The simulated address of node `i`.

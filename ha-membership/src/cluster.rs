@@ -526,7 +526,7 @@ enum SyncMsg {
     /// An inbound connection closed.
     Closed(u64),
     /// A probe's stream check found the target's port closed.
-    Refused(u32),
+    Refused(ha_swim::StreamCheck),
 }
 
 /// What the IO side drops, counted from its tasks.
@@ -725,7 +725,7 @@ impl Driver {
                 self.sync_failed(addr);
             }
             SyncMsg::Closed(id) => self.inbound.retain(|(i, _)| *i != id),
-            SyncMsg::Refused(seq) => self.swim.stream_refused(now, seq),
+            SyncMsg::Refused(check) => self.swim.stream_refused(now, check),
         }
     }
 
@@ -787,7 +787,7 @@ impl Driver {
                 let r = tokio::time::timeout(STREAM_CHECK_TIMEOUT, TcpStream::connect(check.to)).await;
                 if let Ok(Err(e)) = r {
                     if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                        let _ = tx.send(SyncMsg::Refused(check.seq));
+                        let _ = tx.send(SyncMsg::Refused(check));
                     }
                 }
             });

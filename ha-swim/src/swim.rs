@@ -242,23 +242,26 @@ const MAX_RELAYS_PER_ORIGIN: usize = 4;
 /// State syncs that may wait to be opened.
 const MAX_QUEUED_SYNCS: usize = 16;
 /// Stream checks that may wait for a driver that does not poll them.
-const MAX_QUEUED_CHECKS: usize = 4;
+const MAX_QUEUED_CHECKS: usize = 16;
 
 /// A request to the driver: try a stream (TCP) connection to a probe's
 /// target, and report [`Swim::stream_refused`] if the connection is refused.
 ///
-/// Asked when a probe's direct ping went unanswered. A refused connection
-/// is evidence no lost datagram gives: nothing listens at the target's
-/// address any more (the process is gone). So the target is suspected at
-/// once instead of after the last call, and its suspicion timer shrinks to
-/// one probe interval: long enough for an alive member to answer the check
-/// pings, with no process left to do so. A connection that opens, or times
-/// out, says nothing (a stopped process's kernel still accepts) and is ignored.
+/// Asked when a probe's direct ping went unanswered, and when this node
+/// first hears that another suspects a member. A refused connection is
+/// evidence no lost datagram gives: nothing listens at the member's address
+/// any more (the process is gone). So a probe's target is suspected at once
+/// instead of after the last call, and the suspicion timer shrinks to one
+/// probe interval: long enough for an alive member to answer the check
+/// pings, with no process left to do so. Each node checks for itself, so a
+/// verdict gossip fails to bring still comes within that interval. A
+/// connection that opens, or times out, says nothing (a stopped process's
+/// kernel still accepts) and is ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamCheck {
     /// The target's address.
     pub to: SocketAddr,
-    /// The probe's sequence number, to hand back to [`Swim::stream_refused`].
+    /// Tells this check from others to the same address.
     pub seq: u32,
 }
 /// The longest member name, in bytes.
@@ -506,10 +509,23 @@ impl Swim {
         self.stream_checks.pop_front()
     }
 
-    /// The stream connection asked for by the check `seq` was refused. Ignored
-    /// unless that probe is still waiting for an answer.
-    pub fn stream_refused(&mut self, now: Instant, seq: u32) {
-        if self.probe.as_ref().is_none_or(|p| p.seq != seq) {
+    /// The stream connection asked for by `check` was refused. Ignored
+    /// unless its probe is still waiting for an answer, or its member is
+    /// still suspected here.
+    pub fn stream_refused(&mut self, now: Instant, check: StreamCheck) {
+        let wait = self.scale(self.cfg.probe_interval);
+        if self.probe.as_ref().is_none_or(|p| p.seq != check.seq || p.addr != check.to) {
+            // A suspect's check: the timer shrinks, nothing is gossiped.
+            let me = &self.me;
+            let suspect = self
+                .suspects
+                .iter()
+                .find(|n| self.table.get(n).is_some_and(|e| e.member.addr == check.to && e.member.name != *me));
+            let Some(name) = suspect.cloned() else { return };
+            if let Some(s) = self.table.get_mut(&name).and_then(|e| e.suspicion.as_mut()) {
+                self.counters.refused_probes += 1;
+                s.refused(now, wait);
+            }
             return;
         }
         let p = self.probe.take().expect("checked above");
@@ -521,10 +537,16 @@ impl Swim {
             self.counters.suspicions += 1;
         }
         self.apply_suspect(now, name.clone(), inc, self.me.clone());
-        let wait = self.scale(self.cfg.probe_interval);
         if let Some(s) = self.table.get_mut(&name).and_then(|e| e.suspicion.as_mut()) {
             s.refused(now, wait);
         }
+    }
+
+    fn stream_check(&mut self, to: SocketAddr, seq: u32) {
+        if self.stream_checks.len() >= MAX_QUEUED_CHECKS {
+            self.stream_checks.pop_front();
+        }
+        self.stream_checks.push_back(StreamCheck { to, seq });
     }
 
     /// The next member to run a push-pull state sync with: send it
@@ -721,10 +743,7 @@ impl Swim {
             }
             // And once more directly, in case only the first ping or its ack was lost.
             self.send(addr, &[Message::Ping { seq, target: target.clone(), from: self.me.clone() }]);
-            if self.stream_checks.len() >= MAX_QUEUED_CHECKS {
-                self.stream_checks.pop_front();
-            }
-            self.stream_checks.push_back(StreamCheck { to: addr, seq });
+            self.stream_check(addr, seq);
             let p = self.probe.as_mut().expect("checked above");
             p.indirect_sent = true;
             p.expected_nacks = if nack { helpers.len() as u32 } else { 0 };
@@ -1297,6 +1316,13 @@ impl Swim {
                 e.since = now;
                 e.suspicion = Some(Suspicion::new(now, from.clone(), min, max, k));
                 let member = e.member.clone();
+                if from != self.me {
+                    // Our own evidence, whatever becomes of the gossip: if the
+                    // verdict that follows the suspicion misses us, a refusal
+                    // still ends our timer within a probe interval.
+                    let seq = self.next_seq();
+                    self.stream_check(member.addr, seq);
+                }
                 self.suspects.push(name.clone());
                 self.emit(MembershipEvent::Suspected(member));
                 self.queue_update(name.clone(), Message::Suspect { name, incarnation: inc, from });

@@ -61,7 +61,7 @@ impl Net {
                     if self.refused.contains(&Net::idx(c.to)) {
                         any = true;
                         let now = self.now;
-                        self.nodes[i].stream_refused(now, c.seq);
+                        self.nodes[i].stream_refused(now, c);
                     }
                 }
                 while let Some(t) = self.nodes[i].poll_transmit() {
@@ -233,6 +233,19 @@ fn a_refused_stream_check_suspects_at_once_and_waits_one_probe_interval() {
     let (gone, refusals) = suspicion_to_death(true);
     assert!(gone <= Duration::from_millis(1020), "a refused member waits one probe interval: {gone:?}");
     assert!(refusals >= 1);
+}
+
+#[test]
+fn a_suspicion_heard_from_another_is_checked_here_too() {
+    // n1 hears n0 suspect n4, then nothing more: no verdict reaches it.
+    let mut net = Net::joined(5, Config::lan());
+    net.down = vec![0, 2, 3, 4];
+    net.refused.push(4);
+    let (now, inc) = (net.now, net.nodes[1].member("n4").unwrap().incarnation);
+    net.nodes[1].apply_suspect(now, "n4".into(), inc, "n0".into());
+    net.run_until(now + Duration::from_millis(1010));
+    assert_eq!(net.state(1, 4), MemberState::Dead, "its own refused check ended the timer");
+    assert!(net.nodes[1].counters().refused_probes >= 1);
 }
 
 #[test]
