@@ -9,7 +9,8 @@ use ha_core::rng::FastRng;
 use ha_core::Instant;
 use serde::Serialize;
 
-use super::latency::{Latency, Tail};
+use super::dist::Dist;
+use super::latency::{self, Tail};
 use super::scenario::{FaultKind, Scenario, ScenarioError};
 use super::{addr_of, index_of, SimEvent, SimNode, ViewChange};
 
@@ -203,7 +204,7 @@ struct World<N> {
     heal_from: Option<Instant>,
     // A partition healed and views have not settled since.
     settling: bool,
-    latency: Latency,
+    latency: Dist,
     latency_tail: Option<Tail>,
     loss: f64,
 }
@@ -279,7 +280,7 @@ pub fn run<N: SimNode>(
         heal_from: None,
         settling: false,
         latency: scenario.network.latency_dist()?,
-        latency_tail: scenario.network.latency_tail,
+        latency_tail: scenario.network.latency_tail.clone(),
         loss: scenario.network.loss,
     };
     for (index, f) in scenario.faults.iter().enumerate() {
@@ -588,7 +589,7 @@ impl<N: SimNode> World<N> {
     }
 
     fn latency(&mut self) -> Duration {
-        let mut ms = self.latency.sample_ms(&mut self.rng);
+        let mut ms = latency::sample_ms(&self.latency, &mut self.rng);
         if let Some(tail) = &self.latency_tail {
             ms += tail.sample_ms(&mut self.rng);
         }

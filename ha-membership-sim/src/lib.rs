@@ -51,6 +51,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+pub mod dist;
 pub mod latency;
 pub mod scenario;
 

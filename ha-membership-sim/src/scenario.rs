@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::latency::{Latency, Tail};
+use super::dist::Dist;
+use super::latency::{self, Tail};
 use ha_swim::Config;
 
 /// One node count or several (the runner runs each).
@@ -29,15 +30,15 @@ impl Sizes {
 ///
 /// The one-way latency is either the short form `latency_ms = [min, max]`
 /// (uniform, as scenario files have always written it) or a `latency` table
-/// with a distribution (see [`Latency`]), not both; with neither it is
+/// with a distribution (see [`Dist`]), not both; with neither it is
 /// uniform in `[0.2, 2.0]` ms. An optional `latency_tail` adds an extra
 /// delay to a fraction of datagrams.
 ///
 /// ```toml
 /// [network]
 /// loss = 0.01
-/// latency = { dist = "lognormal", median_ms = 1.0, sigma = 0.5 }
-/// latency_tail = { p = 0.01, extra = { dist = "uniform", min_ms = 50, max_ms = 200 } }
+/// latency = { kind = "lognormal", median_ms = 1.0, sigma = 0.5 }
+/// latency_tail = { p = 0.01, extra = { kind = "uniform", min_ms = 50, max_ms = 200 } }
 /// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -47,7 +48,7 @@ pub struct Network {
     pub latency_ms: Option<[f64; 2]>,
     /// One-way latency distribution (the long form).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub latency: Option<Latency>,
+    pub latency: Option<Dist>,
     /// An extra delay for a fraction of datagrams.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_tail: Option<Tail>,
@@ -57,19 +58,19 @@ pub struct Network {
 
 impl Network {
     /// The latency distribution the network uses, validated.
-    pub fn latency_dist(&self) -> Result<Latency, ScenarioError> {
-        let dist = match (self.latency_ms, self.latency) {
+    pub fn latency_dist(&self) -> Result<Dist, ScenarioError> {
+        let dist = match (self.latency_ms, self.latency.clone()) {
             (Some(_), Some(_)) => {
                 return Err(ScenarioError::new(
                     "network.latency",
                     "give either latency_ms = [min, max] or a latency table, not both",
                 ))
             }
-            (Some([min_ms, max_ms]), None) => Latency::Uniform { min_ms, max_ms },
+            (Some([min_ms, max_ms]), None) => Dist::Uniform { min_ms, max_ms },
             (None, Some(l)) => l,
-            (None, None) => Latency::default(),
+            (None, None) => latency::default_latency(),
         };
-        dist.validate()?;
+        latency::validate(&dist, "network.latency")?;
         Ok(dist)
     }
 }
@@ -376,28 +377,25 @@ mod tests {
     #[test]
     fn the_short_latency_form_still_means_uniform() {
         let s = parse("latency_ms = [0.5, 3.0]\nloss = 0.1").unwrap();
-        assert_eq!(s.network.latency_dist(), Ok(Latency::Uniform { min_ms: 0.5, max_ms: 3.0 }));
+        assert_eq!(s.network.latency_dist(), Ok(Dist::Uniform { min_ms: 0.5, max_ms: 3.0 }));
         assert!(s.validate(4).is_ok());
         // No latency at all is the old default, uniform 0.2..2 ms.
         let s = parse("loss = 0.0").unwrap();
-        assert_eq!(s.network.latency_dist(), Ok(Latency::Uniform { min_ms: 0.2, max_ms: 2.0 }));
+        assert_eq!(s.network.latency_dist(), Ok(Dist::Uniform { min_ms: 0.2, max_ms: 2.0 }));
     }
 
     #[test]
     fn every_distribution_parses_from_toml() {
         for (text, want) in [
-            (r#"latency = { dist = "constant", ms = 2 }"#, Latency::Constant { ms: 2.0 }),
+            (r#"latency = { kind = "constant", ms = 2 }"#, Dist::Constant { ms: 2.0 }),
+            (r#"latency = { kind = "uniform", min_ms = 1, max_ms = 2 }"#, Dist::Uniform { min_ms: 1.0, max_ms: 2.0 }),
             (
-                r#"latency = { dist = "uniform", min_ms = 1, max_ms = 2 }"#,
-                Latency::Uniform { min_ms: 1.0, max_ms: 2.0 },
+                r#"latency = { kind = "normal", mean_ms = 5, stddev_ms = 1.5 }"#,
+                Dist::Normal { mean_ms: 5.0, stddev_ms: 1.5 },
             ),
             (
-                r#"latency = { dist = "normal", mean_ms = 5, std_ms = 1.5 }"#,
-                Latency::Normal { mean_ms: 5.0, std_ms: 1.5 },
-            ),
-            (
-                r#"latency = { dist = "lognormal", median_ms = 1, sigma = 0.5 }"#,
-                Latency::Lognormal { median_ms: 1.0, sigma: 0.5 },
+                r#"latency = { kind = "lognormal", median_ms = 1, sigma = 0.5 }"#,
+                Dist::Lognormal { median_ms: 1.0, sigma: 0.5 },
             ),
         ] {
             let s = parse(text).unwrap();
@@ -405,29 +403,29 @@ mod tests {
             assert!(s.validate(4).is_ok());
         }
         let s = parse(
-            "latency_tail = { p = 0.01, extra = { dist = \"constant\", ms = 100 } }\n\
-             [network.latency]\ndist = \"normal\"\nmean_ms = 1\nstd_ms = 0.2",
+            "latency_tail = { p = 0.01, extra = { kind = \"constant\", ms = 100 } }\n\
+             [network.latency]\nkind = \"normal\"\nmean_ms = 1\nstddev_ms = 0.2",
         )
         .unwrap();
-        assert_eq!(s.network.latency_tail, Some(Tail { p: 0.01, extra: Latency::Constant { ms: 100.0 } }));
+        assert_eq!(s.network.latency_tail, Some(Tail { p: 0.01, extra: Dist::Constant { ms: 100.0 } }));
         assert!(s.validate(4).is_ok());
     }
 
     #[test]
     fn bad_latency_is_an_error_not_a_panic() {
         // Unknown shapes and fields fail to parse.
-        assert!(parse(r#"latency = { dist = "pareto", ms = 1 }"#).is_err());
-        assert!(parse(r#"latency = { dist = "constant", ms = 1, sigma = 2 }"#).is_err());
-        assert!(parse(r#"latency = { dist = "lognormal", median_ms = 1 }"#).is_err());
+        assert!(parse(r#"latency = { kind = "pareto", ms = 1 }"#).is_err());
+        assert!(parse(r#"latency = { kind = "constant", ms = 1, sigma = 2 }"#).is_err());
+        assert!(parse(r#"latency = { kind = "lognormal", median_ms = 1 }"#).is_err());
         // Values out of range fail validation.
         for text in [
             "latency_ms = [3.0, 1.0]",
             "latency_ms = [-1.0, 1.0]",
-            r#"latency = { dist = "lognormal", median_ms = 0, sigma = 0.5 }"#,
-            r#"latency = { dist = "normal", mean_ms = -2, std_ms = 1 }"#,
-            r#"latency = { dist = "constant", ms = nan }"#,
-            "latency_tail = { p = 2.0, extra = { dist = \"constant\", ms = 1 } }",
-            "latency_ms = [0.2, 2.0]\nlatency = { dist = \"constant\", ms = 1 }",
+            r#"latency = { kind = "lognormal", median_ms = 0, sigma = 0.5 }"#,
+            r#"latency = { kind = "normal", mean_ms = -2, stddev_ms = 1 }"#,
+            r#"latency = { kind = "constant", ms = nan }"#,
+            "latency_tail = { p = 2.0, extra = { kind = \"constant\", ms = 1 } }",
+            "latency_ms = [0.2, 2.0]\nlatency = { kind = \"constant\", ms = 1 }",
         ] {
             let s = parse(text).unwrap();
             let e = s.validate(4).expect_err(text);

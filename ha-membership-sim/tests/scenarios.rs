@@ -156,13 +156,14 @@ fn a_graceful_leave_is_no_false_death() {
 
 #[test]
 fn a_crash_is_detected_under_heavy_tailed_latency_with_no_false_death() {
-    use ha_membership_sim::latency::{Latency, Tail};
+    use ha_membership_sim::dist::Dist;
+    use ha_membership_sim::latency::Tail;
 
     // The file's network, built through the API as a test would, on crash_64's faults.
     let mut s = load("crash_64.toml");
     s.network.latency_ms = None;
-    s.network.latency = Some(Latency::Lognormal { median_ms: 1.0, sigma: 0.8 });
-    s.network.latency_tail = Some(Tail { p: 0.01, extra: Latency::Uniform { min_ms: 50.0, max_ms: 250.0 } });
+    s.network.latency = Some(Dist::Lognormal { median_ms: 1.0, sigma: 0.8 });
+    s.network.latency_tail = Some(Tail { p: 0.01, extra: Dist::Uniform { min_ms: 50.0, max_ms: 250.0 } });
     assert_eq!(s.network, load("crash_64_lognormal.toml").network);
     let n = first_size(&s);
     for seed in 1..=2 {
