@@ -15,13 +15,11 @@
 //!   ns h2 (10.77.0.3) ─ eth0 ══ p2 ─┘        the cut: `p2` down
 //! ```
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ha-member-node");
+mod support;
+use support::{Nodes, BIN};
 const HOSTS: usize = 3;
 const PER_HOST: usize = 2;
 /// The host whose link is cut.
@@ -60,13 +58,7 @@ struct Lab {
     prefix: String,
     /// Namespaces created, removed in `Drop`.
     namespaces: Vec<String>,
-    children: HashMap<String, Child>,
-    /// Each node's latest view: member name and state.
-    views: HashMap<String, Vec<(String, String)>>,
-    /// Every (observer, member) pair on one side ever reported dead.
-    false_deaths: Vec<(String, String)>,
-    tx: mpsc::Sender<(String, String)>,
-    rx: mpsc::Receiver<(String, String)>,
+    nodes: Nodes,
 }
 
 impl Drop for Lab {
@@ -77,16 +69,7 @@ impl Drop for Lab {
 
 impl Lab {
     fn new() -> Lab {
-        let (tx, rx) = mpsc::channel();
-        Lab {
-            prefix: format!("hans{}", std::process::id()),
-            namespaces: Vec::new(),
-            children: HashMap::new(),
-            views: HashMap::new(),
-            false_deaths: Vec::new(),
-            tx,
-            rx,
-        }
+        Lab { prefix: format!("hans{}", std::process::id()), namespaces: Vec::new(), nodes: Nodes::new() }
     }
 
     fn ns(&self, what: &str) -> String {
@@ -122,11 +105,7 @@ impl Lab {
     }
 
     fn cleanup(&mut self) {
-        for c in self.children.values_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        self.children.clear();
+        self.nodes.stop_all();
         // Deleting a namespace destroys the veth ends in it, and with them their peers.
         for ns in self.namespaces.drain(..).rev() {
             if let Err(e) = ip(&["netns", "del", &ns]) {
@@ -144,71 +123,31 @@ impl Lab {
         let name = node_name(host, k);
         let bind = format!("{}:{}", host_ip(host), 7946 + k);
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns(&format!("h{host}")), BIN, &name, &bind]);
-        cmd.args(seed).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        // `ip netns exec` execs the binary in place, so this pid is the node's.
-        let mut child = cmd.spawn().expect("ip netns exec starts");
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let (tx, who) = (self.tx.clone(), name.clone());
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                if tx.send((who.clone(), line)).is_err() {
-                    return;
-                }
-            }
-        });
-        self.children.insert(name.clone(), child);
-        assert!(self.wait(Duration::from_secs(10), |l| l.views.contains_key(&name)), "{name} started");
+        // `ip netns exec` execs the binary in place, so the child's pid is the node's.
+        cmd.args(["netns", "exec", &self.ns(&format!("h{host}")), BIN, &name, &bind]).args(seed);
+        self.nodes.spawn(&name, cmd);
     }
 
-    /// Takes in output until `pred` holds or `within` passed; false on timeout.
-    fn wait(&mut self, within: Duration, mut pred: impl FnMut(&Lab) -> bool) -> bool {
-        let end = Instant::now() + within;
-        loop {
-            if pred(self) {
-                return true;
-            }
-            let left = end.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok((who, line)) => {
-                    if let Some(v) = line.strip_prefix("VIEW ") {
-                        let view: Vec<(String, String)> = v
-                            .split_whitespace()
-                            .filter_map(|e| e.split_once('='))
-                            .map(|(n, s)| (n.to_string(), s.to_string()))
-                            .collect();
-                        for (n, s) in &view {
-                            if s == "dead" && side(n) == side(&who) {
-                                self.false_deaths.push((who.clone(), n.clone()));
-                            }
-                        }
-                        self.views.insert(who, view);
-                    }
-                }
-                Err(_) => return pred(self),
-            }
-        }
+    /// Every (observer, member) pair on one side ever reported dead.
+    fn false_deaths(&self) -> Vec<&(String, String)> {
+        self.nodes.deaths.iter().filter(|(who, n)| side(who) == side(n)).collect()
     }
+}
 
-    fn state(&self, of: &str, about: &str) -> Option<&str> {
-        self.views.get(of)?.iter().find(|(n, _)| n == about).map(|(_, s)| s.as_str())
-    }
+/// Every node of `observers`' side sees every node of `about`'s side in `state`.
+fn side_sees(nodes: &Nodes, observers: bool, about: bool, state: &str) -> bool {
+    let names: Vec<&String> = nodes.names().collect();
+    names
+        .iter()
+        .filter(|o| side(o) == observers)
+        .all(|o| names.iter().filter(|n| side(n) == about && *n != o).all(|n| nodes.state(o, n) == Some(state)))
+}
 
-    /// Every node of `observers`' side sees every node of `about`'s side in `state`.
-    fn side_sees(&self, observers: bool, about: bool, state: &str) -> bool {
-        let names: Vec<&String> = self.children.keys().collect();
-        names
-            .iter()
-            .filter(|o| side(o) == observers)
-            .all(|o| names.iter().filter(|n| side(n) == about && *n != o).all(|n| self.state(o, n) == Some(state)))
-    }
-
-    fn all_alive(&self) -> bool {
-        self.side_sees(false, false, "alive")
-            && self.side_sees(false, true, "alive")
-            && self.side_sees(true, true, "alive")
-            && self.side_sees(true, false, "alive")
-    }
+fn all_alive(nodes: &Nodes) -> bool {
+    side_sees(nodes, false, false, "alive")
+        && side_sees(nodes, false, true, "alive")
+        && side_sees(nodes, true, true, "alive")
+        && side_sees(nodes, true, false, "alive")
 }
 
 fn host_ip(host: usize) -> String {
@@ -233,18 +172,18 @@ fn three_hosts_link_cut_for_60s_then_merge() {
             }
         }
     }
-    let joined = lab.wait(Duration::from_secs(30), |l| l.all_alive() && l.views.values().all(|v| v.len() == 6));
-    assert!(joined, "all six joined across three namespaces: {:?}", lab.views);
+    let joined = lab.nodes.wait(Duration::from_secs(30), |n| all_alive(n) && n.views.values().all(|v| v.len() == 6));
+    assert!(joined, "all six joined across three namespaces: {:?}", lab.nodes.views);
 
     // Cut h2's link at the bridge: its packets vanish, its interface stays up.
     lab.set_link(CUT, false);
     let cut = Instant::now();
     let (mut rest_sees_dead, mut cut_sees_dead) = (None, None);
-    let both = lab.wait(CUT_FOR, |l| {
-        if rest_sees_dead.is_none() && l.side_sees(false, true, "dead") {
+    let both = lab.nodes.wait(CUT_FOR, |n| {
+        if rest_sees_dead.is_none() && side_sees(n, false, true, "dead") {
             rest_sees_dead = Some(cut.elapsed());
         }
-        if cut_sees_dead.is_none() && l.side_sees(true, false, "dead") {
+        if cut_sees_dead.is_none() && side_sees(n, true, false, "dead") {
             cut_sees_dead = Some(cut.elapsed());
         }
         rest_sees_dead.is_some() && cut_sees_dead.is_some()
@@ -253,20 +192,21 @@ fn three_hosts_link_cut_for_60s_then_merge() {
         both,
         "each side sees the other dead within the {CUT_FOR:?} cut \
          (h0+h1 saw h2 dead after {rest_sees_dead:?}, h2 saw h0+h1 dead after {cut_sees_dead:?}): {:?}",
-        lab.views
+        lab.nodes.views
     );
     // The cut lasts its full 60 s; output keeps being read for false deaths.
     let left = CUT_FOR.saturating_sub(cut.elapsed());
-    lab.wait(left, |_| false);
-    assert!(lab.side_sees(false, true, "dead") && lab.side_sees(true, false, "dead"), "still apart: {:?}", lab.views);
+    lab.nodes.wait(left, |_| false);
+    let apart = side_sees(&lab.nodes, false, true, "dead") && side_sees(&lab.nodes, true, false, "dead");
+    assert!(apart, "still apart: {:?}", lab.nodes.views);
 
     lab.set_link(CUT, true);
     let restored = Instant::now();
-    let merged = lab.wait(HEAL_BOUND, |l| l.all_alive());
+    let merged = lab.nodes.wait(HEAL_BOUND, all_alive);
     let heal = restored.elapsed();
-    assert!(merged, "merged within {HEAL_BOUND:?} of the link's return: {:?}", lab.views);
-    assert!(lab.false_deaths.is_empty(), "no false death inside a side: {:?}", lab.false_deaths);
-    for (who, view) in &lab.views {
+    assert!(merged, "merged within {HEAL_BOUND:?} of the link's return: {:?}", lab.nodes.views);
+    assert!(lab.false_deaths().is_empty(), "no false death inside a side: {:?}", lab.false_deaths());
+    for (who, view) in &lab.nodes.views {
         assert_eq!(view.len(), HOSTS * PER_HOST, "{who} holds everyone once: {view:?}");
     }
     eprintln!(
