@@ -49,6 +49,7 @@ pub mod error;
 pub mod keyring;
 pub mod member;
 mod replay;
+mod seen;
 pub mod swim;
 mod table;
 pub mod wire;

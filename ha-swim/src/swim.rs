@@ -20,6 +20,7 @@ use crate::config::{Config, MAX_PACKET};
 use crate::error::{ConfigError, DecodeError, SizeError};
 use crate::keyring::Keyring;
 use crate::member::{Member, MemberState, MembershipEvent, Metadata};
+use crate::seen::SeenSet;
 use crate::table::{Entry, MemberTable};
 use crate::wire::{self, Codec, Message, State, StateEntry};
 
@@ -205,8 +206,8 @@ pub struct Swim {
     next_gossip: Instant,
     next_reconnect: Instant,
     seeds: Vec<SocketAddr>,
-    user_seen: HashSet<(Arc<str>, u64)>,
-    user_order: VecDeque<(Arc<str>, u64)>,
+    /// User broadcasts delivered (or sent), by origin and sequence number.
+    user_seen: SeenSet<(Arc<str>, u64)>,
     user_seq: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<MembershipEvent>,
@@ -233,6 +234,7 @@ impl std::fmt::Debug for Swim {
     }
 }
 
+/// User broadcasts remembered, to deliver and forward each once.
 const USER_SEEN_MAX: usize = 4096;
 /// Members heard of by gossip that may wait for their confirming probe at once.
 const MAX_PENDING: usize = 64;
@@ -315,8 +317,7 @@ impl Swim {
             next_gossip,
             next_reconnect,
             seeds: Vec::new(),
-            user_seen: HashSet::new(),
-            user_order: VecDeque::new(),
+            user_seen: SeenSet::new(USER_SEEN_MAX),
             user_seq: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -483,10 +484,10 @@ impl Swim {
             return Err(SizeError { size: payload.len(), max });
         }
         self.user_seq = self.user_seq.saturating_add(1);
-        let key = (self.me.clone(), self.user_seq);
-        self.remember_user(key.clone());
-        let msg = Message::User { origin: key.0.clone(), seq: key.1, payload };
-        self.broadcasts.push(Key::User(key.0, key.1), wire::frame(&msg));
+        let (origin, seq) = (self.me.clone(), self.user_seq);
+        self.user_seen.insert((origin.clone(), seq));
+        let msg = Message::User { origin: origin.clone(), seq, payload };
+        self.broadcasts.push(Key::User(origin, seq), wire::frame(&msg));
         Ok(())
     }
 
@@ -1083,25 +1084,13 @@ impl Swim {
                 }
             }
             Message::User { origin, seq, payload } => {
-                let key = (origin, seq);
-                if !self.user_seen.contains(&key) {
-                    self.remember_user(key.clone());
-                    let frame = wire::frame(&Message::User { origin: key.0.clone(), seq, payload: payload.clone() });
-                    self.broadcasts.push(Key::User(key.0, seq), frame);
+                if self.user_seen.insert((origin.clone(), seq)) {
+                    let frame = wire::frame(&Message::User { origin: origin.clone(), seq, payload: payload.clone() });
+                    self.broadcasts.push(Key::User(origin, seq), frame);
                     self.user_in.push_back(payload);
                 }
             }
         }
-    }
-
-    fn remember_user(&mut self, key: (Arc<str>, u64)) {
-        if self.user_order.len() >= USER_SEEN_MAX {
-            if let Some(old) = self.user_order.pop_front() {
-                self.user_seen.remove(&old);
-            }
-        }
-        self.user_seen.insert(key.clone());
-        self.user_order.push_back(key);
     }
 
     fn refute(&mut self, now: Instant, heard: u64) {
