@@ -50,6 +50,7 @@ pub mod keyring;
 pub mod member;
 mod replay;
 mod seen;
+mod suspicion;
 pub mod swim;
 mod table;
 pub mod wire;

@@ -7,7 +7,7 @@
 //! ([`Swim::poll_event`]). The tokio driver and the deterministic simulator
 //! both run this same code.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +21,7 @@ use crate::error::{ConfigError, DecodeError, SizeError};
 use crate::keyring::Keyring;
 use crate::member::{Member, MemberState, MembershipEvent, Metadata};
 use crate::seen::SeenSet;
+use crate::suspicion::{Suspicion, Suspicions};
 use crate::table::{Entry, MemberTable};
 use crate::wire::{self, Codec, Message, State, StateEntry};
 
@@ -91,56 +92,6 @@ pub struct Counters {
     pub dropped_state_size: u64,
 }
 
-/// Lifeguard's dynamic suspicion timer.
-pub(crate) struct Suspicion {
-    start: Instant,
-    min: Duration,
-    max: Duration,
-    k: u32,
-    confirmers: HashSet<Arc<str>>,
-    deadline: Instant,
-    /// Check pings sent to the suspect: at 1/7, 2/7, ... 6/7 of the timer.
-    checks: u8,
-}
-
-impl Suspicion {
-    fn new(start: Instant, from: Arc<str>, min: Duration, max: Duration, k: u32) -> Self {
-        let mut confirmers = HashSet::new();
-        confirmers.insert(from);
-        let first = if k == 0 { min } else { max };
-        Suspicion { start, min, max, k, confirmers, deadline: start + first, checks: 0 }
-    }
-
-    /// When the next check ping is due, if any is left.
-    fn next_check(&self) -> Option<Instant> {
-        (self.checks < CHECKS).then(|| {
-            let span = self.deadline.saturating_duration_since(self.start);
-            self.start + span.mul_f64(f64::from(self.checks + 1) / f64::from(CHECKS + 1))
-        })
-    }
-
-    /// Counts an independent confirmation; true when it was new.
-    fn confirm(&mut self, from: Arc<str>) -> bool {
-        if self.k == 0 || self.confirmers.len() as u32 > self.k || !self.confirmers.insert(from) {
-            return false;
-        }
-        let n = (self.confirmers.len() - 1) as f64;
-        let frac = (n + 1.0).ln() / (f64::from(self.k) + 1.0).ln();
-        let raw = self.max.as_secs_f64() - frac * (self.max.as_secs_f64() - self.min.as_secs_f64());
-        let at = self.start + Duration::from_secs_f64(raw.max(self.min.as_secs_f64()));
-        self.deadline = self.deadline.min(at);
-        true
-    }
-
-    /// The suspect's port refused a connection: no process is left to
-    /// refute, so the timer shrinks to `wait` from `now`, the time an
-    /// alive member (a firewall rejecting only streams) has to answer the
-    /// check pings.
-    fn refused(&mut self, now: Instant, wait: Duration) {
-        self.deadline = self.deadline.min(now + wait);
-    }
-}
-
 struct Probe {
     target: Arc<str>,
     addr: SocketAddr,
@@ -199,7 +150,7 @@ pub struct Swim {
     /// A member someone else just began to suspect, to probe next.
     urgent: Option<Arc<str>>,
     relays: Vec<Relay>,
-    suspects: Vec<Arc<str>>,
+    suspicions: Suspicions,
     broadcasts: Broadcasts,
     awareness: u32,
     next_probe: Instant,
@@ -265,9 +216,6 @@ pub struct StreamCheck {
 }
 /// The longest member name, in bytes.
 pub const MAX_NAME: usize = 255;
-/// Check pings per suspicion, evenly spread over the timer: with 10% loss
-/// each way, all six fail with odds of 1 in 21 000.
-const CHECKS: u8 = 6;
 
 impl Swim {
     /// A node named `name` reachable at `addr`, alone until it joins.
@@ -310,7 +258,7 @@ impl Swim {
             probe: None,
             urgent: None,
             relays: Vec::new(),
-            suspects: Vec::new(),
+            suspicions: Suspicions::default(),
             broadcasts: Broadcasts::default(),
             awareness: 0,
             next_probe,
@@ -523,9 +471,7 @@ impl Swim {
         }
         self.apply_suspect(now, name.clone(), inc, self.me.clone());
         let wait = self.scale(self.cfg.probe_interval);
-        if let Some(s) = self.table.get_mut(&name).and_then(|e| e.suspicion.as_mut()) {
-            s.refused(now, wait);
-        }
+        self.suspicions.refused(&name, now, wait);
     }
 
     /// The next member to run a push-pull state sync with: send it
@@ -555,13 +501,8 @@ impl Swim {
         for r in &self.relays {
             t = t.min(r.nack_at.unwrap_or(r.expires));
         }
-        for s in &self.suspects {
-            if let Some(s) = self.table.get(s).and_then(|e| e.suspicion.as_ref()) {
-                t = t.min(s.deadline);
-                if self.cfg.lifeguard && !self.left {
-                    t = t.min(s.next_check().unwrap_or(s.deadline));
-                }
-            }
+        if let Some(s) = self.suspicions.next_wake(self.cfg.lifeguard && !self.left) {
+            t = t.min(s);
         }
         t
     }
@@ -645,15 +586,9 @@ impl Swim {
         if !self.cfg.lifeguard {
             return;
         }
-        for k in 0..self.suspects.len() {
-            let name = self.suspects[k].clone();
-            let Some(e) = self.table.get_mut(&name) else { continue };
-            let Some(s) = e.suspicion.as_mut() else { continue };
-            if s.next_check().is_none_or(|at| now < at) {
-                continue;
-            }
-            s.checks += 1;
-            let (addr, inc) = (e.member.addr, e.member.incarnation);
+        for name in self.suspicions.due_checks(now) {
+            let Some(m) = self.table.get(&name).map(|e| &e.member) else { continue };
+            let (addr, inc) = (m.addr, m.incarnation);
             let seq = self.next_seq();
             self.tell_suspect(name, addr, inc, seq);
         }
@@ -669,26 +604,10 @@ impl Swim {
     }
 
     fn expire_suspicions(&mut self, now: Instant) {
-        let mut i = 0;
-        while i < self.suspects.len() {
-            let name = self.suspects[i].clone();
-            let due = match self.table.get(&name) {
-                Some(e) if e.member.state == MemberState::Suspect => {
-                    e.suspicion.as_ref().map(|s| s.deadline <= now).unwrap_or(true)
-                }
-                _ => {
-                    self.suspects.swap_remove(i);
-                    continue;
-                }
-            };
-            if due {
-                self.suspects.swap_remove(i);
-                let inc = self.table.get(&name).map_or(0, |e| e.member.incarnation);
-                self.counters.deaths += 1;
-                self.apply_dead(now, name, inc, self.me.clone());
-            } else {
-                i += 1;
-            }
+        for name in self.suspicions.expire(now) {
+            let inc = self.table.get(&name).map_or(0, |e| e.member.incarnation);
+            self.counters.deaths += 1;
+            self.apply_dead(now, name, inc, self.me.clone());
         }
     }
 
@@ -1215,11 +1134,11 @@ impl Swim {
             e.meta_inc = inc;
         }
         e.member.state = MemberState::Alive;
-        e.suspicion = None;
         if old != MemberState::Alive {
             e.since = now;
         }
         let member = e.member.clone();
+        self.suspicions.clear(&name);
         if !old.is_live() {
             self.live += 1;
         }
@@ -1251,22 +1170,13 @@ impl Swim {
         match e.member.state {
             MemberState::Dead | MemberState::Left => {}
             MemberState::Suspect => {
-                let confirmed = e.suspicion.as_mut().is_some_and(|s| s.confirm(from.clone()));
-                if confirmed {
+                if self.suspicions.confirm(&name, from.clone()) {
                     self.queue_update(name.clone(), Message::Suspect { name, incarnation: inc, from });
                 }
             }
             MemberState::Alive => {
-                let interval = self.cfg.probe_interval;
-                let min = interval.mul_f64(f64::from(self.cfg.suspicion_mult) * (n.max(1) as f64).log10().max(1.0));
-                let (max, k) = if self.cfg.lifeguard {
-                    let k = self.cfg.suspicion_confirmations;
-                    // Without enough other members to confirm, expect no confirmation.
-                    let k = if (n as u32).saturating_sub(2) < k { 0 } else { k };
-                    (min * self.cfg.suspicion_max_mult, k)
-                } else {
-                    (min, 0)
-                };
+                let suspicion = Suspicion::in_cluster(&self.cfg, n, now, from.clone());
+                let k = suspicion.k();
                 // Confirmations come from independent probes: a few members,
                 // chosen at random, probe the suspect next instead of later in
                 // their round (no extra traffic, only an earlier probe).
@@ -1284,9 +1194,8 @@ impl Swim {
                 e.member.incarnation = inc;
                 e.member.state = MemberState::Suspect;
                 e.since = now;
-                e.suspicion = Some(Suspicion::new(now, from.clone(), min, max, k));
                 let member = e.member.clone();
-                self.suspects.push(name.clone());
+                self.suspicions.start(name.clone(), suspicion);
                 self.emit(MembershipEvent::Suspected(member));
                 self.queue_update(name.clone(), Message::Suspect { name, incarnation: inc, from });
             }
@@ -1313,8 +1222,8 @@ impl Swim {
         e.member.incarnation = inc;
         e.member.state = if left { MemberState::Left } else { MemberState::Dead };
         e.since = now;
-        e.suspicion = None;
         let member = e.member.clone();
+        self.suspicions.clear(&name);
         self.live -= 1;
         if self.probe.as_ref().is_some_and(|p| p.target == name) {
             self.probe = None;
