@@ -48,6 +48,7 @@ pub mod config;
 pub mod error;
 pub mod keyring;
 pub mod member;
+mod probe;
 mod replay;
 mod seen;
 mod suspicion;

@@ -20,6 +20,7 @@ use crate::config::{Config, MAX_PACKET};
 use crate::error::{ConfigError, DecodeError, SizeError};
 use crate::keyring::Keyring;
 use crate::member::{Member, MemberState, MembershipEvent, Metadata};
+use crate::probe::ProbeCycle;
 use crate::seen::SeenSet;
 use crate::suspicion::{Suspicion, Suspicions};
 use crate::table::{Entry, MemberTable};
@@ -92,20 +93,6 @@ pub struct Counters {
     pub dropped_state_size: u64,
 }
 
-struct Probe {
-    target: Arc<str>,
-    addr: SocketAddr,
-    seq: u32,
-    indirect_at: Instant,
-    deadline: Instant,
-    indirect_sent: bool,
-    expected_nacks: u32,
-    nacks: u32,
-    /// Lifeguard: the probe failed and the target was told so directly
-    /// (buddy system); it is suspected at `deadline` unless it answers.
-    last_call: bool,
-}
-
 /// An indirect probe this node runs for another.
 struct Relay {
     seq: u32,
@@ -145,15 +132,11 @@ pub struct Swim {
     table: MemberTable,
     live: usize,
     rng: FastRng,
-    seq: u32,
-    probe: Option<Probe>,
-    /// A member someone else just began to suspect, to probe next.
-    urgent: Option<Arc<str>>,
+    probing: ProbeCycle,
     relays: Vec<Relay>,
     suspicions: Suspicions,
     broadcasts: Broadcasts,
     awareness: u32,
-    next_probe: Instant,
     next_gossip: Instant,
     next_reconnect: Instant,
     seeds: Vec<SocketAddr>,
@@ -163,7 +146,6 @@ pub struct Swim {
     transmits: VecDeque<Transmit>,
     events: VecDeque<MembershipEvent>,
     syncs: VecDeque<SocketAddr>,
-    stream_checks: VecDeque<StreamCheck>,
     user_in: VecDeque<Vec<u8>>,
     counters: Counters,
     scratch: Vec<Message>,
@@ -194,8 +176,6 @@ const MAX_RELAYS: usize = 64;
 const MAX_RELAYS_PER_ORIGIN: usize = 4;
 /// State syncs that may wait to be opened.
 const MAX_QUEUED_SYNCS: usize = 16;
-/// Stream checks that may wait for a driver that does not poll them.
-const MAX_QUEUED_CHECKS: usize = 4;
 
 /// A request to the driver: try a stream (TCP) connection to a probe's
 /// target, and report [`Swim::stream_refused`] if the connection is refused.
@@ -254,14 +234,11 @@ impl Swim {
             )),
             live: 1,
             rng,
-            seq: 0,
-            probe: None,
-            urgent: None,
+            probing: ProbeCycle::new(next_probe),
             relays: Vec::new(),
             suspicions: Suspicions::default(),
             broadcasts: Broadcasts::default(),
             awareness: 0,
-            next_probe,
             next_gossip,
             next_reconnect,
             seeds: Vec::new(),
@@ -270,7 +247,6 @@ impl Swim {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             syncs: VecDeque::new(),
-            stream_checks: VecDeque::new(),
             user_in: VecDeque::new(),
             counters: Counters::default(),
             scratch: Vec::new(),
@@ -452,16 +428,13 @@ impl Swim {
     /// The next stream check to try (see [`StreamCheck`]); a driver without
     /// a stream transport may ignore them.
     pub fn poll_stream_check(&mut self) -> Option<StreamCheck> {
-        self.stream_checks.pop_front()
+        self.probing.poll_stream_check()
     }
 
     /// The stream connection asked for by the check `seq` was refused. Ignored
     /// unless that probe is still waiting for an answer.
     pub fn stream_refused(&mut self, now: Instant, seq: u32) {
-        if self.probe.as_ref().is_none_or(|p| p.seq != seq) {
-            return;
-        }
-        let p = self.probe.take().expect("checked above");
+        let Some(p) = self.probing.answered(seq) else { return };
         self.counters.refused_probes += 1;
         let Some(m) = self.table.get(&p.target).map(|e| &e.member).filter(|m| m.state.is_live()) else { return };
         let (name, inc, alive) = (m.name.clone(), m.incarnation, m.state == MemberState::Alive);
@@ -488,12 +461,8 @@ impl Swim {
     /// When [`Swim::tick`] must next run.
     pub fn poll_timeout(&self) -> Instant {
         let mut t = self.next_gossip.min(self.next_reconnect);
-        // While a probe is on its last call the next one waits for it (its deadline is below).
-        if !self.left && !self.probe.as_ref().is_some_and(|p| p.last_call) {
-            t = t.min(self.next_probe);
-        }
-        if let Some(p) = &self.probe {
-            t = t.min(if p.indirect_sent { p.deadline } else { p.indirect_at });
+        if let Some(p) = self.probing.next_wake(!self.left) {
+            t = t.min(p);
         }
         if let Some(c) = &self.conflict_probe {
             t = t.min(c.deadline);
@@ -528,8 +497,7 @@ impl Swim {
     }
 
     fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        self.seq
+        self.probing.next_seq()
     }
 
     /// Runs every timer due at `now`.
@@ -542,11 +510,10 @@ impl Swim {
         self.run_relays(now);
         if !self.left {
             self.run_probe(now);
-            // A probe on its last call finishes before the next one starts.
-            if now >= self.next_probe && !self.probe.as_ref().is_some_and(|p| p.last_call) {
+            if self.probing.round_due(now) {
                 self.start_probe(now);
                 let period = self.scale(self.cfg.probe_interval);
-                self.next_probe = now + period;
+                self.probing.schedule(now + period);
                 // Push-pull as a Poisson process of mean interval
                 // `push_pull_interval * max(1, n / 16)`: memoryless, so no
                 // synchronised rounds, and the anti-entropy traffic per member
@@ -630,9 +597,7 @@ impl Swim {
     }
 
     fn run_probe(&mut self, now: Instant) {
-        let Some(p) = &self.probe else { return };
-        if !p.indirect_sent && now >= p.indirect_at {
-            let (target, addr, seq) = (p.target.clone(), p.addr, p.seq);
+        if let Some((target, addr, seq)) = self.probing.indirect_due(now) {
             let helpers = self.random_live(self.cfg.indirect_checks, Some(&target));
             let nack = self.cfg.lifeguard;
             for &h in &helpers {
@@ -641,23 +606,14 @@ impl Swim {
             }
             // And once more directly, in case only the first ping or its ack was lost.
             self.send(addr, &[Message::Ping { seq, target: target.clone(), from: self.me.clone() }]);
-            if self.stream_checks.len() >= MAX_QUEUED_CHECKS {
-                self.stream_checks.pop_front();
-            }
-            self.stream_checks.push_back(StreamCheck { to: addr, seq });
-            let p = self.probe.as_mut().expect("checked above");
-            p.indirect_sent = true;
-            p.expected_nacks = if nack { helpers.len() as u32 } else { 0 };
+            self.probing.indirect_sent(if nack { helpers.len() as u32 } else { 0 });
         }
-        let p = self.probe.as_ref().expect("checked above");
-        if p.indirect_sent && now >= p.deadline {
-            let p = self.probe.take().expect("checked above");
-            if !p.last_call {
-                let delta = if p.expected_nacks > 0 { (p.expected_nacks.saturating_sub(p.nacks)) as i32 } else { 1 };
-                self.adjust_awareness(delta);
+        if let Some(p) = self.probing.expire(now) {
+            if !p.on_last_call() {
+                self.adjust_awareness(p.health_penalty());
             }
             let alive = self.table.get(&p.target).map(|e| &e.member).filter(|m| m.state == MemberState::Alive);
-            if let (Some(m), true, false, false) = (alive, self.cfg.lifeguard, p.last_call, self.left) {
+            if let (Some(m), true, false, false) = (alive, self.cfg.lifeguard, p.on_last_call(), self.left) {
                 // Last call. Under random loss nearly every failed probe of a
                 // live member is the network's doing, and a suspicion gossiped
                 // at once reaches every member before the refutation catches
@@ -669,7 +625,7 @@ impl Swim {
                 let (name, addr, inc) = (m.name.clone(), m.addr, m.incarnation);
                 self.tell_suspect(name, addr, inc, p.seq);
                 let deadline = now + self.scale(self.cfg.probe_timeout);
-                self.probe = Some(Probe { last_call: true, deadline, ..p });
+                self.probing.last_call(p, deadline);
                 return;
             }
             if let Some(e) = self.table.get(&p.target).map(|e| &e.member) {
@@ -686,18 +642,18 @@ impl Swim {
     }
 
     fn start_probe(&mut self, now: Instant) {
-        if let Some(p) = self.probe.take() {
+        if self.probing.in_flight() {
             // The previous probe outlived its period (timeouts grew): judge it now.
-            self.probe = Some(Probe { indirect_sent: true, deadline: now, ..p });
+            self.probing.cut_short(now);
             self.run_probe(now);
-            if self.probe.is_some() {
+            if self.probing.in_flight() {
                 // It went on its last call: this round is its.
                 return;
             }
         }
         let n = self.table.len();
         let mut target = None;
-        if let Some(name) = self.urgent.take() {
+        if let Some(name) = self.probing.take_urgent() {
             if let Some(e) = self.table.get(&name).map(|e| &e.member) {
                 if e.state.is_live() {
                     target = Some((e.name.clone(), e.addr, e.state, e.incarnation));
@@ -717,7 +673,9 @@ impl Swim {
             }
         }
         let Some((name, addr, state, inc)) = target else { return };
-        let seq = self.next_seq();
+        let (indirect_at, deadline) =
+            (now + self.scale(self.cfg.probe_timeout), now + self.scale(self.cfg.probe_interval));
+        let seq = self.probing.start(name.clone(), addr, indirect_at, deadline);
         self.counters.probes += 1;
         let ping = Message::Ping { seq, target: name.clone(), from: self.me.clone() };
         if state == MemberState::Suspect && self.cfg.lifeguard {
@@ -728,17 +686,6 @@ impl Swim {
         } else {
             self.send(addr, &[ping]);
         }
-        self.probe = Some(Probe {
-            target: name,
-            addr,
-            seq,
-            indirect_at: now + self.scale(self.cfg.probe_timeout),
-            deadline: now + self.scale(self.cfg.probe_interval),
-            indirect_sent: false,
-            expected_nacks: 0,
-            nacks: 0,
-            last_call: false,
-        });
     }
 
     /// Probes one dead member, carrying the news of its death so that, if it
@@ -954,10 +901,10 @@ impl Swim {
                 } else if self.conflict_probe.as_ref().is_some_and(|c| c.seq == seq && c.addr == from) {
                     self.conflict_probe = None;
                     self.report_conflict(from);
-                } else if let Some(p) = self.probe.take_if(|p| p.seq == seq) {
+                } else if let Some(p) = self.probing.answered(seq) {
                     // On its last call the probe has failed already and was
                     // charged as such: the late ack only spares the target.
-                    if !p.last_call {
+                    if !p.on_last_call() {
                         self.adjust_awareness(-1);
                     }
                 } else if let Some(i) = self.relays.iter().position(|r| r.seq == seq) {
@@ -983,9 +930,7 @@ impl Swim {
                 self.send(addr, &[Message::Ping { seq: own, target, from: self.me.clone() }]);
             }
             Message::Nack { seq } => {
-                if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) {
-                    p.nacks += 1;
-                }
+                self.probing.nack(seq);
             }
             Message::Alive { name, addr, incarnation, meta } => {
                 if self.admissible(&name, incarnation) {
@@ -1183,12 +1128,7 @@ impl Swim {
                 if self.cfg.lifeguard && from != self.me && k > 0 {
                     let others = n.saturating_sub(2).max(1) as f64;
                     if self.rng.unit_f64() < (2.0 * f64::from(k + 1) / others).min(1.0) {
-                        self.urgent = Some(name.clone());
-                        // Between probes, at once: a confirmation that comes
-                        // later than the suspicion timer's minimum is too late.
-                        if self.probe.is_none() {
-                            self.next_probe = self.next_probe.min(now);
-                        }
+                        self.probing.urge(name.clone(), now);
                     }
                 }
                 e.member.incarnation = inc;
@@ -1225,9 +1165,7 @@ impl Swim {
         let member = e.member.clone();
         self.suspicions.clear(&name);
         self.live -= 1;
-        if self.probe.as_ref().is_some_and(|p| p.target == name) {
-            self.probe = None;
-        }
+        self.probing.drop_target(&name);
         self.emit(if left { MembershipEvent::Left(member) } else { MembershipEvent::Died(member) });
         self.queue_update(name.clone(), Message::Dead { name, incarnation: inc, from });
     }

@@ -191,7 +191,7 @@ fn failed_probe_without_helpers_raises_health_score_and_success_lowers_it() {
     assert!(net.nodes[0].health_score() >= 1);
     let score = net.nodes[0].health_score();
     // The next probe period is scaled by score + 1.
-    let next = net.nodes[0].next_probe;
+    let next = net.nodes[0].probing.next_round();
     assert!(next - net.now <= Duration::from_secs(u64::from(score) + 1));
     net.down.clear();
     net.run_until(t0 + Duration::from_secs(12));
