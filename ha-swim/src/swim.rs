@@ -132,8 +132,10 @@ pub struct Swim {
     table: MemberTable,
     live: usize,
     rng: FastRng,
+    /// Also the sequence counter every ping of this node draws from.
     probing: ProbeCycle,
     relays: Vec<Relay>,
+    /// The timers of the members in `MemberState::Suspect`, and theirs only.
     suspicions: Suspicions,
     broadcasts: Broadcasts,
     awareness: u32,
@@ -496,10 +498,6 @@ impl Swim {
         self.cfg.retransmit_mult * (n.log10().ceil() as u32).max(1)
     }
 
-    fn next_seq(&mut self) -> u32 {
-        self.probing.next_seq()
-    }
-
     /// Runs every timer due at `now`.
     pub fn tick(&mut self, now: Instant) {
         self.expire_pending(now);
@@ -546,8 +544,9 @@ impl Swim {
         0.5 + self.rng.unit_f64()
     }
 
-    /// Pings each suspect, with the suspicion, six times spread over our timer: if it is alive its ack brings the refutation that gossip
-    /// may have failed to bring us. These pings are not probes: a lost one
+    /// Pings each suspect, with the suspicion, six times spread over our
+    /// timer: if it is alive its ack brings the refutation that gossip may
+    /// have failed to bring us. These pings are not probes: a lost one
     /// confirms nothing.
     fn check_suspects(&mut self, now: Instant) {
         if !self.cfg.lifeguard {
@@ -556,7 +555,7 @@ impl Swim {
         for name in self.suspicions.due_checks(now) {
             let Some(m) = self.table.get(&name).map(|e| &e.member) else { continue };
             let (addr, inc) = (m.addr, m.incarnation);
-            let seq = self.next_seq();
+            let seq = self.probing.next_seq();
             self.tell_suspect(name, addr, inc, seq);
         }
     }
@@ -703,7 +702,7 @@ impl Swim {
         }
         let e = &self.table.at(dead[self.rng.below(dead.len() as u64) as usize]).member;
         let (name, addr, inc) = (e.name.clone(), e.addr, e.incarnation);
-        let seq = self.next_seq();
+        let seq = self.probing.next_seq();
         let ping = Message::Ping { seq, target: name.clone(), from: self.me.clone() };
         let news = Message::Dead { name, incarnation: inc, from: self.me.clone() };
         let alive = self.self_alive(true);
@@ -918,7 +917,7 @@ impl Swim {
                     tracing::debug!(target: "ha::membership", %from, %addr, why, "indirect probe request dropped");
                     return;
                 }
-                let own = self.next_seq();
+                let own = self.probing.next_seq();
                 let timeout = self.cfg.probe_timeout;
                 self.relays.push(Relay {
                     seq: own,
@@ -1012,7 +1011,7 @@ impl Swim {
             tracing::debug!(target: "ha::membership", member = %name, "too many members wait for a confirming probe");
             return;
         }
-        let seq = self.next_seq();
+        let seq = self.probing.next_seq();
         let expires = now + self.cfg.probe_interval;
         self.send_bare(addr, &[Message::Ping { seq, target: name.clone(), from: self.me.clone() }]);
         self.pending.push(Pending { name, addr, inc, meta, seq, expires });
@@ -1264,7 +1263,7 @@ impl Swim {
         if self.left || self.conflict_probe.is_some() || self.conflict == Some(addr) {
             return;
         }
-        let seq = self.next_seq();
+        let seq = self.probing.next_seq();
         self.send_bare(addr, &[Message::Ping { seq, target: self.me.clone(), from: self.me.clone() }]);
         self.conflict_probe = Some(ConflictProbe { seq, addr, deadline: now + self.cfg.probe_timeout });
     }
