@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ha_core::rng::FastRng;
-use ha_core::{Event, Events, Instant};
+use ha_core::{Events, Instant};
 
 use crate::broadcast::{Broadcasts, Key};
 use crate::config::{Config, MAX_PACKET};
@@ -973,19 +973,7 @@ impl Swim {
     }
 
     fn emit(&mut self, ev: MembershipEvent) {
-        let m = ev.member();
-        let (member, incarnation) = (m.name.clone(), m.incarnation);
-        let core = match &ev {
-            MembershipEvent::Joined(_) | MembershipEvent::Recovered(_) => {
-                Some(Event::MemberAlive { member, incarnation })
-            }
-            MembershipEvent::Suspected(_) => Some(Event::MemberSuspected { member, incarnation }),
-            MembershipEvent::Died(_) => Some(Event::MemberDead { member, incarnation }),
-            MembershipEvent::Left(_) => Some(Event::MemberLeft { member }),
-            MembershipEvent::Updated(_) => Some(Event::MemberUpdated { member, incarnation }),
-            MembershipEvent::NameConflict(_) => None,
-        };
-        if let Some(e) = core {
+        if let Some(e) = ev.to_event() {
             self.events_out.emit(e);
         }
         self.events.push_back(ev);

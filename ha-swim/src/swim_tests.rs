@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::suspicion::CHECKS;
+use ha_core::Event;
 
 fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, i as u8], 7946))
