@@ -8,6 +8,24 @@ fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, i as u8], 7946))
 }
 
+impl Swim {
+    /// Panics unless the invariants across its parts hold.
+    fn check(&self) {
+        self.table.check();
+        for e in self.table.iter() {
+            let suspected = e.member.state == MemberState::Suspect;
+            assert_eq!(
+                suspected,
+                self.suspicions.get(&e.member.name).is_some(),
+                "{}: a timer iff suspect",
+                e.member.name
+            );
+        }
+        let live = self.table.iter().filter(|e| e.member.state.is_live()).count();
+        assert_eq!(self.live, live, "the live count");
+    }
+}
+
 /// A tiny hand-driven network: nodes by index, datagrams delivered on `pump`.
 struct Net {
     nodes: Vec<Swim>,
@@ -84,6 +102,9 @@ impl Net {
             if !any {
                 break;
             }
+        }
+        for n in &self.nodes {
+            n.check();
         }
         seen
     }
