@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::dist::Dist;
 use super::latency::{self, Tail};
 use super::scenario::{FaultKind, Scenario, ScenarioError};
-use super::{addr_of, index_of, SimEvent, SimNode, ViewChange};
+use super::{addr_of, index_of, MemberState, SimEvent, SimNode};
 
 /// Builds node `i` at `now` with a seed and the seeds to join through.
 pub type Spawn<'a, N> = dyn FnMut(usize, Instant, u64, &[SocketAddr]) -> N + 'a;
@@ -714,10 +714,10 @@ impl<N: SimNode> World<N> {
             self.last_inc[k] = self.last_inc[k].max(inc);
         }
         let prev = self.view[k];
-        let next = match ev.change {
-            ViewChange::Alive => ALIVE,
-            ViewChange::Suspect => SUSPECT,
-            ViewChange::Dead | ViewChange::Left => DOWN,
+        let next = match ev.state {
+            MemberState::Alive => ALIVE,
+            MemberState::Suspect => SUSPECT,
+            MemberState::Dead | MemberState::Left => DOWN,
         };
         self.view[k] = next;
         if (prev == DOWN) != (next == DOWN) {
@@ -735,7 +735,7 @@ impl<N: SimNode> World<N> {
         }
         let measuring = now >= self.measure_from;
         let newly_suspect = next == SUSPECT && prev != SUSPECT;
-        let newly_dead = ev.change == ViewChange::Dead && prev != DOWN;
+        let newly_dead = ev.state == MemberState::Dead && prev != DOWN;
         // Across a partition, suspecting and declaring dead is the protocol doing its job.
         let cut_off = self.settling || self.partitioned(i, j) || self.partitioned(j, i);
         if self.up[j] && self.stale[k] {

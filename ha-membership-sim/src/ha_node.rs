@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use ha_core::Instant;
 
 use super::scenario::{Scenario, ScenarioError};
-use super::{addr_of, index_of, RunSpec, SimEvent, SimNode, ViewChange};
+use super::{addr_of, index_of, RunSpec, SimEvent, SimNode};
 use ha_swim::MembershipEvent;
 use ha_swim::Swim;
 
@@ -63,18 +63,14 @@ impl SimNode for HaNode {
     fn poll_event(&mut self) -> Option<SimEvent> {
         loop {
             let ev = self.swim.poll_event()?;
+            // Not a change of anyone's state: its member is another node's claim to this one's name.
+            if matches!(ev, MembershipEvent::NameConflict(_)) {
+                continue;
+            }
+            // Every other event carries the member as it now stands.
             let m = ev.member();
             let Some(subject) = index_of(m.addr) else { continue };
-            let change = match ev {
-                MembershipEvent::Joined(_) | MembershipEvent::Updated(_) | MembershipEvent::Recovered(_) => {
-                    ViewChange::Alive
-                }
-                MembershipEvent::Suspected(_) => ViewChange::Suspect,
-                MembershipEvent::Died(_) => ViewChange::Dead,
-                MembershipEvent::Left(_) => ViewChange::Left,
-                MembershipEvent::NameConflict(_) => continue,
-            };
-            return Some(SimEvent { subject, change, incarnation: Some(m.incarnation) });
+            return Some(SimEvent { subject, state: m.state, incarnation: Some(m.incarnation) });
         }
     }
 

@@ -64,27 +64,17 @@ pub use ha_node::{ha_spawner, HaNode};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use ha_core::Instant;
-
-/// How a node's view of one member changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ViewChange {
-    /// Alive (joined, recovered or updated).
-    Alive,
-    /// Suspected.
-    Suspect,
-    /// Declared dead.
-    Dead,
-    /// Left gracefully.
-    Left,
-}
+/// The states a member's view moves between, `ha-swim`'s for every protocol
+/// under test (foca's views map onto them).
+pub use ha_swim::MemberState;
 
 /// A change in one node's view, reported by the protocol under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SimEvent {
     /// The member it is about, by node index.
     pub subject: usize,
-    /// What changed.
-    pub change: ViewChange,
+    /// The state the member is now in, in this node's view.
+    pub state: MemberState,
     /// The member's incarnation, when the protocol exposes it.
     pub incarnation: Option<u64>,
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use ha_core::Event;
 use serde::{Deserialize, Serialize};
 
 /// What a member tells the cluster about itself: where its service listens,
@@ -120,5 +121,48 @@ impl MembershipEvent {
             | MembershipEvent::Left(m)
             | MembershipEvent::NameConflict(m) => m,
         }
+    }
+
+    /// The same change in the workspace's event stream. `ha-core` sits
+    /// below this crate, so its events name the member only and fold a
+    /// join and a recovery into one `MemberAlive`; a name conflict changes
+    /// no member's state and has none.
+    pub(crate) fn to_event(&self) -> Option<Event> {
+        let m = self.member();
+        let (member, incarnation) = (m.name.clone(), m.incarnation);
+        Some(match self {
+            MembershipEvent::Joined(_) | MembershipEvent::Recovered(_) => Event::MemberAlive { member, incarnation },
+            MembershipEvent::Suspected(_) => Event::MemberSuspected { member, incarnation },
+            MembershipEvent::Died(_) => Event::MemberDead { member, incarnation },
+            MembershipEvent::Left(_) => Event::MemberLeft { member },
+            MembershipEvent::Updated(_) => Event::MemberUpdated { member, incarnation },
+            MembershipEvent::NameConflict(_) => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_change_of_state_has_its_workspace_event_and_a_name_conflict_none() {
+        let m = Member {
+            name: "b".into(),
+            addr: "10.0.0.2:7946".parse().unwrap(),
+            incarnation: 3,
+            state: MemberState::Alive,
+            meta: Arc::new(Metadata::default()),
+        };
+        let alive = |e: Option<Event>| matches!(e, Some(Event::MemberAlive { incarnation: 3, .. }));
+        assert!(alive(MembershipEvent::Joined(m.clone()).to_event()));
+        assert!(alive(MembershipEvent::Recovered(m.clone()).to_event()));
+        assert!(matches!(MembershipEvent::Updated(m.clone()).to_event(), Some(Event::MemberUpdated { .. })));
+        assert!(matches!(MembershipEvent::Suspected(m.clone()).to_event(), Some(Event::MemberSuspected { .. })));
+        assert!(matches!(MembershipEvent::Died(m.clone()).to_event(), Some(Event::MemberDead { .. })));
+        assert!(
+            matches!(MembershipEvent::Left(m.clone()).to_event(), Some(Event::MemberLeft { member }) if &*member == "b")
+        );
+        assert!(MembershipEvent::NameConflict(m).to_event().is_none());
     }
 }

@@ -7,19 +7,22 @@
 //! ([`Swim::poll_event`]). The tokio driver and the deterministic simulator
 //! both run this same code.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ha_core::rng::FastRng;
-use ha_core::{Event, Events, Instant};
+use ha_core::{Events, Instant};
 
 use crate::broadcast::{Broadcasts, Key};
 use crate::config::{Config, MAX_PACKET};
 use crate::error::{ConfigError, DecodeError, SizeError};
 use crate::keyring::Keyring;
 use crate::member::{Member, MemberState, MembershipEvent, Metadata};
+use crate::probe::ProbeCycle;
+use crate::seen::SeenSet;
+use crate::suspicion::{Suspicion, Suspicions};
 use crate::table::{Entry, MemberTable};
 use crate::wire::{self, Codec, Message, State, StateEntry};
 
@@ -90,70 +93,6 @@ pub struct Counters {
     pub dropped_state_size: u64,
 }
 
-/// Lifeguard's dynamic suspicion timer.
-pub(crate) struct Suspicion {
-    start: Instant,
-    min: Duration,
-    max: Duration,
-    k: u32,
-    confirmers: HashSet<Arc<str>>,
-    deadline: Instant,
-    /// Check pings sent to the suspect: at 1/7, 2/7, ... 6/7 of the timer.
-    checks: u8,
-}
-
-impl Suspicion {
-    fn new(start: Instant, from: Arc<str>, min: Duration, max: Duration, k: u32) -> Self {
-        let mut confirmers = HashSet::new();
-        confirmers.insert(from);
-        let first = if k == 0 { min } else { max };
-        Suspicion { start, min, max, k, confirmers, deadline: start + first, checks: 0 }
-    }
-
-    /// When the next check ping is due, if any is left.
-    fn next_check(&self) -> Option<Instant> {
-        (self.checks < CHECKS).then(|| {
-            let span = self.deadline.saturating_duration_since(self.start);
-            self.start + span.mul_f64(f64::from(self.checks + 1) / f64::from(CHECKS + 1))
-        })
-    }
-
-    /// Counts an independent confirmation; true when it was new.
-    fn confirm(&mut self, from: Arc<str>) -> bool {
-        if self.k == 0 || self.confirmers.len() as u32 > self.k || !self.confirmers.insert(from) {
-            return false;
-        }
-        let n = (self.confirmers.len() - 1) as f64;
-        let frac = (n + 1.0).ln() / (f64::from(self.k) + 1.0).ln();
-        let raw = self.max.as_secs_f64() - frac * (self.max.as_secs_f64() - self.min.as_secs_f64());
-        let at = self.start + Duration::from_secs_f64(raw.max(self.min.as_secs_f64()));
-        self.deadline = self.deadline.min(at);
-        true
-    }
-
-    /// The suspect's port refused a connection: no process is left to
-    /// refute, so the timer shrinks to `wait` from `now`, the time an
-    /// alive member (a firewall rejecting only streams) has to answer the
-    /// check pings.
-    fn refused(&mut self, now: Instant, wait: Duration) {
-        self.deadline = self.deadline.min(now + wait);
-    }
-}
-
-struct Probe {
-    target: Arc<str>,
-    addr: SocketAddr,
-    seq: u32,
-    indirect_at: Instant,
-    deadline: Instant,
-    indirect_sent: bool,
-    expected_nacks: u32,
-    nacks: u32,
-    /// Lifeguard: the probe failed and the target was told so directly
-    /// (buddy system); it is suspected at `deadline` unless it answers.
-    last_call: bool,
-}
-
 /// An indirect probe this node runs for another.
 struct Relay {
     seq: u32,
@@ -193,25 +132,22 @@ pub struct Swim {
     table: MemberTable,
     live: usize,
     rng: FastRng,
-    seq: u32,
-    probe: Option<Probe>,
-    /// A member someone else just began to suspect, to probe next.
-    urgent: Option<Arc<str>>,
+    /// Also the sequence counter every ping of this node draws from.
+    probing: ProbeCycle,
     relays: Vec<Relay>,
-    suspects: Vec<Arc<str>>,
+    /// The timers of the members in `MemberState::Suspect`, and theirs only.
+    suspicions: Suspicions,
     broadcasts: Broadcasts,
     awareness: u32,
-    next_probe: Instant,
     next_gossip: Instant,
     next_reconnect: Instant,
     seeds: Vec<SocketAddr>,
-    user_seen: HashSet<(Arc<str>, u64)>,
-    user_order: VecDeque<(Arc<str>, u64)>,
+    /// User broadcasts delivered (or sent), by origin and sequence number.
+    user_seen: SeenSet<(Arc<str>, u64)>,
     user_seq: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<MembershipEvent>,
     syncs: VecDeque<SocketAddr>,
-    stream_checks: VecDeque<StreamCheck>,
     user_in: VecDeque<Vec<u8>>,
     counters: Counters,
     scratch: Vec<Message>,
@@ -233,6 +169,7 @@ impl std::fmt::Debug for Swim {
     }
 }
 
+/// User broadcasts remembered, to deliver and forward each once.
 const USER_SEEN_MAX: usize = 4096;
 /// Members heard of by gossip that may wait for their confirming probe at once.
 const MAX_PENDING: usize = 64;
@@ -241,8 +178,6 @@ const MAX_RELAYS: usize = 64;
 const MAX_RELAYS_PER_ORIGIN: usize = 4;
 /// State syncs that may wait to be opened.
 const MAX_QUEUED_SYNCS: usize = 16;
-/// Stream checks that may wait for a driver that does not poll them.
-const MAX_QUEUED_CHECKS: usize = 16;
 
 /// A request to the driver: try a stream (TCP) connection to a probe's
 /// target, and report [`Swim::stream_refused`] if the connection is refused.
@@ -266,9 +201,6 @@ pub struct StreamCheck {
 }
 /// The longest member name, in bytes.
 pub const MAX_NAME: usize = 255;
-/// Check pings per suspicion, evenly spread over the timer: with 10% loss
-/// each way, all six fail with odds of 1 in 21 000.
-const CHECKS: u8 = 6;
 
 impl Swim {
     /// A node named `name` reachable at `addr`, alone until it joins.
@@ -307,24 +239,19 @@ impl Swim {
             )),
             live: 1,
             rng,
-            seq: 0,
-            probe: None,
-            urgent: None,
+            probing: ProbeCycle::new(next_probe),
             relays: Vec::new(),
-            suspects: Vec::new(),
+            suspicions: Suspicions::default(),
             broadcasts: Broadcasts::default(),
             awareness: 0,
-            next_probe,
             next_gossip,
             next_reconnect,
             seeds: Vec::new(),
-            user_seen: HashSet::new(),
-            user_order: VecDeque::new(),
+            user_seen: SeenSet::new(USER_SEEN_MAX),
             user_seq: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             syncs: VecDeque::new(),
-            stream_checks: VecDeque::new(),
             user_in: VecDeque::new(),
             counters: Counters::default(),
             scratch: Vec::new(),
@@ -486,10 +413,10 @@ impl Swim {
             return Err(SizeError { size: payload.len(), max });
         }
         self.user_seq = self.user_seq.saturating_add(1);
-        let key = (self.me.clone(), self.user_seq);
-        self.remember_user(key.clone());
-        let msg = Message::User { origin: key.0.clone(), seq: key.1, payload };
-        self.broadcasts.push(Key::User(key.0, key.1), wire::frame(&msg));
+        let (origin, seq) = (self.me.clone(), self.user_seq);
+        self.user_seen.insert((origin.clone(), seq));
+        let msg = Message::User { origin: origin.clone(), seq, payload };
+        self.broadcasts.push(Key::User(origin, seq), wire::frame(&msg));
         Ok(())
     }
 
@@ -506,7 +433,7 @@ impl Swim {
     /// The next stream check to try (see [`StreamCheck`]); a driver without
     /// a stream transport may ignore them.
     pub fn poll_stream_check(&mut self) -> Option<StreamCheck> {
-        self.stream_checks.pop_front()
+        self.probing.poll_stream_check()
     }
 
     /// The stream connection asked for by `check` was refused. Ignored
@@ -514,21 +441,17 @@ impl Swim {
     /// still suspected here.
     pub fn stream_refused(&mut self, now: Instant, check: StreamCheck) {
         let wait = self.scale(self.cfg.probe_interval);
-        if self.probe.as_ref().is_none_or(|p| p.seq != check.seq || p.addr != check.to) {
+        let Some(p) = self.probing.answered(check.seq) else {
             // A suspect's check: the timer shrinks, nothing is gossiped.
-            let me = &self.me;
-            let suspect = self
-                .suspects
-                .iter()
-                .find(|n| self.table.get(n).is_some_and(|e| e.member.addr == check.to && e.member.name != *me));
-            let Some(name) = suspect.cloned() else { return };
-            if let Some(s) = self.table.get_mut(&name).and_then(|e| e.suspicion.as_mut()) {
+            let suspect = (1..self.table.len())
+                .map(|i| &self.table.at(i).member)
+                .find(|m| m.addr == check.to && m.state == MemberState::Suspect)
+                .map(|m| m.name.clone());
+            if suspect.is_some_and(|name| self.suspicions.refused(&name, now, wait)) {
                 self.counters.refused_probes += 1;
-                s.refused(now, wait);
             }
             return;
-        }
-        let p = self.probe.take().expect("checked above");
+        };
         self.counters.refused_probes += 1;
         let Some(m) = self.table.get(&p.target).map(|e| &e.member).filter(|m| m.state.is_live()) else { return };
         let (name, inc, alive) = (m.name.clone(), m.incarnation, m.state == MemberState::Alive);
@@ -537,16 +460,7 @@ impl Swim {
             self.counters.suspicions += 1;
         }
         self.apply_suspect(now, name.clone(), inc, self.me.clone());
-        if let Some(s) = self.table.get_mut(&name).and_then(|e| e.suspicion.as_mut()) {
-            s.refused(now, wait);
-        }
-    }
-
-    fn stream_check(&mut self, to: SocketAddr, seq: u32) {
-        if self.stream_checks.len() >= MAX_QUEUED_CHECKS {
-            self.stream_checks.pop_front();
-        }
-        self.stream_checks.push_back(StreamCheck { to, seq });
+        self.suspicions.refused(&name, now, wait);
     }
 
     /// The next member to run a push-pull state sync with: send it
@@ -563,12 +477,8 @@ impl Swim {
     /// When [`Swim::tick`] must next run.
     pub fn poll_timeout(&self) -> Instant {
         let mut t = self.next_gossip.min(self.next_reconnect);
-        // While a probe is on its last call the next one waits for it (its deadline is below).
-        if !self.left && !self.probe.as_ref().is_some_and(|p| p.last_call) {
-            t = t.min(self.next_probe);
-        }
-        if let Some(p) = &self.probe {
-            t = t.min(if p.indirect_sent { p.deadline } else { p.indirect_at });
+        if let Some(p) = self.probing.next_wake(!self.left) {
+            t = t.min(p);
         }
         if let Some(c) = &self.conflict_probe {
             t = t.min(c.deadline);
@@ -576,13 +486,8 @@ impl Swim {
         for r in &self.relays {
             t = t.min(r.nack_at.unwrap_or(r.expires));
         }
-        for s in &self.suspects {
-            if let Some(s) = self.table.get(s).and_then(|e| e.suspicion.as_ref()) {
-                t = t.min(s.deadline);
-                if self.cfg.lifeguard && !self.left {
-                    t = t.min(s.next_check().unwrap_or(s.deadline));
-                }
-            }
+        if let Some(s) = self.suspicions.next_wake(self.cfg.lifeguard && !self.left) {
+            t = t.min(s);
         }
         t
     }
@@ -607,11 +512,6 @@ impl Swim {
         self.cfg.retransmit_mult * (n.log10().ceil() as u32).max(1)
     }
 
-    fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        self.seq
-    }
-
     /// Runs every timer due at `now`.
     pub fn tick(&mut self, now: Instant) {
         self.expire_pending(now);
@@ -622,11 +522,10 @@ impl Swim {
         self.run_relays(now);
         if !self.left {
             self.run_probe(now);
-            // A probe on its last call finishes before the next one starts.
-            if now >= self.next_probe && !self.probe.as_ref().is_some_and(|p| p.last_call) {
+            if self.probing.round_due(now) {
                 self.start_probe(now);
                 let period = self.scale(self.cfg.probe_interval);
-                self.next_probe = now + period;
+                self.probing.schedule(now + period);
                 // Push-pull as a Poisson process of mean interval
                 // `push_pull_interval * max(1, n / 16)`: memoryless, so no
                 // synchronised rounds, and the anti-entropy traffic per member
@@ -659,23 +558,18 @@ impl Swim {
         0.5 + self.rng.unit_f64()
     }
 
-    /// Pings each suspect, with the suspicion, six times spread over our timer: if it is alive its ack brings the refutation that gossip
-    /// may have failed to bring us. These pings are not probes: a lost one
+    /// Pings each suspect, with the suspicion, six times spread over our
+    /// timer: if it is alive its ack brings the refutation that gossip may
+    /// have failed to bring us. These pings are not probes: a lost one
     /// confirms nothing.
     fn check_suspects(&mut self, now: Instant) {
         if !self.cfg.lifeguard {
             return;
         }
-        for k in 0..self.suspects.len() {
-            let name = self.suspects[k].clone();
-            let Some(e) = self.table.get_mut(&name) else { continue };
-            let Some(s) = e.suspicion.as_mut() else { continue };
-            if s.next_check().is_none_or(|at| now < at) {
-                continue;
-            }
-            s.checks += 1;
-            let (addr, inc) = (e.member.addr, e.member.incarnation);
-            let seq = self.next_seq();
+        for name in self.suspicions.due_checks(now) {
+            let Some(m) = self.table.get(&name).map(|e| &e.member) else { continue };
+            let (addr, inc) = (m.addr, m.incarnation);
+            let seq = self.probing.next_seq();
             self.tell_suspect(name, addr, inc, seq);
         }
     }
@@ -690,26 +584,10 @@ impl Swim {
     }
 
     fn expire_suspicions(&mut self, now: Instant) {
-        let mut i = 0;
-        while i < self.suspects.len() {
-            let name = self.suspects[i].clone();
-            let due = match self.table.get(&name) {
-                Some(e) if e.member.state == MemberState::Suspect => {
-                    e.suspicion.as_ref().map(|s| s.deadline <= now).unwrap_or(true)
-                }
-                _ => {
-                    self.suspects.swap_remove(i);
-                    continue;
-                }
-            };
-            if due {
-                self.suspects.swap_remove(i);
-                let inc = self.table.get(&name).map_or(0, |e| e.member.incarnation);
-                self.counters.deaths += 1;
-                self.apply_dead(now, name, inc, self.me.clone());
-            } else {
-                i += 1;
-            }
+        for name in self.suspicions.expire(now) {
+            let inc = self.table.get(&name).map_or(0, |e| e.member.incarnation);
+            self.counters.deaths += 1;
+            self.apply_dead(now, name, inc, self.me.clone());
         }
     }
 
@@ -732,9 +610,7 @@ impl Swim {
     }
 
     fn run_probe(&mut self, now: Instant) {
-        let Some(p) = &self.probe else { return };
-        if !p.indirect_sent && now >= p.indirect_at {
-            let (target, addr, seq) = (p.target.clone(), p.addr, p.seq);
+        if let Some((target, addr, seq)) = self.probing.indirect_due(now) {
             let helpers = self.random_live(self.cfg.indirect_checks, Some(&target));
             let nack = self.cfg.lifeguard;
             for &h in &helpers {
@@ -743,20 +619,14 @@ impl Swim {
             }
             // And once more directly, in case only the first ping or its ack was lost.
             self.send(addr, &[Message::Ping { seq, target: target.clone(), from: self.me.clone() }]);
-            self.stream_check(addr, seq);
-            let p = self.probe.as_mut().expect("checked above");
-            p.indirect_sent = true;
-            p.expected_nacks = if nack { helpers.len() as u32 } else { 0 };
+            self.probing.indirect_sent(if nack { helpers.len() as u32 } else { 0 });
         }
-        let p = self.probe.as_ref().expect("checked above");
-        if p.indirect_sent && now >= p.deadline {
-            let p = self.probe.take().expect("checked above");
-            if !p.last_call {
-                let delta = if p.expected_nacks > 0 { (p.expected_nacks.saturating_sub(p.nacks)) as i32 } else { 1 };
-                self.adjust_awareness(delta);
+        if let Some(p) = self.probing.expire(now) {
+            if !p.on_last_call() {
+                self.adjust_awareness(p.health_penalty());
             }
             let alive = self.table.get(&p.target).map(|e| &e.member).filter(|m| m.state == MemberState::Alive);
-            if let (Some(m), true, false, false) = (alive, self.cfg.lifeguard, p.last_call, self.left) {
+            if let (Some(m), true, false, false) = (alive, self.cfg.lifeguard, p.on_last_call(), self.left) {
                 // Last call. Under random loss nearly every failed probe of a
                 // live member is the network's doing, and a suspicion gossiped
                 // at once reaches every member before the refutation catches
@@ -768,7 +638,7 @@ impl Swim {
                 let (name, addr, inc) = (m.name.clone(), m.addr, m.incarnation);
                 self.tell_suspect(name, addr, inc, p.seq);
                 let deadline = now + self.scale(self.cfg.probe_timeout);
-                self.probe = Some(Probe { last_call: true, deadline, ..p });
+                self.probing.last_call(p, deadline);
                 return;
             }
             if let Some(e) = self.table.get(&p.target).map(|e| &e.member) {
@@ -785,18 +655,18 @@ impl Swim {
     }
 
     fn start_probe(&mut self, now: Instant) {
-        if let Some(p) = self.probe.take() {
+        if self.probing.in_flight() {
             // The previous probe outlived its period (timeouts grew): judge it now.
-            self.probe = Some(Probe { indirect_sent: true, deadline: now, ..p });
+            self.probing.cut_short(now);
             self.run_probe(now);
-            if self.probe.is_some() {
+            if self.probing.in_flight() {
                 // It went on its last call: this round is its.
                 return;
             }
         }
         let n = self.table.len();
         let mut target = None;
-        if let Some(name) = self.urgent.take() {
+        if let Some(name) = self.probing.take_urgent() {
             if let Some(e) = self.table.get(&name).map(|e| &e.member) {
                 if e.state.is_live() {
                     target = Some((e.name.clone(), e.addr, e.state, e.incarnation));
@@ -816,7 +686,9 @@ impl Swim {
             }
         }
         let Some((name, addr, state, inc)) = target else { return };
-        let seq = self.next_seq();
+        let (indirect_at, deadline) =
+            (now + self.scale(self.cfg.probe_timeout), now + self.scale(self.cfg.probe_interval));
+        let seq = self.probing.start(name.clone(), addr, indirect_at, deadline);
         self.counters.probes += 1;
         let ping = Message::Ping { seq, target: name.clone(), from: self.me.clone() };
         if state == MemberState::Suspect && self.cfg.lifeguard {
@@ -827,17 +699,6 @@ impl Swim {
         } else {
             self.send(addr, &[ping]);
         }
-        self.probe = Some(Probe {
-            target: name,
-            addr,
-            seq,
-            indirect_at: now + self.scale(self.cfg.probe_timeout),
-            deadline: now + self.scale(self.cfg.probe_interval),
-            indirect_sent: false,
-            expected_nacks: 0,
-            nacks: 0,
-            last_call: false,
-        });
     }
 
     /// Probes one dead member, carrying the news of its death so that, if it
@@ -855,7 +716,7 @@ impl Swim {
         }
         let e = &self.table.at(dead[self.rng.below(dead.len() as u64) as usize]).member;
         let (name, addr, inc) = (e.name.clone(), e.addr, e.incarnation);
-        let seq = self.next_seq();
+        let seq = self.probing.next_seq();
         let ping = Message::Ping { seq, target: name.clone(), from: self.me.clone() };
         let news = Message::Dead { name, incarnation: inc, from: self.me.clone() };
         let alive = self.self_alive(true);
@@ -1053,10 +914,10 @@ impl Swim {
                 } else if self.conflict_probe.as_ref().is_some_and(|c| c.seq == seq && c.addr == from) {
                     self.conflict_probe = None;
                     self.report_conflict(from);
-                } else if let Some(p) = self.probe.take_if(|p| p.seq == seq) {
+                } else if let Some(p) = self.probing.answered(seq) {
                     // On its last call the probe has failed already and was
                     // charged as such: the late ack only spares the target.
-                    if !p.last_call {
+                    if !p.on_last_call() {
                         self.adjust_awareness(-1);
                     }
                 } else if let Some(i) = self.relays.iter().position(|r| r.seq == seq) {
@@ -1070,7 +931,7 @@ impl Swim {
                     tracing::debug!(target: "ha::membership", %from, %addr, why, "indirect probe request dropped");
                     return;
                 }
-                let own = self.next_seq();
+                let own = self.probing.next_seq();
                 let timeout = self.cfg.probe_timeout;
                 self.relays.push(Relay {
                     seq: own,
@@ -1082,9 +943,7 @@ impl Swim {
                 self.send(addr, &[Message::Ping { seq: own, target, from: self.me.clone() }]);
             }
             Message::Nack { seq } => {
-                if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) {
-                    p.nacks += 1;
-                }
+                self.probing.nack(seq);
             }
             Message::Alive { name, addr, incarnation, meta } => {
                 if self.admissible(&name, incarnation) {
@@ -1102,25 +961,13 @@ impl Swim {
                 }
             }
             Message::User { origin, seq, payload } => {
-                let key = (origin, seq);
-                if !self.user_seen.contains(&key) {
-                    self.remember_user(key.clone());
-                    let frame = wire::frame(&Message::User { origin: key.0.clone(), seq, payload: payload.clone() });
-                    self.broadcasts.push(Key::User(key.0, seq), frame);
+                if self.user_seen.insert((origin.clone(), seq)) {
+                    let frame = wire::frame(&Message::User { origin: origin.clone(), seq, payload: payload.clone() });
+                    self.broadcasts.push(Key::User(origin, seq), frame);
                     self.user_in.push_back(payload);
                 }
             }
         }
-    }
-
-    fn remember_user(&mut self, key: (Arc<str>, u64)) {
-        if self.user_order.len() >= USER_SEEN_MAX {
-            if let Some(old) = self.user_order.pop_front() {
-                self.user_seen.remove(&old);
-            }
-        }
-        self.user_seen.insert(key.clone());
-        self.user_order.push_back(key);
     }
 
     fn refute(&mut self, now: Instant, heard: u64) {
@@ -1140,19 +987,7 @@ impl Swim {
     }
 
     fn emit(&mut self, ev: MembershipEvent) {
-        let m = ev.member();
-        let (member, incarnation) = (m.name.clone(), m.incarnation);
-        let core = match &ev {
-            MembershipEvent::Joined(_) | MembershipEvent::Recovered(_) => {
-                Some(Event::MemberAlive { member, incarnation })
-            }
-            MembershipEvent::Suspected(_) => Some(Event::MemberSuspected { member, incarnation }),
-            MembershipEvent::Died(_) => Some(Event::MemberDead { member, incarnation }),
-            MembershipEvent::Left(_) => Some(Event::MemberLeft { member }),
-            MembershipEvent::Updated(_) => Some(Event::MemberUpdated { member, incarnation }),
-            MembershipEvent::NameConflict(_) => None,
-        };
-        if let Some(e) = core {
+        if let Some(e) = ev.to_event() {
             self.events_out.emit(e);
         }
         self.events.push_back(ev);
@@ -1178,7 +1013,7 @@ impl Swim {
             tracing::debug!(target: "ha::membership", member = %name, "too many members wait for a confirming probe");
             return;
         }
-        let seq = self.next_seq();
+        let seq = self.probing.next_seq();
         let expires = now + self.cfg.probe_interval;
         self.send_bare(addr, &[Message::Ping { seq, target: name.clone(), from: self.me.clone() }]);
         self.pending.push(Pending { name, addr, inc, meta, seq, expires });
@@ -1245,11 +1080,11 @@ impl Swim {
             e.meta_inc = inc;
         }
         e.member.state = MemberState::Alive;
-        e.suspicion = None;
         if old != MemberState::Alive {
             e.since = now;
         }
         let member = e.member.clone();
+        self.suspicions.clear(&name);
         if !old.is_live() {
             self.live += 1;
         }
@@ -1281,49 +1116,34 @@ impl Swim {
         match e.member.state {
             MemberState::Dead | MemberState::Left => {}
             MemberState::Suspect => {
-                let confirmed = e.suspicion.as_mut().is_some_and(|s| s.confirm(from.clone()));
-                if confirmed {
+                if self.suspicions.confirm(&name, from.clone()) {
                     self.queue_update(name.clone(), Message::Suspect { name, incarnation: inc, from });
                 }
             }
             MemberState::Alive => {
-                let interval = self.cfg.probe_interval;
-                let min = interval.mul_f64(f64::from(self.cfg.suspicion_mult) * (n.max(1) as f64).log10().max(1.0));
-                let (max, k) = if self.cfg.lifeguard {
-                    let k = self.cfg.suspicion_confirmations;
-                    // Without enough other members to confirm, expect no confirmation.
-                    let k = if (n as u32).saturating_sub(2) < k { 0 } else { k };
-                    (min * self.cfg.suspicion_max_mult, k)
-                } else {
-                    (min, 0)
-                };
+                let suspicion = Suspicion::in_cluster(&self.cfg, n, now, from.clone());
+                let k = suspicion.k();
                 // Confirmations come from independent probes: a few members,
                 // chosen at random, probe the suspect next instead of later in
                 // their round (no extra traffic, only an earlier probe).
                 if self.cfg.lifeguard && from != self.me && k > 0 {
                     let others = n.saturating_sub(2).max(1) as f64;
                     if self.rng.unit_f64() < (2.0 * f64::from(k + 1) / others).min(1.0) {
-                        self.urgent = Some(name.clone());
-                        // Between probes, at once: a confirmation that comes
-                        // later than the suspicion timer's minimum is too late.
-                        if self.probe.is_none() {
-                            self.next_probe = self.next_probe.min(now);
-                        }
+                        self.probing.urge(name.clone(), now);
                     }
                 }
                 e.member.incarnation = inc;
                 e.member.state = MemberState::Suspect;
                 e.since = now;
-                e.suspicion = Some(Suspicion::new(now, from.clone(), min, max, k));
                 let member = e.member.clone();
                 if from != self.me {
                     // Our own evidence, whatever becomes of the gossip: if the
                     // verdict that follows the suspicion misses us, a refusal
                     // still ends our timer within a probe interval.
-                    let seq = self.next_seq();
-                    self.stream_check(member.addr, seq);
+                    let seq = self.probing.next_seq();
+                    self.probing.check(StreamCheck { to: member.addr, seq });
                 }
-                self.suspects.push(name.clone());
+                self.suspicions.start(name.clone(), suspicion);
                 self.emit(MembershipEvent::Suspected(member));
                 self.queue_update(name.clone(), Message::Suspect { name, incarnation: inc, from });
             }
@@ -1350,12 +1170,10 @@ impl Swim {
         e.member.incarnation = inc;
         e.member.state = if left { MemberState::Left } else { MemberState::Dead };
         e.since = now;
-        e.suspicion = None;
         let member = e.member.clone();
+        self.suspicions.clear(&name);
         self.live -= 1;
-        if self.probe.as_ref().is_some_and(|p| p.target == name) {
-            self.probe = None;
-        }
+        self.probing.drop_target(&name);
         self.emit(if left { MembershipEvent::Left(member) } else { MembershipEvent::Died(member) });
         self.queue_update(name.clone(), Message::Dead { name, incarnation: inc, from });
     }
@@ -1454,7 +1272,7 @@ impl Swim {
         if self.left || self.conflict_probe.is_some() || self.conflict == Some(addr) {
             return;
         }
-        let seq = self.next_seq();
+        let seq = self.probing.next_seq();
         self.send_bare(addr, &[Message::Ping { seq, target: self.me.clone(), from: self.me.clone() }]);
         self.conflict_probe = Some(ConflictProbe { seq, addr, deadline: now + self.cfg.probe_timeout });
     }

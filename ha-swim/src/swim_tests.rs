@@ -1,9 +1,29 @@
 use std::time::Duration;
 
 use super::*;
+use crate::suspicion::CHECKS;
+use ha_core::Event;
 
 fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, i as u8], 7946))
+}
+
+impl Swim {
+    /// Panics unless the invariants across its parts hold.
+    fn check(&self) {
+        self.table.check();
+        for e in self.table.iter() {
+            let suspected = e.member.state == MemberState::Suspect;
+            assert_eq!(
+                suspected,
+                self.suspicions.get(&e.member.name).is_some(),
+                "{}: a timer iff suspect",
+                e.member.name
+            );
+        }
+        let live = self.table.iter().filter(|e| e.member.state.is_live()).count();
+        assert_eq!(self.live, live, "the live count");
+    }
 }
 
 /// A tiny hand-driven network: nodes by index, datagrams delivered on `pump`.
@@ -82,6 +102,9 @@ impl Net {
             if !any {
                 break;
             }
+        }
+        for n in &self.nodes {
+            n.check();
         }
         seen
     }
@@ -190,7 +213,7 @@ fn failed_probe_without_helpers_raises_health_score_and_success_lowers_it() {
     assert!(net.nodes[0].health_score() >= 1);
     let score = net.nodes[0].health_score();
     // The next probe period is scaled by score + 1.
-    let next = net.nodes[0].next_probe;
+    let next = net.nodes[0].probing.next_round();
     assert!(next - net.now <= Duration::from_secs(u64::from(score) + 1));
     net.down.clear();
     net.run_until(t0 + Duration::from_secs(12));
@@ -303,31 +326,13 @@ fn without_lifeguard_there_is_no_buddy_no_nack_and_no_health_score() {
 }
 
 #[test]
-fn suspicion_timeout_falls_with_independent_confirmations() {
-    let t = Instant::now();
-    let min = Duration::from_secs_f64(7.2);
-    let mut s = Suspicion::new(t, "a".into(), min, min * 6, 2);
-    assert_eq!(s.deadline, t + min * 6);
-    assert!(!s.confirm("a".into()), "the first suspector is no confirmation");
-    assert!(s.confirm("b".into()));
-    let one = s.deadline - t;
-    assert!(one < min * 6 && one > min, "{one:?}");
-    assert!(!s.confirm("b".into()), "only independent confirmations count");
-    assert!(s.confirm("c".into()));
-    assert_eq!(s.deadline - t, min);
-    assert!(!s.confirm("d".into()), "k reached");
-    let s0 = Suspicion::new(t, "a".into(), min, min * 6, 0);
-    assert_eq!(s0.deadline, t + min);
-}
-
-#[test]
 fn confirmations_from_other_nodes_shorten_the_timer() {
     let mut net = Net::joined(8, Config::lan());
     let now = net.now;
     net.nodes[0].apply_suspect(now, "n7".into(), 0, "n1".into());
-    let first = net.nodes[0].table.get("n7").unwrap().suspicion.as_ref().unwrap().deadline;
+    let first = net.nodes[0].suspicions.get("n7").unwrap().deadline();
     net.nodes[0].apply_suspect(now, "n7".into(), 0, "n2".into());
-    let second = net.nodes[0].table.get("n7").unwrap().suspicion.as_ref().unwrap().deadline;
+    let second = net.nodes[0].suspicions.get("n7").unwrap().deadline();
     assert!(second < first);
 }
 
@@ -544,7 +549,7 @@ fn suspects_get_check_pings_carrying_the_suspicion_before_the_timer_ends() {
     net.nodes[0].apply_suspect(now, "n7".into(), 0, "n3".into());
     net.nodes[0].broadcasts = Broadcasts::default();
     net.down = vec![1, 2, 3, 4, 5, 6, 7];
-    let deadline = net.nodes[0].table.get("n7").unwrap().suspicion.as_ref().unwrap().deadline;
+    let deadline = net.nodes[0].suspicions.get("n7").unwrap().deadline();
     let seen = net.run_until(deadline - Duration::from_millis(1));
     let checks: Vec<_> = seen
         .iter()
@@ -559,7 +564,7 @@ fn suspects_get_check_pings_carrying_the_suspicion_before_the_timer_ends() {
     net.nodes[0].apply_suspect(now, "n7".into(), 0, "n3".into());
     net.nodes[0].broadcasts = Broadcasts::default();
     net.down = vec![1, 2, 3, 4, 5, 6];
-    let s = net.nodes[0].table.get("n7").unwrap().suspicion.as_ref().unwrap().next_check().unwrap();
+    let s = net.nodes[0].suspicions.get("n7").unwrap().next_check().unwrap();
     net.run_until(s + Duration::from_millis(10));
     assert_eq!(net.state(0, 7), MemberState::Alive);
     assert_eq!(net.nodes[0].member("n7").unwrap().incarnation, 1);

@@ -14,7 +14,6 @@ use ha_core::rng::FastRng;
 use ha_core::Instant;
 
 use crate::member::Member;
-use crate::swim::Suspicion;
 
 /// One member and what this node keeps about it.
 pub(crate) struct Entry {
@@ -22,12 +21,11 @@ pub(crate) struct Entry {
     /// The incarnation the metadata we hold was published with.
     pub(crate) meta_inc: u64,
     pub(crate) since: Instant,
-    pub(crate) suspicion: Option<Suspicion>,
 }
 
 impl Entry {
     pub(crate) fn new(member: Member, meta_inc: u64, since: Instant) -> Self {
-        Entry { member, meta_inc, since, suspicion: None }
+        Entry { member, meta_inc, since }
     }
 }
 

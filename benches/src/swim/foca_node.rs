@@ -46,7 +46,7 @@ use std::time::Duration;
 use foca::{Config, Foca, Identity, Notification, PostcardCodec, Runtime, State, Timer};
 use ha_core::rng::FastRng;
 use ha_core::Instant;
-use ha_membership_sim::{addr_of, index_of, SimEvent, SimNode, ViewChange};
+use ha_membership_sim::{addr_of, index_of, MemberState, SimEvent, SimNode};
 use serde::{Deserialize, Serialize};
 
 /// A node's identity: its address and a generation, fresh on every start
@@ -276,9 +276,9 @@ impl FocaNode {
         let changes = std::mem::take(&mut self.rt.changes);
         for (k, &(addr, change)) in changes.iter().enumerate() {
             let Some(subject) = index_of(addr) else { continue };
-            let change = match change {
-                Change::Up => ViewChange::Alive,
-                Change::Down => ViewChange::Dead,
+            let state = match change {
+                Change::Up => MemberState::Alive,
+                Change::Down => MemberState::Dead,
                 // foca follows a rename with up or down when liveness
                 // changed; alone, the new identity took the old one's
                 // place, which is news of the restarted node only if alive.
@@ -291,13 +291,13 @@ impl FocaNode {
                     if !alive {
                         continue;
                     }
-                    ViewChange::Alive
+                    MemberState::Alive
                 }
             };
-            if change == ViewChange::Alive {
+            if state == MemberState::Alive {
                 self.suspects.insert(addr, false);
             }
-            self.events.push_back(SimEvent { subject, change, incarnation: None });
+            self.events.push_back(SimEvent { subject, state, incarnation: None });
         }
         if self.scan {
             for m in self.foca.iter_membership_state() {
@@ -306,11 +306,11 @@ impl FocaNode {
                 let was = self.suspects.insert(addr, suspect).unwrap_or(false);
                 if suspect && !was {
                     if let Some(subject) = index_of(addr) {
-                        self.events.push_back(SimEvent { subject, change: ViewChange::Suspect, incarnation: None });
+                        self.events.push_back(SimEvent { subject, state: MemberState::Suspect, incarnation: None });
                     }
                 } else if !suspect && was && m.state() == State::Alive {
                     if let Some(subject) = index_of(addr) {
-                        self.events.push_back(SimEvent { subject, change: ViewChange::Alive, incarnation: None });
+                        self.events.push_back(SimEvent { subject, state: MemberState::Alive, incarnation: None });
                     }
                 }
             }
