@@ -1129,7 +1129,7 @@ impl Swim {
                 if self.cfg.lifeguard && from != self.me && k > 0 {
                     let others = n.saturating_sub(2).max(1) as f64;
                     if self.rng.unit_f64() < (2.0 * f64::from(k + 1) / others).min(1.0) {
-                        self.probing.urge(name.clone(), now);
+                        self.probing.urge(name.clone());
                     }
                 }
                 e.member.incarnation = inc;
