@@ -89,8 +89,10 @@ impl Ejections {
         if let Some(e) = snap.tuning.detector.try_eject(&hosts, idx, now_ns, EjectionReason::ConsecutiveFailures) {
             self.report(endpoint, e, now_ns, events);
             snap.plan.mark_stale();
-        } else {
-            // Refused: failing all the same, since the first crossing.
+        } else if !snap.tuning.detector.failure_shared(&hosts, idx, now_ns) {
+            // Refused by the cap or the panic threshold: failing on its own
+            // all the same, since the first crossing. (A failure its peers
+            // share is the fleet's, not an outage of this endpoint.)
             let _ = endpoint.failing_since_ns.compare_exchange(0, now_ns.max(1), Ordering::Relaxed, Ordering::Relaxed);
         }
     }

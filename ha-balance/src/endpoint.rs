@@ -178,9 +178,9 @@ pub(crate) struct EndpointState<S> {
     /// until it answers. Until then it is never judged cold.
     pub(crate) fresh: AtomicBool,
     /// Nanoseconds since the balancer's epoch when a run of consecutive
-    /// failures crossed the threshold and its ejection was refused (the
-    /// cap, the panic threshold, peers that seemed to share the failure);
-    /// 0 when not failing so. Its next success is a return from an outage
+    /// failures crossed the threshold and its ejection was refused by the
+    /// cap or the panic threshold (not for a failure its peers share); 0
+    /// when not failing so. Its next success is a return from an outage
     /// it was not ejected for, and ramps it up as a readmission would
     /// (`Shared::on_outcome`).
     pub(crate) failing_since_ns: AtomicU64,
