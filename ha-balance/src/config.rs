@@ -107,6 +107,12 @@ impl Default for TierConfig {
 /// whose latest failure was a request given up on (with
 /// `OutlierConfig::cancelled_as_failure`): it was overloaded or stalled at
 /// the share it had.
+///
+/// With the PeakEWMA picker the ramp also waits for warmth: an endpoint
+/// ramping up that answers more than twice as slow as the median of its
+/// tier's warm endpoints stays at `min_factor`, scaled by the square of
+/// how much slower it is, and ramps over `window` once it answers within
+/// twice their latency.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SlowStartConfig {

@@ -89,12 +89,19 @@ impl Ejections {
         if let Some(e) = snap.tuning.detector.try_eject(&hosts, idx, now_ns, EjectionReason::ConsecutiveFailures) {
             self.report(endpoint, e, now_ns, events);
             snap.plan.mark_stale();
+        } else if !snap.tuning.detector.failure_shared(&hosts, idx, now_ns) {
+            // Refused by the cap or the panic threshold: failing on its own
+            // all the same, since the first crossing. (A failure its peers
+            // share is the fleet's, not an outage of this endpoint.)
+            let _ = endpoint.failing_since_ns.compare_exchange(0, now_ns.max(1), Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
     fn report<S>(&self, endpoint: &EndpointState<S>, e: Ejection, now_ns: u64, events: &Events) {
         endpoint.counters.ejections.fetch_add(1, Ordering::Relaxed);
         endpoint.ejected_at_ns.store(now_ns.max(1), Ordering::Relaxed);
+        // The ejection's readmission ramps it up from now on.
+        endpoint.failing_since_ns.store(0, Ordering::Relaxed);
         let ends = now_ns.saturating_add(nanos(e.duration));
         self.due_ns.fetch_min(e.probe_at.unwrap_or(ends).min(ends), Ordering::AcqRel);
         events.emit(Event::EndpointEjected { endpoint: endpoint.name.clone(), reason: e.reason, duration: e.duration });

@@ -171,6 +171,19 @@ pub(crate) struct EndpointState<S> {
     /// or stalled at the share it had, and is readmitted from the start of
     /// its ramp.
     pub(crate) unanswered: AtomicBool,
+    /// It joined with a slow start and its latency estimate is still the
+    /// prior (`default_rtt`): the next plan recount that knows its tier's
+    /// warm latency starts it there instead (`planner::hold_cold_ramps`),
+    /// so that it is priced like its peers, neither cheaper nor dearer,
+    /// until it answers. Until then it is never judged cold.
+    pub(crate) fresh: AtomicBool,
+    /// Nanoseconds since the balancer's epoch when a run of consecutive
+    /// failures crossed the threshold and its ejection was refused by the
+    /// cap or the panic threshold (not for a failure its peers share); 0
+    /// when not failing so. Its next success is a return from an outage
+    /// it was not ejected for, and ramps it up as a readmission would
+    /// (`Shared::on_outcome`).
+    pub(crate) failing_since_ns: AtomicU64,
     pub(crate) pending: AtomicU64,
     pub(crate) ewma: PeakEwma,
     /// What its recent failures cost, on top of its latency: raised by each
@@ -203,6 +216,8 @@ impl<S> EndpointState<S> {
             ramp_from_ns: AtomicU64::new(ramp_from_ns),
             ejected_at_ns: AtomicU64::new(0),
             unanswered: AtomicBool::new(false),
+            fresh: AtomicBool::new(ramp_from_ns != 0),
+            failing_since_ns: AtomicU64::new(0),
             pending: AtomicU64::new(0),
             ewma: PeakEwma::new(now, tuning.cfg.load.default_rtt, tuning.cfg.load.decay),
             failure_cost: PeakEwma::new(now, Duration::ZERO, FAILURE_DECAY),
@@ -257,16 +272,17 @@ impl<S> EndpointState<S> {
     /// An endpoint whose latest failure went unanswered (see `unanswered`)
     /// ramps from `min_factor` whatever the time out.
     pub(crate) fn readmission_ramp_from(&self, now_ns: u64, window_ns: u64, min_factor: f64) -> u64 {
+        self.return_ramp_from(self.ejected_at_ns.load(Ordering::Relaxed), now_ns, window_ns, min_factor)
+    }
+
+    /// [`readmission_ramp_from`](Self::readmission_ramp_from) for an
+    /// endpoint out of service since `out_since_ns` (its ejection, or the
+    /// refused ejection of a run of failures that ended with a success).
+    pub(crate) fn return_ramp_from(&self, out_since_ns: u64, now_ns: u64, window_ns: u64, min_factor: f64) -> u64 {
         if self.unanswered.load(Ordering::Relaxed) {
             return now_ns.max(1);
         }
-        readmission_ramp_from(
-            self.ramp_from_ns.load(Ordering::Relaxed),
-            self.ejected_at_ns.load(Ordering::Relaxed),
-            now_ns,
-            window_ns,
-            min_factor,
-        )
+        readmission_ramp_from(self.ramp_from_ns.load(Ordering::Relaxed), out_since_ns, now_ns, window_ns, min_factor)
     }
 }
 

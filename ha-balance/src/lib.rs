@@ -40,6 +40,12 @@
 //!   its share, an absence of twice the window or more (a crash and
 //!   restart) ramps from the start, and so does an endpoint ejected for
 //!   requests it left unanswered (overloaded or stalled at its share).
+//!   With the PeakEWMA picker the ramp also waits for warmth: an endpoint
+//!   ramping up that answers more than twice as slow as its tier's warm
+//!   median (cold caches after a restart) stays at the ramp's start, its
+//!   share scaled by the square of the ratio, until it is warm. An endpoint
+//!   back from failures it was not ejected for, or from an open breaker,
+//!   ramps up as a readmitted one does.
 //! - **Fail fast**: with nothing available a request fails with
 //!   [`NoHealthyEndpoint`](ha_core::NoHealthyEndpoint) after a bounded wait.
 //!

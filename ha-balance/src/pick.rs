@@ -12,6 +12,7 @@ use ha_core::{AttemptContext, Instant};
 use crate::config::Picker;
 use crate::endpoint::EndpointState;
 use crate::inflight::InFlight;
+use crate::planner::COLD_RATIO;
 use crate::table::{Group, Snapshot, LOAD_SCALE};
 use crate::tuning::Tuning;
 
@@ -44,6 +45,7 @@ pub(crate) fn pick_available<'s, S>(
             let s = &snap.endpoints[i as usize];
             s.health.available(req.now, req.now_ns, panic)
                 && !(avoid_tried && req.tried.is_some_and(|c| c.was_tried(s.id)))
+                && !on_trial(s)
         };
         if panic {
             if let Some(i) = pick_in(snap, &snap.all, req, rng, in_flight, &ok) {
@@ -71,6 +73,17 @@ pub(crate) fn pick_available<'s, S>(
     None
 }
 
+/// An endpoint in a run of failures it was not ejected for (the cap or the
+/// panic threshold kept it) is on trial, as a probed one is: one request
+/// at a time until it answers well. Its failure cost keeps it from being
+/// picked often, but once the cost fades, requests would pile onto it
+/// faster than its first answer (slow, from a server just back) could
+/// tell they should not.
+#[inline]
+fn on_trial<S>(s: &EndpointState<S>) -> bool {
+    s.failing_since_ns.load(Ordering::Relaxed) != 0 && s.pending.load(Ordering::Relaxed) > 0
+}
+
 fn choose_group<S>(snap: &Snapshot<S>, rng: &mut FastRng) -> usize {
     if snap.groups.len() == 1 {
         return 0;
@@ -86,9 +99,29 @@ fn failure_factor<S>(tuning: &Tuning, slot: &EndpointState<S>, now: Instant) -> 
     1.0 + slot.failure_cost.estimate_nanos(now) * tuning.failure_scale
 }
 
+/// The slow-start share of `slot` in `group`: its ramp, and while it
+/// ramps and answers more than `COLD_RATIO` times slower than the group's
+/// warm endpoints (`warm_latency`, known with the PeakEWMA picker only),
+/// that times the square of the ratio: cold endpoints held at the start of
+/// their ramp take a trickle, enough to see them warm up.
 #[inline]
-fn slow_start_share<S>(tuning: &Tuning, slot: &EndpointState<S>, now_ns: u64) -> f64 {
-    slot.ramp(now_ns, tuning.slow_start_ns, tuning.cfg.slow_start.min_factor)
+fn slow_start_share<S>(tuning: &Tuning, slot: &EndpointState<S>, now_ns: u64, group: &Group) -> f64 {
+    let ramp = slot.ramp(now_ns, tuning.slow_start_ns, tuning.cfg.slow_start.min_factor);
+    if ramp >= 1.0 {
+        return ramp;
+    }
+    let warm = f64::from_bits(group.warm_latency.load(Ordering::Relaxed));
+    if warm <= 0.0 || slot.fresh.load(Ordering::Relaxed) {
+        return ramp;
+    }
+    let limit = COLD_RATIO * warm;
+    let own = slot.ewma.last_observed_nanos();
+    if own <= limit {
+        ramp
+    } else {
+        let r = limit / own;
+        ramp * r * r
+    }
 }
 
 fn pick_in<S>(
@@ -101,7 +134,7 @@ fn pick_in<S>(
 ) -> Option<u32> {
     let slots = &snap.endpoints;
     let tuning = &*snap.tuning;
-    let ramp = |i: u32| slow_start_share(tuning, &slots[i as usize], req.now_ns);
+    let ramp = |i: u32| slow_start_share(tuning, &slots[i as usize], req.now_ns, group);
     match tuning.cfg.picker {
         Picker::P2cPeakEwma => p2c(&group.members, rng, ok, &ramp, |i| {
             let s = &slots[i as usize];
@@ -121,7 +154,7 @@ fn pick_in<S>(
             let m = &group.members;
             for _ in 0..DRAWS {
                 let i = *m.get(rng.below(m.len() as u64) as usize)?;
-                if ok(i) && rng.unit_f64() < slow_start_share(tuning, &slots[i as usize], req.now_ns) {
+                if ok(i) && rng.unit_f64() < slow_start_share(tuning, &slots[i as usize], req.now_ns, group) {
                     return Some(i);
                 }
             }
@@ -142,7 +175,7 @@ fn pick_in<S>(
                 let ticket = group.cursor.fetch_add(1, Ordering::Relaxed);
                 let i = sched[ticket % len];
                 if ok(i) {
-                    let ramp = slow_start_share(tuning, &slots[i as usize], req.now_ns);
+                    let ramp = slow_start_share(tuning, &slots[i as usize], req.now_ns, group);
                     if ramp >= 1.0 || rng.unit_f64() < ramp {
                         return Some(i);
                     }

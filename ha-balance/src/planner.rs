@@ -40,6 +40,7 @@ impl TierPlanner {
         }
         plan.stale.store(false, Ordering::Release);
         judge_gates(snap, now, now_ns);
+        hold_cold_ramps(snap, now, now_ns);
         let mut counts = vec![(0u32, 0u32); snap.groups.len()];
         let mut restored = false;
         for (endpoint, &g) in snap.endpoints.iter().zip(&snap.group_of) {
@@ -89,6 +90,106 @@ impl TierPlanner {
         plan.computed_ns.store(now_ns, Ordering::Relaxed);
         plan.busy.store(false, Ordering::Release);
         restored
+    }
+}
+
+/// A ramping endpoint whose latency estimate is more than this many times
+/// its warm peers' median is not warm yet (see [`hold_cold_ramps`]).
+pub(crate) const COLD_RATIO: f64 = 2.0;
+
+/// Slow start by warmth as well as time, and from the start after an open
+/// breaker. An endpoint ramping up that
+/// answers more than [`COLD_RATIO`] times slower than the median of the
+/// available endpoints of its tier that are not ramping (a server back
+/// with cold caches, a JIT still compiling) has its ramp set back to its
+/// start (`min_factor`), where it waits until it answers about as fast as
+/// its peers; then it ramps over the window.
+///
+/// A time ramp alone cannot protect the tail from a batch of cold
+/// endpoints: P2C compares two of them with each other as often as their
+/// sampling share allows, and the ramp reaches full share after its window
+/// however slow they still are (half the pool back with 5x the latency
+/// took 20% of the traffic and set every second's p99 to theirs).
+///
+/// While it is held, the picker also scales its share by the square of how
+/// much slower than that it is (`pick::slow_start_share`): the ramp's start
+/// is `min_factor` of a fair share, and a batch of cold endpoints at even
+/// that share would still hold a percent or more of the traffic, the tail.
+///
+/// Latencies are compared as last observed, without the decay PeakEWMA
+/// applies while an endpoint is not answering: an endpoint held at the
+/// start of its ramp answers rarely, and its decayed estimate would let it
+/// go before it is warm.
+///
+/// Only with the PeakEWMA picker (the only one that measures latency), and
+/// only when the tier has a warm endpoint to compare with. A joiner's
+/// estimate starts at that warm latency rather than the prior.
+fn hold_cold_ramps<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
+    let tuning = &*snap.tuning;
+    let window = tuning.slow_start_ns;
+    if window == 0 {
+        return;
+    }
+    let ramping = |s: &EndpointState<S>| {
+        let from = s.ramp_from_ns.load(Ordering::Relaxed);
+        from != 0 && now_ns.saturating_sub(from) < window
+    };
+    // The ramp's start, as `ramp_from_ns`: share `min_factor` now.
+    let start = now_ns.saturating_sub((tuning.cfg.slow_start.min_factor * window as f64) as u64).max(1);
+    let panic = snap.plan.in_panic();
+    let mut any_ramping = false;
+    for s in &snap.endpoints {
+        // Out of selection by its gate (an open breaker): when the gate lets
+        // requests through again (a half-open breaker's trial calls), they
+        // go at the start of a ramp, not all at once to an endpoint whose
+        // latency estimate has decayed while it was out.
+        if !s.health.gate_admits(now)
+            && !s.health.available(now, now_ns, panic)
+            && s.ramp_from_ns.load(Ordering::Relaxed) < start
+        {
+            s.ramp_from_ns.store(start, Ordering::Relaxed);
+        }
+        any_ramping |= ramping(s);
+    }
+    if !any_ramping || !tuning.cfg.picker.needs_latency() {
+        for group in &snap.groups {
+            group.warm_latency.store(0, Ordering::Relaxed);
+        }
+        return;
+    }
+    let mut warm = Vec::new();
+    for group in &snap.groups {
+        let members = || group.members.iter().map(|&i| &*snap.endpoints[i as usize]);
+        warm.clear();
+        warm.extend(
+            members()
+                .filter(|s| !ramping(s) && s.health.available(now, now_ns, false))
+                .map(|s| s.ewma.last_observed_nanos()),
+        );
+        if warm.is_empty() {
+            group.warm_latency.store(0, Ordering::Relaxed);
+            continue;
+        }
+        let mid = warm.len() / 2;
+        let reference = *warm.select_nth_unstable_by(mid, f64::total_cmp).1;
+        group.warm_latency.store(reference.to_bits(), Ordering::Relaxed);
+        for s in members() {
+            if s.fresh.load(Ordering::Relaxed) && s.fresh.swap(false, Ordering::Relaxed) {
+                // A joiner starts from its peers' latency, not the prior: a
+                // 30 ms prior in a 1 ms fleet would take tens of seconds to
+                // decay, holding it as cold meanwhile.
+                s.ewma.reset(now, std::time::Duration::from_nanos(reference as u64));
+                continue;
+            }
+            if ramping(s)
+                && !s.fresh.load(Ordering::Relaxed)
+                && s.ewma.last_observed_nanos() > COLD_RATIO * reference
+                && s.ramp_from_ns.load(Ordering::Relaxed) < start
+            {
+                tracing::trace!(target: "ha::balance", endpoint = %s.name, "slow start held: slower than its warm peers");
+                s.ramp_from_ns.store(start, Ordering::Relaxed);
+            }
+        }
     }
 }
 

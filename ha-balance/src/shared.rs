@@ -183,12 +183,35 @@ impl<K, S> Shared<K, S> {
             endpoint.counters.failures.fetch_add(1, Ordering::Relaxed);
         } else {
             endpoint.counters.successes.fetch_add(1, Ordering::Relaxed);
+            if endpoint.failing_since_ns.load(Ordering::Relaxed) != 0 {
+                self.returned(endpoint, now);
+            }
         }
         if Detector::record(&endpoint.outlier, failed, self.hot.consecutive_failures()) {
             let now_ns = self.clock.ns(now.unwrap_or_else(Instant::now));
             let snap = self.table.snapshot();
             self.ejections.after_consecutive_failures(&snap, endpoint, now_ns, &self.events);
         }
+    }
+
+    /// The first success of an endpoint after a run of failures it was not
+    /// ejected for (the cap or the panic threshold kept it, its failure
+    /// cost kept traffic off it): it is back from an outage all the same,
+    /// and ramps up as a readmitted endpoint does, which also lets slow
+    /// start hold it while it answers much slower than its peers (a server
+    /// restarted with cold caches).
+    #[cold]
+    fn returned(&self, endpoint: &EndpointState<S>, now: Option<Instant>) {
+        let since = endpoint.failing_since_ns.swap(0, Ordering::Relaxed);
+        let snap = self.table.snapshot();
+        let tuning = &*snap.tuning;
+        if since == 0 || tuning.slow_start_ns == 0 {
+            return;
+        }
+        let now_ns = self.clock.ns(now.unwrap_or_else(Instant::now));
+        let from = endpoint.return_ramp_from(since, now_ns, tuning.slow_start_ns, tuning.cfg.slow_start.min_factor);
+        endpoint.ramp_from_ns.store(from, Ordering::Relaxed);
+        snap.plan.mark_stale();
     }
 
     /// The outcome of a probe sent to an ejected endpoint: a success

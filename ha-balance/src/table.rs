@@ -66,6 +66,11 @@ pub(crate) struct Group {
     pub(crate) schedule: Vec<u32>,
     pub(crate) cursor: AtomicUsize,
     pub(crate) ring: Option<Ring>,
+    /// The median latency of its warm endpoints (available, not ramping)
+    /// as last observed, as `f64` bits; 0 when unknown. Set at each plan
+    /// recount (`planner::hold_cold_ramps`); slow start scales a cold
+    /// endpoint's share by it.
+    pub(crate) warm_latency: AtomicU64,
 }
 
 /// Loads scaled to this; a random draw below `cumulative_share[i]` picks group `i`.
@@ -154,7 +159,7 @@ impl Group {
             }
             _ => None,
         };
-        Group { tier, members, schedule, cursor: AtomicUsize::new(0), ring }
+        Group { tier, members, schedule, cursor: AtomicUsize::new(0), ring, warm_latency: AtomicU64::new(0) }
     }
 }
 

@@ -293,3 +293,99 @@ async fn the_pending_pickers_price_fast_failures_too() {
     assert!(share < 0.25, "share of attempts to refusing endpoints: {share:.3}");
     assert!(success >= rr, "p2c pending {success:.3} < round robin {rr:.3}");
 }
+
+/// Per second, the attempts `cold` received and the attempts all received.
+type Seconds = Vec<(u64, u64)>;
+
+/// The share of attempts `cold` received in each whole second from
+/// `from_s` to `to_s`.
+fn shares(per_second: &Seconds, from_s: usize, to_s: usize) -> Vec<f64> {
+    (from_s..to_s)
+        .map(|t| {
+            let (c0, a0) = per_second[t];
+            let (c1, a1) = per_second[t + 1];
+            (c1 - c0) as f64 / (a1 - a0).max(1) as f64
+        })
+        .collect()
+}
+
+/// Four warm servers of `warm_ms` and four more (`cold`, driven by
+/// `set(cold, t_ms)`), at 800 requests a second for `ms`: the attempts of
+/// each second. With `join: Some(at)` the four join at `at` ms (after a
+/// second without traffic, when the answers are in); `t_ms` goes on from
+/// `at` then.
+async fn with_cold(join: Option<u64>, ms: u64, warm_ms: u64, set: impl Fn(&[Server], u64)) -> Seconds {
+    let warm = servers("w", 4, warm_ms);
+    let cold = servers("c", 4, warm_ms);
+    let (events, _) = timeline();
+    let first: Vec<Server> = warm.iter().chain(if join.is_some() { &[][..] } else { &cold[..] }).cloned().collect();
+    let mut b = fleet(&first, BalanceConfig::default(), events);
+    let hits = |set: &[Server]| set.iter().map(Server::hits).sum::<u64>();
+    let mut per_second = Vec::new();
+    let mut tick = |t: u64| {
+        set(&cold, t);
+        if t % 1_000 == 0 {
+            per_second.push((hits(&cold), hits(&warm) + hits(&cold)));
+        }
+    };
+    if let Some(at) = join {
+        drive(&mut b, at, 0.8, &mut tick).await;
+        b.endpoints().batch(cold.iter().map(|s| tower::discover::Change::Insert(s.name, Endpoint::new(s.clone()))));
+        drive(&mut b, ms - at, 0.8, |t| tick(t + at)).await;
+    } else {
+        drive(&mut b, ms, 0.8, &mut tick).await;
+    }
+    per_second.push((hits(&cold), hits(&warm) + hits(&cold)));
+    per_second
+}
+
+fn set_delay(set: &[Server], ms: u64) {
+    for s in set {
+        s.st.delay_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_the_pool_back_with_cold_caches_waits_until_it_is_warm() {
+    // Restarted at 3 s (connections refused), back at 13 s five times
+    // slower (cold caches) until 23 s.
+    let per_second = with_cold(None, 60_000, 20, |cold, t| {
+        for s in cold {
+            s.set_refuse((3_000..13_000).contains(&t));
+        }
+        set_delay(cold, if (13_000..23_000).contains(&t) { 100 } else { 20 });
+    })
+    .await;
+    // Readmitted by a probe within two seconds of being back; from then
+    // until they are warm, a percent of the traffic at most, not the fifth
+    // that a ramp by time alone gives them (two of them compared with each
+    // other, and a full share after the window).
+    let cold = shares(&per_second, 15, 23);
+    eprintln!("cold caches: share of the cold half per second while cold {cold:.3?}");
+    assert!(cold.iter().all(|&s| s < 0.01), "share of the cold half while cold: {cold:.3?}");
+    // Warm again, they ramp up to their half.
+    let after = shares(&per_second, 55, 59);
+    eprintln!("cold caches: share once warm {after:.3?}");
+    assert!(after.iter().all(|&s| s > 0.4), "share of the half once warm: {after:.3?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_joining_cold_waits_until_it_is_warm_and_one_joining_warm_does_not() {
+    // Four join at 3 s, five times slower than the rest until 13 s.
+    let per_second =
+        with_cold(Some(3_000), 50_000, 20, |cold, t| set_delay(cold, if t < 13_000 { 100 } else { 20 })).await;
+    let cold = shares(&per_second, 4, 13);
+    eprintln!("cold join: share of the batch per second while cold {cold:.3?}");
+    assert!(cold.iter().all(|&s| s < 0.02), "share of the batch while cold: {cold:.3?}");
+    let after = shares(&per_second, 45, 49);
+    assert!(after.iter().all(|&s| s > 0.4), "share of the batch once warm: {after:.3?}");
+    // A batch as fast as the rest, in a fleet of 5 ms, much faster than
+    // the latency prior (30 ms), joining once the fleet's estimates have come
+    // down from it: it starts from its peers' latency, so it is not taken
+    // for cold and ramps over the 10 s window.
+    let per_second = with_cold(Some(40_000), 57_000, 5, |_, _| {}).await;
+    let ramp = shares(&per_second, 40, 56);
+    eprintln!("warm join: share of the batch per second {ramp:.3?}");
+    assert!(ramp[0] < 0.15, "first second: {:.3}", ramp[0]);
+    assert!(ramp[13..].iter().all(|&s| s > 0.4), "share after the window: {ramp:.3?}");
+}

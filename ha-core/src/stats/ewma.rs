@@ -100,6 +100,28 @@ impl PeakEwma {
         value * self.keep(stamp, self.tick(now))
     }
 
+    /// The estimate as of the latest observation, in nanoseconds: what the
+    /// endpoint answered lately, without the decay towards zero that
+    /// [`estimate_nanos`](Self::estimate_nanos) applies for the time since
+    /// (which only makes an idle endpoint worth trying again).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ha_core::stats::PeakEwma;
+    /// use tokio::time::Instant;
+    ///
+    /// let t0 = Instant::now();
+    /// let ewma = PeakEwma::new(t0, Duration::from_millis(10), Duration::from_secs(1));
+    /// ewma.observe(t0, Duration::from_millis(100));
+    /// let later = t0 + Duration::from_secs(5);
+    /// assert!(ewma.estimate_nanos(later) < 1e6);
+    /// assert_eq!(ewma.last_observed_nanos(), 100e6);
+    /// ```
+    #[inline]
+    pub fn last_observed_nanos(&self) -> f64 {
+        unpack(self.state.load(Ordering::Acquire)).0
+    }
+
     /// Forgets the history: the estimate is `value` as of `now`, as if new.
     /// For an endpoint back from an outage, whose estimate describes the
     /// outage rather than the server it now is.
