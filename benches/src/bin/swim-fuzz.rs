@@ -27,7 +27,7 @@ use ha_core::rng::FastRng;
 use ha_core::Instant;
 use ha_membership::wire::forge::{self, Entry, Sealer};
 use ha_membership::wire::Message;
-use ha_membership::{Config, Counters, Keyring, MemberState, Metadata, Swim};
+use ha_membership::{Config, Counters, Keyring, MemberState, Metadata, StreamCheck, Swim};
 
 const USAGE: &str = "usage: swim-fuzz [--inputs N] [--seed S]";
 const KEY: [u8; 32] = [9; 32];
@@ -369,6 +369,17 @@ fn step(g: &mut Gen, t: &mut Target, now: &mut Instant, input: &Input) {
     while t.swim.poll_event().is_some() {}
     while t.swim.poll_sync().is_some() {}
     while t.swim.poll_user().is_some() {}
+    // The driver's answers to stream checks: refusals of real checks, and
+    // of checks the core never asked for.
+    while let Some(check) = t.swim.poll_stream_check() {
+        if g.chance(2) {
+            t.swim.stream_refused(*now, check);
+        }
+    }
+    if g.chance(50) {
+        let check = StreamCheck { to: g.sender(), seq: g.rng.below(1 << 32) as u32 };
+        t.swim.stream_refused(*now, check);
+    }
     match g.below(2000) {
         0 => {
             let seed = g.sender();
