@@ -34,29 +34,40 @@ pub const MAX_STREAM: usize = 16 * 1024 * 1024;
 const KIND_ENCRYPTED: u8 = 1;
 const KIND_STREAM: u8 = 2;
 
-/// One protocol message. A datagram carries several.
-///
-/// Public but hidden only so that fuzzers and hostile-input tests can build
-/// every kind (see [`forge`]); not part of the API.
+#[cfg(any(test, fuzzing, feature = "forge"))]
 #[doc(hidden)]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Message {
-    /// Are you alive? `target` guards against a new member at an old address.
-    Ping { seq: u32, target: Arc<str>, from: Arc<str> },
-    /// Yes.
-    Ack { seq: u32 },
-    /// Please probe `target` for me and relay its ack (and a nack if it is silent).
-    PingReq { seq: u32, target: Arc<str>, addr: SocketAddr, nack: bool },
-    /// I tried, and `target` did not answer me either (Lifeguard).
-    Nack { seq: u32 },
-    /// `name` is alive at `incarnation`; `meta` is absent when it did not fit.
-    Alive { name: Arc<str>, addr: SocketAddr, incarnation: u64, meta: Option<Metadata> },
-    /// `from` suspects `name` at `incarnation`.
-    Suspect { name: Arc<str>, incarnation: u64, from: Arc<str> },
-    /// `from` declares `name` dead at `incarnation`; `from == name` is a graceful leave.
-    Dead { name: Arc<str>, incarnation: u64, from: Arc<str> },
-    /// An application broadcast, identified by its origin and sequence.
-    User { origin: Arc<str>, seq: u64, payload: Vec<u8> },
+pub use message::Message;
+#[cfg(not(any(test, fuzzing, feature = "forge")))]
+pub(crate) use message::Message;
+
+mod message {
+    #![allow(unreachable_pub)]
+    use super::*;
+
+    /// One protocol message. A datagram carries several.
+    ///
+    /// Public only with the `forge` feature (or `--cfg fuzzing`), so that
+    /// fuzzers and hostile-input tests can build every kind; not part of the API.
+    #[doc(hidden)]
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub enum Message {
+        /// Are you alive? `target` guards against a new member at an old address.
+        Ping { seq: u32, target: Arc<str>, from: Arc<str> },
+        /// Yes.
+        Ack { seq: u32 },
+        /// Please probe `target` for me and relay its ack (and a nack if it is silent).
+        PingReq { seq: u32, target: Arc<str>, addr: SocketAddr, nack: bool },
+        /// I tried, and `target` did not answer me either (Lifeguard).
+        Nack { seq: u32 },
+        /// `name` is alive at `incarnation`; `meta` is absent when it did not fit.
+        Alive { name: Arc<str>, addr: SocketAddr, incarnation: u64, meta: Option<Metadata> },
+        /// `from` suspects `name` at `incarnation`.
+        Suspect { name: Arc<str>, incarnation: u64, from: Arc<str> },
+        /// `from` declares `name` dead at `incarnation`; `from == name` is a graceful leave.
+        Dead { name: Arc<str>, incarnation: u64, from: Arc<str> },
+        /// An application broadcast, identified by its origin and sequence.
+        User { origin: Arc<str>, seq: u64, payload: Vec<u8> },
+    }
 }
 
 /// One member in a push-pull state exchange.
@@ -225,6 +236,7 @@ pub(crate) fn decode_state(body: &[u8]) -> Result<State, DecodeError> {
 
 /// Decodes a datagram as the core would, for fuzzing and property tests:
 /// returns how many messages it held.
+#[cfg(any(test, fuzzing, feature = "forge"))]
 #[doc(hidden)]
 pub fn fuzz_decode(label: &str, keyring: Option<Keyring>, stream: bool, packet: &[u8]) -> Result<usize, DecodeError> {
     let mut codec = Codec::new(label, keyring);
@@ -240,6 +252,7 @@ pub fn fuzz_decode(label: &str, keyring: Option<Keyring>, stream: bool, packet: 
 
 /// Encodes a datagram of one ping and one alive message, a valid starting
 /// point for mutation in fuzzing and property tests.
+#[cfg(any(test, fuzzing, feature = "forge"))]
 #[doc(hidden)]
 pub fn sample_datagram(label: &str, keyring: Option<Keyring>) -> Vec<u8> {
     let mut codec = Codec::new(label, keyring);
@@ -259,6 +272,7 @@ pub fn sample_datagram(label: &str, keyring: Option<Keyring>) -> Vec<u8> {
 
 /// Unencrypted datagrams as anyone on the network could forge them, for
 /// tests of hostile input against a running node.
+#[cfg(any(test, fuzzing, feature = "forge"))]
 #[doc(hidden)]
 pub mod forge {
     use super::*;
