@@ -1,5 +1,8 @@
 //! The balancer's time line: nanoseconds since its creation, which is what
-//! every endpoint's atomics (ejection ends, ramps, probe times) store.
+//! every endpoint's atomics (ejection ends, ramps, probe times) store. It is
+//! a storage format, not a way in: time enters the balancer as an
+//! [`Instant`] read once per call at the service edge, as everywhere in
+//! `ha` (see [`ha_core::time`]), and is converted here.
 
 use std::time::Duration;
 

@@ -17,7 +17,7 @@
 //! rules, never a mix), and a window of a new shape is switched in by one
 //! atomic store.
 //!
-//! Time is a closure (`now: impl FnOnce() -> Instant`) called only when the
+//! Time is a closure (`now: impl Now`) called only when the
 //! decision needs it: never on the closed success path with a count window.
 //!
 //! ```
@@ -48,7 +48,7 @@ use ha_core::rng::FastRng;
 use ha_core::stats::{Sample, WindowStats};
 use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use ha_core::sync::{LockExt, Mutex};
-use ha_core::{Instant, Outcome};
+use ha_core::{Instant, Now, Outcome};
 
 use crate::config::{BreakerConfig, CancelledAs, ConfigError, OpenWaitConfig, RejectMode};
 use crate::rules::{LiveRules, Rules};
@@ -392,7 +392,7 @@ impl Breaker {
 
     /// The closed-state window's contents at `now`.
     pub fn window(&self, now: Instant) -> WindowStats {
-        self.window_now().snapshot(|| now)
+        self.window_now().snapshot(now)
     }
 
     /// Asks to make a call. `now` is called only when the answer depends on
@@ -400,7 +400,7 @@ impl Breaker {
     /// probe is allowed: zero when half-open with every probe permit taken,
     /// [`Duration::MAX`] when forced open.
     #[inline]
-    pub fn try_acquire(&self, now: impl FnOnce() -> Instant) -> Result<Permit, BreakerOpen> {
+    pub fn try_acquire(&self, now: impl Now) -> Result<Permit, BreakerOpen> {
         let w = self.word();
         match w.code() {
             CLOSED | METRICS_ONLY => Ok(Permit { gen: w.gen(), kind: PermitKind::Normal }),
@@ -411,7 +411,7 @@ impl Breaker {
 
     /// Like [`try_acquire`](Self::try_acquire), but a rejection is not counted
     /// (for `poll_ready`, which may ask many times for one call).
-    pub(crate) fn poll_acquire(&self, now: impl FnOnce() -> Instant) -> Result<Permit, BreakerOpen> {
+    pub(crate) fn poll_acquire(&self, now: impl Now) -> Result<Permit, BreakerOpen> {
         let w = self.word();
         match w.code() {
             CLOSED | METRICS_ONLY => Ok(Permit { gen: w.gen(), kind: PermitKind::Normal }),
@@ -421,7 +421,7 @@ impl Breaker {
     }
 
     #[cold]
-    fn acquire_slow(&self, w: Word, now: impl FnOnce() -> Instant) -> Result<Permit, BreakerOpen> {
+    fn acquire_slow(&self, w: Word, now: impl Now) -> Result<Permit, BreakerOpen> {
         let r = self.acquire_contended(w, now);
         if r.is_err() {
             self.rejections.fetch_add(1, Ordering::Relaxed);
@@ -429,7 +429,7 @@ impl Breaker {
         r
     }
 
-    fn acquire_contended(&self, mut w: Word, now: impl FnOnce() -> Instant) -> Result<Permit, BreakerOpen> {
+    fn acquire_contended(&self, mut w: Word, now: impl Now) -> Result<Permit, BreakerOpen> {
         let mut clock = LazyInstant::new(now);
         loop {
             let next = match w.code() {
@@ -475,7 +475,7 @@ impl Breaker {
     /// `now` is called only when the window is time-based or a transition
     /// happens.
     #[inline]
-    pub fn record(&self, permit: Permit, outcome: Outcome, elapsed: Option<Duration>, now: impl FnOnce() -> Instant) {
+    pub fn record(&self, permit: Permit, outcome: Outcome, elapsed: Option<Duration>, now: impl Now) {
         match permit.kind {
             PermitKind::Untracked => {}
             _ if !outcome.counts() => {
@@ -505,13 +505,13 @@ impl Breaker {
 
     /// Hands back a permit whose call never completed (its future was
     /// dropped): counted as configured by [`BreakerConfig::cancelled`].
-    pub fn cancel(&self, permit: Permit, now: impl FnOnce() -> Instant) {
+    pub fn cancel(&self, permit: Permit, now: impl Now) {
         let outcome = if self.cancelled_fails.load(Ordering::Relaxed) { Outcome::Failure } else { Outcome::Ignored };
         self.record(permit, outcome, None, now)
     }
 
     #[inline]
-    fn record_closed(&self, permit: Permit, failed: bool, slow: bool, now: impl FnOnce() -> Instant) {
+    fn record_closed(&self, permit: Permit, failed: bool, slow: bool, now: impl Now) {
         let calls = self.calls.load(Ordering::Relaxed);
         self.calls.store(calls.wrapping_add(1), Ordering::Relaxed);
         if failed {
@@ -543,7 +543,7 @@ impl Breaker {
     }
 
     #[cold]
-    fn maybe_trip<F: FnOnce() -> Instant>(&self, w: Word, streak: u32, clock: &mut LazyInstant<F>) {
+    fn maybe_trip<N: Now>(&self, w: Word, streak: u32, clock: &mut LazyInstant<N>) {
         let rules = self.rules.load();
         let mut trip = streak >= rules.consecutive;
         if !trip && (rules.failure_rate.is_some() || rules.slow_rate.is_some()) {
@@ -558,7 +558,7 @@ impl Breaker {
         }
     }
 
-    fn record_probe(&self, permit: Permit, failed: bool, slow: bool, now: impl FnOnce() -> Instant) {
+    fn record_probe(&self, permit: Permit, failed: bool, slow: bool, now: impl Now) {
         let mut clock = LazyInstant::new(now);
         self.probe_calls.fetch_add(1, Ordering::Relaxed);
         if failed {
@@ -754,9 +754,9 @@ pub(crate) struct LazyInstant<F> {
     at: Option<Instant>,
 }
 
-impl<F: FnOnce() -> Instant> LazyInstant<F> {
+impl<N: Now> LazyInstant<N> {
     #[inline]
-    pub(crate) fn new(f: F) -> Self {
+    pub(crate) fn new(f: N) -> Self {
         LazyInstant { f: Some(f), at: None }
     }
 
@@ -765,7 +765,7 @@ impl<F: FnOnce() -> Instant> LazyInstant<F> {
         if let Some(t) = self.at {
             return t;
         }
-        let t = (self.f.take().expect("a LazyInstant is filled when its closure is taken"))();
+        let t = self.f.take().expect("a LazyInstant is filled when its clock is taken").now();
         self.at = Some(t);
         t
     }

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use ha_core::stats::{CountWindow, Sample, TimeWindow, WindowStats};
 use ha_core::sync::atomic::{AtomicUsize, Ordering};
-use ha_core::Instant;
+use ha_core::{Instant, Now};
 
 use crate::config::{window_size_error, ConfigError, WindowConfig, MAX_WINDOW_BUCKETS, MAX_WINDOW_CALLS};
 
@@ -44,17 +44,17 @@ impl Window {
     }
 
     #[inline]
-    pub(crate) fn record(&self, sample: Sample, now: impl FnOnce() -> Instant) {
+    pub(crate) fn record(&self, sample: Sample, now: impl Now) {
         match self {
             Window::Count(ring) => ring.record(sample),
-            Window::Time(window) => window.record(now(), sample),
+            Window::Time(window) => window.record(now.now(), sample),
         }
     }
 
-    pub(crate) fn snapshot(&self, now: impl FnOnce() -> Instant) -> WindowStats {
+    pub(crate) fn snapshot(&self, now: impl Now) -> WindowStats {
         match self {
             Window::Count(ring) => ring.snapshot(),
-            Window::Time(window) => window.snapshot(now()),
+            Window::Time(window) => window.snapshot(now.now()),
         }
     }
 

@@ -64,6 +64,7 @@ pub mod rng;
 pub mod stats;
 #[doc(hidden)]
 pub mod sync;
+pub mod time;
 
 pub use attempt::{AttemptContext, EndpointId, HasAttemptContext, WithAttempt};
 pub use classify::{Classify, Outcome};
@@ -72,6 +73,7 @@ pub use error::{
     AttemptTimedOut, BreakerOpen, BudgetExhausted, DeadlineExceeded, NoHealthyEndpoint, NotSent, RetriesExhausted,
 };
 pub use event::{Event, Events, Observer};
+pub use time::Now;
 
 /// The instant type used everywhere in `ha`: tokio's, so that tests can run
 /// on paused virtual time.

@@ -65,7 +65,7 @@ use std::time::Duration;
 
 use ha_core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use ha_core::sync::{Arc, LockExt, Mutex};
-use ha_core::{Event, Events, Instant};
+use ha_core::{Event, Events, Instant, Now};
 
 use crate::config::{BudgetConfig, ConfigError};
 
@@ -84,10 +84,10 @@ impl Deposits {
     /// Counts one request; deposits the batch when it is full, at the time
     /// `now` gives (read only then).
     #[inline]
-    pub(crate) fn count(&mut self, budget: &RetryBudget, now: impl FnOnce() -> Instant) {
+    pub(crate) fn count(&mut self, budget: &RetryBudget, now: impl Now) {
         self.0 += 1;
         if self.0 >= DEPOSIT_BATCH {
-            budget.deposit_many(now(), self.0);
+            budget.deposit_many(now.now(), self.0);
             self.0 = 0;
         }
     }

@@ -187,7 +187,7 @@ where
         let core = &**shared;
         let now = Instant::now();
         if core.deposit {
-            self.deposits.count(&core.budget, || now);
+            self.deposits.count(&core.budget, now);
         }
         let req = self.replay.prepare(req, None);
         let info = self.classifier.request_info(&req);
