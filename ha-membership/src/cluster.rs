@@ -10,7 +10,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -35,6 +35,8 @@ use crate::wire::MAX_DATAGRAM;
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a probe's stream check may take to connect (a refusal on a LAN takes one round trip).
 const STREAM_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Stream checks running at once; more are dropped and counted.
+const MAX_CHECKS: usize = 16;
 /// How long a peer may take to send its state and read ours on an inbound connection.
 const INBOUND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Inbound push-pull connections open at once; a new one closes the oldest.
@@ -536,6 +538,9 @@ struct IoCounters {
     accept_errors: AtomicU64,
     dropped_state_size: AtomicU64,
     dropped_syncs: AtomicU64,
+    dropped_checks: AtomicU64,
+    /// Stream checks running now.
+    checks: AtomicUsize,
 }
 
 impl IoCounters {
@@ -544,6 +549,7 @@ impl IoCounters {
         c.accept_errors += self.accept_errors.load(Ordering::Relaxed);
         c.dropped_state_size += self.dropped_state_size.load(Ordering::Relaxed);
         c.dropped_syncs += self.dropped_syncs.load(Ordering::Relaxed);
+        c.dropped_checks += self.dropped_checks.load(Ordering::Relaxed);
     }
 
     fn bump(counter: &AtomicU64) {
@@ -781,10 +787,18 @@ impl Driver {
             });
         }
         while let Some(check) = self.swim.poll_stream_check() {
-            let tx = self.sync_tx.clone().expect("set in run");
+            // Suspicions gossiped by others ask for checks too: a bound keeps
+            // a flood of forged ones from spending sockets.
+            if self.io.checks.load(Ordering::Relaxed) >= MAX_CHECKS {
+                IoCounters::bump(&self.io.dropped_checks);
+                continue;
+            }
+            self.io.checks.fetch_add(1, Ordering::Relaxed);
+            let (tx, io) = (self.sync_tx.clone().expect("set in run"), self.io.clone());
             // Only a refusal is news; an open connection is closed at once.
             tokio::spawn(async move {
                 let r = tokio::time::timeout(STREAM_CHECK_TIMEOUT, TcpStream::connect(check.to)).await;
+                io.checks.fetch_sub(1, Ordering::Relaxed);
                 if let Ok(Err(e)) = r {
                     if e.kind() == std::io::ErrorKind::ConnectionRefused {
                         let _ = tx.send(SyncMsg::Refused(check));

@@ -170,6 +170,29 @@ async fn forged_incarnations_remove_nobody() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_suspicions_spend_few_sockets_and_kill_nobody() {
+    let (v, p) = pair().await;
+    let a = attacker().await;
+    let fds = open_fds();
+    // Each forged pair makes the peer alive at a new incarnation, then
+    // suspected at it: a fresh suspicion, and a stream check of the peer.
+    let mut most = 0;
+    for batch in (1..=2000u64).collect::<Vec<_>>().chunks(25) {
+        let forged = batch
+            .iter()
+            .flat_map(|&inc| [forge::alive("", "peer", p.addr(), inc), forge::suspect("", "peer", inc, false)]);
+        flood(&a, &v, forged).await;
+        most = most.max(open_fds().saturating_sub(fds));
+    }
+    // Both ends of every check live in this process: 16 checks, 32 descriptors
+    // (and a state sync or two).
+    assert!(most <= 48, "descriptors grew by up to {most}");
+    until(&v, "the peer refuted", |c| state_of(c, "peer") == Some(MemberState::Alive)).await;
+    still_healthy(&v, &p).await;
+    eprintln!("4000 forged suspicion datagrams: descriptors up to +{most}, counters {:?}", v.counters());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_and_oversized_connections_are_capped() {
     let (v, p) = pair().await;
     let rss = rss_kib();

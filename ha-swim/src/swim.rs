@@ -87,6 +87,8 @@ pub struct Counters {
     /// Probes whose target refused a stream connection: nothing listens at
     /// its address, so it is suspected (or confirmed) without a last call.
     pub refused_probes: u64,
+    /// Stream checks the driver did not try: too many were in flight.
+    pub dropped_checks: u64,
     /// TCP accept errors (the listener backs off after each).
     pub accept_errors: u64,
     /// Push-pull states refused for exceeding `max_state_bytes`.
