@@ -101,6 +101,13 @@ impl Health {
         self.gate.as_ref().is_some_and(|g| g.advisory())
     }
 
+    /// The endpoint has an advisory gate whose veto, if it has one now,
+    /// was not set aside at the last recount (nor judged since it began).
+    #[inline]
+    pub(crate) fn advisory_gate_unjudged(&self) -> bool {
+        self.gate_overridden.load(Ordering::Relaxed) == 0 && self.gate_is_advisory()
+    }
+
     /// Sets how far an advisory gate's veto is set aside ([`SHARED`],
     /// [`IN_PANIC`], or 0); true when that changed.
     pub(crate) fn override_gate(&self, overridden: u8) -> bool {

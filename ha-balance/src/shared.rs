@@ -181,6 +181,9 @@ impl<K, S> Shared<K, S> {
         let failed = outcome.is_failure();
         if failed {
             endpoint.counters.failures.fetch_add(1, Ordering::Relaxed);
+            if endpoint.health.advisory_gate_unjudged() {
+                self.gate_may_have_closed(endpoint, now);
+            }
         } else {
             endpoint.counters.successes.fetch_add(1, Ordering::Relaxed);
             if endpoint.failing_since_ns.load(Ordering::Relaxed) != 0 {
@@ -191,6 +194,19 @@ impl<K, S> Shared<K, S> {
             let now_ns = self.clock.ns(now.unwrap_or_else(Instant::now));
             let snap = self.table.snapshot();
             self.ejections.after_consecutive_failures(&snap, endpoint, now_ns, &self.events);
+        }
+    }
+
+    /// A failure may have opened the endpoint's advisory gate (its
+    /// breaker): if it did, the plan is recounted at the next pick, which
+    /// judges whether the endpoint fails alike with its peers, so the veto
+    /// of a shared overload is set aside at once rather than keeping the
+    /// endpoint idle until the plan's next refresh (up to `tiers.refresh`,
+    /// while its peers shed the load it would have served).
+    #[cold]
+    fn gate_may_have_closed(&self, endpoint: &EndpointState<S>, now: Option<Instant>) {
+        if !endpoint.health.gate_admits(now.unwrap_or_else(Instant::now)) {
+            self.table.snapshot().plan.mark_stale();
         }
     }
 

@@ -368,3 +368,92 @@ async fn single_threaded_services_can_be_balanced() {
     assert_eq!(b.ready().await.unwrap().call(req(0)).await.unwrap(), "local");
     assert_eq!(calls.get(), 1);
 }
+
+/// An advisory gate (a stack's breaker): the balancer may set its veto aside.
+#[derive(Clone, Default)]
+struct Advisory(Arc<AtomicBool>);
+
+impl ha_balance::HealthGate for Advisory {
+    fn admits(&self, _now: ha_core::Instant) -> bool {
+        !self.0.load(Ordering::Relaxed)
+    }
+    fn advisory(&self) -> bool {
+        true
+    }
+}
+
+/// A backend whose failure, once armed, closes its gate as it is answered,
+/// as a breaker in the endpoint's stack opens on the call that trips it.
+#[derive(Clone)]
+struct Tripping {
+    inner: Backend,
+    gate: Advisory,
+    armed: Arc<AtomicBool>,
+}
+
+impl Service<Req> for Tripping {
+    type Response = &'static str;
+    type Error = BoxError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<&'static str, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, r: Req) -> Self::Future {
+        let fut = self.inner.call(r);
+        let (gate, armed) = (self.gate.clone(), self.armed.clone());
+        Box::pin(async move {
+            let result = fut.await;
+            if result.is_err() && armed.load(Ordering::Relaxed) {
+                gate.0.store(true, Ordering::Relaxed);
+            }
+            result
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_advisory_veto_of_an_endpoint_failing_alike_is_set_aside_at_once() {
+    // Three endpoints failing alike (a fleet-wide overload). When a's
+    // breaker opens on a failure, the balancer judges it at its next pick:
+    // a fails like its peers, so the veto is set aside and a keeps serving.
+    // It used to wait for the plan's next refresh (here 10 s; 100 ms by
+    // default), leaving a idle while its peers shed its load.
+    let backends: Vec<Backend> = ["a", "b", "c"].into_iter().map(|n| backend(n).delay(10)).collect();
+    for b in &backends {
+        b.set_fail(true);
+    }
+    let gate = Advisory::default();
+    let armed = Arc::new(AtomicBool::new(false));
+    let a = Tripping { inner: backends[0].clone(), gate: gate.clone(), armed: armed.clone() };
+    let mut cfg = BalanceConfig { picker: Picker::RoundRobin, ..BalanceConfig::default() };
+    cfg.tiers.refresh = Duration::from_secs(10);
+    let mut bal: Balance<&'static str, tower::util::BoxCloneSyncService<Req, &'static str, BoxError>, Req> =
+        Balance::builder()
+            .config(cfg)
+            .seed(3)
+            .build_with([
+                ("a", Endpoint::new(tower::util::BoxCloneSyncService::new(a)).health_gate(gate.clone())),
+                ("b", Endpoint::new(tower::util::BoxCloneSyncService::new(backends[1].clone()))),
+                ("c", Endpoint::new(tower::util::BoxCloneSyncService::new(backends[2].clone()))),
+            ])
+            .unwrap();
+    // Every endpoint fails its requests: their failure rates are alike and high.
+    for _ in 0..30 {
+        assert!(bal.ready().await.unwrap().call(req(0)).await.is_err());
+    }
+    assert_eq!(bal.endpoint_stats().iter().filter(|s| s.ejected).count(), 0, "a shared failure ejects nothing");
+    // a's next failure opens its breaker.
+    armed.store(true, Ordering::Relaxed);
+    let before = backends[0].hits();
+    while backends[0].hits() == before {
+        assert!(bal.ready().await.unwrap().call(req(0)).await.is_err());
+    }
+    assert!(gate.0.load(Ordering::Relaxed), "a's breaker opened");
+    let hits = backends[0].hits();
+    for _ in 0..6 {
+        let _ = bal.ready().await.unwrap().call(req(0)).await;
+    }
+    assert!(backends[0].hits() >= hits + 2, "a is still picked: {} more", backends[0].hits() - hits);
+}

@@ -12,6 +12,7 @@
 //!
 //! let cfg = BackoffConfig { jitter: Jitter::None, ..BackoffConfig::default() };
 //! let mut b = Backoff::new(&cfg, FastRng::new(1));
+//! assert_eq!(b.next_delay(), Duration::ZERO); // the first retry goes at once
 //! assert_eq!(b.next_delay(), Duration::from_millis(25));
 //! assert_eq!(b.next_delay(), Duration::from_millis(50));
 //! ```
@@ -25,6 +26,10 @@ use crate::config::{BackoffConfig, Jitter};
 /// The delays before successive retries of one request.
 #[derive(Debug, Clone)]
 pub struct Backoff {
+    // `BackoffConfig::immediate_first`.
+    immediate_first: bool,
+    // Whether a delay was given since the (re)start.
+    started: bool,
     base: u64,
     max: u64,
     multiplier: f64,
@@ -41,6 +46,8 @@ impl Backoff {
         let max = nanos(config.max);
         let base = nanos(config.base).min(max);
         Backoff {
+            immediate_first: config.immediate_first,
+            started: false,
             base,
             max,
             multiplier: if config.multiplier.is_finite() { config.multiplier.max(1.0) } else { 1.0 },
@@ -54,11 +61,17 @@ impl Backoff {
     /// This backoff, from its first retry, drawing on `rng`.
     #[inline]
     pub fn restart(&self, rng: FastRng) -> Self {
-        Backoff { rng, retries: 0, prev: self.base, ..self.clone() }
+        Backoff { rng, retries: 0, prev: self.base, started: false, ..self.clone() }
     }
 
     /// The delay before the next retry; never above the configured cap.
+    /// Zero for the first retry when the config says
+    /// [`immediate_first`](BackoffConfig::immediate_first); the exponential
+    /// delays start at the next one.
     pub fn next_delay(&mut self) -> Duration {
+        if !std::mem::replace(&mut self.started, true) && self.immediate_first {
+            return Duration::ZERO;
+        }
         let exp = self.exponential(self.retries);
         self.retries = self.retries.saturating_add(1);
         let d = match self.jitter {
@@ -103,7 +116,28 @@ mod tests {
     use super::*;
 
     fn cfg(jitter: Jitter) -> BackoffConfig {
-        BackoffConfig { base: Duration::from_millis(10), max: Duration::from_millis(200), multiplier: 2.0, jitter }
+        BackoffConfig {
+            immediate_first: false,
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(200),
+            multiplier: 2.0,
+            jitter,
+        }
+    }
+
+    #[test]
+    fn the_first_retry_goes_at_once_by_default_and_the_backoff_follows() {
+        let c = BackoffConfig { jitter: Jitter::None, ..BackoffConfig::default() };
+        let mut b = Backoff::new(&c, FastRng::new(0));
+        let ms: Vec<u128> = (0..4).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(ms, [0, 25, 50, 100]);
+        // A restarted backoff (the next request) starts at once again.
+        let mut again = b.restart(FastRng::new(1));
+        assert_eq!(again.next_delay(), Duration::ZERO);
+        assert_eq!(again.next_delay(), Duration::from_millis(25));
+        // Off: the first retry waits the base.
+        let mut waits = Backoff::new(&BackoffConfig { immediate_first: false, ..c }, FastRng::new(0));
+        assert_eq!(waits.next_delay(), Duration::from_millis(25));
     }
 
     #[test]

@@ -43,7 +43,17 @@ pub enum Jitter {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BackoffConfig {
-    /// The delay before the first retry, before jitter. Default 25 ms.
+    /// Whether the first retry is sent at once, without a delay. Default
+    /// true: a balancer sends a retry to an endpoint the request has not
+    /// tried (ha-balance does), so the first retry adds no load to the
+    /// target that failed, and the budget bounds the extra load on the
+    /// fleet whatever the timing; waiting would only add latency (Linkerd
+    /// and Finagle's requeues retry at once). Later retries wait the
+    /// backoff, which starts at `base`. Set it to false when every attempt
+    /// goes to the same target.
+    pub immediate_first: bool,
+    /// The delay before the first retry that waits, before jitter. Default
+    /// 25 ms.
     #[serde(with = "ha_core::config::duration")]
     pub base: Duration,
     /// The cap: no backoff is ever longer. Default 1 s.
@@ -58,6 +68,7 @@ pub struct BackoffConfig {
 impl Default for BackoffConfig {
     fn default() -> Self {
         BackoffConfig {
+            immediate_first: true,
             base: Duration::from_millis(25),
             max: Duration::from_secs(1),
             multiplier: 2.0,

@@ -18,6 +18,8 @@
 //! cfg.backoff.jitter = Jitter::None;
 //! let now = Instant::now();
 //! let mut state = RetryState::new(&cfg, now, None, FastRng::new(1));
+//! // The first retry goes at once (to an endpoint not tried yet), the next after the backoff.
+//! assert_eq!(state.on_outcome(now, Outcome::retryable()), Ok(Duration::ZERO));
 //! assert_eq!(state.on_outcome(now, Outcome::retryable()), Ok(Duration::from_millis(25)));
 //! assert_eq!(state.on_outcome(now, Outcome::Failure), Err(Stop::NotRetryable));
 //! ```
@@ -135,7 +137,24 @@ mod tests {
     fn config() -> RetryConfig {
         let mut c = RetryConfig { max_attempts: 4, ..RetryConfig::default() };
         c.backoff.jitter = Jitter::None;
+        c.backoff.immediate_first = false;
         c
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn by_default_the_first_retry_goes_at_once_unless_the_server_asks_to_wait() {
+        let now = Instant::now();
+        // Full jitter, as by default: the first retry still waits nothing.
+        let c = RetryConfig { max_attempts: 4, ..RetryConfig::default() };
+        for seed in 0..50 {
+            let mut s = RetryState::new(&c, now, None, FastRng::new(seed));
+            assert_eq!(s.on_outcome(now, Outcome::retryable()), Ok(Duration::ZERO));
+            let second = s.on_outcome(now, Outcome::retryable()).unwrap();
+            assert!(second <= Duration::from_millis(25), "{second:?}");
+        }
+        let mut s = RetryState::new(&c, now, None, FastRng::new(1));
+        let asked = Outcome::RetryableFailure { retry_after: Some(Duration::from_secs(1)) };
+        assert_eq!(s.on_outcome(now, asked), Ok(Duration::from_secs(1)));
     }
 
     #[tokio::test(start_paused = true)]

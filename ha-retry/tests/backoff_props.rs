@@ -14,12 +14,15 @@ fn jitter() -> impl Strategy<Value = Jitter> {
 }
 
 fn backoff_config() -> impl Strategy<Value = BackoffConfig> {
-    (0u64..5_000, 0u64..60_000, 1.0f64..10.0, jitter()).prop_map(|(base, extra, multiplier, jitter)| BackoffConfig {
-        base: Duration::from_millis(base),
-        max: Duration::from_millis(base + extra),
-        multiplier,
-        jitter,
-    })
+    (0u64..5_000, 0u64..60_000, 1.0f64..10.0, jitter(), any::<bool>()).prop_map(
+        |(base, extra, multiplier, jitter, immediate_first)| BackoffConfig {
+            immediate_first,
+            base: Duration::from_millis(base),
+            max: Duration::from_millis(base + extra),
+            multiplier,
+            jitter,
+        },
+    )
 }
 
 proptest! {

@@ -17,6 +17,8 @@ fn config() -> RetryConfig {
     let mut c = RetryConfig::default();
     c.backoff.jitter = Jitter::None;
     c.backoff.base = Duration::from_millis(10);
+    // These tests time the backoff from the first retry on.
+    c.backoff.immediate_first = false;
     c
 }
 
@@ -56,6 +58,20 @@ async fn attempts_are_counted_and_the_last_error_returned() {
     // Three attempts, 10 ms then 20 ms apart.
     assert_eq!(*starts, vec![t0, t0 + Duration::from_millis(10), t0 + Duration::from_millis(30)]);
     assert_eq!(layer.stats().retries, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_default_the_first_retry_is_sent_at_once_and_the_second_after_the_backoff() {
+    // The default config: the first retry goes at once (a balancer sends it
+    // to an endpoint not tried yet), the next one waits up to 25 ms.
+    let (svc, starts) = scripted(|i| (Duration::ZERO, if i < 10 { Err("down") } else { Ok(i) }));
+    let layer = RetryLayer::new(RetryConfig::default()).unwrap();
+    let t0 = Instant::now();
+    assert!(layer.layer(svc).oneshot(1).await.is_err());
+    let starts = starts.lock().unwrap();
+    assert_eq!(starts.len(), 3);
+    assert_eq!(starts[1], t0);
+    assert!(starts[2] <= t0 + Duration::from_millis(25), "{:?}", starts[2] - t0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -183,7 +183,7 @@ pub static CONTENDERS: &[Contender] = &[
     Contender {
         name: "ha_retry",
         role: Role::RequestPolicy,
-        about: "ha-retry defaults: 3 attempts, backoff 25 ms x2 full jitter, budget 20% + 10/s over 10 s",
+        about: "ha-retry defaults: 3 attempts, first retry at once then backoff 25 ms x2 full jitter, budget 20% + 10/s over 10 s",
         build: ha::ha_retry,
         ejects: false,
     },

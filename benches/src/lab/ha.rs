@@ -114,9 +114,9 @@ fn next_attempt(req: &mut SimRequest) {
     req.attempt += 1;
 }
 
-/// ha-retry with its default configuration (3 attempts, exponential
-/// backoff from 25 ms with full jitter, budget 20% + 10/s over 10 s), over
-/// the base balancer.
+/// ha-retry with its default configuration (3 attempts, the first retry at
+/// once, then exponential backoff from 25 ms with full jitter, budget 20% +
+/// 10/s over 10 s), over the base balancer.
 pub fn ha_retry(ctx: &BuildCtx<'_>) -> Stack {
     let config = ctx.settings.ha("ha_retry").map_or_else(RetryConfig::default, |c| c.retry.clone());
     let layer = RetryLayer::builder(config)
