@@ -437,3 +437,148 @@ fn jittered_faults_move_per_seed_within_their_jitter_and_the_same_for_every_cont
         Err(ScenarioError::Invalid { ref field, .. }) if field.ends_with("changes[0].jitter_s")
     ));
 }
+
+/// A tiny scenario whose backend 1 joins discovery at 5 s and backend 2
+/// leaves it at 5 s, for `contender`.
+fn flux_scenario(contender: &str) -> Scenario {
+    parse(&format!(
+        r#"
+        contenders = ["{contender}"]
+        timeout_ms = 1000
+        [traffic]
+        kind = "open"
+        rate_per_s = 200
+        duration_s = 10
+        [[backends]]
+        service = {{ kind = "constant", ms = 5 }}
+        [[backends]]
+        service = {{ kind = "constant", ms = 5 }}
+        joins_at_s = 5
+        [[backends]]
+        service = {{ kind = "constant", ms = 5 }}
+        leaves_at_s = 5
+        "#
+    ))
+}
+
+#[test]
+fn joins_and_leaves_are_parsed_scaled_and_drawn_per_seed() {
+    let s = flux_scenario("round_robin");
+    let b = &s.layers[0].backends;
+    assert_eq!((b[1].joins_ns, b[1].leaves_ns), (Some(5_000 * MS), None));
+    assert_eq!((b[2].joins_ns, b[2].leaves_ns), (None, Some(5_000 * MS)));
+    assert!(!b[1].listed_at(4_999 * MS) && b[1].listed_at(5_000 * MS));
+    assert!(b[2].listed_at(4_999 * MS) && !b[2].listed_at(5_000 * MS));
+    assert_eq!(s.fault_window_ns(), Some((5_000 * MS, 5_000 * MS)), "joins and leaves mark the fault window");
+    let q = s.quick();
+    assert_eq!(q.layers[0].backends[1].joins_ns, Some(1_250 * MS), "--quick scales join times");
+
+    let jittered = parse(&format!(
+        "contenders = [\"round_robin\"]\n{TRAFFIC}[[backends]]\nservice = {{ kind = \"constant\", ms = 1 }}\n\
+         [[backends]]\ncount = 2\nservice = {{ kind = \"constant\", ms = 1 }}\njoins_at_s = 1\nleaves_at_s = 3\n\
+         discovery_jitter_s = 2\n"
+    ));
+    let joins: Vec<Option<u64>> = (1..=4).map(|seed| jittered.for_seed(seed).layers[0].backends[1].joins_ns).collect();
+    for (seed, j) in joins.iter().enumerate() {
+        let j = j.expect("joins");
+        assert!((1_000 * MS..3_000 * MS).contains(&j), "seed {}: {j}", seed + 1);
+        let b = &jittered.for_seed(seed as u64 + 1).layers[0].backends[1];
+        assert_eq!(b.leaves_ns.unwrap() - j, 2_000 * MS, "one draw moves the join and the leave");
+    }
+    assert!(joins.windows(2).any(|w| w[0] != w[1]), "drawn per seed: {joins:?}");
+    let one = jittered.for_seed(1);
+    assert_ne!(one.layers[0].backends[1].joins_ns, one.layers[0].backends[2].joins_ns, "each backend draws its own");
+}
+
+#[test]
+fn bad_discovery_and_retry_after_keys_name_the_field() {
+    let backend = |extra: &str| {
+        error_of(&format!(
+            "contenders = [\"random\"]\n{TRAFFIC}[[backends]]\nservice = {{ kind = \"constant\", ms = 1 }}\n\
+             [[backends]]\nservice = {{ kind = \"constant\", ms = 1 }}\n{extra}\n"
+        ))
+        .to_string()
+    };
+    let cases = [
+        ("joins_at_s = -1", "backends[1].joins_at_s"),
+        ("leaves_at_s = nan", "backends[1].leaves_at_s"),
+        ("joins_at_s = 5\nleaves_at_s = 3", "backends[1].leaves_at_s"),
+        ("discovery_jitter_s = 1", "backends[1].discovery_jitter_s"),
+        ("joins_at_s = 1\ndiscovery_jitter_s = -2", "backends[1].discovery_jitter_s"),
+        ("retry_after_ms = 100", "backends[1].retry_after_ms"),
+        ("fail_fast = 0.5\nretry_after_ms = -1", "backends[1].retry_after_ms"),
+        ("fail_fast = 0.5\nretry_after_share = 0.5", "backends[1].retry_after_share"),
+        ("fail_fast = 0.5\nretry_after_ms = 100\nretry_after_share = 2", "backends[1].retry_after_share"),
+        ("joins_at_sec = 1", "joins_at_sec"),
+    ];
+    for (extra, field) in cases {
+        let e = backend(extra);
+        assert!(e.contains(field), "{extra:?}: {e}");
+    }
+    // Nobody listed at some moment.
+    let e = error_of(&format!(
+        "contenders = [\"random\"]\n{TRAFFIC}[[backends]]\nservice = {{ kind = \"constant\", ms = 1 }}\njoins_at_s = 1\n"
+    ))
+    .to_string();
+    assert!(e.contains("`backends`") && e.contains("no backend is listed at 0 s"), "{e}");
+}
+
+#[test]
+fn a_backend_joining_at_5_s_gets_nothing_before_and_one_leaving_nothing_after() {
+    for name in ["round_robin", "random", "oracle", "tower_p2c_pending", "tower_p2c_peak_ewma", "ha_p2c_ewma"]
+        .into_iter()
+        .chain(["ha_round_robin", "ha_ring_hash", "ha_stack", "tower_stack"])
+    {
+        let s = flux_scenario(name);
+        let r = run_named(&s, name, 1);
+        let per = &r.arrivals_per_backend;
+        let sum = |b: usize, from: usize, to: usize| -> u64 { per[b].iter().take(to).skip(from).sum() };
+        assert_eq!(sum(1, 0, 5), 0, "{name}: the newcomer got attempts before 5 s: {:?}", per[1]);
+        assert!(sum(1, 5, 10) > 100, "{name}: the newcomer got too few after 5 s: {:?}", per[1]);
+        assert!(sum(2, 0, 5) > 100, "{name}: the leaver got too few before 5 s: {:?}", per[2]);
+        // tower's balancers learn of the leave at their next poll: allow a
+        // handful in the second it leaves, none later.
+        assert!(sum(2, 5, 6) <= 5 && sum(2, 6, 10) == 0, "{name}: the leaver got attempts after 5 s: {:?}", per[2]);
+        let ok = r.records.iter().filter(|x| x.ok).count();
+        assert_eq!(ok, r.records.len(), "{name}: every request succeeds");
+    }
+}
+
+#[test]
+fn rejections_carry_retry_after_and_the_ha_stack_waits_it_out() {
+    let text = |retry_after: &str| {
+        format!(
+            r#"
+            contenders = ["ha_stack", "tower_stack"]
+            timeout_ms = 5000
+            [traffic]
+            kind = "open"
+            rate_per_s = 100
+            duration_s = 5
+            [[backends]]
+            count = 2
+            service = {{ kind = "constant", ms = 5 }}
+            fail_fast = 0.3
+            {retry_after}
+            "#
+        )
+    };
+    let plain = parse(&text(""));
+    let after = parse(&text("retry_after_ms = 300"));
+    assert_eq!(after.layers[0].backends[0].retry_after, Some((300 * MS, 1.0)));
+    let slowest = |s: &Scenario, name: &str| {
+        let r = run_named(s, name, 1);
+        r.records.iter().map(|x| x.latency_ns).max().unwrap()
+    };
+    // Without Retry-After the ha stack retries at once; with it, it waits
+    // at least 300 ms; tower's retry policy ignores the header.
+    assert!(slowest(&plain, "ha_stack") < 100 * MS, "{}", slowest(&plain, "ha_stack"));
+    assert!(slowest(&after, "ha_stack") >= 300 * MS, "{}", slowest(&after, "ha_stack"));
+    assert_eq!(slowest(&after, "tower_stack"), slowest(&plain, "tower_stack"));
+    // A share of rejections: some retries wait, not all.
+    let half = parse(&text("retry_after_ms = 300\nretry_after_share = 0.5"));
+    let r = run_named(&half, "ha_stack", 1);
+    let waited = r.records.iter().filter(|x| x.latency_ns >= 300 * MS).count();
+    let full = run_named(&after, "ha_stack", 1).records.iter().filter(|x| x.latency_ns >= 300 * MS).count();
+    assert!(waited > 0 && waited < full, "half {waited}, all {full}");
+}

@@ -7,7 +7,9 @@
 //!   --quick              the shortened run CI uses (traffic and faults scaled by the file's quick_scale)
 //!   --format F           markdown (default) or json (one object per line per scenario, contender, seed)
 //!   --out DIR            also write DIR/<scenario>.svg (latency by percentile),
-//!                        DIR/<scenario>.timeline.svg (p99 of each second, seed 1) and the table
+//!                        DIR/<scenario>.timeline.svg (p99 of each second, seed 1),
+//!                        DIR/<scenario>.share.svg (each backend's share of the attempts of each
+//!                        second, ha_stack beside round_robin or tower_stack, seed 1) and the table
 //!   --contenders a,b     run only these contenders (of those the file lists)
 //!   --list               list the contenders and exit
 //! ```
@@ -21,6 +23,7 @@ use ha_benches::lab::contender::CONTENDERS;
 use ha_benches::lab::report::{aggregate, markdown, plot, sorted_latencies, Summary};
 use ha_benches::lab::run::{run, Trace};
 use ha_benches::lab::scenario::Scenario;
+use ha_benches::lab::share;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -175,6 +178,20 @@ fn main() -> ExitCode {
             if let Err(e) = ha_benches::lab::timeline::plot(&svg, &scenario.name, &timelines) {
                 eprintln!("error: writing {}: {e}", svg.display());
                 return ExitCode::FAILURE;
+            }
+            let ran: Vec<&str> = timelines.iter().map(|(n, _)| n.as_str()).collect();
+            let panels: Vec<_> = share::panel_contenders(&ran)
+                .into_iter()
+                .filter_map(|name| timelines.iter().find(|(n, _)| n == name).cloned())
+                .collect();
+            if !panels.is_empty() {
+                let end_s = panels.iter().map(|(_, s)| s.len()).max().unwrap_or(0) as f64;
+                let marks = share::marks(&scenario.for_seed(1), end_s);
+                let svg = dir.join(format!("{}.share.svg", scenario.name));
+                if let Err(e) = std::fs::write(&svg, share::svg(&scenario.name, &panels, &marks)) {
+                    eprintln!("error: writing {}: {e}", svg.display());
+                    return ExitCode::FAILURE;
+                }
             }
             let (name, text) = match opts.format {
                 Format::Markdown => (format!("{}.md", scenario.name), table),

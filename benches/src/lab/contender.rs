@@ -25,6 +25,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 use tower::retry::{Policy, Retry};
 use tower::{BoxError, Service};
 
+use super::discovery;
 use super::ha;
 use super::settings::Settings;
 use super::sim::{mix, BackendError, SimBackend, SimRequest, Stack, World};
@@ -221,14 +222,19 @@ pub fn names() -> String {
 }
 
 /// A baseline balancer: sends each request to the backend its rule picks
-/// (the rule is handed the number of backends).
+/// among those discovery lists (the rule is handed their indices; all of
+/// them, always the same slice, when the layer's set never changes).
 #[derive(Clone)]
 struct PickBy<F> {
     backends: Rc<[SimBackend]>,
+    all: Rc<[usize]>,
+    world: Rc<World>,
+    layer: usize,
+    dynamic: bool,
     pick: Rc<F>,
 }
 
-impl<F: Fn(usize) -> usize> Service<SimRequest> for PickBy<F> {
+impl<F: Fn(&[usize]) -> usize> Service<SimRequest> for PickBy<F> {
     type Response = ();
     type Error = BoxError;
     type Future = <SimBackend as Service<SimRequest>>::Future;
@@ -238,33 +244,45 @@ impl<F: Fn(usize) -> usize> Service<SimRequest> for PickBy<F> {
     }
 
     fn call(&mut self, req: SimRequest) -> Self::Future {
-        let i = (self.pick)(self.backends.len());
+        let listed = if self.dynamic { self.world.listed(self.layer) } else { None };
+        let candidates = listed.as_deref().unwrap_or(&self.all);
+        if candidates.is_empty() {
+            return Box::pin(ready(Err("discovery lists no backend".into())));
+        }
+        let i = (self.pick)(candidates);
         self.backends[i].clone().call(req)
     }
 }
 
-fn pick_by(ctx: &BuildCtx<'_>, pick: impl Fn(usize) -> usize + 'static) -> Stack {
-    Stack::new(PickBy { backends: ctx.backends.into(), pick: Rc::new(pick) })
+fn pick_by(ctx: &BuildCtx<'_>, pick: impl Fn(&[usize]) -> usize + 'static) -> Stack {
+    Stack::new(PickBy {
+        backends: ctx.backends.into(),
+        all: (0..ctx.backends.len()).collect(),
+        world: ctx.world.clone(),
+        layer: ctx.layer,
+        dynamic: ctx.world.layers[ctx.layer].model.dynamic(),
+        pick: Rc::new(pick),
+    })
 }
 
 /// Round robin over the layer's backends.
 fn round_robin(ctx: &BuildCtx<'_>) -> Stack {
     let next = Cell::new(0);
-    pick_by(ctx, move |n| {
-        let i = next.get();
-        next.set((i + 1) % n);
-        i
+    pick_by(ctx, move |c| {
+        let i = next.get() % c.len();
+        next.set((i + 1) % c.len());
+        c[i]
     })
 }
 
 /// Uniformly random choice.
 fn random(ctx: &BuildCtx<'_>) -> Stack {
     let rng = Cell::new(ctx.rng(0x72616e64));
-    pick_by(ctx, move |n| {
+    pick_by(ctx, move |c| {
         let mut r = rng.replace(FastRng::new(0));
-        let i = r.below(n as u64) as usize;
+        let i = r.below(c.len() as u64) as usize;
         rng.set(r);
-        i
+        c[i]
     })
 }
 
@@ -272,14 +290,15 @@ fn random(ctx: &BuildCtx<'_>) -> Stack {
 /// starting one backend further each time so that ties spread out.
 fn oracle(ctx: &BuildCtx<'_>) -> Stack {
     let (world, layer, offset) = (ctx.world.clone(), ctx.layer, Cell::new(0));
-    pick_by(ctx, move |n| {
+    pick_by(ctx, move |c| {
+        let n = c.len();
         let now = world.now_ns();
-        let start = offset.get();
+        let start = offset.get() % n;
         offset.set((start + 1) % n);
-        let mut best = start;
+        let mut best = c[start];
         let mut best_cost = f64::INFINITY;
         for k in 0..n {
-            let i = (start + k) % n;
+            let i = c[(start + k) % n];
             let cost = world.expected_cost_ns(layer, i, now);
             if cost < best_cost {
                 best = i;
@@ -307,16 +326,34 @@ impl tower::util::rng::Rng for SeededRng {
 }
 
 fn tower_p2c_pending(ctx: &BuildCtx<'_>) -> Stack {
-    let list = ServiceList::new::<SimRequest>(ctx.backends.to_vec());
-    let discover = PendingRequestsDiscover::new(list, CompleteOnResponse::default());
-    Stack::new(Balance::from_rng(discover, SeededRng(ctx.rng(0x7032_6370))))
+    let rng = SeededRng(ctx.rng(0x7032_6370));
+    match discovery::of_layer(ctx, ctx.backends.iter().map(|b| (b.index(), b.clone())).collect()) {
+        None => {
+            let list = ServiceList::new::<SimRequest>(ctx.backends.to_vec());
+            let discover = PendingRequestsDiscover::new(list, CompleteOnResponse::default());
+            Stack::new(Balance::from_rng(discover, rng))
+        }
+        Some(d) => {
+            let discover = PendingRequestsDiscover::new(d, CompleteOnResponse::default());
+            Stack::new(Balance::<_, SimRequest>::from_rng(discover, rng))
+        }
+    }
 }
 
 fn tower_p2c_peak_ewma(ctx: &BuildCtx<'_>) -> Stack {
-    let list = ServiceList::new::<SimRequest>(ctx.backends.to_vec());
-    let discover =
-        PeakEwmaDiscover::new(list, Duration::from_millis(30), Duration::from_secs(10), CompleteOnResponse::default());
-    Stack::new(Balance::from_rng(discover, SeededRng(ctx.rng(0x7032_6365))))
+    let (rtt, decay) = (Duration::from_millis(30), Duration::from_secs(10));
+    let rng = SeededRng(ctx.rng(0x7032_6365));
+    match discovery::of_layer(ctx, ctx.backends.iter().map(|b| (b.index(), b.clone())).collect()) {
+        None => {
+            let list = ServiceList::new::<SimRequest>(ctx.backends.to_vec());
+            let discover = PeakEwmaDiscover::new(list, rtt, decay, CompleteOnResponse::default());
+            Stack::new(Balance::from_rng(discover, rng))
+        }
+        Some(d) => {
+            let discover = PeakEwmaDiscover::new(d, rtt, decay, CompleteOnResponse::default());
+            Stack::new(Balance::<_, SimRequest>::from_rng(discover, rng))
+        }
+    }
 }
 
 fn no_hedge(ctx: &BuildCtx<'_>) -> Stack {

@@ -20,20 +20,22 @@ use tokio::time::Instant;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
 use super::contender::BuildCtx;
+use super::discovery;
+use super::remote::{self, Remote};
 use super::sim::{Ejection, SimBackend, SimRequest, Stack};
 use super::stacks;
 
 /// A backend seen through ha-balance, whose requests carry an attempt
 /// context.
 #[derive(Clone)]
-struct Attempted(SimBackend);
+struct Attempted<S>(S);
 
-impl Service<WithAttempt<SimRequest>> for Attempted {
-    type Response = ();
-    type Error = BoxError;
-    type Future = <SimBackend as Service<SimRequest>>::Future;
+impl<S: Service<SimRequest>> Service<WithAttempt<SimRequest>> for Attempted<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.0.poll_ready(cx)
     }
 
@@ -71,12 +73,35 @@ fn classifier() -> ClassifyFn<stacks::OutcomeFn, (), BoxError> {
 fn ha_balance(ctx: &BuildCtx<'_>, name: &str, picker: Picker, salt: u64) -> Stack {
     let base = ctx.settings.ha(name).map(|c| c.balance.clone()).unwrap_or_default();
     let config = BalanceConfig { picker, ..base };
-    let mut builder = Balance::<usize, Attempted, WithAttempt<SimRequest>>::builder()
+    let seed = ctx.rng(salt).next_u64();
+    let ring = matches!(picker, Picker::RingHash { .. });
+    // A layer whose set changes feeds the balancer through a `Discover`,
+    // which its discovery task polls: the backends are reached through
+    // `Send` handles then (the hop costs no virtual time).
+    if ctx.world.layers[ctx.layer].model.dynamic() {
+        let items = remote::serve(ctx.backends)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| (i, Endpoint::new(Attempted(r)).name(i.to_string())))
+            .collect();
+        let discover = discovery::of_layer(ctx, items).expect("the layer is dynamic");
+        let mut builder = Balance::<usize, Attempted<Remote>, WithAttempt<SimRequest>>::builder()
+            .config(config)
+            .classifier(classifier())
+            .events(ejection_events(ctx))
+            .seed(seed);
+        if ring {
+            builder = builder.hash_key(|r: &WithAttempt<SimRequest>| Some(r.request.id));
+        }
+        let balance = builder.build_discover(discover).expect("the recommended balancer configuration is valid");
+        return Stack::new(balance.map_request(WithAttempt::new));
+    }
+    let mut builder = Balance::<usize, Attempted<SimBackend>, WithAttempt<SimRequest>>::builder()
         .config(config)
         .classifier(classifier())
         .events(ejection_events(ctx))
-        .seed(ctx.rng(salt).next_u64());
-    if matches!(picker, Picker::RingHash { .. }) {
+        .seed(seed);
+    if ring {
         builder = builder.hash_key(|r: &WithAttempt<SimRequest>| Some(r.request.id));
     }
     let endpoints =

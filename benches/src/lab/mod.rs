@@ -15,6 +15,7 @@
 //! - [`report`]: JSON lines, markdown tables and SVG latency plots.
 
 pub mod contender;
+pub mod discovery;
 pub mod dist;
 pub mod ha;
 pub mod remote;
@@ -22,6 +23,7 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod settings;
+pub mod share;
 pub mod sim;
 pub mod stacks;
 pub mod timeline;

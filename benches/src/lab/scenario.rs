@@ -171,6 +171,30 @@ pub struct BackendSpec {
     /// Scheduled changes of behaviour.
     #[serde(default)]
     pub changes: Vec<ChangeSpec>,
+    /// Discovery: the backend is not listed before this time (seconds
+    /// from the start of traffic) and joins then, cold. Absent: listed
+    /// from the start.
+    #[serde(default)]
+    pub joins_at_s: Option<f64>,
+    /// Discovery: the backend leaves the list at this time; work already
+    /// sent to it finishes. Absent: listed to the end.
+    #[serde(default)]
+    pub leaves_at_s: Option<f64>,
+    /// Join and leave times drawn per seed: each seed shifts this
+    /// backend's `joins_at_s` and `leaves_at_s` later by one uniform draw
+    /// in `[0, discovery_jitter_s)`, the same for every contender (each
+    /// backend of a `count` group draws its own). Default 0.
+    #[serde(default)]
+    pub discovery_jitter_s: Option<f64>,
+    /// Retry-After: rejections (fast failures and admission-control
+    /// refusals, not refused connections) carry a Retry-After of this many
+    /// ms, as a 503 or 429 would. Absent: none does.
+    #[serde(default)]
+    pub retry_after_ms: Option<f64>,
+    /// The fraction of rejections that carry `retry_after_ms` (drawn per
+    /// attempt). Default 1.
+    #[serde(default)]
+    pub retry_after_share: Option<f64>,
 }
 
 fn default_fail_fast_ms() -> f64 {
@@ -343,6 +367,15 @@ pub struct Backend {
     pub normal: BackendState,
     /// Scheduled changes, later entries win when several are on.
     pub changes: Vec<Change>,
+    /// Joins discovery at this time, ns (`None`: listed from the start).
+    pub joins_ns: Option<u64>,
+    /// Leaves discovery at this time, ns (`None`: listed to the end).
+    pub leaves_ns: Option<u64>,
+    /// The per-seed shift of both is drawn in `[0, discovery_jitter_ns)`.
+    pub discovery_jitter_ns: u64,
+    /// Rejections carry a Retry-After: its value in ns, and the fraction
+    /// of rejections that carry it.
+    pub retry_after: Option<(u64, f64)>,
 }
 
 /// A backend's behaviour at one moment.
@@ -436,6 +469,16 @@ impl Change {
 }
 
 impl Backend {
+    /// Whether discovery lists it at `now_ns`.
+    pub fn listed_at(&self, now_ns: u64) -> bool {
+        self.joins_ns.is_none_or(|j| now_ns >= j) && self.leaves_ns.is_none_or(|l| now_ns < l)
+    }
+
+    /// Whether it joins or leaves discovery during the run.
+    pub fn in_flux(&self) -> bool {
+        self.joins_ns.is_some() || self.leaves_ns.is_some()
+    }
+
     /// Whether any of its scheduled changes is on at `now_ns`.
     pub fn faulted_at(&self, now_ns: u64) -> bool {
         self.changes.iter().any(|c| c.is_on(now_ns))
@@ -495,6 +538,28 @@ impl Backend {
             }
         }
         e
+    }
+}
+
+impl Layer {
+    /// Whether any of its backends joins or leaves discovery mid-run.
+    pub fn dynamic(&self) -> bool {
+        self.backends.iter().any(Backend::in_flux)
+    }
+
+    /// The discovery changes of a dynamic layer, in time order (ties by
+    /// index): `(ns, backend, joins)`, every backend listed from the start
+    /// joining at 0.
+    pub fn discovery_events(&self) -> Vec<(u64, usize, bool)> {
+        let mut events = Vec::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            events.push((b.joins_ns.unwrap_or(0), i, true));
+            if let Some(l) = b.leaves_ns {
+                events.push((l, i, false));
+            }
+        }
+        events.sort_by_key(|&(t, i, _)| (t, i));
+        events
     }
 }
 
@@ -647,6 +712,15 @@ impl Scenario {
             if backends.len() > 100_000 {
                 return Err(invalid(format!("{prefix}backends"), "more than 100000 backends".into()));
             }
+            // Discovery must list someone at every moment (before jitter).
+            let mut times: Vec<u64> = vec![0];
+            times.extend(backends.iter().flat_map(|b: &Backend| [b.joins_ns, b.leaves_ns]).flatten());
+            if let Some(t) = times.into_iter().find(|&t| !backends.iter().any(|b| b.listed_at(t))) {
+                return Err(invalid(
+                    format!("{prefix}backends"),
+                    format!("no backend is listed at {} s (see joins_at_s and leaves_at_s)", t as f64 / 1e9),
+                ));
+            }
             layers.push(Layer {
                 name: ls.name.clone(),
                 timeout_ns: timeout,
@@ -703,6 +777,9 @@ impl Scenario {
                     c.flap_ns = c.flap_ns.map(scale);
                     c.jitter_ns = scale(c.jitter_ns);
                 }
+                b.joins_ns = b.joins_ns.map(scale);
+                b.leaves_ns = b.leaves_ns.map(scale);
+                b.discovery_jitter_ns = scale(b.discovery_jitter_ns);
             }
         }
         s
@@ -725,13 +802,21 @@ impl Scenario {
                     c.from_ns += shift;
                     c.to_ns = c.to_ns.map(|t| t + shift);
                 }
+                if b.discovery_jitter_ns > 0 {
+                    let key = ((li as u64) << 40) ^ ((bi as u64) << 20) ^ 0xd_15c0;
+                    let mut rng = ha_core::rng::FastRng::new(super::sim::mix(seed, key ^ 0x6a69_7474_6572));
+                    let shift = (rng.unit_f64() * b.discovery_jitter_ns as f64) as u64;
+                    b.joins_ns = b.joins_ns.map(|t| t + shift);
+                    b.leaves_ns = b.leaves_ns.map(|t| t + shift);
+                }
             }
         }
         s
     }
 
-    /// The window in which scheduled changes are on: earliest start and
-    /// latest end (`None` when there are none, or one never ends).
+    /// The window in which scheduled changes are on, and backends join or
+    /// leave discovery: earliest start and latest end (`None` when there
+    /// are none, or a change never ends).
     pub fn fault_window_ns(&self) -> Option<(u64, u64)> {
         let changes = self.layers.iter().flat_map(|l| l.backends.iter()).flat_map(|b| b.changes.iter());
         let mut window: Option<(u64, u64)> = None;
@@ -741,6 +826,11 @@ impl Scenario {
                 None => (c.from_ns, to),
                 Some((a, b)) => (a.min(c.from_ns), b.max(to)),
             });
+        }
+        // Joins and leaves are instants of change too.
+        let flux = self.layers.iter().flat_map(|l| l.backends.iter()).flat_map(|b| [b.joins_ns, b.leaves_ns]);
+        for t in flux.flatten() {
+            window = Some(window.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
         }
         window
     }
@@ -881,7 +971,44 @@ fn validate_backend(at: &str, b: &BackendSpec) -> Result<Backend, (String, Strin
             group: c.group.as_deref().map(group_key),
         });
     }
+    let secs = |field: &str, v: Option<f64>| match v {
+        Some(x) if !(x.is_finite() && x >= 0.0) => Err((format!("{at}.{field}"), format!("must be >= 0, got {x}"))),
+        _ => Ok(v.map(secs_to_ns)),
+    };
+    let joins_ns = secs("joins_at_s", b.joins_at_s)?;
+    let leaves_ns = secs("leaves_at_s", b.leaves_at_s)?;
+    if let (Some(j), Some(l)) = (b.joins_at_s, b.leaves_at_s) {
+        if l <= j {
+            return Err((format!("{at}.leaves_at_s"), format!("must be later than joins_at_s ({j}), got {l}")));
+        }
+    }
+    let discovery_jitter_ns = secs("discovery_jitter_s", b.discovery_jitter_s)?.unwrap_or(0);
+    if b.discovery_jitter_s.is_some() && joins_ns.is_none() && leaves_ns.is_none() {
+        return Err((format!("{at}.discovery_jitter_s"), "needs `joins_at_s` or `leaves_at_s`".into()));
+    }
+    let retry_after = match (b.retry_after_ms, b.retry_after_share) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err((format!("{at}.retry_after_share"), "needs `retry_after_ms`".into()));
+        }
+        (Some(ms), share) => {
+            if !(ms.is_finite() && ms >= 0.0) {
+                return Err((format!("{at}.retry_after_ms"), format!("must be >= 0, got {ms}")));
+            }
+            if b.fail_fast == 0.0 && b.max_queue.is_none() && b.changes.iter().all(|c| c.fail_fast.is_none()) {
+                return Err((
+                    format!("{at}.retry_after_ms"),
+                    "the backend never rejects: give fail_fast (here or in a change) or max_queue".into(),
+                ));
+            }
+            Some(((ms * 1e6) as u64, fraction(format!("{at}.retry_after_share"), share.unwrap_or(1.0))?))
+        }
+    };
     Ok(Backend {
+        joins_ns,
+        leaves_ns,
+        discovery_jitter_ns,
+        retry_after,
         slots: b.slots,
         max_queue: b.max_queue,
         fail_fast_ns: (b.fail_fast_ms * 1e6) as u64,

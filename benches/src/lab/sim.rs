@@ -63,6 +63,9 @@ pub enum BackendError {
     /// Dropped unserved: the caller's deadline had passed when a worker
     /// took it (nobody waits for this answer).
     Expired,
+    /// Rejected at once with a Retry-After (a 503 or 429 carrying one):
+    /// do not come back before this long.
+    RetryAfter(Duration),
 }
 
 impl BackendError {
@@ -70,6 +73,14 @@ impl BackendError {
     /// must not hold against the backend.
     pub fn is_client(e: &BoxError) -> bool {
         matches!(e.downcast_ref::<BackendError>(), Some(BackendError::Client))
+    }
+
+    /// The Retry-After `e` carries, if any.
+    pub fn retry_after(e: &BoxError) -> Option<Duration> {
+        match e.downcast_ref::<BackendError>() {
+            Some(BackendError::RetryAfter(d)) => Some(*d),
+            _ => None,
+        }
     }
 }
 
@@ -80,6 +91,7 @@ impl fmt::Display for BackendError {
             BackendError::Failed => f.write_str("backend failed the request"),
             BackendError::Client => f.write_str("client error (4xx)"),
             BackendError::Expired => f.write_str("dropped: the caller's deadline had passed"),
+            BackendError::RetryAfter(d) => write!(f, "backend rejected the request, Retry-After {} ms", d.as_millis()),
         }
     }
 }
@@ -209,6 +221,17 @@ impl World {
         World { start: Instant::now(), seed, layers, ejections: Arc::new(Mutex::new(Vec::new())) }
     }
 
+    /// The backends of `layer` discovery lists now, by index (`None` when
+    /// the layer's set never changes: all of them).
+    pub fn listed(&self, layer: usize) -> Option<Vec<usize>> {
+        let model = &self.layers[layer].model;
+        if !model.dynamic() {
+            return None;
+        }
+        let now = self.now_ns();
+        Some((0..model.backends.len()).filter(|&i| model.backends[i].listed_at(now)).collect())
+    }
+
     /// Virtual ns since start.
     pub fn now_ns(&self) -> u64 {
         Instant::now().saturating_duration_since(self.start).as_nanos() as u64
@@ -336,7 +359,8 @@ impl Service<SimRequest> for SimBackend {
             waiting.retain(|&start| start > now_ns);
             if waiting.len() >= limit as usize {
                 rt.failures_at.borrow_mut().push(now_ns);
-                return Box::pin(async { Err(BackendError::Rejected.into()) });
+                let e = rejection(model, key);
+                return Box::pin(async move { Err(e.into()) });
             }
         }
         let end = match model.slots {
@@ -388,10 +412,11 @@ impl Service<SimRequest> for SimBackend {
             mix(mix(req.id, u64::from(req.attempt)), self.index as u64),
             [req.deadline_ns, child_deadline].into_iter().flatten().min(),
         );
+        let rejection = if rejected { Some(rejection(model, key)) } else { None };
         let work = async move {
             tokio::time::sleep_until(done).await;
-            if rejected {
-                return Err(BackendError::Rejected.into());
+            if let Some(e) = rejection {
+                return Err(e.into());
             }
             if client {
                 return Err(BackendError::Client.into());
@@ -424,6 +449,18 @@ impl Service<SimRequest> for SimBackend {
                     .unwrap_or_else(|_| Err(SimTimeout::Attempt.into()))
             }),
         }
+    }
+}
+
+/// The error of a rejection by `model` (Retry-After on a share of them,
+/// drawn from its own generator so that backends without one keep their
+/// draws).
+fn rejection(model: &super::scenario::Backend, key: u64) -> BackendError {
+    match model.retry_after {
+        Some((ns, share)) if FastRng::new(mix(key, 0x7265_7472_7961)).unit_f64() < share => {
+            BackendError::RetryAfter(Duration::from_nanos(ns))
+        }
+        _ => BackendError::Rejected,
     }
 }
 

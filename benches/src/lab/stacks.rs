@@ -29,6 +29,7 @@ use tower::timeout::Timeout;
 use tower::{BoxError, Service, ServiceExt};
 
 use super::contender::{BudgetRetry, BuildCtx, SeededRng};
+use super::discovery;
 use super::ha::ejection_events;
 use super::remote::{self, Remote};
 use super::sim::{BackendError, SimRequest, Stack};
@@ -47,12 +48,16 @@ pub type OutcomeFn = fn(Result<&(), &BoxError>) -> Outcome;
 
 /// The outcome of an answer as an HTTP classifier sees it: a 4xx is a
 /// success for the endpoint's health (the request was wrong), every other
-/// error a retryable failure.
+/// error a retryable failure, with the Retry-After the rejection carried
+/// (as ha's HTTP classifier reads the header of a 503 or 429).
 pub fn outcome(result: Result<&(), &BoxError>) -> Outcome {
     match result {
         Ok(()) => Outcome::Success,
         Err(e) if BackendError::is_client(e) => Outcome::Success,
-        Err(_) => Outcome::retryable(),
+        Err(e) => match BackendError::retry_after(e) {
+            Some(d) => Outcome::RetryableFailure { retry_after: Some(d) },
+            None => Outcome::retryable(),
+        },
     }
 }
 
@@ -112,29 +117,38 @@ pub fn ha_stack(ctx: &BuildCtx<'_>) -> Stack {
     let remotes: Arc<[Remote]> = remote::serve(ctx.backends).into();
     let transport = move |t: &ha::Target| Endpoint(remotes[usize::from(t.addr.port() - BASE_PORT)].clone());
     let classifier = classify_fn(outcome as OutcomeFn);
-    let stack = ha::Stack::builder(transport)
+    let builder = ha::Stack::builder(transport)
         .seed(ctx.rng(0x5eed_5eed).next_u64())
         .config(config)
         .classifier(classifier)
-        .events(ejection_events(ctx))
-        .endpoints((0..ctx.backends.len()).map(addr))
-        .build()
-        .expect("the scenario's ha config was validated when the file was read");
+        .events(ejection_events(ctx));
+    // A layer whose set changes is discovered (`joins_at_s`, `leaves_at_s`).
+    let targets = (0..ctx.backends.len()).map(|i| (addr(i), ha::Target::new(addr(i)))).collect();
+    let builder = match discovery::of_layer(ctx, targets) {
+        Some(discover) => builder.discover(discover),
+        None => builder.endpoints((0..ctx.backends.len()).map(addr)),
+    };
+    let stack = builder.build().expect("the scenario's ha config was validated when the file was read");
     Stack::new(PerCall(stack.map_request(WithAttempt::new)))
 }
 
 /// tower's pieces assembled as a tower user would.
 pub fn tower_stack(ctx: &BuildCtx<'_>) -> Stack {
     let c = ctx.settings.tower_stack();
-    let list = ServiceList::new::<SimRequest>(remote::serve(ctx.backends));
-    let discover = PeakEwmaDiscover::new(
-        list,
-        Duration::from_millis(c.rtt_ms),
-        Duration::from_secs(c.decay_s),
-        CompleteOnResponse::default(),
-    );
-    let balance = Balance::from_rng(discover, SeededRng::new(ctx.rng(0x7473_7463)));
-    let buffered = Buffer::new(balance, c.buffer);
+    let remotes = remote::serve(ctx.backends);
+    let (rtt, decay) = (Duration::from_millis(c.rtt_ms), Duration::from_secs(c.decay_s));
+    let rng = SeededRng::new(ctx.rng(0x7473_7463));
+    let buffered = match discovery::of_layer(ctx, remotes.iter().cloned().enumerate().collect()) {
+        None => {
+            let list = ServiceList::new::<SimRequest>(remotes);
+            let discover = PeakEwmaDiscover::new(list, rtt, decay, CompleteOnResponse::default());
+            Buffer::new(Balance::from_rng(discover, rng), c.buffer)
+        }
+        Some(d) => {
+            let discover = PeakEwmaDiscover::new(d, rtt, decay, CompleteOnResponse::default());
+            Buffer::new(Balance::from_rng(discover, rng), c.buffer)
+        }
+    };
     let timed = Timeout::new(buffered, Duration::from_millis(c.attempt_timeout_ms));
     // Must be created inside the runtime: TpsBudget reads tokio's clock.
     let budget = Arc::new(TpsBudget::new(Duration::from_secs(c.budget_ttl_s), c.budget_min_per_s, c.budget_ratio));
