@@ -204,3 +204,31 @@ pub fn marks(scenario: &super::scenario::Scenario, end_s: f64) -> Marks {
     }
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn second(t_s: u64, attempts: Vec<u64>) -> Second {
+        Second { t_s, requests: 1, success_rate: 1.0, p99_ms: 1.0, attempts }
+    }
+
+    #[test]
+    fn one_band_per_backend_that_got_attempts_and_the_marks() {
+        let run = vec![second(0, vec![3, 1, 0]), second(1, vec![2, 2, 0]), second(2, vec![0, 0, 0])];
+        let marks = Marks { faults: vec![(1.0, 2.0)], discovery: vec![(1.0, 2, true)] };
+        let text = svg("s<x>", &[("ha_stack".into(), run.clone()), ("round_robin".into(), run)], &marks);
+        assert!(text.starts_with("<svg") && text.ends_with("</svg>\n"));
+        assert_eq!(text.matches("<path").count(), 4, "backends 0 and 1 in two panels; backend 2 got nothing");
+        assert_eq!(text.matches("fault on from 1.0 s to 2.0 s").count(), 2);
+        assert_eq!(text.matches("backend 2 joins at 1.0 s").count(), 2);
+        assert!(text.contains("s&lt;x&gt;") && text.contains(">ha_stack<") && text.contains(">round_robin<"));
+    }
+
+    #[test]
+    fn the_ha_stack_and_one_baseline_are_shown() {
+        assert_eq!(panel_contenders(&["tower_stack", "ha_stack", "round_robin"]), ["ha_stack", "round_robin"]);
+        assert_eq!(panel_contenders(&["tower_stack", "ha_stack"]), ["ha_stack", "tower_stack"]);
+        assert!(panel_contenders(&["oracle"]).is_empty());
+    }
+}
