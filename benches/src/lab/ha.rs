@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use ha_balance::{Balance, BalanceConfig, Endpoint, Picker};
+use ha_balance::{Balance, BalanceBuilder, BalanceConfig, Endpoint, Picker};
 use ha_core::classify::{classify_fn, ClassifyFn};
 use ha_core::{Event, Events, WithAttempt};
 use ha_retry::config::{HedgeConfig, HedgeDelay, RetryConfig};
@@ -21,8 +21,8 @@ use tower::{BoxError, Layer, Service, ServiceExt};
 
 use super::contender::BuildCtx;
 use super::discovery;
-use super::remote::{self, Remote};
-use super::sim::{Ejection, SimBackend, SimRequest, Stack};
+use super::remote;
+use super::sim::{Ejection, SimRequest, Stack};
 use super::stacks;
 
 /// A backend seen through ha-balance, whose requests carry an attempt
@@ -85,29 +85,37 @@ fn ha_balance(ctx: &BuildCtx<'_>, name: &str, picker: Picker, salt: u64) -> Stac
             .map(|(i, r)| (i, Endpoint::new(Attempted(r)).name(i.to_string())))
             .collect();
         let discover = discovery::of_layer(ctx, items).expect("the layer is dynamic");
-        let mut builder = Balance::<usize, Attempted<Remote>, WithAttempt<SimRequest>>::builder()
-            .config(config)
-            .classifier(classifier())
-            .events(ejection_events(ctx))
-            .seed(seed);
-        if ring {
-            builder = builder.hash_key(|r: &WithAttempt<SimRequest>| Some(r.request.id));
-        }
-        let balance = builder.build_discover(discover).expect("the recommended balancer configuration is valid");
+        let balance = builder(ctx, config, seed, ring)
+            .build_discover(discover)
+            .expect("the recommended balancer configuration is valid");
         return Stack::new(balance.map_request(WithAttempt::new));
     }
-    let mut builder = Balance::<usize, Attempted<SimBackend>, WithAttempt<SimRequest>>::builder()
+    let endpoints =
+        ctx.backends.iter().map(|b| (b.index(), Endpoint::new(Attempted(b.clone())).name(b.index().to_string())));
+    let balance = builder(ctx, config, seed, ring)
+        .build_with(endpoints)
+        .expect("the recommended balancer configuration is valid");
+    Stack::new(balance.map_request(WithAttempt::new))
+}
+
+/// A balancer builder over backends reached through `B`, as every ha
+/// contender of the lab configures it.
+fn builder<B>(
+    ctx: &BuildCtx<'_>,
+    config: BalanceConfig,
+    seed: u64,
+    ring: bool,
+) -> BalanceBuilder<usize, Attempted<B>, WithAttempt<SimRequest>, ClassifyFn<stacks::OutcomeFn, (), BoxError>> {
+    let builder = Balance::<usize, Attempted<B>, WithAttempt<SimRequest>>::builder()
         .config(config)
         .classifier(classifier())
         .events(ejection_events(ctx))
         .seed(seed);
     if ring {
-        builder = builder.hash_key(|r: &WithAttempt<SimRequest>| Some(r.request.id));
+        builder.hash_key(|r: &WithAttempt<SimRequest>| Some(r.request.id))
+    } else {
+        builder
     }
-    let endpoints =
-        ctx.backends.iter().map(|b| (b.index(), Endpoint::new(Attempted(b.clone())).name(b.index().to_string())));
-    let balance = builder.build_with(endpoints).expect("the recommended balancer configuration is valid");
-    Stack::new(balance.map_request(WithAttempt::new))
 }
 
 /// ha-balance, P2C over PeakEWMA latency x pending (the default picker).
