@@ -62,8 +62,10 @@ pub struct ReplayBody<B> {
     // `None` for a body that was empty from the start: nothing to keep, and
     // nothing to allocate (most GETs).
     shared: Option<Arc<Shared<B>>>,
-    // The reading state, while this clone is the one reading the original body.
-    reading: Option<Reading<B>>,
+    // The reading state, while this clone is the one reading the original
+    // body; boxed, so that the body (which the client moves with its request
+    // several times) stays a few words.
+    reading: Option<Box<Reading<B>>>,
     // The next kept chunk this clone sends.
     pos: usize,
     trailers_sent: bool,
@@ -78,7 +80,7 @@ struct Shared<B> {
     // body, which is what a clone that has sent nothing yet will send.
     hint: SizeHint,
     complete: OnceLock<Complete>,
-    handover: Mutex<Option<Reading<B>>>,
+    handover: Mutex<Option<Box<Reading<B>>>>,
     capped: AtomicBool,
 }
 
@@ -126,7 +128,7 @@ impl<B: Body> ReplayBody<B> {
     pub fn new(body: B, max_bytes: usize) -> Self {
         let shared = (!body.is_end_stream()).then(|| {
             let hint = body.size_hint();
-            let reading = Reading { rest: Some(body), kept: Vec::new(), len: 0, trailers: None, capped: false };
+            let reading = Box::new(Reading { rest: Some(body), kept: Vec::new(), len: 0, trailers: None, capped: false });
             Arc::new(Shared {
                 max: max_bytes,
                 hint,
@@ -429,6 +431,10 @@ impl<B: Body> Replay<Request<ReplayBody<B>>> for HttpReplayed {
             None => advance(req),
         }
     }
+
+    fn deadline_covered(&self, kept: &Self::Request) -> bool {
+        kept.body().stashed.as_ref().or_else(|| kept.attempt_context()).is_some_and(AttemptContext::deadline_covered)
+    }
 }
 
 /// A copy of `req` to keep for a later attempt.
@@ -482,6 +488,10 @@ impl<B: Body> Replay<Request<B>> for HttpReplay {
 
     fn next_attempt(&self, req: &mut Self::Request) {
         HttpReplayed.next_attempt(req)
+    }
+
+    fn deadline_covered(&self, kept: &Self::Request) -> bool {
+        HttpReplayed.deadline_covered(kept)
     }
 }
 
