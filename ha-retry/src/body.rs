@@ -128,7 +128,8 @@ impl<B: Body> ReplayBody<B> {
     pub fn new(body: B, max_bytes: usize) -> Self {
         let shared = (!body.is_end_stream()).then(|| {
             let hint = body.size_hint();
-            let reading = Box::new(Reading { rest: Some(body), kept: Vec::new(), len: 0, trailers: None, capped: false });
+            let reading =
+                Box::new(Reading { rest: Some(body), kept: Vec::new(), len: 0, trailers: None, capped: false });
             Arc::new(Shared {
                 max: max_bytes,
                 hint,
