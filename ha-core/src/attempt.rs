@@ -30,7 +30,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroU64;
 
-use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::Arc;
 use crate::Instant;
 
@@ -70,11 +70,18 @@ struct Shared {
     tried: [AtomicU64; MAX_TRIED],
     len: AtomicUsize,
     deadline: Option<Instant>,
+    // The attempt whose own timeout ends it by the deadline (0: none).
+    covered: AtomicU32,
 }
 
 impl Shared {
     fn new(deadline: Option<Instant>) -> Self {
-        Shared { tried: std::array::from_fn(|_| AtomicU64::new(0)), len: AtomicUsize::new(0), deadline }
+        Shared {
+            tried: std::array::from_fn(|_| AtomicU64::new(0)),
+            len: AtomicUsize::new(0),
+            deadline,
+            covered: AtomicU32::new(0),
+        }
     }
 }
 
@@ -130,6 +137,7 @@ mod recycle {
     pub(super) fn give_back(mut shared: Arc<Shared>) {
         let Some(s) = Arc::get_mut(&mut shared) else { return };
         *s.len.get_mut() = 0;
+        *s.covered.get_mut() = 0;
         for slot in &mut s.tried {
             *slot.get_mut() = 0;
         }
@@ -186,6 +194,24 @@ impl AttemptContext {
     /// The overall deadline of the request, if it has one.
     pub fn deadline(&self) -> Option<Instant> {
         self.shared().deadline
+    }
+
+    /// Records that this attempt will end by the request's deadline
+    /// whatever its endpoint does: a timer below the layer that enforces the
+    /// deadline (a per-try timeout) is armed to end it no later. That layer
+    /// may then leave its own deadline timer unarmed for this attempt (see
+    /// [`deadline_covered`](Self::deadline_covered)). Call it only once that
+    /// timer is armed, and only when the attempt's result is returned when
+    /// it fires (nothing hedges this attempt below the layer asking).
+    pub fn cover_deadline(&self) {
+        self.shared().covered.store(self.attempt, Ordering::Release);
+    }
+
+    /// True when a timer below has promised to end this attempt by the
+    /// request's deadline ([`cover_deadline`](Self::cover_deadline) was
+    /// called on this attempt's context).
+    pub fn deadline_covered(&self) -> bool {
+        self.shared().covered.load(Ordering::Acquire) == self.attempt
     }
 
     /// Records that an attempt of this request went to `id`.

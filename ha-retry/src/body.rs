@@ -46,7 +46,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use ha_core::classify::HttpRequestInfo;
-use ha_core::{HasAttemptContext, Instant};
+use ha_core::{AttemptContext, HasAttemptContext, Instant};
 use http::{HeaderMap, Request};
 use http_body::{Body, Frame, SizeHint};
 use tower::BoxError;
@@ -62,11 +62,16 @@ pub struct ReplayBody<B> {
     // `None` for a body that was empty from the start: nothing to keep, and
     // nothing to allocate (most GETs).
     shared: Option<Arc<Shared<B>>>,
-    // The reading state, while this clone is the one reading the original body.
-    reading: Option<Reading<B>>,
+    // The reading state, while this clone is the one reading the original
+    // body; boxed, so that the body (which the client moves with its request
+    // several times) stays a few words.
+    reading: Option<Box<Reading<B>>>,
     // The next kept chunk this clone sends.
     pos: usize,
     trailers_sent: bool,
+    // The attempt context of a request kept for a later attempt (see
+    // `kept_copy`), until `next_attempt` puts the next one in its extensions.
+    stashed: Option<AttemptContext>,
 }
 
 struct Shared<B> {
@@ -75,7 +80,7 @@ struct Shared<B> {
     // body, which is what a clone that has sent nothing yet will send.
     hint: SizeHint,
     complete: OnceLock<Complete>,
-    handover: Mutex<Option<Reading<B>>>,
+    handover: Mutex<Option<Box<Reading<B>>>>,
     capped: AtomicBool,
 }
 
@@ -123,7 +128,8 @@ impl<B: Body> ReplayBody<B> {
     pub fn new(body: B, max_bytes: usize) -> Self {
         let shared = (!body.is_end_stream()).then(|| {
             let hint = body.size_hint();
-            let reading = Reading { rest: Some(body), kept: Vec::new(), len: 0, trailers: None, capped: false };
+            let reading =
+                Box::new(Reading { rest: Some(body), kept: Vec::new(), len: 0, trailers: None, capped: false });
             Arc::new(Shared {
                 max: max_bytes,
                 hint,
@@ -132,7 +138,7 @@ impl<B: Body> ReplayBody<B> {
                 capped: AtomicBool::new(false),
             })
         });
-        ReplayBody { shared, reading: None, pos: 0, trailers_sent: false }
+        ReplayBody { shared, reading: None, pos: 0, trailers_sent: false, stashed: None }
     }
 }
 
@@ -151,7 +157,7 @@ impl<B> ReplayBody<B> {
 
 impl<B> Clone for ReplayBody<B> {
     fn clone(&self) -> Self {
-        ReplayBody { shared: self.shared.clone(), reading: None, pos: 0, trailers_sent: false }
+        ReplayBody { shared: self.shared.clone(), reading: None, pos: 0, trailers_sent: false, stashed: None }
     }
 }
 
@@ -413,7 +419,7 @@ impl<B: Body> Replay<Request<ReplayBody<B>>> for HttpReplayed {
     }
 
     fn copy(&self, req: &Self::Request) -> Option<Self::Request> {
-        Some(req.clone())
+        Some(kept_copy(req))
     }
 
     fn can_replay(&self, kept: &Self::Request, concurrently: bool) -> bool {
@@ -421,8 +427,44 @@ impl<B: Body> Replay<Request<ReplayBody<B>>> for HttpReplayed {
     }
 
     fn next_attempt(&self, req: &mut Self::Request) {
-        advance(req);
+        match req.body_mut().stashed.take() {
+            Some(ctx) => req.set_attempt_context(ctx.next_attempt()),
+            None => advance(req),
+        }
     }
+
+    fn deadline_covered(&self, kept: &Self::Request) -> bool {
+        kept.body().stashed.as_ref().or_else(|| kept.attempt_context()).is_some_and(AttemptContext::deadline_covered)
+    }
+}
+
+/// A copy of `req` to keep for a later attempt.
+///
+/// When the attempt context is the request's only extension (the usual
+/// case), the copy's extensions stay empty and its body holds the context
+/// until [`Replay::next_attempt`] puts the next attempt's context in them:
+/// a copy that is never sent (the first attempt succeeded) allocates no
+/// extensions map.
+fn kept_copy<B>(req: &Request<ReplayBody<B>>) -> Request<ReplayBody<B>> {
+    let extensions = req.extensions();
+    let mut body = req.body().clone();
+    let mut kept = match (extensions.get::<AttemptContext>(), &req.body().stashed) {
+        (Some(ctx), _) if extensions.len() == 1 => {
+            body.stashed = Some(ctx.clone());
+            Request::new(body)
+        }
+        (_, stashed) => {
+            body.stashed = stashed.clone();
+            let mut kept = Request::new(body);
+            *kept.extensions_mut() = extensions.clone();
+            kept
+        }
+    };
+    *kept.method_mut() = req.method().clone();
+    *kept.uri_mut() = req.uri().clone();
+    *kept.version_mut() = req.version();
+    *kept.headers_mut() = req.headers().clone();
+    kept
 }
 
 impl<B: Body> Replay<Request<B>> for HttpReplay {
@@ -447,6 +489,10 @@ impl<B: Body> Replay<Request<B>> for HttpReplay {
 
     fn next_attempt(&self, req: &mut Self::Request) {
         HttpReplayed.next_attempt(req)
+    }
+
+    fn deadline_covered(&self, kept: &Self::Request) -> bool {
+        HttpReplayed.deadline_covered(kept)
     }
 }
 
@@ -515,6 +561,37 @@ mod tests {
         assert_eq!(next.size_hint().exact(), Some(4));
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         assert_eq!(rt.block_on(next.collect()).unwrap().to_bytes(), "abcd");
+    }
+
+    #[test]
+    fn a_kept_copy_labels_its_attempt_when_sent() {
+        use ha_core::attempt::EndpointId;
+        let req =
+            http::Request::post("http://svc/x").header("a", "1").body(Full::new(Bytes::from_static(b"b"))).unwrap();
+        let first = HttpReplay::default().prepare(req, None);
+        let mut kept = HttpReplayed.copy(&first).unwrap();
+        assert!(kept.extensions().is_empty(), "no extensions map until the copy is sent");
+        first.attempt_context().unwrap().record_tried(EndpointId::from_raw(3));
+        HttpReplayed.next_attempt(&mut kept);
+        let ctx = kept.attempt_context().unwrap();
+        assert_eq!(ctx.attempt(), 2);
+        assert!(ctx.was_tried(EndpointId::from_raw(3)), "the history is shared with the first attempt");
+        assert_eq!(
+            (kept.method(), kept.uri(), &kept.headers()["a"]),
+            (first.method(), first.uri(), &first.headers()["a"])
+        );
+        let mut third = HttpReplayed.copy(&kept).unwrap();
+        HttpReplayed.next_attempt(&mut third);
+        assert_eq!(third.attempt_context().unwrap().attempt(), 3);
+
+        // Extensions of the caller's are kept with the context.
+        let mut req = http::Request::get("http://svc/").body(Empty::<Bytes>::new()).unwrap();
+        req.extensions_mut().insert(7u8);
+        let first = HttpReplay::default().prepare(req, None);
+        let mut kept = HttpReplayed.copy(&first).unwrap();
+        assert_eq!(kept.extensions().get::<u8>(), Some(&7));
+        HttpReplayed.next_attempt(&mut kept);
+        assert_eq!((kept.attempt_context().unwrap().attempt(), kept.extensions().get::<u8>()), (2, Some(&7)));
     }
 
     #[test]

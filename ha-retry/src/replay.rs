@@ -67,6 +67,16 @@ pub trait Replay<Req> {
     fn next_attempt(&self, req: &mut Self::Request) {
         let _ = req;
     }
+
+    /// Whether a timer below has promised to end the attempt `kept` was
+    /// copied from by the request's deadline
+    /// ([`AttemptContext::cover_deadline`]), so that the layer need not
+    /// register a deadline timer of its own while that attempt runs.
+    /// Default: never.
+    fn deadline_covered(&self, kept: &Self::Request) -> bool {
+        let _ = kept;
+        false
+    }
 }
 
 /// Copies `Req: Clone` requests as they are; see the [module docs](self).
@@ -129,6 +139,10 @@ impl<Req: Clone + HasAttemptContext> Replay<Req> for Tracked {
 
     fn next_attempt(&self, req: &mut Req) {
         advance(req);
+    }
+
+    fn deadline_covered(&self, kept: &Req) -> bool {
+        kept.attempt_context().is_some_and(AttemptContext::deadline_covered)
     }
 }
 

@@ -43,6 +43,11 @@ impl LazyTimer {
         }
     }
 
+    /// The instant it is armed for.
+    pub(crate) fn at(&self) -> Option<Instant> {
+        self.at
+    }
+
     /// Ready with the instant it was armed for once that has passed;
     /// pending for ever while disarmed.
     pub(crate) fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Instant> {

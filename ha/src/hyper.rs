@@ -29,6 +29,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use ha_core::classify::HttpClassifier;
@@ -140,25 +141,31 @@ where
     type Future = ResponseFuture;
 
     fn connect(&self, target: &Target) -> HyperEndpoint<B, Conn> {
-        HyperEndpoint { client: self.client.clone(), authority: authority_of(target.addr) }
+        HyperEndpoint(Arc::new(Addressed { client: self.client.clone(), authority: authority_of(target.addr) }))
     }
 }
 
 /// The client of one endpoint: the shared client, addressed at it.
-pub struct HyperEndpoint<B, Conn = HttpConnector> {
+///
+/// The balancer clones an endpoint's client into every request sent to it:
+/// behind one `Arc`, that is one reference count, not the half a dozen of
+/// a `hyper_util` client, and the request's future stays small.
+pub struct HyperEndpoint<B, Conn = HttpConnector>(Arc<Addressed<B, Conn>>);
+
+struct Addressed<B, Conn> {
     client: HyperClient<Conn, ReplayBody<B>>,
     authority: Authority,
 }
 
-impl<B, Conn: Clone> Clone for HyperEndpoint<B, Conn> {
+impl<B, Conn> Clone for HyperEndpoint<B, Conn> {
     fn clone(&self) -> Self {
-        HyperEndpoint { client: self.client.clone(), authority: self.authority.clone() }
+        HyperEndpoint(self.0.clone())
     }
 }
 
 impl<B, Conn> fmt::Debug for HyperEndpoint<B, Conn> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HyperEndpoint").field("authority", &self.authority).finish_non_exhaustive()
+        f.debug_struct("HyperEndpoint").field("authority", &self.0.authority).finish_non_exhaustive()
     }
 }
 
@@ -179,8 +186,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReplayBody<B>>) -> ResponseFuture {
-        address(&mut req, &self.authority);
-        ResponseFuture { inner: self.client.request(req) }
+        address(&mut req, &self.0.authority);
+        ResponseFuture { inner: self.0.client.request(req) }
     }
 }
 

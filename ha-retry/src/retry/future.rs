@@ -120,6 +120,10 @@ where
                             *this.per_try_on_pending = false;
                             this.timer.as_mut().arm(core.config.per_try_timeout.map(|t| Instant::now() + t));
                         }
+                        // A timer below ends this attempt by the deadline: no second timer.
+                        if covered(&parts.replay, parts.deadline, this.timer.at(), this.kept.as_ref()) {
+                            return Poll::Pending;
+                        }
                         let fired = ready!(this.timer.as_mut().poll(cx));
                         // Out of time: dropping the attempt's future cancels it.
                         this.state.set(State::Done);
@@ -219,6 +223,19 @@ where
             }
         }
     }
+}
+
+/// Whether the timer, armed for `at`, is the request's deadline, and a
+/// timer below ends the attempt in flight (whose copy is `kept`) by then.
+#[cold]
+#[inline(never)]
+fn covered<Req, P: Replay<Req>>(
+    replay: &P,
+    deadline: Option<Instant>,
+    at: Option<Instant>,
+    kept: Option<&P::Request>,
+) -> bool {
+    deadline.is_some() && at == deadline && kept.is_some_and(|k| replay.deadline_covered(k))
 }
 
 /// The attempt in flight: the first until a retry state exists.

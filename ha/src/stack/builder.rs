@@ -240,6 +240,7 @@ where
             classifier: self.classifier.clone(),
             settings: settings.clone(),
             events: self.events.clone(),
+            covers_deadline: hedge.is_none(),
             seed: seed_for(3),
         });
         let mut builder =

@@ -20,13 +20,13 @@ use ha_core::{Events, Instant};
 use tower::discover::Change;
 use tower::BoxError;
 
-use super::timeout::{AttemptTimeout, TryTimeout};
+use super::timeout::{AttemptTimeout, TryTimeout, WithContext};
 use crate::target::Target;
 
 /// The client of one endpoint as the balancer holds it: the transport's
 /// client `S` with a per-try timeout, behind a circuit breaker classifying
 /// with `C`.
-pub type EndpointService<S, C> = CircuitBreaker<TryTimeout<S>, C>;
+pub type EndpointService<S, C> = CircuitBreaker<TryTimeout<S, WithContext>, C>;
 
 /// Where a stack's endpoints come from.
 pub(crate) enum Source {
@@ -106,6 +106,9 @@ pub(crate) struct Maker<T, C> {
     pub(crate) classifier: C,
     pub(crate) settings: Arc<EndpointSettings>,
     pub(crate) events: Events,
+    /// Whether each endpoint's per-try timeout may cover the retry layer's
+    /// deadline: only when nothing hedges between them.
+    pub(crate) covers_deadline: bool,
     /// Seeds each endpoint's breaker jitter (with the endpoint's key), when
     /// the stack was seeded.
     pub(crate) seed: Option<u64>,
@@ -133,11 +136,11 @@ impl<T, C: Clone> Maker<T, C> {
             None => breaker,
         };
         let breaker = Arc::new(breaker);
-        let timeout = AttemptTimeout::new(registry.attempt_timeout);
+        let timeout = AttemptTimeout::covering(registry.attempt_timeout, self.covers_deadline);
         registry.live.retain(|(b, _)| b.strong_count() > 0);
         registry.live.push((Arc::downgrade(&breaker), timeout.clone()));
         drop(registry);
-        let client = TryTimeout::shared(connect(&self.transport, target), timeout);
+        let client = TryTimeout::covering(connect(&self.transport, target), timeout);
         let service = CircuitBreaker::with_classifier(client, breaker.clone(), self.classifier.clone());
         let mut endpoint = Endpoint::new(service)
             .tier(target.tier)

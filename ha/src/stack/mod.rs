@@ -45,7 +45,7 @@ mod timeout;
 pub use builder::StackBuilder;
 pub use endpoints::EndpointService;
 pub use hedged::{Hedged, HedgedFuture};
-pub use timeout::{AttemptTimeout, TryTimeout, TryTimeoutFuture};
+pub use timeout::{AnyRequest, AttemptTimeout, FindContext, TryTimeout, TryTimeoutFuture, WithContext};
 
 use std::fmt;
 use std::future::Future;

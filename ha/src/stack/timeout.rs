@@ -3,13 +3,14 @@
 //! that took too long as the failure it is.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use ha_core::AttemptTimedOut;
+use ha_core::{AttemptContext, AttemptTimedOut, HasAttemptContext};
 use pin_project::pin_project;
 use tokio::time::Sleep;
 use tower::{BoxError, Service};
@@ -18,16 +19,66 @@ use tower::{BoxError, Service};
 ///
 /// The timer starts when the call is first found pending, so a call that
 /// answers at once reads no clock and registers no timer.
-#[derive(Debug, Clone)]
-pub struct TryTimeout<S> {
+///
+/// In a stack without hedging, a timer that ends the attempt by the
+/// request's deadline says so in the request's attempt context
+/// ([`AttemptContext::cover_deadline`]), and the retry layer above
+/// registers no deadline timer of its own for that attempt: one timer per
+/// request instead of two. `K` says where the context is found:
+/// [`AnyRequest`] (the default) looks for none.
+#[derive(Debug)]
+pub struct TryTimeout<S, K = AnyRequest> {
     inner: S,
     timeout: AttemptTimeout,
+    _find: PhantomData<fn() -> K>,
+}
+
+impl<S: Clone, K> Clone for TryTimeout<S, K> {
+    fn clone(&self) -> Self {
+        TryTimeout { inner: self.inner.clone(), timeout: self.timeout.clone(), _find: PhantomData }
+    }
+}
+
+/// Where a [`TryTimeout`] finds a request's attempt context.
+pub trait FindContext<Req> {
+    /// The context of `req`, if it has one.
+    fn find(req: &Req) -> Option<&AttemptContext>;
+}
+
+/// Requests of any type: no context is looked for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnyRequest;
+
+impl<Req> FindContext<Req> for AnyRequest {
+    #[inline]
+    fn find(_: &Req) -> Option<&AttemptContext> {
+        None
+    }
+}
+
+/// Requests that carry an [`AttemptContext`] (`http::Request`, `WithAttempt`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WithContext;
+
+impl<Req: HasAttemptContext> FindContext<Req> for WithContext {
+    #[inline]
+    fn find(req: &Req) -> Option<&AttemptContext> {
+        req.attempt_context()
+    }
 }
 
 /// A per-try timeout that can be changed while services use it: every
 /// clone sees a [`set`](Self::set) from the next call on.
 #[derive(Debug, Clone)]
-pub struct AttemptTimeout(Arc<AtomicU64>);
+pub struct AttemptTimeout(Arc<Cell>);
+
+#[derive(Debug)]
+struct Cell {
+    nanos: AtomicU64,
+    // Whether the timer may cover the deadline of the retry layer above
+    // (nothing hedges in between); fixed when the stack is built.
+    covers: bool,
+}
 
 /// The stored value meaning "no timeout".
 const UNBOUNDED: u64 = u64::MAX;
@@ -35,7 +86,12 @@ const UNBOUNDED: u64 = u64::MAX;
 impl AttemptTimeout {
     /// A timeout of `timeout` (`None`: unbounded).
     pub fn new(timeout: Option<Duration>) -> Self {
-        let t = AttemptTimeout(Arc::new(AtomicU64::new(UNBOUNDED)));
+        Self::covering(timeout, false)
+    }
+
+    /// The stack's: covers the retry layer's deadline when `covers`.
+    pub(crate) fn covering(timeout: Option<Duration>, covers: bool) -> Self {
+        let t = AttemptTimeout(Arc::new(Cell { nanos: AtomicU64::new(UNBOUNDED), covers }));
         t.set(timeout);
         t
     }
@@ -43,13 +99,13 @@ impl AttemptTimeout {
     /// Changes the timeout for calls made from now on.
     pub fn set(&self, timeout: Option<Duration>) {
         let nanos = timeout.map_or(UNBOUNDED, |t| u64::try_from(t.as_nanos()).unwrap_or(UNBOUNDED - 1));
-        self.0.store(nanos, Ordering::Relaxed);
+        self.0.nanos.store(nanos, Ordering::Relaxed);
     }
 
     /// The timeout now in force.
     #[inline]
     pub fn get(&self) -> Option<Duration> {
-        match self.0.load(Ordering::Relaxed) {
+        match self.0.nanos.load(Ordering::Relaxed) {
             UNBOUNDED => None,
             nanos => Some(Duration::from_nanos(nanos)),
         }
@@ -59,23 +115,34 @@ impl AttemptTimeout {
 impl<S> TryTimeout<S> {
     /// `inner` with calls bounded to `timeout` (`None`: unbounded).
     pub fn new(inner: S, timeout: Option<Duration>) -> Self {
-        TryTimeout { inner, timeout: AttemptTimeout::new(timeout) }
+        Self::shared(inner, AttemptTimeout::new(timeout))
     }
 
     /// `inner` with calls bounded by a timeout that may change.
     pub fn shared(inner: S, timeout: AttemptTimeout) -> Self {
-        TryTimeout { inner, timeout }
+        TryTimeout { inner, timeout, _find: PhantomData }
     }
+}
 
+impl<S> TryTimeout<S, WithContext> {
+    /// The stack's per-try timeout: it covers the deadline of the retry
+    /// layer above if `timeout` was made to.
+    pub(crate) fn covering(inner: S, timeout: AttemptTimeout) -> Self {
+        TryTimeout { inner, timeout, _find: PhantomData }
+    }
+}
+
+impl<S, K> TryTimeout<S, K> {
     /// The wrapped client.
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 }
 
-impl<S, Req> Service<Req> for TryTimeout<S>
+impl<S, K, Req> Service<Req> for TryTimeout<S, K>
 where
     S: Service<Req, Error = BoxError>,
+    K: FindContext<Req>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -88,7 +155,13 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        TryTimeoutFuture { inner: self.inner.call(req), timeout: self.timeout.get(), sleep: None }
+        let timeout = self.timeout.get();
+        // Only a context with a deadline can be covered.
+        let context = match timeout {
+            Some(_) if self.timeout.0.covers => K::find(&req).filter(|c| c.deadline().is_some()).cloned(),
+            _ => None,
+        };
+        TryTimeoutFuture { inner: self.inner.call(req), timeout, timer: Timer::Unarmed { context } }
     }
 }
 
@@ -100,7 +173,16 @@ pub struct TryTimeoutFuture<F> {
     inner: F,
     timeout: Option<Duration>,
     #[pin]
-    sleep: Option<Sleep>,
+    timer: Timer,
+}
+
+/// The timer of a [`TryTimeoutFuture`]: until it is armed, the attempt's
+/// context (to cover its deadline once it is), in the same space.
+#[pin_project(project = TimerProj)]
+#[derive(Debug)]
+enum Timer {
+    Unarmed { context: Option<AttemptContext> },
+    Armed(#[pin] Sleep),
 }
 
 impl<F, T> Future for TryTimeoutFuture<F>
@@ -115,12 +197,25 @@ where
             return Poll::Ready(out);
         }
         let Some(timeout) = *this.timeout else { return Poll::Pending };
-        if this.sleep.is_none() {
-            this.sleep.set(Some(tokio::time::sleep(timeout)));
-        }
-        match this.sleep.as_pin_mut().map(|s| s.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(AttemptTimedOut::new(timeout).into())),
-            _ => Poll::Pending,
+        loop {
+            match this.timer.as_mut().project() {
+                TimerProj::Armed(sleep) => {
+                    return match sleep.poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Err(AttemptTimedOut::new(timeout).into())),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+                TimerProj::Unarmed { context } => {
+                    let context = context.take();
+                    let sleep = tokio::time::sleep(timeout);
+                    if let Some(context) = context {
+                        if context.deadline().is_some_and(|d| sleep.deadline() <= d) {
+                            context.cover_deadline();
+                        }
+                    }
+                    this.timer.set(Timer::Armed(sleep));
+                }
+            }
         }
     }
 }
@@ -142,5 +237,29 @@ mod tests {
         assert_eq!(err.downcast_ref::<AttemptTimedOut>().unwrap().timeout(), Duration::from_millis(100));
         let unbounded = TryTimeout::new(svc.inner, None);
         assert_eq!(unbounded.oneshot(10_000).await.unwrap(), 10_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_ending_the_attempt_by_the_deadline_covers_it() {
+        use ha_core::WithAttempt;
+        let svc = service_fn(|_: WithAttempt<()>| std::future::pending::<Result<(), BoxError>>());
+        let call = |timeout: u64, covers: bool, deadline: Option<u64>| {
+            let svc = TryTimeout::covering(svc, AttemptTimeout::covering(Some(Duration::from_millis(timeout)), covers));
+            let ctx = match deadline {
+                Some(ms) => AttemptContext::with_deadline(ha_core::Instant::now() + Duration::from_millis(ms)),
+                None => AttemptContext::new(),
+            };
+            let mut req = WithAttempt::new(());
+            req.set_attempt_context(ctx.clone());
+            async move {
+                let err = svc.oneshot(req).await.unwrap_err();
+                assert!(err.is::<AttemptTimedOut>());
+                ctx.deadline_covered()
+            }
+        };
+        assert!(call(100, true, Some(100)).await, "ends by the deadline");
+        assert!(!call(101, true, Some(100)).await, "ends after the deadline");
+        assert!(!call(100, false, Some(1000)).await, "a hedge may run above it");
+        assert!(!call(100, true, None).await, "no deadline to cover");
     }
 }
