@@ -64,6 +64,13 @@ impl Backoff {
         Backoff { rng, retries: 0, prev: self.base, started: false, ..self.clone() }
     }
 
+    /// Gives up the immediate first retry: the next delay is the
+    /// exponential one.
+    #[inline]
+    pub(crate) fn skip_immediate(&mut self) {
+        self.started = true;
+    }
+
     /// The delay before the next retry; never above the configured cap.
     /// Zero for the first retry when the config says
     /// [`immediate_first`](BackoffConfig::immediate_first); the exponential

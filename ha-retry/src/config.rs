@@ -49,8 +49,10 @@ pub struct BackoffConfig {
     /// target that failed, and the budget bounds the extra load on the
     /// fleet whatever the timing; waiting would only add latency (Linkerd
     /// and Finagle's requeues retry at once). Later retries wait the
-    /// backoff, which starts at `base`. Set it to false when every attempt
-    /// goes to the same target.
+    /// backoff, which starts at `base`; so does the first when the attempt
+    /// never reached a server (a refused connection is often a zone's, not
+    /// one host's: the wait lets the balancer fail over). Set it to false
+    /// when every attempt goes to the same target.
     pub immediate_first: bool,
     /// The delay before the first retry that waits, before jitter. Default
     /// 25 ms.

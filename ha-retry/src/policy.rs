@@ -93,6 +93,17 @@ impl RetryState {
         self.deadline
     }
 
+    /// The attempt that failed never reached a server (a refused
+    /// connection, an open breaker, no healthy endpoint): the next retry
+    /// waits the backoff even where the first would go at once. A host that
+    /// refuses connections is often not alone (a zone, a rack, a deploy):
+    /// the wait lets the balancer see the outage and fail over, where an
+    /// immediate retry would spend the attempts on its neighbours.
+    #[inline]
+    pub(crate) fn never_sent(&mut self) {
+        self.backoff.skip_immediate();
+    }
+
     /// Decides what follows an attempt that ended at `now` with `outcome`:
     /// the delay before the next attempt, or why there is none. On `Ok` the
     /// attempt number moves on.

@@ -9,7 +9,7 @@ use ha_core::{
     AttemptContext, AttemptTimedOut, BudgetExhausted, DeadlineExceeded, EndpointId, Event, Events, HasAttemptContext,
     Instant, RetriesExhausted, WithAttempt,
 };
-use ha_retry::config::{BudgetConfig, Jitter, RetryConfig};
+use ha_retry::config::{BackoffConfig, BudgetConfig, Jitter, RetryConfig};
 use ha_retry::{RetryBudget, RetryLayer};
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
 
@@ -72,6 +72,33 @@ async fn by_default_the_first_retry_is_sent_at_once_and_the_second_after_the_bac
     assert_eq!(starts.len(), 3);
     assert_eq!(starts[1], t0);
     assert!(starts[2] <= t0 + Duration::from_millis(25), "{:?}", starts[2] - t0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_attempt_that_never_reached_a_server_is_retried_after_the_backoff() {
+    // A refused connection: the balancer needs a moment to see a zone go.
+    let config = RetryConfig {
+        backoff: BackoffConfig { jitter: Jitter::None, ..BackoffConfig::default() },
+        ..RetryConfig::default()
+    };
+    let refused = || -> BoxError { ha_core::NotSent::new("connection refused".into()).into() };
+    let n = Arc::new(AtomicU32::new(0));
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let (count, log) = (n.clone(), starts.clone());
+    let svc = service_fn(move |_req: u32| {
+        log.lock().unwrap().push(Instant::now());
+        let i = count.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if i == 0 {
+                Err(refused())
+            } else {
+                Ok(i)
+            }
+        }
+    });
+    let t0 = Instant::now();
+    assert_eq!(RetryLayer::new(config).unwrap().layer(svc).oneshot(1).await.unwrap(), 1);
+    assert_eq!(starts.lock().unwrap()[1] - t0, Duration::from_millis(25), "the backoff's base, not at once");
 }
 
 #[tokio::test(start_paused = true)]

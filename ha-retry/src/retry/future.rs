@@ -203,6 +203,9 @@ where
                 let backoff = core.backoff.restart(FastRng::new(seed));
                 RetryState::from_backoff(&core.config, backoff, deadline)
             });
+            if result.as_ref().is_err_and(|e| ha_core::error::never_sent(&**e)) {
+                retry.never_sent();
+            }
             // A retryable outcome stops only at the attempt limit or the deadline.
             let Ok(delay) = retry.on_outcome(now, outcome) else {
                 return Poll::Ready(gave_up(result, retry.attempt()));
