@@ -89,10 +89,11 @@ impl Ejections {
         if let Some(e) = snap.tuning.detector.try_eject(&hosts, idx, now_ns, EjectionReason::ConsecutiveFailures) {
             self.report(endpoint, e, now_ns, events);
             snap.plan.mark_stale();
-        } else if !snap.tuning.detector.failure_shared(&hosts, idx, now_ns) {
-            // Refused by the cap or the panic threshold: failing on its own
-            // all the same, since the first crossing. (A failure its peers
-            // share is the fleet's, not an outage of this endpoint.)
+        } else if !endpoint.health.is_ejected(now_ns) && !snap.tuning.detector.failure_shared(&hosts, idx, now_ns) {
+            // Refused by the cap or the panic threshold (not merely ejected
+            // already: failures of requests in flight still arrive): failing
+            // on its own all the same, since the first crossing. (A failure
+            // its peers share is the fleet's, not an outage of this endpoint.)
             let _ = endpoint.failing_since_ns.compare_exchange(0, now_ns.max(1), Ordering::Relaxed, Ordering::Relaxed);
         }
     }

@@ -172,8 +172,9 @@ impl<K, S> Shared<K, S> {
         pick::pick_available(snap, req, rng, &self.in_flight).map(|s| (s, false))
     }
 
-    /// Counts a finished request. Reads the clock only when an ejection
-    /// needs a time stamp and the caller has none.
+    /// Counts a finished request. Reads the clock only on the failure path
+    /// (an ejection's time stamp, a gate that opened, a return to service)
+    /// and when the caller has no reading.
     pub(crate) fn on_outcome(&self, endpoint: &EndpointState<S>, outcome: Outcome, now: Option<Instant>) {
         if !outcome.counts() {
             return;
@@ -182,7 +183,7 @@ impl<K, S> Shared<K, S> {
         if failed {
             endpoint.counters.failures.fetch_add(1, Ordering::Relaxed);
             if endpoint.health.advisory_gate_unjudged() {
-                self.gate_may_have_closed(endpoint, now);
+                self.gate_may_have_opened(endpoint, now);
             }
         } else {
             endpoint.counters.successes.fetch_add(1, Ordering::Relaxed);
@@ -204,7 +205,7 @@ impl<K, S> Shared<K, S> {
     /// endpoint idle until the plan's next refresh (up to `tiers.refresh`,
     /// while its peers shed the load it would have served).
     #[cold]
-    fn gate_may_have_closed(&self, endpoint: &EndpointState<S>, now: Option<Instant>) {
+    fn gate_may_have_opened(&self, endpoint: &EndpointState<S>, now: Option<Instant>) {
         if !endpoint.health.gate_admits(now.unwrap_or_else(Instant::now)) {
             self.table.snapshot().plan.mark_stale();
         }

@@ -155,22 +155,25 @@ impl ProbeCycle {
     }
 
     /// The indirect phase went out, with `expected_nacks` helpers asked to
-    /// nack; queues the stream check of the target.
-    pub(crate) fn indirect_sent(&mut self, expected_nacks: u32) {
-        let Some(p) = &mut self.probe else { return };
+    /// nack; queues the stream check of the target (true when that dropped
+    /// an older one).
+    pub(crate) fn indirect_sent(&mut self, expected_nacks: u32) -> bool {
+        let Some(p) = &mut self.probe else { return false };
         p.indirect_sent = true;
         p.expected_nacks = expected_nacks;
         let check = StreamCheck { to: p.addr, seq: p.seq };
-        self.check(check);
+        self.check(check)
     }
 
     /// Queues a stream check the driver has not taken yet; the oldest goes
-    /// when too many wait.
-    pub(crate) fn check(&mut self, check: StreamCheck) {
-        if self.stream_checks.len() >= MAX_QUEUED_CHECKS {
+    /// when too many wait (true then, for the caller to count).
+    pub(crate) fn check(&mut self, check: StreamCheck) -> bool {
+        let dropped = self.stream_checks.len() >= MAX_QUEUED_CHECKS;
+        if dropped {
             self.stream_checks.pop_front();
         }
         self.stream_checks.push_back(check);
+        dropped
     }
 
     /// Ends and returns the probe whose deadline has come at `now`.

@@ -84,10 +84,12 @@ pub struct Counters {
     pub name_conflicts: u64,
     /// TCP connections refused or closed because too many were open.
     pub dropped_connections: u64,
-    /// Probes whose target refused a stream connection: nothing listens at
-    /// its address, so it is suspected (or confirmed) without a last call.
+    /// Stream checks refused (nothing listens at the member's address): of
+    /// a probe's target, suspected at once without a last call, or of a
+    /// suspect, whose timer shrank.
     pub refused_probes: u64,
-    /// Stream checks the driver did not try: too many were in flight.
+    /// Stream checks dropped: too many waited in the core's queue, or ran
+    /// in the driver at once.
     pub dropped_checks: u64,
     /// TCP accept errors (the listener backs off after each).
     pub accept_errors: u64,
@@ -442,14 +444,17 @@ impl Swim {
     /// unless its probe is still waiting for an answer, or its member is
     /// still suspected here.
     pub fn stream_refused(&mut self, now: Instant, check: StreamCheck) {
-        let wait = self.scale(self.cfg.probe_interval);
+        // Without Lifeguard no check pings tell a suspect of its suspicion,
+        // so its timer keeps its length (a member behind a firewall that
+        // rejects only streams could not refute in time).
+        let wait = self.cfg.lifeguard.then(|| self.scale(self.cfg.probe_interval));
         let Some(p) = self.probing.answered(check.seq) else {
             // A suspect's check: the timer shrinks, nothing is gossiped.
             let suspect = (1..self.table.len())
                 .map(|i| &self.table.at(i).member)
                 .find(|m| m.addr == check.to && m.state == MemberState::Suspect)
                 .map(|m| m.name.clone());
-            if suspect.is_some_and(|name| self.suspicions.refused(&name, now, wait)) {
+            if suspect.is_some_and(|name| wait.is_none_or(|wait| self.suspicions.refused(&name, now, wait))) {
                 self.counters.refused_probes += 1;
             }
             return;
@@ -462,7 +467,9 @@ impl Swim {
             self.counters.suspicions += 1;
         }
         self.apply_suspect(now, name.clone(), inc, self.me.clone());
-        self.suspicions.refused(&name, now, wait);
+        if let Some(wait) = wait {
+            self.suspicions.refused(&name, now, wait);
+        }
     }
 
     /// The next member to run a push-pull state sync with: send it
@@ -621,7 +628,8 @@ impl Swim {
             }
             // And once more directly, in case only the first ping or its ack was lost.
             self.send(addr, &[Message::Ping { seq, target: target.clone(), from: self.me.clone() }]);
-            self.probing.indirect_sent(if nack { helpers.len() as u32 } else { 0 });
+            let dropped = self.probing.indirect_sent(if nack { helpers.len() as u32 } else { 0 });
+            self.counters.dropped_checks += u64::from(dropped);
         }
         if let Some(p) = self.probing.expire(now) {
             if !p.on_last_call() {
@@ -1143,7 +1151,8 @@ impl Swim {
                     // verdict that follows the suspicion misses us, a refusal
                     // still ends our timer within a probe interval.
                     let seq = self.probing.next_seq();
-                    self.probing.check(StreamCheck { to: member.addr, seq });
+                    let dropped = self.probing.check(StreamCheck { to: member.addr, seq });
+                    self.counters.dropped_checks += u64::from(dropped);
                 }
                 self.suspicions.start(name.clone(), suspicion);
                 self.emit(MembershipEvent::Suspected(member));

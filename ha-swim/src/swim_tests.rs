@@ -230,7 +230,8 @@ fn suspicion_to_death(refused: bool) -> (Duration, u64) {
     }
     let (mut suspected, mut died) = (None, None);
     let step = Duration::from_millis(10);
-    while died.is_none() && net.now < net.nodes[0].poll_timeout() + Duration::from_secs(60) {
+    let end = net.now + Duration::from_secs(60);
+    while died.is_none() && net.now < end {
         let t = net.now + step;
         net.run_until(t);
         for (i, e) in net.drain_events() {
