@@ -175,7 +175,9 @@ pub(crate) struct EndpointState<S> {
     /// prior (`default_rtt`): the next plan recount that knows its tier's
     /// warm latency starts it there instead (`planner::hold_cold_ramps`),
     /// so that it is priced like its peers, neither cheaper nor dearer,
-    /// until it answers. Until then it is never judged cold.
+    /// until it answers. Until then it is never judged cold. Its first
+    /// successful answer clears it too, so a real estimate is never
+    /// overwritten by a borrowed one.
     pub(crate) fresh: AtomicBool,
     /// Nanoseconds since the balancer's epoch when a run of consecutive
     /// failures crossed the threshold and its ejection was refused by the

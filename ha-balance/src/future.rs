@@ -83,6 +83,10 @@ impl<K, S> InFlightRequest<K, S> {
                 }
                 if latency {
                     self.slot.ewma.observe(now, rtt);
+                    // Its own answer: the estimate is no longer one to borrow.
+                    if !failed && self.slot.fresh.load(Ordering::Relaxed) {
+                        self.slot.fresh.store(false, Ordering::Relaxed);
+                    }
                 }
             }
         }
