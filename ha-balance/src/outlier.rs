@@ -52,6 +52,11 @@ const SHARED_FACTOR: f64 = 2.0;
 /// A peer's counts of the current interval say something once they hold
 /// this many outcomes.
 const PEER_VOLUME: u64 = 20;
+/// A peer's recent rate says something once it has seen this many outcomes.
+const PEER_MIN_OUTCOMES: u32 = 4;
+/// Outcomes are counted up to this many: past it the recent rate's start
+/// from zero no longer matters (`(31/32)^128` is under 2%).
+const OUTCOMES_CAP: u32 = 128;
 
 /// Per-endpoint counters of the detector.
 #[derive(Debug, Default)]
@@ -61,8 +66,12 @@ pub(crate) struct OutlierState {
     interval_failed: AtomicU64,
     /// Ejections not yet forgiven: the multiplier of the next ejection time.
     multiplier: AtomicU32,
-    /// Failure rate over about the last 16 outcomes, scaled to `RATE_ONE`.
+    /// Failure rate over about the last 32 outcomes, scaled to `RATE_ONE`.
     recent_failure: AtomicU32,
+    /// Outcomes `recent_failure` has seen, up to `OUTCOMES_CAP`: the rate
+    /// starts at zero, so over its first outcomes it must be scaled up to
+    /// say what they said.
+    outcomes: AtomicU32,
     /// The current ejection ends early when a probe succeeds.
     probing: AtomicBool,
     /// Probes failed since the ejection: the spacing of the next one doubles with each.
@@ -77,15 +86,31 @@ impl OutlierState {
         f64::from(self.recent_failure.load(Ordering::Relaxed)) / f64::from(RATE_ONE)
     }
 
+    /// The recent failure rate corrected for its start from zero (as Adam
+    /// corrects its moments): over the first outcomes, their plain failure
+    /// share. `None` before `PEER_MIN_OUTCOMES` outcomes. Without it, a
+    /// fleet that starts shedding at once looks healthy for its first
+    /// outcomes, just when one endpoint's first run of failures is judged.
+    fn estimated_failure_rate(&self) -> Option<f64> {
+        let n = self.outcomes.load(Ordering::Relaxed);
+        if n < PEER_MIN_OUTCOMES {
+            return None;
+        }
+        let weight = 1.0 - (1.0 - 1.0 / f64::from(1u32 << RATE_SHIFT)).powi(n.min(OUTCOMES_CAP) as i32);
+        Some((self.recent_failure_rate() / weight).min(1.0))
+    }
+
     /// The failure rate as a peer: the larger of the recent rate (quick to
     /// see a fleet start failing at once) and the current interval's (less
-    /// noisy once it holds enough outcomes).
-    fn peer_failure_rate(&self) -> f64 {
+    /// noisy once it holds enough outcomes). `None` for a peer that has
+    /// seen too little to say.
+    fn peer_failure_rate(&self) -> Option<f64> {
         let ok = self.interval_ok.load(Ordering::Relaxed);
         let failed = self.interval_failed.load(Ordering::Relaxed);
-        let recent = self.recent_failure_rate();
+        let recent = self.estimated_failure_rate();
         if ok + failed >= PEER_VOLUME {
-            recent.max(failed as f64 / (ok + failed) as f64)
+            let interval = failed as f64 / (ok + failed) as f64;
+            Some(recent.map_or(interval, |r| r.max(interval)))
         } else {
             recent
         }
@@ -101,6 +126,11 @@ impl OutlierState {
 
     #[inline]
     fn observe_rate(&self, failed: bool) {
+        // A healthy endpoint's usual case once warm: one load, nothing written.
+        let n = self.outcomes.load(Ordering::Relaxed);
+        if n < OUTCOMES_CAP {
+            self.outcomes.fetch_add(1, Ordering::Relaxed);
+        }
         let mut cur = self.recent_failure.load(Ordering::Relaxed);
         loop {
             let next = if failed { cur + ((RATE_ONE - cur) >> RATE_SHIFT) } else { cur - (cur >> RATE_SHIFT) };
@@ -234,6 +264,7 @@ impl Detector {
             state.probe_failures.store(0, Ordering::Relaxed);
             state.consecutive.store(0, Ordering::Release);
             state.recent_failure.store(0, Ordering::Relaxed);
+            state.outcomes.store(0, Ordering::Relaxed);
             return ProbeVerdict::Readmitted;
         }
         let failed = state.probe_failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
@@ -279,7 +310,8 @@ impl Detector {
     /// on it judged a shared overload, not a bad endpoint.
     pub(crate) fn failure_shared(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
         let peer_rate = peer_failure_rate(hosts, idx, now_ns);
-        let own = hosts[idx].outlier.recent_failure_rate();
+        let own =
+            hosts[idx].outlier.estimated_failure_rate().unwrap_or_else(|| hosts[idx].outlier.recent_failure_rate());
         peer_rate.is_some_and(|p| p > self.cfg.max_peer_failure_rate && own < SHARED_FACTOR * p)
     }
 
@@ -427,7 +459,7 @@ fn peer_failure_rate(hosts: &[Host<'_>], idx: usize, now_ns: u64) -> Option<f64>
         .iter()
         .enumerate()
         .filter(|(i, h)| *i != idx && !h.health.is_ejected(now_ns))
-        .map(|(_, h)| h.outlier.peer_failure_rate())
+        .filter_map(|(_, h)| h.outlier.peer_failure_rate())
         .collect();
     lower_median(&mut peers)
 }
@@ -707,6 +739,35 @@ mod judgement_tests {
         let h = hosts(&f);
         for s in &f.0[1..] {
             feed(&d, s, 200, 0);
+        }
+        assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some());
+    }
+
+    #[test]
+    fn a_fleet_shedding_from_its_first_requests_ejects_nobody() {
+        // The first handful of outcomes of a fleet that sheds 40% from the
+        // start: the peers' rates must already say so (on the raw recent
+        // rate, which starts at zero, they read about 0.1).
+        let d = Detector::new(consecutive_only());
+        let f = fleet(5);
+        let h = hosts(&f);
+        for s in &f.0[1..] {
+            for failed in [true, false, true, false, false, true, false, false] {
+                d.record_own(s, failed);
+            }
+        }
+        for _ in 0..5 {
+            d.record_own(&f.0[0], true);
+        }
+        assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_none());
+        // Peers that have seen almost nothing say nothing: a crash at start is still ejected.
+        let f = fleet(5);
+        let h = hosts(&f);
+        for s in &f.0[1..] {
+            d.record_own(s, true);
+        }
+        for _ in 0..5 {
+            d.record_own(&f.0[0], true);
         }
         assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some());
     }
