@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::hash::Hash;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -171,6 +172,10 @@ where
         let request = Request { now, now_ns, tried: req.attempt_context(), hash };
         match core.pick(snap, &request, &mut self.rng) {
             Some((slot, probe)) => {
+                if let Some(ctx) = request.tried {
+                    let tried = ctx.tried_count() as u32 + u32::from(!ctx.was_tried(slot.id));
+                    ctx.set_untried(snap.plan.available_all.load(Ordering::Relaxed).saturating_sub(tried));
+                }
                 let slot = slot.clone();
                 ResponseFuture::dispatch(core.clone(), slot, probe, req, now, hash, self.classifier.clone())
             }

@@ -50,6 +50,8 @@ async fn a_retry_never_goes_back_to_an_endpoint_it_tried_while_another_exists() 
                 let who = b.ready().await.unwrap().call(r).await.unwrap();
                 assert!(!seen.contains(&who), "{picker:?}: {who} twice in {seen:?}");
                 seen.push(who);
+                // What a retry layer above reads to send its next attempt at once.
+                assert_eq!(ctx.untried(), 2 - attempt, "{picker:?}: endpoints left untried");
             }
             // Each pick is recorded in the shared history.
             let ids: Vec<EndpointId> = seen.iter().map(EndpointId::from_key).collect();

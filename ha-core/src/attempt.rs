@@ -72,6 +72,8 @@ struct Shared {
     deadline: Option<Instant>,
     // The attempt whose own timeout ends it by the deadline (0: none).
     covered: AtomicU32,
+    // Endpoints available and not yet tried, as the last pick counted them.
+    untried: AtomicU32,
 }
 
 impl Shared {
@@ -81,6 +83,7 @@ impl Shared {
             len: AtomicUsize::new(0),
             deadline,
             covered: AtomicU32::new(0),
+            untried: AtomicU32::new(0),
         }
     }
 }
@@ -138,6 +141,7 @@ mod recycle {
         let Some(s) = Arc::get_mut(&mut shared) else { return };
         *s.len.get_mut() = 0;
         *s.covered.get_mut() = 0;
+        *s.untried.get_mut() = 0;
         for slot in &mut s.tried {
             *slot.get_mut() = 0;
         }
@@ -238,6 +242,22 @@ impl AttemptContext {
         let n = self.shared().len.load(Ordering::Acquire).min(MAX_TRIED);
         // A slot claimed but not yet written reads as zero and is skipped.
         self.shared().tried[..n].iter().filter_map(|c| NonZeroU64::new(c.load(Ordering::Acquire)).map(EndpointId))
+    }
+
+    /// Records, from the balancer that picked this attempt's endpoint, how
+    /// many available endpoints this request has still not tried. A retry
+    /// layer above sends a retry at once while one is left (it goes to a
+    /// server that has not just failed it) and waits its backoff once the
+    /// request would go back to one.
+    pub fn set_untried(&self, n: u32) {
+        self.shared().untried.store(n, Ordering::Relaxed);
+    }
+
+    /// Available endpoints this request has not tried, as the balancer
+    /// counted them at its last pick ([`set_untried`](Self::set_untried));
+    /// 0 when no balancer said.
+    pub fn untried(&self) -> u32 {
+        self.shared().untried.load(Ordering::Relaxed)
     }
 
     /// How many endpoints were recorded (concurrent records of one endpoint

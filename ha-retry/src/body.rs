@@ -436,6 +436,10 @@ impl<B: Body> Replay<Request<ReplayBody<B>>> for HttpReplayed {
     fn deadline_covered(&self, kept: &Self::Request) -> bool {
         kept.body().stashed.as_ref().or_else(|| kept.attempt_context()).is_some_and(AttemptContext::deadline_covered)
     }
+
+    fn untried_left(&self, kept: &Self::Request) -> bool {
+        kept.body().stashed.as_ref().or_else(|| kept.attempt_context()).is_some_and(|c| c.untried() > 0)
+    }
 }
 
 /// A copy of `req` to keep for a later attempt.
@@ -493,6 +497,10 @@ impl<B: Body> Replay<Request<B>> for HttpReplay {
 
     fn deadline_covered(&self, kept: &Self::Request) -> bool {
         HttpReplayed.deadline_covered(kept)
+    }
+
+    fn untried_left(&self, kept: &Self::Request) -> bool {
+        HttpReplayed.untried_left(kept)
     }
 }
 

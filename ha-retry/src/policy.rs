@@ -53,6 +53,8 @@ pub struct RetryState {
     backoff: Backoff,
     max_retry_after: Duration,
     deadline: Option<Instant>,
+    // The next retry goes at once: see `untried_endpoint_left`.
+    go_now: bool,
 }
 
 impl RetryState {
@@ -80,6 +82,7 @@ impl RetryState {
             backoff,
             max_retry_after: config.max_retry_after,
             deadline,
+            go_now: false,
         }
     }
 
@@ -104,6 +107,19 @@ impl RetryState {
         self.backoff.skip_immediate();
     }
 
+    /// The failed attempt reached a server, and the request has an
+    /// available endpoint it has not tried: the next retry goes there at
+    /// once (unless the server asked for a wait), as a retry to a server
+    /// that has not just failed it adds no load to the one that did. The
+    /// budget bounds how many such retries the fleet gets. The backoff
+    /// applies once the request would go back to an endpoint it tried (its
+    /// immediate first retry is spent here).
+    #[inline]
+    pub(crate) fn untried_endpoint_left(&mut self) {
+        self.backoff.skip_immediate();
+        self.go_now = true;
+    }
+
     /// Decides what follows an attempt that ended at `now` with `outcome`:
     /// the delay before the next attempt, or why there is none. On `Ok` the
     /// attempt number moves on.
@@ -116,7 +132,7 @@ impl RetryState {
         if self.attempt >= self.max_attempts {
             return Err(Stop::MaxAttempts);
         }
-        let mut delay = self.backoff.next_delay();
+        let mut delay = if std::mem::take(&mut self.go_now) { Duration::ZERO } else { self.backoff.next_delay() };
         if let Some(asked) = retry_after {
             delay = delay.max(asked.min(self.max_retry_after));
         }

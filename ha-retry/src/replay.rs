@@ -77,6 +77,16 @@ pub trait Replay<Req> {
         let _ = kept;
         false
     }
+
+    /// Whether the balancer below counted an available endpoint the request
+    /// `kept` was copied from has not tried yet
+    /// ([`AttemptContext::untried`]): its retry then goes at once, to a
+    /// server that has not just failed it. Default: never (the backoff
+    /// decides).
+    fn untried_left(&self, kept: &Self::Request) -> bool {
+        let _ = kept;
+        false
+    }
 }
 
 /// Copies `Req: Clone` requests as they are; see the [module docs](self).
@@ -143,6 +153,10 @@ impl<Req: Clone + HasAttemptContext> Replay<Req> for Tracked {
 
     fn deadline_covered(&self, kept: &Req) -> bool {
         kept.attempt_context().is_some_and(AttemptContext::deadline_covered)
+    }
+
+    fn untried_left(&self, kept: &Req) -> bool {
+        kept.attempt_context().is_some_and(|c| c.untried() > 0)
     }
 }
 

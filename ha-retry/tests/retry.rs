@@ -219,6 +219,39 @@ async fn a_deadline_carried_by_the_request_is_honoured() {
     assert!(starts.lock().unwrap().is_empty());
 }
 
+/// When each attempt of a request that always fails starts, from the
+/// first, as a balancer below reports `untried(attempt)` endpoints left.
+async fn attempt_starts(untried: fn(u32) -> u32) -> Vec<Duration> {
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let log = starts.clone();
+    let svc = service_fn(move |req: WithAttempt<u32>| {
+        let ctx = req.attempt_context().cloned().unwrap();
+        ctx.set_untried(untried(ctx.attempt()));
+        log.lock().unwrap().push(Instant::now());
+        async move { Err::<u32, BoxError>("overloaded".into()) }
+    });
+    let config = RetryConfig {
+        max_attempts: 4,
+        backoff: BackoffConfig { jitter: Jitter::None, ..BackoffConfig::default() },
+        ..RetryConfig::default()
+    };
+    let layer = RetryLayer::builder(config).track_attempts().build().unwrap();
+    let t0 = Instant::now();
+    assert!(layer.layer(svc).oneshot(WithAttempt::new(5)).await.is_err());
+    let starts = starts.lock().unwrap();
+    starts.iter().map(|&t| t - t0).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_go_at_once_while_the_balancer_has_an_endpoint_the_request_has_not_tried() {
+    let ms = Duration::from_millis;
+    // Three endpoints: the two retries to the others go at once; going back
+    // to one already tried waits the backoff's base (25 ms).
+    assert_eq!(attempt_starts(|a| 3u32.saturating_sub(a)).await, vec![ms(0), ms(0), ms(0), ms(25)]);
+    // One endpoint: the first retry at once (`immediate_first`), then the backoff.
+    assert_eq!(attempt_starts(|_| 0).await, vec![ms(0), ms(0), ms(25), ms(75)]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn each_retry_is_the_next_attempt_and_sees_the_endpoints_tried() {
     let seen = Arc::new(Mutex::new(Vec::new()));

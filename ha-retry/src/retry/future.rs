@@ -205,6 +205,8 @@ where
             });
             if result.as_ref().is_err_and(|e| ha_core::error::never_sent(&**e)) {
                 retry.never_sent();
+            } else if this.kept.as_ref().is_some_and(|k| parts.replay.untried_left(k)) {
+                retry.untried_endpoint_left();
             }
             // A retryable outcome stops only at the attempt limit or the deadline.
             let Ok(delay) = retry.on_outcome(now, outcome) else {
