@@ -159,7 +159,11 @@ pub struct RetryConfig {
     /// The backoff between attempts.
     pub backoff: BackoffConfig,
     /// The longest server-requested `Retry-After` delay honoured: a longer
-    /// one is shortened to this. Default 10 s.
+    /// one is shortened to this. Default 10 s. A Retry-After (or gRPC
+    /// pushback) is the answering server's: it delays a retry that goes back
+    /// to an endpoint the request tried (the only one, or all of them), not
+    /// one the balancer below sends to an endpoint the request has not
+    /// tried ([`AttemptContext::untried`](ha_core::AttemptContext::untried)).
     #[serde(with = "ha_core::config::duration")]
     pub max_retry_after: Duration,
     /// The budget retries draw on (ignored when a shared budget is given to

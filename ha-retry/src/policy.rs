@@ -109,8 +109,9 @@ impl RetryState {
 
     /// The failed attempt reached a server, and the request has an
     /// available endpoint it has not tried: the next retry goes there at
-    /// once (unless the server asked for a wait), as a retry to a server
-    /// that has not just failed it adds no load to the one that did. The
+    /// once, as a retry to a server that has not just failed it adds no
+    /// load to the one that did (and a Retry-After the failed one sent is
+    /// about itself, not about the others). The
     /// budget bounds how many such retries the fleet gets. The backoff
     /// applies once the request would go back to an endpoint it tried (its
     /// immediate first retry is spent here).
@@ -132,10 +133,15 @@ impl RetryState {
         if self.attempt >= self.max_attempts {
             return Err(Stop::MaxAttempts);
         }
-        let mut delay = if std::mem::take(&mut self.go_now) { Duration::ZERO } else { self.backoff.next_delay() };
-        if let Some(asked) = retry_after {
-            delay = delay.max(asked.min(self.max_retry_after));
-        }
+        // A Retry-After is the answering server's: it delays a retry that
+        // would go back to a server the request tried, not one to a server
+        // that has not answered it.
+        let delay = if std::mem::take(&mut self.go_now) {
+            Duration::ZERO
+        } else {
+            let backoff = self.backoff.next_delay();
+            retry_after.map_or(backoff, |asked| backoff.max(asked.min(self.max_retry_after)))
+        };
         if let Some(deadline) = self.deadline {
             // The next attempt must have time to run: starting it at the deadline is pointless.
             if now + delay >= deadline {

@@ -461,6 +461,22 @@ mod http {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_retry_after_delays_only_a_retry_that_goes_back_to_a_server_tried() {
+        // The balancer below says another endpoint is untried: the retry goes
+        // there at once, whatever the 503's Retry-After said of its own server.
+        let (inner, log) = server(2, true, Some("2"));
+        let svc = service_fn(move |req: Req| {
+            req.attempt_context().unwrap().set_untried(1);
+            inner.clone().oneshot(req)
+        });
+        let layer = RetryLayer::http(config()).unwrap();
+        let t0 = Instant::now();
+        assert_eq!(layer.layer(svc).oneshot(put(chunks(&["a"]))).await.unwrap().status(), 200);
+        assert_eq!(Instant::now() - t0, Duration::ZERO);
+        assert_eq!(log.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn classifier_sees_http_statuses() {
         // A 404 is the caller's mistake: a success as far as retries go.
         let svc = service_fn(|_req: Req| async {
