@@ -157,7 +157,7 @@ async fn a_request_in_flight_finishes_under_the_config_it_started_with() {
 #[tokio::test(start_paused = true)]
 async fn a_shared_budget_is_left_to_its_owner() {
     let t0 = Instant::now();
-    let cfg = BudgetConfig { ratio: 0.5, min_per_second: 1, ttl: Duration::from_secs(10), ..BudgetConfig::default() };
+    let cfg = BudgetConfig { ratio: 0.5, min_per_second: 1, ..BudgetConfig::default() };
     let budget = RetryBudget::builder(cfg).start(t0).build().unwrap();
     let layer = RetryLayer::builder(retry_config(3)).budget(budget.clone()).build().unwrap();
     let mut other = retry_config(3);

@@ -309,9 +309,8 @@ async fn the_budget_bounds_retries_and_says_so() {
 #[tokio::test(start_paused = true)]
 async fn the_budget_ratio_holds_under_a_full_outage() {
     // 20% of requests, no floor: 160 failing requests earn 32 retries. (A service
-    // deposits its requests in batches of 32, so a multiple of 32 is all credited.
-    // The window outlasts the run, so every deposit still counts at the end.)
-    let budget_cfg = BudgetConfig { min_per_second: 0, ttl: Duration::from_secs(10), ..BudgetConfig::default() };
+    // deposits its requests in batches of 32, so a multiple of 32 is all credited.)
+    let budget_cfg = BudgetConfig { min_per_second: 0, ..BudgetConfig::default() };
     let (svc, starts) = scripted(|_| (Duration::ZERO, Err("down")));
     let layer = RetryLayer::new(RetryConfig { budget: budget_cfg, max_attempts: 10, ..config() }).unwrap();
     let mut svc = layer.layer(svc);

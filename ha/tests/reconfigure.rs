@@ -174,8 +174,6 @@ async fn budget_and_breaker_thresholds_change_and_an_invalid_config_changes_noth
     let mut config = Config::default();
     config.balance.picker = Picker::RoundRobin;
     config.balance.outlier = lax_outlier();
-    // A window longer than the run, so the balance measures every deposit.
-    config.retry.budget.ttl = Duration::from_secs(10);
     let stack = stack(&fleet, config.clone());
     let budget = |s: &TestStack| s.budget().stats(Instant::now()).available;
 
