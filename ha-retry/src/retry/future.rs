@@ -230,8 +230,9 @@ where
 
 /// Whether the timer, armed for `at`, is the request's deadline, and a
 /// timer below ends the attempt in flight (whose copy is `kept`) by then.
-#[cold]
-#[inline(never)]
+/// Asked on every poll that finds the attempt pending (the usual path of a
+/// stack without hedging), so it is inlined, not kept out of line as cold.
+#[inline]
 fn covered<Req, P: Replay<Req>>(
     replay: &P,
     deadline: Option<Instant>,
