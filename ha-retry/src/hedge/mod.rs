@@ -188,6 +188,7 @@ where
         let now = Instant::now();
         if core.deposit {
             self.deposits.count(&core.budget, now);
+            self.deposits.read_at(Some(now));
         }
         let req = self.replay.prepare(req, None);
         let info = self.classifier.request_info(&req);

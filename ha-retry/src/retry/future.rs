@@ -40,7 +40,10 @@ where
     info: Option<C::RequestInfo>,
     // Seeds the backoff, which is built only when a first retry is considered.
     seed: u64,
-    retry: Option<RetryState>,
+    // Boxed: made only once a first retry is considered, and inline it
+    // would pad every request's future (moved by each layer above before it
+    // is pinned) by its size.
+    retry: Option<Box<RetryState>>,
     _req: PhantomData<fn(Req)>,
 }
 
@@ -201,7 +204,7 @@ where
             let (seed, deadline) = (*this.seed, parts.deadline);
             let retry = this.retry.get_or_insert_with(|| {
                 let backoff = core.backoff.restart(FastRng::new(seed));
-                RetryState::from_backoff(&core.config, backoff, deadline)
+                Box::new(RetryState::from_backoff(&core.config, backoff, deadline))
             });
             if result.as_ref().is_err_and(|e| ha_core::error::never_sent(&**e)) {
                 retry.never_sent();
@@ -243,8 +246,8 @@ fn covered<Req, P: Replay<Req>>(
 }
 
 /// The attempt in flight: the first until a retry state exists.
-fn attempt(retry: &Option<RetryState>) -> u32 {
-    retry.as_ref().map_or(1, RetryState::attempt)
+fn attempt(retry: &Option<Box<RetryState>>) -> u32 {
+    retry.as_deref().map_or(1, RetryState::attempt)
 }
 
 impl<S, C, P, Req> fmt::Debug for ResponseFuture<S, C, P, Req>

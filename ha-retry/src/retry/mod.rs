@@ -212,6 +212,7 @@ where
             self.deposits.count(&core.budget, &mut clock);
         }
         let expired = deadline.is_some_and(|d| d <= clock());
+        self.deposits.read_at(now);
         let seed = self.rng.next_u64();
         let core = Lease::of(shared);
         let (classifier, replay, service) = (self.classifier.clone(), self.replay.clone(), self.inner.clone());
