@@ -169,7 +169,7 @@ where
                     let now = Instant::now();
                     *this.per_try_on_pending = false;
                     this.timer.as_mut().arm(attempt_deadline(core.config.per_try_timeout, now, parts.deadline));
-                    let fut = parts.service.call(req);
+                    let fut = ha_core::time::lend(now, || parts.service.call(req));
                     this.state.set(State::Called { fut });
                     continue;
                 }
