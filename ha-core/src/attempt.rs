@@ -304,8 +304,9 @@ impl<B> HasAttemptContext for http::Request<B> {
 /// request's only extension, takes the extensions map out of the request
 /// and keeps it on a small per-thread free list, where
 /// [`HasAttemptContext::set_attempt_context`] on the next request of this
-/// thread finds it. A request otherwise pays for a map of its own (two
-/// allocations) just to carry its context down the stack.
+/// thread finds it. A request otherwise pays for a map of its own (three
+/// allocations: the map, its table and the boxed context) just to carry its
+/// context down the stack.
 ///
 /// A request with other extensions keeps them all, its context included.
 ///
