@@ -164,8 +164,9 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let core = &self.core;
         // The one clock reading of this call: selection, EWMA decay, slow
-        // start, ejection expiry and the latency's start all share it.
-        let now = Instant::now();
+        // start, ejection expiry and the latency's start all share it. A
+        // retry layer above lends the one it took a moment ago.
+        let now = ha_core::time::lent().unwrap_or_else(Instant::now);
         let now_ns = core.clock().ns(now);
         let hash = self.hash_key.as_ref().and_then(|f| f(&req));
         let snap = core.table().current(&mut self.cached);

@@ -459,3 +459,24 @@ async fn an_advisory_veto_of_an_endpoint_failing_alike_is_set_aside_at_once() {
     }
     assert!(backends[0].hits() >= hits + 2, "a is still picked: {} more", backends[0].hits() - hits);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reading_lent_by_the_caller_is_the_picks_time() {
+    // A caller that read the clock 2 s ago (a retry layer lends its reading
+    // to the call it makes at once; this one is stale on purpose, to see it
+    // used): the answer's latency counts from it.
+    let mut lent = build(Picker::P2cPeakEwma, &[backend("a")]);
+    let lent_at = ha_core::Instant::now();
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let fut = ha_core::time::lend(lent_at, || lent.call(req(0)));
+    assert_eq!(fut.await.unwrap(), "a");
+    let latency = lent.endpoint_stats()[0].latency;
+    assert!(latency >= Duration::from_millis(1900), "latency {latency:?} counted from the lent reading");
+
+    // Nothing lent: the balancer reads the clock, and an answer at once is
+    // no slower than the estimate it starts from.
+    let mut own = build(Picker::P2cPeakEwma, &[backend("b")]);
+    let before = own.endpoint_stats()[0].latency;
+    own.call(req(0)).await.unwrap();
+    assert!(own.endpoint_stats()[0].latency <= before);
+}

@@ -298,9 +298,97 @@ impl<B> HasAttemptContext for http::Request<B> {
         self.extensions().get::<AttemptContext>()
     }
 
+    /// Puts the context in the request's extensions. A request with none
+    /// takes a map a transport adapter gave back
+    /// ([`release_extensions`]) on this thread, if there is one, so that
+    /// no allocation is made for it.
     fn set_attempt_context(&mut self, ctx: AttemptContext) {
-        self.extensions_mut().insert(ctx);
+        let extensions = self.extensions_mut();
+        if extensions.is_empty() {
+            if let Some(spare) = spare::take() {
+                *extensions = spare;
+            }
+        }
+        match extensions.get_mut::<AttemptContext>() {
+            Some(slot) => *slot = ctx,
+            None => {
+                extensions.insert(ctx);
+            }
+        }
     }
+}
+
+/// Called by a transport adapter on a request it is about to hand to a
+/// client that does not read the attempt context (the context's readers, a
+/// balancer and a per-try timeout, are above it): when the context is the
+/// request's only extension, takes the extensions map out of the request
+/// and keeps it on a small per-thread free list, where
+/// [`HasAttemptContext::set_attempt_context`] on the next request of this
+/// thread finds it. A request otherwise pays for a map of its own (three
+/// allocations: the map, its table and the boxed context) just to carry its
+/// context down the stack.
+///
+/// A request with other extensions keeps them all, its context included.
+///
+/// ```
+/// use ha_core::attempt::{release_extensions, AttemptContext, HasAttemptContext};
+///
+/// let mut req = http::Request::get("/").body(()).unwrap();
+/// req.set_attempt_context(AttemptContext::new());
+/// release_extensions(&mut req);
+/// assert!(req.extensions().is_empty());
+///
+/// let mut next = http::Request::get("/").body(()).unwrap();
+/// next.set_attempt_context(AttemptContext::new().next_attempt());
+/// assert_eq!(next.attempt_context().unwrap().attempt(), 2);
+/// ```
+#[cfg(feature = "http")]
+pub fn release_extensions<B>(req: &mut http::Request<B>) {
+    let extensions = req.extensions_mut();
+    if extensions.len() != 1 {
+        return;
+    }
+    let Some(slot) = extensions.get_mut::<AttemptContext>() else { return };
+    // The context is let go now (its shared part recycled); the map keeps
+    // a placeholder, overwritten before it is ever read.
+    drop(std::mem::replace(slot, AttemptContext { shared: None, attempt: 0 }));
+    spare::give_back(std::mem::take(extensions));
+}
+
+/// The per-thread free list of extensions maps holding a placeholder context.
+#[cfg(all(feature = "http", not(loom)))]
+mod spare {
+    use std::cell::RefCell;
+
+    /// Most maps a thread keeps.
+    const KEEP: usize = 64;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<http::Extensions>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn take() -> Option<http::Extensions> {
+        SPARE.try_with(|spare| spare.borrow_mut().pop()).ok().flatten()
+    }
+
+    pub(super) fn give_back(extensions: http::Extensions) {
+        let _ = SPARE.try_with(move |spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < KEEP {
+                spare.push(extensions);
+            }
+        });
+    }
+}
+
+/// Under loom no map is kept: the models are about the atomics.
+#[cfg(all(feature = "http", loom))]
+mod spare {
+    pub(super) fn take() -> Option<http::Extensions> {
+        None
+    }
+
+    pub(super) fn give_back(_extensions: http::Extensions) {}
 }
 
 /// Wraps any request so it can carry an [`AttemptContext`].
@@ -404,6 +492,35 @@ mod tests {
         let ctx = AttemptContext::with_deadline(at);
         assert_eq!(ctx.next_attempt().deadline(), Some(at));
         assert_eq!(AttemptContext::new().deadline(), None);
+    }
+
+    #[test]
+    fn released_extensions_carry_only_the_next_requests_context() {
+        let first = AttemptContext::new();
+        first.record_tried(EndpointId::from_raw(3));
+        let mut req = http::Request::get("/").body(()).unwrap();
+        req.set_attempt_context(first.next_attempt());
+        release_extensions(&mut req);
+        assert!(req.extensions().is_empty());
+        assert!(req.attempt_context().is_none());
+
+        // This thread's next request takes the map, holding its own context only.
+        let mut next = http::Request::get("/").body(()).unwrap();
+        next.set_attempt_context(AttemptContext::new());
+        assert_eq!(next.extensions().len(), 1);
+        let ctx = next.attempt_context().unwrap();
+        assert_eq!((ctx.attempt(), ctx.tried_count()), (1, 0));
+
+        // A request with extensions of its own keeps them, and its context.
+        let mut mixed = http::Request::get("/").body(()).unwrap();
+        mixed.extensions_mut().insert(7u8);
+        mixed.set_attempt_context(AttemptContext::new());
+        release_extensions(&mut mixed);
+        assert_eq!(mixed.extensions().get::<u8>(), Some(&7));
+        assert!(mixed.attempt_context().is_some());
+        // Replacing a context keeps the other extensions too.
+        mixed.set_attempt_context(AttemptContext::new().next_attempt());
+        assert_eq!((mixed.extensions().len(), mixed.attempt_context().unwrap().attempt()), (2, 2));
     }
 
     #[test]

@@ -73,8 +73,17 @@ use crate::config::{BudgetConfig, ConfigError};
 /// and has not yet deposited into its budget: it deposits them in batches of
 /// [`DEPOSIT_BATCH`], one clock read and two atomic operations per batch
 /// instead of per request, and the rest when it is dropped.
+///
+/// A clone made per request (`stack.clone().oneshot(req)`) deposits its
+/// one request when it is dropped, at the time its call read (if it read
+/// one): dropped right after that call, it would otherwise read the clock
+/// a second time for the same request.
 #[derive(Debug, Default)]
-pub(crate) struct Deposits(u32);
+pub(crate) struct Deposits {
+    count: u32,
+    // When this service's latest call read the clock, if it did.
+    read_at: Option<Instant>,
+}
 
 /// Until a batch is full, up to `DEPOSIT_BATCH - 1` requests per service
 /// clone are not yet credited (at the default 20%, at most 6 retries).
@@ -85,17 +94,27 @@ impl Deposits {
     /// `now` gives (read only then).
     #[inline]
     pub(crate) fn count(&mut self, budget: &RetryBudget, now: impl Now) {
-        self.0 += 1;
-        if self.0 >= DEPOSIT_BATCH {
-            budget.deposit_many(now.now(), self.0);
-            self.0 = 0;
+        self.count += 1;
+        if self.count >= DEPOSIT_BATCH {
+            budget.deposit_many(now.now(), self.count);
+            self.count = 0;
         }
     }
 
-    /// Deposits what is counted.
+    /// Notes the time the current call read, for a deposit at drop.
+    #[inline]
+    pub(crate) fn read_at(&mut self, now: Option<Instant>) {
+        if now.is_some() {
+            self.read_at = now;
+        }
+    }
+
+    /// Deposits what is counted, at the time the latest call read (a
+    /// deposit's time only picks the budget window it ages out of, and the
+    /// requests counted were all sent by then) or else now.
     pub(crate) fn flush(&mut self, budget: &RetryBudget) {
-        if self.0 > 0 {
-            budget.deposit_many(Instant::now(), std::mem::take(&mut self.0));
+        if self.count > 0 {
+            budget.deposit_many(self.read_at.unwrap_or_else(Instant::now), std::mem::take(&mut self.count));
         }
     }
 }

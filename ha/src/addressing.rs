@@ -5,9 +5,11 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Uri};
 
 /// `uri` pointed at `authority`, keeping its scheme (default `http`), path
-/// and query.
-pub(crate) fn readdress(uri: &Uri, authority: &Authority) -> Uri {
-    let mut parts = uri.clone().into_parts();
+/// and query. Taken by value: its parts move into the new URI rather than
+/// being cloned (reference counts shared by every request to the same
+/// host) and dropped with the old one.
+pub(crate) fn readdress(uri: Uri, authority: &Authority) -> Uri {
+    let mut parts = uri.into_parts();
     if parts.scheme.is_none() {
         parts.scheme = Some(Scheme::HTTP);
     }
@@ -15,7 +17,8 @@ pub(crate) fn readdress(uri: &Uri, authority: &Authority) -> Uri {
         parts.path_and_query = Some(PathAndQuery::from_static("/"));
     }
     parts.authority = Some(authority.clone());
-    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+    // With a scheme, an authority and a path, `from_parts` cannot fail.
+    Uri::from_parts(parts).unwrap_or_default()
 }
 
 /// Points `req` at `authority`; the host the caller named, if any, stays in
@@ -28,7 +31,8 @@ pub(crate) fn address<B>(req: &mut Request<B>, authority: &Authority) {
             }
         }
     }
-    *req.uri_mut() = readdress(req.uri(), authority);
+    let uri = std::mem::take(req.uri_mut());
+    *req.uri_mut() = readdress(uri, authority);
 }
 
 /// The authority of a socket address.

@@ -187,6 +187,10 @@ where
 
     fn call(&mut self, mut req: Request<ReplayBody<B>>) -> ResponseFuture {
         address(&mut req, &self.0.authority);
+        // The layers above have read the attempt context; hyper never does.
+        // Its map goes back to this thread's next request instead of being
+        // freed here and allocated again there.
+        ha_core::attempt::release_extensions(&mut req);
         ResponseFuture { inner: self.0.client.request(req) }
     }
 }

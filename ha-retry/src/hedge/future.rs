@@ -185,7 +185,7 @@ where
                 *this.kept = parts.replay.copy(&req);
             }
             let now = Instant::now();
-            this.hedges.push((now, Box::pin(parts.service.call(req))));
+            this.hedges.push((now, Box::pin(ha_core::time::lend(now, || parts.service.call(req)))));
             core.stats.hedges.fetch_add(1, Ordering::Relaxed);
             core.events
                 .emit(Event::HedgeSent { attempt: *this.sent + 1, after: now.saturating_duration_since(*this.start) });

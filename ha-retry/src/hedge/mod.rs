@@ -185,9 +185,11 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = self.core.get(&self.live);
         let core = &**shared;
-        let now = Instant::now();
+        // A retry layer above lends the reading it took for this call.
+        let now = ha_core::time::lent().unwrap_or_else(Instant::now);
         if core.deposit {
             self.deposits.count(&core.budget, now);
+            self.deposits.read_at(Some(now));
         }
         let req = self.replay.prepare(req, None);
         let info = self.classifier.request_info(&req);
@@ -199,7 +201,7 @@ where
             replay: self.replay.clone(),
             service: self.inner.clone(),
         };
-        let fut = self.inner.call(req);
+        let fut = ha_core::time::lend(now, || self.inner.call(req));
         ResponseFuture::new(parts, fut, kept, info, now, delay)
     }
 }

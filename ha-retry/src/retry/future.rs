@@ -40,7 +40,10 @@ where
     info: Option<C::RequestInfo>,
     // Seeds the backoff, which is built only when a first retry is considered.
     seed: u64,
-    retry: Option<RetryState>,
+    // Boxed: made only once a first retry is considered, and inline it
+    // would pad every request's future (moved by each layer above before it
+    // is pinned) by its size.
+    retry: Option<Box<RetryState>>,
     _req: PhantomData<fn(Req)>,
 }
 
@@ -166,7 +169,7 @@ where
                     let now = Instant::now();
                     *this.per_try_on_pending = false;
                     this.timer.as_mut().arm(attempt_deadline(core.config.per_try_timeout, now, parts.deadline));
-                    let fut = parts.service.call(req);
+                    let fut = ha_core::time::lend(now, || parts.service.call(req));
                     this.state.set(State::Called { fut });
                     continue;
                 }
@@ -201,7 +204,7 @@ where
             let (seed, deadline) = (*this.seed, parts.deadline);
             let retry = this.retry.get_or_insert_with(|| {
                 let backoff = core.backoff.restart(FastRng::new(seed));
-                RetryState::from_backoff(&core.config, backoff, deadline)
+                Box::new(RetryState::from_backoff(&core.config, backoff, deadline))
             });
             if result.as_ref().is_err_and(|e| ha_core::error::never_sent(&**e)) {
                 retry.never_sent();
@@ -232,8 +235,9 @@ where
 
 /// Whether the timer, armed for `at`, is the request's deadline, and a
 /// timer below ends the attempt in flight (whose copy is `kept`) by then.
-#[cold]
-#[inline(never)]
+/// Asked on every poll that finds the attempt pending (the usual path of a
+/// stack without hedging), so it is inlined, not kept out of line as cold.
+#[inline]
 fn covered<Req, P: Replay<Req>>(
     replay: &P,
     deadline: Option<Instant>,
@@ -244,8 +248,8 @@ fn covered<Req, P: Replay<Req>>(
 }
 
 /// The attempt in flight: the first until a retry state exists.
-fn attempt(retry: &Option<RetryState>) -> u32 {
-    retry.as_ref().map_or(1, RetryState::attempt)
+fn attempt(retry: &Option<Box<RetryState>>) -> u32 {
+    retry.as_deref().map_or(1, RetryState::attempt)
 }
 
 impl<S, C, P, Req> fmt::Debug for ResponseFuture<S, C, P, Req>

@@ -212,6 +212,7 @@ where
             self.deposits.count(&core.budget, &mut clock);
         }
         let expired = deadline.is_some_and(|d| d <= clock());
+        self.deposits.read_at(now);
         let seed = self.rng.next_u64();
         let core = Lease::of(shared);
         let (classifier, replay, service) = (self.classifier.clone(), self.replay.clone(), self.inner.clone());
@@ -221,7 +222,12 @@ where
         }
         let info = self.classifier.request_info(&req);
         let kept = if config.max_attempts > 1 { self.replay.copy(&req) } else { None };
-        let state = State::Called { fut: self.inner.call(req) };
+        // A layer below that needs the time (a balancer) takes this reading.
+        let fut = match now {
+            Some(now) => ha_core::time::lend(now, || self.inner.call(req)),
+            None => self.inner.call(req),
+        };
+        let state = State::Called { fut };
         let parts = RetryInputs { core, classifier, replay, service, deadline };
         ResponseFuture::new(parts, state, kept, Some(info), seed, timer, per_try_on_pending)
     }
