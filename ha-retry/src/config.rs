@@ -159,13 +159,12 @@ pub struct RetryConfig {
     /// The backoff between attempts.
     pub backoff: BackoffConfig,
     /// The longest server-requested `Retry-After` delay honoured: a longer
-    /// one is shortened to this. Default 10 s. A Retry-After (or gRPC
-    /// pushback) is the answering server's: it delays a retry that goes back
-    /// to an endpoint the request tried (the only one, or all of them), not
-    /// one the balancer below sends to an endpoint the request has not
-    /// tried ([`AttemptContext::untried`](ha_core::AttemptContext::untried)).
+    /// one is shortened to this. Default 10 s.
     #[serde(with = "ha_core::config::duration")]
     pub max_retry_after: Duration,
+    /// Which retries a server-requested delay holds back. Default
+    /// [`RetryAfterScope::Server`].
+    pub retry_after_scope: RetryAfterScope,
     /// The budget retries draw on (ignored when a shared budget is given to
     /// the layer).
     pub budget: BudgetConfig,
@@ -181,6 +180,7 @@ impl Default for RetryConfig {
             deadline: None,
             backoff: BackoffConfig::default(),
             max_retry_after: Duration::from_secs(10),
+            retry_after_scope: RetryAfterScope::default(),
             budget: BudgetConfig::default(),
             name: "retry".to_owned(),
         }
@@ -202,6 +202,24 @@ impl RetryConfig {
         self.backoff.validate()?;
         self.budget.validate()
     }
+}
+
+/// Which retries a server-requested delay (HTTP `Retry-After`, gRPC
+/// `grpc-retry-pushback-ms`) holds back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryAfterScope {
+    /// The delay speaks for the server that sent it: it holds back a retry
+    /// that goes back to a server the request tried (the only one, or all
+    /// of them), not one the balancer below sends to a server the request
+    /// has not tried ([`AttemptContext::untried`](ha_core::AttemptContext::untried)),
+    /// which goes at once. Under an overloaded fleet whose servers each ask
+    /// for a wait, a request is not held for a server it will not go back to.
+    #[default]
+    Server,
+    /// The delay holds back the request's next retry wherever it goes, as
+    /// gRFC A6 specifies for gRPC pushback (`ha::tonic` uses this scope).
+    Request,
 }
 
 /// How the hedging delay is chosen.

@@ -92,6 +92,8 @@ pub mod retry;
 mod timer;
 
 pub use budget::RetryBudget;
-pub use config::{BackoffConfig, BudgetConfig, ConfigError, HedgeConfig, HedgeDelay, Jitter, RetryConfig};
+pub use config::{
+    BackoffConfig, BudgetConfig, ConfigError, HedgeConfig, HedgeDelay, Jitter, RetryAfterScope, RetryConfig,
+};
 pub use hedge::{Hedge, HedgeLayer, HedgeLayerBuilder, HedgeStats};
 pub use retry::{Retry, RetryLayer, RetryLayerBuilder, RetryStats};

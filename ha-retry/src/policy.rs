@@ -30,7 +30,7 @@ use ha_core::rng::FastRng;
 use ha_core::{Instant, Outcome};
 
 use crate::backoff::Backoff;
-use crate::config::RetryConfig;
+use crate::config::{RetryAfterScope, RetryConfig};
 
 /// Why a request is not sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +52,7 @@ pub struct RetryState {
     max_attempts: u32,
     backoff: Backoff,
     max_retry_after: Duration,
+    retry_after_scope: RetryAfterScope,
     deadline: Option<Instant>,
     // The next retry goes at once: see `untried_endpoint_left`.
     go_now: bool,
@@ -81,6 +82,7 @@ impl RetryState {
             max_attempts: config.max_attempts.max(1),
             backoff,
             max_retry_after: config.max_retry_after,
+            retry_after_scope: config.retry_after_scope,
             deadline,
             go_now: false,
         }
@@ -133,15 +135,12 @@ impl RetryState {
         if self.attempt >= self.max_attempts {
             return Err(Stop::MaxAttempts);
         }
-        // A Retry-After is the answering server's: it delays a retry that
-        // would go back to a server the request tried, not one to a server
-        // that has not answered it.
-        let delay = if std::mem::take(&mut self.go_now) {
-            Duration::ZERO
-        } else {
-            let backoff = self.backoff.next_delay();
-            retry_after.map_or(backoff, |asked| backoff.max(asked.min(self.max_retry_after)))
-        };
+        let go_now = std::mem::take(&mut self.go_now);
+        let backoff = if go_now { Duration::ZERO } else { self.backoff.next_delay() };
+        // Scoped to its server, a Retry-After does not hold a retry to one the
+        // request has not tried (see `RetryAfterScope`).
+        let asked = retry_after.filter(|_| !(go_now && self.retry_after_scope == RetryAfterScope::Server));
+        let delay = asked.map_or(backoff, |asked| backoff.max(asked.min(self.max_retry_after)));
         if let Some(deadline) = self.deadline {
             // The next attempt must have time to run: starting it at the deadline is pointless.
             if now + delay >= deadline {

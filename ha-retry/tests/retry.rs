@@ -471,9 +471,16 @@ mod http {
         });
         let layer = RetryLayer::http(config()).unwrap();
         let t0 = Instant::now();
-        assert_eq!(layer.layer(svc).oneshot(put(chunks(&["a"]))).await.unwrap().status(), 200);
+        assert_eq!(layer.layer(svc.clone()).oneshot(put(chunks(&["a"]))).await.unwrap().status(), 200);
         assert_eq!(Instant::now() - t0, Duration::ZERO);
         assert_eq!(log.lock().unwrap().len(), 2);
+
+        // Scoped to the request (gRFC A6's pushback), it holds the retry wherever it goes.
+        let scoped = RetryConfig { retry_after_scope: ha_retry::RetryAfterScope::Request, ..config() };
+        let layer = RetryLayer::http(scoped).unwrap();
+        let t0 = Instant::now();
+        assert_eq!(layer.layer(svc).oneshot(put(chunks(&["a"]))).await.unwrap().status(), 200);
+        assert_eq!(Instant::now() - t0, Duration::from_secs(2));
     }
 
     #[tokio::test(start_paused = true)]

@@ -118,6 +118,15 @@ pub trait Transport<Req>: Clone + Send + Sync + 'static {
 
     /// The client of the endpoint `target` describes.
     fn connect(&self, target: &Target) -> Self::Service;
+
+    /// The scope its protocol gives a server-requested retry delay, when the
+    /// protocol fixes one: the stack applies it whatever the retry section
+    /// says. Default `None` (the configured
+    /// [`retry_after_scope`](ha_retry::RetryConfig::retry_after_scope));
+    /// `ha::tonic` fixes gRFC A6's [`Request`](ha_retry::RetryAfterScope::Request).
+    fn retry_after_scope(&self) -> Option<ha_retry::RetryAfterScope> {
+        None
+    }
 }
 
 impl<F, S, Req> Transport<Req> for F

@@ -212,7 +212,8 @@ where
 
         // One seed, a separate stream per layer.
         let seed_for = |layer: u64| self.seed.map(|s| mix64(s ^ layer.wrapping_mul(GOLDEN_GAMMA)));
-        let mut retry = RetryLayer::builder(retry_config(&config))
+        let retry_after_scope = self.transport.retry_after_scope();
+        let mut retry = RetryLayer::builder(retry_config(&config, retry_after_scope))
             .classifier(self.classifier.clone())
             .replay(Req::replay(config.max_replay_bytes))
             .events(self.events.clone());
@@ -274,7 +275,7 @@ where
             Some(layer) => Hedged::On(layer.layer(balance)),
             None => Hedged::Off(balance),
         };
-        let live = Arc::new(Live { config: Mutex::new(config), endpoints: settings });
+        let live = Arc::new(Live { config: Mutex::new(config), endpoints: settings, retry_after_scope });
         Ok(Stack { inner: retry.layer(below), live })
     }
 }

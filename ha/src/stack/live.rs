@@ -42,7 +42,7 @@ use ha_core::sync::LockExt;
 
 use ha_breaker::Breaker;
 use ha_core::{Events, Instant};
-use ha_retry::RetryConfig;
+use ha_retry::{RetryAfterScope, RetryConfig};
 use tokio::sync::watch;
 
 use super::endpoints::{breaker_config, EndpointSettings};
@@ -56,6 +56,8 @@ use crate::target::Transport;
 pub(crate) struct Live {
     pub(crate) config: Mutex<Config>,
     pub(crate) endpoints: Arc<EndpointSettings>,
+    /// The Retry-After scope the transport's protocol fixes, if any.
+    pub(crate) retry_after_scope: Option<RetryAfterScope>,
 }
 
 /// Checks the breaker section the way each endpoint's breaker will be built.
@@ -65,10 +67,12 @@ pub(crate) fn check_breaker(config: &Config) -> Result<(), ConfigError> {
         .map_err(|e| e.in_section("breaker"))
 }
 
-/// The retry layer's config: the retry section with the overall deadline.
-pub(crate) fn retry_config(config: &Config) -> RetryConfig {
+/// The retry layer's config: the retry section with the overall deadline
+/// and the Retry-After scope the transport fixes, if it does.
+pub(crate) fn retry_config(config: &Config, scope: Option<RetryAfterScope>) -> RetryConfig {
     let mut retry = config.retry.clone();
     retry.deadline = config.timeouts.request;
+    retry.retry_after_scope = scope.unwrap_or(retry.retry_after_scope);
     retry
 }
 
@@ -111,7 +115,7 @@ where
             return Err(crate::config::fixed("retry.budget.buckets", "the budget's window"));
         }
         check_breaker(&config)?;
-        let retry = retry_config(&config);
+        let retry = retry_config(&config, self.live.retry_after_scope);
         // The balancer checks what only it can (a ring hash needs a hash
         // key), so it goes first: a refusal there leaves everything as it was.
         self.balance().reconfigure(config.balance.clone()).map_err(|e| e.in_section("balance"))?;

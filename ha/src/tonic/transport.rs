@@ -83,6 +83,12 @@ impl Transport<Request<ReplayBody<tonic::body::Body>>> for TonicTransport {
             max_wait_bytes: self.max_wait_bytes,
         }
     }
+
+    /// gRFC A6: a server's pushback delays the call's next retry, wherever
+    /// the balancer sends it.
+    fn retry_after_scope(&self) -> Option<ha_retry::RetryAfterScope> {
+        Some(ha_retry::RetryAfterScope::Request)
+    }
 }
 
 /// An endpoint's channel, connected on first use.
