@@ -197,31 +197,24 @@ fn hold_cold_ramps<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
 /// failing alike with its peers is set aside, as an ejection would be
 /// refused: under a fleet-wide overload every breaker sees the same
 /// failure rate, and taking endpoints out only loads the rest more.
-///
-/// Only a vetoing gate is judged; an endpoint whose gate admits keeps the
-/// judgement of its last veto. A breaker that opened under a shared
-/// overload goes on to a half-open probe, and vetoes again while the probe
-/// is out without a failure to call for a judgement: cleared, the veto
-/// would idle the endpoint until the next recount while its peers shed its
-/// load (the lab's s7 lost 0.01% of its requests so). A judgement kept past
-/// its breaker's recovery holds until the next veto is judged, at the next
-/// recount.
 fn judge_gates<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
     let vetoed = |s: &EndpointState<S>| s.health.gate_is_advisory() && !s.health.gate_admits(now);
     if !snap.endpoints.iter().any(|s| vetoed(s)) {
+        for endpoint in &snap.endpoints {
+            endpoint.health.override_gate(0);
+        }
         return;
     }
     let hosts = snap.hosts();
     for (i, endpoint) in snap.endpoints.iter().enumerate() {
-        if !vetoed(endpoint) {
-            continue;
-        }
         let mut overridden = 0;
-        if snap.tuning.detector.failure_shared(&hosts, i, now_ns) {
-            overridden |= crate::health::SHARED;
-        }
-        if !crate::outlier::looks_dead(&endpoint.outlier) {
-            overridden |= crate::health::IN_PANIC;
+        if vetoed(endpoint) {
+            if snap.tuning.detector.failure_shared(&hosts, i, now_ns) {
+                overridden |= crate::health::SHARED;
+            }
+            if !crate::outlier::looks_dead(&endpoint.outlier) {
+                overridden |= crate::health::IN_PANIC;
+            }
         }
         if endpoint.health.override_gate(overridden) {
             tracing::debug!(
