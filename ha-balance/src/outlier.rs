@@ -102,15 +102,17 @@ impl OutlierState {
 
     /// The failure rate as a peer: the larger of the recent rate (quick to
     /// see a fleet start failing at once) and the current interval's (less
-    /// noisy once it holds enough outcomes). `None` for a peer that has
-    /// seen too little to say.
-    fn peer_failure_rate(&self) -> Option<f64> {
+    /// noisy once it holds enough outcomes). A peer that has seen too few
+    /// outcomes to correct its rate counts with its raw one, near zero: an
+    /// idle endpoint (a standby tier while the first serves) has not
+    /// failed, and a whole tier failing while it stands by is a failover to
+    /// make, not a failure its peers share.
+    fn peer_failure_rate(&self) -> f64 {
         let ok = self.interval_ok.load(Ordering::Relaxed);
         let failed = self.interval_failed.load(Ordering::Relaxed);
-        let recent = self.estimated_failure_rate();
+        let recent = self.estimated_failure_rate().unwrap_or_else(|| self.recent_failure_rate());
         if ok + failed >= PEER_VOLUME {
-            let interval = failed as f64 / (ok + failed) as f64;
-            Some(recent.map_or(interval, |r| r.max(interval)))
+            recent.max(failed as f64 / (ok + failed) as f64)
         } else {
             recent
         }
@@ -459,7 +461,7 @@ fn peer_failure_rate(hosts: &[Host<'_>], idx: usize, now_ns: u64) -> Option<f64>
         .iter()
         .enumerate()
         .filter(|(i, h)| *i != idx && !h.health.is_ejected(now_ns))
-        .filter_map(|(_, h)| h.outlier.peer_failure_rate())
+        .map(|(_, h)| h.outlier.peer_failure_rate())
         .collect();
     lower_median(&mut peers)
 }
@@ -744,6 +746,21 @@ mod judgement_tests {
     }
 
     #[test]
+    fn a_whole_tier_failing_while_an_idle_one_stands_by_is_not_a_shared_failure() {
+        // A zone lost: its three endpoints fail everything; the standby
+        // tier has served nothing yet. Its idle endpoints have not failed,
+        // so the failure is not shared and the breakers' veto stands.
+        let d = Detector::new(consecutive_only());
+        let f = fleet(6);
+        let h: Vec<Host<'_>> =
+            hosts(&f).into_iter().enumerate().map(|(i, h)| Host { tier: u8::from(i >= 3), ..h }).collect();
+        for s in &f.0[..3] {
+            feed(&d, s, 40, 1000);
+        }
+        assert!(!d.failure_shared(&h, 0, SEC), "the standby tier's endpoints are peers that do not fail");
+    }
+
+    #[test]
     fn a_fleet_shedding_from_its_first_requests_ejects_nobody() {
         // The first handful of outcomes of a fleet that sheds 40% from the
         // start: the peers' rates must already say so (on the raw recent
@@ -760,7 +777,7 @@ mod judgement_tests {
             d.record_own(&f.0[0], true);
         }
         assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_none());
-        // Peers that have seen almost nothing say nothing: a crash at start is still ejected.
+        // Peers that have seen almost nothing count as not failing: a crash at start is still ejected.
         let f = fleet(5);
         let h = hosts(&f);
         for s in &f.0[1..] {
