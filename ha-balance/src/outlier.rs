@@ -769,23 +769,17 @@ mod judgement_tests {
         let f = fleet(5);
         let h = hosts(&f);
         for s in &f.0[1..] {
-            for failed in [true, false, true, false, false, true, false, false] {
-                d.record_own(s, failed);
-            }
+            feed(&d, s, 8, 375);
         }
-        for _ in 0..5 {
-            d.record_own(&f.0[0], true);
-        }
+        feed(&d, &f.0[0], 5, 1000);
         assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_none());
         // Peers that have seen almost nothing count as not failing: a crash at start is still ejected.
         let f = fleet(5);
         let h = hosts(&f);
         for s in &f.0[1..] {
-            d.record_own(s, true);
+            feed(&d, s, 1, 1000);
         }
-        for _ in 0..5 {
-            d.record_own(&f.0[0], true);
-        }
+        feed(&d, &f.0[0], 5, 1000);
         assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some());
     }
 
