@@ -762,25 +762,23 @@ mod judgement_tests {
 
     #[test]
     fn a_fleet_shedding_from_its_first_requests_ejects_nobody() {
-        // The first handful of outcomes of a fleet that sheds 40% from the
-        // start: the peers' rates must already say so (on the raw recent
-        // rate, which starts at zero, they read about 0.1).
-        let d = Detector::new(consecutive_only());
-        let f = fleet(5);
-        let h = hosts(&f);
-        for s in &f.0[1..] {
-            feed(&d, s, 8, 375);
-        }
-        feed(&d, &f.0[0], 5, 1000);
-        assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_none());
-        // Peers that have seen almost nothing count as not failing: a crash at start is still ejected.
-        let f = fleet(5);
-        let h = hosts(&f);
-        for s in &f.0[1..] {
-            feed(&d, s, 1, 1000);
-        }
-        feed(&d, &f.0[0], 5, 1000);
-        assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some());
+        // Five failures in a row on one endpoint, while each peer has seen
+        // only its first `n` outcomes, failing `permille` of them: ejected?
+        let ejected = |n: u64, permille: u64| {
+            let d = Detector::new(consecutive_only());
+            let f = fleet(5);
+            for s in &f.0[1..] {
+                feed(&d, s, n, permille);
+            }
+            feed(&d, &f.0[0], 5, 1000);
+            d.try_eject(&hosts(&f), 0, SEC, EjectionReason::ConsecutiveFailures).is_some()
+        };
+        // Peers shedding 3 of their first 8: the failure is shared (on the
+        // raw recent rate, which starts at zero, they read about 0.1).
+        assert!(!ejected(8, 375));
+        // Peers that have seen almost nothing count as not failing: a crash
+        // at start is still ejected.
+        assert!(ejected(1, 1000));
     }
 
     #[test]

@@ -434,12 +434,18 @@ impl<B: Body> Replay<Request<ReplayBody<B>>> for HttpReplayed {
     }
 
     fn deadline_covered(&self, kept: &Self::Request) -> bool {
-        kept.body().stashed.as_ref().or_else(|| kept.attempt_context()).is_some_and(AttemptContext::deadline_covered)
+        kept_context(kept).is_some_and(AttemptContext::deadline_covered)
     }
 
     fn untried_left(&self, kept: &Self::Request) -> bool {
-        kept.body().stashed.as_ref().or_else(|| kept.attempt_context()).is_some_and(|c| c.untried() > 0)
+        kept_context(kept).is_some_and(|c| c.untried() > 0)
     }
+}
+
+/// The attempt context of a kept copy: in its body until the copy is sent
+/// (see `kept_copy`), else in its extensions.
+fn kept_context<B>(kept: &Request<ReplayBody<B>>) -> Option<&AttemptContext> {
+    kept.body().stashed.as_ref().or_else(|| kept.attempt_context())
 }
 
 /// A copy of `req` to keep for a later attempt.

@@ -1,31 +1,16 @@
-//! Hostile input through the public sans-IO API only: the same file was run against the code before issue 14 (every test there failed) and passes now.
+//! Hostile input through the sans-IO API, forged with the crate's `forge` hooks (the file, with its own copy of the wire format, was run against the code before issue 14: every test there failed).
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ha_core::Instant;
-use ha_swim::{Config, Keyring, Metadata, Swim};
-use serde::Serialize;
+use ha_swim::wire::forge::{self, Sealer};
+use ha_swim::wire::Message;
+use ha_swim::{Config, Keyring, Swim};
 
-#[allow(dead_code)]
-#[derive(Serialize)]
-enum Message {
-    Ping { seq: u32, target: Arc<str>, from: Arc<str> },
-    Ack { seq: u32 },
-    PingReq { seq: u32, target: Arc<str>, addr: SocketAddr, nack: bool },
-    Nack { seq: u32 },
-    Alive { name: Arc<str>, addr: SocketAddr, incarnation: u64, meta: Option<Metadata> },
-    Suspect { name: Arc<str>, incarnation: u64, from: Arc<str> },
-    Dead { name: Arc<str>, incarnation: u64, from: Arc<str> },
-    User { origin: Arc<str>, seq: u64, payload: Vec<u8> },
-}
-
+/// One forged message in a datagram of the unlabelled, unencrypted
+/// cluster the tests run, sealed as any member would seal it.
 fn forged(m: &Message) -> Vec<u8> {
-    let body = postcard::to_allocvec(m).unwrap();
-    let mut p = vec![1u8, 0, 0];
-    p.push(body.len() as u8);
-    p.extend_from_slice(&body);
-    p
+    Sealer::new("", None).seal(false, &forge::frames(std::slice::from_ref(m)))
 }
 
 fn addr(i: u8) -> SocketAddr {
