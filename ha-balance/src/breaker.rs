@@ -113,6 +113,12 @@ impl HealthGate for BreakerGate {
         self.breaker.reject_mode() == RejectMode::Advisory
     }
 
+    /// One run per open period: from the breaker's trip to its closing,
+    /// half-open probes included.
+    fn veto_run(&self) -> Option<u64> {
+        Some(self.breaker.closings())
+    }
+
     fn deferred(&self, now: Instant) {
         let hold = match self.breaker.state() {
             BreakerState::Open | BreakerState::ForcedOpen => self.wait(),

@@ -45,6 +45,20 @@ pub trait HealthGate: Send + Sync + 'static {
     fn advisory(&self) -> bool {
         false
     }
+
+    /// Which run of vetoes the gate is in, when it can tell: a value that
+    /// changes only once the endpoint recovered in between (a breaker that
+    /// closed). The balancer's judgement of an advisory veto (set aside as
+    /// a failure shared with the peers) then holds for the whole run, also
+    /// while the gate admits for a moment within it (a breaker's open wait
+    /// over, its half-open probe in flight, the probe failing and
+    /// reopening it), so the endpoint does not idle each time until the
+    /// next recount judges it again; a veto of a later run is judged anew.
+    /// `None` (the default): a judgement lasts until the next recount that
+    /// finds the gate admitting.
+    fn veto_run(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// An advisory gate's veto is set aside: the endpoint fails alike with its peers.
@@ -63,6 +77,9 @@ pub(crate) struct Health {
     /// recount): [`SHARED`] always, its endpoint failing alike with its
     /// peers; [`IN_PANIC`] in panic mode, its endpoint still serving.
     gate_overridden: AtomicU8,
+    /// `1 +` the gate's [`HealthGate::veto_run`] when `gate_overridden`
+    /// was judged; 0 when the gate has no runs.
+    judged_run: AtomicU64,
     gate: Option<Arc<dyn HealthGate>>,
 }
 
@@ -72,6 +89,7 @@ impl Health {
             ejected_until: AtomicU64::new(0),
             probe_failing: AtomicBool::new(false),
             gate_overridden: AtomicU8::new(0),
+            judged_run: AtomicU64::new(0),
             gate,
         }
     }
@@ -84,7 +102,7 @@ impl Health {
         if !self.gate_admits(now) {
             let overridden = self.gate_overridden.load(Ordering::Relaxed);
             let set_aside = overridden & SHARED != 0 || (panic && overridden & IN_PANIC != 0);
-            if !(set_aside && self.gate_is_advisory()) {
+            if !(set_aside && self.gate_is_advisory() && self.judged_this_run()) {
                 return false;
             }
         }
@@ -105,12 +123,33 @@ impl Health {
     /// was not set aside at the last recount (nor judged since it began).
     #[inline]
     pub(crate) fn advisory_gate_unjudged(&self) -> bool {
-        self.gate_overridden.load(Ordering::Relaxed) == 0 && self.gate_is_advisory()
+        (self.gate_overridden.load(Ordering::Relaxed) == 0 || !self.judged_this_run()) && self.gate_is_advisory()
+    }
+
+    /// The gate's veto was judged in its current run (always, for a gate
+    /// without runs: its judgement is the last recount's).
+    fn judged_this_run(&self) -> bool {
+        match self.gate.as_ref().and_then(|g| g.veto_run()) {
+            Some(run) => self.judged_run.load(Ordering::Relaxed) == run.wrapping_add(1),
+            None => true,
+        }
+    }
+
+    /// A judgement that set the gate's veto aside, made in the gate's
+    /// current run: it holds until the run ends, whatever the gate says
+    /// for a moment within it.
+    pub(crate) fn judgement_holds(&self) -> bool {
+        self.gate_overridden.load(Ordering::Relaxed) != 0
+            && self.gate.as_ref().is_some_and(|g| g.veto_run().is_some())
+            && self.judged_this_run()
     }
 
     /// Sets how far an advisory gate's veto is set aside ([`SHARED`],
-    /// [`IN_PANIC`], or 0); true when that changed.
+    /// [`IN_PANIC`], or 0), judged now in the gate's current run; true when
+    /// that changed.
     pub(crate) fn override_gate(&self, overridden: u8) -> bool {
+        let run = self.gate.as_ref().and_then(|g| g.veto_run()).map_or(0, |r| r.wrapping_add(1));
+        self.judged_run.store(run, Ordering::Relaxed);
         self.gate_overridden.swap(overridden, Ordering::Relaxed) != overridden
     }
 

@@ -96,6 +96,15 @@ impl OutlierState {
         if n < PEER_MIN_OUTCOMES {
             return None;
         }
+        self.corrected_rate(n)
+    }
+
+    /// The recent rate over its first `n` outcomes scaled to their plain
+    /// share; `None` for none.
+    fn corrected_rate(&self, n: u32) -> Option<f64> {
+        if n == 0 {
+            return None;
+        }
         let weight = 1.0 - (1.0 - 1.0 / f64::from(1u32 << RATE_SHIFT)).powi(n.min(OUTCOMES_CAP) as i32);
         Some((self.recent_failure_rate() / weight).min(1.0))
     }
@@ -103,18 +112,25 @@ impl OutlierState {
     /// The failure rate as a peer: the larger of the recent rate (quick to
     /// see a fleet start failing at once) and the current interval's (less
     /// noisy once it holds enough outcomes). A peer that has seen too few
-    /// outcomes to correct its rate counts with its raw one, near zero: an
-    /// idle endpoint (a standby tier while the first serves) has not
-    /// failed, and a whole tier failing while it stands by is a failover to
-    /// make, not a failure its peers share.
-    fn peer_failure_rate(&self) -> f64 {
+    /// outcomes to correct its rate counts with its raw one, near zero,
+    /// while it is idle: an endpoint with nothing in flight (a standby tier
+    /// while the first serves) has not failed, and a whole tier failing
+    /// while it stands by is a failover to make, not a failure its peers
+    /// share. A busy one (`in_flight` requests) is serving, and its first
+    /// outcomes are on their way: it counts with their plain share, and is
+    /// unknown (`None`) before the first.
+    fn peer_failure_rate(&self, in_flight: u64) -> Option<f64> {
         let ok = self.interval_ok.load(Ordering::Relaxed);
         let failed = self.interval_failed.load(Ordering::Relaxed);
-        let recent = self.estimated_failure_rate().unwrap_or_else(|| self.recent_failure_rate());
+        let recent = match self.estimated_failure_rate() {
+            Some(rate) => rate,
+            None if in_flight == 0 => self.recent_failure_rate(),
+            None => self.corrected_rate(self.outcomes.load(Ordering::Relaxed))?,
+        };
         if ok + failed >= PEER_VOLUME {
-            recent.max(failed as f64 / (ok + failed) as f64)
+            Some(recent.max(failed as f64 / (ok + failed) as f64))
         } else {
-            recent
+            Some(recent)
         }
     }
 
@@ -154,6 +170,8 @@ pub(crate) struct Host<'a> {
     pub(crate) outlier: &'a OutlierState,
     pub(crate) health: &'a Health,
     pub(crate) tier: u8,
+    /// Its requests in flight.
+    pub(crate) in_flight: u64,
 }
 
 /// A decision: eject `host` (an index into the slice given) for `duration`.
@@ -297,7 +315,16 @@ impl Detector {
         now_ns: u64,
         reason: EjectionReason,
     ) -> Option<Ejection> {
-        let peer_rate = peer_failure_rate(hosts, idx, now_ns);
+        let peer_rate = match peer_failure_rate(hosts, idx, now_ns) {
+            Peers::Unknown => {
+                // A run of failures in a fleet's first milliseconds, before
+                // any busy peer's first outcome: the next run asks again.
+                tracing::debug!(target: "ha::balance", ?reason, "ejection deferred: the peers' first outcomes are on their way");
+                return None;
+            }
+            Peers::Rate(p) => Some(p),
+            Peers::None => None,
+        };
         let shared = peer_rate.is_some_and(|p| p > self.cfg.max_peer_failure_rate);
         if shared {
             tracing::debug!(target: "ha::balance", peer_rate, ?reason, "ejection refused: the peers share the failure");
@@ -311,10 +338,10 @@ impl Detector {
     /// and it less than twice as often? Then a circuit breaker that opened
     /// on it judged a shared overload, not a bad endpoint.
     pub(crate) fn failure_shared(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
-        let peer_rate = peer_failure_rate(hosts, idx, now_ns);
+        let Peers::Rate(peer_rate) = peer_failure_rate(hosts, idx, now_ns) else { return false };
         let own =
             hosts[idx].outlier.estimated_failure_rate().unwrap_or_else(|| hosts[idx].outlier.recent_failure_rate());
-        peer_rate.is_some_and(|p| p > self.cfg.max_peer_failure_rate && own < SHARED_FACTOR * p)
+        peer_rate > self.cfg.max_peer_failure_rate && own < SHARED_FACTOR * peer_rate
     }
 
     /// For the interval rules: is an endpoint failing `own_rate` of its
@@ -456,14 +483,33 @@ fn nanos(d: Duration) -> u64 {
 /// The lower median failure rate of `hosts[idx]`'s peers: the others not
 /// ejected, in every tier (when a whole tier fails, a zone lost, while the
 /// next one serves, that is not a shared overload but a failover to make).
-fn peer_failure_rate(hosts: &[Host<'_>], idx: usize, now_ns: u64) -> Option<f64> {
+fn peer_failure_rate(hosts: &[Host<'_>], idx: usize, now_ns: u64) -> Peers {
+    let mut unknown = false;
     let mut peers: Vec<f64> = hosts
         .iter()
         .enumerate()
         .filter(|(i, h)| *i != idx && !h.health.is_ejected(now_ns))
-        .map(|(_, h)| h.outlier.peer_failure_rate())
+        .filter_map(|(_, h)| {
+            let rate = h.outlier.peer_failure_rate(h.in_flight);
+            unknown |= rate.is_none();
+            rate
+        })
         .collect();
-    lower_median(&mut peers)
+    match lower_median(&mut peers) {
+        Some(rate) => Peers::Rate(rate),
+        None if unknown => Peers::Unknown,
+        None => Peers::None,
+    }
+}
+
+/// What an endpoint's peers say about their failures.
+enum Peers {
+    /// The lower median of their failure rates.
+    Rate(f64),
+    /// Every peer is busy with its first requests, none answered yet.
+    Unknown,
+    /// It has no peer (none other, or all ejected).
+    None,
 }
 
 /// An endpoint failing nearly everything: it carries no load, so leaving it
@@ -511,7 +557,11 @@ mod tests {
             }
         }
         fn hosts(&self) -> Vec<Host<'_>> {
-            self.outlier.iter().zip(&self.health).map(|(outlier, health)| Host { outlier, health, tier: 0 }).collect()
+            self.outlier
+                .iter()
+                .zip(&self.health)
+                .map(|(outlier, health)| Host { outlier, health, tier: 0, in_flight: 0 })
+                .collect()
         }
     }
 
@@ -702,7 +752,7 @@ mod judgement_tests {
     }
 
     fn hosts<'a>(f: &'a (Vec<OutlierState>, Vec<Health>)) -> Vec<Host<'a>> {
-        f.0.iter().zip(&f.1).map(|(outlier, health)| Host { outlier, health, tier: 0 }).collect()
+        f.0.iter().zip(&f.1).map(|(outlier, health)| Host { outlier, health, tier: 0, in_flight: 0 }).collect()
     }
 
     /// Feeds `n` outcomes, failing `fail_permille` of them, evenly spread.
@@ -779,6 +829,33 @@ mod judgement_tests {
         // Peers that have seen almost nothing count as not failing: a crash
         // at start is still ejected.
         assert!(ejected(1, 1000));
+    }
+
+    #[test]
+    fn busy_peers_count_from_their_first_outcome() {
+        // Five failures in a row on one endpoint in a fleet's first
+        // milliseconds, while each peer, with `in_flight` requests, has seen
+        // only its first `n` outcomes, failing `permille` of them: ejected?
+        let ejected = |n: u64, permille: u64, in_flight: u64| {
+            let d = Detector::new(consecutive_only());
+            let f = fleet(5);
+            for s in &f.0[1..] {
+                feed(&d, s, n, permille);
+            }
+            feed(&d, &f.0[0], 5, 1000);
+            let h: Vec<Host<'_>> = hosts(&f).into_iter().map(|h| Host { in_flight, ..h }).collect();
+            d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some()
+        };
+        // Busy peers that shed one of their first three: the failure is
+        // shared (an overloaded fleet from its first requests). Idle ones
+        // with the same few outcomes read as not failing.
+        assert!(!ejected(3, 334, 4));
+        assert!(ejected(3, 334, 0));
+        // Busy peers none of whose requests has answered yet: deferred.
+        assert!(!ejected(0, 0, 4));
+        // Busy peers whose first answers succeed: a crash at start is
+        // ejected at once.
+        assert!(ejected(2, 0, 4));
     }
 
     #[test]
@@ -926,7 +1003,7 @@ mod loom_models {
     fn ejected() -> (Arc<Detector>, Arc<OutlierState>, Arc<Health>) {
         let detector = Arc::new(Detector::new(OutlierConfig { consecutive_failures: 1, ..OutlierConfig::default() }));
         let (state, health) = (Arc::new(OutlierState::default()), Arc::new(Health::new(None)));
-        let hosts = [Host { outlier: &state, health: &health, tier: 0 }];
+        let hosts = [Host { outlier: &state, health: &health, tier: 0, in_flight: 0 }];
         assert!(detector.try_eject(&hosts, 0, SEC, EjectionReason::ConsecutiveFailures).is_some());
         (detector, state, health)
     }
@@ -957,7 +1034,7 @@ mod loom_models {
             let probe = |success: bool| {
                 let (detector, state, health) = (detector.clone(), state.clone(), health.clone());
                 loom::thread::spawn(move || {
-                    let host = Host { outlier: &state, health: &health, tier: 0 };
+                    let host = Host { outlier: &state, health: &health, tier: 0, in_flight: 0 };
                     detector.probe_outcome(host, success, 3 * SEC)
                 })
             };

@@ -200,7 +200,7 @@ fn hold_cold_ramps<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
 fn judge_gates<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
     let vetoed = |s: &EndpointState<S>| s.health.gate_is_advisory() && !s.health.gate_admits(now);
     if !snap.endpoints.iter().any(|s| vetoed(s)) {
-        for endpoint in &snap.endpoints {
+        for endpoint in snap.endpoints.iter().filter(|s| !s.health.judgement_holds()) {
             endpoint.health.override_gate(0);
         }
         return;
@@ -208,6 +208,12 @@ fn judge_gates<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
     let hosts = snap.hosts();
     for (i, endpoint) in snap.endpoints.iter().enumerate() {
         let mut overridden = 0;
+        if !vetoed(endpoint) && endpoint.health.judgement_holds() {
+            // Admitting for a moment within a run judged shared (an open
+            // wait over, a half-open probe about to go out): when the veto
+            // returns, it is the same shared failure.
+            continue;
+        }
         if vetoed(endpoint) {
             if snap.tuning.detector.failure_shared(&hosts, i, now_ns) {
                 overridden |= crate::health::SHARED;

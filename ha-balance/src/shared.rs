@@ -239,7 +239,12 @@ impl<K, S> Shared<K, S> {
     /// handicap it against peers that converged.)
     pub(crate) fn on_probe_outcome(&self, endpoint: &EndpointState<S>, success: bool, now: Instant) {
         let now_ns = self.clock.ns(now);
-        let host = Host { outlier: &endpoint.outlier, health: &endpoint.health, tier: endpoint.tier };
+        let host = Host {
+            outlier: &endpoint.outlier,
+            health: &endpoint.health,
+            tier: endpoint.tier,
+            in_flight: endpoint.pending.load(Ordering::Relaxed),
+        };
         let snap = self.table.snapshot();
         let tuning = &*snap.tuning;
         match tuning.detector.probe_outcome(host, success, now_ns) {

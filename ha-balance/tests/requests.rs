@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -373,14 +373,39 @@ async fn single_threaded_services_can_be_balanced() {
 
 /// An advisory gate (a stack's breaker): the balancer may set its veto aside.
 #[derive(Clone, Default)]
-struct Advisory(Arc<AtomicBool>);
+struct Advisory {
+    vetoing: Arc<AtomicBool>,
+    /// Its runs of vetoes, as a breaker's closings count them (`None`: a
+    /// gate that cannot tell).
+    run: Option<Arc<AtomicU64>>,
+}
+
+impl Advisory {
+    fn with_runs() -> Self {
+        Advisory { run: Some(Arc::default()), ..Advisory::default() }
+    }
+    fn veto(&self, on: bool) {
+        self.vetoing.store(on, Ordering::Relaxed);
+    }
+    fn vetoes(&self) -> bool {
+        self.vetoing.load(Ordering::Relaxed)
+    }
+    /// The endpoint recovered: the next veto starts a new run.
+    fn recovered(&self) {
+        self.veto(false);
+        self.run.as_ref().expect("a gate with runs").fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 impl ha_balance::HealthGate for Advisory {
     fn admits(&self, _now: ha_core::Instant) -> bool {
-        !self.0.load(Ordering::Relaxed)
+        !self.vetoes()
     }
     fn advisory(&self) -> bool {
         true
+    }
+    fn veto_run(&self) -> Option<u64> {
+        self.run.as_ref().map(|r| r.load(Ordering::Relaxed))
     }
 }
 
@@ -408,39 +433,41 @@ impl Service<Req> for Tripping {
         Box::pin(async move {
             let result = fut.await;
             if result.is_err() && armed.load(Ordering::Relaxed) {
-                gate.0.store(true, Ordering::Relaxed);
+                gate.veto(true);
             }
             result
         })
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_advisory_veto_of_an_endpoint_failing_alike_is_set_aside_at_once() {
-    // Three endpoints failing alike (a fleet-wide overload). When a's
-    // breaker opens on a failure, the balancer judges it at its next pick:
-    // a fails like its peers, so the veto is set aside and a keeps serving.
-    // It used to wait for the plan's next refresh (here 10 s; 100 ms by
-    // default), leaving a idle while its peers shed its load.
+type Boxed = tower::util::BoxCloneSyncService<Req, &'static str, BoxError>;
+
+/// Three endpoints of 10 ms failing alike (a fleet-wide overload), `a`
+/// behind `gate`, whose breaker opens on `a`'s next failure once `armed`;
+/// plans recounted every `refresh`, ejections by `outlier`. They have
+/// failed 30 requests, and `a`'s breaker has just opened.
+async fn fleet_failing_alike(
+    gate: &Advisory,
+    refresh: Duration,
+    outlier: OutlierConfig,
+) -> (Balance<&'static str, Boxed, Req>, Vec<Backend>, Arc<AtomicBool>) {
     let backends: Vec<Backend> = ["a", "b", "c"].into_iter().map(|n| backend(n).delay(10)).collect();
     for b in &backends {
         b.set_fail(true);
     }
-    let gate = Advisory::default();
     let armed = Arc::new(AtomicBool::new(false));
     let a = Tripping { inner: backends[0].clone(), gate: gate.clone(), armed: armed.clone() };
-    let mut cfg = BalanceConfig { picker: Picker::RoundRobin, ..BalanceConfig::default() };
-    cfg.tiers.refresh = Duration::from_secs(10);
-    let mut bal: Balance<&'static str, tower::util::BoxCloneSyncService<Req, &'static str, BoxError>, Req> =
-        Balance::builder()
-            .config(cfg)
-            .seed(3)
-            .build_with([
-                ("a", Endpoint::new(tower::util::BoxCloneSyncService::new(a)).health_gate(gate.clone())),
-                ("b", Endpoint::new(tower::util::BoxCloneSyncService::new(backends[1].clone()))),
-                ("c", Endpoint::new(tower::util::BoxCloneSyncService::new(backends[2].clone()))),
-            ])
-            .unwrap();
+    let mut cfg = BalanceConfig { picker: Picker::RoundRobin, outlier, ..BalanceConfig::default() };
+    cfg.tiers.refresh = refresh;
+    let mut bal = Balance::builder()
+        .config(cfg)
+        .seed(3)
+        .build_with([
+            ("a", Endpoint::new(Boxed::new(a)).health_gate(gate.clone())),
+            ("b", Endpoint::new(Boxed::new(backends[1].clone()))),
+            ("c", Endpoint::new(Boxed::new(backends[2].clone()))),
+        ])
+        .unwrap();
     // Every endpoint fails its requests: their failure rates are alike and high.
     for _ in 0..30 {
         assert!(bal.ready().await.unwrap().call(req(0)).await.is_err());
@@ -452,12 +479,74 @@ async fn an_advisory_veto_of_an_endpoint_failing_alike_is_set_aside_at_once() {
     while backends[0].hits() == before {
         assert!(bal.ready().await.unwrap().call(req(0)).await.is_err());
     }
-    assert!(gate.0.load(Ordering::Relaxed), "a's breaker opened");
-    let hits = backends[0].hits();
-    for _ in 0..6 {
+    assert!(gate.vetoes(), "a's breaker opened");
+    armed.store(false, Ordering::Relaxed);
+    (bal, backends, armed)
+}
+
+/// How many of `n` requests `backend` takes.
+async fn share_of(bal: &mut Balance<&'static str, Boxed, Req>, backend: &Backend, n: usize) -> u64 {
+    let hits = backend.hits();
+    for _ in 0..n {
         let _ = bal.ready().await.unwrap().call(req(0)).await;
     }
-    assert!(backends[0].hits() >= hits + 2, "a is still picked: {} more", backends[0].hits() - hits);
+    backend.hits() - hits
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_advisory_veto_of_an_endpoint_failing_alike_is_set_aside_at_once() {
+    // When a's breaker opens on a failure, the balancer judges it at its
+    // next pick: a fails like its peers, so the veto is set aside and a
+    // keeps serving. It used to wait for the plan's next refresh (here
+    // 10 s; 100 ms by default), leaving a idle while its peers shed its load.
+    let gate = Advisory::default();
+    let (mut bal, backends, _) = fleet_failing_alike(&gate, Duration::from_secs(10), OutlierConfig::default()).await;
+    let taken = share_of(&mut bal, &backends[0], 6).await;
+    assert!(taken >= 2, "a is still picked: {taken} of 6");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_veto_judged_shared_holds_through_its_breakers_half_open_probe() {
+    // a's breaker, judged shared, waits its open time out and admits a
+    // probe (a recount sees it admitting); the probe goes out and the
+    // breaker vetoes again, with no failure to call for a judgement: the
+    // same open period, the same shared failure. a used to idle from there
+    // until the next recount while its peers shed its load.
+    let gate = Advisory::with_runs();
+    let refresh = Duration::from_secs(1);
+    let (mut bal, backends, _) = fleet_failing_alike(&gate, refresh, OutlierConfig::default()).await;
+    assert!(share_of(&mut bal, &backends[0], 6).await >= 2, "judged shared at once");
+    gate.veto(false);
+    tokio::time::advance(refresh + Duration::from_millis(1)).await;
+    share_of(&mut bal, &backends[0], 1).await; // the recount that sees the gate admitting
+    gate.veto(true); // the probe is out
+    let taken = share_of(&mut bal, &backends[0], 6).await;
+    assert!(taken >= 2, "a is still picked while its probe is out: {taken} of 6");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_veto_after_the_endpoint_recovered_is_judged_anew() {
+    // a's breaker, judged shared, closes (a recovered); its peers recover
+    // while a fails alone (ejection is off: the breaker alone decides), and
+    // its breaker opens again before any recount: the old judgement is of
+    // another open period and must not set the new veto aside.
+    let gate = Advisory::with_runs();
+    let (mut bal, backends, armed) =
+        fleet_failing_alike(&gate, Duration::from_secs(10), OutlierConfig::disabled()).await;
+    assert!(share_of(&mut bal, &backends[0], 6).await >= 2, "judged shared at once");
+    gate.recovered();
+    for b in &backends[1..] {
+        b.set_fail(false);
+    }
+    share_of(&mut bal, &backends[0], 300).await;
+    armed.store(true, Ordering::Relaxed);
+    let before = backends[0].hits();
+    while backends[0].hits() == before {
+        let _ = bal.ready().await.unwrap().call(req(0)).await;
+    }
+    assert!(gate.vetoes(), "a's breaker opened again");
+    let taken = share_of(&mut bal, &backends[0], 20).await;
+    assert_eq!(taken, 0, "a failing alone is kept out by its breaker");
 }
 
 #[tokio::test(start_paused = true)]

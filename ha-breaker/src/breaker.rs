@@ -137,6 +137,8 @@ pub struct Breaker {
     deadline: AtomicU64,
     /// ms since `epoch` when the breaker last entered Closed.
     closed_since: AtomicU64,
+    /// Times the breaker entered Closed after its start.
+    closings: AtomicU64,
     /// Trips since the wait was last reset.
     trips: AtomicU32,
     failures: AtomicU64,
@@ -190,6 +192,7 @@ impl Breaker {
             open_base_ms: AtomicU64::new(millis(config.open_wait.base)),
             deadline: AtomicU64::new(0),
             closed_since: AtomicU64::new(0),
+            closings: AtomicU64::new(0),
             trips: AtomicU32::new(0),
             failures: AtomicU64::new(0),
             slow_calls: AtomicU64::new(0),
@@ -341,6 +344,15 @@ impl Breaker {
     #[inline]
     pub fn is_open(&self) -> bool {
         matches!(self.word().code(), OPEN | FORCED_OPEN)
+    }
+
+    /// How many times the breaker has closed since it was built (a probe
+    /// that succeeded, or [`reset`](Self::reset)): one open period runs
+    /// from one value to the next, through any number of half-open probes
+    /// that failed and reopened it. One atomic load.
+    #[inline]
+    pub fn closings(&self) -> u64 {
+        self.closings.load(Ordering::Acquire)
     }
 
     /// While the breaker rejects, how long from `now` until it admits a
@@ -671,6 +683,7 @@ impl Breaker {
         self.window_now().reset();
         self.consecutive.store(0, Ordering::Relaxed);
         self.closed_since.store(self.ms_since_epoch(now), Ordering::Release);
+        self.closings.fetch_add(1, Ordering::Release);
     }
 
     fn transitioned(&self, from: BreakerState, to: BreakerState) {
