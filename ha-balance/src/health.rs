@@ -66,6 +66,12 @@ pub(crate) const SHARED: u8 = 1;
 /// An advisory gate's veto is set aside in panic mode: the endpoint still
 /// serves some requests (an endpoint that fails nearly all is left out).
 pub(crate) const IN_PANIC: u8 = 2;
+/// An advisory gate's veto stays set aside for the rest of a run that began
+/// in a failure shared with the peers: the breaker's windows hold the
+/// overload's failures and it tracked none of the calls set aside since, so
+/// only an endpoint that now looks dead is left out; failing on its own
+/// otherwise is for the outlier rules to judge, on fresh outcomes.
+pub(crate) const SHARED_RUN: u8 = 4;
 
 pub(crate) struct Health {
     /// Nanoseconds since the balancer's epoch until which the endpoint is
@@ -74,8 +80,8 @@ pub(crate) struct Health {
     ejected_until: AtomicU64,
     probe_failing: AtomicBool,
     /// How far the advisory gate's veto is set aside (set at each plan
-    /// recount): [`SHARED`] always, its endpoint failing alike with its
-    /// peers; [`IN_PANIC`] in panic mode, its endpoint still serving.
+    /// recount): [`SHARED`] and [`SHARED_RUN`] always; [`IN_PANIC`] in
+    /// panic mode, its endpoint still serving.
     gate_overridden: AtomicU8,
     /// `1 +` the gate's [`HealthGate::veto_run`] when `gate_overridden`
     /// was judged; 0 when the gate has no runs.
@@ -101,7 +107,7 @@ impl Health {
     pub(crate) fn available(&self, now: Instant, now_ns: u64, panic: bool) -> bool {
         if !self.gate_admits(now) {
             let overridden = self.gate_overridden.load(Ordering::Relaxed);
-            let set_aside = overridden & SHARED != 0 || (panic && overridden & IN_PANIC != 0);
+            let set_aside = overridden & (SHARED | SHARED_RUN) != 0 || (panic && overridden & IN_PANIC != 0);
             if !(set_aside && self.gate_is_advisory() && self.judged_this_run()) {
                 return false;
             }
@@ -135,6 +141,12 @@ impl Health {
         }
     }
 
+    /// The gate's veto was set aside (always, not only in panic mode) in
+    /// its current run.
+    pub(crate) fn set_aside_this_run(&self) -> bool {
+        self.gate_overridden.load(Ordering::Relaxed) & (SHARED | SHARED_RUN) != 0 && self.judged_this_run()
+    }
+
     /// A judgement that set the gate's veto aside, made in the gate's
     /// current run: it holds until the run ends, whatever the gate says
     /// for a moment within it.
@@ -145,7 +157,7 @@ impl Health {
     }
 
     /// Sets how far an advisory gate's veto is set aside ([`SHARED`],
-    /// [`IN_PANIC`], or 0), judged now in the gate's current run; true when
+    /// [`SHARED_RUN`], [`IN_PANIC`], or 0), judged now in the gate's current run; true when
     /// that changed.
     pub(crate) fn override_gate(&self, overridden: u8) -> bool {
         let run = self.gate.as_ref().and_then(|g| g.veto_run()).map_or(0, |r| r.wrapping_add(1));

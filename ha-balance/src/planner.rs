@@ -196,7 +196,15 @@ fn hold_cold_ramps<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
 /// An advisory gate (a stack's circuit breaker) that vetoes an endpoint
 /// failing alike with its peers is set aside, as an ejection would be
 /// refused: under a fleet-wide overload every breaker sees the same
-/// failure rate, and taking endpoints out only loads the rest more.
+/// failure rate, and taking endpoints out only loads the rest more. Once
+/// the overload ends the peers stop failing, but the breaker, whose calls
+/// went through untracked while it was set aside, is still open: the veto
+/// stays aside until the breaker closes unless the endpoint looks dead, or
+/// every endpoint whose breaker opened in the overload would leave
+/// selection as the rates decay, one after the other, their load on the
+/// few left (a breaker's judgement of an endpoint failing on its own, with
+/// the overload's failures in its windows, is no better than the outlier
+/// rules' on fresh outcomes).
 fn judge_gates<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
     let vetoed = |s: &EndpointState<S>| s.health.gate_is_advisory() && !s.health.gate_admits(now);
     if !snap.endpoints.iter().any(|s| vetoed(s)) {
@@ -219,6 +227,9 @@ fn judge_gates<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
                 overridden |= crate::health::SHARED;
             }
             if !crate::outlier::looks_dead(&endpoint.outlier) {
+                if endpoint.health.set_aside_this_run() {
+                    overridden |= crate::health::SHARED_RUN;
+                }
                 overridden |= crate::health::IN_PANIC;
             }
         }
@@ -227,7 +238,7 @@ fn judge_gates<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
                 target: "ha::balance",
                 endpoint = %endpoint.name,
                 overridden,
-                "open breaker on an endpoint failing alike with its peers"
+                "open breaker's veto judged (1: failing alike with its peers, 2: still serving in panic mode, 4: in a run that began so)"
             );
         }
     }

@@ -525,6 +525,32 @@ async fn a_veto_judged_shared_holds_through_its_breakers_half_open_probe() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_veto_set_aside_for_an_overload_stays_aside_while_the_endpoint_succeeds() {
+    // The overload ends: every endpoint answers again, but a's breaker,
+    // whose calls went through untracked while its veto was set aside, is
+    // still open. The next recount finds the peers no longer failing. a,
+    // whose own requests now succeed, keeps serving; had it died, its
+    // breaker would be right and it would leave selection.
+    for a_recovers in [true, false] {
+        let gate = Advisory::with_runs();
+        let refresh = Duration::from_secs(1);
+        let (mut bal, backends, _) = fleet_failing_alike(&gate, refresh, OutlierConfig::disabled()).await;
+        assert!(share_of(&mut bal, &backends[0], 6).await >= 2, "judged shared at once");
+        for b in &backends {
+            b.set_fail(!a_recovers && b.name == "a");
+        }
+        share_of(&mut bal, &backends[0], 400).await;
+        tokio::time::advance(refresh).await;
+        let taken = share_of(&mut bal, &backends[0], 30).await;
+        if a_recovers {
+            assert!(taken >= 5, "a serves on after the overload: {taken} of 30");
+        } else {
+            assert!(taken <= 1, "a, dead, is kept out by its breaker: {taken} of 30");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_veto_after_the_endpoint_recovered_is_judged_anew() {
     // a's breaker, judged shared, closes (a recovered); its peers recover
     // while a fails alone (ejection is off: the breaker alone decides), and
