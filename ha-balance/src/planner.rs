@@ -237,8 +237,9 @@ fn judge_gates<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
             tracing::debug!(
                 target: "ha::balance",
                 endpoint = %endpoint.name,
-                overridden,
-                "open breaker's veto judged (1: failing alike with its peers, 2: still serving in panic mode, 4: in a run that began so)"
+                set_aside = overridden & (crate::health::SHARED | crate::health::SHARED_RUN) != 0,
+                in_panic_only = overridden == crate::health::IN_PANIC,
+                "open breaker's veto judged"
             );
         }
     }
