@@ -97,7 +97,9 @@ impl HealthGate for BreakerGate {
             BreakerState::Closed | BreakerState::Disabled | BreakerState::MetricsOnly => true,
             // Probes go through until one finds every probe permit taken.
             BreakerState::HalfOpen => self.ms(now) >= self.retry_at.load(Ordering::Acquire),
-            BreakerState::Open | BreakerState::ForcedOpen => {
+            // Held open by an operator: no wait ends it, no probe goes.
+            BreakerState::ForcedOpen => false,
+            BreakerState::Open => {
                 let period = self.breaker.stats().transitions;
                 let now_ms = self.ms(now);
                 if self.seen.swap(period, Ordering::AcqRel) != period {
@@ -109,12 +111,14 @@ impl HealthGate for BreakerGate {
         }
     }
 
+    /// Advice, in [`RejectMode::Advisory`], except while an operator holds
+    /// the breaker open: that veto is never set aside.
     fn advisory(&self) -> bool {
-        self.breaker.reject_mode() == RejectMode::Advisory
+        self.breaker.reject_mode() == RejectMode::Advisory && self.breaker.state() != BreakerState::ForcedOpen
     }
 
-    /// One run per open period: from the breaker's trip to its closing,
-    /// half-open probes included.
+    /// The breaker's closings: a run goes from one closing to the next, so
+    /// it holds one open period, half-open probes included.
     fn veto_run(&self) -> Option<u64> {
         Some(self.breaker.closings())
     }

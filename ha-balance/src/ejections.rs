@@ -89,11 +89,15 @@ impl Ejections {
         if let Some(e) = snap.tuning.detector.try_eject(&hosts, idx, now_ns, EjectionReason::ConsecutiveFailures) {
             self.report(endpoint, e, now_ns, events);
             snap.plan.mark_stale();
-        } else if !endpoint.health.is_ejected(now_ns) && !snap.tuning.detector.failure_shared(&hosts, idx, now_ns) {
+        } else if !endpoint.health.is_ejected(now_ns)
+            && !snap.tuning.detector.deferred(&hosts, idx, now_ns)
+            && !snap.tuning.detector.failure_shared(&hosts, idx, now_ns)
+        {
             // Refused by the cap or the panic threshold (not merely ejected
             // already: failures of requests in flight still arrive): failing
             // on its own all the same, since the first crossing. (A failure
-            // its peers share is the fleet's, not an outage of this endpoint.)
+            // its peers share is the fleet's, not an outage of this endpoint;
+            // nor is a run judged before its peers could tell.)
             let _ = endpoint.failing_since_ns.compare_exchange(0, now_ns.max(1), Ordering::Relaxed, Ordering::Relaxed);
         }
     }

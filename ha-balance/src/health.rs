@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use ha_core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use ha_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ha_core::Instant;
 
 /// A source of health outside the balancer that can veto selection (a
@@ -47,15 +47,17 @@ pub trait HealthGate: Send + Sync + 'static {
     }
 
     /// Which run of vetoes the gate is in, when it can tell: a value that
-    /// changes only once the endpoint recovered in between (a breaker that
-    /// closed). The balancer's judgement of an advisory veto (set aside as
-    /// a failure shared with the peers) then holds for the whole run, also
-    /// while the gate admits for a moment within it (a breaker's open wait
-    /// over, its half-open probe in flight, the probe failing and
-    /// reopening it), so the endpoint does not idle each time until the
-    /// next recount judges it again; a veto of a later run is judged anew.
-    /// `None` (the default): a judgement lasts until the next recount that
-    /// finds the gate admitting.
+    /// changes only once the endpoint recovered (a breaker that closed; a
+    /// run goes from one closing to the next). The balancer's judgement
+    /// that a veto is a failure shared with the peers (set aside) then holds
+    /// for the whole run, also while the gate admits for a moment within it
+    /// (a breaker's open wait over, its half-open probe in flight, the probe
+    /// failing and reopening it), so the endpoint does not idle each time
+    /// until the next recount judges it again, and once the shared overload
+    /// ends the veto stays aside unless the endpoint looks dead (the
+    /// breaker's windows hold the overload's failures); a veto of a later
+    /// run is judged anew. `None` (the default): each recount judges the
+    /// veto afresh, and a judgement lasts until the next.
     fn veto_run(&self) -> Option<u64> {
         None
     }
@@ -66,12 +68,41 @@ pub(crate) const SHARED: u8 = 1;
 /// An advisory gate's veto is set aside in panic mode: the endpoint still
 /// serves some requests (an endpoint that fails nearly all is left out).
 pub(crate) const IN_PANIC: u8 = 2;
-/// An advisory gate's veto stays set aside for the rest of a run that began
-/// in a failure shared with the peers: the breaker's windows hold the
-/// overload's failures and it tracked none of the calls set aside since, so
-/// only an endpoint that now looks dead is left out; failing on its own
-/// otherwise is for the outlier rules to judge, on fresh outcomes.
+/// An advisory gate's veto stays set aside for the rest of a run (see
+/// [`HealthGate::veto_run`]) in which it was set aside for a failure shared
+/// with the peers: the breaker's windows hold the overload's failures and
+/// it tracked none of the calls set aside since, so only an endpoint that
+/// now looks dead is left out; failing on its own otherwise is for the
+/// outlier rules to judge, on fresh outcomes.
 pub(crate) const SHARED_RUN: u8 = 4;
+/// The flags that set a veto aside whether or not in panic mode.
+const ASIDE: u8 = SHARED | SHARED_RUN;
+/// The low bits of a judgement word hold the flags, the rest the run.
+const FLAG_BITS: u32 = 3;
+
+/// The balancer's judgement of an advisory gate's veto, as one word so no
+/// reader sees the flags of one run under the stamp of another: the flags
+/// ([`SHARED`], [`IN_PANIC`], [`SHARED_RUN`]) and `1 +` the gate's run when
+/// it was judged (0 for a gate without runs).
+#[derive(Clone, Copy, PartialEq)]
+struct Judgement(u64);
+
+impl Judgement {
+    fn new(flags: u8, run: Option<u64>) -> Self {
+        let stamp = run.map_or(0, |r| r.wrapping_add(1));
+        Judgement(stamp << FLAG_BITS | u64::from(flags))
+    }
+
+    fn flags(self) -> u8 {
+        (self.0 & ((1 << FLAG_BITS) - 1)) as u8
+    }
+
+    /// Made in run `run` (always, for a gate without runs: its judgement is
+    /// the last recount's).
+    fn of(self, run: Option<u64>) -> bool {
+        run.is_none_or(|r| self.0 >> FLAG_BITS == r.wrapping_add(1) & (u64::MAX >> FLAG_BITS))
+    }
+}
 
 pub(crate) struct Health {
     /// Nanoseconds since the balancer's epoch until which the endpoint is
@@ -79,13 +110,10 @@ pub(crate) struct Health {
     /// with its own clock reading.
     ejected_until: AtomicU64,
     probe_failing: AtomicBool,
-    /// How far the advisory gate's veto is set aside (set at each plan
-    /// recount): [`SHARED`] and [`SHARED_RUN`] always; [`IN_PANIC`] in
-    /// panic mode, its endpoint still serving.
-    gate_overridden: AtomicU8,
-    /// `1 +` the gate's [`HealthGate::veto_run`] when `gate_overridden`
-    /// was judged; 0 when the gate has no runs.
-    judged_run: AtomicU64,
+    /// How far the advisory gate's veto is set aside, and in which of its
+    /// runs that was judged (set at each plan recount): [`SHARED`] and
+    /// [`SHARED_RUN`] always, [`IN_PANIC`] in panic mode.
+    judgement: AtomicU64,
     gate: Option<Arc<dyn HealthGate>>,
 }
 
@@ -94,8 +122,7 @@ impl Health {
         Health {
             ejected_until: AtomicU64::new(0),
             probe_failing: AtomicBool::new(false),
-            gate_overridden: AtomicU8::new(0),
-            judged_run: AtomicU64::new(0),
+            judgement: AtomicU64::new(0),
             gate,
         }
     }
@@ -105,14 +132,20 @@ impl Health {
     /// refuse the request anyway.
     #[inline]
     pub(crate) fn available(&self, now: Instant, now_ns: u64, panic: bool) -> bool {
-        if !self.gate_admits(now) {
-            let overridden = self.gate_overridden.load(Ordering::Relaxed);
-            let set_aside = overridden & (SHARED | SHARED_RUN) != 0 || (panic && overridden & IN_PANIC != 0);
-            if !(set_aside && self.gate_is_advisory() && self.judged_this_run()) {
-                return false;
-            }
+        if !self.gate_admits(now) && !self.veto_set_aside(panic) {
+            return false;
         }
         panic || (self.ejected_until.load(Ordering::Acquire) <= now_ns && !self.probe_failing.load(Ordering::Acquire))
+    }
+
+    /// The gate's veto is set aside: it is advisory, and judged so in its
+    /// current run. Off the common path (only for a vetoing gate).
+    #[cold]
+    fn veto_set_aside(&self, panic: bool) -> bool {
+        let judged = self.judgement();
+        let flags = judged.flags();
+        let aside = flags & ASIDE != 0 || (panic && flags & IN_PANIC != 0);
+        aside && self.gate_is_advisory() && judged.of(self.gate_run())
     }
 
     #[inline]
@@ -125,44 +158,38 @@ impl Health {
         self.gate.as_ref().is_some_and(|g| g.advisory())
     }
 
-    /// The endpoint has an advisory gate whose veto, if it has one now,
-    /// was not set aside at the last recount (nor judged since it began).
-    #[inline]
-    pub(crate) fn advisory_gate_unjudged(&self) -> bool {
-        (self.gate_overridden.load(Ordering::Relaxed) == 0 || !self.judged_this_run()) && self.gate_is_advisory()
+    /// The gate's current run of vetoes, if it tells (see
+    /// [`HealthGate::veto_run`]). Read once per judgement, so a run that
+    /// ends while it is made leaves it stale rather than stamped anew.
+    pub(crate) fn gate_run(&self) -> Option<u64> {
+        self.gate.as_ref().and_then(|g| g.veto_run())
     }
 
-    /// The gate's veto was judged in its current run (always, for a gate
-    /// without runs: its judgement is the last recount's).
-    fn judged_this_run(&self) -> bool {
-        match self.gate.as_ref().and_then(|g| g.veto_run()) {
-            Some(run) => self.judged_run.load(Ordering::Relaxed) == run.wrapping_add(1),
-            None => true,
-        }
+    fn judgement(&self) -> Judgement {
+        Judgement(self.judgement.load(Ordering::Relaxed))
+    }
+
+    /// The endpoint has an advisory gate whose veto, if it has one now,
+    /// was not set aside at the last recount, or in another run.
+    #[inline]
+    pub(crate) fn advisory_gate_unjudged(&self) -> bool {
+        let judged = self.judgement();
+        (judged.flags() == 0 || !judged.of(self.gate_run())) && self.gate_is_advisory()
     }
 
     /// The gate's veto was set aside (always, not only in panic mode) in
-    /// its current run.
-    pub(crate) fn set_aside_this_run(&self) -> bool {
-        self.gate_overridden.load(Ordering::Relaxed) & (SHARED | SHARED_RUN) != 0 && self.judged_this_run()
-    }
-
-    /// A judgement that set the gate's veto aside, made in the gate's
-    /// current run: it holds until the run ends, whatever the gate says
-    /// for a moment within it.
-    pub(crate) fn judgement_holds(&self) -> bool {
-        self.gate_overridden.load(Ordering::Relaxed) != 0
-            && self.gate.as_ref().is_some_and(|g| g.veto_run().is_some())
-            && self.judged_this_run()
+    /// `run`, a run the gate tells.
+    pub(crate) fn set_aside_in(&self, run: Option<u64>) -> bool {
+        let judged = self.judgement();
+        run.is_some() && judged.flags() & ASIDE != 0 && judged.of(run)
     }
 
     /// Sets how far an advisory gate's veto is set aside ([`SHARED`],
-    /// [`SHARED_RUN`], [`IN_PANIC`], or 0), judged now in the gate's current run; true when
-    /// that changed.
-    pub(crate) fn override_gate(&self, overridden: u8) -> bool {
-        let run = self.gate.as_ref().and_then(|g| g.veto_run()).map_or(0, |r| r.wrapping_add(1));
-        self.judged_run.store(run, Ordering::Relaxed);
-        self.gate_overridden.swap(overridden, Ordering::Relaxed) != overridden
+    /// [`SHARED_RUN`], [`IN_PANIC`], or 0), judged in the gate's `run`;
+    /// true when the flags changed.
+    pub(crate) fn override_gate(&self, flags: u8, run: Option<u64>) -> bool {
+        let before = Judgement(self.judgement.swap(Judgement::new(flags, run).0, Ordering::Relaxed));
+        before.flags() != flags
     }
 
     pub(crate) fn gate(&self) -> Option<&Arc<dyn HealthGate>> {
@@ -232,5 +259,59 @@ impl fmt::Debug for Health {
             .field("probe_failing", &self.probe_failing())
             .field("gate", &self.gate.is_some())
             .finish()
+    }
+}
+
+/// `RUSTFLAGS="--cfg loom" cargo test --release -p ha-balance --lib loom_models`.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+
+    /// A gate whose run a racing thread ends (its breaker closing).
+    struct Runs(AtomicU64);
+
+    impl HealthGate for Runs {
+        fn admits(&self, _now: Instant) -> bool {
+            false
+        }
+        fn advisory(&self) -> bool {
+            true
+        }
+        fn veto_run(&self) -> Option<u64> {
+            Some(self.0.load(Ordering::Relaxed))
+        }
+    }
+
+    #[test]
+    fn a_judgement_is_current_only_for_the_run_it_was_made_in() {
+        loom::model(|| {
+            // Two recounts judge (one sets the veto aside, one does not)
+            // while the breaker closes: whatever the order, the judgement
+            // in force is one of the two whole, and counts as this run's
+            // only when it was made from this run's reading.
+            let gate = Arc::new(Runs(AtomicU64::new(0)));
+            let health = Arc::new(Health::new(Some(gate.clone())));
+            let judge = |flags: u8| {
+                let health = health.clone();
+                loom::thread::spawn(move || {
+                    let run = health.gate_run();
+                    health.override_gate(flags, run);
+                    run
+                })
+            };
+            let (aside, kept) = (judge(SHARED), judge(0));
+            let closer = {
+                let gate = gate.clone();
+                loom::thread::spawn(move || gate.0.fetch_add(1, Ordering::Relaxed))
+            };
+            let (aside_run, kept_run) = (aside.join().unwrap(), kept.join().unwrap());
+            closer.join().unwrap();
+            let now = health.gate_run();
+            let judged = health.judgement();
+            let made_in = if judged.flags() == SHARED { aside_run } else { kept_run };
+            assert!(judged.flags() == SHARED || judged.flags() == 0, "a torn judgement: {:#x}", judged.0);
+            assert_eq!(judged.of(now), made_in == now, "current iff made from the current run");
+            assert_eq!(health.set_aside_in(now), judged.flags() == SHARED && made_in == now);
+        });
     }
 }

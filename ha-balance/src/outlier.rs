@@ -117,8 +117,9 @@ impl OutlierState {
     /// while the first serves) has not failed, and a whole tier failing
     /// while it stands by is a failover to make, not a failure its peers
     /// share. A busy one (`in_flight` requests) is serving, and its first
-    /// outcomes are on their way: it counts with their plain share, and is
-    /// unknown (`None`) before the first.
+    /// outcomes are on their way: it counts with its rate corrected for its
+    /// start over however few it has, and is unknown (`None`) before the
+    /// first.
     fn peer_failure_rate(&self, in_flight: u64) -> Option<f64> {
         let ok = self.interval_ok.load(Ordering::Relaxed);
         let failed = self.interval_failed.load(Ordering::Relaxed);
@@ -316,14 +317,15 @@ impl Detector {
         reason: EjectionReason,
     ) -> Option<Ejection> {
         let peer_rate = match peer_failure_rate(hosts, idx, now_ns) {
-            Peers::Unknown => {
+            Peers::Unknown if self.first_run(hosts[idx].outlier) => {
                 // A run of failures in a fleet's first milliseconds, before
-                // any busy peer's first outcome: the next run asks again.
+                // busy peers' first outcomes tell whether they fail too:
+                // the next run asks again, and is judged without them.
                 tracing::debug!(target: "ha::balance", ?reason, "ejection deferred: the peers' first outcomes are on their way");
                 return None;
             }
             Peers::Rate(p) => Some(p),
-            Peers::None => None,
+            Peers::Unknown | Peers::None => None,
         };
         let shared = peer_rate.is_some_and(|p| p > self.cfg.max_peer_failure_rate);
         if shared {
@@ -331,6 +333,19 @@ impl Detector {
             return None;
         }
         self.eject_judged(hosts, idx, now_ns, reason)
+    }
+
+    /// The endpoint's current run of consecutive failures is its first
+    /// crossing of the threshold.
+    fn first_run(&self, state: &OutlierState) -> bool {
+        state.consecutive.load(Ordering::Relaxed) < self.cfg.consecutive_failures.saturating_mul(2)
+    }
+
+    /// An ejection of `hosts[idx]` for its first run of failures would be
+    /// deferred: its busy peers have not answered enough to say whether
+    /// they fail too.
+    pub(crate) fn deferred(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
+        matches!(peer_failure_rate(hosts, idx, now_ns), Peers::Unknown) && self.first_run(hosts[idx].outlier)
     }
 
     /// Does `hosts[idx]` fail alike with its peers (of every tier, not
@@ -483,22 +498,29 @@ fn nanos(d: Duration) -> u64 {
 /// The lower median failure rate of `hosts[idx]`'s peers: the others not
 /// ejected, in every tier (when a whole tier fails, a zone lost, while the
 /// next one serves, that is not a shared overload but a failover to make).
+/// A busy peer that has not answered yet could be either: the median is
+/// known only when it comes out the same with such peers counted as
+/// failing everything and as failing nothing.
 fn peer_failure_rate(hosts: &[Host<'_>], idx: usize, now_ns: u64) -> Peers {
-    let mut unknown = false;
-    let mut peers: Vec<f64> = hosts
-        .iter()
-        .enumerate()
-        .filter(|(i, h)| *i != idx && !h.health.is_ejected(now_ns))
-        .filter_map(|(_, h)| {
-            let rate = h.outlier.peer_failure_rate(h.in_flight);
-            unknown |= rate.is_none();
-            rate
-        })
-        .collect();
-    match lower_median(&mut peers) {
-        Some(rate) => Peers::Rate(rate),
-        None if unknown => Peers::Unknown,
-        None => Peers::None,
+    let mut known = Vec::with_capacity(hosts.len());
+    let mut unknown = 0;
+    for (_, h) in hosts.iter().enumerate().filter(|(i, h)| *i != idx && !h.health.is_ejected(now_ns)) {
+        match h.outlier.peer_failure_rate(h.in_flight) {
+            Some(rate) => known.push(rate),
+            None => unknown += 1,
+        }
+    }
+    if unknown == 0 {
+        return lower_median(&mut known).map_or(Peers::None, Peers::Rate);
+    }
+    let with = |rate: f64| {
+        let mut all = known.clone();
+        all.extend(std::iter::repeat_n(rate, unknown));
+        lower_median(&mut all)
+    };
+    match (with(0.0), with(1.0)) {
+        (Some(low), Some(high)) if low == high => Peers::Rate(low),
+        _ => Peers::Unknown,
     }
 }
 
@@ -506,7 +528,7 @@ fn peer_failure_rate(hosts: &[Host<'_>], idx: usize, now_ns: u64) -> Peers {
 enum Peers {
     /// The lower median of their failure rates.
     Rate(f64),
-    /// Every peer is busy with its first requests, none answered yet.
+    /// Busy peers that have not answered yet decide the median.
     Unknown,
     /// It has no peer (none other, or all ejected).
     None,
@@ -851,11 +873,50 @@ mod judgement_tests {
         // with the same few outcomes read as not failing.
         assert!(!ejected(3, 334, 4));
         assert!(ejected(3, 334, 0));
-        // Busy peers none of whose requests has answered yet: deferred.
+        // Busy peers none of whose requests has answered yet: deferred...
         assert!(!ejected(0, 0, 4));
         // Busy peers whose first answers succeed: a crash at start is
         // ejected at once.
         assert!(ejected(2, 0, 4));
+    }
+
+    #[test]
+    fn a_deferred_ejection_is_decided_at_the_next_run() {
+        // ...and the endpoint's next run of failures is judged without them.
+        let d = Detector::new(consecutive_only());
+        let f = fleet(5);
+        let h: Vec<Host<'_>> = hosts(&f).into_iter().map(|h| Host { in_flight: 4, ..h }).collect();
+        feed(&d, &f.0[0], 5, 1000);
+        assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_none(), "deferred");
+        assert!(d.deferred(&h, 0, SEC));
+        feed(&d, &f.0[0], 5, 1000);
+        assert!(!d.deferred(&h, 0, SEC));
+        assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some(), "the next run ejects");
+    }
+
+    #[test]
+    fn a_lost_tier_is_no_shared_failure_while_the_next_takes_its_first_requests() {
+        // A zone lost: its three endpoints fail everything, and failover
+        // has just sent the standby tier its first requests, none answered.
+        // Its endpoints could fail or not: the lost tier's failure is not
+        // judged shared on its own peers' word.
+        let d = Detector::new(consecutive_only());
+        let f = fleet(6);
+        let h: Vec<Host<'_>> = hosts(&f)
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| Host { tier: u8::from(i >= 3), in_flight: u64::from(i >= 3), ..h })
+            .collect();
+        for s in &f.0[..3] {
+            feed(&d, s, 40, 1000);
+        }
+        assert!(!d.failure_shared(&h, 0, SEC), "the breakers' vetoes stand");
+        // Once the standby tier answers, it is a peer that does not fail.
+        for s in &f.0[3..] {
+            feed(&d, s, 4, 0);
+        }
+        assert!(!d.failure_shared(&h, 0, SEC));
+        assert!(d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some());
     }
 
     #[test]

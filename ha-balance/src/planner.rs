@@ -208,32 +208,38 @@ fn hold_cold_ramps<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
 fn judge_gates<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
     let vetoed = |s: &EndpointState<S>| s.health.gate_is_advisory() && !s.health.gate_admits(now);
     if !snap.endpoints.iter().any(|s| vetoed(s)) {
-        for endpoint in snap.endpoints.iter().filter(|s| !s.health.judgement_holds()) {
-            endpoint.health.override_gate(0);
+        for endpoint in &snap.endpoints {
+            let run = endpoint.health.gate_run();
+            if !endpoint.health.set_aside_in(run) {
+                endpoint.health.override_gate(0, run);
+            }
         }
         return;
     }
     let hosts = snap.hosts();
     for (i, endpoint) in snap.endpoints.iter().enumerate() {
+        // Read once: a run that ends while this judgement is made leaves
+        // it stale, never stamped with the next run.
+        let run = endpoint.health.gate_run();
+        let aside = endpoint.health.set_aside_in(run);
         let mut overridden = 0;
-        if !vetoed(endpoint) && endpoint.health.judgement_holds() {
-            // Admitting for a moment within a run judged shared (an open
-            // wait over, a half-open probe about to go out): when the veto
-            // returns, it is the same shared failure.
-            continue;
-        }
         if vetoed(endpoint) {
             if snap.tuning.detector.failure_shared(&hosts, i, now_ns) {
                 overridden |= crate::health::SHARED;
             }
             if !crate::outlier::looks_dead(&endpoint.outlier) {
-                if endpoint.health.set_aside_this_run() {
+                if aside {
                     overridden |= crate::health::SHARED_RUN;
                 }
                 overridden |= crate::health::IN_PANIC;
             }
+        } else if aside {
+            // Admitting for a moment within a run judged shared (an open
+            // wait over, a half-open probe about to go out): when the veto
+            // returns, it is the same shared failure.
+            continue;
         }
-        if endpoint.health.override_gate(overridden) {
+        if endpoint.health.override_gate(overridden, run) {
             tracing::debug!(
                 target: "ha::balance",
                 endpoint = %endpoint.name,

@@ -443,11 +443,13 @@ impl Service<Req> for Tripping {
 type Boxed = tower::util::BoxCloneSyncService<Req, &'static str, BoxError>;
 
 /// Three endpoints of 10 ms failing alike (a fleet-wide overload), `a`
-/// behind `gate`, whose breaker opens on `a`'s next failure once `armed`;
-/// plans recounted every `refresh`, ejections by `outlier`. They have
-/// failed 30 requests, and `a`'s breaker has just opened.
+/// behind `gate`, whose breaker opens on `a`'s next failure once `armed`,
+/// and `b` behind `b_gate`, switched by hand; plans recounted every
+/// `refresh`, ejections by `outlier`. They have failed 30 requests, and
+/// `a`'s breaker has just opened.
 async fn fleet_failing_alike(
     gate: &Advisory,
+    b_gate: &Advisory,
     refresh: Duration,
     outlier: OutlierConfig,
 ) -> (Balance<&'static str, Boxed, Req>, Vec<Backend>, Arc<AtomicBool>) {
@@ -464,7 +466,7 @@ async fn fleet_failing_alike(
         .seed(3)
         .build_with([
             ("a", Endpoint::new(Boxed::new(a)).health_gate(gate.clone())),
-            ("b", Endpoint::new(Boxed::new(backends[1].clone()))),
+            ("b", Endpoint::new(Boxed::new(backends[1].clone())).health_gate(b_gate.clone())),
             ("c", Endpoint::new(Boxed::new(backends[2].clone()))),
         ])
         .unwrap();
@@ -500,7 +502,8 @@ async fn an_advisory_veto_of_an_endpoint_failing_alike_is_set_aside_at_once() {
     // keeps serving. It used to wait for the plan's next refresh (here
     // 10 s; 100 ms by default), leaving a idle while its peers shed its load.
     let gate = Advisory::default();
-    let (mut bal, backends, _) = fleet_failing_alike(&gate, Duration::from_secs(10), OutlierConfig::default()).await;
+    let (mut bal, backends, _) =
+        fleet_failing_alike(&gate, &Advisory::default(), Duration::from_secs(10), OutlierConfig::default()).await;
     let taken = share_of(&mut bal, &backends[0], 6).await;
     assert!(taken >= 2, "a is still picked: {taken} of 6");
 }
@@ -511,17 +514,22 @@ async fn a_veto_judged_shared_holds_through_its_breakers_half_open_probe() {
     // probe (a recount sees it admitting); the probe goes out and the
     // breaker vetoes again, with no failure to call for a judgement: the
     // same open period, the same shared failure. a used to idle from there
-    // until the next recount while its peers shed its load.
-    let gate = Advisory::with_runs();
-    let refresh = Duration::from_secs(1);
-    let (mut bal, backends, _) = fleet_failing_alike(&gate, refresh, OutlierConfig::default()).await;
-    assert!(share_of(&mut bal, &backends[0], 6).await >= 2, "judged shared at once");
-    gate.veto(false);
-    tokio::time::advance(refresh + Duration::from_millis(1)).await;
-    share_of(&mut bal, &backends[0], 1).await; // the recount that sees the gate admitting
-    gate.veto(true); // the probe is out
-    let taken = share_of(&mut bal, &backends[0], 6).await;
-    assert!(taken >= 2, "a is still picked while its probe is out: {taken} of 6");
+    // until the next recount while its peers shed its load. Both with no
+    // other veto at that recount and with b's breaker open too (then the
+    // recount judges every veto).
+    for b_vetoes in [false, true] {
+        let (gate, b_gate) = (Advisory::with_runs(), Advisory::with_runs());
+        let refresh = Duration::from_secs(1);
+        let (mut bal, backends, _) = fleet_failing_alike(&gate, &b_gate, refresh, OutlierConfig::default()).await;
+        assert!(share_of(&mut bal, &backends[0], 6).await >= 2, "judged shared at once");
+        gate.veto(false);
+        b_gate.veto(b_vetoes);
+        tokio::time::advance(refresh + Duration::from_millis(1)).await;
+        share_of(&mut bal, &backends[0], 1).await; // the recount that sees a's gate admitting
+        gate.veto(true); // the probe is out
+        let taken = share_of(&mut bal, &backends[0], 6).await;
+        assert!(taken >= 2, "a is still picked while its probe is out (b vetoes: {b_vetoes}): {taken} of 6");
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -530,11 +538,14 @@ async fn a_veto_set_aside_for_an_overload_stays_aside_while_the_endpoint_succeed
     // whose calls went through untracked while its veto was set aside, is
     // still open. The next recount finds the peers no longer failing. a,
     // whose own requests now succeed, keeps serving; had it died, its
-    // breaker would be right and it would leave selection.
-    for a_recovers in [true, false] {
-        let gate = Advisory::with_runs();
+    // breaker would be right and it would leave selection. A gate that
+    // cannot tell its runs is judged afresh at each recount, as before:
+    // its veto, no longer shared, keeps a out.
+    for (runs, a_recovers, serves) in [(true, true, true), (true, false, false), (false, true, false)] {
+        let gate = if runs { Advisory::with_runs() } else { Advisory::default() };
         let refresh = Duration::from_secs(1);
-        let (mut bal, backends, _) = fleet_failing_alike(&gate, refresh, OutlierConfig::disabled()).await;
+        let (mut bal, backends, _) =
+            fleet_failing_alike(&gate, &Advisory::default(), refresh, OutlierConfig::disabled()).await;
         assert!(share_of(&mut bal, &backends[0], 6).await >= 2, "judged shared at once");
         for b in &backends {
             b.set_fail(!a_recovers && b.name == "a");
@@ -542,10 +553,10 @@ async fn a_veto_set_aside_for_an_overload_stays_aside_while_the_endpoint_succeed
         share_of(&mut bal, &backends[0], 400).await;
         tokio::time::advance(refresh).await;
         let taken = share_of(&mut bal, &backends[0], 30).await;
-        if a_recovers {
+        if serves {
             assert!(taken >= 5, "a serves on after the overload: {taken} of 30");
         } else {
-            assert!(taken <= 1, "a, dead, is kept out by its breaker: {taken} of 30");
+            assert!(taken <= 1, "a is kept out by its breaker (runs: {runs}, recovered: {a_recovers}): {taken} of 30");
         }
     }
 }
@@ -558,7 +569,7 @@ async fn a_veto_after_the_endpoint_recovered_is_judged_anew() {
     // another open period and must not set the new veto aside.
     let gate = Advisory::with_runs();
     let (mut bal, backends, armed) =
-        fleet_failing_alike(&gate, Duration::from_secs(10), OutlierConfig::disabled()).await;
+        fleet_failing_alike(&gate, &Advisory::default(), Duration::from_secs(10), OutlierConfig::disabled()).await;
     assert!(share_of(&mut bal, &backends[0], 6).await >= 2, "judged shared at once");
     gate.recovered();
     for b in &backends[1..] {

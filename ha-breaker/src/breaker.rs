@@ -346,13 +346,14 @@ impl Breaker {
         matches!(self.word().code(), OPEN | FORCED_OPEN)
     }
 
-    /// How many times the breaker has closed since it was built (a probe
-    /// that succeeded, or [`reset`](Self::reset)): one open period runs
-    /// from one value to the next, through any number of half-open probes
-    /// that failed and reopened it. One atomic load.
+    /// How many times the breaker has closed since it was built: a
+    /// half-open probe that succeeded, [`reset`](Self::reset) or
+    /// [`metrics_only`](Self::metrics_only). An open period lies between
+    /// one value and the next, through any number of half-open probes that
+    /// failed and reopened it. One atomic load.
     #[inline]
     pub fn closings(&self) -> u64 {
-        self.closings.load(Ordering::Acquire)
+        self.closings.load(Ordering::Relaxed)
     }
 
     /// While the breaker rejects, how long from `now` until it admits a
@@ -683,7 +684,7 @@ impl Breaker {
         self.window_now().reset();
         self.consecutive.store(0, Ordering::Relaxed);
         self.closed_since.store(self.ms_since_epoch(now), Ordering::Release);
-        self.closings.fetch_add(1, Ordering::Release);
+        self.closings.fetch_add(1, Ordering::Relaxed);
     }
 
     fn transitioned(&self, from: BreakerState, to: BreakerState) {

@@ -249,6 +249,36 @@ async fn failing_probes_reopen_with_a_growing_capped_wait_that_resets_after_stay
 }
 
 #[tokio::test(start_paused = true)]
+async fn closings_count_the_ends_of_open_periods() {
+    // What a balancer reads to tell one open period from the next: failed
+    // probes that reopen the breaker do not end the period, a passed probe
+    // does, and so do the controls that close it; disabling does not.
+    let (mut svc, _) = breaker_svc(BreakerConfig { consecutive_failures: Some(1), ..config() });
+    let b = svc.breaker().clone();
+    assert_eq!(b.closings(), 0);
+    send(&mut svc, Req::Fail).await.unwrap_err();
+    let wait = rejected(send(&mut svc, Req::Ok).await).unwrap();
+    tokio::time::advance(wait).await;
+    send(&mut svc, Req::Fail).await.unwrap_err();
+    send(&mut svc, Req::Fail).await.unwrap_err();
+    assert_eq!(svc.state(), BreakerState::Open);
+    assert_eq!(b.closings(), 0, "a failed probe reopens within the same period");
+    let wait = rejected(send(&mut svc, Req::Ok).await).unwrap();
+    tokio::time::advance(wait).await;
+    send(&mut svc, Req::Ok).await.unwrap();
+    send(&mut svc, Req::Ok).await.unwrap();
+    assert_eq!(svc.state(), BreakerState::Closed);
+    assert_eq!(b.closings(), 1, "passed probes close it");
+    b.disable(Instant::now());
+    assert_eq!(b.closings(), 1, "disabled is not closed");
+    b.metrics_only(Instant::now());
+    assert_eq!(b.closings(), 2);
+    b.force_open(Instant::now());
+    b.reset(Instant::now());
+    assert_eq!(b.closings(), 3);
+}
+
+#[tokio::test(start_paused = true)]
 async fn jitter_shortens_the_wait_by_at_most_its_share() {
     let mut cfg = BreakerConfig { consecutive_failures: Some(1), ..config() };
     cfg.open_wait.jitter = 0.5;
