@@ -253,20 +253,22 @@ async fn closings_count_the_ends_of_open_periods() {
     // What a balancer reads to tell one open period from the next: failed
     // probes that reopen the breaker do not end the period, a passed probe
     // does, and so do the controls that close it; disabling does not.
+    /// Waits the open time out and sends both half-open probes as `r`.
+    async fn probes(svc: &mut CircuitBreaker<Svc>, r: Req) {
+        let wait = rejected(send(svc, Req::Ok).await).expect("open");
+        tokio::time::advance(wait).await;
+        for _ in 0..2 {
+            let _ = send(svc, r).await;
+        }
+    }
     let (mut svc, _) = breaker_svc(BreakerConfig { consecutive_failures: Some(1), ..config() });
     let b = svc.breaker().clone();
     assert_eq!(b.closings(), 0);
     send(&mut svc, Req::Fail).await.unwrap_err();
-    let wait = rejected(send(&mut svc, Req::Ok).await).unwrap();
-    tokio::time::advance(wait).await;
-    send(&mut svc, Req::Fail).await.unwrap_err();
-    send(&mut svc, Req::Fail).await.unwrap_err();
+    probes(&mut svc, Req::Fail).await;
     assert_eq!(svc.state(), BreakerState::Open);
     assert_eq!(b.closings(), 0, "a failed probe reopens within the same period");
-    let wait = rejected(send(&mut svc, Req::Ok).await).unwrap();
-    tokio::time::advance(wait).await;
-    send(&mut svc, Req::Ok).await.unwrap();
-    send(&mut svc, Req::Ok).await.unwrap();
+    probes(&mut svc, Req::Ok).await;
     assert_eq!(svc.state(), BreakerState::Closed);
     assert_eq!(b.closings(), 1, "passed probes close it");
     b.disable(Instant::now());
