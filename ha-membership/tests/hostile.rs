@@ -98,13 +98,25 @@ async fn attacker() -> UdpSocket {
     UdpSocket::bind(LOCAL).await.unwrap()
 }
 
+/// An attacker's UDP socket with a TCP listener on the same port that never
+/// accepts. The TCP twin of a free UDP port may be taken (by another test's
+/// outgoing connection), so the pair is bound TCP first and retried.
+async fn attacker_with_stalling_listener() -> (UdpSocket, std::net::TcpListener) {
+    for _ in 0..50 {
+        let tcp = std::net::TcpListener::bind(LOCAL).unwrap();
+        if let Ok(udp) = UdpSocket::bind(tcp.local_addr().unwrap()).await {
+            return (udp, tcp);
+        }
+    }
+    panic!("no port free for both UDP and TCP in 50 tries");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_from_strangers_open_few_state_syncs() {
     let (v, p) = pair().await;
     // The attacker's address takes TCP connections and never answers:
     // every sync opened toward it would hold a descriptor for 10 s.
-    let a = attacker().await;
-    let _stall = std::net::TcpListener::bind(a.local_addr().unwrap()).unwrap();
+    let (a, _stall) = attacker_with_stalling_listener().await;
     let fds = open_fds();
     flood(&a, &v, (0..2000u32).map(|i| forge::ping("", i, "victim", &format!("stranger-{i}")))).await;
     until(&v, "most syncs refused", |c| c.counters().dropped_syncs >= 1900).await;
