@@ -26,6 +26,11 @@ impl Clock {
         nanos(now.saturating_duration_since(self.epoch)).max(1)
     }
 
+    /// The instant every count is measured from.
+    pub(crate) fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
     /// The instant of a nanosecond count of this clock.
     pub(crate) fn instant(&self, ns: u64) -> Instant {
         self.epoch + Duration::from_nanos(ns)

@@ -9,6 +9,7 @@ use ha_core::stats::PeakEwma;
 use ha_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ha_core::{EndpointId, Instant};
 
+use crate::clock::Clock;
 use crate::health::{Health, HealthGate};
 use crate::outlier::OutlierState;
 use crate::tuning::Tuning;
@@ -198,13 +199,14 @@ pub(crate) struct EndpointState<S> {
 
 impl<S> EndpointState<S> {
     /// The state of a new endpoint described by `ep` (whose name and gate
-    /// the caller resolved), its slow start from `ramp_from_ns` (0: none).
+    /// the caller resolved), admitted at `now` on the balancer's `clock`, its
+    /// slow start from `ramp_from_ns` (0: none).
     pub(crate) fn new(
         id: EndpointId,
         name: Arc<str>,
         ep: Endpoint<S>,
         gate: Option<Arc<dyn HealthGate>>,
-        now: Instant,
+        (clock, now): (Clock, Instant),
         ramp_from_ns: u64,
         tuning: &Tuning,
     ) -> Self {
@@ -221,8 +223,8 @@ impl<S> EndpointState<S> {
             fresh: AtomicBool::new(ramp_from_ns != 0),
             failing_since_ns: AtomicU64::new(0),
             pending: AtomicU64::new(0),
-            ewma: PeakEwma::new(now, tuning.cfg.load.default_rtt, tuning.cfg.load.decay),
-            failure_cost: PeakEwma::new(now, Duration::ZERO, FAILURE_DECAY),
+            ewma: PeakEwma::with_epoch(clock.epoch(), now, tuning.cfg.load.default_rtt, tuning.cfg.load.decay),
+            failure_cost: PeakEwma::with_epoch(clock.epoch(), now, Duration::ZERO, FAILURE_DECAY),
             health: Health::new(gate),
             outlier: OutlierState::default(),
             counters: Counters::default(),

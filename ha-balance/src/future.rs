@@ -38,7 +38,8 @@ const FAILURE_COST_CAP: f64 = 16.0;
 pub(crate) struct InFlightRequest<K, S> {
     core: Arc<Shared<K, S>>,
     slot: Arc<EndpointState<S>>,
-    start: Instant,
+    /// On the balancer's clock, as the endpoint's latency estimates are.
+    start_ns: u64,
     /// The request went to the endpoint and no result came back yet: if the
     /// flight ends like this (the caller gave up, a timeout), the time it
     /// took still counts towards the endpoint's latency, as in tower.
@@ -51,12 +52,12 @@ pub(crate) struct InFlightRequest<K, S> {
 }
 
 impl<K, S> InFlightRequest<K, S> {
-    pub(crate) fn new(core: Arc<Shared<K, S>>, slot: Arc<EndpointState<S>>, start: Instant, probe: bool) -> Self {
+    pub(crate) fn new(core: Arc<Shared<K, S>>, slot: Arc<EndpointState<S>>, start_ns: u64, probe: bool) -> Self {
         let flags = core.hot().flags();
         slot.pending.fetch_add(1, Ordering::Relaxed);
         slot.counters.requests.fetch_add(1, Ordering::Relaxed);
         core.in_flight().begin(slot.tier, flags & flag::PER_TIER != 0);
-        InFlightRequest { core, slot, start, sent: false, probe, flags }
+        InFlightRequest { core, slot, start_ns, sent: false, probe, flags }
     }
 
     fn finish(mut self, outcome: ha_core::Outcome) {
@@ -72,17 +73,18 @@ impl<K, S> InFlightRequest<K, S> {
         let now = (latency || (failed && self.flags & flag::PRICES_FAILURES != 0)).then(Instant::now);
         if let Some(now) = now {
             if outcome.counts() {
-                let mut rtt = now.saturating_duration_since(self.start);
+                let now_ns = self.core.clock().ns(now);
+                let mut rtt = Duration::from_nanos(now_ns.saturating_sub(self.start_ns));
                 if failed {
-                    self.slot.failure_cost.observe(now, self.failure_cost(now, rtt));
+                    self.slot.failure_cost.observe_at(now_ns, self.failure_cost(now_ns, rtt));
                     // Nor does the latency estimate take a fast failure as
                     // evidence of speed: no faster than it was.
-                    rtt = rtt.max(Duration::from_nanos(self.slot.ewma.estimate_nanos(now) as u64));
-                } else if self.slot.failure_cost.estimate_nanos(now) > 0.0 {
+                    rtt = rtt.max(Duration::from_nanos(self.slot.ewma.estimate_nanos_at(now_ns) as u64));
+                } else if self.slot.failure_cost.estimate_nanos_at(now_ns) > 0.0 {
                     self.slot.failure_cost.reset(now, Duration::ZERO);
                 }
                 if latency {
-                    self.slot.ewma.observe(now, rtt);
+                    self.slot.ewma.observe_at(now_ns, rtt);
                     // Its own answer: the estimate is no longer one to borrow.
                     if !failed && self.slot.fresh.load(Ordering::Relaxed) {
                         self.slot.fresh.store(false, Ordering::Relaxed);
@@ -104,10 +106,10 @@ impl<K, S> InFlightRequest<K, S> {
     /// cost and the prior: failures in a row compound, up to 16 times the
     /// larger of its time and the prior. The picker weighs the larger of
     /// this cost (fading over `FAILURE_DECAY`) and the latency.
-    fn failure_cost(&self, now: Instant, elapsed: Duration) -> Duration {
+    fn failure_cost(&self, now_ns: u64, elapsed: Duration) -> Duration {
         let (penalty, prior_ns) = self.core.hot().failure_pricing();
         let elapsed_ns = elapsed.as_secs_f64() * 1e9;
-        let current = self.slot.ewma.estimate_nanos(now).max(self.slot.failure_cost.estimate_nanos(now));
+        let current = self.slot.ewma.estimate_nanos_at(now_ns).max(self.slot.failure_cost.estimate_nanos_at(now_ns));
         let base = elapsed_ns.max(current).max(prior_ns);
         let cap = FAILURE_COST_CAP * elapsed_ns.max(prior_ns);
         Duration::from_nanos((base * penalty).min(cap).max(elapsed_ns) as u64)
@@ -120,7 +122,8 @@ impl<K, S> Drop for InFlightRequest<K, S> {
             // Given up on after it was sent.
             let now = (self.flags & flag::LATENCY != 0).then(Instant::now);
             if let Some(now) = now {
-                self.slot.ewma.observe(now, now.saturating_duration_since(self.start));
+                let now_ns = self.core.clock().ns(now);
+                self.slot.ewma.observe_at(now_ns, Duration::from_nanos(now_ns.saturating_sub(self.start_ns)));
             }
             if self.flags & flag::CANCELLED_FAILS != 0 {
                 self.slot.unanswered.store(true, Ordering::Relaxed);
@@ -240,23 +243,22 @@ where
     C: Classify<Req, S::Response, S::Error>,
     Req: HasAttemptContext,
 {
+    /// The future of a request sent to `slot`, picked at `now_ns` (the
+    /// caller recorded the endpoint in the request's attempt context).
     pub(crate) fn dispatch(
         core: Arc<Shared<K, S>>,
         slot: Arc<EndpointState<S>>,
         probe: bool,
         req: Req,
-        now: Instant,
+        now_ns: u64,
         hash: Option<u64>,
         classifier: C,
     ) -> Self {
         let info = classifier.request_info(&req);
-        if let Some(ctx) = req.attempt_context() {
-            ctx.record_tried(slot.id);
-        }
         let svc = slot.service.clone();
         ResponseFuture {
             state: State::Ready { svc, req: Some(req) },
-            flight: Some(InFlightRequest::new(core, slot, now, probe)),
+            flight: Some(InFlightRequest::new(core, slot, now_ns, probe)),
             classifier,
             info: Some(info),
             hash,
@@ -295,7 +297,8 @@ where
                             ctx.record_tried(slot.id);
                         }
                         let svc = slot.service.clone();
-                        *this.flight = Some(InFlightRequest::new(core, slot, now, probe));
+                        let now_ns = core.clock().ns(now);
+                        *this.flight = Some(InFlightRequest::new(core, slot, now_ns, probe));
                         this.state.set(State::Ready { svc, req: Some(req) });
                     }
                 },

@@ -10,6 +10,7 @@ use ha_core::sync::{LockExt, Mutex};
 use ha_core::Instant;
 use tower::discover::Change;
 
+use crate::clock::Clock;
 use crate::endpoint::{Endpoint, EndpointState};
 use crate::health::HealthGate;
 use crate::snapshot::{Cached, SnapshotCell};
@@ -28,13 +29,15 @@ pub(crate) struct EndpointTable<K, S> {
     members: Mutex<HashMap<K, Arc<EndpointState<S>>>>,
     cell: SnapshotCell<Snapshot<S>>,
     gate: Option<GateFactory<K>>,
+    /// The balancer's time line, which endpoints' latency estimates share.
+    clock: Clock,
 }
 
 impl<K, S> EndpointTable<K, S> {
     /// An empty table under `tuning`.
-    pub(crate) fn new(tuning: Arc<Tuning>, gate: Option<GateFactory<K>>) -> Self {
+    pub(crate) fn new(tuning: Arc<Tuning>, gate: Option<GateFactory<K>>, clock: Clock) -> Self {
         let empty = ha_core::sync::Arc::new(Snapshot::build(Vec::new(), tuning));
-        EndpointTable { members: Mutex::new(HashMap::new()), cell: SnapshotCell::new(empty), gate }
+        EndpointTable { members: Mutex::new(HashMap::new()), cell: SnapshotCell::new(empty), gate, clock }
     }
 
     /// The current snapshot (a lock and a reference count: not for the
@@ -113,7 +116,8 @@ where
             }
         });
         let gate = ep.gate.take().or_else(|| self.gate.as_ref().map(|f| f(key, &name)));
-        Arc::new(EndpointState::new(ha_core::EndpointId::from_key(key), name, ep, gate, now, ramp_from_ns, tuning))
+        let id = ha_core::EndpointId::from_key(key);
+        Arc::new(EndpointState::new(id, name, ep, gate, (self.clock, now), ramp_from_ns, tuning))
     }
 
     /// Edits the members under their lock and publishes the result. The

@@ -95,8 +95,8 @@ fn choose_group<S>(snap: &Snapshot<S>, rng: &mut FastRng) -> usize {
 /// The pending pickers' price of recent failures: `1 + failure cost /
 /// default_rtt` (1 for an endpoint that has not failed lately).
 #[inline]
-fn failure_factor<S>(tuning: &Tuning, slot: &EndpointState<S>, now: Instant) -> f64 {
-    1.0 + slot.failure_cost.estimate_nanos(now) * tuning.failure_scale
+fn failure_factor<S>(tuning: &Tuning, slot: &EndpointState<S>, now_ns: u64) -> f64 {
+    1.0 + slot.failure_cost.estimate_nanos_at(now_ns) * tuning.failure_scale
 }
 
 /// The slow-start share of `slot` in `group`: its ramp, and while it
@@ -139,16 +139,17 @@ fn pick_in<S>(
         Picker::P2cPeakEwma => p2c(&group.members, rng, ok, &ramp, |i| {
             let s = &slots[i as usize];
             let pending = s.pending.load(Ordering::Relaxed) as f64;
-            let latency = s.ewma.estimate_nanos(req.now).max(s.failure_cost.estimate_nanos(req.now));
+            let latency = s.ewma.estimate_nanos_at(req.now_ns).max(s.failure_cost.estimate_nanos_at(req.now_ns));
             (latency + 1.0) * tuning.load_term.weigh(pending + 1.0)
         }),
         Picker::P2cPending => p2c(&group.members, rng, ok, &ramp, |i| {
             let s = &slots[i as usize];
-            (s.pending.load(Ordering::Relaxed) as f64 + 1.0) * failure_factor(tuning, s, req.now)
+            (s.pending.load(Ordering::Relaxed) as f64 + 1.0) * failure_factor(tuning, s, req.now_ns)
         }),
         Picker::WeightedP2c => p2c(&group.members, rng, ok, &ramp, |i| {
             let s = &slots[i as usize];
-            (s.pending.load(Ordering::Relaxed) as f64 + 1.0) * failure_factor(tuning, s, req.now) / f64::from(s.weight)
+            (s.pending.load(Ordering::Relaxed) as f64 + 1.0) * failure_factor(tuning, s, req.now_ns)
+                / f64::from(s.weight)
         }),
         Picker::Random => {
             let m = &group.members;

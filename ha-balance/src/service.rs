@@ -173,12 +173,15 @@ where
         let request = Request { now, now_ns, tried: req.attempt_context(), hash };
         match core.pick(snap, &request, &mut self.rng) {
             Some((slot, probe)) => {
+                // The context looked up once for the pick, the retry's
+                // count of untried endpoints and the record of this one.
                 if let Some(ctx) = request.tried {
                     let tried = ctx.tried_count() as u32 + u32::from(!ctx.was_tried(slot.id));
                     ctx.set_untried(snap.plan.available_all.load(Ordering::Relaxed).saturating_sub(tried));
+                    ctx.record_tried(slot.id);
                 }
                 let slot = slot.clone();
-                ResponseFuture::dispatch(core.clone(), slot, probe, req, now, hash, self.classifier.clone())
+                ResponseFuture::dispatch(core.clone(), slot, probe, req, now_ns, hash, self.classifier.clone())
             }
             None => {
                 let wait = Wait::new(core.clone(), self.cached.clone(), req, hash, self.rng.next_u64(), now);

@@ -65,7 +65,7 @@ impl<K, S> Shared<K, S> {
         Shared {
             clock,
             events,
-            table: EndpointTable::new(Tuning::new(cfg), gate),
+            table: EndpointTable::new(Tuning::new(cfg), gate, clock),
             hot,
             notify: Arc::new(Notify::new()),
             planner: TierPlanner::new(),

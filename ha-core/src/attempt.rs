@@ -28,7 +28,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::num::NonZeroU64;
+use std::num::{NonZeroU32, NonZeroU64};
 
 use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::Arc;
@@ -100,7 +100,9 @@ impl Shared {
 pub struct AttemptContext {
     // `None` only while being dropped, when the allocation is handed back.
     shared: Option<Arc<Shared>>,
-    attempt: u32,
+    // Never zero: `Option<AttemptContext>`, and enums holding one, use the
+    // niche, so a request body that keeps a context stays small.
+    attempt: NonZeroU32,
 }
 
 impl Drop for AttemptContext {
@@ -178,7 +180,7 @@ impl AttemptContext {
     }
 
     fn build(deadline: Option<Instant>) -> Self {
-        AttemptContext { shared: Some(recycle::take(deadline)), attempt: 1 }
+        AttemptContext { shared: Some(recycle::take(deadline)), attempt: NonZeroU32::MIN }
     }
 
     fn shared(&self) -> &Shared {
@@ -187,7 +189,7 @@ impl AttemptContext {
 
     /// The attempt number, starting at 1.
     pub fn attempt(&self) -> u32 {
-        self.attempt
+        self.attempt.get()
     }
 
     /// A clone for the next attempt (retry or hedge), sharing the history.
@@ -208,14 +210,14 @@ impl AttemptContext {
     /// timer is armed, and only when the attempt's result is returned when
     /// it fires (nothing hedges this attempt below the layer asking).
     pub fn cover_deadline(&self) {
-        self.shared().covered.store(self.attempt, Ordering::Release);
+        self.shared().covered.store(self.attempt.get(), Ordering::Release);
     }
 
     /// True when a timer below has promised to end this attempt by the
     /// request's deadline ([`cover_deadline`](Self::cover_deadline) was
     /// called on this attempt's context).
     pub fn deadline_covered(&self) -> bool {
-        self.shared().covered.load(Ordering::Acquire) == self.attempt
+        self.shared().covered.load(Ordering::Acquire) == self.attempt.get()
     }
 
     /// Records that an attempt of this request went to `id`.
@@ -351,7 +353,7 @@ pub fn release_extensions<B>(req: &mut http::Request<B>) {
     let Some(slot) = extensions.get_mut::<AttemptContext>() else { return };
     // The context is let go now (its shared part recycled); the map keeps
     // a placeholder, overwritten before it is ever read.
-    drop(std::mem::replace(slot, AttemptContext { shared: None, attempt: 0 }));
+    drop(std::mem::replace(slot, AttemptContext { shared: None, attempt: NonZeroU32::MIN }));
     spare::give_back(std::mem::take(extensions));
 }
 

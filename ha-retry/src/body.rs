@@ -66,13 +66,50 @@ pub struct ReplayBody<B> {
     // body; boxed, so that the body (which the client moves with its request
     // several times) stays a few words.
     reading: Option<Box<Reading<B>>>,
-    // The next kept chunk this clone sends.
-    pos: usize,
-    trailers_sent: bool,
-    // The attempt context of a request kept for a later attempt (see
-    // `kept_copy`), until `next_attempt` puts the next one in its extensions.
-    stashed: Option<AttemptContext>,
+    slot: Slot,
 }
+
+/// What a clone needs besides its reading state, in two words: with a
+/// `Full<Bytes>` body, the whole `http::Request` then stays within 256
+/// bytes, which the client copies several times per request (past 256
+/// bytes, each copy takes glibc's slower loop).
+enum Slot {
+    /// Where this clone is in the kept chunks (`u32::MAX`: past them), and
+    /// whether it sent the trailers.
+    Cursor { pos: u32, trailers_sent: bool },
+    /// The attempt context of a request kept for a later attempt (see
+    /// `kept_copy`), until `next_attempt` puts the next one in its
+    /// extensions; the clone has sent nothing.
+    Stashed(AttemptContext),
+}
+
+impl Slot {
+    const START: Slot = Slot::Cursor { pos: 0, trailers_sent: false };
+
+    /// A cursor at chunk `pos` (past them all if `pos` does not fit).
+    fn at(pos: usize, trailers_sent: bool) -> Slot {
+        Slot::Cursor { pos: u32::try_from(pos).unwrap_or(PAST), trailers_sent }
+    }
+
+    /// Where this clone is in the kept chunks; a stashed copy has sent nothing.
+    fn pos(&self) -> usize {
+        match self {
+            Slot::Cursor { pos, .. } => *pos as usize,
+            Slot::Stashed(_) => 0,
+        }
+    }
+
+    fn trailers_sent(&self) -> bool {
+        matches!(self, Slot::Cursor { trailers_sent: true, .. })
+    }
+}
+
+/// The cursor past every kept chunk and the trailers.
+const PAST: u32 = u32::MAX;
+
+/// Most chunks a body keeps (a cursor counts them in 32 bits); a body in
+/// more chunks is not kept, like one over the byte cap.
+const MAX_CHUNKS: usize = PAST as usize - 1;
 
 struct Shared<B> {
     max: usize,
@@ -138,7 +175,7 @@ impl<B: Body> ReplayBody<B> {
                 capped: AtomicBool::new(false),
             })
         });
-        ReplayBody { shared, reading: None, pos: 0, trailers_sent: false, stashed: None }
+        ReplayBody { shared, reading: None, slot: Slot::START }
     }
 }
 
@@ -157,7 +194,7 @@ impl<B> ReplayBody<B> {
 
 impl<B> Clone for ReplayBody<B> {
     fn clone(&self) -> Self {
-        ReplayBody { shared: self.shared.clone(), reading: None, pos: 0, trailers_sent: false, stashed: None }
+        ReplayBody { shared: self.shared.clone(), reading: None, slot: Slot::START }
     }
 }
 
@@ -187,17 +224,17 @@ where
         let Some(shared) = this.shared.as_deref() else { return Poll::Ready(None) };
         if this.reading.is_none() {
             if let Some(done) = shared.complete.get() {
-                return send_kept(done, &mut this.pos, &mut this.trailers_sent);
+                return send_kept(done, &mut this.slot);
             }
             let taken = shared.handover.lock().ok().and_then(|mut slot| slot.take());
             match taken {
                 Some(reading) => {
                     this.reading = Some(reading);
-                    this.pos = 0;
+                    this.slot = Slot::START;
                 }
                 None => match shared.complete.get() {
                     // The reader completed the body between our two looks.
-                    Some(done) => return send_kept(done, &mut this.pos, &mut this.trailers_sent),
+                    Some(done) => return send_kept(done, &mut this.slot),
                     None => {
                         let capped = shared.capped.load(Ordering::Acquire);
                         return Poll::Ready(Some(Err(ReplayUnavailable { capped }.into())));
@@ -207,11 +244,12 @@ where
         }
         let max = shared.max;
         let Some(reading) = this.reading.as_mut() else { return Poll::Ready(None) };
-        if reading.capped && this.pos < reading.kept.len() {
+        let pos = this.slot.pos();
+        if reading.capped && pos < reading.kept.len() {
             return Poll::Ready(Some(Err(ReplayUnavailable { capped: true }.into())));
         }
-        if let Some(chunk) = reading.kept.get(this.pos) {
-            this.pos += 1;
+        if let Some(chunk) = reading.kept.get(pos) {
+            this.slot = Slot::at(pos + 1, false);
             return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
         }
         let Some(rest) = reading.rest.as_mut() else { return Poll::Ready(None) };
@@ -222,14 +260,14 @@ where
                     Ok(mut data) => {
                         let bytes = data.copy_to_bytes(data.remaining());
                         if !reading.capped {
-                            if reading.len + bytes.len() <= max {
+                            if reading.len + bytes.len() <= max && reading.kept.len() < MAX_CHUNKS {
                                 reading.len += bytes.len();
                                 reading.kept.push(bytes.clone());
-                                this.pos = reading.kept.len();
+                                this.slot = Slot::at(reading.kept.len(), false);
                             } else {
                                 reading.capped = true;
                                 reading.kept = Vec::new();
-                                this.pos = 0;
+                                this.slot = Slot::START;
                                 shared.capped.store(true, Ordering::Release);
                             }
                         }
@@ -242,8 +280,7 @@ where
                                 let kept = std::mem::take(&mut reading.kept);
                                 let _ = shared.complete.set(Complete { chunks: kept, trailers: None });
                                 this.reading = None;
-                                this.pos = usize::MAX;
-                                this.trailers_sent = true;
+                                this.slot = Slot::Cursor { pos: PAST, trailers_sent: true };
                             }
                         }
                         frame
@@ -272,8 +309,7 @@ where
                     let _ = shared.complete.set(Complete { chunks: kept, trailers: reading.trailers.take() });
                     // From here on this clone is a replayer that has sent everything.
                     this.reading = None;
-                    this.pos = usize::MAX;
-                    this.trailers_sent = true;
+                    this.slot = Slot::Cursor { pos: PAST, trailers_sent: true };
                 }
                 Poll::Ready(None)
             }
@@ -283,8 +319,10 @@ where
     fn is_end_stream(&self) -> bool {
         let Some(shared) = &self.shared else { return true };
         match (&self.reading, shared.complete.get()) {
-            (None, Some(done)) => self.pos >= done.chunks.len() && (self.trailers_sent || done.trailers.is_none()),
-            (Some(r), _) => r.rest.is_none() && self.pos >= r.kept.len(),
+            (None, Some(done)) => {
+                self.slot.pos() >= done.chunks.len() && (self.slot.trailers_sent() || done.trailers.is_none())
+            }
+            (Some(r), _) => r.rest.is_none() && self.slot.pos() >= r.kept.len(),
             (None, None) => false,
         }
     }
@@ -293,10 +331,10 @@ where
         let Some(shared) = &self.shared else { return SizeHint::with_exact(0) };
         match (&self.reading, shared.complete.get()) {
             (None, Some(done)) => {
-                let left: usize = done.chunks.iter().skip(self.pos).map(Bytes::len).sum();
+                let left: usize = done.chunks.iter().skip(self.slot.pos()).map(Bytes::len).sum();
                 SizeHint::with_exact(left as u64)
             }
-            (Some(r), _) => r.size_hint(self.pos),
+            (Some(r), _) => r.size_hint(self.slot.pos()),
             // Nothing sent by this clone yet: the whole body, so that a body of
             // known length goes out with a content-length (and no lock is taken).
             (None, None) => shared.hint,
@@ -321,17 +359,14 @@ impl<B: Body> Reading<B> {
 }
 
 /// Sends the next kept chunk of a completed body, then its trailers.
-fn send_kept(
-    done: &Complete,
-    pos: &mut usize,
-    trailers_sent: &mut bool,
-) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-    if let Some(chunk) = done.chunks.get(*pos) {
-        *pos += 1;
+fn send_kept(done: &Complete, slot: &mut Slot) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    let (pos, trailers_sent) = (slot.pos(), slot.trailers_sent());
+    if let Some(chunk) = done.chunks.get(pos) {
+        *slot = Slot::at(pos + 1, trailers_sent);
         return Poll::Ready(Some(Ok(Frame::data(chunk.clone()))));
     }
-    if !*trailers_sent {
-        *trailers_sent = true;
+    if !trailers_sent {
+        *slot = Slot::Cursor { pos: PAST, trailers_sent: true };
         if let Some(t) = &done.trailers {
             return Poll::Ready(Some(Ok(Frame::trailers(t.clone()))));
         }
@@ -427,9 +462,12 @@ impl<B: Body> Replay<Request<ReplayBody<B>>> for HttpReplayed {
     }
 
     fn next_attempt(&self, req: &mut Self::Request) {
-        match req.body_mut().stashed.take() {
-            Some(ctx) => req.set_attempt_context(ctx.next_attempt()),
-            None => advance(req),
+        match std::mem::replace(&mut req.body_mut().slot, Slot::START) {
+            Slot::Stashed(ctx) => req.set_attempt_context(ctx.next_attempt()),
+            cursor => {
+                req.body_mut().slot = cursor;
+                advance(req);
+            }
         }
     }
 
@@ -445,7 +483,10 @@ impl<B: Body> Replay<Request<ReplayBody<B>>> for HttpReplayed {
 /// The attempt context of a kept copy: in its body until the copy is sent
 /// (see `kept_copy`), else in its extensions.
 fn kept_context<B>(kept: &Request<ReplayBody<B>>) -> Option<&AttemptContext> {
-    kept.body().stashed.as_ref().or_else(|| kept.attempt_context())
+    match &kept.body().slot {
+        Slot::Stashed(ctx) => Some(ctx),
+        Slot::Cursor { .. } => kept.attempt_context(),
+    }
 }
 
 /// A copy of `req` to keep for a later attempt.
@@ -458,13 +499,15 @@ fn kept_context<B>(kept: &Request<ReplayBody<B>>) -> Option<&AttemptContext> {
 fn kept_copy<B>(req: &Request<ReplayBody<B>>) -> Request<ReplayBody<B>> {
     let extensions = req.extensions();
     let mut body = req.body().clone();
-    let mut kept = match (extensions.get::<AttemptContext>(), &req.body().stashed) {
+    let mut kept = match (extensions.get::<AttemptContext>(), &req.body().slot) {
         (Some(ctx), _) if extensions.len() == 1 => {
-            body.stashed = Some(ctx.clone());
+            body.slot = Slot::Stashed(ctx.clone());
             Request::new(body)
         }
-        (_, stashed) => {
-            body.stashed = stashed.clone();
+        (_, slot) => {
+            if let Slot::Stashed(ctx) = slot {
+                body.slot = Slot::Stashed(ctx.clone());
+            }
             let mut kept = Request::new(body);
             *kept.extensions_mut() = extensions.clone();
             kept
@@ -514,6 +557,14 @@ impl<B: Body> Replay<Request<B>> for HttpReplay {
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, Empty, Full};
+
+    #[test]
+    fn a_replayable_body_is_four_words() {
+        // With `Full<Bytes>` (four words too) the request stays as small as
+        // the caller's own, within the size the client copies fastest.
+        assert!(std::mem::size_of::<ReplayBody<Full<Bytes>>>() <= 4 * std::mem::size_of::<usize>());
+        assert_eq!(std::mem::size_of::<Option<AttemptContext>>(), std::mem::size_of::<AttemptContext>());
+    }
 
     #[test]
     fn a_first_attempt_of_known_length_says_so() {

@@ -44,14 +44,37 @@ impl PeakEwma {
     /// An estimate starting at `initial` at `now`, decaying with time
     /// constant `decay` (tower's default: 10 s; clamped to at least 100 µs).
     pub fn new(now: Instant, initial: Duration, decay: Duration) -> Self {
+        Self::with_epoch(now, now, initial, decay)
+    }
+
+    /// An estimate like [`new`](Self::new) whose time line starts at
+    /// `epoch` (no later than `now`) rather than at `now`: a caller that
+    /// keeps many estimates on one time line converts a reading to
+    /// nanoseconds since `epoch` once and hands that to each of them
+    /// ([`observe_at`](Self::observe_at),
+    /// [`estimate_nanos_at`](Self::estimate_nanos_at)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ha_core::stats::PeakEwma;
+    /// use tokio::time::Instant;
+    ///
+    /// let epoch = Instant::now();
+    /// let now = epoch + Duration::from_secs(60);
+    /// let ewma = PeakEwma::with_epoch(epoch, now, Duration::from_millis(10), Duration::from_secs(1));
+    /// // At `now`, nothing has decayed yet.
+    /// assert_eq!(ewma.estimate_nanos_at(60_000_000_000), 10e6);
+    /// ewma.observe_at(60_000_000_000, Duration::from_millis(50));
+    /// assert_eq!(ewma.estimate(now), Duration::from_millis(50));
+    /// ```
+    pub fn with_epoch(epoch: Instant, now: Instant, initial: Duration, decay: Duration) -> Self {
         let decay_ticks = (decay.as_nanos() as f64 / TICK_NANOS as f64).max(1.0);
-        PeakEwma { state: AtomicU64::new(pack(initial.as_nanos() as f64, 0)), epoch: now, decay_ticks }
+        let stamp = tick_of(now.saturating_duration_since(epoch));
+        PeakEwma { state: AtomicU64::new(pack(initial.as_nanos() as f64, stamp)), epoch, decay_ticks }
     }
 
     fn tick(&self, now: Instant) -> u32 {
-        let d = now.saturating_duration_since(self.epoch);
-        // u64 arithmetic: a u128 division (`as_nanos() / TICK`) is a library call.
-        (d.as_secs().wrapping_mul(1_000_000_000 / TICK_NANOS) + u64::from(d.subsec_nanos()) / TICK_NANOS) as u32
+        tick_of(now.saturating_duration_since(self.epoch))
     }
 
     /// The weight the old value keeps after `from -> to`.
@@ -68,9 +91,19 @@ impl PeakEwma {
     /// Adds one observed latency at `now`.
     #[inline]
     pub fn observe(&self, now: Instant, rtt: Duration) {
+        self.observe_tick(self.tick(now), rtt);
+    }
+
+    /// Adds one observed latency at `since_epoch` nanoseconds after the
+    /// estimate's epoch (see [`with_epoch`](Self::with_epoch)).
+    #[inline]
+    pub fn observe_at(&self, since_epoch: u64, rtt: Duration) {
+        self.observe_tick(ns_tick(since_epoch), rtt);
+    }
+
+    fn observe_tick(&self, tick: u32, rtt: Duration) {
         // Not `as_nanos() as f64`: a u128 to f64 conversion is a library call.
         let rtt = rtt.as_secs() as f64 * 1e9 + f64::from(rtt.subsec_nanos());
-        let tick = self.tick(now);
         let mut cur = self.state.load(Ordering::Acquire);
         loop {
             let (value, stamp) = unpack(cur);
@@ -92,12 +125,24 @@ impl PeakEwma {
     /// last observation.
     #[inline]
     pub fn estimate_nanos(&self, now: Instant) -> f64 {
+        self.estimate_with(|| self.tick(now))
+    }
+
+    /// The estimate at `since_epoch` nanoseconds after the estimate's epoch
+    /// (see [`with_epoch`](Self::with_epoch)), in nanoseconds.
+    #[inline]
+    pub fn estimate_nanos_at(&self, since_epoch: u64) -> f64 {
+        self.estimate_with(|| ns_tick(since_epoch))
+    }
+
+    #[inline]
+    fn estimate_with(&self, tick: impl FnOnce() -> u32) -> f64 {
         let (value, stamp) = unpack(self.state.load(Ordering::Acquire));
         // Zero stays zero: no clock arithmetic, no `exp`.
         if value == 0.0 {
             return 0.0;
         }
-        value * self.keep(stamp, self.tick(now))
+        value * self.keep(stamp, tick())
     }
 
     /// The estimate as of the latest observation, in nanoseconds: what the
@@ -133,6 +178,17 @@ impl PeakEwma {
     pub fn estimate(&self, now: Instant) -> Duration {
         Duration::from_nanos(self.estimate_nanos(now).round() as u64)
     }
+}
+
+/// The stamp of a time `d` after the epoch: ticks of 100 µs, wrapping in 32 bits.
+fn tick_of(d: Duration) -> u32 {
+    // u64 arithmetic: a u128 division (`as_nanos() / TICK`) is a library call.
+    (d.as_secs().wrapping_mul(1_000_000_000 / TICK_NANOS) + u64::from(d.subsec_nanos()) / TICK_NANOS) as u32
+}
+
+/// The stamp of `ns` nanoseconds after the epoch (as [`tick_of`]).
+fn ns_tick(ns: u64) -> u32 {
+    (ns / TICK_NANOS) as u32
 }
 
 fn pack(nanos: f64, stamp: u32) -> u64 {
