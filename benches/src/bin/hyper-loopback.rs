@@ -19,7 +19,7 @@
 //!
 //! All run `--concurrency` (32) tasks sending requests back to back for
 //! `--secs` (1) second per round, on a multi-thread tokio runtime with
-//! 2 workers (the servers run on a runtime of their own, `--server-threads`
+//! `--client-threads` (2) workers (the servers run on a runtime of their own, `--server-threads`
 //! workers, default 1). Every request's latency (send until the whole body
 //! is read) is recorded. The report gives requests per second (over all
 //! rounds, the median round and the best round), p50/p90/p99/p99.9
@@ -121,18 +121,19 @@ struct Args {
     secs: f64,
     concurrency: usize,
     server_threads: usize,
+    client_threads: usize,
     /// Run only this contender (for profiling).
     only: Option<String>,
 }
 
 impl Args {
     fn parse() -> Args {
-        let mut args = Args { servers: 3, rounds: 12, secs: 1.0, concurrency: 32, server_threads: 1, only: None };
+        let mut args = Args { servers: 3, rounds: 12, secs: 1.0, concurrency: 32, server_threads: 1, client_threads: 2, only: None };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             if flag == "-h" || flag == "--help" {
                 println!(
-                    "hyper-loopback [--servers 3] [--rounds 12] [--secs 1] [--concurrency 32] [--server-threads 1] [--only bare|ha|ha_no_timeouts]"
+                    "hyper-loopback [--servers 3] [--rounds 12] [--secs 1] [--concurrency 32] [--server-threads 1] [--client-threads 2] [--only bare|ha|ha_no_timeouts]"
                 );
                 std::process::exit(0);
             }
@@ -144,6 +145,7 @@ impl Args {
                 "--secs" => args.secs = num(&value),
                 "--concurrency" => args.concurrency = num(&value) as usize,
                 "--server-threads" => args.server_threads = num(&value) as usize,
+                "--client-threads" => args.client_threads = num(&value) as usize,
                 "--only" => args.only = Some(value),
                 _ => die(&format!("unknown flag {flag} (try --help)")),
             }
@@ -152,6 +154,7 @@ impl Args {
             || args.rounds == 0
             || args.concurrency == 0
             || args.server_threads == 0
+            || args.client_threads == 0
             || args.secs <= 0.0
         {
             die("every value must be positive");
@@ -347,7 +350,7 @@ fn main() {
         .block_on(async { futures_util::future::join_all((0..args.servers).map(|_| async { serve().await })).await });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.client_threads)
         .thread_name("client")
         .enable_all()
         .build()
@@ -406,12 +409,13 @@ async fn run(args: &Args, addrs: &[SocketAddr]) {
     let send_ha_nt = ha_stack(false);
 
     println!(
-        "hyper-loopback: {} servers at {:?}; {} tasks, {} rounds of {} s each, 2 client workers, {} server worker(s)",
+        "hyper-loopback: {} servers at {:?}; {} tasks, {} rounds of {} s each, {} client worker(s), {} server worker(s)",
         addrs.len(),
         addrs,
         args.concurrency,
         args.rounds,
         args.secs,
+        args.client_threads,
         args.server_threads
     );
     let mut tallies: [Tally; 3] = Default::default();
