@@ -660,6 +660,26 @@ mod tests {
     }
 
     #[test]
+    fn a_stashed_copy_sends_the_whole_body_and_passes_its_context_on() {
+        let req = http::Request::post("http://svc/").body(Full::new(Bytes::from_static(b"hello"))).unwrap();
+        let first = HttpReplay::default().prepare(req, None);
+        let kept = HttpReplayed.copy(&first).unwrap();
+        // A copy of a copy that was never sent carries the same context.
+        let mut again = HttpReplayed.copy(&kept).unwrap();
+        assert!(kept_context(&again).is_some());
+        HttpReplayed.next_attempt(&mut again);
+        assert_eq!(again.attempt_context().unwrap().attempt(), 2);
+        // Sent as it is (no next attempt labelled), the stashed copy still
+        // replays every byte once the first attempt has read them.
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async move {
+            assert_eq!(first.into_body().collect().await.unwrap().to_bytes(), "hello");
+            assert_eq!(kept.into_body().collect().await.unwrap().to_bytes(), "hello");
+            assert_eq!(again.into_body().collect().await.unwrap().to_bytes(), "hello");
+        });
+    }
+
+    #[test]
     fn an_empty_body_keeps_nothing_and_replays_at_once() {
         let body = ReplayBody::new(Empty::<Bytes>::new(), DEFAULT_MAX_REPLAY_BYTES);
         assert!(body.shared.is_none(), "nothing allocated");

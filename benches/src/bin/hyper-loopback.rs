@@ -128,7 +128,15 @@ struct Args {
 
 impl Args {
     fn parse() -> Args {
-        let mut args = Args { servers: 3, rounds: 12, secs: 1.0, concurrency: 32, server_threads: 1, client_threads: 2, only: None };
+        let mut args = Args {
+            servers: 3,
+            rounds: 12,
+            secs: 1.0,
+            concurrency: 32,
+            server_threads: 1,
+            client_threads: 2,
+            only: None,
+        };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             if flag == "-h" || flag == "--help" {

@@ -251,4 +251,20 @@ mod tests {
         e.observe(t0, ms(5)); // a racing observer with an older clock reading
         assert!(close(e.estimate(later), ms(50)));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_estimate_on_a_shared_epoch_reads_the_same_by_instant_or_by_nanoseconds() {
+        let epoch = Instant::now();
+        let born = epoch + Duration::from_millis(1_234_567);
+        let e = PeakEwma::with_epoch(epoch, born, ms(30), Duration::from_secs(1));
+        let ns = |t: Instant| t.duration_since(epoch).as_nanos() as u64;
+        // Nothing decays before the estimate exists: it starts at `born`.
+        assert_eq!(e.estimate_nanos_at(ns(born)), 30e6);
+        e.observe_at(ns(born + ms(5)), ms(80));
+        e.observe(born + ms(700), ms(20));
+        for t in [born + ms(700), born + ms(900), born + Duration::from_secs(3)] {
+            assert_eq!(e.estimate_nanos(t), e.estimate_nanos_at(ns(t)));
+        }
+        assert!(e.estimate_nanos_at(ns(born + ms(900))) < 80e6);
+    }
 }
