@@ -11,6 +11,11 @@ use ha_membership::wire::forge;
 use ha_membership::{Cluster, ClusterError, Config, MemberState, MembershipEvent, Metadata};
 use tokio::net::{TcpStream, UdpSocket};
 
+/// Tests that measure the whole process (its descriptors, its memory) run
+/// alone, the others together: the test harness runs tests on parallel
+/// threads, and another test's sockets would count as this one's.
+static PROCESS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 const LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// Starts a node on a free port (UDP port 0 may land on a taken TCP twin: retry).
@@ -113,6 +118,7 @@ async fn attacker_with_stalling_listener() -> (UdpSocket, std::net::TcpListener)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_from_strangers_open_few_state_syncs() {
+    let _alone = PROCESS.write().await;
     let (v, p) = pair().await;
     // The attacker's address takes TCP connections and never answers:
     // every sync opened toward it would hold a descriptor for 10 s.
@@ -128,6 +134,7 @@ async fn pings_from_strangers_open_few_state_syncs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indirect_probe_requests_are_not_reflected() {
+    let _shared = PROCESS.read().await;
     let (v, p) = pair().await;
     let a = attacker().await;
     let target = UdpSocket::bind(LOCAL).await.unwrap();
@@ -147,6 +154,7 @@ async fn indirect_probe_requests_are_not_reflected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_members_do_not_grow_the_table() {
+    let _alone = PROCESS.write().await;
     let (v, p) = pair().await;
     let a = attacker().await;
     let nowhere = UdpSocket::bind(LOCAL).await.unwrap().local_addr().unwrap();
@@ -163,6 +171,7 @@ async fn forged_members_do_not_grow_the_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_incarnations_remove_nobody() {
+    let _shared = PROCESS.read().await;
     let (v, p) = pair().await;
     let a = attacker().await;
     for name in ["victim", "peer"] {
@@ -183,6 +192,7 @@ async fn forged_incarnations_remove_nobody() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_suspicions_spend_few_sockets_and_kill_nobody() {
+    let _alone = PROCESS.write().await;
     let (v, p) = pair().await;
     let a = attacker().await;
     let fds = open_fds();
@@ -206,6 +216,7 @@ async fn forged_suspicions_spend_few_sockets_and_kill_nobody() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_and_oversized_connections_are_capped() {
+    let _alone = PROCESS.write().await;
     let (v, p) = pair().await;
     let rss = rss_kib();
     let mut held = Vec::new();
@@ -235,6 +246,7 @@ async fn stalled_and_oversized_connections_are_capped() {
 
 #[tokio::test]
 async fn oversized_datagrams_are_dropped_and_counted() {
+    let _shared = PROCESS.read().await;
     let v = node("victim").await;
     let a = attacker().await;
     for _ in 0..10 {
@@ -245,6 +257,7 @@ async fn oversized_datagrams_are_dropped_and_counted() {
 
 #[tokio::test]
 async fn a_panicking_task_is_visible_as_stopped() {
+    let _shared = PROCESS.read().await;
     let mut v = node("victim").await;
     assert!(v.is_running());
     v.crash_for_tests();
@@ -264,6 +277,7 @@ async fn a_panicking_task_is_visible_as_stopped() {
 
 #[tokio::test]
 async fn a_second_node_with_a_taken_name_is_told() {
+    let _shared = PROCESS.read().await;
     let first = node("same").await;
     let second = node("same").await;
     let mut events = second.events();
@@ -285,6 +299,7 @@ async fn a_second_node_with_a_taken_name_is_told() {
 
 #[tokio::test]
 async fn careless_builds_and_calls_are_typed_errors() {
+    let _shared = PROCESS.read().await;
     let err = Cluster::builder("").start().await.unwrap_err();
     assert!(matches!(&err, ClusterError::Config(e) if e.field() == "name"), "{err:?}");
     let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
