@@ -288,6 +288,7 @@ where
                     Err(frame) => match frame.into_trailers() {
                         Ok(trailers) => {
                             reading.trailers = Some(trailers.clone());
+                            this.slot = Slot::at(this.slot.pos(), true);
                             Frame::trailers(trailers)
                         }
                         // A frame kind http-body does not know yet: pass nothing we cannot keep.
@@ -306,10 +307,17 @@ where
                 reading.rest = None;
                 if !reading.capped {
                     let kept = std::mem::take(&mut reading.kept);
-                    let _ = shared.complete.set(Complete { chunks: kept, trailers: reading.trailers.take() });
+                    let trailers = reading.trailers.take();
+                    // Read by an attempt dropped before the body's end: this
+                    // one, which took over, has not sent them yet.
+                    let unsent = if this.slot.trailers_sent() { None } else { trailers.clone() };
+                    let _ = shared.complete.set(Complete { chunks: kept, trailers });
                     // From here on this clone is a replayer that has sent everything.
                     this.reading = None;
                     this.slot = Slot::Cursor { pos: PAST, trailers_sent: true };
+                    if let Some(t) = unsent {
+                        return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                    }
                 }
                 Poll::Ready(None)
             }
@@ -677,6 +685,78 @@ mod tests {
             assert_eq!(kept.into_body().collect().await.unwrap().to_bytes(), "hello");
             assert_eq!(again.into_body().collect().await.unwrap().to_bytes(), "hello");
         });
+    }
+
+    /// Two data frames and trailers.
+    struct WithTrailers(std::collections::VecDeque<Frame<Bytes>>);
+
+    impl WithTrailers {
+        fn new() -> Self {
+            WithTrailers(
+                [
+                    Frame::data(Bytes::from_static(b"ab")),
+                    Frame::data(Bytes::from_static(b"cd")),
+                    Frame::trailers(trailers()),
+                ]
+                .into(),
+            )
+        }
+    }
+
+    impl Body for WithTrailers {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    fn trailers() -> HeaderMap {
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", http::HeaderValue::from_static("0"));
+        t
+    }
+
+    #[test]
+    fn trailers_are_replayed_after_the_data() {
+        let first = ReplayBody::new(WithTrailers::new(), DEFAULT_MAX_REPLAY_BYTES);
+        let (second, mut third) = (first.clone(), first.clone());
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async move {
+            for body in [first, second] {
+                let all = body.collect().await.unwrap();
+                assert_eq!(all.trailers(), Some(&trailers()));
+                assert_eq!(all.to_bytes(), "abcd");
+            }
+            let mut frames = 0;
+            while let Some(frame) = third.frame().await {
+                frames += 1;
+                let left = if frame.unwrap().is_trailers() { None } else { third.size_hint().exact() };
+                assert_eq!(third.is_end_stream(), frames == 3, "after frame {frames}");
+                assert_eq!(left, [Some(2), Some(0), None][frames - 1]);
+            }
+            assert_eq!(frames, 3);
+        });
+    }
+
+    #[test]
+    fn trailers_read_by_an_attempt_dropped_before_the_end_are_sent_by_the_next() {
+        let mut first = ReplayBody::new(WithTrailers::new(), DEFAULT_MAX_REPLAY_BYTES);
+        let second = first.clone();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..3 {
+            assert!(matches!(Pin::new(&mut first).poll_frame(&mut cx), Poll::Ready(Some(Ok(_)))));
+        }
+        // Gone after the trailers, before the body's end was seen.
+        drop(first);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let all = rt.block_on(second.collect()).unwrap();
+        assert_eq!(all.trailers(), Some(&trailers()));
+        assert_eq!(all.to_bytes(), "abcd");
     }
 
     #[test]

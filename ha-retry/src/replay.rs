@@ -64,6 +64,9 @@ pub trait Replay<Req> {
     }
 
     /// Labels `req` as the next attempt of its request (default: nothing).
+    /// Called on a kept copy before it is sent: a copy may hold its attempt
+    /// context aside until then ([`HttpReplay`](crate::body::HttpReplay)
+    /// keeps it in the body, which lets it go once the body is read).
     fn next_attempt(&self, req: &mut Self::Request) {
         let _ = req;
     }
