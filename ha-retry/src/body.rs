@@ -597,8 +597,21 @@ mod tests {
         drop(first);
     }
 
-    /// Chunks that know exactly how many bytes are left.
-    struct Chunks(std::collections::VecDeque<Bytes>);
+    /// Frames that know exactly how many bytes are left.
+    struct Chunks(std::collections::VecDeque<Frame<Bytes>>);
+
+    impl Chunks {
+        fn data(chunks: &[&'static [u8]]) -> Self {
+            Chunks(chunks.iter().map(|c| Frame::data(Bytes::from_static(c))).collect())
+        }
+
+        /// `ab`, `cd`, then trailers.
+        fn with_trailers() -> Self {
+            let mut body = Chunks::data(&[b"ab", b"cd"]);
+            body.0.push_back(Frame::trailers(trailers()));
+            body
+        }
+    }
 
     impl Body for Chunks {
         type Data = Bytes;
@@ -608,7 +621,7 @@ mod tests {
             mut self: Pin<&mut Self>,
             _cx: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+            Poll::Ready(self.0.pop_front().map(Ok))
         }
 
         fn is_end_stream(&self) -> bool {
@@ -616,14 +629,19 @@ mod tests {
         }
 
         fn size_hint(&self) -> SizeHint {
-            SizeHint::with_exact(self.0.iter().map(Bytes::len).sum::<usize>() as u64)
+            SizeHint::with_exact(self.0.iter().filter_map(|f| f.data_ref()).map(Bytes::len).sum::<usize>() as u64)
         }
+    }
+
+    fn trailers() -> HeaderMap {
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", http::HeaderValue::from_static("0"));
+        t
     }
 
     #[test]
     fn the_hint_of_a_body_kept_part_way_is_sound() {
-        let chunks = Chunks([Bytes::from_static(b"ab"), Bytes::from_static(b"cd")].into_iter().collect());
-        let mut first = ReplayBody::new(chunks, DEFAULT_MAX_REPLAY_BYTES);
+        let mut first = ReplayBody::new(Chunks::data(&[b"ab", b"cd"]), DEFAULT_MAX_REPLAY_BYTES);
         let next = first.clone();
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
@@ -687,43 +705,9 @@ mod tests {
         });
     }
 
-    /// Two data frames and trailers.
-    struct WithTrailers(std::collections::VecDeque<Frame<Bytes>>);
-
-    impl WithTrailers {
-        fn new() -> Self {
-            WithTrailers(
-                [
-                    Frame::data(Bytes::from_static(b"ab")),
-                    Frame::data(Bytes::from_static(b"cd")),
-                    Frame::trailers(trailers()),
-                ]
-                .into(),
-            )
-        }
-    }
-
-    impl Body for WithTrailers {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            Poll::Ready(self.0.pop_front().map(Ok))
-        }
-    }
-
-    fn trailers() -> HeaderMap {
-        let mut t = HeaderMap::new();
-        t.insert("grpc-status", http::HeaderValue::from_static("0"));
-        t
-    }
-
     #[test]
     fn trailers_are_replayed_after_the_data() {
-        let first = ReplayBody::new(WithTrailers::new(), DEFAULT_MAX_REPLAY_BYTES);
+        let first = ReplayBody::new(Chunks::with_trailers(), DEFAULT_MAX_REPLAY_BYTES);
         let (second, mut third) = (first.clone(), first.clone());
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async move {
@@ -745,7 +729,7 @@ mod tests {
 
     #[test]
     fn trailers_read_by_an_attempt_dropped_before_the_end_are_sent_by_the_next() {
-        let mut first = ReplayBody::new(WithTrailers::new(), DEFAULT_MAX_REPLAY_BYTES);
+        let mut first = ReplayBody::new(Chunks::with_trailers(), DEFAULT_MAX_REPLAY_BYTES);
         let second = first.clone();
         let mut cx = Context::from_waker(std::task::Waker::noop());
         for _ in 0..3 {
