@@ -6,20 +6,33 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use ha_membership::{Cluster, Config, Keyring, MemberState, Metadata};
+use ha_membership::{Cluster, ClusterError, Config, Keyring, MemberState, Metadata};
 use tower::discover::Change;
 
 const KEY: [u8; 32] = [42; 32];
 
 async fn node(name: &str, bind: SocketAddr) -> Cluster {
-    Cluster::builder(name)
-        .config(Config { label: "it".into(), ..Config::local() })
-        .bind(bind)
-        .keyring(Keyring::new(KEY))
-        .metadata(Metadata { zone: "z1".into(), weight: 1, ..Metadata::default() })
-        .start()
-        .await
-        .unwrap()
+    // A node restarted at its old address may find the port held for a
+    // moment (a socket of the crashed node still closing, a connection that
+    // took it as its source port): retried for a bounded time.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let started = Cluster::builder(name)
+            .config(Config { label: "it".into(), ..Config::local() })
+            .bind(bind)
+            .keyring(Keyring::new(KEY))
+            .metadata(Metadata { zone: "z1".into(), weight: 1, ..Metadata::default() })
+            .start()
+            .await;
+        match started {
+            Err(ClusterError::Bind(e))
+                if e.kind() == std::io::ErrorKind::AddrInUse && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            started => return started.unwrap(),
+        }
+    }
 }
 
 /// Waits (bounded) until `pred` holds for `c`'s view; driven by change notifications, not sleeps.

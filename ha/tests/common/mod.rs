@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -78,9 +79,20 @@ impl TestServer {
         }
     }
 
-    /// Starts serving again on the same port.
+    /// Starts serving again on the same port. The port may be held for a
+    /// moment (a connection that took it as its source port meanwhile):
+    /// retried for a bounded time.
     pub async fn restart(&self) {
-        let listener = TcpListener::bind(self.addr).await.expect("the port is free again");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot serve on {} again: {e}", self.addr),
+            }
+        };
         self.serve(listener);
     }
 
