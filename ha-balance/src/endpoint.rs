@@ -11,7 +11,7 @@ use ha_core::{EndpointId, Instant};
 
 use crate::clock::Clock;
 use crate::health::{Health, HealthGate};
-use crate::outlier::OutlierState;
+use crate::outlier::{Host, OutlierState};
 use crate::tuning::Tuning;
 
 /// The time constant over which a failure's cost fades. Short, unlike the
@@ -228,6 +228,17 @@ impl<S> EndpointState<S> {
             health: Health::new(gate),
             outlier: OutlierState::default(),
             counters: Counters::default(),
+        }
+    }
+
+    /// What the outlier rules judge of this endpoint, its requests in
+    /// flight as they stand.
+    pub(crate) fn host(&self) -> Host<'_> {
+        Host {
+            outlier: &self.outlier,
+            health: &self.health,
+            tier: self.tier,
+            in_flight: self.pending.load(Ordering::Relaxed),
         }
     }
 

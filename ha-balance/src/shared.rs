@@ -25,7 +25,7 @@ use crate::ejections::Ejections;
 use crate::endpoint::{Endpoint, EndpointState};
 use crate::inflight::InFlight;
 use crate::members::{EndpointTable, GateFactory};
-use crate::outlier::{Detector, Host, ProbeVerdict};
+use crate::outlier::{Detector, ProbeVerdict};
 use crate::pick::{self, Request};
 use crate::planner::TierPlanner;
 use crate::table::Snapshot;
@@ -239,12 +239,7 @@ impl<K, S> Shared<K, S> {
     /// handicap it against peers that converged.)
     pub(crate) fn on_probe_outcome(&self, endpoint: &EndpointState<S>, success: bool, now: Instant) {
         let now_ns = self.clock.ns(now);
-        let host = Host {
-            outlier: &endpoint.outlier,
-            health: &endpoint.health,
-            tier: endpoint.tier,
-            in_flight: endpoint.pending.load(Ordering::Relaxed),
-        };
+        let host = endpoint.host();
         let snap = self.table.snapshot();
         let tuning = &*snap.tuning;
         match tuning.detector.probe_outcome(host, success, now_ns) {

@@ -132,15 +132,7 @@ impl<S> Snapshot<S> {
     }
 
     pub(crate) fn hosts(&self) -> Vec<Host<'_>> {
-        self.endpoints
-            .iter()
-            .map(|s| Host {
-                outlier: &s.outlier,
-                health: &s.health,
-                tier: s.tier,
-                in_flight: s.pending.load(Ordering::Relaxed),
-            })
-            .collect()
+        self.endpoints.iter().map(|s| s.host()).collect()
     }
 
     /// The index of this very slot (not merely one with its id).
