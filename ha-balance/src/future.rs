@@ -71,11 +71,18 @@ impl<K, S> InFlightRequest<K, S> {
         // The clock is read for the latency (PeakEWMA), and otherwise only
         // for a failure the picker prices.
         let now = (latency || (failed && self.flags & flag::PRICES_FAILURES != 0)).then(Instant::now);
+        if failed && now.is_none() {
+            // Untimed: not known to be fast.
+            self.slot.outlier.failed_slowly();
+        }
         if let Some(now) = now {
             if outcome.counts() {
                 let now_ns = self.core.clock().ns(now);
                 let mut rtt = Duration::from_nanos(now_ns.saturating_sub(self.start_ns));
                 if failed {
+                    if 2.0 * rtt.as_secs_f64() * 1e9 >= self.slot.ewma.estimate_nanos_at(now_ns) {
+                        self.slot.outlier.failed_slowly();
+                    }
                     self.slot.failure_cost.observe_at(now_ns, self.failure_cost(now_ns, rtt));
                     // Nor does the latency estimate take a fast failure as
                     // evidence of speed: no faster than it was.
@@ -135,6 +142,7 @@ impl<K, S> Drop for InFlightRequest<K, S> {
             }
             if self.flags & flag::CANCELLED_FAILS != 0 {
                 self.slot.unanswered.store(true, Ordering::Relaxed);
+                self.slot.outlier.failed_slowly();
                 self.core.on_outcome(&self.slot, ha_core::Outcome::Failure, now);
             }
             if self.probe {

@@ -78,9 +78,22 @@ pub(crate) struct OutlierState {
     probe_failures: AtomicU32,
     /// Nanoseconds since the balancer's epoch when the next probe may go; 0 when none.
     next_probe_ns: AtomicU64,
+    /// A failure of the current run took at least half the latency
+    /// estimate, or was given up on: not a full queue turning requests
+    /// away at once (see [`Detector::try_eject`]).
+    slow_in_run: AtomicBool,
 }
 
 impl OutlierState {
+    /// Records that a failure of the current run was slow (or given up on);
+    /// a success ends the run.
+    #[inline]
+    pub(crate) fn failed_slowly(&self) {
+        if !self.slow_in_run.load(Ordering::Relaxed) {
+            self.slow_in_run.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// The failure rate of about the last 32 outcomes, in `[0, 1]`.
     pub(crate) fn recent_failure_rate(&self) -> f64 {
         f64::from(self.recent_failure.load(Ordering::Relaxed)) / f64::from(RATE_ONE)
@@ -237,6 +250,7 @@ impl Detector {
             state.interval_ok.fetch_add(1, Ordering::Relaxed);
             if state.consecutive.load(Ordering::Relaxed) != 0 {
                 state.consecutive.store(0, Ordering::Release);
+                state.slow_in_run.store(false, Ordering::Relaxed);
             }
             false
         }
@@ -324,6 +338,14 @@ impl Detector {
                 tracing::debug!(target: "ha::balance", ?reason, "ejection deferred: the peers' first outcomes are on their way");
                 return None;
             }
+            Peers::Rate(_) if self.overload_onset(hosts, idx, now_ns, reason) => {
+                // A full queue turning requests away while its peers are
+                // as loaded: the first of an overloaded fleet to shed, by
+                // milliseconds. Ejected, its load would go to peers about
+                // to shed too; its next run is judged with their outcomes.
+                tracing::debug!(target: "ha::balance", ?reason, "ejection deferred: its peers are as loaded as it is");
+                return None;
+            }
             Peers::Rate(p) => Some(p),
             Peers::Unknown | Peers::None => None,
         };
@@ -341,11 +363,39 @@ impl Detector {
         state.consecutive.load(Ordering::Relaxed) < self.cfg.consecutive_failures.saturating_mul(2)
     }
 
+    /// A first run of fast failures (none slow, none given up on) of an
+    /// endpoint with requests in flight, whose peers (lower median, not
+    /// ejected) hold at least half as many: a queue that filled first in a
+    /// fleet-wide overload. A crashed endpoint has nothing in flight; a
+    /// slow or black-holing one fails slowly or holds far more than its
+    /// peers.
+    fn overload_onset(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason) -> bool {
+        let own = hosts[idx].in_flight;
+        if reason != EjectionReason::ConsecutiveFailures
+            || own < ONSET_IN_FLIGHT
+            || hosts[idx].outlier.slow_in_run.load(Ordering::Relaxed)
+            || !self.first_run(hosts[idx].outlier)
+        {
+            return false;
+        }
+        let mut peers: Vec<f64> = hosts
+            .iter()
+            .enumerate()
+            .filter(|&(i, h)| i != idx && !h.health.is_ejected(now_ns))
+            .map(|(_, h)| h.in_flight as f64)
+            .collect();
+        lower_median(&mut peers).is_some_and(|m| 2.0 * m >= own as f64)
+    }
+
     /// An ejection of `hosts[idx]` for its first run of failures would be
     /// deferred: its busy peers have not answered enough to say whether
-    /// they fail too.
+    /// they fail too, or it is the first of an overloaded fleet to shed.
     pub(crate) fn deferred(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
-        matches!(peer_failure_rate(hosts, idx, now_ns), Peers::Unknown) && self.first_run(hosts[idx].outlier)
+        match peer_failure_rate(hosts, idx, now_ns) {
+            Peers::Unknown => self.first_run(hosts[idx].outlier),
+            Peers::Rate(_) => self.overload_onset(hosts, idx, now_ns, EjectionReason::ConsecutiveFailures),
+            Peers::None => false,
+        }
     }
 
     /// Does `hosts[idx]` fail alike with its peers (of every tier, not
@@ -542,6 +592,10 @@ pub(crate) fn looks_dead(state: &OutlierState) -> bool {
 
 /// The lower median: with two peers, the better one, so that one bad peer
 /// cannot make an endpoint's failure look shared.
+/// Requests in flight from which a run of fast failures may be a full
+/// queue rather than a crash (see [`Detector::try_eject`]).
+const ONSET_IN_FLIGHT: u64 = 4;
+
 fn lower_median(rates: &mut [f64]) -> Option<f64> {
     if rates.is_empty() {
         return None;
@@ -854,6 +908,38 @@ mod judgement_tests {
     }
 
     #[test]
+    fn the_first_full_queue_of_an_overloaded_fleet_is_not_ejected_at_once() {
+        // Five fast failures in a row on an endpoint holding `own` requests,
+        // its peers (healthy so far) each holding `peers`; `slow`: one of
+        // the five took its time. Ejected?
+        let ejected = |own: u64, peers: u64, slow: bool| {
+            let d = Detector::new(consecutive_only());
+            let f = fleet(4);
+            for s in &f.0[1..] {
+                feed(&d, s, 40, 0);
+            }
+            feed(&d, &f.0[0], 5, 1000);
+            if slow {
+                f.0[0].failed_slowly();
+            }
+            let h: Vec<Host<'_>> = hosts(&f)
+                .into_iter()
+                .enumerate()
+                .map(|(i, h)| Host { in_flight: if i == 0 { own } else { peers }, ..h })
+                .collect();
+            d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some()
+        };
+        // A full queue turning requests away while its peers are as loaded:
+        // the onset of an overload, not a failure of its own.
+        assert!(!ejected(8, 7, false));
+        // Its peers idle beside it, or a failure that took its time, or a
+        // crash (nothing in flight): its own failure.
+        assert!(ejected(8, 2, false));
+        assert!(ejected(8, 7, true));
+        assert!(ejected(0, 7, false));
+    }
+
+    #[test]
     fn busy_peers_count_from_their_first_outcome() {
         // Five failures in a row on one endpoint in a fleet's first
         // milliseconds, while each peer, with `in_flight` requests, has seen
@@ -865,7 +951,12 @@ mod judgement_tests {
                 feed(&d, s, n, permille);
             }
             feed(&d, &f.0[0], 5, 1000);
-            let h: Vec<Host<'_>> = hosts(&f).into_iter().map(|h| Host { in_flight, ..h }).collect();
+            // The failing endpoint refuses at once: nothing in flight.
+            let h: Vec<Host<'_>> = hosts(&f)
+                .into_iter()
+                .enumerate()
+                .map(|(i, h)| Host { in_flight: if i == 0 { 0 } else { in_flight }, ..h })
+                .collect();
             d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some()
         };
         // Busy peers that shed one of their first three: the failure is
