@@ -302,8 +302,12 @@ pub struct OutlierConfig {
     /// as far each time, up to `max_probe_interval`, and the ejection is
     /// extended so that it does not end while the endpoint still fails.
     /// Endpoints ejected by the interval rules (a statistical verdict one
-    /// answer cannot overturn) serve out their ejection time. Zero disables
-    /// probing. Default 1 s.
+    /// answer cannot overturn) serve out their ejection time. A probe is a
+    /// real request: one that takes more than 8 times the median latency of
+    /// the endpoints in service (at least 8 times `load.default_rtt`) is
+    /// given up with `AttemptTimedOut`, which the retry layer retries
+    /// elsewhere, so an endpoint back but hung does not hold its caller to
+    /// the request's deadline. Zero disables probing. Default 1 s.
     #[serde(with = "ha_core::config::duration", alias = "probe_interval_ms")]
     pub probe_interval: Duration,
     /// The longest spacing of probes to an ejected endpoint. Default 2 s,

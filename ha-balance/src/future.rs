@@ -12,7 +12,7 @@ use std::time::Duration;
 use ha_core::classify::Classify;
 use ha_core::rng::FastRng;
 use ha_core::sync::atomic::Ordering;
-use ha_core::{HasAttemptContext, Instant, NoHealthyEndpoint};
+use ha_core::{AttemptTimedOut, HasAttemptContext, Instant, NoHealthyEndpoint};
 use pin_project::pin_project;
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::Sleep;
@@ -44,15 +44,21 @@ pub(crate) struct InFlightRequest<K, S> {
     /// flight ends like this (the caller gave up, a timeout), the time it
     /// took still counts towards the endpoint's latency, as in tower.
     sent: bool,
-    /// The request probes an ejected endpoint: its outcome decides the readmission.
-    probe: bool,
+    /// The request probes an ejected endpoint: its outcome decides the
+    /// readmission. How long it may take before it is given up on.
+    probe: Option<Duration>,
     /// The settings' `flag`s when the flight began: a reconfiguration in
     /// between must not make the end undo what the start did not do.
     flags: u8,
 }
 
 impl<K, S> InFlightRequest<K, S> {
-    pub(crate) fn new(core: Arc<Shared<K, S>>, slot: Arc<EndpointState<S>>, start_ns: u64, probe: bool) -> Self {
+    pub(crate) fn new(
+        core: Arc<Shared<K, S>>,
+        slot: Arc<EndpointState<S>>,
+        start_ns: u64,
+        probe: Option<Duration>,
+    ) -> Self {
         let flags = core.hot().flags();
         slot.pending.fetch_add(1, Ordering::Relaxed);
         slot.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -100,7 +106,7 @@ impl<K, S> InFlightRequest<K, S> {
             }
         }
         self.core.on_outcome(&self.slot, outcome, now);
-        if self.probe && outcome.counts() {
+        if self.probe.is_some() && outcome.counts() {
             self.core.on_probe_outcome(&self.slot, !outcome.is_failure(), now.unwrap_or_else(Instant::now));
         }
     }
@@ -145,7 +151,7 @@ impl<K, S> Drop for InFlightRequest<K, S> {
                 self.slot.outlier.failed_slowly();
                 self.core.on_outcome(&self.slot, ha_core::Outcome::Failure, now);
             }
-            if self.probe {
+            if self.probe.is_some() {
                 // A probe given up on did not show the endpoint is back.
                 self.core.on_probe_outcome(&self.slot, false, now.unwrap_or_else(Instant::now));
             }
@@ -155,8 +161,9 @@ impl<K, S> Drop for InFlightRequest<K, S> {
     }
 }
 
-/// The endpoint picked, the time of the pick and whether it is a probe.
-type Picked<S> = (Arc<EndpointState<S>>, Instant, bool);
+/// The endpoint picked, the time of the pick and, for a probe, how long it
+/// may take.
+type Picked<S> = (Arc<EndpointState<S>>, Instant, Option<Duration>);
 
 /// A request waiting for an endpoint to become available.
 pub(crate) struct Wait<K, S, Req> {
@@ -248,6 +255,11 @@ where
     #[pin]
     state: State<K, S, Req>,
     flight: Option<InFlightRequest<K, S>>,
+    // A probe's time limit, armed when it is sent: a probe is a real
+    // request, and one to an endpoint that still does not answer must not
+    // cost its caller the request's deadline (it is given up and retried
+    // elsewhere).
+    probe_timer: Option<Pin<Box<Sleep>>>,
     classifier: C,
     info: Option<C::RequestInfo>,
     hash: Option<u64>,
@@ -264,7 +276,7 @@ where
     pub(crate) fn dispatch(
         core: Arc<Shared<K, S>>,
         slot: Arc<EndpointState<S>>,
-        probe: bool,
+        probe: Option<Duration>,
         req: Req,
         now_ns: u64,
         hash: Option<u64>,
@@ -275,6 +287,7 @@ where
         ResponseFuture {
             state: State::Ready { svc, req: Some(req) },
             flight: Some(InFlightRequest::new(core, slot, now_ns, probe)),
+            probe_timer: None,
             classifier,
             info: Some(info),
             hash,
@@ -282,7 +295,14 @@ where
     }
 
     pub(crate) fn wait(wait: Wait<K, S, Req>, hash: Option<u64>, classifier: C) -> Self {
-        ResponseFuture { state: State::Waiting(Box::new(wait)), flight: None, classifier, info: None, hash }
+        ResponseFuture {
+            state: State::Waiting(Box::new(wait)),
+            flight: None,
+            probe_timer: None,
+            classifier,
+            info: None,
+            hash,
+        }
     }
 }
 
@@ -343,6 +363,9 @@ where
                     Poll::Ready(Ok(())) => {
                         if let Some(flight) = this.flight.as_mut() {
                             flight.sent = true;
+                            if let Some(limit) = flight.probe {
+                                *this.probe_timer = Some(Box::pin(tokio::time::sleep(limit)));
+                            }
                         }
                         let fut = svc.call(req.take().expect("request present until called"));
                         this.state.set(State::Calling(fut));
@@ -353,7 +376,18 @@ where
                     }
                 },
                 StateProj::Calling(fut) => {
-                    let result = std::task::ready!(fut.poll(cx));
+                    let Poll::Ready(result) = fut.poll(cx) else {
+                        if let Some(timer) = this.probe_timer.as_mut() {
+                            if timer.as_mut().poll(cx).is_ready() {
+                                // Given up: the flight's drop counts the
+                                // failed probe, as for any request given up.
+                                this.state.set(State::Done);
+                                let limit = this.flight.take().and_then(|f| f.probe).unwrap_or_default();
+                                return Poll::Ready(Err(AttemptTimedOut::new(limit).into()));
+                            }
+                        }
+                        return Poll::Pending;
+                    };
                     this.state.set(State::Done);
                     return Poll::Ready(finish(this.flight, this.classifier, this.info, result));
                 }

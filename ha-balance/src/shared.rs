@@ -9,6 +9,7 @@
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ha_core::event::{EjectionReason, Event, Events};
 use ha_core::rng::FastRng;
@@ -30,6 +31,10 @@ use crate::pick::{self, Request};
 use crate::planner::TierPlanner;
 use crate::table::Snapshot;
 use crate::tuning::{Hot, Tuning};
+
+/// A probe may take this many times its peers' median latency (see
+/// `Shared::probe_limit`).
+const PROBE_LIMIT_FACTOR: f64 = 8.0;
 
 /// What every clone of one balancer shares.
 pub(crate) struct Shared<K, S> {
@@ -151,7 +156,7 @@ impl<K, S> Shared<K, S> {
         snap: &'s Snapshot<S>,
         req: &Request<'_>,
         rng: &mut FastRng,
-    ) -> Option<(&'s Arc<EndpointState<S>>, bool)> {
+    ) -> Option<(&'s Arc<EndpointState<S>>, Option<Duration>)> {
         if snap.endpoints.is_empty() {
             return None;
         }
@@ -166,10 +171,30 @@ impl<K, S> Shared<K, S> {
         if health_due {
             let tried = |s: &EndpointState<S>| req.tried.is_some_and(|c| c.was_tried(s.id));
             if let Some(i) = self.ejections.due_probe(snap, req.now, req.now_ns, tried) {
-                return Some((&snap.endpoints[i], true));
+                return Some((&snap.endpoints[i], Some(self.probe_limit(snap, i, req.now_ns))));
             }
         }
-        pick::pick_available(snap, req, rng, &self.in_flight).map(|s| (s, false))
+        pick::pick_available(snap, req, rng, &self.in_flight).map(|s| (s, None))
+    }
+
+    /// How long a probe of `snap.endpoints[probed]` may take:
+    /// `PROBE_LIMIT_FACTOR` times the median latency of the endpoints in
+    /// service (their latest estimates), and at least that many times the
+    /// prior (`load.default_rtt`). Slower than that, the endpoint is not
+    /// back in shape, and the request is better retried elsewhere.
+    #[cold]
+    fn probe_limit(&self, snap: &Snapshot<S>, probed: usize, now_ns: u64) -> Duration {
+        let mut latencies: Vec<f64> = snap
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter(|&(i, e)| i != probed && !e.health.is_ejected(now_ns))
+            .map(|(_, e)| e.ewma.last_observed_nanos())
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let (_, prior_ns) = self.hot().failure_pricing();
+        let median = latencies.get(latencies.len().saturating_sub(1) / 2).copied().unwrap_or(prior_ns);
+        Duration::from_nanos((PROBE_LIMIT_FACTOR * median.max(prior_ns)) as u64)
     }
 
     /// Counts a finished request. Reads the clock only on the failure path

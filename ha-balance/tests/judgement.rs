@@ -44,6 +44,44 @@ async fn a_fleet_shedding_load_everywhere_ejects_nobody() {
     assert!(ha.success() >= rr.success(), "ha {:.3} < round robin {:.3}", ha.success(), rr.success());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_probe_of_an_endpoint_that_never_answers_is_given_up_soon() {
+    // A probe is a real request: one sent to an endpoint back from a crash
+    // but hung (accepting, never answering) must come back in time for its
+    // caller to retry it elsewhere, not hold it to its deadline.
+    use std::sync::{Arc, Mutex};
+    use tower::Service;
+    let all = servers("s", 3, 10);
+    let (events, seen) = timeline();
+    let mut b = fleet(&all, BalanceConfig::default(), events);
+    all[0].set_refuse(true);
+    drive(&mut b, 2_000, 1.0, |_| {}).await;
+    assert!(ejections(&seen).iter().any(|(_, who, _)| who == "s0"), "{:?}", ejections(&seen));
+    all[0].set_refuse(false);
+    all[0].st.delay_ms.store(3_600_000, std::sync::atomic::Ordering::Relaxed);
+    let before = all[0].hits();
+    let done = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..3_000u64 {
+        let fut = b.call(ha_core::WithAttempt::new(i));
+        let (done, start) = (done.clone(), tokio::time::Instant::now());
+        tokio::spawn(async move {
+            let timed_out = fut.await.err().map(|e| e.is::<ha_core::AttemptTimedOut>());
+            done.lock().unwrap().push((start.elapsed(), timed_out));
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let probes = all[0].hits() - before;
+    let done = done.lock().unwrap();
+    let given_up: Vec<Duration> = done.iter().filter(|(_, e)| *e == Some(true)).map(|(d, _)| *d).collect();
+    eprintln!("hung after a crash: {probes} probes, given up after {given_up:?}");
+    assert!(probes >= 1, "s0 was never probed");
+    assert_eq!(done.len(), 3_000, "requests still held by the hung endpoint");
+    assert_eq!(given_up.len() as u64, probes, "each probe given up with AttemptTimedOut");
+    // Eight times the prior (the peers answer in 10 ms, under the 30 ms prior).
+    assert!(given_up.iter().all(|d| *d <= Duration::from_millis(241)), "{given_up:?}");
+}
+
 /// Three servers at 1 request per millisecond; `s0` follows `down(t_ms)`.
 /// Returns s0's successes and attempts, each counted at every millisecond,
 /// and the event timeline.
