@@ -831,6 +831,15 @@ mod judgement_tests {
         f.0.iter().zip(&f.1).map(|(outlier, health)| Host { outlier, health, tier: 0, in_flight: 0 }).collect()
     }
 
+    /// The hosts of `f`, the first with `own` requests in flight, the others `peers` each.
+    fn loaded<'a>(f: &'a (Vec<OutlierState>, Vec<Health>), own: u64, peers: u64) -> Vec<Host<'a>> {
+        hosts(f)
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| Host { in_flight: if i == 0 { own } else { peers }, ..h })
+            .collect()
+    }
+
     /// Feeds `n` outcomes, failing `fail_permille` of them, evenly spread.
     fn feed(d: &Detector, s: &OutlierState, n: u64, fail_permille: u64) -> bool {
         let mut crossed = false;
@@ -922,12 +931,7 @@ mod judgement_tests {
             if slow {
                 f.0[0].failed_slowly();
             }
-            let h: Vec<Host<'_>> = hosts(&f)
-                .into_iter()
-                .enumerate()
-                .map(|(i, h)| Host { in_flight: if i == 0 { own } else { peers }, ..h })
-                .collect();
-            d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some()
+            d.try_eject(&loaded(&f, own, peers), 0, SEC, EjectionReason::ConsecutiveFailures).is_some()
         };
         // A full queue turning requests away while its peers are as loaded:
         // the onset of an overload, not a failure of its own.
@@ -952,12 +956,7 @@ mod judgement_tests {
             }
             feed(&d, &f.0[0], 5, 1000);
             // The failing endpoint refuses at once: nothing in flight.
-            let h: Vec<Host<'_>> = hosts(&f)
-                .into_iter()
-                .enumerate()
-                .map(|(i, h)| Host { in_flight: if i == 0 { 0 } else { in_flight }, ..h })
-                .collect();
-            d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some()
+            d.try_eject(&loaded(&f, 0, in_flight), 0, SEC, EjectionReason::ConsecutiveFailures).is_some()
         };
         // Busy peers that shed one of their first three: the failure is
         // shared (an overloaded fleet from its first requests). Idle ones
