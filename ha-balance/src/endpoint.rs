@@ -187,6 +187,13 @@ pub(crate) struct EndpointState<S> {
     /// it was not ejected for, and ramps it up as a readmission would
     /// (`Shared::on_outcome`).
     pub(crate) failing_since_ns: AtomicU64,
+    /// Nanoseconds since the balancer's epoch when it last came back from
+    /// an outage (readmitted, or answered after a run of failures); 0:
+    /// never. Requests sent before then, answered or given up after, took
+    /// as long as the outage did: their latency describes the outage, not
+    /// the server it now is (a stall's queue drains in seconds-long
+    /// answers), and is not taken into its estimate.
+    pub(crate) back_at_ns: AtomicU64,
     pub(crate) pending: AtomicU64,
     pub(crate) ewma: PeakEwma,
     /// What its recent failures cost, on top of its latency: raised by each
@@ -198,6 +205,22 @@ pub(crate) struct EndpointState<S> {
 }
 
 impl<S> EndpointState<S> {
+    /// Back from an outage at `now_ns`: its latency estimate, raised by the
+    /// requests the outage held, is borrowed from its warm peers again at
+    /// the next recount (as a joiner's is), until a request sent from now
+    /// on answers.
+    pub(crate) fn came_back(&self, now_ns: u64) {
+        self.back_at_ns.store(now_ns, Ordering::Relaxed);
+        self.fresh.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a request sent at `start_ns` was sent before its latest
+    /// return from an outage (see `back_at_ns`).
+    #[inline]
+    pub(crate) fn sent_before_return(&self, start_ns: u64) -> bool {
+        start_ns < self.back_at_ns.load(Ordering::Relaxed)
+    }
+
     /// The state of a new endpoint described by `ep` (whose name and gate
     /// the caller resolved), admitted at `now` on the balancer's `clock`, its
     /// slow start from `ramp_from_ns` (0: none).
@@ -222,6 +245,7 @@ impl<S> EndpointState<S> {
             unanswered: AtomicBool::new(false),
             fresh: AtomicBool::new(ramp_from_ns != 0),
             failing_since_ns: AtomicU64::new(0),
+            back_at_ns: AtomicU64::new(0),
             pending: AtomicU64::new(0),
             ewma: PeakEwma::with_epoch(clock.epoch(), now, tuning.cfg.load.default_rtt, tuning.cfg.load.decay),
             failure_cost: PeakEwma::with_epoch(clock.epoch(), now, Duration::ZERO, FAILURE_DECAY),

@@ -96,7 +96,7 @@ impl<K, S> InFlightRequest<K, S> {
                 } else if self.slot.failure_cost.estimate_nanos_at(now_ns) > 0.0 {
                     self.slot.failure_cost.reset(now, Duration::ZERO);
                 }
-                if latency {
+                if latency && !self.slot.sent_before_return(self.start_ns) {
                     self.slot.ewma.observe_at(now_ns, rtt);
                     // Its own answer: the estimate is no longer one to borrow.
                     if !failed && self.slot.fresh.load(Ordering::Relaxed) {
@@ -143,8 +143,10 @@ impl<K, S> Drop for InFlightRequest<K, S> {
             // Given up on after it was sent.
             let now = (self.flags & flag::LATENCY != 0).then(Instant::now);
             if let Some(now) = now {
-                let now_ns = self.core.clock().ns(now);
-                self.slot.ewma.observe_at(now_ns, Duration::from_nanos(now_ns.saturating_sub(self.start_ns)));
+                if !self.slot.sent_before_return(self.start_ns) {
+                    let now_ns = self.core.clock().ns(now);
+                    self.slot.ewma.observe_at(now_ns, Duration::from_nanos(now_ns.saturating_sub(self.start_ns)));
+                }
             }
             if self.flags & flag::CANCELLED_FAILS != 0 {
                 self.slot.unanswered.store(true, Ordering::Relaxed);

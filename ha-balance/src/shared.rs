@@ -247,10 +247,14 @@ impl<K, S> Shared<K, S> {
         let since = endpoint.failing_since_ns.swap(0, Ordering::Relaxed);
         let snap = self.table.snapshot();
         let tuning = &*snap.tuning;
-        if since == 0 || tuning.slow_start_ns == 0 {
+        if since == 0 {
             return;
         }
         let now_ns = self.clock.ns(now.unwrap_or_else(Instant::now));
+        endpoint.came_back(now_ns);
+        if tuning.slow_start_ns == 0 {
+            return;
+        }
         let from = endpoint.return_ramp_from(since, now_ns, tuning.slow_start_ns, tuning.cfg.slow_start.min_factor);
         endpoint.ramp_from_ns.store(from, Ordering::Relaxed);
         snap.plan.mark_stale();
@@ -259,9 +263,11 @@ impl<K, S> Shared<K, S> {
     /// The outcome of a probe sent to an ejected endpoint: a success
     /// readmits it with its failure cost cleared and its slow start set back
     /// by half the time it was out (`EndpointState::readmission_ramp_from`);
-    /// a failure schedules the next probe. (Its latency estimate is kept:
-    /// failures never lowered it, and resetting it to the prior would
-    /// handicap it against peers that converged.)
+    /// a failure schedules the next probe. Its latency estimate is borrowed
+    /// from its warm peers until a request sent from now on answers
+    /// (`EndpointState::came_back`): requests given up on while it was out
+    /// raised it to the outage's length, and the prior would handicap it
+    /// against peers that converged.
     pub(crate) fn on_probe_outcome(&self, endpoint: &EndpointState<S>, success: bool, now: Instant) {
         let now_ns = self.clock.ns(now);
         let host = endpoint.host();
@@ -270,6 +276,7 @@ impl<K, S> Shared<K, S> {
         match tuning.detector.probe_outcome(host, success, now_ns) {
             ProbeVerdict::Readmitted => {
                 endpoint.failure_cost.reset(now, std::time::Duration::ZERO);
+                endpoint.came_back(now_ns);
                 if tuning.slow_start_ns > 0 {
                     let from =
                         endpoint.readmission_ramp_from(now_ns, tuning.slow_start_ns, tuning.cfg.slow_start.min_factor);

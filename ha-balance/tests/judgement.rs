@@ -82,6 +82,33 @@ async fn a_probe_of_an_endpoint_that_never_answers_is_given_up_soon() {
     assert!(given_up.iter().all(|d| *d <= Duration::from_millis(241)), "{given_up:?}");
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_back_from_a_hang_is_priced_as_it_now_answers() {
+    // s0 hangs from 3 s to 6 s (requests given up after 1 s, counted as
+    // failures), then answers in 10 ms again. The answers given up on, and
+    // those the hang held, describe the hang: once back and past its slow
+    // start, s0 takes its third, not the trickle a latency estimate
+    // remembering seconds-long answers would leave it.
+    use std::sync::atomic::Ordering::Relaxed;
+    use tower::Service;
+    let all = servers("s", 3, 10);
+    let (events, _) = timeline();
+    let mut b = fleet(&all, BalanceConfig::default(), events);
+    let mut hits = Vec::new();
+    for t in 0..24_000u64 {
+        all[0].st.delay_ms.store(if (3_000..6_000).contains(&t) { 3_600_000 } else { 10 }, Relaxed);
+        if t % 1_000 == 0 {
+            hits.push((all[0].hits(), all.iter().map(Server::hits).sum::<u64>()));
+        }
+        let fut = b.call(ha_core::WithAttempt::new(t));
+        tokio::spawn(tokio::time::timeout(Duration::from_secs(1), fut));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let share = |from: usize, to: usize| (hits[to].0 - hits[from].0) as f64 / (hits[to].1 - hits[from].1) as f64;
+    eprintln!("back from a hang: s0's share 6-10 s {:.3}, 18-23 s {:.3}", share(6, 10), share(18, 23));
+    assert!(share(18, 23) > 0.25, "s0's share once back and ramped: {:.3}", share(18, 23));
+}
+
 /// Three servers at 1 request per millisecond; `s0` follows `down(t_ms)`.
 /// Returns s0's successes and attempts, each counted at every millisecond,
 /// and the event timeline.
