@@ -159,11 +159,7 @@ pub struct LoadConfig {
     /// What a failure costs, as a multiple of the latency: a failed request
     /// costs `max(elapsed, cost, default_rtt) x failure_penalty` (at most
     /// `max(elapsed, default_rtt) x 16`), where `cost` is the larger of the
-    /// latency estimate and the failure cost so far; a fast failure (in
-    /// less than half the latency estimate) after a success costs
-    /// `max(cost, default_rtt)` unmultiplied, so an endpoint failing a
-    /// share of its requests at once, each retried elsewhere within
-    /// milliseconds, is priced near what it costs and not starved; the PeakEWMA picker
+    /// latency estimate and the failure cost so far; the PeakEWMA picker
     /// weighs the larger of the latency estimate and this failure cost,
     /// which fades with a 1 s time constant and is cleared by a success. A
     /// fast failure priced at its time would make a refusing endpoint the

@@ -122,16 +122,8 @@ impl<K, S> InFlightRequest<K, S> {
     fn failure_cost(&self, now_ns: u64, elapsed: Duration) -> Duration {
         let (penalty, prior_ns) = self.core.hot().failure_pricing();
         let elapsed_ns = elapsed.as_secs_f64() * 1e9;
-        let run = self.slot.failure_cost.estimate_nanos_at(now_ns);
-        let current = self.slot.ewma.estimate_nanos_at(now_ns).max(run);
+        let current = self.slot.ewma.estimate_nanos_at(now_ns).max(self.slot.failure_cost.estimate_nanos_at(now_ns));
         let base = elapsed_ns.max(current).max(prior_ns);
-        // A fast failure after a success costs no more than the larger of the
-        // latency and the prior: an endpoint failing a share of its requests
-        // at once is priced near what it costs on average (its failures are
-        // retried elsewhere within milliseconds), not starved until the cost
-        // fades. A slow failure wastes a whole latency and is penalised at
-        // once; failures in a row compound either way.
-        let penalty = if run > 0.0 || 2.0 * elapsed_ns >= current { penalty } else { 1.0 };
         let cap = FAILURE_COST_CAP * elapsed_ns.max(prior_ns);
         Duration::from_nanos((base * penalty).min(cap).max(elapsed_ns) as u64)
     }

@@ -346,32 +346,6 @@ async fn one_of_three_failing_a_fifth_is_ejected_and_a_fleet_failing_alike_is_no
     assert!(alike.is_empty(), "{alike:?}");
 }
 
-/// Three servers of 10 ms at one request per millisecond for 10 s, `s0`
-/// failing a quarter of its requests at once; outlier ejection off, so the
-/// latency picker's pricing alone decides. Returns s0's share of attempts.
-async fn fast_failing_share() -> f64 {
-    let all = servers("s", 3, 10);
-    all[0].set_fail_permille(250);
-    all[0].set_fail_fast(true);
-    let (events, _) = timeline();
-    let cfg = BalanceConfig { outlier: OutlierConfig::disabled(), ..BalanceConfig::default() };
-    let mut b = fleet(&all, cfg, events);
-    drive(&mut b, 10_000, 1.0, |_| {}).await;
-    all[0].hits() as f64 / all.iter().map(Server::hits).sum::<u64>() as f64
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_endpoint_failing_a_share_at_once_is_priced_not_starved() {
-    // Each of its failures is retried elsewhere within a millisecond: it
-    // costs about what its successes do. Priced at twice the latency from
-    // its first failure, it lost nearly every comparison until the price
-    // faded, and the other two queued its third of the load. A run of
-    // failures still compounds (the black hole tests).
-    let share = fast_failing_share().await;
-    eprintln!("failing a quarter at once: share of attempts {share:.3}");
-    assert!(share > 0.2, "share of attempts of the endpoint failing a quarter at once: {share:.3}");
-}
-
 #[tokio::test(start_paused = true)]
 async fn the_pending_pickers_price_fast_failures_too() {
     // P2C over pending requests: a refusing endpoint has nothing pending
@@ -448,13 +422,12 @@ async fn half_the_pool_back_with_cold_caches_waits_until_it_is_warm() {
     })
     .await;
     // Readmitted by a probe within two seconds of being back; from then
-    // until they are warm, a percent or so of the traffic, not the fifth
+    // until they are warm, a percent of the traffic at most, not the fifth
     // that a ramp by time alone gives them (two of them compared with each
-    // other, and a full share after the window). Which of them is ejected
-    // when, and so each second's share, moves with the draws: 0.1% to 1%.
+    // other, and a full share after the window).
     let cold = shares(&per_second, 15, 23);
     eprintln!("cold caches: share of the cold half per second while cold {cold:.3?}");
-    assert!(cold.iter().all(|&s| s < 0.015), "share of the cold half while cold: {cold:.3?}");
+    assert!(cold.iter().all(|&s| s < 0.01), "share of the cold half while cold: {cold:.3?}");
     // Warm again, they ramp up to their half.
     let after = shares(&per_second, 55, 59);
     eprintln!("cold caches: share once warm {after:.3?}");

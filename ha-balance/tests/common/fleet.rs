@@ -29,9 +29,6 @@ pub struct ServerState {
     pub delay_ms: AtomicU64,
     /// Failures per thousand requests served, at random.
     pub fail_permille: AtomicU64,
-    /// Those failures come at once, before any work (an error answered
-    /// from a cache, a dependency's circuit open), not after the delay.
-    pub fail_fast: AtomicBool,
     /// Refuses every request at once (a crashed server: connection refused).
     pub refuse: AtomicBool,
     pub hits: AtomicU64,
@@ -58,9 +55,6 @@ impl Server {
     }
     pub fn set_fail_permille(&self, p: u64) {
         self.st.fail_permille.store(p, Ordering::Relaxed);
-    }
-    pub fn set_fail_fast(&self, fast: bool) {
-        self.st.fail_fast.store(fast, Ordering::Relaxed);
     }
     pub fn set_refuse(&self, refuse: bool) {
         self.st.refuse.store(refuse, Ordering::Relaxed);
@@ -108,11 +102,8 @@ impl Service<Req> for Server {
         if cap != 0 && st.in_flight.load(Ordering::Relaxed) >= cap {
             return Box::pin(async move { Err::<&'static str, BoxError>(format!("{name}: overloaded").into()) });
         }
-        let fail = self.draw_permille() < st.fail_permille.load(Ordering::Relaxed);
-        if fail && st.fail_fast.load(Ordering::Relaxed) {
-            return Box::pin(async move { Err::<&'static str, BoxError>(format!("{name} failed at once").into()) });
-        }
         st.in_flight.fetch_add(1, Ordering::Relaxed);
+        let fail = self.draw_permille() < st.fail_permille.load(Ordering::Relaxed);
         let delay = st.delay_ms.load(Ordering::Relaxed);
         Box::pin(async move {
             let _slot = Slot(st.clone());
