@@ -86,13 +86,14 @@ impl<K, S> InFlightRequest<K, S> {
                 let now_ns = self.core.clock().ns(now);
                 let mut rtt = Duration::from_nanos(now_ns.saturating_sub(self.start_ns));
                 if failed {
-                    if 2.0 * rtt.as_secs_f64() * 1e9 >= self.slot.ewma.estimate_nanos_at(now_ns) {
+                    let estimate = self.slot.ewma.estimate_nanos_at(now_ns);
+                    if 2.0 * rtt.as_secs_f64() * 1e9 >= estimate {
                         self.slot.outlier.failed_slowly();
                     }
                     self.slot.failure_cost.observe_at(now_ns, self.failure_cost(now_ns, rtt));
                     // Nor does the latency estimate take a fast failure as
                     // evidence of speed: no faster than it was.
-                    rtt = rtt.max(Duration::from_nanos(self.slot.ewma.estimate_nanos_at(now_ns) as u64));
+                    rtt = rtt.max(Duration::from_nanos(estimate as u64));
                 } else if self.slot.failure_cost.estimate_nanos_at(now_ns) > 0.0 {
                     self.slot.failure_cost.reset(now, Duration::ZERO);
                 }

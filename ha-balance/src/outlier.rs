@@ -823,16 +823,31 @@ mod judgement_tests {
 
     const SEC: u64 = 1_000_000_000;
 
-    fn fleet(n: usize) -> (Vec<OutlierState>, Vec<Health>) {
+    type Fleet = (Vec<OutlierState>, Vec<Health>);
+
+    fn fleet(n: usize) -> Fleet {
         ((0..n).map(|_| OutlierState::default()).collect(), (0..n).map(|_| Health::new(None)).collect())
     }
 
-    fn hosts<'a>(f: &'a (Vec<OutlierState>, Vec<Health>)) -> Vec<Host<'a>> {
+    fn hosts(f: &Fleet) -> Vec<Host<'_>> {
         f.0.iter().zip(&f.1).map(|(outlier, health)| Host { outlier, health, tier: 0, in_flight: 0 }).collect()
     }
 
+    /// A detector on consecutive failures and a fleet of `n` whose first
+    /// endpoint has just failed five times in a row, each of the others
+    /// having seen `outcomes` outcomes, failing `permille` of them.
+    fn first_fails_five_in_a_row(n: usize, outcomes: u64, permille: u64) -> (Detector, Fleet) {
+        let d = Detector::new(consecutive_only());
+        let f = fleet(n);
+        for s in &f.0[1..] {
+            feed(&d, s, outcomes, permille);
+        }
+        feed(&d, &f.0[0], 5, 1000);
+        (d, f)
+    }
+
     /// The hosts of `f`, the first with `own` requests in flight, the others `peers` each.
-    fn loaded<'a>(f: &'a (Vec<OutlierState>, Vec<Health>), own: u64, peers: u64) -> Vec<Host<'a>> {
+    fn loaded(f: &Fleet, own: u64, peers: u64) -> Vec<Host<'_>> {
         hosts(f)
             .into_iter()
             .enumerate()
@@ -900,12 +915,7 @@ mod judgement_tests {
         // Five failures in a row on one endpoint, while each peer has seen
         // only its first `n` outcomes, failing `permille` of them: ejected?
         let ejected = |n: u64, permille: u64| {
-            let d = Detector::new(consecutive_only());
-            let f = fleet(5);
-            for s in &f.0[1..] {
-                feed(&d, s, n, permille);
-            }
-            feed(&d, &f.0[0], 5, 1000);
+            let (d, f) = first_fails_five_in_a_row(5, n, permille);
             d.try_eject(&hosts(&f), 0, SEC, EjectionReason::ConsecutiveFailures).is_some()
         };
         // Peers shedding 3 of their first 8: the failure is shared (on the
@@ -922,12 +932,7 @@ mod judgement_tests {
         // its peers (healthy so far) each holding `peers`; `slow`: one of
         // the five took its time. Ejected?
         let ejected = |own: u64, peers: u64, slow: bool| {
-            let d = Detector::new(consecutive_only());
-            let f = fleet(4);
-            for s in &f.0[1..] {
-                feed(&d, s, 40, 0);
-            }
-            feed(&d, &f.0[0], 5, 1000);
+            let (d, f) = first_fails_five_in_a_row(4, 40, 0);
             if slow {
                 f.0[0].failed_slowly();
             }
@@ -949,12 +954,7 @@ mod judgement_tests {
         // milliseconds, while each peer, with `in_flight` requests, has seen
         // only its first `n` outcomes, failing `permille` of them: ejected?
         let ejected = |n: u64, permille: u64, in_flight: u64| {
-            let d = Detector::new(consecutive_only());
-            let f = fleet(5);
-            for s in &f.0[1..] {
-                feed(&d, s, n, permille);
-            }
-            feed(&d, &f.0[0], 5, 1000);
+            let (d, f) = first_fails_five_in_a_row(5, n, permille);
             // The failing endpoint refuses at once: nothing in flight.
             d.try_eject(&loaded(&f, 0, in_flight), 0, SEC, EjectionReason::ConsecutiveFailures).is_some()
         };
