@@ -188,8 +188,7 @@ pub(crate) struct EndpointState<S> {
     /// (`Shared::on_outcome`).
     pub(crate) failing_since_ns: AtomicU64,
     /// Nanoseconds since the balancer's epoch when it last came back from
-    /// an outage (readmitted, or answered after a run of failures); 0:
-    /// never. Requests sent before then, answered or given up after, took
+    /// an outage that held requests (see `came_back`); 0: never. Requests sent before then, answered or given up after, took
     /// as long as the outage did: their latency describes the outage, not
     /// the server it now is (a stall's queue drains in seconds-long
     /// answers), and is not taken into its estimate.
@@ -205,13 +204,18 @@ pub(crate) struct EndpointState<S> {
 }
 
 impl<S> EndpointState<S> {
-    /// Back from an outage at `now_ns`: its latency estimate, raised by the
-    /// requests the outage held, is borrowed from its warm peers again at
+    /// Back from an outage at `now_ns`. If the outage held requests (its
+    /// latest failure went unanswered: a hang, a stall), its latency
+    /// estimate, raised by them, is borrowed from its warm peers again at
     /// the next recount (as a joiner's is), until a request sent from now
-    /// on answers.
+    /// on answers. An outage that answered at once (refused connections)
+    /// held nothing: its estimate stands, and the answers of requests sent
+    /// just before the return (a server back, maybe cold) count.
     pub(crate) fn came_back(&self, now_ns: u64) {
-        self.back_at_ns.store(now_ns, Ordering::Relaxed);
-        self.fresh.store(true, Ordering::Relaxed);
+        if self.unanswered.load(Ordering::Relaxed) {
+            self.back_at_ns.store(now_ns, Ordering::Relaxed);
+            self.fresh.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Whether a request sent at `start_ns` was sent before its latest
