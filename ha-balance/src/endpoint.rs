@@ -267,6 +267,7 @@ impl<S> EndpointState<S> {
             health: &self.health,
             tier: self.tier,
             in_flight: self.pending.load(Ordering::Relaxed),
+            latency_ns: self.ewma.last_observed_nanos(),
         }
     }
 

@@ -186,6 +186,8 @@ pub(crate) struct Host<'a> {
     pub(crate) tier: u8,
     /// Its requests in flight.
     pub(crate) in_flight: u64,
+    /// Its latency estimate in ns, as last updated.
+    pub(crate) latency_ns: f64,
 }
 
 /// A decision: eject `host` (an index into the slice given) for `duration`.
@@ -339,10 +341,8 @@ impl Detector {
                 return None;
             }
             Peers::Rate(_) if self.overload_onset(hosts, idx, now_ns, reason) => {
-                // A full queue turning requests away while its peers are
-                // as loaded: the first of an overloaded fleet to shed, by
-                // milliseconds. Ejected, its load would go to peers about
-                // to shed too; its next run is judged with their outcomes.
+                // The first of an overloaded fleet to fail, by
+                // milliseconds: judged again at its next run.
                 tracing::debug!(target: "ha::balance", ?reason, "ejection deferred: its peers are as loaded as it is");
                 return None;
             }
@@ -363,33 +363,46 @@ impl Detector {
         state.consecutive.load(Ordering::Relaxed) < self.cfg.consecutive_failures.saturating_mul(2)
     }
 
-    /// A first run of fast failures (none slow, none given up on) of an
-    /// endpoint with requests in flight, whose peers (lower median, not
-    /// ejected) hold at least half as many: a queue that filled first in a
-    /// fleet-wide overload. A crashed endpoint has nothing in flight; a
-    /// slow or black-holing one fails slowly or holds far more than its
-    /// peers.
+    /// A run of failures that may be the first sign of a fleet-wide
+    /// overload rather than a fault of the endpoint: it holds requests, and
+    /// its peers (lower median, not ejected) hold at least half as many,
+    /// their outcomes on their way. An overload shows first on one
+    /// endpoint, by milliseconds: its queue is the first to fill and turn
+    /// requests away (a first run of fast failures), or its queued requests
+    /// the first to reach the callers' timeout, one by one, while its
+    /// peers' still wait (slow failures, run after run, while the peers
+    /// answer as slowly: their latency estimate at least a quarter of its
+    /// own). Ejected, its load would go to peers about to fail alike, and
+    /// once the overload ends it would come back through slow start while
+    /// they drain. A crashed endpoint holds nothing; a slow or hung one
+    /// holds far more than its peers, or fails slowly while they answer
+    /// fast (P2C evens out requests in flight where latency estimates do
+    /// not tell endpoints apart, as while a hang's first requests wait).
     fn overload_onset(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason) -> bool {
-        let own = hosts[idx].in_flight;
+        let host = hosts[idx];
+        let slow = host.outlier.slow_in_run.load(Ordering::Relaxed);
         if reason != EjectionReason::ConsecutiveFailures
-            || own < ONSET_IN_FLIGHT
-            || hosts[idx].outlier.slow_in_run.load(Ordering::Relaxed)
-            || !self.first_run(hosts[idx].outlier)
+            || host.in_flight < ONSET_IN_FLIGHT
+            || (!slow && !self.first_run(host.outlier))
         {
             return false;
         }
-        let mut peers: Vec<f64> = hosts
-            .iter()
-            .enumerate()
-            .filter(|&(i, h)| i != idx && !h.health.is_ejected(now_ns))
-            .map(|(_, h)| h.in_flight as f64)
-            .collect();
-        lower_median(&mut peers).is_some_and(|m| 2.0 * m >= own as f64)
+        let peers =
+            || hosts.iter().enumerate().filter(|&(i, h)| i != idx && !h.health.is_ejected(now_ns)).map(|(_, h)| h);
+        let mut in_flight: Vec<f64> = peers().map(|h| h.in_flight as f64).collect();
+        if !lower_median(&mut in_flight).is_some_and(|m| 2.0 * m >= host.in_flight as f64) {
+            return false;
+        }
+        if !slow {
+            return true;
+        }
+        let mut latency: Vec<f64> = peers().map(|h| h.latency_ns).collect();
+        lower_median(&mut latency).is_some_and(|m| 4.0 * m >= host.latency_ns)
     }
 
-    /// An ejection of `hosts[idx]` for its first run of failures would be
+    /// An ejection of `hosts[idx]` for its run of failures would be
     /// deferred: its busy peers have not answered enough to say whether
-    /// they fail too, or it is the first of an overloaded fleet to shed.
+    /// they fail too, or it is the first of an overloaded fleet to fail.
     pub(crate) fn deferred(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
         match peer_failure_rate(hosts, idx, now_ns) {
             Peers::Unknown => self.first_run(hosts[idx].outlier),
@@ -592,8 +605,9 @@ pub(crate) fn looks_dead(state: &OutlierState) -> bool {
 
 /// The lower median: with two peers, the better one, so that one bad peer
 /// cannot make an endpoint's failure look shared.
-/// Requests in flight from which a run of fast failures may be a full
-/// queue rather than a crash (see [`Detector::try_eject`]).
+/// Requests in flight from which a run of failures may be the first sign
+/// of a fleet-wide overload rather than a fault of the endpoint (see
+/// [`Detector::try_eject`]).
 const ONSET_IN_FLIGHT: u64 = 4;
 
 fn lower_median(rates: &mut [f64]) -> Option<f64> {
@@ -636,7 +650,7 @@ mod tests {
             self.outlier
                 .iter()
                 .zip(&self.health)
-                .map(|(outlier, health)| Host { outlier, health, tier: 0, in_flight: 0 })
+                .map(|(outlier, health)| Host { outlier, health, tier: 0, in_flight: 0, latency_ns: 0.0 })
                 .collect()
         }
     }
@@ -830,7 +844,10 @@ mod judgement_tests {
     }
 
     fn hosts(f: &Fleet) -> Vec<Host<'_>> {
-        f.0.iter().zip(&f.1).map(|(outlier, health)| Host { outlier, health, tier: 0, in_flight: 0 }).collect()
+        f.0.iter()
+            .zip(&f.1)
+            .map(|(outlier, health)| Host { outlier, health, tier: 0, in_flight: 0, latency_ns: 0.0 })
+            .collect()
     }
 
     /// A detector on consecutive failures and a fleet of `n` whose first
@@ -927,25 +944,49 @@ mod judgement_tests {
     }
 
     #[test]
-    fn the_first_full_queue_of_an_overloaded_fleet_is_not_ejected_at_once() {
-        // Five fast failures in a row on an endpoint holding `own` requests,
-        // its peers (healthy so far) each holding `peers`; `slow`: one of
-        // the five took its time. Ejected?
-        let ejected = |own: u64, peers: u64, slow: bool| {
+    fn the_first_endpoint_to_fail_in_an_overloaded_fleet_is_not_ejected() {
+        // `runs` runs of five failures in a row (`slow`: given up on after
+        // the callers' timeout) on an endpoint holding `own` requests,
+        // whose latency estimate is 1 s, its peers (healthy so far: their
+        // outcomes are on their way) each holding `peers` and answering in
+        // `peer_ms`. Ejected?
+        let ejected = |own: u64, peers: u64, slow: bool, runs: u32, peer_ms: f64| {
             let (d, f) = first_fails_five_in_a_row(4, 40, 0);
-            if slow {
-                f.0[0].failed_slowly();
+            let h: Vec<Host<'_>> = loaded(&f, own, peers)
+                .into_iter()
+                .enumerate()
+                .map(|(i, h)| Host { latency_ns: if i == 0 { 1e9 } else { peer_ms * 1e6 }, ..h })
+                .collect();
+            let mut out = false;
+            for run in 0..runs {
+                if run > 0 {
+                    feed(&d, &f.0[0], 5, 1000);
+                }
+                if slow {
+                    f.0[0].failed_slowly();
+                }
+                out |= d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some();
             }
-            d.try_eject(&loaded(&f, own, peers), 0, SEC, EjectionReason::ConsecutiveFailures).is_some()
+            out
         };
-        // A full queue turning requests away while its peers are as loaded:
-        // the onset of an overload, not a failure of its own.
-        assert!(!ejected(8, 7, false));
-        // Its peers idle beside it, or a failure that took its time, or a
-        // crash (nothing in flight): its own failure.
-        assert!(ejected(8, 2, false));
-        assert!(ejected(8, 7, true));
-        assert!(ejected(0, 7, false));
+        // The first queue to fill turns requests away while its peers are
+        // as loaded: the onset of an overload, not a failure of its own...
+        assert!(!ejected(8, 7, false, 1, 20.0));
+        // ...but a second run of fast failures is judged on the peers'
+        // outcomes, which say they do not fail.
+        assert!(ejected(8, 7, false, 2, 20.0));
+        // The first queue whose requests reach the callers' timeout, run
+        // after run, while its peers hold as many and answer as slowly
+        // (their queues about to time out too): not ejected.
+        assert!(!ejected(200, 230, true, 4, 700.0));
+        // Its peers idle beside it, a crash (nothing in flight), a black
+        // hole (far more in flight than its peers), a hang whose requests
+        // P2C kept as few as its peers' while they answer in 20 ms: its own
+        // failure.
+        assert!(ejected(8, 2, false, 1, 20.0));
+        assert!(ejected(0, 7, false, 1, 20.0));
+        assert!(ejected(40, 7, true, 1, 20.0));
+        assert!(ejected(8, 7, true, 1, 20.0));
     }
 
     #[test]
@@ -1154,7 +1195,7 @@ mod loom_models {
     fn ejected() -> (Arc<Detector>, Arc<OutlierState>, Arc<Health>) {
         let detector = Arc::new(Detector::new(OutlierConfig { consecutive_failures: 1, ..OutlierConfig::default() }));
         let (state, health) = (Arc::new(OutlierState::default()), Arc::new(Health::new(None)));
-        let hosts = [Host { outlier: &state, health: &health, tier: 0, in_flight: 0 }];
+        let hosts = [Host { outlier: &state, health: &health, tier: 0, in_flight: 0, latency_ns: 0.0 }];
         assert!(detector.try_eject(&hosts, 0, SEC, EjectionReason::ConsecutiveFailures).is_some());
         (detector, state, health)
     }
@@ -1185,7 +1226,7 @@ mod loom_models {
             let probe = |success: bool| {
                 let (detector, state, health) = (detector.clone(), state.clone(), health.clone());
                 loom::thread::spawn(move || {
-                    let host = Host { outlier: &state, health: &health, tier: 0, in_flight: 0 };
+                    let host = Host { outlier: &state, health: &health, tier: 0, in_flight: 0, latency_ns: 0.0 };
                     detector.probe_outcome(host, success, 3 * SEC)
                 })
             };
