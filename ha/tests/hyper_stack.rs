@@ -29,7 +29,29 @@ async fn crash_gray_failure_and_restart_cost_nothing_while_two_are_healthy() {
     let servers = [TestServer::start("a").await, TestServer::start("b").await, TestServer::start("c").await];
     let client: ha::hyper::Client<Body> =
         ha::hyper::builder().endpoints(servers.iter().map(|s| s.addr)).build().expect("default config");
+    crash_gray_failure_and_restart(servers, client).await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_a_crash_gray_failure_and_restart_cost_nothing_too() {
+    // One multiplexed connection per server: a crash fails every request
+    // in flight on it at once, and each is retried elsewhere.
+    let servers =
+        [TestServer::start_http2("a").await, TestServer::start_http2("b").await, TestServer::start_http2("c").await];
+    let mut builder = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+    builder.http2_only(true);
+    let client: ha::hyper::Client<Body> = ha::hyper::HyperTransport::from_builder(&builder)
+        .stack()
+        .endpoints(servers.iter().map(|s| s.addr))
+        .build()
+        .expect("default config");
+    crash_gray_failure_and_restart(servers, client).await;
+}
+
+/// 3000 GETs from 16 tasks while `servers[0]` crashes and comes back on
+/// its port and then `servers[1]` answers half its requests with 503: no
+/// user-visible failure.
+async fn crash_gray_failure_and_restart(servers: [Arc<TestServer>; 3], client: ha::hyper::Client<Body>) {
     let sent = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let run = async {

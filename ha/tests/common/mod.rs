@@ -1,5 +1,5 @@
-//! Real hyper HTTP/1 servers on loopback that tests crash, restart and
-//! degrade.
+//! Real hyper servers (HTTP/1, or HTTP/2 with prior knowledge) on
+//! loopback that tests crash, restart and degrade.
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -37,22 +37,33 @@ struct State {
 pub struct TestServer {
     pub addr: SocketAddr,
     state: Arc<State>,
+    http2: bool,
     tasks: Mutex<Option<JoinSet<()>>>,
 }
 
 impl TestServer {
     /// Starts a server on an ephemeral loopback port.
     pub async fn start(name: &str) -> Arc<TestServer> {
+        Self::start_with(name, false).await
+    }
+
+    /// Starts an HTTP/2 server (prior knowledge, no TLS) on an ephemeral
+    /// loopback port.
+    pub async fn start_http2(name: &str) -> Arc<TestServer> {
+        Self::start_with(name, true).await
+    }
+
+    async fn start_with(name: &str, http2: bool) -> Arc<TestServer> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind loopback");
         let state = Arc::new(State { name: name.to_owned(), mode: AtomicU8::new(0), served: AtomicU64::new(0) });
-        let server = TestServer { addr: listener.local_addr().unwrap(), state, tasks: Mutex::new(None) };
+        let server = TestServer { addr: listener.local_addr().unwrap(), state, http2, tasks: Mutex::new(None) };
         server.serve(listener);
         Arc::new(server)
     }
 
     fn serve(&self, listener: TcpListener) {
         let mut tasks = JoinSet::new();
-        let state = self.state.clone();
+        let (state, http2) = (self.state.clone(), self.http2);
         // Owned by the accept loop: aborting it drops the set, which aborts
         // every connection.
         let conns = Arc::new(Mutex::new(JoinSet::new()));
@@ -62,8 +73,12 @@ impl TestServer {
                 let state = state.clone();
                 conns.lock().unwrap().spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
-                    let _ =
-                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let io = TokioIo::new(stream);
+                    let _ = if http2 {
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await
+                    } else {
+                        hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await
+                    };
                 });
             }
         });
