@@ -298,7 +298,11 @@ pub struct OutlierConfig {
     /// as far each time, up to `max_probe_interval`, and the ejection is
     /// extended so that it does not end while the endpoint still fails.
     /// Endpoints ejected by the interval rules (a statistical verdict one
-    /// answer cannot overturn) serve out their ejection time. A probe is a
+    /// answer cannot overturn) serve out their ejection time, unless the
+    /// endpoints left in service cannot carry their load: when their median
+    /// latency estimate reaches twice its value at the ejection, the
+    /// ejected endpoint is readmitted at once, and not ejected again for
+    /// `base_ejection_time` unless it fails nearly everything. A probe is a
     /// real request: one that takes more than 8 times the median latency of
     /// the endpoints in service (at least 8 times `load.default_rtt`) is
     /// given up with `AttemptTimedOut`, which the retry layer retries

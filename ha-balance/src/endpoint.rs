@@ -315,6 +315,20 @@ impl<S> EndpointState<S> {
     /// window.
     /// An endpoint whose latest failure went unanswered (see `unanswered`)
     /// ramps from `min_factor` whatever the time out.
+    /// Back in service before its ejection ran out (a probe answered, or
+    /// its capacity is needed): its failure cost cleared, its latency
+    /// estimate borrowed from its peers if the outage held requests
+    /// ([`came_back`](Self::came_back)), its slow start set back by half
+    /// the time it was out.
+    pub(crate) fn readmitted(&self, now: Instant, now_ns: u64, tuning: &Tuning) {
+        self.failure_cost.reset(now, Duration::ZERO);
+        self.came_back(now_ns);
+        if tuning.slow_start_ns > 0 {
+            let from = self.readmission_ramp_from(now_ns, tuning.slow_start_ns, tuning.cfg.slow_start.min_factor);
+            self.ramp_from_ns.store(from, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn readmission_ramp_from(&self, now_ns: u64, window_ns: u64, min_factor: f64) -> u64 {
         self.return_ramp_from(self.ejected_at_ns.load(Ordering::Relaxed), now_ns, window_ns, min_factor)
     }

@@ -72,6 +72,13 @@ pub(crate) struct OutlierState {
     /// starts at zero, so over its first outcomes it must be scaled up to
     /// say what they said.
     outcomes: AtomicU32,
+    /// The median latency estimate (ns, `f64` bits) of the endpoints left in
+    /// service when this one was ejected while it still served; 0 when the
+    /// ejection removed no capacity. See [`Detector::needed_for_capacity`].
+    watch_latency: AtomicU64,
+    /// Until then (balancer ns) it is not ejected unless it looks dead: it
+    /// was readmitted because the others could not carry its load.
+    needed_until_ns: AtomicU64,
     /// The current ejection ends early when a probe succeeds.
     probing: AtomicBool,
     /// Probes failed since the ejection: the spacing of the next one doubles with each.
@@ -312,6 +319,39 @@ impl Detector {
         ProbeVerdict::Failed { next_probe_ns: next }
     }
 
+    /// An ejected endpoint that still served when it was ejected, whose
+    /// load the endpoints left in service cannot carry: their median
+    /// latency estimate has reached `CAPACITY_LATENCY_FACTOR` times what it
+    /// was at the ejection (they queue). Ejection must not remove capacity
+    /// the current load needs, whatever the rules judged of the endpoint:
+    /// it is readmitted at once, and kept from ejection (unless it looks
+    /// dead) for `base_ejection_time`. True for the one caller that
+    /// readmitted it.
+    pub(crate) fn needed_for_capacity(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
+        let host = hosts[idx];
+        let watch = f64::from_bits(host.outlier.watch_latency.load(Ordering::Relaxed));
+        if watch <= 0.0 || !host.health.is_ejected(now_ns) || looks_dead(host.outlier) {
+            return false;
+        }
+        let Some(now) = serving_latency(hosts, now_ns) else { return false };
+        if now < CAPACITY_LATENCY_FACTOR * watch || !host.health.readmit() {
+            return false;
+        }
+        let state = host.outlier;
+        state.watch_latency.store(0, Ordering::Relaxed);
+        state.needed_until_ns.store(now_ns.saturating_add(nanos(self.cfg.base_ejection_time)), Ordering::Relaxed);
+        state.probing.store(false, Ordering::Release);
+        state.next_probe_ns.store(0, Ordering::Release);
+        state.consecutive.store(0, Ordering::Release);
+        tracing::info!(
+            target: "ha::balance",
+            latency_ms = now / 1e6,
+            at_ejection_ms = watch / 1e6,
+            "ejected endpoint readmitted: the endpoints in service cannot carry its load"
+        );
+        true
+    }
+
     fn max_ejected(&self, hosts: usize) -> usize {
         if self.cfg.max_ejection_percent <= 0.0 || hosts == 0 {
             return 0;
@@ -455,6 +495,14 @@ impl Detector {
         // An endpoint that fails nearly everything carries no load, so taking
         // it out removes no capacity: only endpoints that still serve count.
         let dead = looks_dead(host.outlier);
+        // Whether it still serves a share of its requests: the interval
+        // rules judge a failure rate; a run of consecutive failures is a
+        // crash's signature (the endpoint serves nothing now).
+        let serves = !dead && reason != EjectionReason::ConsecutiveFailures;
+        if !dead && now_ns < host.outlier.needed_until_ns.load(Ordering::Relaxed) {
+            tracing::debug!(target: "ha::balance", ?reason, "ejection refused: its capacity is needed");
+            return None;
+        }
         if self.keep_available > 0.0 && !dead {
             let (tier_size, tier_ejected) = hosts
                 .iter()
@@ -486,6 +534,8 @@ impl Detector {
         host.outlier.probe_failures.store(0, Ordering::Relaxed);
         host.outlier.next_probe_ns.store(probe_at.unwrap_or(0), Ordering::Release);
         host.outlier.probing.store(probing, Ordering::Release);
+        let watch = if serves { serving_latency(hosts, now_ns).unwrap_or(0.0) } else { 0.0 };
+        host.outlier.watch_latency.store(watch.to_bits(), Ordering::Relaxed);
         Some(Ejection { host: idx, reason, duration, probe_at })
     }
 
@@ -596,6 +646,20 @@ enum Peers {
     /// It has no peer (none other, or all ejected).
     None,
 }
+
+/// The median latency estimate of the endpoints in service, if any.
+fn serving_latency(hosts: &[Host<'_>], now_ns: u64) -> Option<f64> {
+    let mut latency: Vec<f64> =
+        hosts.iter().filter(|h| !h.health.is_ejected(now_ns) && h.latency_ns > 0.0).map(|h| h.latency_ns).collect();
+    latency.sort_by(f64::total_cmp);
+    latency.get(latency.len().saturating_sub(1) / 2).copied()
+}
+
+/// How far the latency of the endpoints in service may rise, against its
+/// level when an endpoint that still served was ejected, before that
+/// endpoint is readmitted for its capacity (see
+/// [`Detector::needed_for_capacity`]). Twice: queueing, not noise.
+const CAPACITY_LATENCY_FACTOR: f64 = 2.0;
 
 /// An endpoint failing nearly everything: it carries no load, so leaving it
 /// out removes no capacity.
@@ -1114,6 +1178,39 @@ mod judgement_tests {
         assert!(!f.1[0].is_ejected(61 * SEC));
         assert_eq!(f.0[0].next_probe(), None);
         assert_eq!(d.probe_outcome(h[0], true, 61 * SEC), ProbeVerdict::Stale, "readmitted once");
+    }
+
+    #[test]
+    fn an_ejection_the_others_cannot_carry_is_undone() {
+        // Endpoint 0 of three is ejected at 1 s while its peers answer in
+        // 20 ms; at 2 s they answer in `later_ms`. Readmitted for its
+        // capacity? Ejected again at 3 s?
+        let run = |reason: EjectionReason, later_ms: f64, dead: bool| {
+            let d = Detector::new(consecutive_only());
+            let f = fleet(3);
+            if dead {
+                feed(&d, &f.0[0], 200, 1000);
+            }
+            let at = |ms: f64| -> Vec<Host<'_>> {
+                hosts(&f).into_iter().map(|h| Host { latency_ns: ms * 1e6, ..h }).collect()
+            };
+            assert!(d.try_eject(&at(20.0), 0, SEC, reason).is_some());
+            let readmitted = d.needed_for_capacity(&at(later_ms), 0, 2 * SEC);
+            assert_eq!(readmitted, !f.1[0].is_ejected(2 * SEC));
+            let again = d.try_eject(&at(later_ms), 0, 3 * SEC, reason).is_some();
+            (readmitted, again)
+        };
+        // A gray endpoint (judged on its failure rate, serving the rest)
+        // whose load queues on the two left: back at once, and kept in
+        // while its capacity is needed.
+        assert_eq!(run(EjectionReason::FailurePercentage, 40.0, false), (true, false));
+        assert_eq!(run(EjectionReason::SuccessRate, 40.0, false), (true, false));
+        // The others carry it: it stays out.
+        assert_eq!(run(EjectionReason::FailurePercentage, 30.0, false), (false, false));
+        // A crash (a run of consecutive failures) or an endpoint failing
+        // nearly everything adds no capacity: never readmitted for it.
+        assert_eq!(run(EjectionReason::ConsecutiveFailures, 100.0, false), (false, false));
+        assert_eq!(run(EjectionReason::FailurePercentage, 100.0, true), (false, false));
     }
 
     #[test]

@@ -42,7 +42,7 @@ impl TierPlanner {
         judge_gates(snap, now, now_ns);
         hold_cold_ramps(snap, now, now_ns);
         let mut counts = vec![(0u32, 0u32); snap.groups.len()];
-        let mut restored = false;
+        let mut restored = readmit_needed(snap, now, now_ns, events);
         for (endpoint, &g) in snap.endpoints.iter().zip(&snap.group_of) {
             if endpoint.health.clear_expired(now_ns) {
                 restored = true;
@@ -124,6 +124,24 @@ pub(crate) const COLD_RATIO: f64 = 2.0;
 /// Only with the PeakEWMA picker (the only one that measures latency), and
 /// only when the tier has a warm endpoint to compare with. A joiner's
 /// estimate starts at that warm latency rather than the prior.
+/// Readmits the ejected endpoints whose load the endpoints in service
+/// cannot carry (see `Detector::needed_for_capacity`); true when one was.
+fn readmit_needed<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64, events: &Events) -> bool {
+    if !snap.endpoints.iter().any(|e| e.health.is_ejected(now_ns)) {
+        return false;
+    }
+    let hosts = snap.hosts();
+    let mut readmitted = false;
+    for (i, endpoint) in snap.endpoints.iter().enumerate() {
+        if snap.tuning.detector.needed_for_capacity(&hosts, i, now_ns) {
+            endpoint.readmitted(now, now_ns, &snap.tuning);
+            events.emit(Event::EndpointRestored { endpoint: endpoint.name.clone() });
+            readmitted = true;
+        }
+    }
+    readmitted
+}
+
 fn hold_cold_ramps<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
     let tuning = &*snap.tuning;
     let window = tuning.slow_start_ns;

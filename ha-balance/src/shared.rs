@@ -275,13 +275,7 @@ impl<K, S> Shared<K, S> {
         let tuning = &*snap.tuning;
         match tuning.detector.probe_outcome(host, success, now_ns) {
             ProbeVerdict::Readmitted => {
-                endpoint.failure_cost.reset(now, std::time::Duration::ZERO);
-                endpoint.came_back(now_ns);
-                if tuning.slow_start_ns > 0 {
-                    let from =
-                        endpoint.readmission_ramp_from(now_ns, tuning.slow_start_ns, tuning.cfg.slow_start.min_factor);
-                    endpoint.ramp_from_ns.store(from, Ordering::Relaxed);
-                }
+                endpoint.readmitted(now, now_ns, tuning);
                 self.events.emit(Event::EndpointRestored { endpoint: endpoint.name.clone() });
                 snap.plan.mark_stale();
                 self.notify.notify_waiters();

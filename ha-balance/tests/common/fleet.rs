@@ -31,6 +31,9 @@ pub struct ServerState {
     pub fail_permille: AtomicU64,
     /// Refuses every request at once (a crashed server: connection refused).
     pub refuse: AtomicBool,
+    /// Worker slots: requests beyond them wait in an unbounded queue, so
+    /// latency grows with load past capacity. `None`: as many as come.
+    pub queue: Option<tokio::sync::Semaphore>,
     pub hits: AtomicU64,
     pub ok: AtomicU64,
     rng: AtomicU64,
@@ -51,6 +54,12 @@ impl Server {
     }
     pub fn capacity(self, n: u64) -> Self {
         self.st.capacity.store(n, Ordering::Relaxed);
+        self
+    }
+    /// Serves `slots` requests at once and queues the rest.
+    pub fn slots(mut self, slots: usize) -> Self {
+        Arc::get_mut(&mut self.st).expect("configured before it is shared").queue =
+            Some(tokio::sync::Semaphore::new(slots));
         self
     }
     pub fn set_fail_permille(&self, p: u64) {
@@ -107,6 +116,10 @@ impl Service<Req> for Server {
         let delay = st.delay_ms.load(Ordering::Relaxed);
         Box::pin(async move {
             let _slot = Slot(st.clone());
+            let _worker = match &st.queue {
+                Some(queue) => Some(queue.acquire().await.expect("never closed")),
+                None => None,
+            };
             tokio::time::sleep(Duration::from_millis(delay)).await;
             if fail {
                 Err(format!("{name} failed").into())
