@@ -97,6 +97,24 @@ impl TierPlanner {
 /// its warm peers' median is not warm yet (see [`hold_cold_ramps`]).
 pub(crate) const COLD_RATIO: f64 = 2.0;
 
+/// Readmits the ejected endpoints whose load the endpoints in service
+/// cannot carry (see `Detector::needed_for_capacity`); true when one was.
+fn readmit_needed<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64, events: &Events) -> bool {
+    if !snap.endpoints.iter().any(|e| e.health.is_ejected(now_ns)) {
+        return false;
+    }
+    let hosts = snap.hosts();
+    let mut readmitted = false;
+    for (i, endpoint) in snap.endpoints.iter().enumerate() {
+        if snap.tuning.detector.needed_for_capacity(&hosts, i, now_ns) {
+            endpoint.readmitted(now, now_ns, &snap.tuning);
+            events.emit(Event::EndpointRestored { endpoint: endpoint.name.clone() });
+            readmitted = true;
+        }
+    }
+    readmitted
+}
+
 /// Slow start by warmth as well as time, and from the start after an open
 /// breaker. An endpoint ramping up that
 /// answers more than [`COLD_RATIO`] times slower than the median of the
@@ -124,24 +142,6 @@ pub(crate) const COLD_RATIO: f64 = 2.0;
 /// Only with the PeakEWMA picker (the only one that measures latency), and
 /// only when the tier has a warm endpoint to compare with. A joiner's
 /// estimate starts at that warm latency rather than the prior.
-/// Readmits the ejected endpoints whose load the endpoints in service
-/// cannot carry (see `Detector::needed_for_capacity`); true when one was.
-fn readmit_needed<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64, events: &Events) -> bool {
-    if !snap.endpoints.iter().any(|e| e.health.is_ejected(now_ns)) {
-        return false;
-    }
-    let hosts = snap.hosts();
-    let mut readmitted = false;
-    for (i, endpoint) in snap.endpoints.iter().enumerate() {
-        if snap.tuning.detector.needed_for_capacity(&hosts, i, now_ns) {
-            endpoint.readmitted(now, now_ns, &snap.tuning);
-            events.emit(Event::EndpointRestored { endpoint: endpoint.name.clone() });
-            readmitted = true;
-        }
-    }
-    readmitted
-}
-
 fn hold_cold_ramps<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
     let tuning = &*snap.tuning;
     let window = tuning.slow_start_ns;
