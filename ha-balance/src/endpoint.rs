@@ -305,16 +305,6 @@ impl<S> EndpointState<S> {
         }
     }
 
-    /// The start of the ramp of an endpoint readmitted at `now_ns`, for
-    /// `ramp_from_ns`. Its ramp resumes where it stood at the ejection, set
-    /// back by half the time it was out: warmth is lost half as fast as it
-    /// is gained. A warm endpoint out for 5 s of a 10 s window comes back at
-    /// 75% and is at full share 2.5 s later (a flapping endpoint serves
-    /// while it is up); one out for twice the window or more (a crash and
-    /// restart, a long partition) ramps from `min_factor` over the full
-    /// window.
-    /// An endpoint whose latest failure went unanswered (see `unanswered`)
-    /// ramps from `min_factor` whatever the time out.
     /// Back in service before its ejection ran out (a probe answered, or
     /// its capacity is needed): its failure cost cleared, its latency
     /// estimate borrowed from its peers if the outage held requests
@@ -329,6 +319,16 @@ impl<S> EndpointState<S> {
         }
     }
 
+    /// The start of the ramp of an endpoint readmitted at `now_ns`, for
+    /// `ramp_from_ns`. Its ramp resumes where it stood at the ejection, set
+    /// back by half the time it was out: warmth is lost half as fast as it
+    /// is gained. A warm endpoint out for 5 s of a 10 s window comes back at
+    /// 75% and is at full share 2.5 s later (a flapping endpoint serves
+    /// while it is up); one out for twice the window or more (a crash and
+    /// restart, a long partition) ramps from `min_factor` over the full
+    /// window.
+    /// An endpoint whose latest failure went unanswered (see `unanswered`)
+    /// ramps from `min_factor` whatever the time out.
     pub(crate) fn readmission_ramp_from(&self, now_ns: u64, window_ns: u64, min_factor: f64) -> u64 {
         self.return_ramp_from(self.ejected_at_ns.load(Ordering::Relaxed), now_ns, window_ns, min_factor)
     }

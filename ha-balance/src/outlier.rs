@@ -667,13 +667,13 @@ pub(crate) fn looks_dead(state: &OutlierState) -> bool {
     state.recent_failure_rate() >= DEAD_FAILURE_RATE
 }
 
-/// The lower median: with two peers, the better one, so that one bad peer
-/// cannot make an endpoint's failure look shared.
 /// Requests in flight from which a run of failures may be the first sign
 /// of a fleet-wide overload rather than a fault of the endpoint (see
 /// [`Detector::try_eject`]).
 const ONSET_IN_FLIGHT: u64 = 4;
 
+/// The lower median: with two peers, the better one, so that one bad peer
+/// cannot make an endpoint's failure look shared.
 fn lower_median(rates: &mut [f64]) -> Option<f64> {
     if rates.is_empty() {
         return None;
