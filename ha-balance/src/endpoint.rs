@@ -194,6 +194,10 @@ pub(crate) struct EndpointState<S> {
     /// answers), and is not taken into its estimate.
     pub(crate) back_at_ns: AtomicU64,
     pub(crate) pending: AtomicU64,
+    /// When `pending` last rose from zero, on the balancer's clock: with
+    /// the latency estimate's last observation, how long a busy endpoint
+    /// has gone without answering.
+    pub(crate) busy_since_ns: AtomicU64,
     pub(crate) ewma: PeakEwma,
     /// What its recent failures cost, on top of its latency: raised by each
     /// failure, decaying within seconds, cleared by a success.
@@ -251,6 +255,7 @@ impl<S> EndpointState<S> {
             failing_since_ns: AtomicU64::new(0),
             back_at_ns: AtomicU64::new(0),
             pending: AtomicU64::new(0),
+            busy_since_ns: AtomicU64::new(0),
             ewma: PeakEwma::with_epoch(clock.epoch(), now, tuning.cfg.load.default_rtt, tuning.cfg.load.decay),
             failure_cost: PeakEwma::with_epoch(clock.epoch(), now, Duration::ZERO, FAILURE_DECAY),
             health: Health::new(gate),

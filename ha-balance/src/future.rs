@@ -60,7 +60,9 @@ impl<K, S> InFlightRequest<K, S> {
         probe: Option<Duration>,
     ) -> Self {
         let flags = core.hot().flags();
-        slot.pending.fetch_add(1, Ordering::Relaxed);
+        if slot.pending.fetch_add(1, Ordering::Relaxed) == 0 {
+            slot.busy_since_ns.store(start_ns, Ordering::Relaxed);
+        }
         slot.counters.requests.fetch_add(1, Ordering::Relaxed);
         core.in_flight().begin(slot.tier, flags & flag::PER_TIER != 0);
         InFlightRequest { core, slot, start_ns, sent: false, probe, flags }

@@ -92,6 +92,37 @@ fn choose_group<S>(snap: &Snapshot<S>, rng: &mut FastRng) -> usize {
     snap.plan.cumulative_share.iter().position(|c| r < c.load(Ordering::Relaxed)).unwrap_or(0)
 }
 
+/// How long a busy endpoint has gone without an answer: since its latest
+/// latency observation, or since it became busy if that is later. A lower
+/// bound on the latency of the requests it holds, known before any of them
+/// answers: an endpoint that stalls, hangs or black-holes requests is
+/// priced by it (see [`stalled`]) within a few latencies, where its
+/// estimate would move only when they end.
+#[inline]
+fn quiet_nanos<S>(s: &EndpointState<S>, now_ns: u64) -> f64 {
+    let busy = now_ns.saturating_sub(s.busy_since_ns.load(Ordering::Relaxed)) as f64;
+    s.ewma.silent_nanos_at(now_ns).min(busy)
+}
+
+/// The latency a busy endpoint is priced at: its estimate, or how long it
+/// has gone without answering once that is over `STALL_FACTOR` times the
+/// estimate. Priced at every quiet spell, a heavy tail's slow requests
+/// would make a busy endpoint look dearer than peers whose estimates
+/// average theirs out (a lab scenario with log-normal sigma 1 lost a
+/// point of success); a stall, a hang or a black hole outlasts the
+/// estimate many times over within a few latencies.
+#[inline]
+fn stalled(latency: f64, quiet: f64) -> f64 {
+    if quiet > STALL_FACTOR * latency {
+        quiet
+    } else {
+        latency
+    }
+}
+
+/// See [`stalled`].
+const STALL_FACTOR: f64 = 2.0;
+
 /// The pending pickers' price of recent failures: `1 + failure cost /
 /// default_rtt` (1 for an endpoint that has not failed lately).
 #[inline]
@@ -138,9 +169,10 @@ fn pick_in<S>(
     match tuning.cfg.picker {
         Picker::P2cPeakEwma => p2c(&group.members, rng, ok, &ramp, |i| {
             let s = &slots[i as usize];
-            let pending = s.pending.load(Ordering::Relaxed) as f64;
+            let pending = s.pending.load(Ordering::Relaxed);
             let latency = s.ewma.estimate_nanos_at(req.now_ns).max(s.failure_cost.estimate_nanos_at(req.now_ns));
-            (latency + 1.0) * tuning.load_term.weigh(pending + 1.0)
+            let latency = if pending > 0 { stalled(latency, quiet_nanos(s, req.now_ns)) } else { latency };
+            (latency + 1.0) * tuning.load_term.weigh(pending as f64 + 1.0)
         }),
         Picker::P2cPending => p2c(&group.members, rng, ok, &ramp, |i| {
             let s = &slots[i as usize];

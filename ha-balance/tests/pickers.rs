@@ -129,6 +129,53 @@ async fn p2c_peak_ewma_weighs_in_flight_requests_by_the_pending_bias() {
     assert_eq!(ha_balance::LoadConfig::default().pending_bias, 0.5);
 }
 
+/// How many of a burst of 16 go to "fast" (10 ms, then hung: it holds
+/// every request) rather than "slow" (40 ms), `quiet_ms` after fast took
+/// a request it has not answered.
+async fn sent_to_hung_fast_after(quiet_ms: u64) -> u64 {
+    let fast = backend("fast").delay(10);
+    let slow = backend("slow").delay(40);
+    let load = ha_balance::LoadConfig { default_rtt: Duration::from_millis(10), ..ha_balance::LoadConfig::default() };
+    let cfg = BalanceConfig { load, ..config(Picker::P2cPeakEwma) };
+    let mut b: B = Balance::builder()
+        .config(cfg)
+        .seed(7)
+        .build_with([("fast", Endpoint::new(fast.clone())), ("slow", Endpoint::new(slow.clone()))])
+        .unwrap();
+    let first: Vec<_> = (0..2).map(|_| b.call(req(0))).collect();
+    futures::future::join_all(first).await;
+    fast.st.delay_ms.store(3_600_000, Ordering::Relaxed);
+    // Each call is polled once, which sends it, and kept in flight.
+    let mut in_flight = Vec::new();
+    let mut send = |b: &mut B| {
+        let mut call = Box::pin(b.call(req(0)));
+        assert!(futures::FutureExt::now_or_never(call.as_mut()).is_none(), "nothing answers at once");
+        in_flight.push(call);
+    };
+    send(&mut b);
+    assert_eq!(fast.hits(), 2, "the cheaper endpoint takes the first request");
+    tokio::time::sleep(Duration::from_millis(quiet_ms)).await;
+    let before = fast.hits();
+    for _ in 0..16 {
+        send(&mut b);
+    }
+    fast.hits() - before
+}
+
+#[tokio::test(start_paused = true)]
+async fn p2c_peak_ewma_prices_a_busy_endpoint_by_how_long_it_has_gone_without_answering() {
+    // An endpoint holding a request it has not answered in `quiet` has a
+    // latency of at least `quiet`, whatever its estimate (10 ms, from
+    // before it hung) says; past twice the estimate that bound is its
+    // price. At 100 ms (2.5 times slow's 40 ms) it is the dearer of the
+    // two, and slow takes the burst until it holds several. At 1 ms,
+    // nothing is known yet: fast keeps its price.
+    let after_1ms = sent_to_hung_fast_after(1).await;
+    let after_100ms = sent_to_hung_fast_after(100).await;
+    assert!(after_1ms >= 12, "{after_1ms} of 16 to fast 1 ms after it took a request");
+    assert!(after_100ms <= 4, "{after_100ms} of 16 to fast 100 ms into its silence");
+}
+
 #[tokio::test(start_paused = true)]
 async fn fast_failures_do_not_make_an_endpoint_look_fast() {
     let flaky = backend("flaky").delay(20);

@@ -145,6 +145,19 @@ impl PeakEwma {
         value * self.keep(stamp, tick())
     }
 
+    /// Nanoseconds from the latest observation (or reset) to `since_epoch`
+    /// nanoseconds after the estimate's epoch, at the estimate's tick
+    /// resolution (0.1 ms); 0 when the observation is newer.
+    #[inline]
+    pub fn silent_nanos_at(&self, since_epoch: u64) -> f64 {
+        let (_, stamp) = unpack(self.state.load(Ordering::Acquire));
+        let elapsed = ns_tick(since_epoch).wrapping_sub(stamp);
+        if elapsed > u32::MAX / 2 {
+            return 0.0;
+        }
+        f64::from(elapsed) * TICK_NANOS as f64
+    }
+
     /// The estimate as of the latest observation, in nanoseconds: what the
     /// endpoint answered lately, without the decay towards zero that
     /// [`estimate_nanos`](Self::estimate_nanos) applies for the time since
@@ -209,6 +222,18 @@ mod tests {
 
     fn close(a: Duration, b: Duration) -> bool {
         a.as_nanos().abs_diff(b.as_nanos()) < 1_000 + b.as_nanos() / 10_000
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_is_counted_from_the_latest_observation() {
+        let t0 = Instant::now();
+        let ewma = PeakEwma::with_epoch(t0, t0, ms(10), Duration::from_secs(1));
+        let ns = |d: Duration| d.as_nanos() as u64;
+        assert_eq!(ewma.silent_nanos_at(ns(ms(50))), 50e6);
+        ewma.observe_at(ns(ms(50)), ms(10));
+        assert_eq!(ewma.silent_nanos_at(ns(ms(80))), 30e6);
+        // An observation stamped later than the question: no silence.
+        assert_eq!(ewma.silent_nanos_at(ns(ms(40))), 0.0);
     }
 
     #[tokio::test(start_paused = true)]
