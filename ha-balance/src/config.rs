@@ -251,11 +251,14 @@ impl FailurePercentageConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct OutlierConfig {
     /// Eject after this many failures in a row; `0` disables the rule.
-    /// A first run of fast failures from an endpoint with requests in flight
-    /// (at least 4) whose peers hold at least half as many is a full queue
-    /// at the onset of a fleet-wide overload, the first to shed by a few
-    /// milliseconds: its ejection waits for its next run, judged with its
-    /// peers' outcomes (see `max_peer_failure_rate`).
+    /// A run of failures from an endpoint with requests in flight (at least
+    /// 4) whose peers hold at least half as many may be the onset of a
+    /// fleet-wide overload, seen first on it by a few milliseconds: a first
+    /// run of fast failures (a full queue shedding) waits for its next run,
+    /// judged with its peers' outcomes (see `max_peer_failure_rate`); runs
+    /// of slow or given-up failures (queued requests reaching the callers'
+    /// timeout) wait while the peers' latency estimate is at least a
+    /// quarter of its own.
     pub consecutive_failures: u32,
     /// How often the success-rate and failure-percentage rules run.
     #[serde(with = "ha_core::config::duration", alias = "interval_ms")]

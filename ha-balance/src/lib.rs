@@ -23,11 +23,16 @@
 //!   of a tier than the panic threshold, whatever the cap. An endpoint
 //!   ejected for consecutive failures is probed with one real request per
 //!   probe interval (1 s, doubling to 2 s while probes fail) and readmitted
-//!   at the first success ([`OutlierConfig`]).
+//!   at the first success; one ejected for its failure rate is readmitted
+//!   at once when the endpoints left in service queue, so an ejection never
+//!   keeps out capacity the load needs ([`OutlierConfig`]).
 //! - **No black hole**: a failure costs the PeakEWMA picker
 //!   `failure_penalty` times the latency, compounding over a run of
 //!   failures and fading within seconds, so an endpoint that fails fast
 //!   never looks cheaper than one that answers slowly ([`LoadConfig`]).
+//!   A busy endpoint silent for more than twice its latency estimate is
+//!   priced at that silence, a lower bound on what it holds: a hang or a
+//!   black hole is avoided before anything it holds times out.
 //! - **Attempt context**: a retry or hedge carrying an
 //!   [`AttemptContext`](ha_core::AttemptContext) never goes back to an
 //!   endpoint it tried while another is available; the picked endpoint is
