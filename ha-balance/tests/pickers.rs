@@ -92,9 +92,9 @@ async fn p2c_peak_ewma_prefers_the_faster_of_two() {
     assert!(slow_stats.latency >= Duration::from_millis(50), "{:?}", slow_stats.latency);
 }
 
-/// How many of `n` requests sent at once go to "fast" (10 ms) rather than
-/// "slow" (40 ms), once the balancer has seen each answer once.
-async fn sent_to_fast_of(n: u64, pending_bias: f64) -> u64 {
+/// A P2C PeakEWMA balancer over "fast" (10 ms) and "slow" (40 ms) that
+/// has seen each answer once.
+async fn fast_and_slow(pending_bias: f64) -> (B, Backend, Backend) {
     let fast = backend("fast").delay(10);
     let slow = backend("slow").delay(40);
     let load = ha_balance::LoadConfig {
@@ -112,6 +112,13 @@ async fn sent_to_fast_of(n: u64, pending_bias: f64) -> u64 {
     let first: Vec<_> = (0..2).map(|_| b.call(req(0))).collect();
     futures::future::join_all(first).await;
     assert_eq!((fast.hits(), slow.hits()), (1, 1));
+    (b, fast, slow)
+}
+
+/// How many of `n` requests sent at once go to "fast" rather than "slow"
+/// (see [`fast_and_slow`]).
+async fn sent_to_fast_of(n: u64, pending_bias: f64) -> u64 {
+    let (mut b, fast, _slow) = fast_and_slow(pending_bias).await;
     let burst: Vec<_> = (0..n).map(|_| b.call(req(0))).collect();
     futures::future::join_all(burst).await;
     fast.hits() - 1
@@ -129,21 +136,11 @@ async fn p2c_peak_ewma_weighs_in_flight_requests_by_the_pending_bias() {
     assert_eq!(ha_balance::LoadConfig::default().pending_bias, 0.5);
 }
 
-/// How many of a burst of 16 go to "fast" (10 ms, then hung: it holds
-/// every request) rather than "slow" (40 ms), `quiet_ms` after fast took
-/// a request it has not answered.
+/// How many of a burst of 16 go to "fast" (hung from now: it holds every
+/// request) rather than "slow" (see [`fast_and_slow`]), `quiet_ms` after
+/// fast took a request it has not answered.
 async fn sent_to_hung_fast_after(quiet_ms: u64) -> u64 {
-    let fast = backend("fast").delay(10);
-    let slow = backend("slow").delay(40);
-    let load = ha_balance::LoadConfig { default_rtt: Duration::from_millis(10), ..ha_balance::LoadConfig::default() };
-    let cfg = BalanceConfig { load, ..config(Picker::P2cPeakEwma) };
-    let mut b: B = Balance::builder()
-        .config(cfg)
-        .seed(7)
-        .build_with([("fast", Endpoint::new(fast.clone())), ("slow", Endpoint::new(slow.clone()))])
-        .unwrap();
-    let first: Vec<_> = (0..2).map(|_| b.call(req(0))).collect();
-    futures::future::join_all(first).await;
+    let (mut b, fast, _slow) = fast_and_slow(ha_balance::LoadConfig::default().pending_bias).await;
     fast.st.delay_ms.store(3_600_000, Ordering::Relaxed);
     // Each call is polled once, which sends it, and kept in flight.
     let mut in_flight = Vec::new();
