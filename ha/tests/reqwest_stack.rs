@@ -4,7 +4,7 @@ mod support_reqwest;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -94,6 +94,49 @@ async fn a_crashed_server_is_invisible_to_callers() {
     })
     .await
     .expect("the run finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_answering_half_its_requests_with_503_is_invisible_to_callers() {
+    timeout(Duration::from_secs(60), async {
+        static FLAKY: AtomicU64 = AtomicU64::new(0);
+        let a = Server::start(Behavior::Name("a")).await;
+        let b = Server::start(Behavior::Name("b")).await;
+        let c = Server::start(Behavior::HalfUnavailable("c", &FLAKY)).await;
+        let client: ha::reqwest::Client<String> =
+            transport().stack().endpoints([a.addr, b.addr, c.addr]).build().expect("a valid configuration");
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..TASKS {
+            let client = client.clone();
+            tasks.spawn(async move {
+                let mut failures = Vec::new();
+                for _ in 0..100 {
+                    let req = Request::get("http://inventory/items").body(String::new()).expect("a valid request");
+                    match client.clone().oneshot(req).await {
+                        Ok(res) if res.status().is_success() => {}
+                        Ok(res) => failures.push(format!("status {}", res.status())),
+                        Err(e) => failures.push(format!("error: {e:?}")),
+                    }
+                }
+                failures
+            });
+        }
+        let mut failures = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            failures.extend(done.expect("a request task panicked"));
+        }
+        assert!(
+            failures.is_empty(),
+            "{} user-visible failures: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        // The fault was real: c answered 503s, and they were retried.
+        assert!(FLAKY.load(Ordering::Relaxed) > 1, "c was never called");
+        assert!(client.retry_stats().retries > 0, "no retries");
+    })
+    .await
+    .expect("1600 requests within 60 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,9 @@ pub enum Behavior {
     Name(&'static str),
     /// `200` with the request's body.
     Echo,
+    /// As `Name`, but every other request (counted in the atomic) is
+    /// answered `503 Service Unavailable`: a gray failure.
+    HalfUnavailable(&'static str, &'static std::sync::atomic::AtomicU64),
 }
 
 /// A running server; [`Server::crash`] kills it.
@@ -65,8 +68,13 @@ async fn serve(stream: TcpStream, behavior: Behavior) {
 }
 
 async fn answer(req: Request<Incoming>, behavior: Behavior) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Behavior::HalfUnavailable(_, count) = behavior {
+        if count.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 0 {
+            return Ok(Response::builder().status(503).body(Full::default()).expect("a valid response"));
+        }
+    }
     let body = match behavior {
-        Behavior::Name(name) => {
+        Behavior::Name(name) | Behavior::HalfUnavailable(name, _) => {
             let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("-");
             Bytes::from(format!("{name} {host}"))
         }
