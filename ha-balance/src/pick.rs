@@ -93,15 +93,15 @@ fn choose_group<S>(snap: &Snapshot<S>, rng: &mut FastRng) -> usize {
 }
 
 /// How long a busy endpoint has gone without an answer: since its latest
-/// latency observation, or since it became busy if that is later. A lower
-/// bound on the latency of the requests it holds, known before any of them
-/// answers: an endpoint that stalls, hangs or black-holes requests is
-/// priced by it (see [`stalled`]) within a few latencies, where its
-/// estimate would move only when they end.
+/// latency observation (`silence`), or since it became busy if that is
+/// later. A lower bound on the latency of the requests it holds, known
+/// before any of them answers: an endpoint that stalls, hangs or
+/// black-holes requests is priced by it (see [`stalled`]) within a few
+/// latencies, where its estimate would move only when they end.
 #[inline]
-fn quiet_nanos<S>(s: &EndpointState<S>, now_ns: u64) -> f64 {
+fn quiet_nanos<S>(s: &EndpointState<S>, silence: f64, now_ns: u64) -> f64 {
     let busy = now_ns.saturating_sub(s.busy_since_ns.load(Ordering::Relaxed)) as f64;
-    s.ewma.silent_nanos_at(now_ns).min(busy)
+    silence.min(busy)
 }
 
 /// The latency a busy endpoint is priced at: its estimate, or how long it
@@ -170,8 +170,9 @@ fn pick_in<S>(
         Picker::P2cPeakEwma => p2c(&group.members, rng, ok, &ramp, |i| {
             let s = &slots[i as usize];
             let pending = s.pending.load(Ordering::Relaxed);
-            let latency = s.ewma.estimate_nanos_at(req.now_ns).max(s.failure_cost.estimate_nanos_at(req.now_ns));
-            let latency = if pending > 0 { stalled(latency, quiet_nanos(s, req.now_ns)) } else { latency };
+            let (estimate, silence) = s.ewma.estimate_and_silence_at(req.now_ns);
+            let latency = estimate.max(s.failure_cost.estimate_nanos_at(req.now_ns));
+            let latency = if pending > 0 { stalled(latency, quiet_nanos(s, silence, req.now_ns)) } else { latency };
             (latency + 1.0) * tuning.load_term.weigh(pending as f64 + 1.0)
         }),
         Picker::P2cPending => p2c(&group.members, rng, ok, &ramp, |i| {

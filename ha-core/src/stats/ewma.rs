@@ -145,17 +145,19 @@ impl PeakEwma {
         value * self.keep(stamp, tick())
     }
 
-    /// Nanoseconds from the latest observation (or reset) to `since_epoch`
-    /// nanoseconds after the estimate's epoch, at the estimate's tick
-    /// resolution (0.1 ms); 0 when the observation is newer.
+    /// The estimate at `since_epoch` nanoseconds after the estimate's epoch
+    /// (as [`estimate_nanos_at`](Self::estimate_nanos_at)) and the
+    /// nanoseconds since the latest observation (or reset), at the
+    /// estimate's tick resolution (0.1 ms; 0 when the observation is
+    /// newer), from one read of the estimate.
     #[inline]
-    pub fn silent_nanos_at(&self, since_epoch: u64) -> f64 {
-        let (_, stamp) = unpack(self.state.load(Ordering::Acquire));
-        let elapsed = ns_tick(since_epoch).wrapping_sub(stamp);
-        if elapsed > u32::MAX / 2 {
-            return 0.0;
-        }
-        f64::from(elapsed) * TICK_NANOS as f64
+    pub fn estimate_and_silence_at(&self, since_epoch: u64) -> (f64, f64) {
+        let (value, stamp) = unpack(self.state.load(Ordering::Acquire));
+        let tick = ns_tick(since_epoch);
+        let elapsed = tick.wrapping_sub(stamp);
+        let silence = if elapsed > u32::MAX / 2 { 0.0 } else { f64::from(elapsed) * TICK_NANOS as f64 };
+        let estimate = if value == 0.0 { 0.0 } else { value * self.keep(stamp, tick) };
+        (estimate, silence)
     }
 
     /// The estimate as of the latest observation, in nanoseconds: what the
@@ -229,11 +231,14 @@ mod tests {
         let t0 = Instant::now();
         let ewma = PeakEwma::with_epoch(t0, t0, ms(10), Duration::from_secs(1));
         let ns = |d: Duration| d.as_nanos() as u64;
-        assert_eq!(ewma.silent_nanos_at(ns(ms(50))), 50e6);
+        let silence = |at: Duration| ewma.estimate_and_silence_at(ns(at)).1;
+        assert_eq!(silence(ms(50)), 50e6);
         ewma.observe_at(ns(ms(50)), ms(10));
-        assert_eq!(ewma.silent_nanos_at(ns(ms(80))), 30e6);
+        assert_eq!(silence(ms(80)), 30e6);
         // An observation stamped later than the question: no silence.
-        assert_eq!(ewma.silent_nanos_at(ns(ms(40))), 0.0);
+        assert_eq!(silence(ms(40)), 0.0);
+        // The estimate is the one `estimate_nanos_at` gives.
+        assert_eq!(ewma.estimate_and_silence_at(ns(ms(80))).0, ewma.estimate_nanos_at(ns(ms(80))));
     }
 
     #[tokio::test(start_paused = true)]
