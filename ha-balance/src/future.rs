@@ -68,13 +68,16 @@ impl<K, S> InFlightRequest<K, S> {
         InFlightRequest { core, slot, start_ns, sent: false, probe, flags }
     }
 
-    fn finish(mut self, outcome: ha_core::Outcome) {
+    /// Ends the request with `outcome`; `timed_out`: its error says it ran
+    /// out of time.
+    fn finish(mut self, outcome: ha_core::Outcome, timed_out: bool) {
         self.sent = false;
         let latency = self.flags & flag::LATENCY != 0;
         let failed = outcome.counts() && outcome.is_failure();
         if failed {
             // An answer, if a failing one (see `EndpointState::unanswered`).
             self.slot.unanswered.store(false, Ordering::Relaxed);
+            self.slot.outlier.failed_given_up(timed_out);
         }
         // The clock is read for the latency (PeakEWMA), and otherwise only
         // for a failure the picker prices.
@@ -146,6 +149,7 @@ impl<K, S> Drop for InFlightRequest<K, S> {
             if self.flags & flag::CANCELLED_FAILS != 0 {
                 self.slot.unanswered.store(true, Ordering::Relaxed);
                 self.slot.outlier.failed_slowly();
+                self.slot.outlier.failed_given_up(true);
                 self.core.on_outcome(&self.slot, ha_core::Outcome::Failure, now);
             }
             if self.probe.is_some() {
@@ -405,11 +409,14 @@ where
     S::Error: Into<BoxError>,
     C: Classify<Req, S::Response, S::Error>,
 {
-    if let (Some(flight), Some(info)) = (flight.take(), info.take()) {
-        let outcome = classifier.classify(&info, result.as_ref());
-        flight.finish(outcome);
+    let flight =
+        flight.take().zip(info.take()).map(|(flight, info)| (flight, classifier.classify(&info, result.as_ref())));
+    let result = result.map_err(Into::into);
+    if let Some((flight, outcome)) = flight {
+        let timed_out = result.as_ref().is_err_and(|e| ha_core::error::timed_out(&**e));
+        flight.finish(outcome, timed_out);
     }
-    result.map_err(Into::into)
+    result
 }
 
 impl<K, S, Req, C> fmt::Debug for ResponseFuture<K, S, Req, C>

@@ -49,6 +49,8 @@ const RATE_SHIFT: u32 = 5;
 /// the interval rules' counts) is not sharing their failure, however much
 /// they fail.
 const SHARED_FACTOR: f64 = 2.0;
+/// Each failure moves the given-up share by 1/8 of the way.
+const GIVEN_UP_SHIFT: u32 = 3;
 /// A peer's counts of the current interval say something once they hold
 /// this many outcomes.
 const PEER_VOLUME: u64 = 20;
@@ -89,6 +91,10 @@ pub(crate) struct OutlierState {
     /// estimate, or was given up on: not a full queue turning requests
     /// away at once (see [`Detector::try_eject`]).
     slow_in_run: AtomicBool,
+    /// The share of recent failures (about the last 8) that were requests
+    /// given up on: cancelled by the caller or timed out, scaled to
+    /// `RATE_ONE`. See [`slowest_of_a_loaded_fleet`].
+    given_up: AtomicU32,
 }
 
 impl OutlierState {
@@ -99,6 +105,24 @@ impl OutlierState {
         if !self.slow_in_run.load(Ordering::Relaxed) {
             self.slow_in_run.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Records what kind of failure the endpoint's latest was: a request
+    /// given up on (cancelled, timed out) or an answer. Failures only: the
+    /// response path of a success does not pay for it.
+    #[inline]
+    pub(crate) fn failed_given_up(&self, given_up: bool) {
+        let cur = self.given_up.load(Ordering::Relaxed);
+        let next = if given_up { cur + ((RATE_ONE - cur) >> GIVEN_UP_SHIFT) } else { cur - (cur >> GIVEN_UP_SHIFT) };
+        if next != cur {
+            // A lost race loses one step of an estimate: not worth a loop.
+            let _ = self.given_up.compare_exchange(cur, next, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Are most of its recent failures requests given up on?
+    fn gives_up_mostly(&self) -> bool {
+        self.given_up.load(Ordering::Relaxed) >= RATE_ONE / 2
     }
 
     /// The failure rate of about the last 32 outcomes, in `[0, 1]`.
@@ -380,7 +404,9 @@ impl Detector {
                 tracing::debug!(target: "ha::balance", ?reason, "ejection deferred: the peers' first outcomes are on their way");
                 return None;
             }
-            Peers::Rate(_) if self.overload_onset(hosts, idx, now_ns, reason) => {
+            Peers::Rate(_)
+                if self.overload_onset(hosts, idx, now_ns, reason) || slowest_of_a_loaded_fleet(hosts, idx, now_ns) =>
+            {
                 // The first of an overloaded fleet to fail, by
                 // milliseconds: judged again at its next run.
                 tracing::debug!(target: "ha::balance", ?reason, "ejection deferred: its peers are as loaded as it is");
@@ -427,17 +453,11 @@ impl Detector {
         {
             return false;
         }
-        let peers =
-            || hosts.iter().enumerate().filter(|&(i, h)| i != idx && !h.health.is_ejected(now_ns)).map(|(_, h)| h);
-        let mut in_flight: Vec<f64> = peers().map(|h| h.in_flight as f64).collect();
-        if !lower_median(&mut in_flight).is_some_and(|m| 2.0 * m >= host.in_flight as f64) {
-            return false;
+        if slow {
+            loaded_alike(hosts, idx, now_ns)
+        } else {
+            peers_hold_as_many(hosts, idx, now_ns)
         }
-        if !slow {
-            return true;
-        }
-        let mut latency: Vec<f64> = peers().map(|h| h.latency_ns).collect();
-        lower_median(&mut latency).is_some_and(|m| 4.0 * m >= host.latency_ns)
     }
 
     /// An ejection of `hosts[idx]` for its run of failures would be
@@ -446,7 +466,10 @@ impl Detector {
     pub(crate) fn deferred(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
         match peer_failure_rate(hosts, idx, now_ns) {
             Peers::Unknown => self.first_run(hosts[idx].outlier),
-            Peers::Rate(_) => self.overload_onset(hosts, idx, now_ns, EjectionReason::ConsecutiveFailures),
+            Peers::Rate(_) => {
+                self.overload_onset(hosts, idx, now_ns, EjectionReason::ConsecutiveFailures)
+                    || slowest_of_a_loaded_fleet(hosts, idx, now_ns)
+            }
             Peers::None => false,
         }
     }
@@ -456,6 +479,9 @@ impl Detector {
     /// and it less than twice as often? Then a circuit breaker that opened
     /// on it judged a shared overload, not a bad endpoint.
     pub(crate) fn failure_shared(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
+        if slowest_of_a_loaded_fleet(hosts, idx, now_ns) {
+            return true;
+        }
         let Peers::Rate(peer_rate) = peer_failure_rate(hosts, idx, now_ns) else { return false };
         let own =
             hosts[idx].outlier.estimated_failure_rate().unwrap_or_else(|| hosts[idx].outlier.recent_failure_rate());
@@ -565,7 +591,9 @@ impl Detector {
                 for &(i, rate) in &judged {
                     if rate < threshold {
                         let peers = peer_median(&judged, i, hosts, |r| 1.0 - r);
-                        if !self.shares(1.0 - rate, peers, EjectionReason::SuccessRate) {
+                        if !self.shares(1.0 - rate, peers, EjectionReason::SuccessRate)
+                            && !loaded(hosts, i, now_ns, EjectionReason::SuccessRate)
+                        {
                             out.extend(self.eject_judged(hosts, i, now_ns, EjectionReason::SuccessRate));
                         }
                     }
@@ -584,7 +612,11 @@ impl Detector {
                     let peers = peer_median(&judged, i, hosts, |p| p / 100.0);
                     let relative = peers.is_none_or(|p| pct / 100.0 >= self.cfg.peer_failure_factor * p);
                     let reason = EjectionReason::FailurePercentage;
-                    if pct > fp.threshold && relative && !self.shares(pct / 100.0, peers, reason) {
+                    if pct > fp.threshold
+                        && relative
+                        && !self.shares(pct / 100.0, peers, reason)
+                        && !loaded(hosts, i, now_ns, reason)
+                    {
                         out.extend(self.eject_judged(hosts, i, now_ns, reason));
                     }
                 }
@@ -654,6 +686,59 @@ fn serving_latency(hosts: &[Host<'_>], now_ns: u64) -> Option<f64> {
     latency.sort_by(f64::total_cmp);
     latency.get(latency.len().saturating_sub(1) / 2).copied()
 }
+
+/// The slowest endpoint of a loaded fleet, not a broken one: it still
+/// serves (not [`looks_dead`]), most of its failures are requests given up
+/// on (its callers' patience ran out while it queued them), and its peers
+/// are as loaded (see [`loaded_alike`]). Its failures are its share of an overload, and what it serves is
+/// capacity the others cannot spare: ejected, its load tips them past
+/// theirs, and with queues that serve what their callers gave up on,
+/// goodput collapses where it only thinned. P2C's latency pricing already
+/// sends it less. A hung endpoint's peers answer fast; a broken one fails
+/// with answers.
+fn slowest_of_a_loaded_fleet(hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
+    hosts[idx].outlier.gives_up_mostly() && loaded_alike(hosts, idx, now_ns)
+}
+
+/// Are `hosts[idx]`'s peers (lower median, not ejected) as loaded as it
+/// is: holding at least half as many requests, and answering at least a
+/// quarter as fast? A black hole or a server stuck on a queue of its own
+/// holds far more than they do; a hung one answers far slower.
+fn loaded_alike(hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
+    if !peers_hold_as_many(hosts, idx, now_ns) {
+        return false;
+    }
+    let mut latency: Vec<f64> = peers(hosts, idx, now_ns).map(|h| h.latency_ns).collect();
+    lower_median(&mut latency).is_some_and(|m| LOADED_LATENCY_FACTOR * m >= hosts[idx].latency_ns)
+}
+
+/// Do `hosts[idx]`'s peers (lower median, not ejected) hold at least half
+/// as many requests as it does?
+fn peers_hold_as_many(hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
+    let mut in_flight: Vec<f64> = peers(hosts, idx, now_ns).map(|h| h.in_flight as f64).collect();
+    lower_median(&mut in_flight).is_some_and(|m| 2.0 * m >= hosts[idx].in_flight as f64)
+}
+
+/// The endpoints other than `hosts[idx]` that are not ejected.
+fn peers<'a, 'h>(hosts: &'a [Host<'h>], idx: usize, now_ns: u64) -> impl Iterator<Item = &'a Host<'h>> {
+    hosts.iter().enumerate().filter(move |&(i, h)| i != idx && !h.health.is_ejected(now_ns)).map(|(_, h)| h)
+}
+
+/// [`slowest_of_a_loaded_fleet`], for the interval rules, with the reason
+/// an ejection for `reason` is refused.
+fn loaded(hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason) -> bool {
+    let loaded = slowest_of_a_loaded_fleet(hosts, idx, now_ns);
+    if loaded {
+        tracing::debug!(target: "ha::balance", ?reason, "ejection refused: the slowest of a loaded fleet");
+    }
+    loaded
+}
+
+/// How many times slower than its peers an endpoint whose requests are
+/// given up on may be and still be one of a loaded fleet (see
+/// [`slowest_of_a_loaded_fleet`]): the factor a run of slow failures is
+/// judged by too (`Detector::overload_onset`).
+const LOADED_LATENCY_FACTOR: f64 = 4.0;
 
 /// How far the latency of the endpoints in service may rise, against its
 /// level when an endpoint that still served was ejected, before that
@@ -897,7 +982,7 @@ mod tests {
 mod judgement_tests {
     //! The guards of issue 13, on the sans-IO detector with explicit times.
     use super::*;
-    use crate::config::FailurePercentageConfig;
+    use crate::config::{FailurePercentageConfig, SuccessRateConfig};
 
     const SEC: u64 = 1_000_000_000;
 
@@ -1051,6 +1136,43 @@ mod judgement_tests {
         assert!(ejected(0, 7, false, 1, 20.0));
         assert!(ejected(40, 7, true, 1, 20.0));
         assert!(ejected(8, 7, true, 1, 20.0));
+    }
+
+    #[test]
+    fn the_slowest_endpoint_of_a_loaded_fleet_is_not_ejected() {
+        // Ten endpoints; the first fails 80% of an interval's requests, its
+        // latency estimate 1 s, its peers none, answering in `peer_ms`.
+        // `given_up`: its failures are requests its callers gave up on.
+        // Ejected by the success-rate rule? Shared, for its breaker?
+        let judged = |peer_ms: f64, given_up: bool| {
+            let d =
+                Detector::new(OutlierConfig { success_rate: Some(SuccessRateConfig::default()), ..consecutive_only() });
+            let f = fleet(10);
+            for s in &f.0[1..] {
+                feed(&d, s, 200, 0);
+            }
+            for k in 0..200u64 {
+                let failed = k % 5 != 0;
+                Detector::record(&f.0[0], failed, 0);
+                if failed {
+                    f.0[0].failed_given_up(given_up);
+                }
+            }
+            let h: Vec<Host<'_>> = hosts(&f)
+                .into_iter()
+                .enumerate()
+                .map(|(i, h)| Host { latency_ns: if i == 0 { 1e9 } else { peer_ms * 1e6 }, ..h })
+                .collect();
+            let shared = d.failure_shared(&h, 0, SEC);
+            (!d.evaluate(&h, 10 * SEC).is_empty(), shared)
+        };
+        // Its peers queue too (880 ms): it is the slowest of an overloaded
+        // fleet, whose load the others cannot take.
+        assert_eq!(judged(880.0, true), (false, true));
+        // A hang: its peers answer in 20 ms.
+        assert_eq!(judged(20.0, true), (true, false));
+        // It fails with answers: broken, however slow the others.
+        assert_eq!(judged(880.0, false), (true, false));
     }
 
     #[test]

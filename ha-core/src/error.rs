@@ -261,6 +261,25 @@ impl Error for NotSent {
     }
 }
 
+/// True when `err`, or an error in its `source()` chain, says the request
+/// ran out of time: an `ha` per-try timeout ([`AttemptTimedOut`]) or
+/// deadline ([`DeadlineExceeded`]), tower's `Elapsed`, or an I/O timeout.
+/// The server held it past the caller's patience, which is what an
+/// overloaded server's queue does to requests it would otherwise serve.
+pub fn timed_out(err: &(dyn Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<AttemptTimedOut>() || e.is::<DeadlineExceeded>() || e.is::<tower::timeout::error::Elapsed>() {
+            return true;
+        }
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// True when `err`, or an error in its `source()` chain, proves the request
 /// never reached a server: an `ha` breaker or balancer refused it, a
 /// transport said so with [`NotSent`], or the connection was refused. Such a request is safe to retry whatever its
@@ -357,6 +376,16 @@ mod tests {
         assert!(retried_below(&Wrapper(Box::new(BudgetExhausted::new(None)))));
         assert!(!retried_below(&Wrapper(Box::new(AttemptTimedOut::new(Duration::ZERO)))));
         assert!(!retried_below(&BreakerOpen::new(Duration::ZERO)));
+    }
+
+    #[test]
+    fn timed_out_walks_the_source_chain() {
+        assert!(timed_out(&Wrapper(Box::new(AttemptTimedOut::new(Duration::from_secs(1))))));
+        assert!(timed_out(&DeadlineExceeded::new()));
+        assert!(timed_out(&Wrapper(Box::new(tower::timeout::error::Elapsed::new()))));
+        assert!(timed_out(&Wrapper(Box::new(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out")))));
+        assert!(!timed_out(&Wrapper(Box::new(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused")))));
+        assert!(!timed_out(&BreakerOpen::new(Duration::ZERO)));
     }
 
     #[test]
