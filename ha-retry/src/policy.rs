@@ -56,6 +56,11 @@ pub struct RetryState {
     deadline: Option<Instant>,
     // The next retry goes at once: see `untried_endpoint_left`.
     go_now: bool,
+    // The failed attempt never reached a server: see `never_sent`.
+    requeue: bool,
+    // Attempts that never reached a server, sent again without counting
+    // against `max_attempts`.
+    requeues: u32,
 }
 
 impl RetryState {
@@ -85,12 +90,25 @@ impl RetryState {
             retry_after_scope: config.retry_after_scope,
             deadline,
             go_now: false,
+            requeue: false,
+            requeues: 0,
         }
     }
 
     /// The attempt now in flight (or last made), starting at 1.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// Every attempt made so far, the requeued ones (see
+    /// [`never_sent`](Self::never_sent)) included.
+    pub fn tries(&self) -> u32 {
+        self.attempt + self.requeues
+    }
+
+    /// Whether an attempt that never reaches a server may still be requeued.
+    pub(crate) fn can_requeue(&self) -> bool {
+        self.requeues < self.max_attempts
     }
 
     /// The request's overall deadline.
@@ -105,8 +123,16 @@ impl RetryState {
     /// the wait lets the balancer see the outage and fail over, where an
     /// immediate retry would spend the attempts on its neighbours.
     #[inline]
+    ///
+    /// Nor does it count against `max_attempts` (Finagle's requeues): the
+    /// server never saw it, so sending it again multiplies no load on a
+    /// server, and a request must not run out of attempts on a zone whose
+    /// hosts refuse one after the other before the balancer has seen
+    /// them fail. At most `max_attempts` attempts are requeued; each one
+    /// still waits its backoff, draws on the budget and ends by the deadline.
     pub(crate) fn never_sent(&mut self) {
         self.backoff.skip_immediate();
+        self.requeue = self.requeues < self.max_attempts;
     }
 
     /// The failed attempt reached a server, and the request has an
@@ -132,7 +158,8 @@ impl RetryState {
             Outcome::Failure => return Err(Stop::NotRetryable),
             Outcome::Success | Outcome::Ignored => return Err(Stop::Done),
         };
-        if self.attempt >= self.max_attempts {
+        let requeue = std::mem::take(&mut self.requeue);
+        if self.attempt >= self.max_attempts && !requeue {
             return Err(Stop::MaxAttempts);
         }
         let go_now = std::mem::take(&mut self.go_now);
@@ -147,7 +174,11 @@ impl RetryState {
                 return Err(Stop::Deadline);
             }
         }
-        self.attempt += 1;
+        if requeue {
+            self.requeues += 1;
+        } else {
+            self.attempt += 1;
+        }
         Ok(delay)
     }
 }
@@ -171,6 +202,26 @@ mod tests {
         c.backoff.jitter = Jitter::None;
         c.backoff.immediate_first = false;
         c
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_that_never_reached_a_server_are_requeued_up_to_max_attempts() {
+        let now = Instant::now();
+        let c = RetryConfig { max_attempts: 2, ..config() };
+        let mut s = RetryState::new(&c, now, None, FastRng::new(1));
+        // Two hosts of a zone refuse in turn: both sent again, neither counted.
+        for _ in 0..2 {
+            s.never_sent();
+            assert!(s.on_outcome(now, Outcome::retryable()).is_ok());
+        }
+        assert_eq!((s.attempt(), s.tries()), (1, 3));
+        // Requeues stop at `max_attempts` of them.
+        assert!(!s.can_requeue());
+        // A server answered with a failure: the second attempt, the last.
+        assert!(s.on_outcome(now, Outcome::retryable()).is_ok());
+        s.never_sent();
+        assert_eq!(s.on_outcome(now, Outcome::retryable()), Err(Stop::MaxAttempts));
+        assert_eq!(s.tries(), 4);
     }
 
     #[tokio::test(start_paused = true)]

@@ -163,7 +163,10 @@ where
                     // Only a kept copy leads to Sending (see below).
                     let mut req = this.kept.take().expect("a retry is only scheduled with a kept copy");
                     parts.replay.next_attempt(&mut req);
-                    if attempt(this.retry) < core.config.max_attempts {
+                    // The last attempt keeps one too while it may be requeued.
+                    if attempt(this.retry) < core.config.max_attempts
+                        || this.retry.as_deref().is_some_and(RetryState::can_requeue)
+                    {
                         *this.kept = parts.replay.copy(&req);
                     }
                     let now = Instant::now();
@@ -198,7 +201,7 @@ where
             };
             // No copy is kept for the last attempt (nor one of a body that did not fit).
             if !this.kept.as_ref().is_some_and(|k| parts.replay.can_replay(k, false)) {
-                return Poll::Ready(gave_up(result, attempt(this.retry)));
+                return Poll::Ready(gave_up(result, tries(this.retry)));
             }
             let now = Instant::now();
             let (seed, deadline) = (*this.seed, parts.deadline);
@@ -213,7 +216,7 @@ where
             }
             // A retryable outcome stops only at the attempt limit or the deadline.
             let Ok(delay) = retry.on_outcome(now, outcome) else {
-                return Poll::Ready(gave_up(result, retry.attempt()));
+                return Poll::Ready(gave_up(result, retry.tries()));
             };
             if !core.budget.withdraw(now) {
                 core.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -245,6 +248,11 @@ fn covered<Req, P: Replay<Req>>(
     kept: Option<&P::Request>,
 ) -> bool {
     deadline.is_some() && at == deadline && kept.is_some_and(|k| replay.deadline_covered(k))
+}
+
+/// Every attempt made, requeued ones included.
+fn tries(retry: &Option<Box<RetryState>>) -> u32 {
+    retry.as_deref().map_or(1, RetryState::tries)
 }
 
 /// The attempt in flight: the first until a retry state exists.
