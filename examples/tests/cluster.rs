@@ -98,15 +98,15 @@ fn quick_run_with_real_processes_keeps_every_ha_request_alive() {
     let summary = &o.stdout;
 
     assert!(r["ran_s"].as_f64().unwrap() <= 30.0, "{summary}");
-    assert!(r["wall_s"].as_f64().unwrap() <= 40.0, "{summary}");
-    // ha: within every failure target; the baseline: visibly not.
+    assert!(r["wall_s"].as_f64().unwrap() <= 30.0, "{summary}");
+    // ha: every target met (no failure through each single-instance fault,
+    // at most 0.1% through the zone loss, back home within 10 s); the
+    // baseline: visibly not.
     let targets = r["targets"].as_array().expect("targets");
     assert!(targets.len() >= 5, "{summary}");
+    assert!(targets.iter().any(|t| t["name"].as_str().unwrap().contains("back on zone-a")), "{summary}");
     for t in targets {
-        let name = t["name"].as_str().unwrap();
-        if name.contains("fail") {
-            assert!(t["met"].as_bool().unwrap(), "missed: {t}\n{summary}");
-        }
+        assert!(t["met"].as_bool().unwrap(), "missed: {t}\n{summary}");
     }
     let zone = &r["zone_switches"][0];
     assert!(zone["ha"]["fail_over_s"].is_number(), "{summary}");

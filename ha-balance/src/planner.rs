@@ -42,22 +42,33 @@ impl TierPlanner {
         judge_gates(snap, now, now_ns);
         hold_cold_ramps(snap, now, now_ns);
         let mut counts = vec![(0u32, 0u32); snap.groups.len()];
+        // Available endpoints weighted by their slow-start ramp: a whole
+        // tier back from an outage (a zone) takes its traffic back over the
+        // ramp, not at once.
+        let mut ramped = vec![(0.0f64, 0u32); snap.groups.len()];
+        let (window, min_factor) = (tuning.slow_start_ns, tuning.cfg.slow_start.min_factor);
         let mut restored = readmit_needed(snap, now, now_ns, events);
         for (endpoint, &g) in snap.endpoints.iter().zip(&snap.group_of) {
             if endpoint.health.clear_expired(now_ns) {
                 restored = true;
                 events.emit(Event::EndpointRestored { endpoint: endpoint.name.clone() });
             }
+            let available = endpoint.health.available(now, now_ns, false);
             let c = &mut counts[g as usize];
             c.1 += 1;
-            c.0 += u32::from(endpoint.health.available(now, now_ns, false));
+            c.0 += u32::from(available);
+            let r = &mut ramped[g as usize];
+            r.1 += 1;
+            if available {
+                r.0 += endpoint.ramp(now_ns, window, min_factor);
+            }
         }
         let available: u32 = counts.iter().map(|c| c.0).sum();
         let total = snap.endpoints.len() as u32;
         let panic = total > 0
             && f64::from(available) < tuning.cfg.tiers.panic_threshold * f64::from(total)
-            && degraded(&counts, tuning.cfg.tiers.overprovisioning);
-        let loads = tier_loads(&counts, tuning.cfg.tiers.overprovisioning);
+            && degraded(&ramped, tuning.cfg.tiers.overprovisioning);
+        let loads = tier_loads(&ramped, tuning.cfg.tiers.overprovisioning);
         let mut cumulative = 0.0;
         for (i, load) in loads.iter().enumerate() {
             cumulative += load;

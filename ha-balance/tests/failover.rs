@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{backend, recorder, req, Backend, Req, Switch};
-use ha_balance::config::OutlierConfig;
+use ha_balance::config::{OutlierConfig, SlowStartConfig};
 use ha_balance::{Balance, BalanceConfig, Endpoint, Picker};
 use ha_core::event::EjectionReason;
 use ha_core::{Event, NoHealthyEndpoint};
@@ -96,7 +96,9 @@ async fn tier_spill_is_proportional_to_the_lost_health() {
 
 #[tokio::test(start_paused = true)]
 async fn spill_returns_when_the_primary_recovers() {
-    let (mut b, all, seen) = tiered(2, 1, no_outliers());
+    let cfg =
+        BalanceConfig { slow_start: SlowStartConfig { window: Duration::ZERO, ..Default::default() }, ..no_outliers() };
+    let (mut b, all, seen) = tiered(2, 1, cfg);
     all[0].1.set_down(true);
     all[1].1.set_down(true);
     tokio::time::advance(Duration::from_millis(200)).await;
@@ -119,6 +121,38 @@ async fn spill_returns_when_the_primary_recovers() {
         })
         .collect();
     assert_eq!(spills, vec![1.0, 0.0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tier_back_from_an_outage_takes_its_traffic_back_over_the_slow_start_ramp() {
+    // The default slow start: 10 s from a tenth of the share.
+    let (mut b, all, _) = tiered(3, 3, no_outliers());
+    for (_, sw) in &all[..3] {
+        sw.set_down(true);
+    }
+    tokio::time::advance(Duration::from_millis(200)).await;
+    send(&mut b).await.unwrap();
+    for (_, sw) in &all[..3] {
+        sw.set_down(false);
+    }
+    // Tier 0's share each second after its return, 1000 requests a second.
+    let mut shares = Vec::new();
+    let mut before = tier_share(&all, 3);
+    for _ in 0..12 {
+        for _ in 0..1000 {
+            send(&mut b).await.unwrap();
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        let now = tier_share(&all, 3);
+        shares.push((now.0 - before.0) as f64 / 1000.0);
+        before = now;
+    }
+    // Its health is 1.4 x its ramp: about a fifth of the traffic in the
+    // first second, all of it once the ramp passes 1/1.4 (about 7 s).
+    assert!(shares[0] > 0.05 && shares[0] < 0.35, "{shares:?}");
+    assert!(shares.windows(2).all(|w| w[1] >= w[0] - 0.05), "{shares:?}");
+    assert!(shares[4] > 0.5 && shares[4] < 0.95, "{shares:?}");
+    assert!(shares[8..].iter().all(|&s| s == 1.0), "{shares:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -19,6 +19,8 @@ pub struct Live {
     pub faults: Mutex<Vec<(usize, String)>>,
     /// The event log, newest last.
     pub events: Mutex<VecDeque<String>>,
+    /// Events logged since the start (the log keeps the last 200).
+    pub events_total: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -33,6 +35,7 @@ impl Live {
             e.pop_front();
         }
         e.push_back(line);
+        self.events_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The faults in force, by label.
@@ -125,12 +128,13 @@ impl FrameBuilder {
                 let endpoint = ep.map_or_else(
                     || "-".to_owned(),
                     |e| {
-                        let mut flags = format!("tier {}", e.tier);
+                        // Short enough for an 80-column terminal.
+                        let mut flags = format!("t{}", e.tier);
                         if e.ejected {
                             flags.push_str(" ejected");
                         }
                         if e.breaker_open {
-                            flags.push_str(" open");
+                            flags.push_str(if e.ejected { "+open" } else { " open" });
                         }
                         flags
                     },
@@ -171,6 +175,7 @@ impl FrameBuilder {
             ha: rows[0],
             baseline: rows[1],
             events: lock(&live.events).iter().cloned().collect(),
+            events_total: live.events_total.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

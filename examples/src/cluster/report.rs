@@ -422,6 +422,9 @@ pub fn summary_table(r: &Report) -> String {
             }
         }
     }
+    for s in r.steps.iter().filter(|s| s.error.is_some()) {
+        let _ = writeln!(t, "step FAILED at {:.1} s: {}: {}", s.t_s, s.label, s.error.as_deref().unwrap_or_default());
+    }
     for d in &r.unexpected_exits {
         let _ = writeln!(t, "unexpected exit: {} (pid {}) {}: {}", d.name, d.pid, d.status, d.stderr.join(" | "));
     }

@@ -63,7 +63,8 @@ pub async fn run(opts: Options) -> Result<u8, String> {
     };
     let (deaths_tx, mut deaths_rx) = mpsc::unbounded_channel();
     let mut supervisor = Supervisor::new(exe, topology.clone(), deaths_tx);
-    let started = start_cluster(&mut supervisor, &topology, stop_rx.clone()).await;
+    let time_scale = if opts.quick { 1.0 / 3.0 } else { 1.0 };
+    let started = start_cluster(&mut supervisor, &topology, time_scale, stop_rx.clone()).await;
     let (node, client) = match started {
         Ok(pair) => pair,
         Err(e) => {
@@ -202,10 +203,14 @@ fn timeline_svg(report: &Report, path: &Path) -> Result<(), String> {
 }
 
 /// Starts the instances and the client's node, and waits (bounded) until
-/// ha has all six endpoints.
+/// ha has all six endpoints. ha's settings are its defaults, but for the
+/// slow-start window, scaled with the script (`time_scale`, a third for
+/// `--quick`): the compressed run ramps a returning zone back as the
+/// default one does, in proportion.
 async fn start_cluster(
     supervisor: &mut Supervisor,
     topology: &Topology,
+    time_scale: f64,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(Cluster, HaClient), String> {
     for i in 0..topology.instances.len() {
@@ -220,8 +225,13 @@ async fn start_cluster(
         .map_err(|e| format!("cannot start the client's membership node at {}: {e}", topology.client_gossip))?;
     let seeds: Vec<SocketAddr> = topology.instances.iter().map(|i| i.gossip).collect();
     node.join(&seeds).await.map_err(|e| format!("the client could not join the instances: {e}"))?;
-    let client: HaClient =
-        ha::hyper::builder().cluster(&node).build().map_err(|e| format!("cannot build the ha client: {e}"))?;
+    let mut config = ha::Config::default();
+    config.balance.slow_start.window = config.balance.slow_start.window.mul_f64(time_scale);
+    let client: HaClient = ha::hyper::builder()
+        .config(config)
+        .cluster(&node)
+        .build()
+        .map_err(|e| format!("cannot build the ha client: {e}"))?;
     let mut watch = node.clone();
     let want = topology.instances.len();
     let formed = async {

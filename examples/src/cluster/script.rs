@@ -188,11 +188,25 @@ fn line_of(text: &str, span: Range<usize>) -> usize {
     text[..span.start.min(text.len())].matches('\n').count() + 1
 }
 
-/// The key a TOML error message names (`unknown field `target``).
-fn field_in(message: &str) -> Option<String> {
-    let start = message.find('`')? + 1;
-    let len = message[start..].find('`')?;
-    Some(message[start..start + len].to_owned())
+/// The key of the `key = value` line where `at` falls (a TOML error's span
+/// covers the key, for an unknown one, or the value, for a wrong one),
+/// prefixed with its table (`step.latency_ms`). The message is no guide: it
+/// quotes the offending value (``invalid type: integer `3` ``) as readily
+/// as the key.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let (key, _) = text[start..end].split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = text[..start].lines().rev().map(str::trim).find(|l| l.starts_with('['));
+    Some(match table.map(|t| t.trim_matches(|c| c == '[' || c == ']').trim()) {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_owned(),
+    })
 }
 
 impl Script {
@@ -209,7 +223,7 @@ impl Script {
     pub fn parse(text: &str, topology: &Topology) -> Result<Script, ScriptError> {
         let raw: RawScript = toml::from_str(text).map_err(|e| {
             let reason = e.message().trim().to_owned();
-            let field = field_in(&reason).unwrap_or_default();
+            let field = e.span().and_then(|s| key_at(text, s.start)).unwrap_or_default();
             ScriptError { line: e.span().map(|s| line_of(text, s)), field, reason }
         })?;
         let err = |span: Range<usize>, field: &str, reason: String| ScriptError {
@@ -397,8 +411,20 @@ mod tests {
         let cases = [
             ("duration_s = 10.0\n[[step]]\nat_s = 1.0\naction = \"kill\"\ntarget = \"c9\"\n", 5, "step.target"),
             ("duration_s = 10.0\n[[step]]\nat_s = 11.0\naction = \"kill\"\ntarget = \"a1\"\n", 3, "step.at_s"),
-            ("duration_s = 10.0\n[[step]]\nat_s = 1.0\naction = \"explode\"\ntarget = \"a1\"\n", 4, "explode"),
-            ("duration_s = 10.0\n[[step]]\nat_s = 1.0\naction = \"kill\"\ntarget = \"a1\"\ncolour = 3\n", 6, "colour"),
+            ("duration_s = 10.0\n[[step]]\nat_s = 1.0\naction = \"explode\"\ntarget = \"a1\"\n", 4, "step.action"),
+            (
+                "duration_s = 10.0\n[[step]]\nat_s = 1.0\naction = \"kill\"\ntarget = \"a1\"\ncolour = 3\n",
+                6,
+                "step.colour",
+            ),
+            // Wrong types: the message quotes the value, the field is the key.
+            ("duration_s = 10.0\n[[step]]\nat_s = 1.0\naction = \"kill\"\ntarget = 7\n", 5, "step.target"),
+            ("duration_s = 10.0\n[[step]]\nat_s = \"soon\"\naction = \"kill\"\ntarget = \"a1\"\n", 3, "step.at_s"),
+            (
+                "duration_s = 10.0\n[[step]]\nat_s = 1.0\naction = \"gray\"\ntarget = \"a1\"\nlatency_ms = -5\n",
+                6,
+                "step.latency_ms",
+            ),
             (
                 "duration_s = 10.0\n[[step]]\nat_s = 1.0\naction = \"kill\"\ntarget = \"a1\"\nerror_rate = 0.5\n",
                 6,
@@ -415,7 +441,7 @@ mod tests {
                 "step.for_s",
             ),
             ("duration_s = -1.0\n", 1, "duration_s"),
-            ("duration_s = \"long\"\n", 1, ""),
+            ("duration_s = \"long\"\n", 1, "duration_s"),
         ];
         for (text, line, field) in cases {
             let e = Script::parse(text, &topo()).expect_err(text);

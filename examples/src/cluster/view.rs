@@ -78,6 +78,8 @@ pub struct Frame {
     pub baseline: ClientRow,
     /// The latest events, newest last.
     pub events: Vec<String>,
+    /// Events since the start, of which `events` are the last.
+    pub events_total: u64,
 }
 
 /// Where frames go.
@@ -90,14 +92,17 @@ pub enum View {
         done: Arc<AtomicBool>,
     },
     /// One plain line per frame.
-    Plain,
+    Plain {
+        /// Events already printed (`Frame::events_total` at the last line).
+        shown: u64,
+    },
 }
 
 impl std::fmt::Debug for View {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             View::Terminal { .. } => "View::Terminal",
-            View::Plain => "View::Plain",
+            View::Plain { .. } => "View::Plain",
         })
     }
 }
@@ -107,9 +112,9 @@ impl View {
     /// else the plain one. On a terminal, `q`, Esc or Ctrl-C sets `stop`.
     pub fn open(plain: bool, stop: watch::Sender<bool>) -> View {
         if plain || !std::io::stdout().is_terminal() {
-            return View::Plain;
+            return View::Plain { shown: 0 };
         }
-        let Ok(terminal) = ratatui::try_init() else { return View::Plain };
+        let Ok(terminal) = ratatui::try_init() else { return View::Plain { shown: 0 } };
         let done = Arc::new(AtomicBool::new(false));
         let reader_done = done.clone();
         // Raw mode turns Ctrl-C into a key press; this thread reads keys.
@@ -136,9 +141,11 @@ impl View {
             View::Terminal { terminal, .. } => {
                 let _ = terminal.draw(|f| draw(f, frame));
             }
-            View::Plain => {
+            View::Plain { shown } => {
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}", plain_line(frame));
+                let fresh = frame.events_total.saturating_sub(*shown).min(frame.events.len() as u64) as usize;
+                *shown = frame.events_total;
+                let _ = writeln!(out, "{}", plain_line(frame, &frame.events[frame.events.len() - fresh..]));
                 let _ = out.flush();
             }
         }
@@ -153,8 +160,9 @@ impl View {
     }
 }
 
-/// The plain line of a frame: no escape codes.
-pub fn plain_line(f: &Frame) -> String {
+/// The plain line of a frame, with the events logged since the last one
+/// (a failed step, an unexpected exit): no escape codes.
+pub fn plain_line(f: &Frame, events: &[String]) -> String {
     let side = |c: &ClientRow| {
         format!(
             "ok {:6.2}% p50 {:6.1}ms p99 {:7.1}ms att {:.2} fail {}",
@@ -179,14 +187,19 @@ pub fn plain_line(f: &Frame) -> String {
         })
         .collect();
     let fault = if f.faults.is_empty() { "none".to_owned() } else { f.faults.join("; ") };
-    format!(
+    let mut line = format!(
         "t={:5.1}s | ha {} | baseline {} | ha share {} | fault: {}",
         f.elapsed_s,
         side(&f.ha),
         side(&f.baseline),
         shares.join(" "),
         fault
-    )
+    );
+    if !events.is_empty() {
+        line.push_str(" | events: ");
+        line.push_str(&events.join("; "));
+    }
+    line
 }
 
 fn short(p: ProcState) -> &'static str {
@@ -201,7 +214,8 @@ fn short(p: ProcState) -> &'static str {
 
 fn draw(f: &mut ratatui::Frame<'_>, frame: &Frame) {
     let [head, inst, clients, events] = Layout::vertical([
-        Constraint::Length(3),
+        // Two lines inside the border: the time, and the fault in force.
+        Constraint::Length(4),
         Constraint::Length(frame.instances.len() as u16 + 3),
         Constraint::Length(5),
         Constraint::Min(3),
@@ -237,10 +251,10 @@ fn draw(f: &mut ratatui::Frame<'_>, frame: &Frame) {
             i.process.word().to_owned(),
             i.membership.clone(),
             i.endpoint.clone(),
-            format!("{:5.1}%", i.ha_share),
+            format!("{:5.1}", i.ha_share),
             i.ha_errors.to_string(),
             format!("{:.1}", i.ha_latency_ms),
-            format!("{:5.1}%", i.baseline_share),
+            format!("{:5.1}", i.baseline_share),
             i.baseline_errors.to_string(),
             format!("{:.1}", i.baseline_p50_ms),
         ])
@@ -248,37 +262,26 @@ fn draw(f: &mut ratatui::Frame<'_>, frame: &Frame) {
     });
     let table = Table::new(
         rows,
+        // 77 columns with the spacing: the table fits an 80-column terminal.
         [
+            Constraint::Length(4),
+            Constraint::Length(6),
+            Constraint::Length(6),
+            Constraint::Length(7),
+            Constraint::Length(15),
             Constraint::Length(5),
-            Constraint::Length(7),
-            Constraint::Length(8),
-            Constraint::Length(10),
-            Constraint::Length(16),
-            Constraint::Length(8),
-            Constraint::Length(7),
-            Constraint::Length(9),
-            Constraint::Length(8),
-            Constraint::Length(7),
-            Constraint::Length(9),
+            Constraint::Length(4),
+            Constraint::Length(5),
+            Constraint::Length(5),
+            Constraint::Length(5),
+            Constraint::Length(5),
         ],
     )
     .header(
-        Row::new(vec![
-            "name",
-            "zone",
-            "process",
-            "member",
-            "ha endpoint",
-            "ha share",
-            "ha err",
-            "ha ewma",
-            "bl share",
-            "bl err",
-            "bl p50",
-        ])
-        .style(bold),
+        Row::new(vec!["name", "zone", "proc", "member", "ha endpoint", "ha %", "err", "ha ms", "bl %", "err", "bl ms"])
+            .style(bold),
     )
-    .block(Block::bordered().title(" instances (last second; latencies in ms) "));
+    .block(Block::bordered().title(" instances (last second; ha ms: its estimate, bl ms: p50) "));
     f.render_widget(table, inst);
 
     let client = |name: &str, c: &ClientRow| {
@@ -341,9 +344,13 @@ mod tests {
             }],
             ..Frame::default()
         };
-        let line = plain_line(&frame);
+        let line = plain_line(&frame, &[]);
         assert!(!line.contains('\x1b'), "{line}");
         assert!(line.contains("a1:killed/dead"), "{line}");
         assert!(line.contains("fault: SIGKILL a1"), "{line}");
+        assert!(!line.contains("events"), "{line}");
+        let failed = "t=  3.0s restart a1 FAILED: port in use".to_owned();
+        let line = plain_line(&frame, std::slice::from_ref(&failed));
+        assert!(line.ends_with(&format!("events: {failed}")), "{line}");
     }
 }
