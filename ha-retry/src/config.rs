@@ -142,6 +142,9 @@ impl BudgetConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     /// The most attempts of one request, the first included. Default 3.
+    /// Attempts that never reached a server (a refused connection, an open
+    /// breaker, no healthy endpoint) are requeued, not counted, up to
+    /// `max_attempts` of them: the server never saw them.
     pub max_attempts: u32,
     /// How long one attempt may take; `None` for no limit. Default none.
     /// A retry's clock starts when it is sent; without a deadline, the first

@@ -48,8 +48,9 @@ pub async fn run(opts: Options) -> Result<u8, String> {
     };
     let script = Arc::new(if opts.quick { script.scaled(1.0 / 3.0) } else { script });
     let out = opts.out_dir();
-    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create the results folder {}: {e}", out.display()))?;
+    // Ports first: a run refused for a busy port leaves no empty folder.
     topology.check_ports_free().map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create the results folder {}: {e}", out.display()))?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -70,6 +71,11 @@ pub async fn run(opts: Options) -> Result<u8, String> {
         Err(e) => {
             let stuck = supervisor.shutdown().await;
             ctrl_c.abort();
+            if *stop_rx.borrow() && stuck.is_empty() {
+                // Ctrl-C while the cluster formed: every child is stopped.
+                eprintln!("cluster: {e}; every instance stopped");
+                return Ok(130);
+            }
             return Err(if stuck.is_empty() { e } else { format!("{e} (and could not reap {stuck:?})") });
         }
     };
