@@ -108,6 +108,11 @@ impl TierPlanner {
 /// its warm peers' median is not warm yet (see [`hold_cold_ramps`]).
 pub(crate) const COLD_RATIO: f64 = 2.0;
 
+/// When the warm endpoints' median latency reaches this many times its
+/// lowest since the ramps began, they queue, and slow start ends (see
+/// [`hold_cold_ramps`]).
+const QUEUEING_RATIO: f64 = 2.0;
+
 /// Readmits the ejected endpoints whose load the endpoints in service
 /// cannot carry (see `Detector::needed_for_capacity`); true when one was.
 fn readmit_needed<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64, events: &Events) -> bool {
@@ -183,6 +188,7 @@ fn hold_cold_ramps<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
     if !any_ramping || !tuning.cfg.picker.needs_latency() {
         for group in &snap.groups {
             group.warm_latency.store(0, Ordering::Relaxed);
+            group.calm_latency.store(0, Ordering::Relaxed);
         }
         return;
     }
@@ -197,11 +203,33 @@ fn hold_cold_ramps<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
         );
         if warm.is_empty() {
             group.warm_latency.store(0, Ordering::Relaxed);
+            group.calm_latency.store(0, Ordering::Relaxed);
             continue;
         }
         let mid = warm.len() / 2;
         let reference = *warm.select_nth_unstable_by(mid, f64::total_cmp).1;
         group.warm_latency.store(reference.to_bits(), Ordering::Relaxed);
+        let calm = f64::from_bits(group.calm_latency.load(Ordering::Relaxed));
+        let calm = if calm > 0.0 { calm.min(reference) } else { reference };
+        group.calm_latency.store(calm.to_bits(), Ordering::Relaxed);
+        if reference >= QUEUEING_RATIO * calm {
+            // The warm endpoints queue: the load needs every endpoint's
+            // capacity now, warm or not, and P2C still prices a cold one by
+            // its latency. Slow start yields, as an ejection does
+            // (`Detector::needed_for_capacity`).
+            for s in members().filter(|s| ramping(s)) {
+                s.ramp_from_ns.store(0, Ordering::Relaxed);
+                tracing::debug!(
+                    target: "ha::balance",
+                    endpoint = %s.name,
+                    warm_ms = reference / 1e6,
+                    calm_ms = calm / 1e6,
+                    "slow start ended early: the warm endpoints queue"
+                );
+            }
+            group.calm_latency.store(0, Ordering::Relaxed);
+            continue;
+        }
         for s in members() {
             if s.fresh.load(Ordering::Relaxed) && s.fresh.swap(false, Ordering::Relaxed) {
                 // A joiner starts from its peers' latency, not the prior: a

@@ -71,6 +71,10 @@ pub(crate) struct Group {
     /// recount (`planner::hold_cold_ramps`); slow start scales a cold
     /// endpoint's share by it.
     pub(crate) warm_latency: AtomicU64,
+    /// The lowest `warm_latency` since its endpoints began to ramp (`f64`
+    /// bits; 0 when none ramps): what the warm endpoints answer in when
+    /// they do not queue (`planner::hold_cold_ramps`).
+    pub(crate) calm_latency: AtomicU64,
 }
 
 /// Loads scaled to this; a random draw below `cumulative_share[i]` picks group `i`.
@@ -159,7 +163,15 @@ impl Group {
             }
             _ => None,
         };
-        Group { tier, members, schedule, cursor: AtomicUsize::new(0), ring, warm_latency: AtomicU64::new(0) }
+        Group {
+            tier,
+            members,
+            schedule,
+            cursor: AtomicUsize::new(0),
+            ring,
+            warm_latency: AtomicU64::new(0),
+            calm_latency: AtomicU64::new(0),
+        }
     }
 }
 

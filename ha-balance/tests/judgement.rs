@@ -491,3 +491,30 @@ async fn an_ejection_the_others_cannot_carry_is_undone() {
     let second = first.as_secs() as usize + 5;
     assert!(hits[second + 1] - hits[second] > 50, "s0 idle after its return: {hits:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn slow_start_yields_when_the_warm_endpoints_queue() {
+    // Two warm servers of 3 worker slots at 20 ms (150/s each) at 250/s;
+    // two as fast join as the load steps to 450/s, more than the warm two
+    // can take. By time alone the joiners would ramp from a tenth of their
+    // share over 10 s while the warm two queue without end; once the warm
+    // ones' latency doubles, the ramp ends and the four share the load.
+    let warm: Vec<Server> = servers("w", 2, 20).into_iter().map(|s| s.slots(3)).collect();
+    let joining: Vec<Server> = servers("j", 2, 20).into_iter().map(|s| s.slots(3)).collect();
+    let (events, _) = timeline();
+    let mut b = fleet(&warm, BalanceConfig::default(), events);
+    drive(&mut b, 2_000, 0.25, |_| {}).await;
+    b.endpoints().batch(joining.iter().map(|s| tower::discover::Change::Insert(s.name, Endpoint::new(s.clone()))));
+    let hits = |set: &[Server]| set.iter().map(Server::hits).sum::<u64>();
+    let mut marks = Vec::new();
+    let overload = drive(&mut b, 5_000, 0.45, |t| {
+        if t == 2_000 || t == 4_000 {
+            marks.push((hits(&joining), hits(&warm) + hits(&joining)));
+        }
+    })
+    .await;
+    let share = (marks[1].0 - marks[0].0) as f64 / (marks[1].1 - marks[0].1) as f64;
+    eprintln!("joiners' share 2-4 s after joining: {share:.3}; success {:.4}", overload.success());
+    assert!(share > 0.5, "the joiners' ramp held back capacity the load needed: share {share:.3}");
+    assert!(overload.success() > 0.99, "success {:.4}", overload.success());
+}
