@@ -93,7 +93,7 @@ pub(crate) struct OutlierState {
     slow_in_run: AtomicBool,
     /// The share of recent failures (about the last 8) that were requests
     /// given up on: cancelled by the caller or timed out, scaled to
-    /// `RATE_ONE`. See [`slowest_of_a_loaded_fleet`].
+    /// `RATE_ONE`. See [`Detector::slowest_of_a_loaded_fleet`].
     given_up: AtomicU32,
 }
 
@@ -246,11 +246,21 @@ pub(crate) enum ProbeVerdict {
 pub(crate) struct Detector {
     cfg: OutlierConfig,
     keep_available: f64,
+    /// The picker prices latency (P2C PeakEWMA): endpoints' latency
+    /// estimates are measured, and the slowest of a loaded fleet is priced
+    /// rather than ejected (see [`Detector::slowest_of_a_loaded_fleet`]).
+    prices_latency: bool,
 }
 
 impl Detector {
     pub(crate) fn new(cfg: OutlierConfig) -> Self {
-        Detector { cfg, keep_available: 0.0 }
+        Detector { cfg, keep_available: 0.0, prices_latency: true }
+    }
+
+    /// Whether the picker measures and prices latency (the default).
+    pub(crate) fn prices_latency(mut self, prices: bool) -> Self {
+        self.prices_latency = prices;
+        self
     }
 
     /// Never eject below this fraction of a tier's endpoints (the capacity check).
@@ -405,7 +415,8 @@ impl Detector {
                 return None;
             }
             Peers::Rate(_)
-                if self.overload_onset(hosts, idx, now_ns, reason) || slowest_of_a_loaded_fleet(hosts, idx, now_ns) =>
+                if self.overload_onset(hosts, idx, now_ns, reason)
+                    || self.slowest_of_a_loaded_fleet(hosts, idx, now_ns) =>
             {
                 // The first of an overloaded fleet to fail, by
                 // milliseconds: judged again at its next run.
@@ -468,10 +479,35 @@ impl Detector {
             Peers::Unknown => self.first_run(hosts[idx].outlier),
             Peers::Rate(_) => {
                 self.overload_onset(hosts, idx, now_ns, EjectionReason::ConsecutiveFailures)
-                    || slowest_of_a_loaded_fleet(hosts, idx, now_ns)
+                    || self.slowest_of_a_loaded_fleet(hosts, idx, now_ns)
             }
             Peers::None => false,
         }
+    }
+
+    /// The slowest endpoint of a loaded fleet, not a broken one: most of
+    /// its failures are requests given up on (its callers' patience ran
+    /// out while it queued them), and its peers are as loaded (see
+    /// [`loaded_alike`]). Its failures are its share of an overload, and
+    /// what it serves is capacity the others cannot spare: ejected, its
+    /// load tips them past theirs, and with queues that serve what their
+    /// callers gave up on, goodput collapses where it only thinned. The
+    /// picker's latency pricing sends it less; a picker that does not
+    /// price latency (and does not measure it) has only ejection to shed
+    /// it, and keeps it. A hung endpoint's peers answer fast; a broken one
+    /// fails with answers.
+    fn slowest_of_a_loaded_fleet(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
+        self.prices_latency && hosts[idx].outlier.gives_up_mostly() && loaded_alike(hosts, idx, now_ns)
+    }
+
+    /// [`Self::slowest_of_a_loaded_fleet`], for the interval rules, with
+    /// the reason an ejection for `reason` is refused.
+    fn loaded(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason) -> bool {
+        let loaded = self.slowest_of_a_loaded_fleet(hosts, idx, now_ns);
+        if loaded {
+            tracing::debug!(target: "ha::balance", ?reason, "ejection refused: the slowest of a loaded fleet");
+        }
+        loaded
     }
 
     /// Does `hosts[idx]` fail alike with its peers (of every tier, not
@@ -479,7 +515,7 @@ impl Detector {
     /// and it less than twice as often? Then a circuit breaker that opened
     /// on it judged a shared overload, not a bad endpoint.
     pub(crate) fn failure_shared(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
-        if slowest_of_a_loaded_fleet(hosts, idx, now_ns) {
+        if self.slowest_of_a_loaded_fleet(hosts, idx, now_ns) {
             return true;
         }
         let Peers::Rate(peer_rate) = peer_failure_rate(hosts, idx, now_ns) else { return false };
@@ -592,7 +628,7 @@ impl Detector {
                     if rate < threshold {
                         let peers = peer_median(&judged, i, hosts, |r| 1.0 - r);
                         if !self.shares(1.0 - rate, peers, EjectionReason::SuccessRate)
-                            && !loaded(hosts, i, now_ns, EjectionReason::SuccessRate)
+                            && !self.loaded(hosts, i, now_ns, EjectionReason::SuccessRate)
                         {
                             out.extend(self.eject_judged(hosts, i, now_ns, EjectionReason::SuccessRate));
                         }
@@ -615,7 +651,7 @@ impl Detector {
                     if pct > fp.threshold
                         && relative
                         && !self.shares(pct / 100.0, peers, reason)
-                        && !loaded(hosts, i, now_ns, reason)
+                        && !self.loaded(hosts, i, now_ns, reason)
                     {
                         out.extend(self.eject_judged(hosts, i, now_ns, reason));
                     }
@@ -687,19 +723,6 @@ fn serving_latency(hosts: &[Host<'_>], now_ns: u64) -> Option<f64> {
     latency.get(latency.len().saturating_sub(1) / 2).copied()
 }
 
-/// The slowest endpoint of a loaded fleet, not a broken one: it still
-/// serves (not [`looks_dead`]), most of its failures are requests given up
-/// on (its callers' patience ran out while it queued them), and its peers
-/// are as loaded (see [`loaded_alike`]). Its failures are its share of an overload, and what it serves is
-/// capacity the others cannot spare: ejected, its load tips them past
-/// theirs, and with queues that serve what their callers gave up on,
-/// goodput collapses where it only thinned. P2C's latency pricing already
-/// sends it less. A hung endpoint's peers answer fast; a broken one fails
-/// with answers.
-fn slowest_of_a_loaded_fleet(hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
-    hosts[idx].outlier.gives_up_mostly() && loaded_alike(hosts, idx, now_ns)
-}
-
 /// Are `hosts[idx]`'s peers (lower median, not ejected) as loaded as it
 /// is: holding at least half as many requests, and answering at least a
 /// quarter as fast? A black hole or a server stuck on a queue of its own
@@ -724,19 +747,9 @@ fn peers<'a, 'h>(hosts: &'a [Host<'h>], idx: usize, now_ns: u64) -> impl Iterato
     hosts.iter().enumerate().filter(move |&(i, h)| i != idx && !h.health.is_ejected(now_ns)).map(|(_, h)| h)
 }
 
-/// [`slowest_of_a_loaded_fleet`], for the interval rules, with the reason
-/// an ejection for `reason` is refused.
-fn loaded(hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason) -> bool {
-    let loaded = slowest_of_a_loaded_fleet(hosts, idx, now_ns);
-    if loaded {
-        tracing::debug!(target: "ha::balance", ?reason, "ejection refused: the slowest of a loaded fleet");
-    }
-    loaded
-}
-
 /// How many times slower than its peers an endpoint whose requests are
 /// given up on may be and still be one of a loaded fleet (see
-/// [`slowest_of_a_loaded_fleet`]): the factor a run of slow failures is
+/// [`Detector::slowest_of_a_loaded_fleet`]): the factor a run of slow failures is
 /// judged by too (`Detector::overload_onset`).
 const LOADED_LATENCY_FACTOR: f64 = 4.0;
 

@@ -33,7 +33,9 @@ pub(crate) struct Tuning {
 impl Tuning {
     pub(crate) fn new(cfg: BalanceConfig) -> Arc<Tuning> {
         Arc::new(Tuning {
-            detector: Detector::new(cfg.outlier).keep_available(cfg.tiers.panic_threshold),
+            detector: Detector::new(cfg.outlier)
+                .keep_available(cfg.tiers.panic_threshold)
+                .prices_latency(cfg.picker.needs_latency()),
             refresh_ns: nanos(cfg.tiers.refresh),
             slow_start_ns: nanos(cfg.slow_start.window),
             load_term: LoadTerm::new(cfg.load.pending_bias),
