@@ -82,9 +82,17 @@ impl<K, S> InFlightRequest<K, S> {
         // The clock is read for the latency (PeakEWMA), and otherwise only
         // for a failure the picker prices.
         let now = (latency || (failed && self.flags & flag::PRICES_FAILURES != 0)).then(Instant::now);
+        // Slow failures: given up on (timed out) or answers.
+        let slow_failure = |outlier: &crate::outlier::OutlierState| {
+            if timed_out {
+                outlier.failed_slowly();
+            } else {
+                outlier.answered_slowly();
+            }
+        };
         if failed && now.is_none() {
             // Untimed: not known to be fast.
-            self.slot.outlier.failed_slowly();
+            slow_failure(&self.slot.outlier);
         }
         if let Some(now) = now {
             if outcome.counts() {
@@ -93,7 +101,7 @@ impl<K, S> InFlightRequest<K, S> {
                 if failed {
                     let estimate = self.slot.ewma.estimate_nanos_at(now_ns);
                     if 2.0 * rtt.as_secs_f64() * 1e9 >= estimate {
-                        self.slot.outlier.failed_slowly();
+                        slow_failure(&self.slot.outlier);
                     }
                     self.slot.failure_cost.observe_at(now_ns, self.failure_cost(now_ns, rtt));
                     // Nor does the latency estimate take a fast failure as

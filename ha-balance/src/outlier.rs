@@ -91,10 +91,17 @@ pub(crate) struct OutlierState {
     /// estimate, or was given up on: not a full queue turning requests
     /// away at once (see [`Detector::try_eject`]).
     slow_in_run: AtomicBool,
+    /// A slow failure of the current run came back as an answer (an error
+    /// after the usual latency), not a request given up on.
+    answered_in_run: AtomicBool,
     /// The share of recent failures (about the last 8) that were requests
     /// given up on: cancelled by the caller or timed out, scaled to
     /// `RATE_ONE`. See [`Detector::slowest_of_a_loaded_fleet`].
     given_up: AtomicU32,
+    /// An ejection for a first run of fast failures was deferred as the
+    /// onset of an overload in this interval: the next run is judged (with
+    /// a threshold of 1 every run is a first one).
+    onset_deferred: AtomicBool,
 }
 
 impl OutlierState {
@@ -104,6 +111,16 @@ impl OutlierState {
     pub(crate) fn failed_slowly(&self) {
         if !self.slow_in_run.load(Ordering::Relaxed) {
             self.slow_in_run.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Records that a failure of the current run was slow and came back as
+    /// an answer (an error after the usual latency); a success ends the run.
+    #[inline]
+    pub(crate) fn answered_slowly(&self) {
+        self.failed_slowly();
+        if !self.answered_in_run.load(Ordering::Relaxed) {
+            self.answered_in_run.store(true, Ordering::Relaxed);
         }
     }
 
@@ -294,6 +311,7 @@ impl Detector {
             if state.consecutive.load(Ordering::Relaxed) != 0 {
                 state.consecutive.store(0, Ordering::Release);
                 state.slow_in_run.store(false, Ordering::Relaxed);
+                state.answered_in_run.store(false, Ordering::Relaxed);
             }
             false
         }
@@ -418,6 +436,7 @@ impl Detector {
                 if self.overload_onset(hosts, idx, now_ns, reason)
                     || self.slowest_of_a_loaded_fleet(hosts, idx, now_ns) =>
             {
+                hosts[idx].outlier.onset_deferred.store(true, Ordering::Relaxed);
                 // The first of an overloaded fleet to fail, by
                 // milliseconds: judged again at its next run.
                 tracing::debug!(target: "ha::balance", ?reason, "ejection deferred: its peers are as loaded as it is");
@@ -445,11 +464,13 @@ impl Detector {
     /// its peers (lower median, not ejected) hold at least half as many,
     /// their outcomes on their way. An overload shows first on one
     /// endpoint, by milliseconds: its queue is the first to fill and turn
-    /// requests away (a first run of fast failures), or its queued requests
-    /// the first to reach the callers' timeout, one by one, while its
-    /// peers' still wait (slow failures, run after run, while the peers
-    /// answer as slowly: their latency estimate at least a quarter of its
-    /// own). Ejected, its load would go to peers about to fail alike, and
+    /// requests away (a first run of fast failures, deferred once an
+    /// interval: with a threshold of 1 every run is a first one), or its
+    /// queued requests the first to reach the callers' timeout, one by one,
+    /// while its peers' still wait (failures slow and given up on, run after
+    /// run, while the peers answer as slowly: their latency estimate at
+    /// least a quarter of its own). Errors that come back after the usual
+    /// latency are the endpoint's own, whatever its load. Ejected, its load would go to peers about to fail alike, and
     /// once the overload ends it would come back through slow start while
     /// they drain. A crashed endpoint holds nothing; a slow or hung one
     /// holds far more than its peers, or fails slowly while they answer
@@ -457,7 +478,10 @@ impl Detector {
     /// not tell endpoints apart, as while a hang's first requests wait).
     fn overload_onset(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason) -> bool {
         let host = hosts[idx];
-        let slow = host.outlier.slow_in_run.load(Ordering::Relaxed);
+        // Slow, and given up on: a queue past its callers' patience. Slow
+        // answers (an error after the usual latency) are a fault of its own.
+        let slow =
+            host.outlier.slow_in_run.load(Ordering::Relaxed) && !host.outlier.answered_in_run.load(Ordering::Relaxed);
         if reason != EjectionReason::ConsecutiveFailures
             || host.in_flight < ONSET_IN_FLIGHT
             || (!slow && !self.first_run(host.outlier))
@@ -467,7 +491,7 @@ impl Detector {
         if slow {
             loaded_alike(hosts, idx, now_ns)
         } else {
-            peers_hold_as_many(hosts, idx, now_ns)
+            !host.outlier.onset_deferred.load(Ordering::Relaxed) && peers_hold_as_many(hosts, idx, now_ns)
         }
     }
 
@@ -659,6 +683,8 @@ impl Detector {
             }
         }
         for (i, h) in hosts.iter().enumerate() {
+            // One deferred onset per interval.
+            h.outlier.onset_deferred.store(false, Ordering::Relaxed);
             let ejected_now = out.iter().any(|e| e.host == i);
             if !ejected_now && !h.health.is_ejected(now_ns) {
                 let m = h.outlier.multiplier.load(Ordering::Acquire);
@@ -1112,7 +1138,14 @@ mod judgement_tests {
         // whose latency estimate is 1 s, its peers (healthy so far: their
         // outcomes are on their way) each holding `peers` and answering in
         // `peer_ms`. Ejected?
-        let ejected = |own: u64, peers: u64, slow: bool, runs: u32, peer_ms: f64| {
+        #[derive(PartialEq, Clone, Copy)]
+        enum Failures {
+            Fast,
+            SlowAnswers,
+            GivenUp,
+        }
+        use Failures::*;
+        let ejected = |own: u64, peers: u64, slow: Failures, runs: u32, peer_ms: f64| {
             let (d, f) = first_fails_five_in_a_row(4, 40, 0);
             let h: Vec<Host<'_>> = loaded(&f, own, peers)
                 .into_iter()
@@ -1124,8 +1157,10 @@ mod judgement_tests {
                 if run > 0 {
                     feed(&d, &f.0[0], 5, 1000);
                 }
-                if slow {
-                    f.0[0].failed_slowly();
+                match slow {
+                    Fast => {}
+                    SlowAnswers => f.0[0].answered_slowly(),
+                    GivenUp => f.0[0].failed_slowly(),
                 }
                 out |= d.try_eject(&h, 0, SEC, EjectionReason::ConsecutiveFailures).is_some();
             }
@@ -1133,22 +1168,25 @@ mod judgement_tests {
         };
         // The first queue to fill turns requests away while its peers are
         // as loaded: the onset of an overload, not a failure of its own...
-        assert!(!ejected(8, 7, false, 1, 20.0));
+        assert!(!ejected(8, 7, Fast, 1, 20.0));
         // ...but a second run of fast failures is judged on the peers'
         // outcomes, which say they do not fail.
-        assert!(ejected(8, 7, false, 2, 20.0));
+        assert!(ejected(8, 7, Fast, 2, 20.0));
         // The first queue whose requests reach the callers' timeout, run
         // after run, while its peers hold as many and answer as slowly
         // (their queues about to time out too): not ejected.
-        assert!(!ejected(200, 230, true, 4, 700.0));
+        assert!(!ejected(200, 230, GivenUp, 4, 700.0));
+        // Errors after the usual latency, among peers as loaded: its own
+        // fault, judged at the second run.
+        assert!(ejected(200, 230, SlowAnswers, 2, 700.0));
         // Its peers idle beside it, a crash (nothing in flight), a black
         // hole (far more in flight than its peers), a hang whose requests
         // P2C kept as few as its peers' while they answer in 20 ms: its own
         // failure.
-        assert!(ejected(8, 2, false, 1, 20.0));
-        assert!(ejected(0, 7, false, 1, 20.0));
-        assert!(ejected(40, 7, true, 1, 20.0));
-        assert!(ejected(8, 7, true, 1, 20.0));
+        assert!(ejected(8, 2, Fast, 1, 20.0));
+        assert!(ejected(0, 7, Fast, 1, 20.0));
+        assert!(ejected(40, 7, GivenUp, 1, 20.0));
+        assert!(ejected(8, 7, GivenUp, 1, 20.0));
     }
 
     #[test]
