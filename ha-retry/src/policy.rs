@@ -100,8 +100,9 @@ impl RetryState {
         self.attempt
     }
 
-    /// Every attempt made so far, the requeued ones (see
-    /// [`never_sent`](Self::never_sent)) included.
+    /// Every attempt made so far, the requeued ones included (attempts
+    /// that never reached a server: they do not count against
+    /// `max_attempts`).
     pub fn tries(&self) -> u32 {
         self.attempt + self.requeues
     }
