@@ -136,6 +136,7 @@ pub async fn run(opts: Options) -> Result<u8, String> {
     }
     let unfinished =
         report::Unfinished { ha: recorder.in_flight(Side::Ha), baseline: recorder.in_flight(Side::Baseline) };
+    recorder.close();
     retries_by_second.push(client.retry_stats().retries);
     view.close();
     while let Ok(d) = deaths_rx.try_recv() {

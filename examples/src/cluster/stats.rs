@@ -51,6 +51,8 @@ pub struct Recorder {
     samples: Mutex<Vec<Sample>>,
     in_flight: [AtomicU64; 2],
     failures: Mutex<[BTreeMap<String, u64>; 2]>,
+    /// Set once the figures are cut (see [`Recorder::close`]).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -65,7 +67,15 @@ impl Recorder {
             samples: Mutex::new(Vec::with_capacity(100_000)),
             in_flight: [AtomicU64::new(0), AtomicU64::new(0)],
             failures: Mutex::default(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Cuts the figures: answers that come after (requests still
+    /// unanswered when the run ended, which its shutdown then fails) are
+    /// not recorded; they are counted apart as unfinished.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
     }
 
     /// The start of the traffic.
@@ -86,6 +96,10 @@ impl Recorder {
 
     /// Records the answer to a request of `side` sent at `start`.
     pub fn end(&self, side: Side, start: Instant, answer: Answer) {
+        if self.closed.load(Ordering::Relaxed) {
+            self.in_flight[side as usize].fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
         let latency = start.elapsed();
         let ok = answer.failure.is_none();
         let instance = answer.instance;
