@@ -438,7 +438,7 @@ impl Detector {
             {
                 hosts[idx].outlier.onset_deferred.store(true, Ordering::Relaxed);
                 // The first of an overloaded fleet to fail, by
-                // milliseconds: judged again at its next run.
+                // milliseconds, or its slowest: judged again at its next run.
                 tracing::debug!(target: "ha::balance", ?reason, "ejection deferred: its peers are as loaded as it is");
                 return None;
             }
@@ -470,9 +470,9 @@ impl Detector {
     /// while its peers' still wait (failures slow and given up on, run after
     /// run, while the peers answer as slowly: their latency estimate at
     /// least a quarter of its own). Errors that come back after the usual
-    /// latency are the endpoint's own, whatever its load. Ejected, its load would go to peers about to fail alike, and
-    /// once the overload ends it would come back through slow start while
-    /// they drain. A crashed endpoint holds nothing; a slow or hung one
+    /// latency are the endpoint's own, whatever its load. Ejected, its load
+    /// would go to peers about to fail alike, and once the overload ends it
+    /// would come back through slow start while they drain. A crashed endpoint holds nothing; a slow or hung one
     /// holds far more than its peers, or fails slowly while they answer
     /// fast (P2C evens out requests in flight where latency estimates do
     /// not tell endpoints apart, as while a hang's first requests wait).
