@@ -45,7 +45,7 @@ impl TierPlanner {
         // Available endpoints weighted by their slow-start ramp: a whole
         // tier back from an outage (a zone) takes its traffic back over the
         // ramp, not at once.
-        let mut ramped = vec![(0.0f64, 0u32); snap.groups.len()];
+        let mut ramped = vec![0.0f64; snap.groups.len()];
         let (window, min_factor) = (tuning.slow_start_ns, tuning.cfg.slow_start.min_factor);
         let mut restored = readmit_needed(snap, now, now_ns, events);
         for (endpoint, &g) in snap.endpoints.iter().zip(&snap.group_of) {
@@ -57,18 +57,17 @@ impl TierPlanner {
             let c = &mut counts[g as usize];
             c.1 += 1;
             c.0 += u32::from(available);
-            let r = &mut ramped[g as usize];
-            r.1 += 1;
             if available {
-                r.0 += endpoint.ramp(now_ns, window, min_factor);
+                ramped[g as usize] += endpoint.ramp(now_ns, window, min_factor);
             }
         }
         let available: u32 = counts.iter().map(|c| c.0).sum();
+        let ramped_counts: Vec<(f64, u32)> = ramped.iter().zip(&counts).map(|(&r, &(_, total))| (r, total)).collect();
         let total = snap.endpoints.len() as u32;
         let panic = total > 0
             && f64::from(available) < tuning.cfg.tiers.panic_threshold * f64::from(total)
-            && degraded(&ramped, tuning.cfg.tiers.overprovisioning);
-        let loads = tier_loads(&ramped, tuning.cfg.tiers.overprovisioning);
+            && degraded(&ramped_counts, tuning.cfg.tiers.overprovisioning);
+        let loads = tier_loads(&ramped_counts, tuning.cfg.tiers.overprovisioning);
         let mut cumulative = 0.0;
         for (i, load) in loads.iter().enumerate() {
             cumulative += load;
