@@ -17,8 +17,12 @@
 //! [`HttpRequestInfo`]).
 //!
 //! The body hands its state from one attempt to the next through a mutex
-//! taken once when an attempt starts reading and once when it is dropped
-//! part-way; frames themselves are read without locking.
+//! taken once when an attempt starts reading and once when it stops (dropped
+//! part-way, or done); frames themselves are read without locking. A retry
+//! can start before the transport has let go of the attempt before it (a
+//! connection task that still holds the half-sent body of a request whose
+//! response already failed): its copy then waits for the body to be handed
+//! over instead of failing.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -40,12 +44,13 @@
 use std::error::Error;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::OnceLock;
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
 use ha_core::classify::HttpRequestInfo;
+use ha_core::sync::atomic::{AtomicBool, Ordering};
+use ha_core::sync::{Arc, LockExt, Mutex};
 use ha_core::{AttemptContext, HasAttemptContext, Instant};
 use http::{HeaderMap, Request};
 use http_body::{Body, Frame, SizeHint};
@@ -117,8 +122,18 @@ struct Shared<B> {
     // body, which is what a clone that has sent nothing yet will send.
     hint: SizeHint,
     complete: OnceLock<Complete>,
-    handover: Mutex<Option<Box<Reading<B>>>>,
+    handover: Mutex<Handover<B>>,
     capped: AtomicBool,
+}
+
+/// The original body between attempts, and who waits for it.
+struct Handover<B> {
+    /// The reading state, when no clone is reading the original body.
+    reading: Option<Box<Reading<B>>>,
+    /// A clone has taken `reading` and not yet let go of it.
+    held: bool,
+    /// Copies polled while `held`: woken when the reader lets go.
+    waiters: Vec<Waker>,
 }
 
 struct Reading<B> {
@@ -171,7 +186,7 @@ impl<B: Body> ReplayBody<B> {
                 max: max_bytes,
                 hint,
                 complete: OnceLock::new(),
-                handover: Mutex::new(Some(reading)),
+                handover: Mutex::new(Handover { reading: Some(reading), held: false, waiters: Vec::new() }),
                 capped: AtomicBool::new(false),
             })
         });
@@ -200,15 +215,65 @@ impl<B> Clone for ReplayBody<B> {
 
 impl<B> Drop for ReplayBody<B> {
     fn drop(&mut self) {
-        // Stopped part-way: let the next attempt carry on from here.
         if let (Some(reading), Some(shared)) = (self.reading.take(), &self.shared) {
-            if reading.rest.is_some() && !reading.capped {
-                if let Ok(mut slot) = shared.handover.lock() {
-                    *slot = Some(reading);
-                }
-            }
+            // Stopped part-way: let the next attempt carry on from here.
+            let rest = (reading.rest.is_some() && !reading.capped).then_some(reading);
+            shared.let_go(rest);
         }
     }
+}
+
+impl<B> Shared<B> {
+    /// The reading clone lets go of the original body, handing over `rest`
+    /// if it stopped part-way (else the body is complete, or cannot be
+    /// replayed), and wakes the copies waiting for it.
+    fn let_go(&self, rest: Option<Box<Reading<B>>>) {
+        let waiters = {
+            let mut handover = self.handover.lock_or_recover();
+            handover.reading = rest;
+            handover.held = false;
+            std::mem::take(&mut handover.waiters)
+        };
+        for waker in waiters {
+            waker.wake();
+        }
+    }
+}
+
+impl<B> Shared<B> {
+    /// Takes the original body for a copy that is not reading it, or
+    /// registers the copy to be woken when the clone reading it lets go.
+    fn find(&self, cx: &Context<'_>) -> Found<'_, B> {
+        let mut handover = self.handover.lock_or_recover();
+        if let Some(reading) = handover.reading.take() {
+            handover.held = true;
+            return Found::Reading(reading);
+        }
+        // Completed and capped are set before the reader lets go under this
+        // lock, so a copy that finds neither while the body is held is woken.
+        if let Some(done) = self.complete.get() {
+            Found::Complete(done)
+        } else if !handover.held || self.capped.load(Ordering::Acquire) {
+            Found::Unavailable
+        } else {
+            if !handover.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                handover.waiters.push(cx.waker().clone());
+            }
+            Found::Held
+        }
+    }
+}
+
+/// What a copy that is not reading finds when it looks for the body.
+enum Found<'a, B> {
+    /// The original body, to read on from where the last reader stopped.
+    Reading(Box<Reading<B>>),
+    /// The whole body, kept.
+    Complete(&'a Complete),
+    /// Another clone is reading it; this one is woken when it lets go.
+    Held,
+    /// It can never be sent again.
+    Unavailable,
 }
 
 impl<B> Body for ReplayBody<B>
@@ -226,20 +291,17 @@ where
             if let Some(done) = shared.complete.get() {
                 return send_kept(done, &mut this.slot);
             }
-            let taken = shared.handover.lock().ok().and_then(|mut slot| slot.take());
-            match taken {
-                Some(reading) => {
+            match shared.find(cx) {
+                Found::Reading(reading) => {
                     this.reading = Some(reading);
                     this.slot = Slot::START;
                 }
-                None => match shared.complete.get() {
-                    // The reader completed the body between our two looks.
-                    Some(done) => return send_kept(done, &mut this.slot),
-                    None => {
-                        let capped = shared.capped.load(Ordering::Acquire);
-                        return Poll::Ready(Some(Err(ReplayUnavailable { capped }.into())));
-                    }
-                },
+                Found::Complete(done) => return send_kept(done, &mut this.slot),
+                Found::Held => return Poll::Pending,
+                Found::Unavailable => {
+                    let capped = shared.capped.load(Ordering::Acquire);
+                    return Poll::Ready(Some(Err(ReplayUnavailable { capped }.into())));
+                }
             }
         }
         let max = shared.max;
@@ -280,6 +342,7 @@ where
                                 let kept = std::mem::take(&mut reading.kept);
                                 let _ = shared.complete.set(Complete { chunks: kept, trailers: None });
                                 this.reading = None;
+                                shared.let_go(None);
                                 this.slot = Slot::Cursor { pos: PAST, trailers_sent: true };
                             }
                         }
@@ -314,6 +377,7 @@ where
                     let _ = shared.complete.set(Complete { chunks: kept, trailers });
                     // From here on this clone is a replayer that has sent everything.
                     this.reading = None;
+                    shared.let_go(None);
                     this.slot = Slot::Cursor { pos: PAST, trailers_sent: true };
                     if let Some(t) = unsent {
                         return Poll::Ready(Some(Ok(Frame::trailers(t))));
@@ -656,6 +720,47 @@ mod tests {
         assert_eq!(next.size_hint().exact(), Some(4));
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         assert_eq!(rt.block_on(next.collect()).unwrap().to_bytes(), "abcd");
+    }
+
+    #[test]
+    fn a_copy_polled_while_the_last_attempt_still_holds_the_body_waits_for_it() {
+        // The transport let the first attempt's response fail while its
+        // connection task still holds the half-sent body.
+        let mut first = ReplayBody::new(Chunks::data(&[b"ab", b"cd"]), DEFAULT_MAX_REPLAY_BYTES);
+        let mut retry = first.clone();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(Pin::new(&mut first).poll_frame(&mut cx), Poll::Ready(Some(Ok(_)))));
+        let woken = Arc::new(Woken::default());
+        let waker = Waker::from(woken.clone());
+        let mut retry_cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut retry).poll_frame(&mut retry_cx).is_pending(), "waits, does not fail");
+        assert!(!woken.0.load(Ordering::SeqCst));
+        drop(first);
+        assert!(woken.0.load(Ordering::SeqCst), "woken when the body is handed over");
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(rt.block_on(retry.collect()).unwrap().to_bytes(), "abcd");
+    }
+
+    #[test]
+    fn a_copy_waiting_for_a_body_that_outgrows_the_cap_fails() {
+        let mut first = ReplayBody::new(Chunks::data(&[b"ab", b"cd"]), 3);
+        let mut retry = first.clone();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(Pin::new(&mut first).poll_frame(&mut cx), Poll::Ready(Some(Ok(_)))));
+        assert!(Pin::new(&mut retry).poll_frame(&mut cx).is_pending());
+        assert!(matches!(Pin::new(&mut first).poll_frame(&mut cx), Poll::Ready(Some(Ok(_)))));
+        drop(first);
+        let Poll::Ready(Some(Err(e))) = Pin::new(&mut retry).poll_frame(&mut cx) else { panic!("fails") };
+        assert!(e.downcast_ref::<ReplayUnavailable>().is_some_and(ReplayUnavailable::was_capped));
+    }
+
+    #[derive(Default)]
+    struct Woken(AtomicBool);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
     }
 
     #[test]

@@ -1,10 +1,17 @@
 //! Loom models of the retry budget: concurrent deposits, withdrawals and
-//! expiry never lend more than the budget holds, and lose no accounting.
+//! expiry never lend more than the budget holds, and lose no accounting; a
+//! retry's body racing the attempt before it is never lost nor stuck.
 #![cfg(loom)]
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body::{Body, Frame};
+
 use ha_core::Instant;
+use ha_retry::body::ReplayBody;
 use ha_retry::config::BudgetConfig;
 use ha_retry::RetryBudget;
 use loom::sync::atomic::{AtomicU32, Ordering};
@@ -126,4 +133,73 @@ fn reconfiguring_racing_deposits_and_withdrawals_keeps_the_books() {
         assert_eq!(b.available(t0 + Duration::from_secs(10)), 0.0);
         assert_eq!(b.raw_balance(), 0);
     });
+}
+
+/// A body of two chunks, always ready.
+struct TwoChunks(Vec<Bytes>);
+
+impl TwoChunks {
+    fn new() -> Self {
+        TwoChunks(vec![Bytes::from_static(b"cd"), Bytes::from_static(b"ab")])
+    }
+}
+
+impl Body for TwoChunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.0.pop().map(|b| Ok(Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Reads every frame of `body` on this loom thread, parking while it waits.
+fn read_all(mut body: ReplayBody<TwoChunks>) -> Vec<u8> {
+    let mut all = Vec::new();
+    loom::future::block_on(async {
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            all.extend_from_slice(frame.expect("the copy is sent").data_ref().expect("data"));
+        }
+    });
+    all
+}
+
+#[test]
+fn a_retry_racing_the_last_attempt_letting_go_of_its_body_sends_it_whole() {
+    loom::model(|| {
+        let mut first = ReplayBody::new(TwoChunks::new(), 1024);
+        let retry = first.clone();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(Pin::new(&mut first).poll_frame(&mut cx), Poll::Ready(Some(Ok(_)))));
+        // The first attempt's connection drops the half-sent body on
+        // another thread while the retry polls for it: never lost, never stuck.
+        let transport = thread::spawn(move || drop(first));
+        assert_eq!(read_all(retry), b"abcd");
+        transport.join().unwrap();
+    });
+}
+
+#[test]
+fn a_retry_racing_the_last_attempt_finishing_its_body_sends_it_whole() {
+    loom::model(|| {
+        let mut first = ReplayBody::new(TwoChunks::new(), 1024);
+        let retry = first.clone();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(Pin::new(&mut first).poll_frame(&mut cx), Poll::Ready(Some(Ok(_)))));
+        let transport = thread::spawn(move || {
+            // Reads the rest, completing the body, and keeps it a while.
+            assert!(matches!(Pin::new(&mut first).poll_frame(&mut cx_noop()), Poll::Ready(Some(Ok(_)))));
+            first
+        });
+        assert_eq!(read_all(retry), b"abcd");
+        drop(transport.join().unwrap());
+    });
+}
+
+fn cx_noop() -> Context<'static> {
+    Context::from_waker(std::task::Waker::noop())
 }
