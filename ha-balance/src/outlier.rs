@@ -424,6 +424,10 @@ impl Detector {
         now_ns: u64,
         reason: EjectionReason,
     ) -> Option<Ejection> {
+        if reason == EjectionReason::ConsecutiveFailures && self.chance_run(hosts[idx].outlier) {
+            tracing::debug!(target: "ha::balance", "ejection refused: a run its own failure rate makes by chance");
+            return None;
+        }
         let peer_rate = match peer_failure_rate(hosts, idx, now_ns) {
             Peers::Unknown if self.first_run(hosts[idx].outlier) => {
                 // A run of failures in a fleet's first milliseconds, before
@@ -451,6 +455,38 @@ impl Detector {
             return None;
         }
         self.eject_judged(hosts, idx, now_ns, reason)
+    }
+
+    /// A run of failures the endpoint's own failure rate before it makes
+    /// by chance, not a change: an endpoint that fails a quarter of its
+    /// requests (a gray failure) fails five in a row once in a thousand,
+    /// several times a minute at a hundred requests a second, and each
+    /// such run would take out capacity that still serves three requests
+    /// in four, which its peers may not be able to spare. The picker prices
+    /// its failures, and the interval rules judge its rate against the
+    /// fleet's, with their guards for capacity; a run the rate makes less
+    /// often than once in `CHANCE_RUN` (a longer run, or the same run after
+    /// a healthy spell: a crash) is judged as usual. Only for the P2C
+    /// PeakEWMA picker, which sends such an endpoint less (pickers that do
+    /// not price failures have only ejection to shed it), and only while an
+    /// interval rule is on to judge the rate (with the consecutive rule
+    /// alone, its runs are all the judgement there is).
+    fn chance_run(&self, state: &OutlierState) -> bool {
+        let judged_by_rate = self.cfg.success_rate.is_some() || self.cfg.failure_percentage.is_some();
+        let run = state.consecutive.load(Ordering::Relaxed);
+        // Too few outcomes before the run to say what its rate was.
+        if !self.prices_latency
+            || !judged_by_rate
+            || run < CHANCE_MIN_RUN
+            || state.outcomes.load(Ordering::Relaxed) < run + OUTCOMES_CAP / 4
+        {
+            return false;
+        }
+        // The recent rate as it was before the run: each failure of the run
+        // moved it `1 / 2^RATE_SHIFT` of the way to 1.
+        let keep = (1.0 - 1.0 / f64::from(1u32 << RATE_SHIFT)).powi(run as i32);
+        let before = (1.0 - (1.0 - state.recent_failure_rate()) / keep).max(0.0);
+        before.powi(run as i32) >= CHANCE_RUN
     }
 
     /// The endpoint's current run of consecutive failures is its first
@@ -499,6 +535,9 @@ impl Detector {
     /// deferred: its busy peers have not answered enough to say whether
     /// they fail too, or it is the first of an overloaded fleet to fail.
     pub(crate) fn deferred(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
+        if self.chance_run(hosts[idx].outlier) {
+            return true;
+        }
         match peer_failure_rate(hosts, idx, now_ns) {
             Peers::Unknown => self.first_run(hosts[idx].outlier),
             Peers::Rate(_) => {
@@ -790,6 +829,15 @@ const CAPACITY_LATENCY_FACTOR: f64 = 2.0;
 pub(crate) fn looks_dead(state: &OutlierState) -> bool {
     state.recent_failure_rate() >= DEAD_FAILURE_RATE
 }
+
+/// How likely a run of failures must be, given the endpoint's failure
+/// rate before it, to be judged chance (see [`Detector::chance_run`]):
+/// once in ten thousand. A run of five is chance at a rate above 16%.
+const CHANCE_RUN: f64 = 1e-4;
+
+/// The shortest run [`Detector::chance_run`] judges: with a threshold of
+/// one or two, every failure counts as the user asked.
+const CHANCE_MIN_RUN: u32 = 3;
 
 /// Requests in flight from which a run of failures may be the first sign
 /// of a fleet-wide overload rather than a fault of the endpoint (see
@@ -1224,6 +1272,45 @@ mod judgement_tests {
         assert_eq!(judged(20.0, true), (true, false));
         // It fails with answers: broken, however slow the others.
         assert_eq!(judged(880.0, false), (true, false));
+    }
+
+    #[test]
+    fn a_run_of_failures_its_own_failure_rate_makes_by_chance_does_not_eject() {
+        // Three endpoints, the peers healthy. The first fails `permille` of
+        // 200 requests spread evenly, then `run` in a row: ejected? `rates`:
+        // an interval rule is on.
+        let ejected = |permille: u64, run: u64, prices_latency: bool, rates: bool| {
+            let fleet_relative = rates.then(FailurePercentageConfig::fleet_relative);
+            let cfg = OutlierConfig { failure_percentage: fleet_relative, ..consecutive_only() };
+            let d = Detector::new(cfg).prices_latency(prices_latency);
+            let f = fleet(3);
+            for s in &f.0[1..] {
+                feed(&d, s, 200, 0);
+            }
+            feed(&d, &f.0[0], 200, permille);
+            // Ends the spread's own run, if it ended on a failure.
+            d.record_own(&f.0[0], false);
+            let mut out = false;
+            for _ in 0..run {
+                if d.record_own(&f.0[0], true) {
+                    out |= d.try_eject(&hosts(&f), 0, SEC, EjectionReason::ConsecutiveFailures).is_some();
+                }
+            }
+            out
+        };
+        // A gray failure of a quarter of its requests: five in a row happen
+        // once in a thousand, by chance, and do not eject it...
+        assert!(!ejected(250, 5, true, true));
+        assert!(!ejected(400, 5, true, true));
+        // ...ten do (as a crash of it would: the run goes on).
+        assert!(ejected(250, 10, true, true));
+        // A healthy endpoint's first run, or one failing 5%: a change.
+        assert!(ejected(0, 5, true, true));
+        assert!(ejected(50, 5, true, true));
+        // A picker that does not price failures sheds it only by ejection.
+        assert!(ejected(250, 5, false, true));
+        // With no interval rule to judge its rate, its runs are all there is.
+        assert!(ejected(250, 5, true, false));
     }
 
     #[test]
