@@ -168,13 +168,25 @@ fn read_all(mut body: ReplayBody<TwoChunks>) -> Vec<u8> {
     all
 }
 
+/// The first attempt, having sent one of the body's two chunks, and the
+/// retry's copy of the request body.
+fn half_sent() -> (ReplayBody<TwoChunks>, ReplayBody<TwoChunks>) {
+    let mut first = ReplayBody::new(TwoChunks::new(), 1024);
+    let retry = first.clone();
+    send_one(&mut first);
+    (first, retry)
+}
+
+/// Sends the next chunk of `body`.
+fn send_one(body: &mut ReplayBody<TwoChunks>) {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(matches!(Pin::new(body).poll_frame(&mut cx), Poll::Ready(Some(Ok(_)))));
+}
+
 #[test]
 fn a_retry_racing_the_last_attempt_letting_go_of_its_body_sends_it_whole() {
     loom::model(|| {
-        let mut first = ReplayBody::new(TwoChunks::new(), 1024);
-        let retry = first.clone();
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(matches!(Pin::new(&mut first).poll_frame(&mut cx), Poll::Ready(Some(Ok(_)))));
+        let (first, retry) = half_sent();
         // The first attempt's connection drops the half-sent body on
         // another thread while the retry polls for it: never lost, never stuck.
         let transport = thread::spawn(move || drop(first));
@@ -186,20 +198,13 @@ fn a_retry_racing_the_last_attempt_letting_go_of_its_body_sends_it_whole() {
 #[test]
 fn a_retry_racing_the_last_attempt_finishing_its_body_sends_it_whole() {
     loom::model(|| {
-        let mut first = ReplayBody::new(TwoChunks::new(), 1024);
-        let retry = first.clone();
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        assert!(matches!(Pin::new(&mut first).poll_frame(&mut cx), Poll::Ready(Some(Ok(_)))));
+        let (mut first, retry) = half_sent();
         let transport = thread::spawn(move || {
             // Reads the rest, completing the body, and keeps it a while.
-            assert!(matches!(Pin::new(&mut first).poll_frame(&mut cx_noop()), Poll::Ready(Some(Ok(_)))));
+            send_one(&mut first);
             first
         });
         assert_eq!(read_all(retry), b"abcd");
         drop(transport.join().unwrap());
     });
-}
-
-fn cx_noop() -> Context<'static> {
-    Context::from_waker(std::task::Waker::noop())
 }
