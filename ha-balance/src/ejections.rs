@@ -26,7 +26,16 @@ pub(crate) struct Ejections {
     /// restoration is reported before the endpoint serves, and looks for a
     /// probe to send. One atomic load per pick otherwise.
     due_ns: AtomicU64,
+    /// The lowest median latency estimate (ns, `f64` bits) of the endpoints
+    /// in service seen at an evaluation, rising by `CALM_DRIFT` an
+    /// interval; 0 before the first.
+    calm_ns: AtomicU64,
 }
+
+/// How much the calm latency may rise per interval: a fleet that got
+/// slower for good (a release, a bigger payload) is calm again at its new
+/// latency within a few minutes.
+const CALM_DRIFT: f64 = 1.1;
 
 impl Ejections {
     /// A schedule whose first evaluation is one `interval` after the epoch.
@@ -35,6 +44,7 @@ impl Ejections {
             serial: Mutex::new(()),
             next_eval_ns: AtomicU64::new(nanos(interval)),
             due_ns: AtomicU64::new(u64::MAX),
+            calm_ns: AtomicU64::new(0),
         }
     }
 
@@ -68,7 +78,16 @@ impl Ejections {
         }
         let _serial = self.serial.lock_or_recover();
         let hosts = snap.hosts();
-        for e in detector.evaluate(&hosts, now_ns) {
+        let calm = match crate::outlier::serving_latency(&hosts, now_ns) {
+            Some(median) => {
+                let calm = f64::from_bits(self.calm_ns.load(Ordering::Relaxed));
+                let calm = if calm > 0.0 { (calm * CALM_DRIFT).min(median) } else { median };
+                self.calm_ns.store(calm.to_bits(), Ordering::Relaxed);
+                calm
+            }
+            None => 0.0,
+        };
+        for e in detector.evaluate(&hosts, now_ns, calm) {
             self.report(&snap.endpoints[e.host], e, now_ns, events);
         }
         snap.plan.mark_stale();

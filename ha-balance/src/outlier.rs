@@ -565,12 +565,17 @@ impl Detector {
 
     /// [`Self::slowest_of_a_loaded_fleet`], for the interval rules, with
     /// the reason an ejection for `reason` is refused.
-    fn loaded(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason) -> bool {
-        let loaded = self.slowest_of_a_loaded_fleet(hosts, idx, now_ns);
-        if loaded {
+    fn loaded(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason, calm_ns: f64) -> bool {
+        if self.slowest_of_a_loaded_fleet(hosts, idx, now_ns) {
             tracing::debug!(target: "ha::balance", ?reason, "ejection refused: the slowest of a loaded fleet");
+            return true;
         }
-        loaded
+        let queueing = calm_ns > 0.0 && serving_latency(hosts, now_ns).is_some_and(|m| m >= CARRY_FACTOR * calm_ns);
+        if queueing && !looks_dead(hosts[idx].outlier) {
+            tracing::debug!(target: "ha::balance", ?reason, "ejection refused: it still serves, and the fleet queues");
+            return true;
+        }
+        false
     }
 
     /// Does `hosts[idx]` fail alike with its peers (of every tier, not
@@ -667,7 +672,7 @@ impl Detector {
     /// The interval rules over the counts since the last evaluation; resets
     /// those counts and forgives one ejection of every endpoint that was
     /// healthy through the interval.
-    pub(crate) fn evaluate(&self, hosts: &[Host<'_>], now_ns: u64) -> Vec<Ejection> {
+    pub(crate) fn evaluate(&self, hosts: &[Host<'_>], now_ns: u64, calm_ns: f64) -> Vec<Ejection> {
         let counts: Vec<(u64, u64)> = hosts
             .iter()
             .map(|h| {
@@ -691,7 +696,7 @@ impl Detector {
                     if rate < threshold {
                         let peers = peer_median(&judged, i, hosts, |r| 1.0 - r);
                         if !self.shares(1.0 - rate, peers, EjectionReason::SuccessRate)
-                            && !self.loaded(hosts, i, now_ns, EjectionReason::SuccessRate)
+                            && !self.loaded(hosts, i, now_ns, EjectionReason::SuccessRate, calm_ns)
                         {
                             out.extend(self.eject_judged(hosts, i, now_ns, EjectionReason::SuccessRate));
                         }
@@ -714,7 +719,7 @@ impl Detector {
                     if pct > fp.threshold
                         && relative
                         && !self.shares(pct / 100.0, peers, reason)
-                        && !self.loaded(hosts, i, now_ns, reason)
+                        && !self.loaded(hosts, i, now_ns, reason, calm_ns)
                     {
                         out.extend(self.eject_judged(hosts, i, now_ns, reason));
                     }
@@ -781,7 +786,7 @@ enum Peers {
 }
 
 /// The median latency estimate of the endpoints in service, if any.
-fn serving_latency(hosts: &[Host<'_>], now_ns: u64) -> Option<f64> {
+pub(crate) fn serving_latency(hosts: &[Host<'_>], now_ns: u64) -> Option<f64> {
     let mut latency: Vec<f64> =
         hosts.iter().filter(|h| !h.health.is_ejected(now_ns) && h.latency_ns > 0.0).map(|h| h.latency_ns).collect();
     latency.sort_by(f64::total_cmp);
@@ -823,6 +828,12 @@ const LOADED_LATENCY_FACTOR: f64 = 4.0;
 /// endpoint is readmitted for its capacity (see
 /// [`Detector::needed_for_capacity`]). Twice: queueing, not noise.
 const CAPACITY_LATENCY_FACTOR: f64 = 2.0;
+
+/// How much slower than at its calmest the fleet answers (median latency
+/// estimate of the endpoints in service) when the interval rules stop
+/// ejecting endpoints that still serve: it queues, and the others could
+/// not carry their load.
+const CARRY_FACTOR: f64 = 1.25;
 
 /// An endpoint failing nearly everything: it carries no load, so leaving it
 /// out removes no capacity.
@@ -927,7 +938,7 @@ mod tests {
         assert_eq!(e.duration, Duration::from_secs(70), "capped");
         // Three healthy intervals forgive the three ejections.
         for k in 0..3 {
-            assert!(d.evaluate(&hosts, 300 * SEC + k * 10 * SEC).is_empty());
+            assert!(d.evaluate(&hosts, 300 * SEC + k * 10 * SEC, 0.0).is_empty());
         }
         let e = d.try_eject(&hosts, 0, 400 * SEC, EjectionReason::ConsecutiveFailures).unwrap();
         assert_eq!(e.duration, Duration::from_secs(30));
@@ -972,7 +983,7 @@ mod tests {
             feed(&d, &f.outlier[i], 198, 2);
         }
         feed(&d, &f.outlier[9], 140, 60);
-        let out = d.evaluate(&hosts, SEC);
+        let out = d.evaluate(&hosts, SEC, 0.0);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].host, out[0].reason), (9, EjectionReason::SuccessRate));
 
@@ -983,7 +994,7 @@ mod tests {
             feed(&d, &f.outlier[i], 50, 0);
         }
         feed(&d, &f.outlier[9], 0, 50);
-        assert!(d.evaluate(&hosts, SEC).is_empty());
+        assert!(d.evaluate(&hosts, SEC, 0.0).is_empty());
 
         // Too few hosts: nobody is judged.
         let f = Fleet::new(4);
@@ -992,7 +1003,7 @@ mod tests {
             feed(&d, &f.outlier[i], 200, 0);
         }
         feed(&d, &f.outlier[3], 0, 200);
-        assert!(d.evaluate(&hosts, SEC).is_empty());
+        assert!(d.evaluate(&hosts, SEC, 0.0).is_empty());
     }
 
     #[test]
@@ -1009,7 +1020,7 @@ mod tests {
         for (i, failed) in [10u64, 4, 18, 9, 11, 7, 13, 10, 8, 10].into_iter().enumerate() {
             feed(&d, &f.outlier[i], 1000 - failed, failed);
         }
-        assert!(d.evaluate(&hosts, SEC).is_empty());
+        assert!(d.evaluate(&hosts, SEC, 0.0).is_empty());
         // Envoy's rule alone (no floor) ejects the unlucky one.
         let envoy = Detector::new(OutlierConfig {
             consecutive_failures: 0,
@@ -1022,7 +1033,7 @@ mod tests {
         for (i, failed) in [10u64, 4, 18, 9, 11, 7, 13, 10, 8, 10].into_iter().enumerate() {
             feed(&envoy, &f.outlier[i], 1000 - failed, failed);
         }
-        assert_eq!(envoy.evaluate(&hosts, SEC).iter().map(|e| e.host).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(envoy.evaluate(&hosts, SEC, 0.0).iter().map(|e| e.host).collect::<Vec<_>>(), vec![2]);
     }
 
     #[test]
@@ -1035,9 +1046,37 @@ mod tests {
             feed(&d, &f.outlier[i], 100, 0);
         }
         feed(&d, &f.outlier[4], 50, 50);
-        assert_eq!(d.evaluate(&hosts, SEC).len(), 1);
+        assert_eq!(d.evaluate(&hosts, SEC, 0.0).len(), 1);
         // Next interval: nothing new recorded, so nothing to judge.
-        assert!(d.evaluate(&hosts, 11 * SEC).is_empty());
+        assert!(d.evaluate(&hosts, 11 * SEC, 0.0).is_empty());
+    }
+
+    #[test]
+    fn an_endpoint_that_still_serves_is_not_ejected_while_the_fleet_queues() {
+        // Five endpoints in service answering in 30 ms; the first fails
+        // `permille` of its requests. Ejected by the success-rate rule when
+        // the fleet was at its calmest at `calm_ms`?
+        let ejected = |permille: u64, calm_ms: f64| {
+            let c =
+                OutlierConfig { consecutive_failures: 0, success_rate: Some(SuccessRateConfig::default()), ..cfg() };
+            let d = Detector::new(c);
+            let f = Fleet::new(5);
+            let hosts: Vec<Host<'_>> = f.hosts().into_iter().map(|h| Host { latency_ns: 30e6, ..h }).collect();
+            for i in 1..5 {
+                feed(&d, &f.outlier[i], 100, 0);
+            }
+            let failed = permille / 10;
+            feed(&d, &f.outlier[0], 100 - failed, failed);
+            !d.evaluate(&hosts, SEC, calm_ms * 1e6).is_empty()
+        };
+        // Calm at 20 ms, the fleet queues: one that serves half its requests
+        // is capacity the others cannot spare...
+        assert!(!ejected(500, 20.0));
+        // ...one that serves none carries no load.
+        assert!(ejected(1000, 20.0));
+        // Calm at 28 ms, or not known: judged as usual.
+        assert!(ejected(500, 28.0));
+        assert!(ejected(500, 0.0));
     }
 
     #[test]
@@ -1057,7 +1096,7 @@ mod tests {
         feed(&d, &f.outlier[0], 50, 0);
         feed(&d, &f.outlier[1], 10, 90);
         feed(&d, &f.outlier[2], 9, 41); // 82%: under the 85% threshold
-        let out = d.evaluate(&hosts, SEC);
+        let out = d.evaluate(&hosts, SEC, 0.0);
         assert_eq!(
             out.iter().map(|e| (e.host, e.reason)).collect::<Vec<_>>(),
             vec![(1, EjectionReason::FailurePercentage)]
@@ -1263,7 +1302,7 @@ mod judgement_tests {
                 .map(|(i, h)| Host { latency_ns: if i == 0 { 1e9 } else { peer_ms * 1e6 }, ..h })
                 .collect();
             let shared = d.failure_shared(&h, 0, SEC);
-            (!d.evaluate(&h, 10 * SEC).is_empty(), shared)
+            (!d.evaluate(&h, 10 * SEC, 0.0).is_empty(), shared)
         };
         // Its peers queue too (880 ms): it is the slowest of an overloaded
         // fleet, whose load the others cannot take.
@@ -1496,7 +1535,7 @@ mod judgement_tests {
         feed(&d, &f.0[0], 500, 200);
         feed(&d, &f.0[1], 500, 10);
         feed(&d, &f.0[2], 500, 10);
-        let out = d.evaluate(&hosts(&f), 10 * SEC);
+        let out = d.evaluate(&hosts(&f), 10 * SEC, 0.0);
         assert_eq!(
             out.iter().map(|e| (e.host, e.reason)).collect::<Vec<_>>(),
             vec![(0, EjectionReason::FailurePercentage)]
@@ -1506,12 +1545,12 @@ mod judgement_tests {
         for s in &f.0 {
             feed(&d, s, 500, 200);
         }
-        assert!(d.evaluate(&hosts(&f), 10 * SEC).is_empty());
+        assert!(d.evaluate(&hosts(&f), 10 * SEC, 0.0).is_empty());
         // Two endpoints suffice.
         let f = fleet(2);
         feed(&d, &f.0[0], 500, 200);
         feed(&d, &f.0[1], 500, 0);
-        assert_eq!(d.evaluate(&hosts(&f), 10 * SEC).len(), 1);
+        assert_eq!(d.evaluate(&hosts(&f), 10 * SEC, 0.0).len(), 1);
     }
 }
 
