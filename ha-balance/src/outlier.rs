@@ -563,8 +563,14 @@ impl Detector {
         self.prices_latency && hosts[idx].outlier.gives_up_mostly() && loaded_alike(hosts, idx, now_ns)
     }
 
-    /// [`Self::slowest_of_a_loaded_fleet`], for the interval rules, with
-    /// the reason an ejection for `reason` is refused.
+    /// Whether the interval rules leave `hosts[idx]` in because the fleet
+    /// needs what it serves: it is the slowest of a loaded fleet (see
+    /// [`Self::slowest_of_a_loaded_fleet`]), or it still serves (not
+    /// [`looks_dead`]) while the endpoints in service queue, their median
+    /// latency estimate `CARRY_FACTOR` times the fleet's calmest (`calm_ns`,
+    /// kept by the caller; 0: unknown). Its load would go to endpoints
+    /// already queueing, where the picker's price of its failures sends it
+    /// less without taking all of it. Logs why, for `reason`.
     fn loaded(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason, calm_ns: f64) -> bool {
         if self.slowest_of_a_loaded_fleet(hosts, idx, now_ns) {
             tracing::debug!(target: "ha::balance", ?reason, "ejection refused: the slowest of a loaded fleet");
