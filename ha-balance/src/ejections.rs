@@ -27,15 +27,17 @@ pub(crate) struct Ejections {
     /// probe to send. One atomic load per pick otherwise.
     due_ns: AtomicU64,
     /// The lowest median latency estimate (ns, `f64` bits) of the endpoints
-    /// in service seen at an evaluation, rising by `CALM_DRIFT` an
+    /// in service seen at an evaluation, let rise by `CALM_DRIFT` an
     /// interval; 0 before the first.
     calm_ns: AtomicU64,
 }
 
-/// How much the calm latency may rise per interval: a fleet that got
+/// How much the calm latency may rise per interval: slowly enough that an
+/// overload of twice the calm latency keeps the guard it sets on ejection
+/// for about six minutes at the default 10 s interval, and a fleet that got
 /// slower for good (a release, a bigger payload) is calm again at its new
-/// latency within a few minutes.
-const CALM_DRIFT: f64 = 1.1;
+/// latency within as long.
+const CALM_DRIFT: f64 = 1.02;
 
 impl Ejections {
     /// A schedule whose first evaluation is one `interval` after the epoch.
@@ -78,15 +80,13 @@ impl Ejections {
         }
         let _serial = self.serial.lock_or_recover();
         let hosts = snap.hosts();
-        let calm = match crate::outlier::serving_latency(&hosts, now_ns) {
-            Some(median) => {
-                let calm = f64::from_bits(self.calm_ns.load(Ordering::Relaxed));
-                let calm = if calm > 0.0 { (calm * CALM_DRIFT).min(median) } else { median };
-                self.calm_ns.store(calm.to_bits(), Ordering::Relaxed);
-                calm
-            }
-            None => 0.0,
-        };
+        // Judged against the calm as it was before this evaluation: the
+        // median now is what may be queueing.
+        let calm = f64::from_bits(self.calm_ns.load(Ordering::Relaxed));
+        if let Some(median) = crate::outlier::serving_latency(&hosts, now_ns) {
+            let next = if calm > 0.0 { (calm * CALM_DRIFT).min(median) } else { median };
+            self.calm_ns.store(next.to_bits(), Ordering::Relaxed);
+        }
         for e in detector.evaluate(&hosts, now_ns, calm) {
             self.report(&snap.endpoints[e.host], e, now_ns, events);
         }

@@ -474,11 +474,13 @@ impl Detector {
     fn chance_run(&self, state: &OutlierState) -> bool {
         let judged_by_rate = self.cfg.success_rate.is_some() || self.cfg.failure_percentage.is_some();
         let run = state.consecutive.load(Ordering::Relaxed);
-        // Too few outcomes before the run to say what its rate was.
         if !self.prices_latency
             || !judged_by_rate
-            || run < CHANCE_MIN_RUN
-            || state.outcomes.load(Ordering::Relaxed) < run + OUTCOMES_CAP / 4
+            || self.cfg.consecutive_failures < CHANCE_MIN_RUN
+            // Too few outcomes before the run to say what its rate was.
+            || state.outcomes.load(Ordering::Relaxed) < run.saturating_add(OUTCOMES_CAP / 4)
+            // Failing nearly everything, it serves nothing: no capacity to keep.
+            || looks_dead(state)
         {
             return false;
         }
@@ -852,8 +854,9 @@ pub(crate) fn looks_dead(state: &OutlierState) -> bool {
 /// once in ten thousand. A run of five is chance at a rate above 16%.
 const CHANCE_RUN: f64 = 1e-4;
 
-/// The shortest run [`Detector::chance_run`] judges: with a threshold of
-/// one or two, every failure counts as the user asked.
+/// The lowest consecutive-failure threshold [`Detector::chance_run`] acts
+/// under: with a threshold of one or two, every failure counts as the
+/// user asked.
 const CHANCE_MIN_RUN: u32 = 3;
 
 /// Requests in flight from which a run of failures may be the first sign
@@ -1349,6 +1352,8 @@ mod judgement_tests {
         assert!(!ejected(400, 5, true, true));
         // ...ten do (as a crash of it would: the run goes on).
         assert!(ejected(250, 10, true, true));
+        // One failing nearly everything serves nothing: no capacity to keep.
+        assert!(ejected(950, 5, true, true));
         // A healthy endpoint's first run, or one failing 5%: a change.
         assert!(ejected(0, 5, true, true));
         assert!(ejected(50, 5, true, true));

@@ -22,7 +22,11 @@
 //! can start before the transport has let go of the attempt before it (a
 //! connection task that still holds the half-sent body of a request whose
 //! response already failed): its copy then waits for the body to be handed
-//! over instead of failing.
+//! over instead of failing. The wait lasts until the transport drops that
+//! body (or it completes, or outgrows the cap), so a stack retrying streamed
+//! bodies bounds its attempts with a per-try timeout or a deadline (the
+//! `ha` stack's defaults do); and a task must not await a copy while it
+//! holds, unpolled, a clone it has read part of.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -149,8 +153,8 @@ struct Complete {
     trailers: Option<HeaderMap>,
 }
 
-/// A replayed body was polled while another attempt was still reading the
-/// original, or after the original outgrew the replay cap.
+/// A copy of the body cannot be sent: the original outgrew the replay cap,
+/// broke while it was read, or held a frame that cannot be kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayUnavailable {
     capped: bool,
@@ -168,7 +172,7 @@ impl fmt::Display for ReplayUnavailable {
         if self.capped {
             f.write_str("request body exceeded the replay cap and cannot be sent again")
         } else {
-            f.write_str("request body is still being read by another attempt")
+            f.write_str("request body could not be kept and cannot be sent again")
         }
     }
 }
@@ -224,6 +228,16 @@ impl<B> Drop for ReplayBody<B> {
 }
 
 impl<B> Shared<B> {
+    /// No copy can be sent any more: the copies waiting for the body fail
+    /// now rather than when the reader is done with it.
+    fn cap(&self) {
+        self.capped.store(true, Ordering::Release);
+        let waiters = std::mem::take(&mut self.handover.lock_or_recover().waiters);
+        for waker in waiters {
+            waker.wake();
+        }
+    }
+
     /// The reading clone lets go of the original body, handing over `rest`
     /// if it stopped part-way (else the body is complete, or cannot be
     /// replayed), and wakes the copies waiting for it.
@@ -249,8 +263,9 @@ impl<B> Shared<B> {
             handover.held = true;
             return Found::Reading(reading);
         }
-        // Completed and capped are set before the reader lets go under this
-        // lock, so a copy that finds neither while the body is held is woken.
+        // Completed and capped are set before the lock is taken to wake the
+        // waiters (`let_go`, `cap`), so a copy that finds neither while the
+        // body is held is woken.
         if let Some(done) = self.complete.get() {
             Found::Complete(done)
         } else if !handover.held || self.capped.load(Ordering::Acquire) {
@@ -330,7 +345,7 @@ where
                                 reading.capped = true;
                                 reading.kept = Vec::new();
                                 this.slot = Slot::START;
-                                shared.capped.store(true, Ordering::Release);
+                                shared.cap();
                             }
                         }
                         let frame = Frame::data(bytes);
@@ -363,7 +378,7 @@ where
             Poll::Ready(Some(Err(e))) => {
                 // The body broke: what was kept is incomplete, so no copy may be sent.
                 reading.capped = true;
-                shared.capped.store(true, Ordering::Release);
+                shared.cap();
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
@@ -742,16 +757,20 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_waiting_for_a_body_that_outgrows_the_cap_fails() {
-        let mut first = ReplayBody::new(Chunks::data(&[b"ab", b"cd"]), 3);
+    fn a_copy_waiting_for_a_body_that_outgrows_the_cap_fails_at_once() {
+        let mut first = ReplayBody::new(Chunks::data(&[b"ab", b"cd", b"ef"]), 3);
         let mut retry = first.clone();
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(matches!(Pin::new(&mut first).poll_frame(&mut cx), Poll::Ready(Some(Ok(_)))));
-        assert!(Pin::new(&mut retry).poll_frame(&mut cx).is_pending());
+        let woken = Arc::new(Woken::default());
+        let waker = Waker::from(woken.clone());
+        assert!(Pin::new(&mut retry).poll_frame(&mut Context::from_waker(&waker)).is_pending());
+        // The first attempt reads past the cap and goes on sending.
         assert!(matches!(Pin::new(&mut first).poll_frame(&mut cx), Poll::Ready(Some(Ok(_)))));
-        drop(first);
+        assert!(woken.0.load(Ordering::SeqCst), "woken when the body can no longer be kept");
         let Poll::Ready(Some(Err(e))) = Pin::new(&mut retry).poll_frame(&mut cx) else { panic!("fails") };
         assert!(e.downcast_ref::<ReplayUnavailable>().is_some_and(ReplayUnavailable::was_capped));
+        drop(first);
     }
 
     #[derive(Default)]
