@@ -301,6 +301,26 @@ pub fn never_sent(err: &(dyn Error + 'static)) -> bool {
     false
 }
 
+/// True when `err`, or an error in its `source()` chain, says the
+/// connection the request went out on was lost before an answer came: reset
+/// by the peer, aborted, or a broken pipe. The server may have acted on the
+/// request (so it counts as an attempt), and its host may be down: a
+/// process killed with its connections open resets every one of them, the
+/// pooled ones the client has not yet seen closed included.
+pub fn connection_lost(err: &(dyn Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,5 +418,16 @@ mod tests {
         assert!(never_sent(&BreakerOpen::new(Duration::ZERO)));
         assert!(never_sent(&Wrapper(Box::new(NoHealthyEndpoint::new(1)))));
         assert!(!never_sent(&AttemptTimedOut::new(Duration::ZERO)));
+    }
+
+    #[test]
+    fn a_lost_connection_is_found_in_the_source_chain() {
+        use std::io::{Error as Io, ErrorKind};
+        for kind in [ErrorKind::ConnectionReset, ErrorKind::ConnectionAborted, ErrorKind::BrokenPipe] {
+            assert!(connection_lost(&Wrapper(Box::new(Io::from(kind)))), "{kind:?}");
+        }
+        // Refused: never sent, not lost; nor is an error that is no I/O.
+        assert!(!connection_lost(&Wrapper(Box::new(Io::from(ErrorKind::ConnectionRefused)))));
+        assert!(!connection_lost(&AttemptTimedOut::new(Duration::ZERO)));
     }
 }

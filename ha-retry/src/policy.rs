@@ -136,6 +136,19 @@ impl RetryState {
         self.requeue = self.requeues < self.max_attempts;
     }
 
+    /// The connection the failed attempt went out on was lost before an
+    /// answer (see [`ha_core::error::connection_lost`]): its host may be
+    /// down, and, as for a refused connection, often not alone. The next
+    /// retry waits the backoff even where the first would go at once, so
+    /// that the client's pool sees the neighbours' connections closed and
+    /// the balancer sees the outage, where an immediate retry would spend
+    /// the attempts on the dead pooled connections of a lost zone. It counts
+    /// against `max_attempts`: the server may have acted on it.
+    #[inline]
+    pub(crate) fn connection_lost(&mut self) {
+        self.backoff.skip_immediate();
+    }
+
     /// The failed attempt reached a server, and the request has an
     /// available endpoint it has not tried: the next retry goes there at
     /// once, as a retry to a server that has not just failed it adds no

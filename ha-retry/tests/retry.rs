@@ -219,16 +219,17 @@ async fn a_deadline_carried_by_the_request_is_honoured() {
     assert!(starts.lock().unwrap().is_empty());
 }
 
-/// When each attempt of a request that always fails starts, from the
-/// first, as a balancer below reports `untried(attempt)` endpoints left.
-async fn attempt_starts(untried: fn(u32) -> u32) -> Vec<Duration> {
+/// When each attempt of a request that always fails with `error()` starts,
+/// from the first, as a balancer below reports `untried(attempt)` endpoints
+/// left.
+async fn attempt_starts(untried: fn(u32) -> u32, error: fn() -> BoxError) -> Vec<Duration> {
     let starts = Arc::new(Mutex::new(Vec::new()));
     let log = starts.clone();
     let svc = service_fn(move |req: WithAttempt<u32>| {
         let ctx = req.attempt_context().cloned().unwrap();
         ctx.set_untried(untried(ctx.attempt()));
         log.lock().unwrap().push(Instant::now());
-        async move { Err::<u32, BoxError>("overloaded".into()) }
+        async move { Err::<u32, BoxError>(error()) }
     });
     let config = RetryConfig {
         max_attempts: 4,
@@ -247,9 +248,20 @@ async fn retries_go_at_once_while_the_balancer_has_an_endpoint_the_request_has_n
     let ms = Duration::from_millis;
     // Three endpoints: the two retries to the others go at once; going back
     // to one already tried waits the backoff's base (25 ms).
-    assert_eq!(attempt_starts(|a| 3u32.saturating_sub(a)).await, vec![ms(0), ms(0), ms(0), ms(25)]);
+    let overloaded = || BoxError::from("overloaded");
+    assert_eq!(attempt_starts(|a| 3u32.saturating_sub(a), overloaded).await, vec![ms(0), ms(0), ms(0), ms(25)]);
     // One endpoint: the first retry at once (`immediate_first`), then the backoff.
-    assert_eq!(attempt_starts(|_| 0).await, vec![ms(0), ms(0), ms(25), ms(75)]);
+    assert_eq!(attempt_starts(|_| 0, overloaded).await, vec![ms(0), ms(0), ms(25), ms(75)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_a_lost_connection_waits_the_backoff_though_endpoints_are_untried() {
+    let ms = Duration::from_millis;
+    // Reset by the peer: its host may be down with its neighbours (a zone
+    // lost), their pooled connections dead too. Each retry waits the
+    // backoff (25, 50, 100 ms), and each counts as an attempt.
+    let reset = || BoxError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+    assert_eq!(attempt_starts(|a| 3u32.saturating_sub(a), reset).await, vec![ms(0), ms(25), ms(75), ms(175)]);
 }
 
 #[tokio::test(start_paused = true)]

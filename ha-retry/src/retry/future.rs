@@ -211,6 +211,8 @@ where
             });
             if result.as_ref().is_err_and(|e| ha_core::error::never_sent(&**e)) {
                 retry.never_sent();
+            } else if result.as_ref().is_err_and(|e| ha_core::error::connection_lost(&**e)) {
+                retry.connection_lost();
             } else if this.kept.as_ref().is_some_and(|k| parts.replay.untried_left(k)) {
                 retry.untried_endpoint_left();
             }
