@@ -9,7 +9,7 @@ use ha_core::Instant;
 
 use crate::clock::nanos;
 use crate::endpoint::EndpointState;
-use crate::outlier::Ejection;
+use crate::outlier::{fleet_queues, serving_latency, Ejection};
 use crate::table::Snapshot;
 
 /// How soon a due probe that could not be sent is looked at again.
@@ -83,11 +83,12 @@ impl Ejections {
         // Judged against the calm as it was before this evaluation: the
         // median now is what may be queueing.
         let calm = f64::from_bits(self.calm_ns.load(Ordering::Relaxed));
-        if let Some(median) = crate::outlier::serving_latency(&hosts, now_ns) {
+        let median = serving_latency(&hosts, now_ns);
+        if let Some(median) = median {
             let next = if calm > 0.0 { (calm * CALM_DRIFT).min(median) } else { median };
             self.calm_ns.store(next.to_bits(), Ordering::Relaxed);
         }
-        for e in detector.evaluate(&hosts, now_ns, calm) {
+        for e in detector.evaluate(&hosts, now_ns, fleet_queues(median, calm)) {
             self.report(&snap.endpoints[e.host], e, now_ns, events);
         }
         snap.plan.mark_stale();

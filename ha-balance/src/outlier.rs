@@ -568,17 +568,15 @@ impl Detector {
     /// Whether the interval rules leave `hosts[idx]` in because the fleet
     /// needs what it serves: it is the slowest of a loaded fleet (see
     /// [`Self::slowest_of_a_loaded_fleet`]), or it still serves (not
-    /// [`looks_dead`]) while the endpoints in service queue, their median
-    /// latency estimate `CARRY_FACTOR` times the fleet's calmest (`calm_ns`,
-    /// kept by the caller; 0: unknown). Its load would go to endpoints
-    /// already queueing, where the picker's price of its failures sends it
-    /// less without taking all of it. Logs why, for `reason`.
-    fn loaded(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason, calm_ns: f64) -> bool {
+    /// [`looks_dead`]) while the fleet queues (see [`fleet_queues`]). Its
+    /// load would go to endpoints already queueing, where the picker's
+    /// price of its failures sends it less without taking all of it. Logs
+    /// why, for `reason`.
+    fn loaded(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, reason: EjectionReason, queueing: bool) -> bool {
         if self.slowest_of_a_loaded_fleet(hosts, idx, now_ns) {
             tracing::debug!(target: "ha::balance", ?reason, "ejection refused: the slowest of a loaded fleet");
             return true;
         }
-        let queueing = calm_ns > 0.0 && serving_latency(hosts, now_ns).is_some_and(|m| m >= CARRY_FACTOR * calm_ns);
         if queueing && !looks_dead(hosts[idx].outlier) {
             tracing::debug!(target: "ha::balance", ?reason, "ejection refused: it still serves, and the fleet queues");
             return true;
@@ -679,8 +677,9 @@ impl Detector {
 
     /// The interval rules over the counts since the last evaluation; resets
     /// those counts and forgives one ejection of every endpoint that was
-    /// healthy through the interval.
-    pub(crate) fn evaluate(&self, hosts: &[Host<'_>], now_ns: u64, calm_ns: f64) -> Vec<Ejection> {
+    /// healthy through the interval. `queueing`: the fleet queues (see
+    /// [`fleet_queues`]).
+    pub(crate) fn evaluate(&self, hosts: &[Host<'_>], now_ns: u64, queueing: bool) -> Vec<Ejection> {
         let counts: Vec<(u64, u64)> = hosts
             .iter()
             .map(|h| {
@@ -704,7 +703,7 @@ impl Detector {
                     if rate < threshold {
                         let peers = peer_median(&judged, i, hosts, |r| 1.0 - r);
                         if !self.shares(1.0 - rate, peers, EjectionReason::SuccessRate)
-                            && !self.loaded(hosts, i, now_ns, EjectionReason::SuccessRate, calm_ns)
+                            && !self.loaded(hosts, i, now_ns, EjectionReason::SuccessRate, queueing)
                         {
                             out.extend(self.eject_judged(hosts, i, now_ns, EjectionReason::SuccessRate));
                         }
@@ -727,7 +726,7 @@ impl Detector {
                     if pct > fp.threshold
                         && relative
                         && !self.shares(pct / 100.0, peers, reason)
-                        && !self.loaded(hosts, i, now_ns, reason, calm_ns)
+                        && !self.loaded(hosts, i, now_ns, reason, queueing)
                     {
                         out.extend(self.eject_judged(hosts, i, now_ns, reason));
                     }
@@ -843,6 +842,13 @@ const CAPACITY_LATENCY_FACTOR: f64 = 2.0;
 /// not carry their load.
 const CARRY_FACTOR: f64 = 1.25;
 
+/// Does the fleet queue: its median latency estimate now (`median`, see
+/// [`serving_latency`]) `CARRY_FACTOR` times its calmest (`calm_ns`, kept
+/// by the caller; 0: not known yet)?
+pub(crate) fn fleet_queues(median: Option<f64>, calm_ns: f64) -> bool {
+    calm_ns > 0.0 && median.is_some_and(|m| m >= CARRY_FACTOR * calm_ns)
+}
+
 /// An endpoint failing nearly everything: it carries no load, so leaving it
 /// out removes no capacity.
 pub(crate) fn looks_dead(state: &OutlierState) -> bool {
@@ -947,7 +953,7 @@ mod tests {
         assert_eq!(e.duration, Duration::from_secs(70), "capped");
         // Three healthy intervals forgive the three ejections.
         for k in 0..3 {
-            assert!(d.evaluate(&hosts, 300 * SEC + k * 10 * SEC, 0.0).is_empty());
+            assert!(d.evaluate(&hosts, 300 * SEC + k * 10 * SEC, false).is_empty());
         }
         let e = d.try_eject(&hosts, 0, 400 * SEC, EjectionReason::ConsecutiveFailures).unwrap();
         assert_eq!(e.duration, Duration::from_secs(30));
@@ -992,7 +998,7 @@ mod tests {
             feed(&d, &f.outlier[i], 198, 2);
         }
         feed(&d, &f.outlier[9], 140, 60);
-        let out = d.evaluate(&hosts, SEC, 0.0);
+        let out = d.evaluate(&hosts, SEC, false);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].host, out[0].reason), (9, EjectionReason::SuccessRate));
 
@@ -1003,7 +1009,7 @@ mod tests {
             feed(&d, &f.outlier[i], 50, 0);
         }
         feed(&d, &f.outlier[9], 0, 50);
-        assert!(d.evaluate(&hosts, SEC, 0.0).is_empty());
+        assert!(d.evaluate(&hosts, SEC, false).is_empty());
 
         // Too few hosts: nobody is judged.
         let f = Fleet::new(4);
@@ -1012,7 +1018,7 @@ mod tests {
             feed(&d, &f.outlier[i], 200, 0);
         }
         feed(&d, &f.outlier[3], 0, 200);
-        assert!(d.evaluate(&hosts, SEC, 0.0).is_empty());
+        assert!(d.evaluate(&hosts, SEC, false).is_empty());
     }
 
     #[test]
@@ -1029,7 +1035,7 @@ mod tests {
         for (i, failed) in [10u64, 4, 18, 9, 11, 7, 13, 10, 8, 10].into_iter().enumerate() {
             feed(&d, &f.outlier[i], 1000 - failed, failed);
         }
-        assert!(d.evaluate(&hosts, SEC, 0.0).is_empty());
+        assert!(d.evaluate(&hosts, SEC, false).is_empty());
         // Envoy's rule alone (no floor) ejects the unlucky one.
         let envoy = Detector::new(OutlierConfig {
             consecutive_failures: 0,
@@ -1042,7 +1048,7 @@ mod tests {
         for (i, failed) in [10u64, 4, 18, 9, 11, 7, 13, 10, 8, 10].into_iter().enumerate() {
             feed(&envoy, &f.outlier[i], 1000 - failed, failed);
         }
-        assert_eq!(envoy.evaluate(&hosts, SEC, 0.0).iter().map(|e| e.host).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(envoy.evaluate(&hosts, SEC, false).iter().map(|e| e.host).collect::<Vec<_>>(), vec![2]);
     }
 
     #[test]
@@ -1055,9 +1061,9 @@ mod tests {
             feed(&d, &f.outlier[i], 100, 0);
         }
         feed(&d, &f.outlier[4], 50, 50);
-        assert_eq!(d.evaluate(&hosts, SEC, 0.0).len(), 1);
+        assert_eq!(d.evaluate(&hosts, SEC, false).len(), 1);
         // Next interval: nothing new recorded, so nothing to judge.
-        assert!(d.evaluate(&hosts, 11 * SEC, 0.0).is_empty());
+        assert!(d.evaluate(&hosts, 11 * SEC, false).is_empty());
     }
 
     #[test]
@@ -1076,7 +1082,8 @@ mod tests {
             }
             let failed = permille / 10;
             feed(&d, &f.outlier[0], 100 - failed, failed);
-            !d.evaluate(&hosts, SEC, calm_ms * 1e6).is_empty()
+            let queueing = fleet_queues(serving_latency(&hosts, SEC), calm_ms * 1e6);
+            !d.evaluate(&hosts, SEC, queueing).is_empty()
         };
         // Calm at 20 ms, the fleet queues: one that serves half its requests
         // is capacity the others cannot spare...
@@ -1105,7 +1112,7 @@ mod tests {
         feed(&d, &f.outlier[0], 50, 0);
         feed(&d, &f.outlier[1], 10, 90);
         feed(&d, &f.outlier[2], 9, 41); // 82%: under the 85% threshold
-        let out = d.evaluate(&hosts, SEC, 0.0);
+        let out = d.evaluate(&hosts, SEC, false);
         assert_eq!(
             out.iter().map(|e| (e.host, e.reason)).collect::<Vec<_>>(),
             vec![(1, EjectionReason::FailurePercentage)]
@@ -1311,7 +1318,7 @@ mod judgement_tests {
                 .map(|(i, h)| Host { latency_ns: if i == 0 { 1e9 } else { peer_ms * 1e6 }, ..h })
                 .collect();
             let shared = d.failure_shared(&h, 0, SEC);
-            (!d.evaluate(&h, 10 * SEC, 0.0).is_empty(), shared)
+            (!d.evaluate(&h, 10 * SEC, false).is_empty(), shared)
         };
         // Its peers queue too (880 ms): it is the slowest of an overloaded
         // fleet, whose load the others cannot take.
@@ -1546,7 +1553,7 @@ mod judgement_tests {
         feed(&d, &f.0[0], 500, 200);
         feed(&d, &f.0[1], 500, 10);
         feed(&d, &f.0[2], 500, 10);
-        let out = d.evaluate(&hosts(&f), 10 * SEC, 0.0);
+        let out = d.evaluate(&hosts(&f), 10 * SEC, false);
         assert_eq!(
             out.iter().map(|e| (e.host, e.reason)).collect::<Vec<_>>(),
             vec![(0, EjectionReason::FailurePercentage)]
@@ -1556,12 +1563,12 @@ mod judgement_tests {
         for s in &f.0 {
             feed(&d, s, 500, 200);
         }
-        assert!(d.evaluate(&hosts(&f), 10 * SEC, 0.0).is_empty());
+        assert!(d.evaluate(&hosts(&f), 10 * SEC, false).is_empty());
         // Two endpoints suffice.
         let f = fleet(2);
         feed(&d, &f.0[0], 500, 200);
         feed(&d, &f.0[1], 500, 0);
-        assert_eq!(d.evaluate(&hosts(&f), 10 * SEC, 0.0).len(), 1);
+        assert_eq!(d.evaluate(&hosts(&f), 10 * SEC, false).len(), 1);
     }
 }
 

@@ -267,38 +267,26 @@ impl Error for NotSent {
 /// The server held it past the caller's patience, which is what an
 /// overloaded server's queue does to requests it would otherwise serve.
 pub fn timed_out(err: &(dyn Error + 'static)) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if e.is::<AttemptTimedOut>() || e.is::<DeadlineExceeded>() || e.is::<tower::timeout::error::Elapsed>() {
-            return true;
-        }
-        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
+    chain(err).any(|e| {
+        e.is::<AttemptTimedOut>()
+            || e.is::<DeadlineExceeded>()
+            || e.is::<tower::timeout::error::Elapsed>()
+            || io_kind(e).is_some_and(|k| k == std::io::ErrorKind::TimedOut)
+    })
 }
 
 /// True when `err`, or an error in its `source()` chain, proves the request
 /// never reached a server: an `ha` breaker or balancer refused it, a
-/// transport said so with [`NotSent`], or the connection was refused. Such a request is safe to retry whatever its
-/// method.
+/// transport said so with [`NotSent`], or the connection was refused. Such
+/// a request is safe to retry whatever its method.
 pub fn never_sent(err: &(dyn Error + 'static)) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if e.is::<BreakerOpen>() || e.is::<NoHealthyEndpoint>() || e.is::<NotSent>() {
-            return true;
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            if matches!(io.kind(), ConnectionRefused | AddrNotAvailable | AddrInUse) {
-                return true;
-            }
-        }
-        cur = e.source();
-    }
-    false
+    use std::io::ErrorKind::*;
+    chain(err).any(|e| {
+        e.is::<BreakerOpen>()
+            || e.is::<NoHealthyEndpoint>()
+            || e.is::<NotSent>()
+            || io_kind(e).is_some_and(|k| matches!(k, ConnectionRefused | AddrNotAvailable | AddrInUse))
+    })
 }
 
 /// True when `err`, or an error in its `source()` chain, says the
@@ -308,17 +296,18 @@ pub fn never_sent(err: &(dyn Error + 'static)) -> bool {
 /// process killed with its connections open resets every one of them, the
 /// pooled ones the client has not yet seen closed included.
 pub fn connection_lost(err: &(dyn Error + 'static)) -> bool {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            if matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) {
-                return true;
-            }
-        }
-        cur = e.source();
-    }
-    false
+    use std::io::ErrorKind::*;
+    chain(err).any(|e| io_kind(e).is_some_and(|k| matches!(k, ConnectionReset | ConnectionAborted | BrokenPipe)))
+}
+
+/// `err` and the errors of its `source()` chain, outermost first.
+fn chain<'a>(err: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    std::iter::successors(Some(err), |&e| e.source())
+}
+
+/// The kind of `err` when it is an I/O error.
+fn io_kind(err: &(dyn Error + 'static)) -> Option<std::io::ErrorKind> {
+    err.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
 }
 
 #[cfg(test)]

@@ -232,29 +232,32 @@ impl<B> Shared<B> {
     /// now rather than when the reader is done with it.
     fn cap(&self) {
         self.capped.store(true, Ordering::Release);
-        let waiters = std::mem::take(&mut self.handover.lock_or_recover().waiters);
-        for waker in waiters {
-            waker.wake();
-        }
+        self.wake_waiters(|_| {});
     }
 
     /// The reading clone lets go of the original body, handing over `rest`
     /// if it stopped part-way (else the body is complete, or cannot be
     /// replayed), and wakes the copies waiting for it.
     fn let_go(&self, rest: Option<Box<Reading<B>>>) {
-        let waiters = {
-            let mut handover = self.handover.lock_or_recover();
+        self.wake_waiters(|handover| {
             handover.reading = rest;
             handover.held = false;
+        });
+    }
+
+    /// Changes the handover with `change` and wakes the copies waiting,
+    /// outside the lock.
+    fn wake_waiters(&self, change: impl FnOnce(&mut Handover<B>)) {
+        let waiters = {
+            let mut handover = self.handover.lock_or_recover();
+            change(&mut handover);
             std::mem::take(&mut handover.waiters)
         };
         for waker in waiters {
             waker.wake();
         }
     }
-}
 
-impl<B> Shared<B> {
     /// Takes the original body for a copy that is not reading it, or
     /// registers the copy to be woken when the clone reading it lets go.
     fn find(&self, cx: &Context<'_>) -> Found<'_, B> {
