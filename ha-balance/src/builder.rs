@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Weak};
 
 use ha_core::classify::ErrorsAreFailures;
-use ha_core::rng::FastRng;
+use ha_core::rng::{CloneSeeds, FastRng};
 use ha_core::Events;
 use tokio::sync::oneshot;
 use tower::discover::Discover;
@@ -123,14 +123,15 @@ where
         }
         let seed = self.seed.unwrap_or_else(|| FastRng::from_entropy().next_u64());
         let has_hash_key = self.hash_key.is_some();
-        let core = Arc::new(Shared::new(self.config, self.events, seed.rotate_left(17), self.gate, has_hash_key));
+        // Seeded, clones draw from a counter (reproducible); else each thread's own.
+        let seeds = CloneSeeds::seeded(self.seed.map(|_| seed.rotate_left(17)));
+        let core = Arc::new(Shared::new(self.config, self.events, seeds, self.gate, has_hash_key));
         if let Some(start) = self.health_check {
             let (tx, rx) = oneshot::channel();
             core.on_drop(tx);
             start(Arc::downgrade(&core), rx, seed ^ 0x5851_f42d_4c95_7f2d);
         }
         let balance = Balance {
-            cached: core.table().reader(),
             core: core.clone(),
             hash_key: self.hash_key,
             classifier: self.classifier,

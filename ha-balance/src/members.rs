@@ -41,7 +41,7 @@ impl<K, S> EndpointTable<K, S> {
     }
 
     /// The current snapshot (a lock and a reference count: not for the
-    /// request path, which reads through a [`Cached`] copy).
+    /// request path, which reads through [`with_current`](Self::with_current)).
     pub(crate) fn snapshot(&self) -> ha_core::sync::Arc<Snapshot<S>> {
         self.cell.load().1
     }
@@ -49,6 +49,16 @@ impl<K, S> EndpointTable<K, S> {
     /// A reader's own copy of the current snapshot.
     pub(crate) fn reader(&self) -> Cached<Snapshot<S>> {
         Cached::new(&self.cell)
+    }
+
+    /// Calls `f` with the current snapshot, through this thread's copy of it
+    /// (`LiveCell::with`): one atomic load unless the table changed.
+    #[inline]
+    pub(crate) fn with_current<R>(&self, f: impl FnOnce(&ha_core::sync::Arc<Snapshot<S>>) -> R) -> R
+    where
+        S: 'static,
+    {
+        self.cell.with(f)
     }
 
     /// The current snapshot through `reader`: one atomic load unless the

@@ -18,8 +18,6 @@ use crate::error::ConfigError;
 use crate::future::{ResponseFuture, Wait};
 use crate::pick::Request;
 use crate::shared::Shared;
-use crate::snapshot::Cached;
-use crate::table::Snapshot;
 
 /// Extracts the key a ring-hash balancer hashes (`None`: no affinity).
 pub(crate) type HashKeyFn<Req> = Arc<dyn Fn(&Req) -> Option<u64> + Send + Sync>;
@@ -44,7 +42,6 @@ pub struct Balance<K, S, Req, C = ErrorsAreFailures> {
     pub(crate) core: Arc<Shared<K, S>>,
     pub(crate) hash_key: Option<HashKeyFn<Req>>,
     pub(crate) classifier: C,
-    pub(crate) cached: Cached<Snapshot<S>>,
     pub(crate) rng: FastRng,
 }
 
@@ -131,7 +128,6 @@ impl<K, S, Req, C: Clone> Clone for Balance<K, S, Req, C> {
             core: self.core.clone(),
             hash_key: self.hash_key.clone(),
             classifier: self.classifier.clone(),
-            cached: self.cached.clone(),
             rng: FastRng::new(n),
         }
     }
@@ -148,7 +144,7 @@ impl<K, S, Req, C> fmt::Debug for Balance<K, S, Req, C> {
 
 impl<K, S, Req, C> Service<Req> for Balance<K, S, Req, C>
 where
-    S: Service<Req> + Clone,
+    S: Service<Req> + Clone + 'static,
     S::Error: Into<BoxError>,
     C: Classify<Req, S::Response, S::Error> + Clone,
     Req: HasAttemptContext,
@@ -169,22 +165,26 @@ where
         let now = ha_core::time::lent().unwrap_or_else(Instant::now);
         let now_ns = core.clock().ns(now);
         let hash = self.hash_key.as_ref().and_then(|f| f(&req));
-        let snap = core.table().current(&mut self.cached);
         let request = Request { now, now_ns, tried: req.attempt_context(), hash };
-        match core.pick(snap, &request, &mut self.rng) {
+        // Picked in this thread's view of the table: a balancer cloned per
+        // request touches no reference count to read it.
+        let picked = core.table().with_current(|snap| {
+            let (slot, probe) = core.pick(snap, &request, &mut self.rng)?;
+            // The context looked up once for the pick, the retry's count
+            // of untried endpoints and the record of this one.
+            if let Some(ctx) = request.tried {
+                let tried = ctx.tried_count() as u32 + u32::from(!ctx.was_tried(slot.id));
+                ctx.set_untried(snap.plan.available_all.load(Ordering::Relaxed).saturating_sub(tried));
+                ctx.record_tried(slot.id);
+            }
+            Some((slot.clone(), probe))
+        });
+        match picked {
             Some((slot, probe)) => {
-                // The context looked up once for the pick, the retry's
-                // count of untried endpoints and the record of this one.
-                if let Some(ctx) = request.tried {
-                    let tried = ctx.tried_count() as u32 + u32::from(!ctx.was_tried(slot.id));
-                    ctx.set_untried(snap.plan.available_all.load(Ordering::Relaxed).saturating_sub(tried));
-                    ctx.record_tried(slot.id);
-                }
-                let slot = slot.clone();
                 ResponseFuture::dispatch(core.clone(), slot, probe, req, now_ns, hash, self.classifier.clone())
             }
             None => {
-                let wait = Wait::new(core.clone(), self.cached.clone(), req, hash, self.rng.next_u64(), now);
+                let wait = Wait::new(core.clone(), core.table().reader(), req, hash, self.rng.next_u64(), now);
                 ResponseFuture::wait(wait, hash, self.classifier.clone())
             }
         }

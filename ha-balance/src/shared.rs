@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ha_core::event::{EjectionReason, Event, Events};
-use ha_core::rng::FastRng;
-use ha_core::sync::atomic::{AtomicU64, Ordering};
+use ha_core::rng::{CloneSeeds, FastRng};
+use ha_core::sync::atomic::Ordering;
 use ha_core::sync::{LockExt, Mutex};
 use ha_core::{Instant, Outcome};
 use tokio::sync::futures::OwnedNotified;
@@ -49,7 +49,7 @@ pub(crate) struct Shared<K, S> {
     ejections: Ejections,
     in_flight: InFlight,
     /// Where the next clone's random sequence starts.
-    seeds: AtomicU64,
+    seeds: CloneSeeds,
     /// Dropped with the state, which tells the background tasks to stop.
     shutdown: Mutex<Vec<oneshot::Sender<()>>>,
     /// A ring-hash picker may be configured (the balancer has a hash key).
@@ -60,7 +60,7 @@ impl<K, S> Shared<K, S> {
     pub(crate) fn new(
         cfg: BalanceConfig,
         events: Events,
-        seed: u64,
+        seeds: CloneSeeds,
         gate: Option<GateFactory<K>>,
         has_hash_key: bool,
     ) -> Self {
@@ -76,7 +76,7 @@ impl<K, S> Shared<K, S> {
             planner: TierPlanner::new(),
             ejections,
             in_flight: InFlight::new(),
-            seeds: AtomicU64::new(seed),
+            seeds,
             shutdown: Mutex::new(Vec::new()),
             has_hash_key,
         }
@@ -120,7 +120,7 @@ impl<K, S> Shared<K, S> {
     /// that waits, draws its own, derived from the balancer's seed so a
     /// seeded balancer stays reproducible.
     pub(crate) fn next_seed(&self) -> u64 {
-        self.seeds.fetch_add(ha_core::rng::GOLDEN_GAMMA, Ordering::Relaxed)
+        self.seeds.next()
     }
 
     /// Recounts the tier plan if it is due (see [`TierPlanner::refresh`]).

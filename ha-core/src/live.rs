@@ -36,12 +36,22 @@ use crate::sync::{RwLock, RwLockExt};
 pub struct LiveCell<T> {
     current: RwLock<T>,
     generation: AtomicU64,
+    // The cell's identity for this thread's views (see `with`): a view
+    // keeps it allocated, so no other cell can take its address, and sees
+    // when the cell is gone.
+    #[cfg(not(loom))]
+    token: std::sync::Arc<()>,
 }
 
 impl<T: Clone> LiveCell<T> {
     /// A cell holding `value`, at generation 0.
     pub fn new(value: T) -> Self {
-        LiveCell { current: RwLock::new(value), generation: AtomicU64::new(0) }
+        LiveCell {
+            current: RwLock::new(value),
+            generation: AtomicU64::new(0),
+            #[cfg(not(loom))]
+            token: std::sync::Arc::new(()),
+        }
     }
 
     /// Replaces the value.
@@ -81,6 +91,103 @@ impl<T: Clone> LiveCell<T> {
     #[inline]
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+}
+
+impl<T: Clone + 'static> LiveCell<T> {
+    /// Calls `f` with the current value, read through this thread's copy of
+    /// it: one atomic load and no reference count touched while nothing
+    /// changed, for readers that live for one call (a service cloned per
+    /// request), whose own [`LiveCached`] would be a reference count taken
+    /// and dropped on every request, on a counter every thread shares.
+    ///
+    /// A thread keeps copies of the last [`VIEWS`] cells it read this way,
+    /// and a copy of a cell that is gone until it next reads a cell it has
+    /// no current copy of.
+    ///
+    /// ```
+    /// use ha_core::live::LiveCell;
+    /// use std::sync::Arc;
+    ///
+    /// let cell = LiveCell::new(Arc::new(3u32));
+    /// assert_eq!(cell.with(|v| **v), 3);
+    /// cell.store(Arc::new(5));
+    /// assert_eq!(cell.with(|v| **v), 5);
+    /// ```
+    #[inline]
+    pub fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        #[cfg(not(loom))]
+        {
+            views::with(self, f)
+        }
+        #[cfg(loom)]
+        f(&self.load().1)
+    }
+}
+
+/// Cells a thread keeps a copy of for [`LiveCell::with`].
+pub const VIEWS: usize = 4;
+
+#[cfg(not(loom))]
+mod views {
+    use std::any::Any;
+    use std::cell::RefCell;
+    use std::sync::Weak;
+
+    use super::{LiveCell, VIEWS};
+
+    /// One thread's copy of one cell's value.
+    struct View {
+        cell: Weak<()>,
+        generation: u64,
+        value: Box<dyn Any>,
+    }
+
+    thread_local! {
+        static THREAD_VIEWS: RefCell<[Option<View>; VIEWS]> = const { RefCell::new([const { None }; VIEWS]) };
+    }
+
+    pub(super) fn with<T: Clone + 'static, R>(cell: &LiveCell<T>, f: impl FnOnce(&T) -> R) -> R {
+        let generation = cell.generation();
+        THREAD_VIEWS.with(|views| {
+            // Taken already: `f`, or a value dropped while replaced, reads a
+            // cell in turn.
+            let Ok(mut views) = views.try_borrow_mut() else { return f(&cell.load().1) };
+            let token = std::sync::Arc::as_ptr(&cell.token);
+            let found = views.iter().position(|v| v.as_ref().is_some_and(|v| std::ptr::eq(v.cell.as_ptr(), token)));
+            let i = match found {
+                Some(i) if views[i].as_ref().is_some_and(|v| v.generation == generation) => i,
+                found => refill(&mut views, found, cell),
+            };
+            match views[i].as_ref().and_then(|v| v.value.downcast_ref::<T>()) {
+                Some(value) => f(value),
+                None => f(&cell.load().1),
+            }
+        })
+    }
+
+    /// Drops the views of cells that are gone, then loads `cell` into its
+    /// view, a free one, or the oldest's; returns its index.
+    #[cold]
+    #[inline(never)]
+    fn refill<T: Clone + 'static>(
+        views: &mut [Option<View>; VIEWS],
+        found: Option<usize>,
+        cell: &LiveCell<T>,
+    ) -> usize {
+        for view in views.iter_mut() {
+            if view.as_ref().is_some_and(|v| v.cell.strong_count() == 0) {
+                *view = None;
+            }
+        }
+        let (generation, value) = cell.load();
+        let view = View { cell: std::sync::Arc::downgrade(&cell.token), generation, value: Box::new(value) };
+        let i = found.or_else(|| views.iter().position(Option::is_none)).unwrap_or_else(|| {
+            views.rotate_left(1);
+            VIEWS - 1
+        });
+        views[i] = Some(view);
+        i
     }
 }
 
@@ -152,6 +259,44 @@ impl<T: fmt::Debug> fmt::Debug for LiveCached<T> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn a_thread_reads_the_current_value_through_its_view_without_a_reference() {
+        let cell = LiveCell::new(Arc::new(1));
+        let probe = cell.with(|v| v.clone());
+        // The view holds one reference; reading through it takes none.
+        assert_eq!(Arc::strong_count(&probe), 3);
+        for _ in 0..3 {
+            assert_eq!(cell.with(|v| (**v, Arc::strong_count(v))), (1, 3));
+        }
+        cell.store(Arc::new(2));
+        assert_eq!(cell.with(|v| **v), 2);
+        assert_eq!(Arc::strong_count(&probe), 1, "the view let go of the old value");
+        // A read inside a read (say, from a drop) goes to the cell itself.
+        let other = LiveCell::new(Arc::new(7));
+        assert_eq!(cell.with(|a| other.with(|b| **a + **b)), 9);
+    }
+
+    #[test]
+    fn views_of_cells_that_are_gone_make_room_and_many_cells_take_turns() {
+        let cells: Vec<LiveCell<Arc<usize>>> = (0..3 * VIEWS).map(|i| LiveCell::new(Arc::new(i))).collect();
+        for round in 0..2 {
+            for (i, cell) in cells.iter().enumerate() {
+                cell.store(Arc::new(i + round));
+                assert_eq!(cell.with(|v| **v), i + round);
+            }
+        }
+        let kept = Arc::new(99);
+        let cell = LiveCell::new(kept.clone());
+        cell.with(|_| ());
+        assert_eq!(Arc::strong_count(&kept), 3);
+        drop(cell);
+        drop(cells);
+        // Reading another cell frees the view of the one that is gone.
+        let next = LiveCell::new(Arc::new(0));
+        next.with(|_| ());
+        assert_eq!(Arc::strong_count(&kept), 1);
+    }
 
     #[test]
     fn readers_follow_updates_and_keep_what_they_hold() {

@@ -95,6 +95,83 @@ impl FastRng {
     }
 }
 
+/// Where the clones of a service draw their seeds from.
+///
+/// Each clone of a balancer or a retry layer keeps its own [`FastRng`], so
+/// clones that act together do not draw in step. A service seeded by its
+/// user takes its clones' seeds from a counter it shares with them: the
+/// same seed and the same calls give the same draws, run after run. An
+/// unseeded one, as in production, takes them from a generator of the
+/// cloning thread's own, and so touches no counter other threads write:
+/// a stack cloned per request, as its docs show, would otherwise bounce
+/// that counter's cache line between the cores on every request.
+///
+/// ```
+/// use ha_core::rng::CloneSeeds;
+///
+/// let a = CloneSeeds::counter(7);
+/// let b = CloneSeeds::counter(7);
+/// assert_eq!(a.next(), b.next());
+/// let free = CloneSeeds::per_thread();
+/// assert_ne!(free.next(), free.next());
+/// ```
+#[derive(Debug)]
+pub enum CloneSeeds {
+    /// From this counter, stepped by [`GOLDEN_GAMMA`]: reproducible.
+    Counter(AtomicU64),
+    /// From the cloning thread's generator.
+    PerThread,
+}
+
+impl CloneSeeds {
+    /// Reproducible seeds, starting from `seed`.
+    pub fn counter(seed: u64) -> Self {
+        CloneSeeds::Counter(AtomicU64::new(seed))
+    }
+
+    /// Seeds from each cloning thread's generator.
+    pub fn per_thread() -> Self {
+        CloneSeeds::PerThread
+    }
+
+    /// `counter(seed)` with a seed, `per_thread()` without one.
+    pub fn seeded(seed: Option<u64>) -> Self {
+        seed.map_or(CloneSeeds::PerThread, CloneSeeds::counter)
+    }
+
+    /// A fresh source of the same kind, for a clone's own clones: a counter
+    /// starting from `seed`, or the threads' generators.
+    pub fn fork(&self, seed: u64) -> Self {
+        match self {
+            CloneSeeds::Counter(_) => CloneSeeds::counter(seed),
+            CloneSeeds::PerThread => CloneSeeds::PerThread,
+        }
+    }
+
+    /// The next seed.
+    #[inline]
+    pub fn next(&self) -> u64 {
+        match self {
+            CloneSeeds::Counter(c) => c.fetch_add(GOLDEN_GAMMA, Ordering::Relaxed),
+            CloneSeeds::PerThread => thread_seed(),
+        }
+    }
+}
+
+/// The next draw of this thread's generator, seeded from entropy on first use.
+fn thread_seed() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static THREAD_RNG: Cell<Option<FastRng>> = const { Cell::new(None) };
+    }
+    THREAD_RNG.with(|cell| {
+        let mut rng = cell.take().unwrap_or_else(FastRng::from_entropy);
+        let seed = rng.next_u64();
+        cell.set(Some(rng));
+        seed
+    })
+}
+
 impl Default for FastRng {
     fn default() -> Self {
         FastRng::from_entropy()
@@ -115,6 +192,20 @@ mod tests {
         let zs: Vec<u64> = (0..8).map(|_| c.next_u64()).collect();
         assert_eq!(xs, ys);
         assert_ne!(xs, zs);
+    }
+
+    #[test]
+    fn counted_clone_seeds_repeat_and_per_thread_ones_do_not() {
+        let (a, b) = (CloneSeeds::seeded(Some(5)), CloneSeeds::seeded(Some(5)));
+        let xs: Vec<u64> = (0..4).map(|_| a.next()).collect();
+        let ys: Vec<u64> = (0..4).map(|_| b.next()).collect();
+        assert_eq!(xs, ys);
+        assert_eq!(xs[1].wrapping_sub(xs[0]), GOLDEN_GAMMA);
+        let free = CloneSeeds::seeded(None);
+        let zs: std::collections::HashSet<u64> = (0..64).map(|_| free.next()).collect();
+        assert_eq!(zs.len(), 64);
+        let other = std::thread::spawn(move || free.next()).join().expect("thread");
+        assert!(!zs.contains(&other));
     }
 
     #[test]

@@ -69,54 +69,32 @@ use ha_core::{Event, Events, Instant, Now};
 
 use crate::config::{BudgetConfig, ConfigError};
 
-/// The requests one service (one clone of a retry or hedge service) counted
-/// and has not yet deposited into its budget: it deposits them in batches of
-/// [`DEPOSIT_BATCH`], one clock read and two atomic operations per batch
-/// instead of per request, and the rest when it is dropped.
-///
-/// A clone made per request (`stack.clone().oneshot(req)`) deposits its
-/// one request when it is dropped, at the time its call read (if it read
-/// one): dropped right after that call, it would otherwise read the clock
-/// a second time for the same request.
-#[derive(Debug, Default)]
-pub(crate) struct Deposits {
-    count: u32,
-    // When this service's latest call read the clock, if it did.
-    read_at: Option<Instant>,
-}
-
-/// Until a batch is full, up to `DEPOSIT_BATCH - 1` requests per service
-/// clone are not yet credited (at the default 20%, at most 6 retries).
+/// Requests per budget a thread counts before it deposits them: one clock
+/// read and two atomic operations per batch instead of per request. Until a
+/// batch is full, up to `DEPOSIT_BATCH - 1` requests per thread and budget
+/// are not yet credited (at the default 20%, at most 6 retries): the error
+/// is towards fewer retries.
 pub(crate) const DEPOSIT_BATCH: u32 = 32;
 
-impl Deposits {
-    /// Counts one request; deposits the batch when it is full, at the time
-    /// `now` gives (read only then).
-    #[inline]
-    pub(crate) fn count(&mut self, budget: &RetryBudget, now: impl Now) {
-        self.count += 1;
-        if self.count >= DEPOSIT_BATCH {
-            budget.deposit_many(now.now(), self.count);
-            self.count = 0;
-        }
-    }
+/// Budgets a thread keeps a tally for at once; a request to a budget beyond
+/// them deposits the oldest tally's count to make room.
+#[cfg(not(loom))]
+const TALLIES: usize = 4;
 
-    /// Notes the time the current call read, for a deposit at drop.
-    #[inline]
-    pub(crate) fn read_at(&mut self, now: Option<Instant>) {
-        if now.is_some() {
-            self.read_at = now;
-        }
-    }
+/// One thread's count of requests made against one budget and not yet deposited.
+#[cfg(not(loom))]
+struct Tally {
+    budget: Arc<Inner>,
+    count: u32,
+}
 
-    /// Deposits what is counted, at the time the latest call read (a
-    /// deposit's time only picks the budget window it ages out of, and the
-    /// requests counted were all sent by then) or else now.
-    pub(crate) fn flush(&mut self, budget: &RetryBudget) {
-        if self.count > 0 {
-            budget.deposit_many(self.read_at.unwrap_or_else(Instant::now), std::mem::take(&mut self.count));
-        }
-    }
+#[cfg(not(loom))]
+thread_local! {
+    // Per thread, not per service: a stack cloned per request
+    // (`stack.clone().oneshot(req)`) would otherwise deposit each request
+    // alone when its clone is dropped, two writes to a cache line every
+    // calling thread shares.
+    static UNDEPOSITED: std::cell::RefCell<[Option<Tally>; TALLIES]> = const { std::cell::RefCell::new([const { None }; TALLIES]) };
 }
 
 /// What one retry costs, in budget units; a deposit is `ratio` of it.
@@ -304,6 +282,55 @@ impl RetryBudget {
         inner.sweep(epoch);
         let added = inner.record(epoch, deposit.saturating_mul(i64::from(requests)));
         inner.balance.fetch_add(added, Ordering::AcqRel);
+    }
+
+    /// Counts one request on this thread's tally for this budget and
+    /// deposits the tally when it reaches [`DEPOSIT_BATCH`], at the time
+    /// `now` gives (read only then).
+    #[inline]
+    pub(crate) fn count_request(&self, now: impl Now) {
+        #[cfg(not(loom))]
+        {
+            let full = UNDEPOSITED.with(|tallies| {
+                let Ok(mut tallies) = tallies.try_borrow_mut() else { return 1 };
+                match tallies.iter_mut().flatten().find(|t| Arc::ptr_eq(&t.budget, &self.inner)) {
+                    Some(t) => {
+                        t.count += 1;
+                        if t.count >= DEPOSIT_BATCH {
+                            std::mem::take(&mut t.count)
+                        } else {
+                            0
+                        }
+                    }
+                    None => self.start_tally(&mut tallies),
+                }
+            });
+            if full > 0 {
+                self.deposit_many(now.now(), full);
+            }
+        }
+        #[cfg(loom)]
+        self.deposit_many(now.now(), 1);
+    }
+
+    /// Gives this budget a tally holding one request, in a free slot, one
+    /// whose budget nobody else holds (its count is moot), or the oldest's
+    /// after depositing its count. Returns the requests to deposit now: none.
+    #[cfg(not(loom))]
+    #[cold]
+    fn start_tally(&self, tallies: &mut [Option<Tally>; TALLIES]) -> u32 {
+        let fresh = Tally { budget: self.inner.clone(), count: 1 };
+        let free = tallies.iter().position(|t| t.as_ref().is_none_or(|t| Arc::strong_count(&t.budget) == 1));
+        match free {
+            Some(i) => tallies[i] = Some(fresh),
+            None => {
+                tallies.rotate_left(1);
+                if let Some(old) = tallies[TALLIES - 1].replace(fresh) {
+                    RetryBudget { inner: old.budget }.deposit_many(Instant::now(), old.count);
+                }
+            }
+        }
+        0
     }
 
     /// Takes one token for a retry or hedge at `now`; false (and an

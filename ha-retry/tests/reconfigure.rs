@@ -81,7 +81,7 @@ async fn a_new_budget_ratio_sets_how_many_retries_are_allowed_and_keeps_the_bala
     let (inner, _) = failing_ones(Duration::ZERO);
     let layer = RetryLayer::new(config(0.5)).unwrap();
     let mut svc = layer.layer(inner);
-    // Requests are deposited in batches of 32 per service.
+    // Requests are deposited in batches of 32 per thread.
     for _ in 0..32 {
         svc.ready().await.unwrap().call(0).await.unwrap();
     }

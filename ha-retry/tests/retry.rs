@@ -320,7 +320,7 @@ async fn the_budget_bounds_retries_and_says_so() {
 
 #[tokio::test(start_paused = true)]
 async fn the_budget_ratio_holds_under_a_full_outage() {
-    // 20% of requests, no floor: 160 failing requests earn 32 retries. (A service
+    // 20% of requests, no floor: 160 failing requests earn 32 retries. (A thread
     // deposits its requests in batches of 32, so a multiple of 32 is all credited.)
     let budget_cfg = BudgetConfig { min_per_second: 0, ..BudgetConfig::default() };
     let (svc, starts) = scripted(|_| (Duration::ZERO, Err("down")));
@@ -334,17 +334,19 @@ async fn the_budget_ratio_holds_under_a_full_outage() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_dropped_service_deposits_what_it_counted() {
+async fn clones_made_per_request_deposit_together_in_batches_of_32() {
+    // A clone per request, as `stack.clone().oneshot(req)`: the thread
+    // counts their requests in one tally, and deposits 32 at once.
     let budget_cfg = BudgetConfig { ratio: 1.0, min_per_second: 0, ..BudgetConfig::default() };
     let (svc, _) = scripted(|i| (Duration::ZERO, Ok(i)));
     let layer = RetryLayer::new(RetryConfig { budget: budget_cfg, ..config() }).unwrap();
-    let mut svc = layer.layer(svc);
-    for _ in 0..3 {
-        svc.ready().await.unwrap().call(1).await.unwrap();
+    let svc = layer.layer(svc);
+    for _ in 0..31 {
+        svc.clone().oneshot(1).await.unwrap();
     }
     assert_eq!(layer.budget().available(Instant::now()), 0.0);
-    drop(svc);
-    assert_eq!(layer.budget().available(Instant::now()), 3.0);
+    svc.clone().oneshot(1).await.unwrap();
+    assert_eq!(layer.budget().available(Instant::now()), 32.0);
 }
 
 #[cfg(feature = "http")]

@@ -96,7 +96,6 @@ use ha_core::Instant;
 use tower::BoxError;
 use tower_service::Service;
 
-use crate::budget::Deposits;
 use crate::config::{ConfigError, HedgeConfig};
 use crate::replay::{Cloned, Replay};
 use future::HedgeInputs;
@@ -112,12 +111,11 @@ pub struct Hedge<S, C = ErrorsAreFailures, P = Cloned> {
     core: LiveCached<std::sync::Arc<HedgeShared>>,
     classifier: C,
     replay: P,
-    deposits: Deposits,
 }
 
 impl<S, C, P> Hedge<S, C, P> {
     fn new(inner: S, live: Live, core: LiveCached<std::sync::Arc<HedgeShared>>, classifier: C, replay: P) -> Self {
-        Hedge { inner, live, core, classifier, replay, deposits: Deposits::default() }
+        Hedge { inner, live, core, classifier, replay }
     }
 }
 
@@ -125,13 +123,6 @@ impl<S: Clone, C: Clone, P: Clone> Clone for Hedge<S, C, P> {
     fn clone(&self) -> Self {
         let (live, core) = (self.live.clone(), self.core.clone());
         Hedge::new(self.inner.clone(), live, core, self.classifier.clone(), self.replay.clone())
-    }
-}
-
-impl<S, C, P> Drop for Hedge<S, C, P> {
-    fn drop(&mut self) {
-        // Every config of a layer shares its budget: a stale one will do.
-        self.deposits.flush(&self.core.cached().budget);
     }
 }
 
@@ -188,8 +179,7 @@ where
         // A retry layer above lends the reading it took for this call.
         let now = ha_core::time::lent().unwrap_or_else(Instant::now);
         if core.deposit {
-            self.deposits.count(&core.budget, now);
-            self.deposits.read_at(Some(now));
+            core.budget.count_request(now);
         }
         let req = self.replay.prepare(req, None);
         let info = self.classifier.request_info(&req);

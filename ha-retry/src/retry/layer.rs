@@ -5,7 +5,7 @@ use std::sync::Arc;
 use ha_core::classify::ErrorsAreFailures;
 use ha_core::lease::{Stash, Stashed};
 use ha_core::live::{LiveCached, LiveCell};
-use ha_core::rng::FastRng;
+use ha_core::rng::{CloneSeeds, FastRng};
 use ha_core::Events;
 use tower_layer::Layer;
 
@@ -221,8 +221,8 @@ impl<S, C: Clone, P: Clone> Layer<S> for RetryLayer<C, P> {
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
             rng,
-            clones: Default::default(),
-            deposits: Default::default(),
+            // Counted from the first clone's step, so seeded runs draw as before.
+            clones: CloneSeeds::seeded(self.seed.map(|_| ha_core::rng::GOLDEN_GAMMA)),
         }
     }
 }

@@ -83,12 +83,12 @@ use std::fmt;
 use std::task::{Context, Poll};
 
 use ha_core::classify::{Classify, ErrorsAreFailures};
-use ha_core::rng::FastRng;
+use ha_core::rng::{CloneSeeds, FastRng};
 use ha_core::Instant;
 use tower::BoxError;
 use tower_service::Service;
 
-use crate::budget::{Deposits, RetryBudget};
+use crate::budget::RetryBudget;
 use crate::config::{ConfigError, RetryConfig};
 use crate::policy::earliest;
 use crate::replay::{Cloned, Replay};
@@ -108,8 +108,7 @@ pub struct Retry<S, C = ErrorsAreFailures, P = Cloned> {
     rng: FastRng,
     // Clones made of this service: each draws its own seed from the count,
     // so a seeded stack stays reproducible.
-    clones: std::sync::atomic::AtomicU64,
-    deposits: Deposits,
+    clones: CloneSeeds,
 }
 
 impl<S, C, P> Retry<S, C, P> {
@@ -148,23 +147,15 @@ impl<S: Clone, C: Clone, P: Clone> Clone for Retry<S, C, P> {
     fn clone(&self) -> Self {
         // Each clone draws its own jitter, so clones that fail together do not retry in step.
         let parent = self.rng.clone().next_u64();
-        let n = self.clones.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Retry {
             inner: self.inner.clone(),
             live: self.live.clone(),
             core: self.core.clone(),
             classifier: self.classifier.clone(),
             replay: self.replay.clone(),
-            rng: FastRng::new(ha_core::rng::mix64(parent ^ n.wrapping_add(1).wrapping_mul(ha_core::rng::GOLDEN_GAMMA))),
-            clones: Default::default(),
-            deposits: Deposits::default(),
+            rng: FastRng::new(ha_core::rng::mix64(parent ^ self.clones.next())),
+            clones: self.clones.fork(ha_core::rng::GOLDEN_GAMMA),
         }
-    }
-}
-
-impl<S, C, P> Drop for Retry<S, C, P> {
-    fn drop(&mut self) {
-        self.deposits.flush(&self.core.cached().budget);
     }
 }
 
@@ -209,10 +200,9 @@ where
             (per_try, deadline) => (attempt_deadline(per_try, clock(), deadline), false),
         };
         if core.deposit {
-            self.deposits.count(&core.budget, &mut clock);
+            core.budget.count_request(&mut clock);
         }
         let expired = deadline.is_some_and(|d| d <= clock());
-        self.deposits.read_at(now);
         let seed = self.rng.next_u64();
         let core = Lease::of(shared);
         let (classifier, replay, service) = (self.classifier.clone(), self.replay.clone(), self.inner.clone());
