@@ -29,6 +29,11 @@
 //! bucket. When time moves on, the first caller to see the new epoch sweeps
 //! the ring for buckets nobody touched.
 //!
+//! The retry and hedge services deposit for the requests they send in
+//! batches: each thread counts its requests per budget and deposits 32 at
+//! once, so up to 31 per thread are not yet credited (6 retries at the
+//! default 20%), an error towards fewer retries.
+//!
 //! # Changing it while it serves
 //!
 //! [`RetryBudget::reconfigure`] changes the ratio and the reserve of a live
