@@ -109,10 +109,10 @@ impl FastRng {
 /// ```
 /// use ha_core::rng::CloneSeeds;
 ///
-/// let a = CloneSeeds::counter(7);
-/// let b = CloneSeeds::counter(7);
+/// let a = CloneSeeds::seeded(Some(7));
+/// let b = CloneSeeds::seeded(Some(7));
 /// assert_eq!(a.next(), b.next());
-/// let free = CloneSeeds::per_thread();
+/// let free = CloneSeeds::seeded(None);
 /// assert_ne!(free.next(), free.next());
 /// ```
 #[derive(Debug)]
@@ -124,26 +124,16 @@ pub enum CloneSeeds {
 }
 
 impl CloneSeeds {
-    /// Reproducible seeds, starting from `seed`.
-    pub fn counter(seed: u64) -> Self {
-        CloneSeeds::Counter(AtomicU64::new(seed))
-    }
-
-    /// Seeds from each cloning thread's generator.
-    pub fn per_thread() -> Self {
-        CloneSeeds::PerThread
-    }
-
-    /// `counter(seed)` with a seed, `per_thread()` without one.
+    /// A counter starting from `seed` when there is one (reproducible
+    /// seeds), else the cloning threads' generators.
     pub fn seeded(seed: Option<u64>) -> Self {
-        seed.map_or(CloneSeeds::PerThread, CloneSeeds::counter)
+        seed.map_or(CloneSeeds::PerThread, |s| CloneSeeds::Counter(AtomicU64::new(s)))
     }
-
     /// A fresh source of the same kind, for a clone's own clones: a counter
     /// starting from `seed`, or the threads' generators.
     pub fn fork(&self, seed: u64) -> Self {
         match self {
-            CloneSeeds::Counter(_) => CloneSeeds::counter(seed),
+            CloneSeeds::Counter(_) => CloneSeeds::seeded(Some(seed)),
             CloneSeeds::PerThread => CloneSeeds::PerThread,
         }
     }

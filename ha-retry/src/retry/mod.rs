@@ -106,8 +106,8 @@ pub struct Retry<S, C = ErrorsAreFailures, P = Cloned> {
     classifier: C,
     replay: P,
     rng: FastRng,
-    // Clones made of this service: each draws its own seed from the count,
-    // so a seeded stack stays reproducible.
+    // Where this service's clones draw their seeds: a count when seeded,
+    // so a seeded stack stays reproducible, else the thread's generator.
     clones: CloneSeeds,
 }
 
