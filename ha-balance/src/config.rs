@@ -212,7 +212,7 @@ impl Default for SuccessRateConfig {
 
 /// Envoy's failure-percentage rule: eject endpoints failing more than
 /// `threshold` percent of their requests, and (unlike Envoy) at least
-/// [`OutlierConfig::peer_failure_factor`] times as often as their peers.
+/// [`OutlierConfig::peer_failure_factor`] times as often as their tier.
 ///
 /// `Default` is Envoy's absolute setting (85%, 5 hosts);
 /// [`OutlierConfig::default`] turns the rule on with
@@ -278,9 +278,12 @@ pub struct OutlierConfig {
     /// Default: [`FailurePercentageConfig::fleet_relative`].
     pub failure_percentage: Option<FailurePercentageConfig>,
     /// The failure-percentage rule ejects only an endpoint failing at least
-    /// this many times as often as its peers (the lower median of the other
-    /// judged endpoints' failure rates, so a fleet failing alike ejects
-    /// nobody while two bad endpoints of three do not shield each other).
+    /// this many times as often as its tier (the lower median of the judged
+    /// endpoints' failure rates, its own counted): a rate most of the fleet
+    /// shares ejects nobody, as with two of three failing alike, where
+    /// ejecting one would load the other and the one healthy endpoint. An
+    /// endpoint failing 90% or more carries no load and is compared with
+    /// its peers alone, so two such do not shield each other.
     /// `0` gives Envoy's absolute rule. Default 2.
     pub peer_failure_factor: f64,
     /// No cascade: an endpoint is not ejected for a failure its peers

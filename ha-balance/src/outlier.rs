@@ -721,7 +721,18 @@ impl Detector {
             if judged.len() >= fp.minimum_hosts as usize {
                 for &(i, pct) in &judged {
                     let peers = peer_median(&judged, i, hosts, |p| p / 100.0);
-                    let relative = peers.is_none_or(|p| pct / 100.0 >= self.cfg.peer_failure_factor * p);
+                    // Against the whole tier, itself counted: when most of
+                    // the fleet fails alike, that is the fleet's rate, not
+                    // an outlier's (two of three failing 25%: ejecting one
+                    // puts its load on the other and the one healthy
+                    // endpoint, and they queue). One that serves next to
+                    // nothing carries no load: judged against its peers.
+                    let against = if pct / 100.0 >= DEAD_FAILURE_RATE {
+                        peers
+                    } else {
+                        tier_median(&judged, i, hosts, |p| p / 100.0)
+                    };
+                    let relative = against.is_none_or(|p| pct / 100.0 >= self.cfg.peer_failure_factor * p);
                     let reason = EjectionReason::FailurePercentage;
                     if pct > fp.threshold
                         && relative
@@ -883,9 +894,28 @@ fn lower_median(rates: &mut [f64]) -> Option<f64> {
 /// The lower median failure rate of the judged endpoints other than `idx`
 /// in its tier; `failure` turns a judged value into a failure rate.
 fn peer_median(judged: &[(usize, f64)], idx: usize, hosts: &[Host<'_>], failure: impl Fn(f64) -> f64) -> Option<f64> {
+    median_in_tier(judged, idx, hosts, failure, false)
+}
+
+/// The lower median failure rate of the judged endpoints in `idx`'s tier,
+/// `idx` included.
+fn tier_median(judged: &[(usize, f64)], idx: usize, hosts: &[Host<'_>], failure: impl Fn(f64) -> f64) -> Option<f64> {
+    median_in_tier(judged, idx, hosts, failure, true)
+}
+
+fn median_in_tier(
+    judged: &[(usize, f64)],
+    idx: usize,
+    hosts: &[Host<'_>],
+    failure: impl Fn(f64) -> f64,
+    with_idx: bool,
+) -> Option<f64> {
     let tier = hosts[idx].tier;
-    let mut rates: Vec<f64> =
-        judged.iter().filter(|(i, _)| *i != idx && hosts[*i].tier == tier).map(|&(_, v)| failure(v)).collect();
+    let mut rates: Vec<f64> = judged
+        .iter()
+        .filter(|(i, _)| (with_idx || *i != idx) && hosts[*i].tier == tier)
+        .map(|&(_, v)| failure(v))
+        .collect();
     lower_median(&mut rates)
 }
 
@@ -1569,6 +1599,31 @@ mod judgement_tests {
         feed(&d, &f.0[0], 500, 200);
         feed(&d, &f.0[1], 500, 0);
         assert_eq!(d.evaluate(&hosts(&f), 10 * SEC, false).len(), 1);
+    }
+
+    #[test]
+    fn failure_percentage_spares_a_rate_most_of_the_fleet_shares() {
+        let cfg = OutlierConfig {
+            consecutive_failures: 0,
+            success_rate: None,
+            failure_percentage: Some(FailurePercentageConfig::fleet_relative()),
+            max_ejection_percent: 100.0,
+            ..OutlierConfig::default()
+        };
+        let d = Detector::new(cfg);
+        // Two of three failing 25%, the third healthy: the fleet's rate, not
+        // an outlier's; ejecting one would load the other and the healthy one.
+        let f = fleet(3);
+        feed(&d, &f.0[0], 400, 250);
+        feed(&d, &f.0[1], 400, 250);
+        feed(&d, &f.0[2], 400, 0);
+        assert!(d.evaluate(&hosts(&f), 10 * SEC, false).is_empty());
+        // One serving next to nothing is ejected all the same.
+        let f = fleet(3);
+        feed(&d, &f.0[0], 400, 950);
+        feed(&d, &f.0[1], 400, 250);
+        feed(&d, &f.0[2], 400, 0);
+        assert_eq!(d.evaluate(&hosts(&f), 10 * SEC, false).iter().map(|e| e.host).collect::<Vec<_>>(), vec![0]);
     }
 }
 
