@@ -31,8 +31,9 @@
 //!
 //! The retry and hedge services deposit for the requests they send in
 //! batches: each thread counts its requests per budget and deposits 32 at
-//! once, so up to 31 per thread are not yet credited (6 retries at the
-//! default 20%), an error towards fewer retries.
+//! once, dated at the first of them, so up to 31 per thread are not yet
+//! credited (6 retries at the default 20%) and a batch's credit expires no
+//! later than its first request's: both errors are towards fewer retries.
 //!
 //! # Changing it while it serves
 //!
@@ -91,6 +92,8 @@ const TALLIES: usize = 4;
 struct Tally {
     budget: Arc<Inner>,
     count: u32,
+    /// When the batch's first request was counted.
+    first: Instant,
 }
 
 #[cfg(not(loom))]
@@ -290,52 +293,56 @@ impl RetryBudget {
     }
 
     /// Counts one request on this thread's tally for this budget and
-    /// deposits the tally when it reaches [`DEPOSIT_BATCH`], at the time
-    /// `now` gives (read only then).
+    /// deposits the tally when it reaches [`DEPOSIT_BATCH`]. A batch is
+    /// deposited at the time of its first request, the one `now` gives
+    /// (read only for a batch's first request): its credit then expires
+    /// before the `ttl` of any of its requests does, so a batch never lends
+    /// a retry more than its requests' window allows.
     #[inline]
     pub(crate) fn count_request(&self, now: impl Now) {
         #[cfg(not(loom))]
         {
-            let full = UNDEPOSITED.with(|tallies| {
-                let Ok(mut tallies) = tallies.try_borrow_mut() else { return 1 };
+            let due = UNDEPOSITED.with(|tallies| {
+                let Ok(mut tallies) = tallies.try_borrow_mut() else { return Some((now.now(), 1)) };
                 match tallies.iter_mut().flatten().find(|t| Arc::ptr_eq(&t.budget, &self.inner)) {
                     Some(t) => {
-                        t.count += 1;
-                        if t.count >= DEPOSIT_BATCH {
-                            std::mem::take(&mut t.count)
-                        } else {
-                            0
+                        if t.count == 0 {
+                            t.first = now.now();
                         }
+                        t.count += 1;
+                        (t.count >= DEPOSIT_BATCH).then(|| (t.first, std::mem::take(&mut t.count)))
                     }
-                    None => self.start_tally(&mut tallies),
+                    None => {
+                        self.start_tally(&mut tallies, now.now());
+                        None
+                    }
                 }
             });
-            if full > 0 {
-                self.deposit_many(now.now(), full);
+            if let Some((at, requests)) = due {
+                self.deposit_many(at, requests);
             }
         }
         #[cfg(loom)]
         self.deposit_many(now.now(), 1);
     }
 
-    /// Gives this budget a tally holding one request, in a free slot, one
-    /// whose budget nobody else holds (its count is moot), or the oldest's
-    /// after depositing its count. Returns the requests to deposit now: none.
+    /// Gives this budget a tally holding one request made at `first`, in a
+    /// free slot, one whose budget nobody else holds (its count is moot),
+    /// or the oldest's after depositing its count.
     #[cfg(not(loom))]
     #[cold]
-    fn start_tally(&self, tallies: &mut [Option<Tally>; TALLIES]) -> u32 {
-        let fresh = Tally { budget: self.inner.clone(), count: 1 };
+    fn start_tally(&self, tallies: &mut [Option<Tally>; TALLIES], first: Instant) {
+        let fresh = Tally { budget: self.inner.clone(), count: 1, first };
         let free = tallies.iter().position(|t| t.as_ref().is_none_or(|t| Arc::strong_count(&t.budget) == 1));
         match free {
             Some(i) => tallies[i] = Some(fresh),
             None => {
                 tallies.rotate_left(1);
                 if let Some(old) = tallies[TALLIES - 1].replace(fresh) {
-                    RetryBudget { inner: old.budget }.deposit_many(Instant::now(), old.count);
+                    RetryBudget { inner: old.budget }.deposit_many(old.first, old.count);
                 }
             }
         }
-        0
     }
 
     /// Takes one token for a retry or hedge at `now`; false (and an
@@ -568,6 +575,23 @@ mod tests {
         // ...the withdrawals and deposits of t0 expire together at 10 s: the reserve is back.
         assert_eq!(b.available(t0 + Duration::from_secs(10)), 10.0);
         assert_eq!(b.raw_balance(), b.raw_reserve());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_of_counted_requests_is_dated_at_its_first() {
+        let t0 = Instant::now();
+        let b = budget(1.0, 0, t0);
+        b.count_request(t0);
+        let t9 = t0 + Duration::from_secs(9);
+        for _ in 1..DEPOSIT_BATCH - 1 {
+            b.count_request(t9);
+        }
+        assert_eq!(b.available(t9), 0.0, "not deposited before the batch is full");
+        b.count_request(t9);
+        assert_eq!(b.available(t9), f64::from(DEPOSIT_BATCH));
+        // Dated at t0: gone once t0's ttl is over, though the last requests
+        // were counted at 9 s (so no retry borrows beyond the first's window).
+        assert_eq!(b.available(t0 + Duration::from_secs(10)), 0.0);
     }
 
     #[tokio::test(start_paused = true)]
