@@ -3,7 +3,7 @@
 //! `ha-balance` picks the endpoint for each attempt of a request and keeps
 //! picking well while endpoints slow down, fail, come and go:
 //!
-//! - **Pickers**: P2C over PeakEWMA latency x sqrt(pending + 1) (the default), P2C
+//! - **Pickers**: P2C over PeakEWMA latency x (pending + 1)^0.75 (the default), P2C
 //!   least-pending, weighted P2C, smooth weighted round robin, random, and
 //!   consistent hashing of a request key with virtual nodes and bounded
 //!   loads ([`Picker`]).

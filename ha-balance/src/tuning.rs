@@ -46,14 +46,17 @@ impl Tuning {
 }
 
 /// The PeakEWMA picker's load factor `(pending + 1)^bias`, with the
-/// exponents that have a cheaper form than `powf` (the default 0.5 is one
-/// square root) resolved once when the balancer is built.
+/// exponents that have a cheaper form than `powf` (0.5 is one square
+/// root, the default 0.75 a square root times its square root) resolved
+/// once when the balancer is built.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum LoadTerm {
     /// Bias 1: tower's and Finagle's `pending + 1`.
     Linear,
     /// Bias 0.5.
     Sqrt,
+    /// Bias 0.75.
+    ThreeQuarters,
     /// Any other bias in `[0, 1)`.
     Pow(f64),
 }
@@ -64,6 +67,8 @@ impl LoadTerm {
             LoadTerm::Linear
         } else if bias == 0.5 {
             LoadTerm::Sqrt
+        } else if bias == 0.75 {
+            LoadTerm::ThreeQuarters
         } else {
             LoadTerm::Pow(bias)
         }
@@ -75,6 +80,10 @@ impl LoadTerm {
         match self {
             LoadTerm::Linear => load,
             LoadTerm::Sqrt => load.sqrt(),
+            LoadTerm::ThreeQuarters => {
+                let root = load.sqrt();
+                root * root.sqrt()
+            }
             LoadTerm::Pow(bias) => load.powf(bias),
         }
     }
@@ -187,5 +196,23 @@ mod loom_models {
             assert_eq!(hot.flags() & flag::PER_TIER, flag::PER_TIER);
             assert_eq!(hot.consecutive_failures(), ring.outlier.consecutive_failures);
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::LoadTerm;
+
+    /// The cheaper forms give what `powf` gives.
+    #[test]
+    fn load_terms_agree_with_powf() {
+        for bias in [0.0, 0.25, 0.5, 0.75, 1.0] {
+            let term = LoadTerm::new(bias);
+            for load in [1.0, 2.0, 3.5, 17.0, 1e6] {
+                let want = f64::powf(load, bias);
+                assert!((term.weigh(load) - want).abs() <= 1e-12 * want, "{bias} {load}");
+            }
+        }
+        assert_eq!(LoadTerm::new(0.75), LoadTerm::ThreeQuarters);
     }
 }

@@ -133,7 +133,10 @@ async fn p2c_peak_ewma_weighs_in_flight_requests_by_the_pending_bias() {
     // Latency x sqrt(pending + 1): up to 15 (4^2 - 1).
     assert_eq!(sent_to_fast_of(16, 0.5).await, 16);
     assert_eq!(sent_to_fast_of(17, 0.5).await, 16);
-    assert_eq!(ha_balance::LoadConfig::default().pending_bias, 0.5);
+    // The default, latency x (pending + 1)^0.75: up to 5 (4^(4/3) = 6.3).
+    assert_eq!(sent_to_fast_of(6, 0.75).await, 6);
+    assert_eq!(sent_to_fast_of(7, 0.75).await, 6);
+    assert_eq!(ha_balance::LoadConfig::default().pending_bias, 0.75);
 }
 
 /// How many of a burst of 16 go to "fast" (hung from now: it holds every
