@@ -110,8 +110,8 @@ impl Default for TierConfig {
 ///
 /// With the PeakEWMA picker the ramp also waits for warmth: an endpoint
 /// ramping up that answers more than twice as slow as the median of its
-/// tier's warm endpoints stays at `min_factor`, scaled by the square of
-/// how much slower it is, and ramps over `window` once it answers within
+/// tier's warm endpoints stays at `min_factor`, scaled by the fourth
+/// power of how much slower it is, and ramps over `window` once it answers within
 /// twice their latency.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -305,8 +305,11 @@ pub struct OutlierConfig {
     /// signature of a crash or a refused connection) gets one real request
     /// this long after its ejection, and is readmitted (with slow start) as
     /// soon as one succeeds. While these probes fail they are spaced twice
-    /// as far each time, up to `max_probe_interval`, and the ejection is
-    /// extended so that it does not end while the endpoint still fails.
+    /// as far each time, up to `max_probe_interval`, each spacing drawn
+    /// down by up to half at random (fixed spacings keep one phase against
+    /// a fault that comes and goes on a period, and can miss each return
+    /// by milliseconds), and the ejection is extended so that it does not
+    /// end while the endpoint still fails.
     /// Endpoints ejected by the interval rules (a statistical verdict one
     /// answer cannot overturn) serve out their ejection time, unless the
     /// endpoints left in service cannot carry their load: when their median
@@ -320,8 +323,9 @@ pub struct OutlierConfig {
     /// the request's deadline. Zero disables probing. Default 1 s.
     #[serde(with = "ha_core::config::duration", alias = "probe_interval_ms")]
     pub probe_interval: Duration,
-    /// The longest spacing of probes to an ejected endpoint. Default 2 s,
-    /// so a server back from a crash serves again within 2 s.
+    /// The longest spacing of probes to an ejected endpoint. Default 1 s,
+    /// so a server back from a crash serves again within a second (half a
+    /// second on average): a failed probe costs the request one fast retry.
     #[serde(with = "ha_core::config::duration", alias = "max_probe_interval_ms")]
     pub max_probe_interval: Duration,
     /// A request the caller gave up on after it was sent (a client
@@ -346,7 +350,7 @@ impl Default for OutlierConfig {
             peer_failure_factor: 2.0,
             max_peer_failure_rate: 0.1,
             probe_interval: Duration::from_secs(1),
-            max_probe_interval: Duration::from_secs(2),
+            max_probe_interval: Duration::from_secs(1),
             cancelled_as_failure: true,
         }
     }

@@ -48,7 +48,7 @@
 //!   With the PeakEWMA picker the ramp also waits for warmth: an endpoint
 //!   ramping up that answers more than twice as slow as its tier's warm
 //!   median (cold caches after a restart) stays at the ramp's start, its
-//!   share scaled by the square of the ratio, until it is warm. An endpoint
+//!   share scaled by the ratio to the fourth, until it is warm. An endpoint
 //!   back from failures it was not ejected for, or from an open breaker,
 //!   ramps up as a readmitted one does.
 //! - **Fail fast**: with nothing available a request fails with

@@ -34,6 +34,7 @@ use std::time::Duration;
 const DEAD_FAILURE_RATE: f64 = 0.9;
 
 use ha_core::event::EjectionReason;
+use ha_core::rng::FastRng;
 use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::config::OutlierConfig;
@@ -328,6 +329,21 @@ impl Detector {
         self.cfg.probe_interval.saturating_mul(1u32 << failed.min(16)).min(self.cfg.max_probe_interval)
     }
 
+    /// The spacing after a failed probe at `now_ns`: [`probe_spacing`](Self::probe_spacing),
+    /// drawn down by up to half at random. At fixed spacings the probes of
+    /// an endpoint that goes down and up on a period (a flapping link, a
+    /// crash loop) keep the same phase against it: each found it back
+    /// late, or each just before it was (1 + 2 + 2 s of probes against a
+    /// 5 s down period missed its end by milliseconds, and the endpoint
+    /// lost 2 s of every 5 s up). Drawn, they find it back within the
+    /// spacing on average as often early as late, and never later than
+    /// the spacing allows.
+    fn jittered_spacing(&self, failed: u32, now_ns: u64) -> Duration {
+        let spacing = self.probe_spacing(failed);
+        let draw = FastRng::new(now_ns ^ PROBE_JITTER_SALT).unit_f64();
+        spacing.mul_f64(1.0 - 0.5 * draw)
+    }
+
     /// Claims the probe of an ejected endpoint whose probe time has come:
     /// true for exactly one caller per probe time, who sends the endpoint
     /// one request. Until that request's outcome is known, the next probe
@@ -364,7 +380,7 @@ impl Detector {
             return ProbeVerdict::Readmitted;
         }
         let failed = state.probe_failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
-        let spacing = nanos(self.probe_spacing(failed));
+        let spacing = nanos(self.jittered_spacing(failed, now_ns));
         let next = now_ns.saturating_add(spacing).max(1);
         state.next_probe_ns.store(next, Ordering::Release);
         host.health.extend_until(next.saturating_add(spacing));
@@ -870,6 +886,9 @@ pub(crate) fn looks_dead(state: &OutlierState) -> bool {
 /// rate before it, to be judged chance (see [`Detector::chance_run`]):
 /// once in ten thousand. A run of five is chance at a rate above 16%.
 const CHANCE_RUN: f64 = 1e-4;
+
+/// Mixed into a failed probe's time to draw the next one's jitter.
+const PROBE_JITTER_SALT: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// The lowest consecutive-failure threshold [`Detector::chance_run`] acts
 /// under: with a threshold of one or two, every failure counts as the
@@ -1511,20 +1530,34 @@ mod judgement_tests {
         assert!(!d.claim_probe(&f.0[0], 11 * SEC - 1), "not before its time");
         assert!(d.claim_probe(&f.0[0], 11 * SEC));
         assert!(!d.claim_probe(&f.0[0], 11 * SEC), "one probe per probe time");
-        // Failed probes: spacing 2 s (the max), and the ejection outlives the next probe.
-        assert_eq!(d.probe_outcome(h[0], false, 11 * SEC), ProbeVerdict::Failed { next_probe_ns: 13 * SEC });
-        assert_eq!(d.probe_outcome(h[0], false, 13 * SEC), ProbeVerdict::Failed { next_probe_ns: 15 * SEC });
+        // Failed probes: spaced by half to all of `max_probe_interval`
+        // (drawn down by up to half), and the ejection outlives the next probe.
+        let max = nanos(d.cfg.max_probe_interval);
+        let next = |v: ProbeVerdict| match v {
+            ProbeVerdict::Failed { next_probe_ns } => next_probe_ns,
+            other => panic!("{other:?}"),
+        };
+        let mut t = 11 * SEC;
+        let mut spacings = Vec::new();
         // Past the 30 s ejection, still ejected while its probes fail.
-        for t in (15..60).step_by(2) {
-            assert!(d.claim_probe(&f.0[0], t * SEC), "{t}");
-            assert!(matches!(d.probe_outcome(h[0], false, t * SEC), ProbeVerdict::Failed { .. }));
+        while t < 60 * SEC {
+            // The probe at 11 s is claimed above.
+            assert!(t == 11 * SEC || d.claim_probe(&f.0[0], t), "{t}");
+            let at = next(d.probe_outcome(h[0], false, t));
+            assert!((max / 2..=max).contains(&(at - t)), "{}", at - t);
+            assert!(f.1[0].is_ejected(at), "ejected until its next probe");
+            assert!(!d.claim_probe(&f.0[0], at - 1), "not before its time");
+            spacings.push(at - t);
+            t = at;
         }
-        assert!(f.1[0].is_ejected(60 * SEC));
-        assert!(d.claim_probe(&f.0[0], 61 * SEC));
-        assert_eq!(d.probe_outcome(h[0], true, 61 * SEC), ProbeVerdict::Readmitted);
-        assert!(!f.1[0].is_ejected(61 * SEC));
+        // Drawn, not fixed: probes do not keep one phase against a fault
+        // that comes and goes on a period.
+        assert!(spacings.iter().any(|&s| s != spacings[0]), "{spacings:?}");
+        assert!(d.claim_probe(&f.0[0], t));
+        assert_eq!(d.probe_outcome(h[0], true, t), ProbeVerdict::Readmitted);
+        assert!(!f.1[0].is_ejected(t));
         assert_eq!(f.0[0].next_probe(), None);
-        assert_eq!(d.probe_outcome(h[0], true, 61 * SEC), ProbeVerdict::Stale, "readmitted once");
+        assert_eq!(d.probe_outcome(h[0], true, t), ProbeVerdict::Stale, "readmitted once");
     }
 
     #[test]

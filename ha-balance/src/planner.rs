@@ -144,7 +144,7 @@ fn readmit_needed<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64, events: &Eve
 /// however slow they still are (half the pool back with 5x the latency
 /// took 20% of the traffic and set every second's p99 to theirs).
 ///
-/// While it is held, the picker also scales its share by the square of how
+/// While it is held, the picker also scales its share by the fourth power of how
 /// much slower than that it is (`pick::slow_start_share`): the ramp's start
 /// is `min_factor` of a fair share, and a batch of cold endpoints at even
 /// that share would still hold a percent or more of the traffic, the tail.

@@ -422,12 +422,13 @@ async fn half_the_pool_back_with_cold_caches_waits_until_it_is_warm() {
     })
     .await;
     // Readmitted by a probe within two seconds of being back; from then
-    // until they are warm, a percent of the traffic at most, not the fifth
-    // that a ramp by time alone gives them (two of them compared with each
-    // other, and a full share after the window).
+    // until they are warm, under half a percent of the traffic, not the
+    // fifth that a ramp by time alone gives them (two of them compared
+    // with each other, and a full share after the window): a percent would
+    // set each second's p99 to their latency.
     let cold = shares(&per_second, 15, 23);
     eprintln!("cold caches: share of the cold half per second while cold {cold:.3?}");
-    assert!(cold.iter().all(|&s| s < 0.01), "share of the cold half while cold: {cold:.3?}");
+    assert!(cold.iter().all(|&s| s < 0.005), "share of the cold half while cold: {cold:.3?}");
     // Warm again, they ramp up to their half.
     let after = shares(&per_second, 55, 59);
     eprintln!("cold caches: share once warm {after:.3?}");
@@ -441,7 +442,7 @@ async fn a_batch_joining_cold_waits_until_it_is_warm_and_one_joining_warm_does_n
         with_cold(Some(3_000), 50_000, 20, |cold, t| set_delay(cold, if t < 13_000 { 100 } else { 20 })).await;
     let cold = shares(&per_second, 4, 13);
     eprintln!("cold join: share of the batch per second while cold {cold:.3?}");
-    assert!(cold.iter().all(|&s| s < 0.02), "share of the batch while cold: {cold:.3?}");
+    assert!(cold.iter().all(|&s| s < 0.008), "share of the batch while cold: {cold:.3?}");
     let after = shares(&per_second, 45, 49);
     assert!(after.iter().all(|&s| s > 0.4), "share of the batch once warm: {after:.3?}");
     // A batch as fast as the rest, in a fleet of 5 ms, much faster than

@@ -11,7 +11,7 @@ fn the_new_settings_have_documented_defaults_and_named_errors() {
     assert_eq!(d.outlier.max_peer_failure_rate, 0.1);
     assert_eq!(d.outlier.peer_failure_factor, 2.0);
     assert_eq!(d.outlier.probe_interval, Duration::from_secs(1));
-    assert_eq!(d.outlier.max_probe_interval, Duration::from_secs(2));
+    assert_eq!(d.outlier.max_probe_interval, Duration::from_secs(1));
     assert_eq!(d.outlier.failure_percentage, Some(ha_balance::FailurePercentageConfig::fleet_relative()));
     assert_eq!(d.load.failure_penalty, 2.0);
     let parsed: BalanceConfig = serde_json::from_str(
