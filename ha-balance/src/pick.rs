@@ -313,8 +313,8 @@ fn p2c(
             // compare the first two found at full share, so that a batch of
             // ramping endpoints gets no more than sampling lets through
             // (half the pool back cold drew every 64th pick here, each
-            // second's p99 their latency); without two of those, the first
-            // two found.
+            // second's p99 their latency); with one such, that one; with
+            // none (a batch ramping alone), the first two found.
             let start = rng.below(n as u64) as usize;
             let (mut first, mut full) = (None, None);
             for k in 0..n {
