@@ -156,7 +156,7 @@ pub static CONTENDERS: &[Contender] = &[
         name: "ha_p2c_ewma",
         role: Role::Balancer,
         about:
-            "ha-balance defaults: P2C over PeakEWMA x sqrt(pending + 1) (RTT 30 ms, decay 10 s), outlier ejection on",
+            "ha-balance defaults: P2C over PeakEWMA x (pending + 1)^0.75 (RTT 30 ms, decay 10 s), outlier ejection on",
         build: ha::ha_p2c_ewma,
         ejects: true,
     },
