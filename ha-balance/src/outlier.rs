@@ -1602,15 +1602,19 @@ mod judgement_tests {
         assert!(!d.claim_probe(&f.0[0], 100 * SEC));
     }
 
-    #[test]
-    fn failure_percentage_is_judged_against_the_peers() {
-        let cfg = OutlierConfig {
+    /// The fleet-relative failure-percentage rule alone.
+    fn failure_percentage_only() -> OutlierConfig {
+        OutlierConfig {
             consecutive_failures: 0,
             success_rate: None,
             failure_percentage: Some(FailurePercentageConfig::fleet_relative()),
             ..OutlierConfig::default()
-        };
-        let d = Detector::new(cfg);
+        }
+    }
+
+    #[test]
+    fn failure_percentage_is_judged_against_the_peers() {
+        let d = Detector::new(failure_percentage_only());
         // One of three failing 20%, the others 1%: ejected.
         let f = fleet(3);
         feed(&d, &f.0[0], 500, 200);
@@ -1636,14 +1640,7 @@ mod judgement_tests {
 
     #[test]
     fn failure_percentage_spares_a_rate_most_of_the_fleet_shares() {
-        let cfg = OutlierConfig {
-            consecutive_failures: 0,
-            success_rate: None,
-            failure_percentage: Some(FailurePercentageConfig::fleet_relative()),
-            max_ejection_percent: 100.0,
-            ..OutlierConfig::default()
-        };
-        let d = Detector::new(cfg);
+        let d = Detector::new(OutlierConfig { max_ejection_percent: 100.0, ..failure_percentage_only() });
         // Two of three failing 25%, the third healthy: the fleet's rate, not
         // an outlier's; ejecting one would load the other and the healthy one.
         let f = fleet(3);

@@ -316,27 +316,29 @@ fn p2c(
             // second's p99 their latency); with one such, that one; with
             // none (a batch ramping alone), the first two found.
             let start = rng.below(n as u64) as usize;
-            let (mut first, mut full) = (None, None);
+            let cheaper = |a: u32, b: u32| if cost(a) <= cost(b) { a } else { b };
+            let (mut found, mut full) = ([None; 2], None);
             for k in 0..n {
                 let i = members[(start + k) % n];
                 if !ok(i) {
                     continue;
                 }
-                first = first.or(Some(i));
+                if found[0].is_none() {
+                    found[0] = Some(i);
+                } else if found[1].is_none() {
+                    found[1] = Some(i);
+                }
                 if ramp(i) >= 1.0 {
                     match full {
                         None => full = Some(i),
-                        Some(f) => return Some(if cost(f) <= cost(i) { f } else { i }),
+                        Some(f) => return Some(cheaper(f, i)),
                     }
                 }
             }
-            match (full, first) {
+            match (full, found) {
                 (Some(f), _) => Some(f),
-                (None, Some(a)) => {
-                    let b = (0..n).map(|k| members[(start + k) % n]).filter(|&i| ok(i)).nth(1);
-                    Some(b.map_or(a, |b| if cost(a) <= cost(b) { a } else { b }))
-                }
-                (None, None) => None,
+                (None, [Some(a), Some(b)]) => Some(cheaper(a, b)),
+                (None, [a, _]) => a,
             }
         }
     }
