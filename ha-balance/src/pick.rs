@@ -135,9 +135,10 @@ fn failure_factor<S>(tuning: &Tuning, slot: &EndpointState<S>, now_ns: u64) -> f
 /// warm endpoints (`warm_latency`, known with the PeakEWMA picker only),
 /// that times the ratio to the fourth: cold endpoints held at the start
 /// of their ramp take a trickle, enough to see them warm up (half the
-/// pool back 2.5 times slower than the limit takes about 0.15% of picks
-/// at the default `min_factor`; with the square it was near 1%, and a
-/// second's p99 was theirs).
+/// pool back five times slower: at most 0.3% of picks in any second of
+/// the unit test `half_the_pool_back_with_cold_caches_waits_until_it_is_warm`,
+/// 0.3% to 0.7% with the square; a joining batch up to 0.5%, 1.4% with
+/// the square, and a second whose picks are 1% theirs has their p99).
 #[inline]
 fn slow_start_share<S>(tuning: &Tuning, slot: &EndpointState<S>, now_ns: u64, group: &Group) -> f64 {
     let ramp = slot.ramp(now_ns, tuning.slow_start_ns, tuning.cfg.slow_start.min_factor);
