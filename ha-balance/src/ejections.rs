@@ -50,6 +50,12 @@ impl Ejections {
         }
     }
 
+    /// The fleet's calmest median latency estimate (ns) as of the last
+    /// evaluation; 0 before the first.
+    pub(crate) fn calm_ns(&self) -> f64 {
+        f64::from_bits(self.calm_ns.load(Ordering::Relaxed))
+    }
+
     /// True at or after the earliest ejection end or probe time.
     #[inline]
     pub(crate) fn health_due(&self, now_ns: u64) -> bool {

@@ -75,14 +75,18 @@ pub(crate) const IN_PANIC: u8 = 2;
 /// now looks dead is left out; failing on its own otherwise is for the
 /// outlier rules to judge, on fresh outcomes.
 pub(crate) const SHARED_RUN: u8 = 4;
+/// An advisory gate's veto is set aside because the endpoints in selection
+/// cannot carry the endpoint's load (see
+/// `Detector::veto_needed_for_capacity`).
+pub(crate) const NEEDED: u8 = 8;
 /// The flags that set a veto aside whether or not in panic mode.
-const ASIDE: u8 = SHARED | SHARED_RUN;
+const ASIDE: u8 = SHARED | SHARED_RUN | NEEDED;
 /// The low bits of a judgement word hold the flags, the rest the run.
-const FLAG_BITS: u32 = 3;
+const FLAG_BITS: u32 = 4;
 
 /// The balancer's judgement of an advisory gate's veto, as one word so no
 /// reader sees the flags of one run under the stamp of another: the flags
-/// ([`SHARED`], [`IN_PANIC`], [`SHARED_RUN`]) and `1 +` the gate's run when
+/// ([`SHARED`], [`IN_PANIC`], [`SHARED_RUN`], [`NEEDED`]) and `1 +` the gate's run when
 /// it was judged (0 for a gate without runs).
 #[derive(Clone, Copy, PartialEq)]
 struct Judgement(u64);
@@ -185,7 +189,7 @@ impl Health {
     }
 
     /// Sets how far an advisory gate's veto is set aside ([`SHARED`],
-    /// [`SHARED_RUN`], [`IN_PANIC`], or 0), judged in the gate's `run`;
+    /// [`SHARED_RUN`], [`NEEDED`], [`IN_PANIC`], or 0), judged in the gate's `run`;
     /// true when the flags changed.
     pub(crate) fn override_gate(&self, flags: u8, run: Option<u64>) -> bool {
         let before = Judgement(self.judgement.swap(Judgement::new(flags, run).0, Ordering::Relaxed));

@@ -82,6 +82,11 @@ pub(crate) struct OutlierState {
     /// Until then (balancer ns) it is not ejected unless it looks dead: it
     /// was readmitted because the others could not carry its load.
     needed_until_ns: AtomicU64,
+    /// The median latency estimate (ns, `f64` bits) of the endpoints in
+    /// selection when an advisory gate (its breaker) was first seen keeping
+    /// this one out while it still served; 0 while no gate does. See
+    /// [`Detector::veto_needed_for_capacity`].
+    veto_watch: AtomicU64,
     /// The current ejection ends early when a probe succeeds.
     probing: AtomicBool,
     /// Probes failed since the ejection: the spacing of the next one doubles with each.
@@ -418,6 +423,69 @@ impl Detector {
             "ejected endpoint readmitted: the endpoints in service cannot carry its load"
         );
         true
+    }
+
+    /// Whether the load needs `hosts[idx]` back although its advisory
+    /// gate (its circuit breaker) keeps it out of selection: it still
+    /// serves (not [`looks_dead`]), and the endpoints in selection, whose
+    /// median latency estimate is `in_selection`, queue: it has reached
+    /// `CAPACITY_LATENCY_FACTOR` times what it was when the gate was first
+    /// seen keeping this one out, or times the fleet's calmest (`calm_ns`,
+    /// see `Ejections`) if that was lower. A breaker's veto is an ejection by
+    /// another name, and must no more remove capacity the load needs: two
+    /// of four endpoints failing 40% of their requests open their breakers
+    /// within a second of each other, and the two left queue without end
+    /// under three quarters of the fleet's load. Once needed, the endpoint
+    /// is kept (from ejection too) for `base_ejection_time`, as one
+    /// [readmitted from an ejection](Self::needed_for_capacity) is, so
+    /// that the next half-open probe that fails does not take it out again
+    /// at once. Called at each plan recount for each vetoed endpoint.
+    pub(crate) fn veto_needed_for_capacity(
+        &self,
+        host: &Host<'_>,
+        now_ns: u64,
+        in_selection: Option<f64>,
+        calm_ns: f64,
+    ) -> bool {
+        let state = host.outlier;
+        if looks_dead(state) {
+            state.veto_watch.store(0, Ordering::Relaxed);
+            return false;
+        }
+        if now_ns < state.needed_until_ns.load(Ordering::Relaxed) {
+            return true;
+        }
+        let Some(latency) = in_selection.filter(|l| *l > 0.0) else { return false };
+        let watch = f64::from_bits(state.veto_watch.load(Ordering::Relaxed));
+        if watch <= 0.0 {
+            state.veto_watch.store(latency.to_bits(), Ordering::Relaxed);
+            return false;
+        }
+        // The fleet's calmest, if lower: a veto that began while the fleet
+        // already queued (a second breaker opening as the first one's load
+        // arrived) is judged against the fleet at rest.
+        let base = if calm_ns > 0.0 { watch.min(calm_ns) } else { watch };
+        if latency < CAPACITY_LATENCY_FACTOR * base {
+            return false;
+        }
+        state.veto_watch.store(0, Ordering::Relaxed);
+        state.needed_until_ns.store(now_ns.saturating_add(nanos(self.cfg.base_ejection_time)), Ordering::Relaxed);
+        tracing::info!(
+            target: "ha::balance",
+            latency_ms = latency / 1e6,
+            at_veto_ms = watch / 1e6,
+            calm_ms = calm_ns / 1e6,
+            "open breaker's veto set aside: the endpoints in selection cannot carry its load"
+        );
+        true
+    }
+
+    /// No gate keeps the endpoint out any more: the next veto is watched
+    /// from its own start.
+    pub(crate) fn veto_ended(&self, state: &OutlierState) {
+        if state.veto_watch.load(Ordering::Relaxed) != 0 {
+            state.veto_watch.store(0, Ordering::Relaxed);
+        }
     }
 
     fn max_ejected(&self, hosts: usize) -> usize {
@@ -1591,6 +1659,43 @@ mod judgement_tests {
         // nearly everything adds no capacity: never readmitted for it.
         assert_eq!(run(EjectionReason::ConsecutiveFailures, 100.0, false), (false, false));
         assert_eq!(run(EjectionReason::FailurePercentage, 100.0, true), (false, false));
+    }
+
+    #[test]
+    fn a_breakers_veto_is_set_aside_when_the_endpoints_in_selection_queue() {
+        // Endpoint 0's breaker keeps it out from 1 s, when the endpoints in
+        // selection answer in `at_veto_ms` (the fleet's calmest: 20 ms); at
+        // 2 s they answer in `later_ms`. Set aside for capacity? And at 3 s,
+        // once they are calm again?
+        let run = |at_veto_ms: f64, later_ms: f64, dead: bool| {
+            let d = Detector::new(consecutive_only());
+            let f = fleet(3);
+            if dead {
+                feed(&d, &f.0[0], 200, 1000);
+            }
+            let h = hosts(&f);
+            let calm = 20e6;
+            assert!(!d.veto_needed_for_capacity(&h[0], SEC, Some(at_veto_ms * 1e6), calm), "watched from its start");
+            let needed = d.veto_needed_for_capacity(&h[0], 2 * SEC, Some(later_ms * 1e6), calm);
+            let held = d.veto_needed_for_capacity(&h[0], 3 * SEC, Some(20e6), calm);
+            (needed, held)
+        };
+        // Their latency doubled: taken back, and kept while base_ejection_time runs.
+        assert_eq!(run(20.0, 40.0, false), (true, true));
+        // They carry its load: the veto holds.
+        assert_eq!(run(20.0, 30.0, false), (false, false));
+        // A veto that began as they already queued is judged against the fleet's calmest.
+        assert_eq!(run(35.0, 45.0, false), (true, true));
+        // An endpoint failing nearly everything adds no capacity.
+        assert_eq!(run(20.0, 100.0, true), (false, false));
+        // The veto ended: the next one is watched from its own start.
+        let d = Detector::new(consecutive_only());
+        let f = fleet(3);
+        let h = hosts(&f);
+        assert!(!d.veto_needed_for_capacity(&h[0], SEC, Some(20e6), 0.0));
+        d.veto_ended(&f.0[0]);
+        assert!(!d.veto_needed_for_capacity(&h[0], 2 * SEC, Some(40e6), 0.0), "a new watch, not the old one");
+        assert!(d.veto_needed_for_capacity(&h[0], 3 * SEC, Some(80e6), 0.0));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use ha_core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use ha_core::Instant;
 
 use crate::endpoint::EndpointState;
+use crate::outlier::Host;
 use crate::table::{Snapshot, LOAD_SCALE};
 use crate::tiers::{degraded, spilled, tier_loads};
 
@@ -30,7 +31,14 @@ impl TierPlanner {
     /// old, and reports restorations, spill and panic changes. One caller
     /// at a time; the others keep using the current plan. True when an
     /// endpoint was restored (waiting requests may go on).
-    pub(crate) fn refresh<S>(&self, snap: &Snapshot<S>, now: Instant, now_ns: u64, events: &Events) -> bool {
+    pub(crate) fn refresh<S>(
+        &self,
+        snap: &Snapshot<S>,
+        now: Instant,
+        now_ns: u64,
+        calm_ns: f64,
+        events: &Events,
+    ) -> bool {
         let plan = &snap.plan;
         let tuning = &*snap.tuning;
         let due = plan.stale.load(Ordering::Acquire)
@@ -39,7 +47,7 @@ impl TierPlanner {
             return false;
         }
         plan.stale.store(false, Ordering::Release);
-        judge_gates(snap, now, now_ns);
+        judge_gates(snap, now, now_ns, calm_ns);
         hold_cold_ramps(snap, now, now_ns);
         let mut counts = vec![(0u32, 0u32); snap.groups.len()];
         // Available endpoints weighted by their slow-start ramp: a whole
@@ -261,18 +269,26 @@ fn hold_cold_ramps<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
 /// few left (a breaker's judgement of an endpoint failing on its own, with
 /// the overload's failures in its windows, is no better than the outlier
 /// rules' on fresh outcomes).
-fn judge_gates<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
+///
+/// A veto is set aside too, as an ejection is refused, when the endpoint
+/// still serves and the endpoints in selection cannot carry its load: their
+/// latency has doubled since the veto began, or since the fleet's calmest (see
+/// `Detector::veto_needed_for_capacity`).
+fn judge_gates<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64, calm_ns: f64) {
     let vetoed = |s: &EndpointState<S>| s.health.gate_is_advisory() && !s.health.gate_admits(now);
+    let detector = &snap.tuning.detector;
     if !snap.endpoints.iter().any(|s| vetoed(s)) {
         for endpoint in &snap.endpoints {
             let run = endpoint.health.gate_run();
             if !endpoint.health.set_aside_in(run) {
                 endpoint.health.override_gate(0, run);
+                detector.veto_ended(&endpoint.outlier);
             }
         }
         return;
     }
     let hosts = snap.hosts();
+    let in_selection = selection_latency(snap, &hosts, now, now_ns);
     for (i, endpoint) in snap.endpoints.iter().enumerate() {
         // Read once: a run that ends while this judgement is made leaves
         // it stale, never stamped with the next run.
@@ -280,8 +296,11 @@ fn judge_gates<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
         let aside = endpoint.health.set_aside_in(run);
         let mut overridden = 0;
         if vetoed(endpoint) {
-            if snap.tuning.detector.failure_shared(&hosts, i, now_ns) {
+            if detector.failure_shared(&hosts, i, now_ns) {
                 overridden |= crate::health::SHARED;
+            }
+            if detector.veto_needed_for_capacity(&hosts[i], now_ns, in_selection, calm_ns) {
+                overridden |= crate::health::NEEDED;
             }
             if !crate::outlier::looks_dead(&endpoint.outlier) {
                 if aside {
@@ -294,15 +313,32 @@ fn judge_gates<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
             // wait over, a half-open probe about to go out): when the veto
             // returns, it is the same shared failure.
             continue;
+        } else {
+            detector.veto_ended(&endpoint.outlier);
         }
         if endpoint.health.override_gate(overridden, run) {
             tracing::debug!(
                 target: "ha::balance",
                 endpoint = %endpoint.name,
-                set_aside = overridden & (crate::health::SHARED | crate::health::SHARED_RUN) != 0,
+                set_aside = overridden & !crate::health::IN_PANIC != 0,
                 in_panic_only = overridden == crate::health::IN_PANIC,
                 "open breaker's veto judged"
             );
         }
     }
+}
+
+/// The median latency estimate (ns) of the endpoints in selection as of the
+/// last judgement: not ejected, and admitted by their gate or with its veto
+/// set aside. `None` when none has an estimate.
+fn selection_latency<S>(snap: &Snapshot<S>, hosts: &[Host<'_>], now: Instant, now_ns: u64) -> Option<f64> {
+    let mut latency: Vec<f64> = snap
+        .endpoints
+        .iter()
+        .zip(hosts)
+        .filter(|(e, h)| h.latency_ns > 0.0 && e.health.available(now, now_ns, false))
+        .map(|(_, h)| h.latency_ns)
+        .collect();
+    latency.sort_by(f64::total_cmp);
+    latency.get(latency.len().saturating_sub(1) / 2).copied()
 }

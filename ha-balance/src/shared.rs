@@ -125,7 +125,7 @@ impl<K, S> Shared<K, S> {
 
     /// Recounts the tier plan if it is due (see [`TierPlanner::refresh`]).
     fn refresh_plan(&self, snap: &Snapshot<S>, now: Instant, now_ns: u64) {
-        if self.planner.refresh(snap, now, now_ns, &self.events) {
+        if self.planner.refresh(snap, now, now_ns, self.ejections.calm_ns(), &self.events) {
             self.notify.notify_waiters();
         }
     }

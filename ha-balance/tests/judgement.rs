@@ -543,3 +543,73 @@ async fn slow_start_yields_when_the_warm_endpoints_queue() {
     assert!(share > 0.5, "the joiners' ramp held back capacity the load needed: share {share:.3}");
     assert!(overload.success() > 0.99, "success {:.4}", overload.success());
 }
+
+/// An advisory gate switched by hand, as a stack's circuit breaker in
+/// `RejectMode::Advisory` vetoes its endpoint while it is open.
+#[derive(Clone, Default)]
+struct Breaker(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Breaker {
+    fn open(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl ha_balance::HealthGate for Breaker {
+    fn admits(&self, _now: ha_core::Instant) -> bool {
+        !self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn advisory(&self) -> bool {
+        true
+    }
+    fn veto_run(&self) -> Option<u64> {
+        Some(0)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_breakers_never_take_out_capacity_the_load_needs() {
+    // Four servers of 5 worker slots at 20 ms (250/s each, 1000/s in all)
+    // at 600/s. s0's breaker opens (it failed on its own, say): the three
+    // left carry 600/s at 80% of their capacity, so s0 stays out. Then
+    // s1's opens too: the two left would take 600/s against 500, and their
+    // queues would grow without end. A breaker's veto is an ejection by
+    // another name: once the two left queue (their latency twice what it
+    // was), both vetoed endpoints, which still serve, are taken back.
+    let all: Vec<Server> = servers("s", 4, 20).into_iter().map(|s| s.slots(5)).collect();
+    let gates = [Breaker::default(), Breaker::default()];
+    let mut b = ha_balance::Balance::builder()
+        .config(BalanceConfig::default())
+        .seed(5)
+        .build_with(all.iter().enumerate().map(|(i, s)| {
+            let endpoint = Endpoint::new(s.clone());
+            (s.name, if i < 2 { endpoint.health_gate(gates[i].clone()) } else { endpoint })
+        }))
+        .unwrap();
+    drive(&mut b, 5_000, 0.6, |_| {}).await;
+    let vetoed = |set: &[Server]| set[..2].iter().map(Server::hits).sum::<u64>();
+    let total = |set: &[Server]| set.iter().map(Server::hits).sum::<u64>();
+
+    gates[0].open();
+    let (s0, t0) = (all[0].hits(), total(&all));
+    let one = drive(&mut b, 10_000, 0.6, |_| {}).await;
+    let one_out = (all[0].hits() - s0) as f64 / (total(&all) - t0) as f64;
+
+    gates[1].open();
+    let mut marks = Vec::new();
+    let two = drive(&mut b, 10_000, 0.6, |t| {
+        if t == 5_000 {
+            marks.push((vetoed(&all), total(&all)));
+        }
+    })
+    .await;
+    let two_out = (vetoed(&all) - marks[0].0) as f64 / (total(&all) - marks[0].1) as f64;
+    eprintln!(
+        "s0's share with its breaker open: {one_out:.4}; the pair's with both open (5-10 s): {two_out:.3}; success {:.4} {:.4}",
+        one.success(),
+        two.success()
+    );
+    assert!(one_out < 0.01, "one breaker open, capacity to spare: s0 took {one_out:.4}");
+    assert!(two_out > 0.3, "both open, the two left overloaded: the pair took only {two_out:.3}");
+    assert!(two.success() > 0.99, "success {:.4}", two.success());
+}
