@@ -69,11 +69,12 @@ pub(crate) const SHARED: u8 = 1;
 /// serves some requests (an endpoint that fails nearly all is left out).
 pub(crate) const IN_PANIC: u8 = 2;
 /// An advisory gate's veto stays set aside for the rest of a run (see
-/// [`HealthGate::veto_run`]) in which it was set aside for a failure shared
-/// with the peers: the breaker's windows hold the overload's failures and
-/// it tracked none of the calls set aside since, so only an endpoint that
-/// now looks dead is left out; failing on its own otherwise is for the
-/// outlier rules to judge, on fresh outcomes.
+/// [`HealthGate::veto_run`]) in which it was set aside, for a failure shared
+/// with the peers or for capacity ([`NEEDED`]): the breaker's windows hold
+/// failures from before and it tracked none of the calls set aside since,
+/// so only an endpoint that now looks dead is left out; failing on its own
+/// otherwise is for the outlier rules to judge, on fresh outcomes, with
+/// their own guards for capacity.
 pub(crate) const SHARED_RUN: u8 = 4;
 /// An advisory gate's veto is set aside because the endpoints in selection
 /// cannot carry the endpoint's load (see
