@@ -10,7 +10,9 @@
 //! Or `RejectMode::Advisory`: the breaker rejects nothing, the gate keeps
 //! the endpoint out of selection, and when the endpoint fails alike with
 //! its peers (a whole fleet shedding load, every breaker open) the balancer
-//! sets the advice aside instead of starving the fleet.
+//! sets the advice aside instead of starving the fleet; so it does, as it
+//! would refuse an ejection, when the endpoint still serves and the
+//! endpoints left in selection queue without it.
 
 use std::fmt;
 use std::sync::Arc;

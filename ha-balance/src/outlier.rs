@@ -425,8 +425,8 @@ impl Detector {
         true
     }
 
-    /// Whether the load needs `hosts[idx]` back although its advisory
-    /// gate (its circuit breaker) keeps it out of selection: it still
+    /// Whether the load needs `host` back although its advisory gate (its
+    /// circuit breaker) keeps it out of selection: it still
     /// serves (not [`looks_dead`]), and the endpoints in selection, whose
     /// median latency estimate is `in_selection`, queue: it has reached
     /// `CAPACITY_LATENCY_FACTOR` times what it was when the gate was first

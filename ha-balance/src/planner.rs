@@ -310,9 +310,9 @@ fn judge_gates<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64, calm_ns: f64) {
                 overridden |= crate::health::IN_PANIC;
             }
         } else if aside {
-            // Admitting for a moment within a run judged shared (an open
+            // Admitting for a moment within a run set aside (an open
             // wait over, a half-open probe about to go out): when the veto
-            // returns, it is the same shared failure.
+            // returns, it is judged as it was.
             continue;
         } else {
             detector.veto_ended(&endpoint.outlier);

@@ -130,7 +130,8 @@ pub enum RejectMode {
     /// balancer then judges the advice against the fleet: a breaker open on
     /// an endpoint that fails alike with its peers (a fleet shedding load,
     /// where every breaker opens) is set aside rather than starving the
-    /// fleet. The `ha` stack's breakers use this.
+    /// fleet, and so is one whose endpoint still serves while the others
+    /// queue without it. The `ha` stack's breakers use this.
     Advisory,
 }
 

@@ -55,7 +55,7 @@ pub struct Config {
     /// the stack's breakers are advisory (an open one takes its endpoint out
     /// of selection, unless the endpoint fails alike with its peers, so
     /// breakers that open together under a fleet-wide overload do not
-    /// starve the fleet).
+    /// starve the fleet, or the endpoints left queue without it).
     pub breaker: BreakerConfig,
 }
 

@@ -94,7 +94,8 @@ impl EndpointSettings {
 
 /// The stack's breakers advise: an open one takes its endpoint out of
 /// selection unless the endpoint fails alike with its peers (breakers that
-/// all open under a fleet-wide overload must not starve the fleet).
+/// all open under a fleet-wide overload must not starve the fleet) or the
+/// endpoints left cannot carry its load.
 pub(crate) fn breaker_config(mut config: BreakerConfig) -> BreakerConfig {
     config.reject_mode = RejectMode::Advisory;
     config
