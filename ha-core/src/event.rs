@@ -60,6 +60,17 @@ impl fmt::Display for BreakerState {
     }
 }
 
+/// Why a hedge layer stopped sending hedges for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HedgePause {
+    /// Recent hedges mostly lost to the first attempt: load for nothing.
+    Losing,
+    /// Most requests are slow (the median latency rose): a fleet-wide
+    /// slowdown or overload, where a hedge finds no faster endpoint.
+    Slow,
+}
+
 /// Why an endpoint was ejected from load balancing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -170,6 +181,14 @@ pub enum Event {
         /// How long after the first attempt it was sent.
         after: Duration,
     },
+    /// A hedge layer stopped sending hedges for now (`reason`), or, with
+    /// `reason` `None`, started again.
+    HedgingPaused {
+        /// The hedge layer's name.
+        hedge: Arc<str>,
+        /// Why, while paused; `None` when hedging resumed.
+        reason: Option<HedgePause>,
+    },
     /// A retry was scheduled after a failed attempt.
     RetryScheduled {
         /// The attempt number of the retry.
@@ -195,7 +214,10 @@ impl Event {
             | Event::MemberDead { .. }
             | Event::MemberUpdated { .. }
             | Event::MemberLeft { .. } => "membership",
-            Event::BudgetExhausted { .. } | Event::HedgeSent { .. } | Event::RetryScheduled { .. } => "retry",
+            Event::BudgetExhausted { .. }
+            | Event::HedgeSent { .. }
+            | Event::HedgingPaused { .. }
+            | Event::RetryScheduled { .. } => "retry",
         }
     }
 
@@ -259,6 +281,10 @@ impl Event {
             Event::HedgeSent { attempt, after } => {
                 emit!("ha::retry", attempt, after = ?after, "hedge sent")
             }
+            Event::HedgingPaused { hedge, reason: Some(reason) } => {
+                emit!("ha::retry", hedge = %hedge, reason = ?reason, "hedging paused")
+            }
+            Event::HedgingPaused { hedge, reason: None } => emit!("ha::retry", hedge = %hedge, "hedging resumed"),
             Event::RetryScheduled { attempt, backoff } => {
                 emit!("ha::retry", attempt, backoff = ?backoff, "retry scheduled")
             }
@@ -364,6 +390,8 @@ mod tests {
             Event::MemberLeft { member: "n1".into() },
             Event::BudgetExhausted { budget: "api".into() },
             Event::HedgeSent { attempt: 2, after: Duration::from_millis(12) },
+            Event::HedgingPaused { hedge: "hedge".into(), reason: Some(HedgePause::Slow) },
+            Event::HedgingPaused { hedge: "hedge".into(), reason: None },
             Event::RetryScheduled { attempt: 2, backoff: Duration::from_millis(40) },
         ]
     }

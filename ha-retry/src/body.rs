@@ -647,7 +647,7 @@ impl<B: Body> Replay<Request<B>> for HttpReplay {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, Empty, Full};

@@ -278,6 +278,18 @@ pub struct HedgeConfig {
     /// Default 1 s.
     #[serde(with = "ha_core::config::duration")]
     pub refresh: Duration,
+    /// Hedging pauses while fewer than this share of recent hedged
+    /// requests were answered by a hedge (a hedge that loses to the first
+    /// attempt was load for nothing); one would-be hedge in eight still
+    /// goes, to see whether they pay again. Default 0.25; 0 hedges whatever
+    /// hedges win.
+    pub min_win_share: f64,
+    /// Hedging pauses while the median latency is this many times its
+    /// calmest (the lowest median seen, let rise 2% a `refresh`): most
+    /// requests are slow then, the fleet slowed down or is overloaded, and
+    /// a hedge finds no faster endpoint, only adds load. Default 2; 0 never
+    /// pauses for it.
+    pub max_median_rise: f64,
     /// The budget hedges draw on (ignored when a shared budget is given to
     /// the layer).
     pub budget: BudgetConfig,
@@ -295,6 +307,8 @@ impl Default for HedgeConfig {
             warmup_delay: None,
             window: Duration::from_secs(10),
             refresh: Duration::from_secs(1),
+            min_win_share: 0.25,
+            max_median_rise: 2.0,
             budget: BudgetConfig::default(),
             name: "hedge".to_owned(),
         }
@@ -317,6 +331,12 @@ impl HedgeConfig {
         }
         if self.refresh.is_zero() || self.refresh > self.window {
             return Err(ConfigError::new("refresh", "must be positive and at most the window"));
+        }
+        if !(0.0..=1.0).contains(&self.min_win_share) {
+            return Err(ConfigError::new("min_win_share", "must be in [0, 1]"));
+        }
+        if !(self.max_median_rise == 0.0 || (self.max_median_rise.is_finite() && self.max_median_rise > 1.0)) {
+            return Err(ConfigError::new("max_median_rise", "must be 0 (off) or a finite factor above 1"));
         }
         self.budget.validate()
     }
@@ -362,6 +382,11 @@ mod tests {
         h.delay = HedgeDelay::Fixed(Duration::from_millis(3));
         h.max_hedges = 100;
         assert_eq!(h.validate().unwrap_err().field(), "max_hedges");
+        let h = HedgeConfig { min_win_share: 1.5, ..HedgeConfig::default() };
+        assert_eq!(h.validate().unwrap_err().field(), "min_win_share");
+        let h = HedgeConfig { max_median_rise: 0.5, ..HedgeConfig::default() };
+        assert_eq!(h.validate().unwrap_err().field(), "max_median_rise");
+        HedgeConfig { min_win_share: 0.0, max_median_rise: 0.0, ..HedgeConfig::default() }.validate().unwrap();
         assert!(serde_json::from_str::<RetryConfig>(r#"{"max_atempts": 3}"#).is_err());
     }
 }

@@ -285,3 +285,114 @@ async fn a_warmup_delay_hedges_before_enough_latencies_are_known() {
     // Without one, nothing is hedged until min_samples latencies are known.
     assert_eq!(HedgeLayer::new(HedgeConfig::default()).unwrap().current_delay(Instant::now()), None);
 }
+
+/// Sends `n` requests one after the other through `svc`, each asking for
+/// `latency(i)` ms (the service sleeps what the request says).
+async fn send_in_turn<S>(svc: &mut S, n: u64, latency: impl Fn(u64) -> u64)
+where
+    S: Service<u64, Response = u64, Error = BoxError>,
+{
+    for i in 0..n {
+        svc.ready().await.unwrap().call(latency(i)).await.unwrap();
+    }
+}
+
+fn sleeper() -> impl Service<u64, Response = u64, Error = BoxError, Future = impl Send> + Clone {
+    service_fn(|latency: u64| async move {
+        tokio::time::sleep(ms(latency)).await;
+        Ok::<_, BoxError>(latency)
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedges_that_lose_to_the_first_attempt_pause_hedging() {
+    // Every attempt takes 100 ms, hedges go at 50 ms: a hedge answers 50 ms
+    // after the first attempt, which always wins. Hedging pauses once they
+    // have mostly lost (one would-be hedge in eight still goes, to measure);
+    // at `min_win_share` 0 every request is hedged.
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let losing = |min_win_share: f64| {
+        let budget = BudgetConfig { ratio: 1.0, ..BudgetConfig::default() };
+        HedgeLayer::builder(HedgeConfig { min_win_share, budget, ..fixed(50) })
+            .events(Events::new().with_observer({
+                let sink = sink.clone();
+                move |e: &Event| sink.lock().unwrap().push(e.clone())
+            }))
+            .build()
+            .unwrap()
+    };
+    let layer = losing(0.25);
+    send_in_turn(&mut layer.layer(sleeper()), 200, |_| 100).await;
+    let stats = layer.stats();
+    assert!(stats.hedges <= 20 + 200 / 8, "{stats:?}");
+    assert_eq!(stats.hedges + stats.paused, 200, "{stats:?}");
+    assert_eq!(stats.hedge_wins, 0);
+    let paused: Vec<Event> =
+        events.lock().unwrap().iter().filter(|e| matches!(e, Event::HedgingPaused { .. })).cloned().collect();
+    assert_eq!(
+        paused,
+        vec![Event::HedgingPaused { hedge: "hedge".into(), reason: Some(ha_core::event::HedgePause::Losing) }],
+        "the pause is reported once"
+    );
+
+    let always = losing(0.0);
+    send_in_turn(&mut always.layer(sleeper()), 200, |_| 100).await;
+    assert_eq!(always.stats().hedges, 200);
+}
+
+/// A service whose calls take 8 ms, every 25th 200 ms, or, while `slow`
+/// is set, 100 ms each.
+fn fleet(slow: Arc<AtomicBool>) -> impl Service<u64, Response = u64, Error = BoxError, Future = impl Send> + Clone {
+    let n = Arc::new(AtomicU32::new(0));
+    service_fn(move |req: u64| {
+        let i = n.fetch_add(1, Ordering::SeqCst);
+        let took = if slow.load(Ordering::SeqCst) {
+            100
+        } else if i % 25 == 24 {
+            200
+        } else {
+            8
+        };
+        async move {
+            tokio::time::sleep(ms(took)).await;
+            Ok::<_, BoxError>(req)
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_wide_slowdown_pauses_hedging_and_its_end_resumes_it() {
+    // Calls take 8 ms, every 25th 200 ms: hedges at a fixed 20 ms win those.
+    // Then every call takes 100 ms for a minute, twelve times the calm
+    // median: each is hedged at 20 ms and the hedge finds nothing faster.
+    // Once the median over the window has risen (the calm latencies aged
+    // out, about 10 s), hedging pauses until it is back near its calmest.
+    // With `max_median_rise` 0 it hedges on. (`min_win_share` 0: the other
+    // pause, for hedges that lose, would stop these too; an adaptive delay
+    // would follow the latencies up.)
+    let run = |max_median_rise: f64| async move {
+        let budget = BudgetConfig { ratio: 1.0, ..BudgetConfig::default() };
+        let config =
+            HedgeConfig { max_median_rise, min_win_share: 0.0, budget, window: Duration::from_secs(5), ..fixed(20) };
+        let layer = HedgeLayer::new(config).unwrap();
+        let slow = Arc::new(AtomicBool::new(false));
+        let mut svc = layer.layer(fleet(slow.clone()));
+        send_in_turn(&mut svc, 1000, |_| 0).await;
+        let calm = layer.stats().hedges;
+        slow.store(true, Ordering::SeqCst);
+        send_in_turn(&mut svc, 600, |_| 0).await;
+        let slowed = layer.stats().hedges - calm;
+        slow.store(false, Ordering::SeqCst);
+        send_in_turn(&mut svc, 3000, |_| 0).await;
+        (calm, slowed, layer.stats().hedges - calm - slowed, layer.stats().paused)
+    };
+    let (calm, slowed, back, paused) = run(2.0).await;
+    eprintln!("hedges: calm {calm}, slow {slowed}, back {back}; paused {paused}");
+    assert!(calm >= 20, "hedges win the tail: {calm}");
+    assert!(slowed <= 150 && paused >= 400, "hedging paused while every call was slow: {slowed} sent, {paused} paused");
+    assert!(back >= 60, "resumed once the median is calm again: {back}");
+    let (_, slowed, _, paused) = run(0.0).await;
+    eprintln!("at 0: slow {slowed}, paused {paused}");
+    assert!(slowed >= 500 && paused == 0, "not paused at max_median_rise 0: {slowed}");
+}

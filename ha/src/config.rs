@@ -227,6 +227,20 @@ mod example_file {
     }
 
     #[test]
+    fn the_examples_hedge_section_uncommented_is_the_hedge_default() {
+        let text = include_str!("../ha.example.toml");
+        let section: String = text
+            .lines()
+            .skip_while(|l| *l != "# [hedge]")
+            .take_while(|l| !l.is_empty())
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        assert!(section.starts_with("[hedge]"), "{section}");
+        let config = Config::from_toml_str(&section).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.hedge, Some(ha_retry::config::HedgeConfig::default()));
+    }
+
+    #[test]
     fn a_missing_file_is_an_error_not_a_panic() {
         let err = Config::from_file("/nonexistent/ha.toml").unwrap_err();
         assert!(err.reason().contains("cannot read"), "{err}");

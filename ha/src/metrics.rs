@@ -20,6 +20,7 @@
 //! | `ha_deadlines_exceeded_total` | counter | stack | requests | requests that ran out of time |
 //! | `ha_hedges_total` | counter | stack | attempts | hedges sent |
 //! | `ha_hedge_wins_total` | counter | stack | requests | requests a hedge answered first |
+//! | `ha_hedges_paused_total` | counter | stack | attempts | hedges not sent while hedging paused (they mostly lost, or most requests were slow) |
 //! | `ha_retry_budget_available` | gauge | stack | retries | retries the budget could pay for now |
 //! | `ha_panic_mode` | gauge | stack | 0/1 | routing over every endpoint because too few are healthy |
 //! | `ha_endpoints` | gauge | stack | endpoints | endpoints known |
@@ -156,6 +157,7 @@ where
     counter!("ha_deadlines_exceeded_total", "stack" => label()).absolute(retry.deadlines_exceeded);
     counter!("ha_hedges_total", "stack" => label()).absolute(hedge.hedges);
     counter!("ha_hedge_wins_total", "stack" => label()).absolute(hedge.hedge_wins);
+    counter!("ha_hedges_paused_total", "stack" => label()).absolute(hedge.paused);
     gauge!("ha_retry_budget_available", "stack" => label()).set(stack.budget().available(ha_core::Instant::now()));
     gauge!("ha_panic_mode", "stack" => label()).set(if stack.in_panic_mode() { 1.0 } else { 0.0 });
     gauge!("ha_endpoints", "stack" => label()).set(endpoints.len() as f64);

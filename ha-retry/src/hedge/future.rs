@@ -111,6 +111,9 @@ where
                     let r = r.map_err(Into::into);
                     if !parts.classifier.classify(this.info, r.as_ref()).is_failure() {
                         // The first attempt won: the hedges are dropped, which cancels them.
+                        if *this.sent > 0 {
+                            core.stats.efficacy.record(false);
+                        }
                         this.hedges.clear();
                         this.timer.as_mut().arm(None);
                         return Poll::Ready(r);
@@ -135,6 +138,7 @@ where
                         this.first.set(None);
                     }
                     core.stats.hedge_wins.fetch_add(1, Ordering::Relaxed);
+                    core.stats.efficacy.record(true);
                     this.hedges.clear();
                     this.timer.as_mut().arm(None);
                     return Poll::Ready(r);
@@ -156,6 +160,10 @@ where
                 let now = Instant::now();
                 if !this.kept.as_ref().is_some_and(|k| parts.replay.can_replay(k, true)) {
                     core.stats.not_replayable.fetch_add(1, Ordering::Relaxed);
+                    this.timer.as_mut().arm(None);
+                    return Poll::Pending;
+                }
+                if !core.hedging_pays(now) {
                     this.timer.as_mut().arm(None);
                     return Poll::Pending;
                 }

@@ -54,7 +54,15 @@ pub struct LatencyHistogram {
     refresh_nanos: AtomicU64,
     quantile_bits: AtomicU64,
     min_samples: AtomicU64,
+    // The median at the last refresh, and the lowest median seen (let rise
+    // by `CALM_DRIFT` a refresh), in µs; `NONE` until known.
+    median: AtomicU64,
+    calm_median: AtomicU64,
 }
+
+/// How much the calm median may rise per refresh: a latency that rose for
+/// good is the calm one again after about 35 refreshes.
+const CALM_DRIFT: f64 = 1.02;
 
 impl LatencyHistogram {
     /// A histogram starting at `now` that keeps between one and two
@@ -72,6 +80,8 @@ impl LatencyHistogram {
             refresh_nanos: AtomicU64::new(nanos(refresh)),
             quantile_bits: AtomicU64::new(clamp_quantile(quantile).to_bits()),
             min_samples: AtomicU64::new(min_samples),
+            median: AtomicU64::new(NONE),
+            calm_median: AtomicU64::new(NONE),
         }
     }
 
@@ -143,6 +153,23 @@ impl LatencyHistogram {
         }
     }
 
+    /// Keeps the median of a refresh, and the calmest (lowest) median,
+    /// which may rise by `CALM_DRIFT` a refresh.
+    fn note_median(&self, micros: u64) {
+        self.median.store(micros, Ordering::Relaxed);
+        let calm = self.calm_median.load(Ordering::Relaxed);
+        let next = if calm == NONE { micros } else { micros.min((calm as f64 * CALM_DRIFT).ceil() as u64) };
+        self.calm_median.store(next, Ordering::Relaxed);
+    }
+
+    /// The median of recent latencies has risen to `factor` times its
+    /// calmest (as of the last refresh): most requests are slow, not a tail
+    /// of them.
+    pub(crate) fn shifted(&self, factor: f64) -> bool {
+        let (m, calm) = (self.median.load(Ordering::Relaxed), self.calm_median.load(Ordering::Relaxed));
+        m != NONE && calm != NONE && m as f64 >= factor * calm as f64
+    }
+
     /// The number of latencies the last refresh saw.
     pub fn samples(&self) -> u64 {
         self.samples.load(Ordering::Relaxed)
@@ -158,6 +185,12 @@ impl LatencyHistogram {
             self.cached.store(NONE, Ordering::Release);
             return false;
         }
+        // The median of the current window when it holds enough latencies
+        // (it follows a change sooner than both windows do), else of both.
+        let current: u64 = a.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let recent = current >= self.min_samples.load(Ordering::Relaxed).max(1);
+        let count = |i: usize| a[i].load(Ordering::Relaxed) + if recent { 0 } else { b[i].load(Ordering::Relaxed) };
+        self.note_median(rank_bucket(count, if recent { current } else { total }.div_ceil(2)));
         // The smallest bucket whose cumulative count reaches the quantile's rank.
         let quantile = f64::from_bits(self.quantile_bits.load(Ordering::Relaxed));
         let rank = ((quantile * total as f64).ceil() as u64).clamp(1, total);
@@ -173,6 +206,19 @@ impl LatencyHistogram {
         self.cached.store(upper_bound(BUCKETS - 1), Ordering::Release);
         true
     }
+}
+
+/// The upper bound (µs) of the first bucket whose cumulative `count`
+/// reaches `rank`; the top bucket's when counts grew while summed.
+fn rank_bucket(count: impl Fn(usize) -> u64, rank: u64) -> u64 {
+    let mut seen = 0;
+    for i in 0..BUCKETS {
+        seen += count(i);
+        if seen >= rank {
+            return upper_bound(i);
+        }
+    }
+    upper_bound(BUCKETS - 1)
 }
 
 /// A duration in nanoseconds, at least 1.

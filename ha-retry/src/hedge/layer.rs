@@ -6,9 +6,10 @@ use std::time::Duration;
 use ha_core::classify::ErrorsAreFailures;
 use ha_core::lease::{Stash, Stashed};
 use ha_core::live::{LiveCached, LiveCell};
-use ha_core::{Events, Instant};
+use ha_core::{Event, Events, Instant};
 use tower_layer::Layer;
 
+use super::efficacy::Efficacy;
 use super::{Hedge, LatencyHistogram};
 use crate::budget::RetryBudget;
 use crate::builder::LayerBuilder;
@@ -113,6 +114,23 @@ impl HedgeShared {
         };
         Some(d.max(self.config.min_delay))
     }
+
+    /// Whether a hedge due at `now` may go: hedging is not paused (see
+    /// `efficacy`). Counts and reports a pause.
+    pub(crate) fn hedging_pays(&self, now: Instant) -> bool {
+        let rise = self.config.max_median_rise;
+        // Refreshes the latencies' median when due (a fixed delay reads no quantile otherwise).
+        let _ = self.latencies.quantile(now);
+        let slow = rise > 0.0 && self.latencies.shifted(rise);
+        let (verdict, changed) = self.stats.efficacy.admit(self.config.min_win_share, slow);
+        if let Some(reason) = changed {
+            self.events.emit(Event::HedgingPaused { hedge: self.config.name.as_str().into(), reason });
+        }
+        if verdict.is_err() {
+            self.stats.paused.fetch_add(1, Ordering::Relaxed);
+        }
+        verdict.is_ok()
+    }
 }
 
 #[derive(Default)]
@@ -121,6 +139,9 @@ pub(crate) struct Counters {
     pub(crate) hedge_wins: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) not_replayable: AtomicU64,
+    pub(crate) paused: AtomicU64,
+    /// Whether hedges pay now (kept across reconfigurations, as the counters are).
+    pub(crate) efficacy: Efficacy,
 }
 
 /// What a hedge layer has done so far, shared by every service it built.
@@ -135,6 +156,10 @@ pub struct HedgeStats {
     /// Hedges not sent because the request could not be copied yet (its body
     /// was still streaming, too large, or the request is not idempotent).
     pub not_replayable: u64,
+    /// Hedges not sent because hedging was paused: recent hedges mostly
+    /// lost to the first attempt (`min_win_share`), or most requests were
+    /// slow (`max_median_rise`).
+    pub paused: u64,
 }
 
 impl<C, P> HedgeLayer<C, P> {
@@ -169,6 +194,7 @@ impl Counters {
             hedge_wins: c.hedge_wins.load(Ordering::Relaxed),
             budget_refused: c.refused.load(Ordering::Relaxed),
             not_replayable: c.not_replayable.load(Ordering::Relaxed),
+            paused: c.paused.load(Ordering::Relaxed),
         }
     }
 }

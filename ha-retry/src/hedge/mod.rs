@@ -16,6 +16,16 @@
 //! hedge wins, the first attempt's time so far is recorded as its latency,
 //! so the slow attempts that hedging cut short still push the quantile up.
 //!
+//! Hedging pauses when it does not pay: while fewer than `min_win_share`
+//! (25%) of recent hedged requests were answered by a hedge (one
+//! would-be hedge in eight still goes, to measure), and while the median
+//! latency is `max_median_rise` (2) times its calmest, when most requests
+//! are slow and a hedge finds no faster endpoint. Under an overload every
+//! hedge lengthens the queues that made the requests slow; a fleet just
+//! past its capacity then collapses where it only thinned. Each pause and
+//! resumption is an [`Event::HedgingPaused`](ha_core::Event::HedgingPaused);
+//! [`HedgeStats::paused`] counts the hedges not sent.
+//!
 //! ```
 //! use std::time::Duration;
 //! use ha_retry::config::{HedgeConfig, HedgeDelay};
@@ -80,6 +90,7 @@
 //! assert_eq!(svc.config(), fixed(20));
 //! ```
 
+mod efficacy;
 mod future;
 mod histogram;
 mod layer;
