@@ -11,8 +11,8 @@
 //! hedging below `HedgeConfig::min_win_share` (one hedge in
 //! [`EXPLORE`] still goes, to see whether they pay again). The layer also
 //! pauses while the median latency is `HedgeConfig::max_median_rise` times
-//! its calmest (see `LatencyHistogram::shifted`): then the slowness is the
-//! bulk of the requests, not their tail, and a hedge finds no faster
+//! its calmest (see `LatencyHistogram::shifted`): then the slowness is in
+//! the bulk of the requests, not their tail, and a hedge finds no faster
 //! endpoint.
 //!
 //! ```text

@@ -19,8 +19,9 @@
 //! Hedging pauses when it does not pay: while fewer than `min_win_share`
 //! (25%) of recent hedged requests were answered by a hedge (one
 //! would-be hedge in eight still goes, to measure), and while the median
-//! latency is `max_median_rise` (2) times its calmest, when most requests
-//! are slow and a hedge finds no faster endpoint. Under an overload every
+//! latency is `max_median_rise` (1.25) times its calmest, when the bulk of
+//! the requests got slower and a hedge finds no faster endpoint. Under an
+//! overload every
 //! hedge lengthens the queues that made the requests slow; a fleet just
 //! past its capacity then collapses where it only thinned. Each pause and
 //! resumption is an [`Event::HedgingPaused`](ha_core::Event::HedgingPaused);
