@@ -6,6 +6,8 @@
 
 #[path = "common/fleet.rs"]
 mod fleet;
+#[path = "common/gate.rs"]
+mod gate;
 
 use std::time::Duration;
 
@@ -544,29 +546,6 @@ async fn slow_start_yields_when_the_warm_endpoints_queue() {
     assert!(overload.success() > 0.99, "success {:.4}", overload.success());
 }
 
-/// An advisory gate switched by hand, as a stack's circuit breaker in
-/// `RejectMode::Advisory` vetoes its endpoint while it is open.
-#[derive(Clone, Default)]
-struct Breaker(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl Breaker {
-    fn open(&self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl ha_balance::HealthGate for Breaker {
-    fn admits(&self, _now: ha_core::Instant) -> bool {
-        !self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
-    fn advisory(&self) -> bool {
-        true
-    }
-    fn veto_run(&self) -> Option<u64> {
-        Some(0)
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn open_breakers_never_take_out_capacity_the_load_needs() {
     // Four servers of 5 worker slots at 20 ms (250/s each, 1000/s in all)
@@ -577,7 +556,7 @@ async fn open_breakers_never_take_out_capacity_the_load_needs() {
     // another name: once the two left queue (their latency twice what it
     // was), both vetoed endpoints, which still serve, are taken back.
     let all: Vec<Server> = servers("s", 4, 20).into_iter().map(|s| s.slots(5)).collect();
-    let gates = [Breaker::default(), Breaker::default()];
+    let gates = [gate::Advisory::with_runs(), gate::Advisory::with_runs()];
     let mut b = ha_balance::Balance::builder()
         .config(BalanceConfig::default())
         .seed(5)
@@ -590,12 +569,12 @@ async fn open_breakers_never_take_out_capacity_the_load_needs() {
     let vetoed = |set: &[Server]| set[..2].iter().map(Server::hits).sum::<u64>();
     let total = |set: &[Server]| set.iter().map(Server::hits).sum::<u64>();
 
-    gates[0].open();
+    gates[0].veto(true);
     let (s0, t0) = (all[0].hits(), total(&all));
     let one = drive(&mut b, 10_000, 0.6, |_| {}).await;
     let one_out = (all[0].hits() - s0) as f64 / (total(&all) - t0) as f64;
 
-    gates[1].open();
+    gates[1].veto(true);
     let mut marks = Vec::new();
     let two = drive(&mut b, 10_000, 0.6, |t| {
         if t == 5_000 {

@@ -3,12 +3,15 @@
 //! on top, and the service contract (Clone, Send, 'static).
 
 mod common;
+#[path = "common/gate.rs"]
+mod gate;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{backend, recorder, req, Backend, Req};
+use gate::Advisory;
 use ha_balance::config::OutlierConfig;
 use ha_balance::{Balance, BalanceConfig, Endpoint, Picker};
 use ha_core::{AttemptContext, EndpointId, Event, HasAttemptContext};
@@ -369,44 +372,6 @@ async fn single_threaded_services_can_be_balanced() {
     let mut b: Balance<&str, _, Req> = Balance::builder().build_with([("local", Endpoint::new(svc))]).unwrap();
     assert_eq!(b.ready().await.unwrap().call(req(0)).await.unwrap(), "local");
     assert_eq!(calls.get(), 1);
-}
-
-/// An advisory gate (a stack's breaker): the balancer may set its veto aside.
-#[derive(Clone, Default)]
-struct Advisory {
-    vetoing: Arc<AtomicBool>,
-    /// Its runs of vetoes, as a breaker's closings count them (`None`: a
-    /// gate that cannot tell).
-    run: Option<Arc<AtomicU64>>,
-}
-
-impl Advisory {
-    fn with_runs() -> Self {
-        Advisory { run: Some(Arc::default()), ..Advisory::default() }
-    }
-    fn veto(&self, on: bool) {
-        self.vetoing.store(on, Ordering::Relaxed);
-    }
-    fn vetoes(&self) -> bool {
-        self.vetoing.load(Ordering::Relaxed)
-    }
-    /// The endpoint recovered: the next veto starts a new run.
-    fn recovered(&self) {
-        self.veto(false);
-        self.run.as_ref().expect("a gate with runs").fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl ha_balance::HealthGate for Advisory {
-    fn admits(&self, _now: ha_core::Instant) -> bool {
-        !self.vetoes()
-    }
-    fn advisory(&self) -> bool {
-        true
-    }
-    fn veto_run(&self) -> Option<u64> {
-        self.run.as_ref().map(|r| r.load(Ordering::Relaxed))
-    }
 }
 
 /// A backend whose failure, once armed, closes its gate as it is answered,

@@ -181,8 +181,8 @@ pub enum Event {
         /// How long after the first attempt it was sent.
         after: Duration,
     },
-    /// A hedge layer stopped sending hedges for now (`reason`), or, with
-    /// `reason` `None`, started again.
+    /// A hedge layer stopped sending hedges for now, or pauses on for
+    /// another `reason`; with `reason` `None`, it started again.
     HedgingPaused {
         /// The hedge layer's name.
         hedge: Arc<str>,

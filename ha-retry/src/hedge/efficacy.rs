@@ -22,7 +22,7 @@
 //! ```
 
 use ha_core::event::HedgePause as Pause;
-use ha_core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use ha_core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 /// Fixed point: this much is a share of 1.
 const ONE: u32 = 1 << 16;
@@ -34,19 +34,31 @@ const SHIFT: u32 = 4;
 pub(crate) const EXPLORE: u32 = 8;
 
 /// The share of recent hedged requests that a hedge answered first, and
-/// whether hedging is paused (to report changes once).
+/// whether and why hedging is paused (so that a change is reported once).
 #[derive(Debug)]
 pub(crate) struct Efficacy {
     /// The share, scaled to `ONE`; starts at `ONE`: hedges pay until shown not to.
     wins: AtomicU32,
     /// Would-be hedges while paused for losing: every `EXPLORE`th goes.
     skipped: AtomicU32,
-    paused: AtomicBool,
+    /// The pause in force as last reported: `RUNNING`, or a `Pause` code.
+    state: AtomicU8,
+}
+
+const RUNNING: u8 = 0;
+
+/// The state word of `verdict`.
+fn code(verdict: Result<(), Pause>) -> u8 {
+    match verdict {
+        Ok(()) => RUNNING,
+        Err(Pause::Losing) => 1,
+        Err(Pause::Slow) => 2,
+    }
 }
 
 impl Default for Efficacy {
     fn default() -> Self {
-        Efficacy { wins: AtomicU32::new(ONE), skipped: AtomicU32::new(0), paused: AtomicBool::new(false) }
+        Efficacy { wins: AtomicU32::new(ONE), skipped: AtomicU32::new(0), state: AtomicU8::new(RUNNING) }
     }
 }
 
@@ -66,8 +78,8 @@ impl Efficacy {
     /// Decides whether a hedge due now goes, given the layer's `min_share`
     /// and whether most requests are `slow`: `Ok` when it goes, else why
     /// not. The second value is the pause in force when it changed with
-    /// this decision (`Some(None)`: hedging resumed), for the caller to
-    /// report once.
+    /// this decision (paused, resumed as `Some(None)`, or paused for
+    /// another reason), for the caller to report once.
     pub(crate) fn admit(&self, min_share: f64, slow: bool) -> (Result<(), Pause>, Option<Option<Pause>>) {
         let verdict = if slow {
             Err(Pause::Slow)
@@ -79,9 +91,8 @@ impl Efficacy {
         } else {
             Err(Pause::Losing)
         };
-        let paused = verdict.is_err();
-        let changed =
-            self.paused.load(Ordering::Relaxed) != paused && self.paused.swap(paused, Ordering::Relaxed) != paused;
+        let state = code(verdict);
+        let changed = self.state.load(Ordering::Relaxed) != state && self.state.swap(state, Ordering::Relaxed) != state;
         (verdict, changed.then(|| verdict.err()))
     }
 }
@@ -114,6 +125,12 @@ mod tests {
             (Err(Pause::Slow), Some(Some(Pause::Slow))),
             "no hedge while most requests are slow"
         );
+        // Losing while slow: the reason changed, and is reported.
+        for _ in 0..40 {
+            e.record(false);
+        }
+        e.skipped.store(1, Ordering::Relaxed);
+        assert_eq!(e.admit(0.25, false), (Err(Pause::Losing), Some(Some(Pause::Losing))));
     }
 
     #[test]
