@@ -40,7 +40,7 @@ async fn balance_is_clone_send_sync_static() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_retry_never_goes_back_to_an_endpoint_it_tried_while_another_exists() {
+async fn a_retry_goes_to_an_endpoint_it_has_not_tried_while_one_is_as_cheap() {
     let backends: Vec<Backend> = ["a", "b", "c"].into_iter().map(backend).collect();
     for picker in [Picker::P2cPeakEwma, Picker::P2cPending, Picker::RoundRobin, Picker::Random] {
         let mut b = build(picker, &backends);
@@ -64,6 +64,61 @@ async fn a_retry_never_goes_back_to_an_endpoint_it_tried_while_another_exists() 
             r.set_attempt_context(ctx.next_attempt());
             assert!(b.ready().await.unwrap().call(r).await.is_ok());
         }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_goes_back_to_the_endpoint_it_tried_when_the_others_queue() {
+    // One fast endpoint and two that queue: a retry of a request `a`
+    // failed once would otherwise join the queues of `b` and `c`, the
+    // retries of a busy endpoint's scattered failures piling onto them. A
+    // hedge never goes back: its first attempt may still be running there.
+    let a = backend("a").delay(5);
+    let (b_, c) = (backend("b").delay(400), backend("c").delay(400));
+    let mut b = build(Picker::P2cPeakEwma, &[a.clone(), b_.clone(), c.clone()]);
+    // Each endpoint's latency learned, `b` and `c` holding requests: sent
+    // as hedges, which go where they are told.
+    for k in 0..3 {
+        let ctx = AttemptContext::new();
+        for tried in ["a", "b", "c"].iter().filter(|&&n| n != ["a", "b", "c"][k]) {
+            ctx.record_tried(EndpointId::from_key(tried));
+        }
+        let mut r = req(0);
+        r.set_attempt_context(ctx.next_hedge());
+        b.ready().await.unwrap().call(r).await.unwrap();
+    }
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        for busy in ["b", "c"] {
+            let ctx = AttemptContext::new();
+            ctx.record_tried(EndpointId::from_key(if busy == "b" { &"c" } else { &"b" }));
+            ctx.record_tried(EndpointId::from_key(&"a"));
+            let mut r = req(0);
+            r.set_attempt_context(ctx.next_hedge());
+            queued.push(tokio::spawn(b.ready().await.unwrap().call(r)));
+        }
+    }
+    tokio::task::yield_now().await;
+    for hedging in [false, true] {
+        a.set_fail(true);
+        let failed = AttemptContext::new();
+        let mut r = req(1);
+        r.set_attempt_context(failed.clone());
+        // The first attempt lands on `a` (the cheapest by far) and fails.
+        assert!(b.ready().await.unwrap().call(r).await.is_err());
+        assert_eq!(failed.tried().collect::<Vec<_>>(), [EndpointId::from_key(&"a")]);
+        a.set_fail(false);
+        let mut again = req(1);
+        again.set_attempt_context(if hedging { failed.next_hedge() } else { failed.next_attempt() });
+        let went = b.ready().await.unwrap().call(again).await.unwrap();
+        if hedging {
+            assert!(went == "b" || went == "c", "the hedge went back to {went}");
+        } else {
+            assert_eq!(went, "a", "the retry joined a queue");
+        }
+    }
+    for q in queued {
+        q.await.unwrap().unwrap();
     }
 }
 

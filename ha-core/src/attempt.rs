@@ -103,6 +103,8 @@ pub struct AttemptContext {
     // Never zero: `Option<AttemptContext>`, and enums holding one, use the
     // niche, so a request body that keeps a context stays small.
     attempt: NonZeroU32,
+    // Sent beside earlier attempts still in flight, not after they ended.
+    hedge: bool,
 }
 
 impl Drop for AttemptContext {
@@ -180,7 +182,7 @@ impl AttemptContext {
     }
 
     fn build(deadline: Option<Instant>) -> Self {
-        AttemptContext { shared: Some(recycle::take(deadline)), attempt: NonZeroU32::MIN }
+        AttemptContext { shared: Some(recycle::take(deadline)), attempt: NonZeroU32::MIN, hedge: false }
     }
 
     fn shared(&self) -> &Shared {
@@ -192,9 +194,22 @@ impl AttemptContext {
         self.attempt.get()
     }
 
-    /// A clone for the next attempt (retry or hedge), sharing the history.
+    /// A clone for the next attempt, sent after the earlier ones ended (a
+    /// retry), sharing the history.
     pub fn next_attempt(&self) -> Self {
-        AttemptContext { shared: self.shared.clone(), attempt: self.attempt.saturating_add(1) }
+        AttemptContext { shared: self.shared.clone(), attempt: self.attempt.saturating_add(1), hedge: false }
+    }
+
+    /// A clone for the next attempt, sent while earlier ones may still be
+    /// in flight (a hedge), sharing the history.
+    pub fn next_hedge(&self) -> Self {
+        AttemptContext { shared: self.shared.clone(), attempt: self.attempt.saturating_add(1), hedge: true }
+    }
+
+    /// True for a hedge ([`next_hedge`](Self::next_hedge)): the endpoints
+    /// tried so far may still be working on this request.
+    pub fn is_hedge(&self) -> bool {
+        self.hedge
     }
 
     /// The overall deadline of the request, if it has one.
@@ -279,6 +294,7 @@ impl fmt::Debug for AttemptContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AttemptContext")
             .field("attempt", &self.attempt)
+            .field("hedge", &self.hedge)
             .field("tried", &self.tried().map(EndpointId::get).collect::<Vec<_>>())
             .field("deadline", &self.shared().deadline)
             .finish()
@@ -353,7 +369,7 @@ pub fn release_extensions<B>(req: &mut http::Request<B>) {
     let Some(slot) = extensions.get_mut::<AttemptContext>() else { return };
     // The context is let go now (its shared part recycled); the map keeps
     // a placeholder, overwritten before it is ever read.
-    drop(std::mem::replace(slot, AttemptContext { shared: None, attempt: NonZeroU32::MIN }));
+    drop(std::mem::replace(slot, AttemptContext { shared: None, attempt: NonZeroU32::MIN, hedge: false }));
     spare::give_back(std::mem::take(extensions));
 }
 
@@ -457,10 +473,12 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a, EndpointId::from_key("10.0.0.1:80"));
         ctx.record_tried(a);
-        let hedge = ctx.next_attempt();
+        let hedge = ctx.next_hedge();
         hedge.record_tried(b);
         let third = hedge.next_attempt();
         assert_eq!((hedge.attempt(), third.attempt()), (2, 3));
+        // A hedge says so; the retry after it is not one.
+        assert!(hedge.is_hedge() && !third.is_hedge() && !ctx.is_hedge());
         // Every clone sees both endpoints, in order, once.
         ctx.record_tried(a);
         assert_eq!(ctx.tried().collect::<Vec<_>>(), vec![a, b]);

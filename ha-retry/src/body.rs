@@ -531,6 +531,18 @@ fn replayable<B>(kept: &Request<ReplayBody<B>>, concurrently: bool) -> bool {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HttpReplayed;
 
+/// Puts the next attempt's context (made by `make` from this one's) in
+/// `req`, from its body's stash or its extensions.
+fn next<B>(req: &mut Request<ReplayBody<B>>, make: fn(&AttemptContext) -> AttemptContext) {
+    match std::mem::replace(&mut req.body_mut().slot, Slot::START) {
+        Slot::Stashed(ctx) => req.set_attempt_context(make(&ctx)),
+        cursor => {
+            req.body_mut().slot = cursor;
+            advance(req, make);
+        }
+    }
+}
+
 impl<B: Body> Replay<Request<ReplayBody<B>>> for HttpReplayed {
     type Request = Request<ReplayBody<B>>;
 
@@ -552,13 +564,11 @@ impl<B: Body> Replay<Request<ReplayBody<B>>> for HttpReplayed {
     }
 
     fn next_attempt(&self, req: &mut Self::Request) {
-        match std::mem::replace(&mut req.body_mut().slot, Slot::START) {
-            Slot::Stashed(ctx) => req.set_attempt_context(ctx.next_attempt()),
-            cursor => {
-                req.body_mut().slot = cursor;
-                advance(req);
-            }
-        }
+        next(req, AttemptContext::next_attempt);
+    }
+
+    fn next_hedge(&self, req: &mut Self::Request) {
+        next(req, AttemptContext::next_hedge);
     }
 
     fn deadline_covered(&self, kept: &Self::Request) -> bool {
@@ -636,6 +646,10 @@ impl<B: Body> Replay<Request<B>> for HttpReplay {
 
     fn next_attempt(&self, req: &mut Self::Request) {
         HttpReplayed.next_attempt(req)
+    }
+
+    fn next_hedge(&self, req: &mut Self::Request) {
+        HttpReplayed.next_hedge(req)
     }
 
     fn deadline_covered(&self, kept: &Self::Request) -> bool {
@@ -802,9 +816,11 @@ mod tests {
             (kept.method(), kept.uri(), &kept.headers()["a"]),
             (first.method(), first.uri(), &first.headers()["a"])
         );
+        assert!(!ctx.is_hedge());
         let mut third = HttpReplayed.copy(&kept).unwrap();
-        HttpReplayed.next_attempt(&mut third);
+        HttpReplayed.next_hedge(&mut third);
         assert_eq!(third.attempt_context().unwrap().attempt(), 3);
+        assert!(third.attempt_context().unwrap().is_hedge(), "a hedge says so from the stash too");
 
         // Extensions of the caller's are kept with the context.
         let mut req = http::Request::get("http://svc/").body(Empty::<Bytes>::new()).unwrap();
@@ -812,8 +828,9 @@ mod tests {
         let first = HttpReplay::default().prepare(req, None);
         let mut kept = HttpReplayed.copy(&first).unwrap();
         assert_eq!(kept.extensions().get::<u8>(), Some(&7));
-        HttpReplayed.next_attempt(&mut kept);
+        HttpReplayed.next_hedge(&mut kept);
         assert_eq!((kept.attempt_context().unwrap().attempt(), kept.extensions().get::<u8>()), (2, Some(&7)));
+        assert!(kept.attempt_context().unwrap().is_hedge(), "a hedge says so from the extensions too");
     }
 
     #[test]

@@ -71,6 +71,13 @@ pub trait Replay<Req> {
         let _ = req;
     }
 
+    /// As [`next_attempt`](Self::next_attempt), for a hedge: sent while
+    /// the earlier attempts are still in flight
+    /// ([`AttemptContext::next_hedge`]). Default: `next_attempt`.
+    fn next_hedge(&self, req: &mut Self::Request) {
+        self.next_attempt(req);
+    }
+
     /// Whether a timer below has promised to end the attempt `kept` was
     /// copied from by the request's deadline
     /// ([`AttemptContext::cover_deadline`]), so that the layer need not
@@ -124,8 +131,8 @@ pub(crate) fn attach<R: HasAttemptContext>(req: &mut R, deadline: Option<Instant
     }
 }
 
-pub(crate) fn advance<R: HasAttemptContext>(req: &mut R) {
-    if let Some(next) = req.attempt_context().map(AttemptContext::next_attempt) {
+pub(crate) fn advance<R: HasAttemptContext>(req: &mut R, next: fn(&AttemptContext) -> AttemptContext) {
+    if let Some(next) = req.attempt_context().map(next) {
         req.set_attempt_context(next);
     }
 }
@@ -151,7 +158,11 @@ impl<Req: Clone + HasAttemptContext> Replay<Req> for Tracked {
     }
 
     fn next_attempt(&self, req: &mut Req) {
-        advance(req);
+        advance(req, AttemptContext::next_attempt);
+    }
+
+    fn next_hedge(&self, req: &mut Req) {
+        advance(req, AttemptContext::next_hedge);
     }
 
     fn deadline_covered(&self, kept: &Req) -> bool {

@@ -215,7 +215,10 @@ async fn a_hedge_is_the_next_attempt_of_the_request() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let svc = service_fn(move |req: WithAttempt<u32>| {
-        let attempt = req.attempt_context().unwrap().attempt();
+        let ctx = req.attempt_context().unwrap();
+        let attempt = ctx.attempt();
+        // The balancer below sends a hedge only where the request is not running.
+        assert_eq!(ctx.is_hedge(), attempt > 1);
         sink.lock().unwrap().push(attempt);
         async move {
             tokio::time::sleep(if attempt == 1 { ms(500) } else { ms(5) }).await;

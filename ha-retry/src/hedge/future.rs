@@ -186,7 +186,7 @@ where
             }
             *this.sending = false;
             let Some(mut req) = this.kept.take() else { return Poll::Pending };
-            parts.replay.next_attempt(&mut req);
+            parts.replay.next_hedge(&mut req);
             *this.sent += 1;
             let max = core.config.max_hedges;
             if *this.sent < max {
