@@ -11,7 +11,8 @@
 //!
 //! One classifier decides for every layer; the request is kept for replay
 //! once; every retry or hedge carries its attempt context, so the balancer
-//! sends it to an endpoint the request has not tried.
+//! sends it to an endpoint the request has not tried (a retry goes back to
+//! the one that failed it when the others queue: cost twice as much).
 //!
 //! ```
 //! use std::net::SocketAddr;
