@@ -103,8 +103,8 @@ fn retry_back<S>(snap: &Snapshot<S>, req: &Request<'_>, picked: u32, panic: bool
 }
 
 /// See [`retry_back`]. At 1 a gray endpoint's retries return to it too
-/// often (the lab's s42 lost a tenth of a point of success), at 3 the
-/// piling shows again (s44's p99 69 ms at 2, 81 at 3).
+/// often (the lab's s42 lost 0.07 points of success), at 3 the piling
+/// shows again (s44's p99 69 ms at 2, 81 at 3).
 const RETRY_BACK_FACTOR: f64 = 2.0;
 
 /// The PeakEWMA picker's cost of `s`.
