@@ -111,11 +111,70 @@ const RETRY_BACK_FACTOR: f64 = 2.0;
 #[inline]
 fn ewma_cost<S>(tuning: &Tuning, s: &EndpointState<S>, req: &Request<'_>) -> f64 {
     let pending = s.pending.load(Ordering::Relaxed);
-    let (estimate, silence) = s.ewma.estimate_and_silence_at(req.now_ns);
-    let latency = estimate.max(s.failure_cost.estimate_nanos_at(req.now_ns));
-    let latency = if pending > 0 { stalled(latency, quiet_nanos(s, silence, req.now_ns)) } else { latency };
+    let latency = answer_latency(s, req, s.failure_cost.estimate_nanos_at(req.now_ns), pending);
     (latency + 1.0) * tuning.load_term.weigh(pending as f64 + 1.0)
 }
+
+/// How long `s` takes to answer as the PeakEWMA picker sees it: its
+/// estimate (at least `priced`, a failure cost), or how long it has gone
+/// quiet while busy.
+#[inline]
+fn answer_latency<S>(s: &EndpointState<S>, req: &Request<'_>, priced: f64, pending: u64) -> f64 {
+    let (estimate, silence) = s.ewma.estimate_and_silence_at(req.now_ns);
+    let latency = estimate.max(priced);
+    if pending > 0 {
+        stalled(latency, quiet_nanos(s, silence, req.now_ns))
+    } else {
+        latency
+    }
+}
+
+/// P2C over PeakEWMA cost that looks further when both candidates are far
+/// slower than the group's fastest endpoint (`Group::floor_latency`): up
+/// to `LOOK_FURTHER` more pairs, the cheapest of all kept. Two random
+/// candidates are both from the slow part of a mixed fleet most of the
+/// time (two of eight when six are small servers: 54%), and P2C hands one
+/// of them the request however deep its queue: in a fleet of two large
+/// and six small servers at 72% of its capacity, the small ones got half
+/// the requests and queued past the timeout (60% success, tower's p2c
+/// likewise); their latency estimates, many times the large ones', say so.
+#[inline]
+fn p2c_ewma<S>(
+    group: &Group,
+    slots: &[Arc<EndpointState<S>>],
+    tuning: &Tuning,
+    req: &Request<'_>,
+    rng: &mut FastRng,
+    ok: &impl Fn(u32) -> bool,
+    ramp: &impl Fn(u32) -> f64,
+) -> Option<u32> {
+    let cost = |i: u32| ewma_cost(tuning, &slots[i as usize], req);
+    let mut best = p2c(&group.members, rng, ok, ramp, cost)?;
+    let floor = f64::from_bits(group.floor_latency.load(Ordering::Relaxed));
+    if floor <= 0.0 {
+        return Some(best);
+    }
+    for _ in 0..LOOK_FURTHER {
+        // Its latency, not its failure price: failing endpoints are the
+        // cost's business, and looking past them would pile their load
+        // onto the fastest.
+        let s = &slots[best as usize];
+        if answer_latency(s, req, 0.0, s.pending.load(Ordering::Relaxed)) <= FLOOR_FACTOR * floor {
+            break;
+        }
+        let other = p2c(&group.members, rng, ok, ramp, cost)?;
+        if cost(other) < cost(best) {
+            best = other;
+        }
+    }
+    Some(best)
+}
+
+/// How many times slower than the group's fastest endpoint a P2C winner
+/// may be before the picker looks further (see [`p2c_ewma`]).
+const FLOOR_FACTOR: f64 = 4.0;
+/// The most further pairs [`p2c_ewma`] draws.
+const LOOK_FURTHER: usize = 3;
 
 /// An endpoint in a run of failures it was not ejected for (the cap or the
 /// panic threshold kept it) is on trial, as a probed one is: one request
@@ -215,7 +274,7 @@ fn pick_in<S>(
     let tuning = &*snap.tuning;
     let ramp = |i: u32| slow_start_share(tuning, &slots[i as usize], req.now_ns, group);
     match tuning.cfg.picker {
-        Picker::P2cPeakEwma => p2c(&group.members, rng, ok, &ramp, |i| ewma_cost(tuning, &slots[i as usize], req)),
+        Picker::P2cPeakEwma => p2c_ewma(group, slots, tuning, req, rng, ok, &ramp),
         Picker::P2cPending => p2c(&group.members, rng, ok, &ramp, |i| {
             let s = &slots[i as usize];
             (s.pending.load(Ordering::Relaxed) as f64 + 1.0) * failure_factor(tuning, s, req.now_ns)

@@ -49,6 +49,7 @@ impl TierPlanner {
         plan.stale.store(false, Ordering::Release);
         judge_gates(snap, now, now_ns, calm_ns);
         hold_cold_ramps(snap, now, now_ns);
+        note_floors(snap, now, now_ns);
         let mut counts = vec![(0u32, 0u32); snap.groups.len()];
         // Available endpoints weighted by their slow-start ramp: a whole
         // tier back from an outage (a zone) takes its traffic back over the
@@ -136,6 +137,27 @@ fn readmit_needed<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64, events: &Eve
         }
     }
     readmitted
+}
+
+/// Each group's floor: the lowest latency estimate of its available
+/// endpoints (PeakEWMA picker only; see `Group::floor_latency`).
+fn note_floors<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
+    let tracked = snap.tuning.cfg.picker.needs_latency();
+    for group in &snap.groups {
+        let floor = if tracked {
+            group
+                .members
+                .iter()
+                .map(|&i| &*snap.endpoints[i as usize])
+                .filter(|s| s.health.available(now, now_ns, false))
+                .map(|s| s.ewma.last_observed_nanos())
+                .filter(|&l| l > 0.0)
+                .fold(f64::INFINITY, f64::min)
+        } else {
+            0.0
+        };
+        group.floor_latency.store(if floor.is_finite() { floor.to_bits() } else { 0 }, Ordering::Relaxed);
+    }
 }
 
 /// Slow start by warmth as well as time, and from the start after an open

@@ -75,6 +75,12 @@ pub(crate) struct Group {
     /// bits; 0 when none ramps): what the warm endpoints answer in when
     /// they do not queue (`planner::hold_cold_ramps`).
     pub(crate) calm_latency: AtomicU64,
+    /// The lowest latency estimate of its available endpoints as last
+    /// observed (`f64` bits; 0 when unknown or not tracked): what its
+    /// fastest endpoint answers in. Set at each plan recount
+    /// (`planner::note_floors`); the PeakEWMA picker looks past two
+    /// candidates far slower than it (`pick::p2c_ewma`).
+    pub(crate) floor_latency: AtomicU64,
 }
 
 /// Loads scaled to this; a random draw below `cumulative_share[i]` picks group `i`.
@@ -171,6 +177,7 @@ impl Group {
             ring,
             warm_latency: AtomicU64::new(0),
             calm_latency: AtomicU64::new(0),
+            floor_latency: AtomicU64::new(0),
         }
     }
 }

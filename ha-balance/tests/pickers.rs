@@ -92,6 +92,31 @@ async fn p2c_peak_ewma_prefers_the_faster_of_two() {
     assert!(slow_stats.latency >= Duration::from_millis(50), "{:?}", slow_stats.latency);
 }
 
+#[tokio::test(start_paused = true)]
+async fn p2c_peak_ewma_looks_past_two_candidates_far_slower_than_the_fastest() {
+    // A mixed fleet: two large servers answering in 10 ms and six small
+    // ones queueing at 200 ms. Two random candidates are both small 54% of
+    // the time, and P2C would hand one of them the request; it looks
+    // further instead (at most 3 more pairs: 0.54^4, 8%).
+    let names = ["big0", "big1", "small0", "small1", "small2", "small3", "small4", "small5"];
+    let backends: Vec<Backend> =
+        names.iter().map(|&n| backend(n).delay(if n.starts_with("big") { 10 } else { 200 })).collect();
+    let mut b =
+        build(Picker::P2cPeakEwma, names.iter().zip(&backends).map(|(&n, s)| (n, Endpoint::new(s.clone()))).collect());
+    // Each learns its latency.
+    for _ in 0..200 {
+        send(&mut b, 0).await;
+    }
+    let small = |bs: &[Backend]| bs.iter().filter(|s| s.name.starts_with("small")).map(Backend::hits).sum::<u64>();
+    let before = small(&backends);
+    let n = 1000;
+    for _ in 0..n {
+        send(&mut b, 0).await;
+    }
+    let share = (small(&backends) - before) as f64 / n as f64;
+    assert!(share < 0.15, "the small servers took {share:.3} of the picks");
+}
+
 /// A P2C PeakEWMA balancer over "fast" (10 ms) and "slow" (40 ms) that
 /// has seen each answer once.
 async fn fast_and_slow(pending_bias: f64) -> (B, Backend, Backend) {
