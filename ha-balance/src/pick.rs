@@ -155,11 +155,12 @@ fn p2c_ewma<S>(
         return Some(best);
     }
     for _ in 0..LOOK_FURTHER {
-        // Its latency, not its failure price: failing endpoints are the
-        // cost's business, and looking past them would pile their load
-        // onto the fastest.
+        // Its latency, not its failure price, is compared: failing
+        // endpoints are the cost's business, and looking past them would
+        // pile their load onto the fastest. Nor is one in slow start looked
+        // past: its ramp let it be picked, to see whether it has warmed up.
         let s = &slots[best as usize];
-        if answer_latency(s, req, 0.0, s.pending.load(Ordering::Relaxed)) <= FLOOR_FACTOR * floor {
+        if answer_latency(s, req, 0.0, s.pending.load(Ordering::Relaxed)) <= FLOOR_FACTOR * floor || ramp(best) < 1.0 {
             break;
         }
         let other = p2c(&group.members, rng, ok, ramp, cost)?;
