@@ -20,8 +20,8 @@ pub enum Picker {
     /// Power of two choices over PeakEWMA latency x (pending + 1)^bias
     /// (Finagle's and Linkerd's cost when the bias is 1; see
     /// [`LoadConfig::pending_bias`] for the default 0.75): the best under a
-    /// slow endpoint. When both candidates answer more than 4 times slower
-    /// than the tier's fastest endpoint, it draws up to 3 more pairs and
+    /// slow endpoint. When both candidates answer more than twice as slow
+    /// as the tier's fastest endpoint, it draws up to 3 more pairs and
     /// keeps the cheapest: in a fleet of unequal servers two random
     /// candidates are often both small ones, queueing, and plain P2C hands
     /// one of them the request however deep its queue. A retry goes to an
