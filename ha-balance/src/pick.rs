@@ -155,6 +155,7 @@ fn p2c_ewma<S>(
     if floor <= 0.0 {
         return Some(best);
     }
+    let mut best_cost = None;
     for _ in 0..LOOK_FURTHER {
         // Its latency, not its failure price, is compared: failing
         // endpoints are the cost's business, and looking past them would
@@ -165,8 +166,9 @@ fn p2c_ewma<S>(
             break;
         }
         let other = p2c(&group.members, rng, ok, ramp, cost)?;
-        if cost(other) < cost(best) {
-            best = other;
+        let (theirs, ours) = (cost(other), *best_cost.get_or_insert_with(|| cost(best)));
+        if theirs < ours {
+            (best, best_cost) = (other, Some(theirs));
         }
     }
     Some(best)
