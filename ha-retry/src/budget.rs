@@ -79,7 +79,8 @@ use crate::config::{BudgetConfig, ConfigError};
 /// read and two atomic operations per batch instead of per request. Until a
 /// batch is full, up to `DEPOSIT_BATCH - 1` requests per thread and budget
 /// are not yet credited (at the default 20%, at most 6 retries): the error
-/// is towards fewer retries.
+/// is towards fewer retries. (The loom build deposits every request.)
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) const DEPOSIT_BATCH: u32 = 32;
 
 /// Budgets a thread keeps a tally for at once; a request to a budget beyond
