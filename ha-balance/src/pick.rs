@@ -86,12 +86,21 @@ pub(crate) fn pick_available<'s, S>(
 /// endpoint's scattered failures pile onto the rest of the fleet (one large
 /// backend of four failing 20%: the small ones' p99 rose from 60 ms to
 /// 230). PeakEWMA picker only: the others have no latency to compare.
+///
+/// At most once per request: an attempt that went back was recorded as no
+/// new endpoint, so an attempt number past the endpoints tried plus one
+/// says it happened. Sent back again, a request an endpoint fails half the
+/// time would fail there on every attempt one time in four (a gray server
+/// of three while the machine was loaded: a 503 the user saw).
 fn retry_back<S>(snap: &Snapshot<S>, req: &Request<'_>, picked: u32, panic: bool) -> Option<u32> {
     let tuning = &*snap.tuning;
     if !matches!(tuning.cfg.picker, Picker::P2cPeakEwma) {
         return None;
     }
     let ctx = req.tried.filter(|c| !c.is_hedge())?;
+    if ctx.attempt() as usize > ctx.tried_count() + 1 {
+        return None;
+    }
     let last = ctx.tried().last()?;
     let t = snap.endpoints.iter().position(|s| s.id == last)?;
     let s = &snap.endpoints[t];

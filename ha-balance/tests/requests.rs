@@ -115,6 +115,12 @@ async fn a_retry_goes_back_to_the_endpoint_it_tried_when_the_others_queue() {
             assert!(went == "b" || went == "c", "the hedge went back to {went}");
         } else {
             assert_eq!(went, "a", "the retry joined a queue");
+            // Back once only: had it failed there again, the next attempt
+            // goes to an endpoint it has not tried, queue or no queue.
+            let mut third = req(1);
+            third.set_attempt_context(failed.next_attempt().next_attempt());
+            let went = b.ready().await.unwrap().call(third).await.unwrap();
+            assert!(went == "b" || went == "c", "the third attempt went back to {went} again");
         }
     }
     for q in queued {

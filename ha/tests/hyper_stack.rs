@@ -96,8 +96,13 @@ async fn crash_gray_failure_and_restart(servers: [Arc<TestServer>; 3], client: h
     tokio::time::timeout(Duration::from_secs(60), run).await.expect("3000 requests within 60 s");
 
     let stats = client.endpoint_stats();
-    let retries = client.retry_stats().retries;
-    assert_eq!(failures.load(Ordering::SeqCst), 0, "user-visible failures; endpoints: {stats:#?}");
+    let retry_stats = client.retry_stats();
+    let retries = retry_stats.retries;
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "user-visible failures; retries: {retry_stats:?}; endpoints: {stats:#?}"
+    );
     // The faults were real: the crashed server and the gray one failed attempts that were retried.
     assert!(retries > 0, "no retries: {stats:#?}");
     assert!(stats.iter().map(|s| s.failures).sum::<u64>() > 0, "{stats:#?}");
