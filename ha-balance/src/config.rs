@@ -180,7 +180,8 @@ pub struct LoadConfig {
     /// multiply their cost by `1 + failure cost / default_rtt` (an endpoint
     /// that refuses at once has nothing pending and would otherwise win
     /// every comparison); for them a success does not clear the cost at
-    /// once (that would take a clock read per response), it fades. At least 1.
+    /// once (with the interval rules off, that would take a clock read per
+    /// response), it fades. At least 1.
     pub failure_penalty: f64,
 }
 
@@ -363,6 +364,11 @@ impl Default for OutlierConfig {
 }
 
 impl OutlierConfig {
+    /// Whether an interval rule (success rate or failure percentage) is on.
+    pub(crate) fn interval_rules(&self) -> bool {
+        self.success_rate.is_some() || self.failure_percentage.is_some()
+    }
+
     /// Outlier detection switched off.
     pub fn disabled() -> Self {
         OutlierConfig { consecutive_failures: 0, success_rate: None, failure_percentage: None, ..Self::default() }

@@ -93,7 +93,8 @@ impl LoadTerm {
 pub(crate) mod flag {
     /// Count in-flight requests per tier (only bounded loads read them).
     pub(crate) const PER_TIER: u8 = 1;
-    /// The picker weighs latency: time every response.
+    /// Time every response: the picker weighs latency, or the interval
+    /// rules judge whether the endpoints in service carry the load.
     pub(crate) const LATENCY: u8 = 2;
     /// The picker prices failures.
     pub(crate) const PRICES_FAILURES: u8 = 4;
@@ -129,7 +130,10 @@ impl Hot {
         if matches!(cfg.picker, Picker::RingHash { .. }) {
             flags |= flag::PER_TIER;
         }
-        if cfg.picker.needs_latency() {
+        // The interval rules' capacity guards read the latency of the
+        // endpoints in service (they queue: the ejected one is let back), so
+        // any picker times responses while those rules are on.
+        if cfg.picker.needs_latency() || cfg.outlier.interval_rules() {
             flags |= flag::LATENCY;
         }
         if cfg.picker.prices_failures() {
