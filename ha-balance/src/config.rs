@@ -72,7 +72,7 @@ impl Picker {
 
     /// Pickers that price recent failures (see [`LoadConfig::failure_penalty`]).
     pub(crate) fn prices_failures(&self) -> bool {
-        matches!(self, Picker::P2cPeakEwma | Picker::P2cPending | Picker::WeightedP2c)
+        matches!(self, Picker::P2cPeakEwma | Picker::P2cPending | Picker::WeightedP2c | Picker::RingHash { .. })
     }
 }
 
@@ -181,7 +181,9 @@ pub struct LoadConfig {
     /// that refuses at once has nothing pending and would otherwise win
     /// every comparison); for them a success does not clear the cost at
     /// once (with the interval rules off, that would take a clock read per
-    /// response), it fades. At least 1.
+    /// response), it fades. The ring hash picker walks past an endpoint
+    /// failing nearly everything while this cost is high, to the next on
+    /// the ring. At least 1.
     pub failure_penalty: f64,
 }
 
