@@ -66,3 +66,31 @@ fn the_timeline_accounts_for_every_attempt_and_request() {
         assert!(v.get(key).is_some(), "missing {key}");
     }
 }
+
+fn load_full(name: &str) -> Scenario {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(format!("{name}.toml"));
+    Scenario::load(&path).expect("shipped scenario is valid")
+}
+
+#[test]
+fn pickers_that_weigh_no_latency_let_back_an_endpoint_the_other_needs() {
+    // s49: one of two backends fails 30% after its service time. Before
+    // responses were timed for every picker, the ejected one never came
+    // back and the other drowned: 58% success for both, round robin 92%.
+    let s = load_full("s49_slow_errors_one_of_two");
+    let rr = Summary::of(&s, &run_named(&s, "round_robin", 1)).success_rate;
+    for name in ["ha_p2c_pending", "ha_round_robin"] {
+        let x = Summary::of(&s, &run_named(&s, name, 1)).success_rate;
+        assert!(x >= rr, "{name}: success {x:.4} under round robin's {rr:.4}");
+    }
+}
+
+#[test]
+fn ring_hash_serves_past_a_ring_mostly_refusing() {
+    // s48: seven of ten backends refuse for a while. Before the ring walk
+    // passed over them, ring hash served 58% (round robin 64%).
+    let s = load_quick("s48_ring_hash_most_refusing");
+    let rr = Summary::of(&s, &run_named(&s, "round_robin", 1)).success_rate;
+    let ring = Summary::of(&s, &run_named(&s, "ha_ring_hash", 1)).success_rate;
+    assert!(ring >= rr + 0.1, "ring hash {ring:.4} against round robin {rr:.4}");
+}

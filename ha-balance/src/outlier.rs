@@ -395,19 +395,24 @@ impl Detector {
     /// An ejected endpoint that still served when it was ejected, whose
     /// load the endpoints left in service cannot carry: their median
     /// latency estimate has reached `CAPACITY_LATENCY_FACTOR` times what it
-    /// was at the ejection (they queue). Ejection must not remove capacity
+    /// was at the ejection, or times the fleet's calmest (`calm_ns`, see
+    /// `Ejections`; 0: not known) if that was lower (they queue). Ejection must not remove capacity
     /// the current load needs, whatever the rules judged of the endpoint:
     /// it is readmitted at once, and kept from ejection (unless it looks
     /// dead) for `base_ejection_time`. True for the one caller that
     /// readmitted it.
-    pub(crate) fn needed_for_capacity(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64) -> bool {
+    pub(crate) fn needed_for_capacity(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, calm_ns: f64) -> bool {
         let host = hosts[idx];
         let watch = f64::from_bits(host.outlier.watch_latency.load(Ordering::Relaxed));
         if watch <= 0.0 || !host.health.is_ejected(now_ns) || looks_dead(host.outlier) {
             return false;
         }
         let Some(now) = serving_latency(hosts, now_ns) else { return false };
-        if now < CAPACITY_LATENCY_FACTOR * watch || !host.health.readmit() {
+        // Against the fleet's calmest too: ejected while the others already
+        // queued, twice the watched latency may lie past the client's
+        // timeout, and the endpoint would stay out while they drown.
+        let base = if calm_ns > 0.0 { watch.min(calm_ns) } else { watch };
+        if now < CAPACITY_LATENCY_FACTOR * base || !host.health.readmit() {
             return false;
         }
         let state = host.outlier;
@@ -1698,6 +1703,25 @@ mod judgement_tests {
     }
 
     #[test]
+    fn an_ejection_while_the_others_already_queue_is_undone_against_their_calmest() {
+        // Endpoint 0 of two is ejected while endpoint 1 already answers in
+        // 300 ms (its calmest: 20 ms). Twice 300 ms may never come before
+        // the client's timeout; 100 ms, five times its calmest, is queueing.
+        let run = |calm_ns: f64| {
+            let d = Detector::new(consecutive_only());
+            let f = fleet(2);
+            let at = |ms: f64| -> Vec<Host<'_>> {
+                hosts(&f).into_iter().map(|h| Host { latency_ns: ms * 1e6, ..h }).collect()
+            };
+            assert!(d.try_eject(&at(300.0), 0, SEC, EjectionReason::FailurePercentage).is_some());
+            d.needed_for_capacity(&at(100.0), 0, 2 * SEC, calm_ns)
+        };
+        assert!(run(20e6), "not readmitted although the other answers five times slower than at its calmest");
+        // Calmest not known yet: the watched latency alone decides.
+        assert!(!run(0.0));
+    }
+
+    #[test]
     fn an_ejection_the_others_cannot_carry_is_undone() {
         // Endpoint 0 of three is ejected at 1 s while its peers answer in
         // 20 ms; at 2 s they answer in `later_ms`. Readmitted for its
@@ -1712,7 +1736,7 @@ mod judgement_tests {
                 hosts(&f).into_iter().map(|h| Host { latency_ns: ms * 1e6, ..h }).collect()
             };
             assert!(d.try_eject(&at(20.0), 0, SEC, reason).is_some());
-            let readmitted = d.needed_for_capacity(&at(later_ms), 0, 2 * SEC);
+            let readmitted = d.needed_for_capacity(&at(later_ms), 0, 2 * SEC, 0.0);
             assert_eq!(readmitted, !f.1[0].is_ejected(2 * SEC));
             let again = d.try_eject(&at(later_ms), 0, 3 * SEC, reason).is_some();
             (readmitted, again)

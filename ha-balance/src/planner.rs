@@ -56,7 +56,7 @@ impl TierPlanner {
         // ramp, not at once.
         let mut ramped = vec![0.0f64; snap.groups.len()];
         let (window, min_factor) = (tuning.slow_start_ns, tuning.cfg.slow_start.min_factor);
-        let mut restored = readmit_needed(snap, now, now_ns, events);
+        let mut restored = readmit_needed(snap, now, now_ns, calm_ns, events);
         for (endpoint, &g) in snap.endpoints.iter().zip(&snap.group_of) {
             if endpoint.health.clear_expired(now_ns) {
                 restored = true;
@@ -123,14 +123,14 @@ const QUEUEING_RATIO: f64 = 2.0;
 
 /// Readmits the ejected endpoints whose load the endpoints in service
 /// cannot carry (see `Detector::needed_for_capacity`); true when one was.
-fn readmit_needed<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64, events: &Events) -> bool {
+fn readmit_needed<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64, calm_ns: f64, events: &Events) -> bool {
     if !snap.endpoints.iter().any(|e| e.health.is_ejected(now_ns)) {
         return false;
     }
     let hosts = snap.hosts();
     let mut readmitted = false;
     for (i, endpoint) in snap.endpoints.iter().enumerate() {
-        if snap.tuning.detector.needed_for_capacity(&hosts, i, now_ns) {
+        if snap.tuning.detector.needed_for_capacity(&hosts, i, now_ns, calm_ns) {
             endpoint.readmitted(now, now_ns, &snap.tuning);
             events.emit(Event::EndpointRestored { endpoint: endpoint.name.clone() });
             readmitted = true;
