@@ -396,11 +396,11 @@ impl Detector {
     /// load the endpoints left in service cannot carry: their median
     /// latency estimate has reached `CAPACITY_LATENCY_FACTOR` times what it
     /// was at the ejection, or times the fleet's calmest (`calm_ns`, see
-    /// `Ejections`; 0: not known) if that was lower (they queue). Ejection must not remove capacity
-    /// the current load needs, whatever the rules judged of the endpoint:
-    /// it is readmitted at once, and kept from ejection (unless it looks
-    /// dead) for `base_ejection_time`. True for the one caller that
-    /// readmitted it.
+    /// `Ejections`; 0: not known) if that was lower (they queue).
+    /// Ejection must not remove capacity the current load needs, whatever
+    /// the rules judged of the endpoint: it is readmitted at once, and kept
+    /// from ejection (unless it looks dead) for `base_ejection_time`. True
+    /// for the one caller that readmitted it.
     pub(crate) fn needed_for_capacity(&self, hosts: &[Host<'_>], idx: usize, now_ns: u64, calm_ns: f64) -> bool {
         let host = hosts[idx];
         let watch = f64::from_bits(host.outlier.watch_latency.load(Ordering::Relaxed));

@@ -20,6 +20,16 @@ fn build(picker: Picker, endpoints: Vec<(&'static str, Endpoint<Backend>)>) -> B
     Balance::builder().config(config(picker)).seed(7).build_with(endpoints).unwrap()
 }
 
+/// A ring hash balancer over `backends`, keyed by the request number.
+fn ring_hash(backends: &[Backend]) -> B {
+    Balance::builder()
+        .config(config(Picker::ring_hash()))
+        .hash_key(|r: &Req| Some(r.request))
+        .seed(1)
+        .build_with(backends.iter().map(|x| (x.name, Endpoint::new(x.clone()))))
+        .unwrap()
+}
+
 async fn send(b: &mut B, key: u64) -> &'static str {
     b.ready().await.unwrap().call(req(key)).await.unwrap()
 }
@@ -311,12 +321,7 @@ async fn random_is_uniform() {
 async fn ring_hash_is_sticky_and_stable_when_an_endpoint_goes() {
     let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
     let backends: Vec<Backend> = names.into_iter().map(backend).collect();
-    let mut b: B = Balance::builder()
-        .config(config(Picker::ring_hash()))
-        .hash_key(|r: &Req| Some(r.request))
-        .seed(1)
-        .build_with(backends.iter().map(|x| (x.name, Endpoint::new(x.clone()))))
-        .unwrap();
+    let mut b = ring_hash(&backends);
     let mut before = HashMap::new();
     for key in 0..2000u64 {
         let who = send(&mut b, key).await;
@@ -377,12 +382,7 @@ async fn ring_hash_walks_past_endpoints_that_refuse_and_gives_their_keys_back() 
     // the ring, and come back once they answer again.
     let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
     let backends: Vec<Backend> = names.into_iter().map(|n| backend(n).delay(10)).collect();
-    let mut b: B = Balance::builder()
-        .config(config(Picker::ring_hash()))
-        .hash_key(|r: &Req| Some(r.request))
-        .seed(1)
-        .build_with(backends.iter().map(|x| (x.name, Endpoint::new(x.clone()))))
-        .unwrap();
+    let mut b = ring_hash(&backends);
     let keys = 0..500u64;
     let mut owner = HashMap::new();
     for key in keys.clone() {
