@@ -9,9 +9,13 @@ use ha_benches::lab::report::Summary;
 use ha_benches::lab::run::{run, RunResult, Trace};
 use ha_benches::lab::scenario::Scenario;
 
-fn load_quick(name: &str) -> Scenario {
+fn load_full(name: &str) -> Scenario {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(format!("{name}.toml"));
-    Scenario::load(&path).expect("shipped scenario is valid").quick()
+    Scenario::load(&path).expect("shipped scenario is valid")
+}
+
+fn load_quick(name: &str) -> Scenario {
+    load_full(name).quick()
 }
 
 fn run_named(s: &Scenario, name: &str, seed: u64) -> RunResult {
@@ -65,11 +69,6 @@ fn the_timeline_accounts_for_every_attempt_and_request() {
     for key in ["timeline", "steady_p99_ms", "worst_second_p99_ms"] {
         assert!(v.get(key).is_some(), "missing {key}");
     }
-}
-
-fn load_full(name: &str) -> Scenario {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(format!("{name}.toml"));
-    Scenario::load(&path).expect("shipped scenario is valid")
 }
 
 #[test]

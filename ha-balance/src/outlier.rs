@@ -565,7 +565,7 @@ impl Detector {
     /// interval rule is on to judge the rate (with the consecutive rule
     /// alone, its runs are all the judgement there is).
     fn chance_run(&self, state: &OutlierState) -> bool {
-        let judged_by_rate = self.cfg.success_rate.is_some() || self.cfg.failure_percentage.is_some();
+        let judged_by_rate = self.cfg.interval_rules();
         let run = state.consecutive.load(Ordering::Relaxed);
         if !self.prices_latency
             || !judged_by_rate
@@ -603,7 +603,7 @@ impl Detector {
     /// judge the rate (as for [`Self::chance_run`]).
     fn short_answered_run(&self, state: &OutlierState) -> bool {
         self.prices_latency
-            && (self.cfg.success_rate.is_some() || self.cfg.failure_percentage.is_some())
+            && self.cfg.interval_rules()
             && state.answered_in_run.load(Ordering::Relaxed)
             && self.cfg.consecutive_failures >= CHANCE_MIN_RUN
             && state.consecutive.load(Ordering::Relaxed)
