@@ -19,7 +19,7 @@ use crate::error::ConfigError;
 use crate::health::HealthGate;
 use crate::members::GateFactory;
 use crate::service::{Balance, Endpoints, HashKeyFn};
-use crate::shared::Shared;
+use crate::shared::{RetriesRefused, Shared};
 
 type Built<K, S, Req, C> = (Arc<Shared<K, S>>, Balance<K, S, Req, C>);
 type Starter<K, S> = Box<dyn FnOnce(Weak<Shared<K, S>>, oneshot::Receiver<()>, u64) + Send>;
@@ -33,6 +33,7 @@ pub struct BalanceBuilder<K, S, Req, C = ErrorsAreFailures> {
     seed: Option<u64>,
     gate: Option<GateFactory<K>>,
     health_check: Option<Starter<K, S>>,
+    retries_refused: Option<RetriesRefused>,
     _types: PhantomData<fn(K, S)>,
 }
 
@@ -47,6 +48,7 @@ impl<K, S, Req> Balance<K, S, Req> {
             seed: None,
             gate: None,
             health_check: None,
+            retries_refused: None,
             _types: PhantomData,
         }
     }
@@ -85,6 +87,7 @@ where
             seed: self.seed,
             gate: self.gate,
             health_check: self.health_check,
+            retries_refused: self.retries_refused,
             _types: PhantomData,
         }
     }
@@ -116,6 +119,20 @@ where
         self
     }
 
+    /// Tells the balancer whether the retry layer above it refuses retries
+    /// now (its budget is dry; for ha-retry, `RetryBudget::is_exhausted`).
+    /// A failed request that carries an attempt context costs its caller
+    /// one more attempt while retries are granted, and the request once
+    /// they are not: the first failure of a run is priced at the
+    /// endpoint's latency in the first case and `failure_penalty` times it
+    /// in the second (see [`LoadConfig::failure_penalty`](crate::LoadConfig::failure_penalty)).
+    /// Without this, a request that carries an attempt context is taken to
+    /// be retried. The `ha` stack wires its budget here.
+    pub fn retries_refused(mut self, refused: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        self.retries_refused = Some(Arc::new(refused));
+        self
+    }
+
     fn core(self) -> Result<Built<K, S, Req, C>, ConfigError> {
         self.config.validate()?;
         if matches!(self.config.picker, Picker::RingHash { .. }) && self.hash_key.is_none() {
@@ -125,7 +142,8 @@ where
         let has_hash_key = self.hash_key.is_some();
         // Seeded, clones draw from a counter (reproducible); else each thread's own.
         let seeds = CloneSeeds::seeded(self.seed.map(|_| seed.rotate_left(17)));
-        let core = Arc::new(Shared::new(self.config, self.events, seeds, self.gate, has_hash_key));
+        let core =
+            Arc::new(Shared::new(self.config, self.events, seeds, self.gate, has_hash_key, self.retries_refused));
         if let Some(start) = self.health_check {
             let (tx, rx) = oneshot::channel();
             core.on_drop(tx);

@@ -176,7 +176,15 @@ pub struct LoadConfig {
     /// cheapest of all (the black hole of latency balancing); penalised,
     /// each failure in a row doubles its cost at the default 2 (Linkerd
     /// likewise penalises failures in its EWMA), and a recovered endpoint
-    /// is tried again within seconds. The P2C pickers over pending requests
+    /// is tried again within seconds. The first failure of a run that a
+    /// retry will absorb (the request carries an attempt context and the
+    /// retry layer grants retries, see
+    /// [`BalanceBuilder::retries_refused`](crate::BalanceBuilder::retries_refused))
+    /// costs only the larger of its time and the latency estimate: it costs
+    /// the caller one more attempt, and penalised, a busy endpoint failing a
+    /// share of its requests lost load its freed workers could take while
+    /// the others queued for it (the lab's s45 and s49, p99 102 and 109 ms
+    /// against 89 and 95). The P2C pickers over pending requests
     /// multiply their cost by `1 + failure cost / default_rtt` (an endpoint
     /// that refuses at once has nothing pending and would otherwise win
     /// every comparison); for them a success does not clear the cost at

@@ -58,8 +58,9 @@ impl<K, S> InFlightRequest<K, S> {
         slot: Arc<EndpointState<S>>,
         start_ns: u64,
         probe: Option<Duration>,
+        retried: bool,
     ) -> Self {
-        let flags = core.hot().flags();
+        let flags = core.hot().flags() | if retried { flag::RETRIED } else { 0 };
         if slot.pending.fetch_add(1, Ordering::Relaxed) == 0 {
             slot.busy_since_ns.store(start_ns, Ordering::Relaxed);
         }
@@ -133,13 +134,28 @@ impl<K, S> InFlightRequest<K, S> {
     /// cost and the prior: failures in a row compound, up to 16 times the
     /// larger of its time and the prior. The picker weighs the larger of
     /// this cost (fading over `FAILURE_DECAY`) and the latency.
+    ///
+    /// The first failure of a run that a retry will absorb costs its caller
+    /// one more attempt, about one latency, not the request: it costs the
+    /// larger of its time and the latency estimate, so that a busy endpoint
+    /// failing a share of its requests keeps the load its freed workers
+    /// take, rather than the others queueing for it. Its run compounds from
+    /// the next failure on, so an endpoint failing nearly everything is
+    /// priced out one failure later.
     fn failure_cost(&self, now_ns: u64, elapsed: Duration) -> Duration {
         let (penalty, prior_ns) = self.core.hot().failure_pricing();
         let elapsed_ns = elapsed.as_secs_f64() * 1e9;
-        let current = self.slot.ewma.estimate_nanos_at(now_ns).max(self.slot.failure_cost.estimate_nanos_at(now_ns));
-        let base = elapsed_ns.max(current).max(prior_ns);
-        let cap = FAILURE_COST_CAP * elapsed_ns.max(prior_ns);
-        Duration::from_nanos((base * penalty).min(cap).max(elapsed_ns) as u64)
+        let priced = self.slot.failure_cost.estimate_nanos_at(now_ns);
+        let estimate = self.slot.ewma.estimate_nanos_at(now_ns);
+        let retried = self.flags & flag::RETRIED != 0 && !self.core.retries_refused();
+        let cost = if priced <= 0.0 && retried {
+            // At least a nanosecond: the next failure must see a run.
+            elapsed_ns.max(estimate).max(1.0)
+        } else {
+            let base = elapsed_ns.max(estimate).max(priced).max(prior_ns);
+            (base * penalty).min(FAILURE_COST_CAP * elapsed_ns.max(prior_ns)).max(elapsed_ns)
+        };
+        Duration::from_nanos(cost as u64)
     }
 }
 
@@ -293,9 +309,10 @@ where
     ) -> Self {
         let info = classifier.request_info(&req);
         let svc = slot.service.clone();
+        let retried = req.attempt_context().is_some();
         ResponseFuture {
+            flight: Some(InFlightRequest::new(core, slot, now_ns, probe, retried)),
             state: State::Ready { svc, req: Some(req) },
-            flight: Some(InFlightRequest::new(core, slot, now_ns, probe)),
             probe_timer: None,
             classifier,
             info: Some(info),
@@ -338,12 +355,13 @@ where
                         let req = wait.req.take().expect("request present while waiting");
                         let core = wait.core.clone();
                         *this.info = Some(this.classifier.request_info(&req));
-                        if let Some(ctx) = req.attempt_context() {
+                        let ctx = req.attempt_context();
+                        if let Some(ctx) = ctx {
                             ctx.record_tried(slot.id);
                         }
                         let svc = slot.service.clone();
                         let now_ns = core.clock().ns(now);
-                        *this.flight = Some(InFlightRequest::new(core, slot, now_ns, probe));
+                        *this.flight = Some(InFlightRequest::new(core, slot, now_ns, probe, ctx.is_some()));
                         this.state.set(State::Ready { svc, req: Some(req) });
                     }
                 },

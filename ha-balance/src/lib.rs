@@ -30,6 +30,8 @@
 //!   `failure_penalty` times the latency, compounding over a run of
 //!   failures and fading within seconds, so an endpoint that fails fast
 //!   never looks cheaper than one that answers slowly ([`LoadConfig`]).
+//!   The first failure of a run that a retry absorbs costs its latency
+//!   only: it costs the caller one more attempt, not the request.
 //!   A busy endpoint silent for more than twice its latency estimate is
 //!   priced at that silence, a lower bound on what it holds: a hang or a
 //!   black hole is avoided before anything it holds times out.

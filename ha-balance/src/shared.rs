@@ -54,7 +54,13 @@ pub(crate) struct Shared<K, S> {
     shutdown: Mutex<Vec<oneshot::Sender<()>>>,
     /// A ring-hash picker may be configured (the balancer has a hash key).
     has_hash_key: bool,
+    /// Whether the retry layer above refuses retries now (see
+    /// `BalanceBuilder::retries_refused`).
+    retries_refused: Option<RetriesRefused>,
 }
+
+/// See `BalanceBuilder::retries_refused`.
+pub(crate) type RetriesRefused = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl<K, S> Shared<K, S> {
     pub(crate) fn new(
@@ -63,6 +69,7 @@ impl<K, S> Shared<K, S> {
         seeds: CloneSeeds,
         gate: Option<GateFactory<K>>,
         has_hash_key: bool,
+        retries_refused: Option<RetriesRefused>,
     ) -> Self {
         let clock = Clock::new();
         let hot = Hot::new(&cfg);
@@ -79,7 +86,13 @@ impl<K, S> Shared<K, S> {
             seeds,
             shutdown: Mutex::new(Vec::new()),
             has_hash_key,
+            retries_refused,
         }
+    }
+
+    /// Whether the retry layer above refuses retries now (false when not told).
+    pub(crate) fn retries_refused(&self) -> bool {
+        self.retries_refused.as_ref().is_some_and(|f| f())
     }
 
     /// Ties a background task's stop signal to this state's lifetime.

@@ -100,6 +100,10 @@ pub(crate) mod flag {
     pub(crate) const PRICES_FAILURES: u8 = 4;
     /// A request given up on after it was sent counts as a failure.
     pub(crate) const CANCELLED_FAILS: u8 = 8;
+    /// Per request, not a setting: it carries an attempt context, so a
+    /// retry layer above sends it again if it fails (see
+    /// `InFlightRequest::failure_cost`).
+    pub(crate) const RETRIED: u8 = 16;
 }
 
 /// The settings the response path reads without a snapshot: relaxed

@@ -361,6 +361,36 @@ async fn the_pending_pickers_price_fast_failures_too() {
     assert!(success >= rr, "p2c pending {success:.3} < round robin {rr:.3}");
 }
 
+/// Three servers of 3 worker slots at 20 ms (150/s each) at 300/s; s0
+/// fails 30% of its requests at once, which frees its workers. Requests
+/// come as a retry layer sends them, which grants retries unless
+/// `refused`: s0's share of the requests.
+async fn gray_share_under_retries(refused: bool) -> f64 {
+    let all: Vec<Server> = servers("s", 3, 20).into_iter().map(|s| s.slots(3)).collect();
+    all[0].set_fail_permille(300);
+    let mut b = ha_balance::Balance::builder()
+        .config(BalanceConfig { outlier: OutlierConfig::disabled(), ..BalanceConfig::default() })
+        .seed(5)
+        .retries_refused(move || refused)
+        .build_with(all.iter().map(|s| (s.name, Endpoint::new(s.clone()))))
+        .unwrap();
+    fleet::drive_retried(&mut b, 20_000, 0.3).await;
+    all[0].hits() as f64 / all.iter().map(Server::hits).sum::<u64>() as f64
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_a_retry_absorbs_costs_less_than_one_the_caller_sees() {
+    // Retried, a failure costs the caller one more attempt: s0, whose free
+    // workers take more than its share, keeps its load, and the two others
+    // do not queue for it. Retries refused (a dry budget), each failure
+    // is one the caller sees, and s0 is priced out of as much as it can be.
+    let granted = gray_share_under_retries(false).await;
+    let refused = gray_share_under_retries(true).await;
+    eprintln!("s0's share: retries granted {granted:.3}, refused {refused:.3}");
+    assert!(granted > 0.3, "s0 priced out of its share although its failures are retried: {granted:.3}");
+    assert!(refused < granted - 0.05, "granted {granted:.3}, refused {refused:.3}");
+}
+
 /// Per second, the attempts `cold` received and the attempts all received.
 type Seconds = Vec<(u64, u64)>;
 

@@ -386,6 +386,14 @@ impl RetryBudget {
         inner.balance.load(Ordering::Acquire).max(0) as f64 / UNIT as f64
     }
 
+    /// Whether the budget is dry: its last withdrawal was refused and none
+    /// has been granted since. One atomic read, for a layer below that
+    /// prices a failure by whether a retry will follow (the `ha` stack
+    /// hands it to its balancer).
+    pub fn is_exhausted(&self) -> bool {
+        self.inner.exhausted.load(Ordering::Relaxed)
+    }
+
     /// The budget's counters at `now`.
     pub fn stats(&self, now: Instant) -> BudgetStats {
         BudgetStats {
@@ -552,6 +560,19 @@ mod tests {
         assert_eq!(drain(&b, t0), 20);
         assert_eq!(b.stats(t0).refused, 1);
         assert_eq!(b.stats(t0).allowed, 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exhausted_from_a_refusal_until_the_next_grant() {
+        let t0 = Instant::now();
+        let b = budget(1.0, 0, t0);
+        assert!(!b.is_exhausted(), "nothing refused yet");
+        b.deposit(t0);
+        assert!(b.withdraw(t0) && !b.is_exhausted());
+        assert!(!b.withdraw(t0) && b.is_exhausted(), "refused: dry");
+        b.deposit(t0);
+        assert!(b.is_exhausted(), "a deposit grants nothing yet");
+        assert!(b.withdraw(t0) && !b.is_exhausted(), "granted again");
     }
 
     #[tokio::test(start_paused = true)]

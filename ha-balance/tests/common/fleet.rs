@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ha_balance::{Balance, BalanceConfig, Endpoint};
 use ha_core::rng::{mix64, GOLDEN_GAMMA};
-use ha_core::{Event, Events, WithAttempt};
+use ha_core::{Event, Events, HasAttemptContext, WithAttempt};
 use tower::{BoxError, Service};
 
 pub type Req = WithAttempt<u64>;
@@ -188,7 +188,28 @@ impl Tally {
 /// Sends `per_ms` requests per millisecond (open loop: arrivals do not wait
 /// for answers) for `ms` milliseconds, calling `tick(ms)` before each
 /// millisecond's arrivals, then waits a second for the answers.
-pub async fn drive(b: &mut Fleet, ms: u64, per_ms: f64, mut tick: impl FnMut(u64)) -> Tally {
+pub async fn drive(b: &mut Fleet, ms: u64, per_ms: f64, tick: impl FnMut(u64)) -> Tally {
+    drive_requests(b, ms, per_ms, tick, WithAttempt::new).await
+}
+
+/// [`drive`] with requests as a retry layer sends its first attempts: each
+/// carries an attempt context.
+pub async fn drive_retried(b: &mut Fleet, ms: u64, per_ms: f64) -> Tally {
+    let first = |n: u64| {
+        let mut r = WithAttempt::new(n);
+        r.set_attempt_context(ha_core::AttemptContext::new());
+        r
+    };
+    drive_requests(b, ms, per_ms, |_| {}, first).await
+}
+
+async fn drive_requests(
+    b: &mut Fleet,
+    ms: u64,
+    per_ms: f64,
+    mut tick: impl FnMut(u64),
+    request: impl Fn(u64) -> Req,
+) -> Tally {
     let ok = Arc::new(AtomicU64::new(0));
     let mut sent = 0u64;
     let mut owed = 0.0;
@@ -198,7 +219,7 @@ pub async fn drive(b: &mut Fleet, ms: u64, per_ms: f64, mut tick: impl FnMut(u64
         while owed >= 1.0 {
             owed -= 1.0;
             sent += 1;
-            let fut = b.call(WithAttempt::new(sent));
+            let fut = b.call(request(sent));
             let ok = ok.clone();
             tokio::spawn(async move {
                 if fut.await.is_ok() {

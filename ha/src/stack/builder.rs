@@ -249,6 +249,8 @@ where
         if let Some(seed) = seed_for(2) {
             builder = builder.seed(seed);
         }
+        let budget = retry.budget().clone();
+        builder = builder.retries_refused(move || budget.is_exhausted());
         if let Some(key) = self.hash_key {
             builder = builder.hash_key(move |r| key(r));
         }
