@@ -174,7 +174,8 @@ pub enum Event {
         /// The budget's name.
         budget: Arc<str>,
     },
-    /// A hedged attempt was sent while earlier ones were outstanding.
+    /// A hedged attempt was sent while earlier ones were outstanding (one
+    /// request's, traced at DEBUG: see [`Event::is_per_request`]).
     HedgeSent {
         /// The attempt number of the hedge.
         attempt: u32,
@@ -189,7 +190,8 @@ pub enum Event {
         /// Why, while paused; `None` when hedging resumed.
         reason: Option<HedgePause>,
     },
-    /// A retry was scheduled after a failed attempt.
+    /// A retry was scheduled after a failed attempt (one request's, traced
+    /// at DEBUG: see [`Event::is_per_request`]).
     RetryScheduled {
         /// The attempt number of the retry.
         attempt: u32,
@@ -239,11 +241,22 @@ impl Event {
         }
     }
 
+    /// True for what one request does (a retry scheduled, a hedge sent)
+    /// rather than a change of state. Traced at DEBUG, not INFO: at a
+    /// thousand requests a second and a few percent retried, they would be
+    /// most of a production log kept at INFO, and the state changes (WARN
+    /// for degradations, INFO otherwise) would drown in them.
+    pub fn is_per_request(&self) -> bool {
+        matches!(self, Event::HedgeSent { .. } | Event::RetryScheduled { .. })
+    }
+
     fn trace(&self) {
         macro_rules! emit {
             ($target:literal, $($fields:tt)*) => {
                 if self.is_degradation() {
                     tracing::warn!(target: $target, $($fields)*)
+                } else if self.is_per_request() {
+                    tracing::debug!(target: $target, $($fields)*)
                 } else {
                     tracing::info!(target: $target, $($fields)*)
                 }
@@ -415,7 +428,11 @@ mod tests {
         assert_eq!(traced.len(), all_events().len());
         for ((target, level, fields), event) in traced.iter().zip(all_events()) {
             assert_eq!(target, &format!("ha::{}", event.area()));
-            let expected = if event.is_degradation() { tracing::Level::WARN } else { tracing::Level::INFO };
+            let expected = match &event {
+                Event::HedgeSent { .. } | Event::RetryScheduled { .. } => tracing::Level::DEBUG,
+                e if e.is_degradation() => tracing::Level::WARN,
+                _ => tracing::Level::INFO,
+            };
             assert_eq!(*level, expected, "{event:?}");
             assert!(fields.contains("message="), "{fields}");
         }
