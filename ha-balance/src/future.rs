@@ -311,8 +311,8 @@ where
         let svc = slot.service.clone();
         let retried = req.attempt_context().is_some();
         ResponseFuture {
-            flight: Some(InFlightRequest::new(core, slot, now_ns, probe, retried)),
             state: State::Ready { svc, req: Some(req) },
+            flight: Some(InFlightRequest::new(core, slot, now_ns, probe, retried)),
             probe_timer: None,
             classifier,
             info: Some(info),

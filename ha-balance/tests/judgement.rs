@@ -380,10 +380,11 @@ async fn gray_share_under_retries(refused: bool) -> f64 {
 
 #[tokio::test(start_paused = true)]
 async fn a_failure_a_retry_absorbs_costs_less_than_one_the_caller_sees() {
-    // Retried, a failure costs the caller one more attempt: s0, whose free
-    // workers take more than its share, keeps its load, and the two others
-    // do not queue for it. Retries refused (a dry budget), each failure
-    // is one the caller sees, and s0 is priced out of as much as it can be.
+    // Retried, a failure costs the caller one more attempt: s0, whose
+    // failures free its workers at once, keeps nearly its third, and the
+    // two others do not queue for it (0.31; 0.21 when every failure was
+    // priced in full). Retries refused (a dry budget), each failure is one
+    // the caller sees, and s0 is priced out of as much as it can be.
     let granted = gray_share_under_retries(false).await;
     let refused = gray_share_under_retries(true).await;
     eprintln!("s0's share: retries granted {granted:.3}, refused {refused:.3}");
