@@ -294,7 +294,7 @@ fn hold_cold_ramps<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64) {
 ///
 /// A veto is set aside too, as an ejection is refused, when the endpoint
 /// still serves and the endpoints in selection cannot carry its load: their
-/// latency has doubled since the veto began, or since the fleet's calmest (see
+/// latency has risen by half since the veto began, or since the fleet's calmest (see
 /// `Detector::veto_needed_for_capacity`); like a shared one, it then stays
 /// aside for the rest of the breaker's run.
 fn judge_gates<S>(snap: &Snapshot<S>, now: Instant, now_ns: u64, calm_ns: f64) {
