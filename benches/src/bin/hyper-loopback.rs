@@ -28,7 +28,10 @@
 //! counters' shared atomics do not slow the timed rounds; the whole
 //! process, servers included: the difference to bare is the client's) and
 //! CPU µs per request of the client's and the servers' threads (Linux,
-//! from /proc), with the ratios to bare (differences, for allocations).
+//! from /proc), with the ratios to bare (differences, for allocations),
+//! then the median and middle half of the per-round rate ratios (each
+//! round runs every contender back to back: their spread is the noise
+//! of one run's ratio).
 //! Each round starts with the next contender. Default run: 12 rounds,
 //! about 40 s.
 //!
@@ -213,6 +216,18 @@ struct Tally {
     /// CPU time of the client's and the servers' threads while this one ran.
     client_cpu: Duration,
     server_cpu: Duration,
+}
+
+/// The quartiles (25%, median, 75%) of the ratios of `a`'s rate to `b`'s,
+/// round by round; `None` without a round both ran.
+fn paired_ratios(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut r: Vec<f64> = a.iter().zip(b).filter(|(_, b)| **b > 0.0).map(|(a, b)| a / b).collect();
+    if r.is_empty() {
+        return None;
+    }
+    r.sort_by(f64::total_cmp);
+    let at = |q: f64| r[((r.len() - 1) as f64 * q).round() as usize];
+    Some((at(0.25), at(0.5), at(0.75)))
 }
 
 /// CPU time (user + system) used so far by this process's threads named
@@ -509,6 +524,14 @@ async fn run(args: &Args, addrs: &[SocketAddr]) {
             t.server_us(),
             t.errors
         );
+    }
+    // Each round runs every contender back to back, so its ratio cancels
+    // what the machine did over longer than a round; their spread says how
+    // far one run's ratio can be trusted.
+    for (name, t) in [("ha/bare", &ha), ("ha_no_timeouts/bare", &ha_nt)] {
+        if let Some((lo, mid, hi)) = paired_ratios(&t.rounds, &bare.rounds) {
+            println!("{name:<20} per round: median {mid:.3}, middle half {lo:.3}-{hi:.3}");
+        }
     }
     let ratio = |a: u32, b: u32| a as f64 / b.max(1) as f64;
     for (name, t) in [("ha/bare", &ha), ("ha_no_timeouts/bare", &ha_nt)] {
