@@ -966,7 +966,7 @@ const LOADED_LATENCY_FACTOR: f64 = 4.0;
 /// [`Detector::needed_for_capacity`]). Half again: the median of the
 /// peers' estimates rises so far only when they queue, and every
 /// millisecond spent waiting for more is a queue on every one of them
-/// (at twice, the lab's gray pools near capacity paid 5 to 7 ms more p99).
+/// (at twice, the lab's gray pools near capacity paid 4.5 to 7 ms more p99).
 const CAPACITY_LATENCY_FACTOR: f64 = 1.5;
 
 /// How much slower than at its calmest the fleet answers (median latency
