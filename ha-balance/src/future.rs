@@ -394,7 +394,16 @@ where
                                 *this.probe_timer = Some(Box::pin(tokio::time::sleep(limit)));
                             }
                         }
-                        let fut = svc.call(req.take().expect("request present until called"));
+                        let req = req.take().expect("request present until called");
+                        // The endpoint's layers that need the time (a
+                        // per-try timeout) take the attempt's start, read
+                        // when it was picked, rather than the clock.
+                        let fut = match this.flight.as_ref() {
+                            Some(flight) => {
+                                ha_core::time::lend(flight.core.clock().instant(flight.start_ns), || svc.call(req))
+                            }
+                            None => svc.call(req),
+                        };
                         this.state.set(State::Calling(fut));
                     }
                     Poll::Ready(Err(e)) => {

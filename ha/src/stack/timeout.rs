@@ -12,13 +12,16 @@ use std::time::Duration;
 
 use ha_core::{AttemptContext, AttemptTimedOut, HasAttemptContext};
 use pin_project::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower::{BoxError, Service};
 
 /// A service whose calls fail with [`AttemptTimedOut`] after a timeout.
 ///
-/// The timer starts when the call is first found pending, so a call that
-/// answers at once reads no clock and registers no timer.
+/// The timer is armed when the call is first found pending, so a call
+/// that answers at once registers no timer. It counts from the attempt's
+/// start when a layer above lends one ([`ha_core::time::lend`]: the
+/// balancer lends the time it picked the endpoint), and reads no clock;
+/// otherwise from when it is armed.
 ///
 /// In a stack without hedging, a timer that ends the attempt by the
 /// request's deadline says so in the request's attempt context
@@ -161,7 +164,10 @@ where
             Some(_) if self.timeout.0.covers => K::find(&req).filter(|c| c.deadline().is_some()).cloned(),
             _ => None,
         };
-        TryTimeoutFuture { inner: self.inner.call(req), timeout, timer: Timer::Unarmed { context } }
+        // The attempt's start, lent by the balancer that picked the
+        // endpoint: the timer counts from it and reads no clock.
+        let start = timeout.and_then(|_| ha_core::time::lent());
+        TryTimeoutFuture { inner: self.inner.call(req), timeout, timer: Timer::Unarmed { context, start } }
     }
 }
 
@@ -177,11 +183,12 @@ pub struct TryTimeoutFuture<F> {
 }
 
 /// The timer of a [`TryTimeoutFuture`]: until it is armed, the attempt's
-/// context (to cover its deadline once it is), in the same space.
+/// context (to cover its deadline once it is) and its start if one was
+/// lent, in the same space.
 #[pin_project(project = TimerProj)]
 #[derive(Debug)]
 enum Timer {
-    Unarmed { context: Option<AttemptContext> },
+    Unarmed { context: Option<AttemptContext>, start: Option<Instant> },
     Armed(#[pin] Sleep),
 }
 
@@ -205,9 +212,12 @@ where
                         Poll::Pending => Poll::Pending,
                     };
                 }
-                TimerProj::Unarmed { context } => {
+                TimerProj::Unarmed { context, start } => {
                     let context = context.take();
-                    let sleep = tokio::time::sleep(timeout);
+                    let sleep = match *start {
+                        Some(start) => tokio::time::sleep_until(start + timeout),
+                        None => tokio::time::sleep(timeout),
+                    };
                     if let Some(context) = context {
                         if context.deadline().is_some_and(|d| sleep.deadline() <= d) {
                             context.cover_deadline();
@@ -237,6 +247,24 @@ mod tests {
         assert_eq!(err.downcast_ref::<AttemptTimedOut>().unwrap().timeout(), Duration::from_millis(100));
         let unbounded = TryTimeout::new(svc.inner, None);
         assert_eq!(unbounded.oneshot(10_000).await.unwrap(), 10_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_counts_from_a_lent_start_and_reads_no_clock() {
+        let mut svc = TryTimeout::new(
+            service_fn(|_: ()| std::future::pending::<Result<(), BoxError>>()),
+            Some(Duration::from_millis(100)),
+        );
+        let picked = Instant::now();
+        tokio::time::advance(Duration::from_millis(40)).await;
+        let called = Instant::now();
+        let fut = ha_core::time::lend(picked, || svc.call(()));
+        assert!(fut.await.unwrap_err().is::<AttemptTimedOut>());
+        assert_eq!(Instant::now(), picked + Duration::from_millis(100), "not {:?} after the call", called.elapsed());
+        // Nothing lent: from the call.
+        let called = Instant::now();
+        assert!(svc.call(()).await.is_err());
+        assert_eq!(called.elapsed(), Duration::from_millis(100));
     }
 
     #[tokio::test(start_paused = true)]
