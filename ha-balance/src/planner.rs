@@ -3,7 +3,7 @@
 //! reporting restorations, spill and panic changes once each.
 
 use ha_core::event::{Event, Events};
-use ha_core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use ha_core::Instant;
 
 use crate::endpoint::EndpointState;
@@ -17,13 +17,42 @@ pub(crate) struct TierPlanner {
     panic_reported: AtomicBool,
     /// Per tier, the share spilled from it as last reported, in permille.
     spill_reported: Box<[AtomicU32]>,
+    /// The calmest median latency estimate (ns, `f64` bits) of the
+    /// endpoints in selection seen at a recount, let rise by
+    /// [`CALM_DRIFT`] every [`CALM_DRIFT_NS`]; 0 before the first.
+    calm_ns: AtomicU64,
+    /// When `calm_ns` was last let rise.
+    calm_at_ns: AtomicU64,
+    /// Whether the endpoints in selection queue (see [`QUEUEING_FACTOR`]).
+    queueing: AtomicBool,
 }
+
+/// How far the median latency estimate of the endpoints in selection may
+/// rise above its calmest before they are taken to queue: the fleet is
+/// past its capacity, and a retry of a failed attempt would only lengthen
+/// the queues (see `AttemptContext::set_queueing`). Eight: a fleet near
+/// its capacity whose gray backend's failures are retried onto the others
+/// runs its median at three to five times its calmest and keeps up (the
+/// lab's s45 and s47 lost success at four); past its capacity the queues
+/// grow without end, and the median passes eight within a second.
+const QUEUEING_FACTOR: f64 = 8.0;
+
+/// How much the calmest latency may rise per [`CALM_DRIFT_NS`], so that a
+/// fleet that got slower for good (a release, a bigger payload) is calm
+/// again at its new latency within minutes.
+const CALM_DRIFT: f64 = 1.02;
+
+/// See [`CALM_DRIFT`]: ten seconds.
+const CALM_DRIFT_NS: u64 = 10_000_000_000;
 
 impl TierPlanner {
     pub(crate) fn new() -> Self {
         TierPlanner {
             panic_reported: AtomicBool::new(false),
             spill_reported: (0..=u8::MAX).map(|_| AtomicU32::new(0)).collect(),
+            calm_ns: AtomicU64::new(0),
+            calm_at_ns: AtomicU64::new(0),
+            queueing: AtomicBool::new(false),
         }
     }
 
@@ -89,6 +118,7 @@ impl TierPlanner {
             plan.available[i].store(counts[i].0, Ordering::Relaxed);
         }
         plan.available_all.store(available, Ordering::Relaxed);
+        self.judge_queueing(snap, now, now_ns, events);
         plan.panic.store(panic, Ordering::Release);
         if self.panic_reported.swap(panic, Ordering::AcqRel) != panic {
             events.emit(Event::PanicMode { entered: panic });
@@ -109,6 +139,52 @@ impl TierPlanner {
         plan.computed_ns.store(now_ns, Ordering::Relaxed);
         plan.busy.store(false, Ordering::Release);
         restored
+    }
+}
+
+impl TierPlanner {
+    /// Whether the endpoints in selection queued at the last recount.
+    #[inline]
+    pub(crate) fn queueing(&self) -> bool {
+        self.queueing.load(Ordering::Relaxed)
+    }
+
+    /// Compares the median latency estimate of the endpoints in selection
+    /// with its calmest, and notes whether they queue.
+    fn judge_queueing<S>(&self, snap: &Snapshot<S>, now: Instant, now_ns: u64, events: &Events) {
+        // Only endpoints that have answered: a prior under the service's
+        // real latency would be taken for its calm.
+        let mut latency: Vec<f64> = snap
+            .endpoints
+            .iter()
+            .filter(|e| e.counters.successes.load(Ordering::Relaxed) > 0 && e.health.available(now, now_ns, false))
+            .map(|e| e.ewma.last_observed_nanos())
+            .filter(|&l| l > 0.0)
+            .collect();
+        if latency.is_empty() {
+            return;
+        }
+        let mid = (latency.len() - 1) / 2;
+        let median = *latency.select_nth_unstable_by(mid, f64::total_cmp).1;
+        let calm = f64::from_bits(self.calm_ns.load(Ordering::Relaxed));
+        let calm = if calm > 0.0 {
+            let since = self.calm_at_ns.load(Ordering::Relaxed);
+            if now_ns.saturating_sub(since) >= CALM_DRIFT_NS {
+                self.calm_at_ns.store(now_ns, Ordering::Relaxed);
+                (calm * CALM_DRIFT).min(median)
+            } else {
+                calm.min(median)
+            }
+        } else {
+            self.calm_at_ns.store(now_ns, Ordering::Relaxed);
+            median
+        };
+        self.calm_ns.store(calm.to_bits(), Ordering::Relaxed);
+        let queueing = median >= QUEUEING_FACTOR * calm;
+        if self.queueing.swap(queueing, Ordering::Relaxed) != queueing {
+            tracing::debug!(target: "ha::balance", median_ms = median / 1e6, calm_ms = calm / 1e6, "queueing judged");
+            events.emit(Event::Queueing { queueing });
+        }
     }
 }
 
