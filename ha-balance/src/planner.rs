@@ -17,11 +17,12 @@ pub(crate) struct TierPlanner {
     panic_reported: AtomicBool,
     /// Per tier, the share spilled from it as last reported, in permille.
     spill_reported: Box<[AtomicU32]>,
-    /// The calmest median latency estimate (ns, `f64` bits) of the
-    /// endpoints in selection seen at a recount, let rise by
-    /// [`CALM_DRIFT`] every [`CALM_DRIFT_NS`]; 0 before the first.
+    /// The calm median latency estimate (ns, `f64` bits) of the endpoints
+    /// in selection: following a lower median with time constant
+    /// [`CALM_FALL_NS`], a higher one with [`CALM_RISE_NS`]; 0 before the
+    /// first.
     calm_ns: AtomicU64,
-    /// When `calm_ns` was last let rise.
+    /// When `calm_ns` was last updated.
     calm_at_ns: AtomicU64,
     /// Whether the endpoints in selection queue (see [`QUEUEING_FACTOR`]).
     queueing: AtomicBool,
@@ -32,18 +33,32 @@ pub(crate) struct TierPlanner {
 /// past its capacity, and a retry of a failed attempt would only lengthen
 /// the queues (see `AttemptContext::set_queueing`). Eight: a fleet near
 /// its capacity whose gray backend's failures are retried onto the others
-/// runs its median at three to five times its calmest and keeps up (the
-/// lab's s45 and s47 lost success at four); past its capacity the queues
-/// grow without end, and the median passes eight within a second.
+/// keeps up with its median several times its calm level (the lab's s45
+/// and s47 lost success at four), and at twelve the queues of a fleet
+/// past its capacity (s50) reach the callers' timeout before they count.
 const QUEUEING_FACTOR: f64 = 8.0;
 
-/// How much the calmest latency may rise per [`CALM_DRIFT_NS`], so that a
-/// fleet that got slower for good (a release, a bigger payload) is calm
-/// again at its new latency within minutes.
-const CALM_DRIFT: f64 = 1.02;
+/// How long the calm latency takes to rise most of the way (63%) to a
+/// higher median: five minutes. Slowly, so that a fleet held at the
+/// threshold by the retries it withholds does not raise the threshold
+/// with it; since a median only eight times the calm counts, a fleet that
+/// got slower for good (a release, a bigger payload: ten times slower) is
+/// calm again within seconds, and one whose latency estimates follow a
+/// heavy tail is calm at the level the tail holds them to.
+const CALM_RISE_NS: f64 = 300e9;
 
-/// See [`CALM_DRIFT`]: ten seconds.
-const CALM_DRIFT_NS: u64 = 10_000_000_000;
+/// How long the calm latency takes to fall most of the way (63%) to a
+/// lower median: ten seconds, so that a moment's lull of a heavy-tailed
+/// service (its estimates between two slow answers) does not set the calm
+/// under the level its tail holds them to.
+const CALM_FALL_NS: f64 = 10e9;
+
+/// How many answers an endpoint's latency estimate must rest on to be
+/// judged: by its hundredth answer it has seen about the 99th percentile
+/// of its latency, where a PeakEWMA estimate then stays. Before, its
+/// prior and first answers would be taken for the calm of a service
+/// whose tail is yet to come, and the tail for a queue.
+const CALM_MIN_ANSWERS: u64 = 100;
 
 impl TierPlanner {
     pub(crate) fn new() -> Self {
@@ -150,14 +165,15 @@ impl TierPlanner {
     }
 
     /// Compares the median latency estimate of the endpoints in selection
-    /// with its calmest, and notes whether they queue.
+    /// with its calm level, and notes whether they queue.
     fn judge_queueing<S>(&self, snap: &Snapshot<S>, now: Instant, now_ns: u64, events: &Events) {
-        // Only endpoints that have answered: a prior under the service's
-        // real latency would be taken for its calm.
         let mut latency: Vec<f64> = snap
             .endpoints
             .iter()
-            .filter(|e| e.counters.successes.load(Ordering::Relaxed) > 0 && e.health.available(now, now_ns, false))
+            .filter(|e| {
+                e.counters.successes.load(Ordering::Relaxed) >= CALM_MIN_ANSWERS
+                    && e.health.available(now, now_ns, false)
+            })
             .map(|e| e.ewma.last_observed_nanos())
             .filter(|&l| l > 0.0)
             .collect();
@@ -167,18 +183,14 @@ impl TierPlanner {
         let mid = (latency.len() - 1) / 2;
         let median = *latency.select_nth_unstable_by(mid, f64::total_cmp).1;
         let calm = f64::from_bits(self.calm_ns.load(Ordering::Relaxed));
-        let calm = if calm > 0.0 {
-            let since = self.calm_at_ns.load(Ordering::Relaxed);
-            if now_ns.saturating_sub(since) >= CALM_DRIFT_NS {
-                self.calm_at_ns.store(now_ns, Ordering::Relaxed);
-                (calm * CALM_DRIFT).min(median)
-            } else {
-                calm.min(median)
-            }
-        } else {
-            self.calm_at_ns.store(now_ns, Ordering::Relaxed);
+        let dt = now_ns.saturating_sub(self.calm_at_ns.load(Ordering::Relaxed)) as f64;
+        let calm = if calm == 0.0 {
             median
+        } else {
+            let tau = if median <= calm { CALM_FALL_NS } else { CALM_RISE_NS };
+            calm + (median - calm) * (1.0 - (-dt / tau).exp())
         };
+        self.calm_at_ns.store(now_ns, Ordering::Relaxed);
         self.calm_ns.store(calm.to_bits(), Ordering::Relaxed);
         let queueing = median >= QUEUEING_FACTOR * calm;
         if self.queueing.swap(queueing, Ordering::Relaxed) != queueing {

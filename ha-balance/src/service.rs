@@ -67,7 +67,7 @@ where
     }
 
     /// True while the endpoints in selection queue (as of the last
-    /// recount): their median latency estimate many times its calmest, the
+    /// recount): their median latency estimate many times its calm level, the
     /// fleet past its capacity. A retry layer above withholds retries of
     /// failed attempts meanwhile ([`Event::Queueing`](ha_core::Event::Queueing)).
     pub fn is_queueing(&self) -> bool {

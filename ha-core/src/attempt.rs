@@ -283,7 +283,7 @@ impl AttemptContext {
 
     /// Records, from the balancer that picked this attempt's endpoint,
     /// whether the endpoints it picks among queue (their median latency
-    /// estimate well above its calmest): the fleet is past its capacity,
+    /// estimate well above its calm level): the fleet is past its capacity,
     /// and a retry layer above does not retry a failed attempt that was
     /// sent, since the retry would add load to the queues.
     pub fn set_queueing(&self, queueing: bool) {

@@ -128,7 +128,7 @@ pub enum Event {
         entered: bool,
     },
     /// The endpoints a balancer picks among began to queue (`queueing`:
-    /// their median latency estimate many times its calmest, the fleet past
+    /// their median latency estimate many times its calm level, the fleet past
     /// its capacity), or stopped. While they queue, a retry layer above
     /// does not retry failed attempts that were sent.
     Queueing {
