@@ -3,7 +3,7 @@
 //! reporting restorations, spill and panic changes once each.
 
 use ha_core::event::{Event, Events};
-use ha_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use ha_core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use ha_core::Instant;
 
 use crate::endpoint::EndpointState;
@@ -17,57 +17,13 @@ pub(crate) struct TierPlanner {
     panic_reported: AtomicBool,
     /// Per tier, the share spilled from it as last reported, in permille.
     spill_reported: Box<[AtomicU32]>,
-    /// The calm median latency estimate (ns, `f64` bits) of the endpoints
-    /// in selection: following a lower median with time constant
-    /// [`CALM_FALL_NS`], a higher one with [`CALM_RISE_NS`]; 0 before the
-    /// first.
-    calm_ns: AtomicU64,
-    /// When `calm_ns` was last updated.
-    calm_at_ns: AtomicU64,
-    /// Whether the endpoints in selection queue (see [`QUEUEING_FACTOR`]).
-    queueing: AtomicBool,
 }
-
-/// How far the median latency estimate of the endpoints in selection may
-/// rise above its calmest before they are taken to queue: the fleet is
-/// past its capacity, and a retry of a failed attempt would only lengthen
-/// the queues (see `AttemptContext::set_queueing`). Eight: a fleet near
-/// its capacity whose gray backend's failures are retried onto the others
-/// keeps up with its median several times its calm level (the lab's s45
-/// and s47 lost success at four), and at twelve the queues of a fleet
-/// past its capacity (s50) reach the callers' timeout before they count.
-const QUEUEING_FACTOR: f64 = 8.0;
-
-/// How long the calm latency takes to rise most of the way (63%) to a
-/// higher median: five minutes. Slowly, so that a fleet held at the
-/// threshold by the retries it withholds does not raise the threshold
-/// with it; since a median only eight times the calm counts, a fleet that
-/// got slower for good (a release, a bigger payload: ten times slower) is
-/// calm again within seconds, and one whose latency estimates follow a
-/// heavy tail is calm at the level the tail holds them to.
-const CALM_RISE_NS: f64 = 300e9;
-
-/// How long the calm latency takes to fall most of the way (63%) to a
-/// lower median: ten seconds, so that a moment's lull of a heavy-tailed
-/// service (its estimates between two slow answers) does not set the calm
-/// under the level its tail holds them to.
-const CALM_FALL_NS: f64 = 10e9;
-
-/// How many answers an endpoint's latency estimate must rest on to be
-/// judged: by its hundredth answer it has seen about the 99th percentile
-/// of its latency, where a PeakEWMA estimate then stays. Before, its
-/// prior and first answers would be taken for the calm of a service
-/// whose tail is yet to come, and the tail for a queue.
-const CALM_MIN_ANSWERS: u64 = 100;
 
 impl TierPlanner {
     pub(crate) fn new() -> Self {
         TierPlanner {
             panic_reported: AtomicBool::new(false),
             spill_reported: (0..=u8::MAX).map(|_| AtomicU32::new(0)).collect(),
-            calm_ns: AtomicU64::new(0),
-            calm_at_ns: AtomicU64::new(0),
-            queueing: AtomicBool::new(false),
         }
     }
 
@@ -133,7 +89,6 @@ impl TierPlanner {
             plan.available[i].store(counts[i].0, Ordering::Relaxed);
         }
         plan.available_all.store(available, Ordering::Relaxed);
-        self.judge_queueing(snap, now, now_ns, events);
         plan.panic.store(panic, Ordering::Release);
         if self.panic_reported.swap(panic, Ordering::AcqRel) != panic {
             events.emit(Event::PanicMode { entered: panic });
@@ -154,49 +109,6 @@ impl TierPlanner {
         plan.computed_ns.store(now_ns, Ordering::Relaxed);
         plan.busy.store(false, Ordering::Release);
         restored
-    }
-}
-
-impl TierPlanner {
-    /// Whether the endpoints in selection queued at the last recount.
-    #[inline]
-    pub(crate) fn queueing(&self) -> bool {
-        self.queueing.load(Ordering::Relaxed)
-    }
-
-    /// Compares the median latency estimate of the endpoints in selection
-    /// with its calm level, and notes whether they queue.
-    fn judge_queueing<S>(&self, snap: &Snapshot<S>, now: Instant, now_ns: u64, events: &Events) {
-        let mut latency: Vec<f64> = snap
-            .endpoints
-            .iter()
-            .filter(|e| {
-                e.counters.successes.load(Ordering::Relaxed) >= CALM_MIN_ANSWERS
-                    && e.health.available(now, now_ns, false)
-            })
-            .map(|e| e.ewma.last_observed_nanos())
-            .filter(|&l| l > 0.0)
-            .collect();
-        if latency.is_empty() {
-            return;
-        }
-        let mid = (latency.len() - 1) / 2;
-        let median = *latency.select_nth_unstable_by(mid, f64::total_cmp).1;
-        let calm = f64::from_bits(self.calm_ns.load(Ordering::Relaxed));
-        let dt = now_ns.saturating_sub(self.calm_at_ns.load(Ordering::Relaxed)) as f64;
-        let calm = if calm == 0.0 {
-            median
-        } else {
-            let tau = if median <= calm { CALM_FALL_NS } else { CALM_RISE_NS };
-            calm + (median - calm) * (1.0 - (-dt / tau).exp())
-        };
-        self.calm_at_ns.store(now_ns, Ordering::Relaxed);
-        self.calm_ns.store(calm.to_bits(), Ordering::Relaxed);
-        let queueing = median >= QUEUEING_FACTOR * calm;
-        if self.queueing.swap(queueing, Ordering::Relaxed) != queueing {
-            tracing::debug!(target: "ha::balance", median_ms = median / 1e6, calm_ms = calm / 1e6, "queueing judged");
-            events.emit(Event::Queueing { queueing });
-        }
     }
 }
 

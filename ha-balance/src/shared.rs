@@ -129,13 +129,6 @@ impl<K, S> Shared<K, S> {
         self.notify.clone().notified_owned()
     }
 
-    /// Whether the endpoints in selection queued at the last plan recount:
-    /// the fleet is past its capacity.
-    #[inline]
-    pub(crate) fn queueing(&self) -> bool {
-        self.planner.queueing()
-    }
-
     /// The seed of a new random sequence: each clone, and each request
     /// that waits, draws its own, derived from the balancer's seed so a
     /// seeded balancer stays reproducible.
