@@ -93,3 +93,15 @@ fn ring_hash_serves_past_a_ring_mostly_refusing() {
     let ring = Summary::of(&s, &run_named(&s, "ha_ring_hash", 1)).success_rate;
     assert!(ring >= rr + 0.1, "ring hash {ring:.4} against round robin {rr:.4}");
 }
+
+#[test]
+fn the_stack_does_not_retry_a_fleet_past_its_capacity() {
+    // s50: retrying one backend's errors asks the pair for 450 req/s of
+    // 400. Before retries were withheld while the endpoints queue, the
+    // queues grew past the timeout and stayed there: ha_stack 63% success (seed 1)
+    // against round robin's 92% (which never retries).
+    let s = load_full("s50_retries_past_capacity");
+    let rr = Summary::of(&s, &run_named(&s, "round_robin", 1)).success_rate;
+    let ha = Summary::of(&s, &run_named(&s, "ha_stack", 1)).success_rate;
+    assert!(ha >= rr, "ha_stack {ha:.4} under round robin's {rr:.4}");
+}

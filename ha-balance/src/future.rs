@@ -358,6 +358,7 @@ where
                         let ctx = req.attempt_context();
                         if let Some(ctx) = ctx {
                             ctx.record_tried(slot.id);
+                            ctx.set_queueing(core.queueing());
                         }
                         let svc = slot.service.clone();
                         let now_ns = core.clock().ns(now);

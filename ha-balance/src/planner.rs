@@ -4,6 +4,7 @@
 
 use ha_core::event::{Event, Events};
 use ha_core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use ha_core::sync::{LockExt, Mutex};
 use ha_core::Instant;
 
 use crate::endpoint::EndpointState;
@@ -17,6 +18,136 @@ pub(crate) struct TierPlanner {
     panic_reported: AtomicBool,
     /// Per tier, the share spilled from it as last reported, in permille.
     spill_reported: Box<[AtomicU32]>,
+    /// The time requests spend in flight, by Little's law (see
+    /// [`Waits`]), and its calm level.
+    waits: Mutex<Waits>,
+    /// Whether the endpoints queue (see [`QUEUEING_FACTOR`]).
+    queueing: AtomicBool,
+}
+
+/// How far the time requests spend in flight may rise above its calm
+/// level before the endpoints are taken to queue: the fleet is past its
+/// capacity, and a retry of a failed attempt would only lengthen the
+/// queues (see `AttemptContext::set_queueing`).
+const QUEUEING_FACTOR: f64 = 8.0;
+
+/// The fewest requests in flight at the median endpoint, on average over
+/// a span, for the endpoints to be judged queueing (see `judge_queueing`).
+const QUEUE_MIN_IN_FLIGHT: f64 = 2.0;
+
+/// How long the calm level takes to rise most of the way (63%) to a
+/// longer time in flight: five minutes. Slowly, so that a fleet held at
+/// the threshold by the retries it withholds does not raise the threshold
+/// with it; since only eight times the calm counts, a fleet that got
+/// slower for good (a release, a bigger payload) is calm again within
+/// seconds.
+const CALM_RISE_NS: f64 = 300e9;
+
+/// How long the calm level takes to fall most of the way (63%) to a
+/// shorter time in flight: ten seconds.
+const CALM_FALL_NS: f64 = 10e9;
+
+/// The shortest span over which the time in flight is measured, and the
+/// fewest requests sent in it: half a second and a hundred requests, below
+/// which the mean is noise.
+const WAIT_SPAN_NS: u64 = 500_000_000;
+const WAIT_MIN_REQUESTS: u64 = 100;
+
+/// The time requests spend in flight, measured by Little's law at the
+/// plan recounts: at each endpoint, the mean number in flight over a span
+/// divided by the rate it was sent requests at; the median over the
+/// endpoints, so that one stalled endpoint holding requests does not make
+/// the fleet look queued. Not the endpoints' PeakEWMA estimates, which a
+/// heavy-tailed latency holds near its tail (a service answering 2% of
+/// requests in 400 ms and the rest in 5 ms would look eighty times slower
+/// than at its first answers): the mean in flight follows the mean
+/// latency, and grows without end only while requests queue.
+#[derive(Debug, Default)]
+struct Waits {
+    /// Per endpoint: requests sent (its counter) at the span's start, and
+    /// the sum of its in-flight samples in the span.
+    endpoints: Vec<(u64, u64)>,
+    /// When the span began; 0 before the first recount.
+    from_ns: u64,
+    /// In-flight samples taken in the span.
+    samples: u64,
+    /// The calm level (ns): following a shorter time with time constant
+    /// [`CALM_FALL_NS`], a longer one with [`CALM_RISE_NS`]; 0 before the
+    /// first.
+    calm_ns: f64,
+    calm_at_ns: u64,
+}
+
+/// What a span ended with: the median time in flight (ns), its calm level
+/// (ns) and the median endpoint's mean number in flight.
+struct Span {
+    wait: f64,
+    calm: f64,
+    in_flight: f64,
+}
+
+impl Waits {
+    /// Samples each endpoint's requests, `(sent so far, in flight now)`;
+    /// at the end of a span, what it measured.
+    fn sample(&mut self, now_ns: u64, now: &[(u64, u64)]) -> Option<Span> {
+        let restart = self.from_ns == 0
+            || now.is_empty()
+            || now.len() != self.endpoints.len()
+            || now.iter().zip(&self.endpoints).any(|(n, kept)| n.0 < kept.0);
+        if restart {
+            // The first recount, or a new table whose counters restarted.
+            self.restart(now_ns, now);
+            return None;
+        }
+        for (kept, n) in self.endpoints.iter_mut().zip(now) {
+            kept.1 += n.1;
+        }
+        self.samples += 1;
+        let span = now_ns.saturating_sub(self.from_ns);
+        let total: u64 = now.iter().zip(&self.endpoints).map(|(n, kept)| n.0 - kept.0).sum();
+        if span < WAIT_SPAN_NS || total < WAIT_MIN_REQUESTS {
+            return None;
+        }
+        let samples = self.samples as f64;
+        // Endpoints that were sent requests or held some; an endpoint
+        // that held requests and was sent none has a wait without end.
+        let mut measured: Vec<(f64, f64)> = now
+            .iter()
+            .zip(&self.endpoints)
+            .filter_map(|(n, kept)| {
+                let in_flight = kept.1 as f64 / samples;
+                let sent = (n.0 - kept.0) as f64;
+                match (sent > 0.0, in_flight > 0.0) {
+                    (true, _) => Some((in_flight * span as f64 / sent, in_flight)),
+                    (false, true) => Some((f64::INFINITY, in_flight)),
+                    (false, false) => None,
+                }
+            })
+            .collect();
+        self.restart(now_ns, now);
+        let mid = measured.len().checked_sub(1)? / 2;
+        let wait = measured.select_nth_unstable_by(mid, |a, b| a.0.total_cmp(&b.0)).1 .0;
+        let in_flight = measured.select_nth_unstable_by(mid, |a, b| a.1.total_cmp(&b.1)).1 .1;
+        if wait.is_finite() {
+            self.calm_ns = if self.calm_ns == 0.0 {
+                wait
+            } else {
+                let dt = now_ns.saturating_sub(self.calm_at_ns) as f64;
+                let tau = if wait <= self.calm_ns { CALM_FALL_NS } else { CALM_RISE_NS };
+                self.calm_ns + (wait - self.calm_ns) * (1.0 - (-dt / tau).exp())
+            };
+            self.calm_at_ns = now_ns;
+        }
+        Some(Span { wait, calm: self.calm_ns, in_flight })
+    }
+
+    /// Starts a span at `now_ns` from the endpoints' counts `now`.
+    fn restart(&mut self, now_ns: u64, now: &[(u64, u64)]) {
+        self.endpoints.clear();
+        self.endpoints.extend(now.iter().map(|&(sent, _)| (sent, 0)));
+        self.from_ns = now_ns.max(1);
+        self.samples = 0;
+    }
 }
 
 impl TierPlanner {
@@ -24,6 +155,8 @@ impl TierPlanner {
         TierPlanner {
             panic_reported: AtomicBool::new(false),
             spill_reported: (0..=u8::MAX).map(|_| AtomicU32::new(0)).collect(),
+            waits: Mutex::new(Waits::default()),
+            queueing: AtomicBool::new(false),
         }
     }
 
@@ -89,6 +222,7 @@ impl TierPlanner {
             plan.available[i].store(counts[i].0, Ordering::Relaxed);
         }
         plan.available_all.store(available, Ordering::Relaxed);
+        self.judge_queueing(snap, now_ns, events);
         plan.panic.store(panic, Ordering::Release);
         if self.panic_reported.swap(panic, Ordering::AcqRel) != panic {
             events.emit(Event::PanicMode { entered: panic });
@@ -109,6 +243,37 @@ impl TierPlanner {
         plan.computed_ns.store(now_ns, Ordering::Relaxed);
         plan.busy.store(false, Ordering::Release);
         restored
+    }
+}
+
+impl TierPlanner {
+    /// Whether the endpoints queued at the last judgement (see [`Waits`]).
+    #[inline]
+    pub(crate) fn queueing(&self) -> bool {
+        self.queueing.load(Ordering::Relaxed)
+    }
+
+    /// Samples the requests in flight, and at the end of each span
+    /// compares the mean time in flight with its calm level and notes
+    /// whether the endpoints queue.
+    fn judge_queueing<S>(&self, snap: &Snapshot<S>, now_ns: u64, events: &Events) {
+        let now: Vec<(u64, u64)> = snap
+            .endpoints
+            .iter()
+            .map(|e| (e.counters.requests.load(Ordering::Relaxed), e.pending.load(Ordering::Relaxed)))
+            .collect();
+        // One caller at a time (the plan's busy flag): never contended.
+        let Some(Span { wait, calm, in_flight }) = self.waits.lock_or_recover().sample(now_ns, &now) else {
+            return;
+        };
+        // A queue holds more requests than its servers serve at once: at
+        // least two on average. Fewer, sampled ten times a second, are
+        // mostly zeros and ones, and their ratios noise.
+        let queueing = calm > 0.0 && in_flight >= QUEUE_MIN_IN_FLIGHT && wait >= QUEUEING_FACTOR * calm;
+        if self.queueing.swap(queueing, Ordering::Relaxed) != queueing {
+            tracing::debug!(target: "ha::balance", wait_ms = wait / 1e6, calm_ms = calm / 1e6, "queueing judged");
+            events.emit(Event::Queueing { queueing });
+        }
     }
 }
 

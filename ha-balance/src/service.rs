@@ -66,6 +66,14 @@ where
         self.core.table().snapshot().plan.in_panic()
     }
 
+    /// True while the endpoints in selection queue (as of the last
+    /// recount): the time requests spend in flight many times its calm
+    /// level, the fleet past its capacity. A retry layer above withholds retries of
+    /// failed attempts meanwhile ([`Event::Queueing`](ha_core::Event::Queueing)).
+    pub fn is_queueing(&self) -> bool {
+        self.core.queueing()
+    }
+
     /// Requests in flight through this balancer (all clones).
     pub fn in_flight(&self) -> u64 {
         self.core.in_flight().total()
@@ -176,6 +184,7 @@ where
                 let tried = ctx.tried_count() as u32 + u32::from(!ctx.was_tried(slot.id));
                 ctx.set_untried(snap.plan.available_all.load(Ordering::Relaxed).saturating_sub(tried));
                 ctx.record_tried(slot.id);
+                ctx.set_queueing(core.queueing());
             }
             Some((slot.clone(), probe))
         });

@@ -129,6 +129,13 @@ impl<K, S> Shared<K, S> {
         self.notify.clone().notified_owned()
     }
 
+    /// Whether the endpoints queued at the last judgement (see
+    /// `TierPlanner::queueing`): the fleet is past its capacity.
+    #[inline]
+    pub(crate) fn queueing(&self) -> bool {
+        self.planner.queueing()
+    }
+
     /// The seed of a new random sequence: each clone, and each request
     /// that waits, draws its own, derived from the balancer's seed so a
     /// seeded balancer stays reproducible.

@@ -637,3 +637,93 @@ async fn open_breakers_never_take_out_capacity_the_load_needs() {
     assert!(two_out > 0.3, "both open, the two left overloaded: the pair took only {two_out:.3}");
     assert!(two.success() > 0.99, "success {:.4}", two.success());
 }
+
+/// Sends `per_ms` requests a millisecond for `ms`, each carrying an attempt
+/// context as a retry layer's do: the share of them whose pick found the
+/// endpoints queueing.
+async fn queueing_share(b: &mut fleet::Fleet, ms: u64, per_ms: f64) -> f64 {
+    use ha_core::HasAttemptContext;
+    use tower::Service;
+    let (mut owed, mut sent, mut queueing) = (0.0, 0u32, 0u32);
+    for _ in 0..ms {
+        owed += per_ms;
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let mut req = ha_core::WithAttempt::new(u64::from(sent));
+            let ctx = ha_core::AttemptContext::new();
+            req.set_attempt_context(ctx.clone());
+            tokio::spawn(b.call(req));
+            sent += 1;
+            queueing += u32::from(ctx.queueing());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    f64::from(queueing) / f64::from(sent.max(1))
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_balancer_tells_the_retry_layer_when_its_endpoints_queue_past_their_capacity() {
+    use ha_core::Event;
+    // Three servers of two slots at 10 ms: 600 requests a second in all.
+    let all: Vec<Server> = servers("s", 3, 10).into_iter().map(|s| s.slots(2)).collect();
+    let (events, seen) = timeline();
+    let mut b = fleet(&all, BalanceConfig::default(), events);
+    let began = || seen.lock().unwrap().iter().filter(|(_, e)| *e == Event::Queueing { queueing: true }).count();
+    // Half the capacity: no queue.
+    assert_eq!(queueing_share(&mut b, 2_000, 0.3).await, 0.0);
+    // One endpoint of three twenty times slower: the fleet's median is not.
+    all[0].st.delay_ms.store(200, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(queueing_share(&mut b, 2_000, 0.3).await, 0.0);
+    all[0].st.delay_ms.store(10, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(began(), 0);
+    // Twice the capacity: the queues grow, and within a second every pick
+    // says so.
+    let _ = queueing_share(&mut b, 1_000, 1.2).await;
+    assert_eq!(queueing_share(&mut b, 500, 1.2).await, 1.0);
+    assert_eq!(began(), 1, "{:?}", seen.lock().unwrap());
+    assert!(b.is_queueing());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_heavy_tail_is_not_taken_for_a_queue() {
+    use ha_core::Event;
+    use std::sync::atomic::Ordering::Relaxed;
+    // From the start, one request in fifty takes 400 ms and the rest 5 ms,
+    // with no queue anywhere: the PeakEWMA estimates sit near the tail once
+    // they have seen it, eighty times the first answers; the mean time in
+    // flight stays where it was.
+    let all: Vec<Server> = servers("s", 3, 5).into_iter().map(|s| s.slots(64)).collect();
+    let (events, seen) = timeline();
+    let mut b = fleet(&all, BalanceConfig::default(), events);
+    let mut queued = 0.0;
+    for t in 0..20_000u64 {
+        for s in &all {
+            s.st.delay_ms.store(if t % 100 == 99 { 400 } else { 5 }, Relaxed);
+        }
+        if t % 2 == 1 {
+            queued += queueing_share(&mut b, 1, 1.0).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let began = seen.lock().unwrap().iter().filter(|(_, e)| *e == Event::Queueing { queueing: true }).count();
+    assert_eq!(began, 0, "{queued} of 10000 picks judged queueing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_endpoint_holding_requests_is_not_a_fleet_queueing() {
+    use ha_core::Event;
+    use std::sync::atomic::Ordering::Relaxed;
+    // s0 hangs (accepts, never answers) from 2 s on, and round robin
+    // keeps sending it a third of the requests: the requests it holds are
+    // its fault, not a queue of the fleet's, and their retries elsewhere
+    // add no load to a queue.
+    let all: Vec<Server> = servers("s", 3, 10).into_iter().map(|s| s.slots(64)).collect();
+    let (events, seen) = timeline();
+    let mut b = fleet(&all, BalanceConfig { picker: Picker::RoundRobin, ..BalanceConfig::default() }, events);
+    assert_eq!(queueing_share(&mut b, 2_000, 0.6).await, 0.0);
+    all[0].st.delay_ms.store(3_600_000, Relaxed);
+    let share = queueing_share(&mut b, 10_000, 0.6).await;
+    let began = seen.lock().unwrap().iter().filter(|(_, e)| *e == Event::Queueing { queueing: true }).count();
+    assert_eq!(began, 0, "{share} of the picks judged queueing");
+}

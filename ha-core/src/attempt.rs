@@ -30,7 +30,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::num::{NonZeroU32, NonZeroU64};
 
-use crate::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::Arc;
 use crate::Instant;
 
@@ -74,6 +74,8 @@ struct Shared {
     covered: AtomicU32,
     // Endpoints available and not yet tried, as the last pick counted them.
     untried: AtomicU32,
+    // Whether the endpoints of the last pick queued (see `set_queueing`).
+    queueing: AtomicBool,
 }
 
 impl Shared {
@@ -84,6 +86,7 @@ impl Shared {
             deadline,
             covered: AtomicU32::new(0),
             untried: AtomicU32::new(0),
+            queueing: AtomicBool::new(false),
         }
     }
 }
@@ -146,6 +149,7 @@ mod recycle {
         *s.len.get_mut() = 0;
         *s.covered.get_mut() = 0;
         *s.untried.get_mut() = 0;
+        *s.queueing.get_mut() = false;
         for slot in &mut s.tried {
             *slot.get_mut() = 0;
         }
@@ -275,6 +279,21 @@ impl AttemptContext {
     /// 0 when no balancer said.
     pub fn untried(&self) -> u32 {
         self.shared().untried.load(Ordering::Relaxed)
+    }
+
+    /// Records, from the balancer that picked this attempt's endpoint,
+    /// whether the endpoints it picks among queue (the time requests spend
+    /// in flight well above its calm level): the fleet is past its capacity,
+    /// and a retry layer above does not retry a failed attempt that was
+    /// sent, since the retry would add load to the queues.
+    pub fn set_queueing(&self, queueing: bool) {
+        self.shared().queueing.store(queueing, Ordering::Relaxed);
+    }
+
+    /// Whether the balancer found its endpoints queueing at its last pick
+    /// ([`set_queueing`](Self::set_queueing)); false when no balancer said.
+    pub fn queueing(&self) -> bool {
+        self.shared().queueing.load(Ordering::Relaxed)
     }
 
     /// How many endpoints were recorded (concurrent records of one endpoint
@@ -448,7 +467,10 @@ mod tests {
     fn a_dropped_context_is_reused_clean() {
         let first = AttemptContext::with_deadline(Instant::now() + Duration::from_secs(5));
         first.record_tried(EndpointId::from_raw(9));
+        first.set_untried(2);
+        first.set_queueing(true);
         let second = first.next_attempt();
+        assert!(second.queueing(), "one request's attempts share what the balancer said");
         let ptr = Arc::as_ptr(first.shared.as_ref().unwrap());
         drop(first);
         // Still shared with `second`: not recycled, so a new context gets a fresh one.
@@ -460,6 +482,7 @@ mod tests {
         assert_eq!(reused.tried_count(), 0);
         assert!(!reused.was_tried(EndpointId::from_raw(9)));
         assert_eq!(reused.deadline(), None);
+        assert_eq!((reused.untried(), reused.queueing()), (0, false));
         assert_eq!(reused.attempt(), 1);
         drop(other);
     }

@@ -127,6 +127,14 @@ pub enum Event {
         /// True on entering panic mode, false on leaving it.
         entered: bool,
     },
+    /// The endpoints a balancer picks among began to queue (`queueing`:
+    /// the time requests spend in flight many times its calm level, the
+    /// fleet past its capacity), or stopped. While they queue, a retry layer above
+    /// does not retry failed attempts that were sent.
+    Queueing {
+        /// True when they began to queue, false when they stopped.
+        queueing: bool,
+    },
     /// A member is known alive (joined, or refuted a suspicion).
     MemberAlive {
         /// The member's name.
@@ -210,6 +218,7 @@ impl Event {
             | Event::EndpointRestored { .. }
             | Event::TierSpill { .. }
             | Event::PanicMode { .. }
+            | Event::Queueing { .. }
             | Event::DiscoveryInterrupted { .. } => "balance",
             Event::MemberAlive { .. }
             | Event::MemberSuspected { .. }
@@ -237,6 +246,7 @@ impl Event {
             | Event::BudgetExhausted { .. } => true,
             Event::TierSpill { spilled, .. } => *spilled > 0.0,
             Event::PanicMode { entered } => *entered,
+            Event::Queueing { queueing } => *queueing,
             _ => false,
         }
     }
@@ -274,6 +284,9 @@ impl Event {
                 emit!("ha::balance", from_tier, spilled, "tier spill changed")
             }
             Event::PanicMode { entered } => emit!("ha::balance", entered, "panic mode"),
+            Event::Queueing { queueing } => {
+                emit!("ha::balance", queueing, "endpoints queueing: sent attempts that fail are not retried")
+            }
             Event::DiscoveryInterrupted { reason, resubscribe_in } => {
                 emit!("ha::balance", reason = %reason, resubscribe_in = ?resubscribe_in, "discovery interrupted; endpoints kept")
             }

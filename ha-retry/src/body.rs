@@ -578,6 +578,10 @@ impl<B: Body> Replay<Request<ReplayBody<B>>> for HttpReplayed {
     fn untried_left(&self, kept: &Self::Request) -> bool {
         kept_context(kept).is_some_and(|c| c.untried() > 0)
     }
+
+    fn queueing(&self, kept: &Self::Request) -> bool {
+        kept_context(kept).is_some_and(AttemptContext::queueing)
+    }
 }
 
 /// The attempt context of a kept copy: in its body until the copy is sent
@@ -658,6 +662,10 @@ impl<B: Body> Replay<Request<B>> for HttpReplay {
 
     fn untried_left(&self, kept: &Self::Request) -> bool {
         HttpReplayed.untried_left(kept)
+    }
+
+    fn queueing(&self, kept: &Self::Request) -> bool {
+        HttpReplayed.queueing(kept)
     }
 }
 

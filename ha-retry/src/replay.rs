@@ -97,6 +97,15 @@ pub trait Replay<Req> {
         let _ = kept;
         false
     }
+
+    /// Whether the balancer below found its endpoints queueing when it
+    /// picked the attempt `kept` is a copy of
+    /// ([`AttemptContext::queueing`]): the fleet is past its capacity, and
+    /// a failed attempt that was sent is not retried. Default: never.
+    fn queueing(&self, kept: &Self::Request) -> bool {
+        let _ = kept;
+        false
+    }
 }
 
 /// Copies `Req: Clone` requests as they are; see the [module docs](self).
@@ -171,6 +180,10 @@ impl<Req: Clone + HasAttemptContext> Replay<Req> for Tracked {
 
     fn untried_left(&self, kept: &Req) -> bool {
         kept.attempt_context().is_some_and(|c| c.untried() > 0)
+    }
+
+    fn queueing(&self, kept: &Req) -> bool {
+        kept.attempt_context().is_some_and(AttemptContext::queueing)
     }
 }
 

@@ -255,6 +255,41 @@ async fn retries_go_at_once_while_the_balancer_has_an_endpoint_the_request_has_n
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failed_attempt_is_not_retried_while_the_balancer_finds_its_endpoints_queueing() {
+    // A balancer below marks each attempt's context as its endpoints queue
+    // (`queueing(attempt)`); every attempt fails with `error()`. How many
+    // attempts were sent, and the layer's stats.
+    async fn sent(queueing: fn(u32) -> bool, error: fn() -> BoxError) -> (usize, ha_retry::RetryStats) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let n = calls.clone();
+        let svc = service_fn(move |req: WithAttempt<u32>| {
+            let ctx = req.attempt_context().cloned().unwrap();
+            ctx.set_queueing(queueing(ctx.attempt()));
+            n.fetch_add(1, Ordering::SeqCst);
+            async move { Err::<u32, BoxError>(error()) }
+        });
+        let layer = RetryLayer::builder(RetryConfig { max_attempts: 3, ..config() }).track_attempts().build().unwrap();
+        assert!(layer.layer(svc).oneshot(WithAttempt::new(5)).await.is_err());
+        (calls.load(Ordering::SeqCst) as usize, layer.stats())
+    }
+    let failed = || BoxError::from("503");
+    let refused = || -> BoxError { ha_core::NotSent::new("connection refused".into()).into() };
+    // A fleet that keeps up: every attempt is retried.
+    let (n, stats) = sent(|_| false, failed).await;
+    assert_eq!((n, stats.retries, stats.withheld_queueing), (3, 2, 0));
+    // Past its capacity: a retry would only lengthen the queues.
+    let (n, stats) = sent(|_| true, failed).await;
+    assert_eq!((n, stats.retries, stats.withheld_queueing), (1, 0, 1));
+    // Queueing from the second attempt on: the first failure is retried.
+    let (n, stats) = sent(|a| a > 1, failed).await;
+    assert_eq!((n, stats.retries, stats.withheld_queueing), (2, 1, 1));
+    // An attempt never sent added no load: it is requeued however the fleet
+    // queues (not counted: up to `max_attempts` more).
+    let (n, stats) = sent(|_| true, refused).await;
+    assert_eq!((n, stats.retries, stats.withheld_queueing), (6, 5, 0));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_retry_after_a_lost_connection_waits_the_backoff_though_endpoints_are_untried() {
     let ms = Duration::from_millis;
     // Reset by the peer: its host may be down with its neighbours (a zone

@@ -23,6 +23,8 @@
 //! | `ha_hedges_paused_total` | counter | stack | attempts | hedges not sent while hedging paused (they mostly lost, or most requests were slow) |
 //! | `ha_retry_budget_available` | gauge | stack | retries | retries the budget could pay for now |
 //! | `ha_panic_mode` | gauge | stack | 0/1 | routing over every endpoint because too few are healthy |
+//! | `ha_queueing` | gauge | stack | 0/1 | the endpoints queue (past capacity): failed attempts are not retried |
+//! | `ha_retries_withheld_total` | counter | stack | attempts | failed attempts not retried because the endpoints queued |
 //! | `ha_endpoints` | gauge | stack | endpoints | endpoints known |
 //! | `ha_endpoint_in_flight` | gauge | stack, endpoint, tier | requests | requests in flight |
 //! | `ha_endpoint_requests_total` | counter | stack, endpoint, tier | attempts | attempts sent |
@@ -118,6 +120,9 @@ impl Observer for MetricsObserver {
             Event::PanicMode { entered } => {
                 gauge!("ha_panic_mode", "stack" => stack).set(if *entered { 1.0 } else { 0.0 });
             }
+            Event::Queueing { queueing } => {
+                gauge!("ha_queueing", "stack" => stack).set(if *queueing { 1.0 } else { 0.0 });
+            }
             Event::DiscoveryInterrupted { .. } => {
                 counter!("ha_discovery_interruptions_total", "stack" => stack).increment(1);
             }
@@ -153,6 +158,7 @@ where
     counter!("ha_attempts_total", "stack" => label()).absolute(attempts);
     counter!("ha_retries_total", "stack" => label()).absolute(retry.retries);
     counter!("ha_retry_budget_refused_total", "stack" => label()).absolute(retry.budget_refused + hedge.budget_refused);
+    counter!("ha_retries_withheld_total", "stack" => label()).absolute(retry.withheld_queueing);
     counter!("ha_attempt_timeouts_total", "stack" => label()).absolute(retry.attempt_timeouts);
     counter!("ha_deadlines_exceeded_total", "stack" => label()).absolute(retry.deadlines_exceeded);
     counter!("ha_hedges_total", "stack" => label()).absolute(hedge.hedges);
@@ -160,6 +166,7 @@ where
     counter!("ha_hedges_paused_total", "stack" => label()).absolute(hedge.paused);
     gauge!("ha_retry_budget_available", "stack" => label()).set(stack.budget().available(ha_core::Instant::now()));
     gauge!("ha_panic_mode", "stack" => label()).set(if stack.in_panic_mode() { 1.0 } else { 0.0 });
+    gauge!("ha_queueing", "stack" => label()).set(if stack.is_queueing() { 1.0 } else { 0.0 });
     gauge!("ha_endpoints", "stack" => label()).set(endpoints.len() as f64);
     for e in &endpoints {
         let labels = [("stack", label()), ("endpoint", e.name.to_string()), ("tier", e.tier.to_string())];

@@ -211,6 +211,11 @@ where
             });
             if result.as_ref().is_err_and(|e| ha_core::error::never_sent(&**e)) {
                 retry.never_sent();
+            } else if this.kept.as_ref().is_some_and(|k| parts.replay.queueing(k)) {
+                // Sent to a fleet past its capacity: a retry would only
+                // lengthen the queues.
+                core.stats.withheld.fetch_add(1, Ordering::Relaxed);
+                return Poll::Ready(gave_up(result, retry.tries()));
             } else if result.as_ref().is_err_and(|e| ha_core::error::connection_lost(&**e)) {
                 retry.connection_lost();
             } else if this.kept.as_ref().is_some_and(|k| parts.replay.untried_left(k)) {

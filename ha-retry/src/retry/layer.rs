@@ -112,6 +112,7 @@ impl Stashed for RetryShared {
 pub(crate) struct Counters {
     pub(crate) retries: AtomicU64,
     pub(crate) refused: AtomicU64,
+    pub(crate) withheld: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) deadlines: AtomicU64,
 }
@@ -123,6 +124,9 @@ pub struct RetryStats {
     pub retries: u64,
     /// Retries the budget refused.
     pub budget_refused: u64,
+    /// Failed attempts not retried because the balancer below found its
+    /// endpoints queueing ([`AttemptContext::queueing`](ha_core::AttemptContext::queueing)).
+    pub withheld_queueing: u64,
     /// Attempts cut by the per-try timeout.
     pub attempt_timeouts: u64,
     /// Requests that failed with [`DeadlineExceeded`](ha_core::DeadlineExceeded).
@@ -134,6 +138,7 @@ impl Counters {
         RetryStats {
             retries: self.retries.load(Ordering::Relaxed),
             budget_refused: self.refused.load(Ordering::Relaxed),
+            withheld_queueing: self.withheld.load(Ordering::Relaxed),
             attempt_timeouts: self.timeouts.load(Ordering::Relaxed),
             deadlines_exceeded: self.deadlines.load(Ordering::Relaxed),
         }

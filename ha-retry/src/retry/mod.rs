@@ -21,6 +21,12 @@
 //!   retried this request or spent its budget on it, and retrying at every
 //!   layer is how retry storms multiply (three layers of three attempts
 //!   send 27 calls where one failed);
+//! - the failed attempt's result, unretried, when the balancer below found
+//!   its endpoints queueing as it picked that attempt's endpoint
+//!   ([`AttemptContext::queueing`](ha_core::AttemptContext::queueing)): the
+//!   fleet is past its capacity, and a retry would only lengthen the
+//!   queues (counted in [`RetryStats::withheld_queueing`]). An attempt that
+//!   never reached a server added no load, and is requeued all the same;
 //! - `Err(DeadlineExceeded)` when the deadline passes during an attempt
 //!   (the attempt is cancelled);
 //! - an attempt cut by the per-try timeout counts as

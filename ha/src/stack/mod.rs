@@ -147,6 +147,13 @@ where
     pub fn in_panic_mode(&self) -> bool {
         self.balance().in_panic_mode()
     }
+
+    /// True while the endpoints queue (the fleet past its capacity): failed
+    /// attempts are not retried meanwhile, since a retry would only
+    /// lengthen the queues.
+    pub fn is_queueing(&self) -> bool {
+        self.balance().is_queueing()
+    }
 }
 
 impl<T, Req, C> Service<Req> for Stack<T, Req, C>
