@@ -35,6 +35,10 @@ const QUEUEING_FACTOR: f64 = 8.0;
 /// a span, for the endpoints to be judged queueing (see `judge_queueing`).
 const QUEUE_MIN_IN_FLIGHT: f64 = 2.0;
 
+/// The fewest requests in flight at the median endpoint, on average over
+/// a span, for the span to move the calm level.
+const CALM_MIN_IN_FLIGHT: f64 = 0.5;
+
 /// How long the calm level takes to rise most of the way (63%) to a
 /// longer time in flight: five minutes. Slowly, so that a fleet held at
 /// the threshold by the retries it withholds does not raise the threshold
@@ -128,7 +132,10 @@ impl Waits {
         let mid = measured.len().checked_sub(1)? / 2;
         let wait = measured.select_nth_unstable_by(mid, |a, b| a.0.total_cmp(&b.0)).1 .0;
         let in_flight = measured.select_nth_unstable_by(mid, |a, b| a.1.total_cmp(&b.1)).1 .1;
-        if wait.is_finite() {
+        // A span whose median endpoint held under half a request on
+        // average was sampled mostly at zero: its time in flight is noise,
+        // not a level to judge a busier span by.
+        if wait.is_finite() && in_flight >= CALM_MIN_IN_FLIGHT {
             self.calm_ns = if self.calm_ns == 0.0 {
                 wait
             } else {

@@ -727,3 +727,17 @@ async fn one_endpoint_holding_requests_is_not_a_fleet_queueing() {
     let began = seen.lock().unwrap().iter().filter(|(_, e)| *e == Event::Queueing { queueing: true }).count();
     assert_eq!(began, 0, "{share} of the picks judged queueing");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_quiet_start_is_no_calm_to_judge_a_busy_day_by() {
+    use ha_core::Event;
+    // A trickle (one request in 50 ms, mostly none in flight when sampled)
+    // and then ten times the traffic at the same latency: no queue.
+    let all: Vec<Server> = servers("s", 3, 20).into_iter().map(|s| s.slots(64)).collect();
+    let (events, seen) = timeline();
+    let mut b = fleet(&all, BalanceConfig::default(), events);
+    assert_eq!(queueing_share(&mut b, 30_000, 0.02).await, 0.0);
+    assert_eq!(queueing_share(&mut b, 10_000, 0.3).await, 0.0);
+    let began = seen.lock().unwrap().iter().filter(|(_, e)| *e == Event::Queueing { queueing: true }).count();
+    assert_eq!(began, 0);
+}
