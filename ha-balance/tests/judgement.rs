@@ -638,6 +638,11 @@ async fn open_breakers_never_take_out_capacity_the_load_needs() {
     assert!(two.success() > 0.99, "success {:.4}", two.success());
 }
 
+/// How many times the timeline says the endpoints began to queue.
+fn queueing_began(seen: &fleet::Timeline) -> usize {
+    seen.lock().unwrap().iter().filter(|(_, e)| *e == ha_core::Event::Queueing { queueing: true }).count()
+}
+
 /// Sends `per_ms` requests a millisecond for `ms`, each carrying an attempt
 /// context as a retry layer's do: the share of them whose pick found the
 /// endpoints queueing.
@@ -663,12 +668,11 @@ async fn queueing_share(b: &mut fleet::Fleet, ms: u64, per_ms: f64) -> f64 {
 
 #[tokio::test(start_paused = true)]
 async fn the_balancer_tells_the_retry_layer_when_its_endpoints_queue_past_their_capacity() {
-    use ha_core::Event;
     // Three servers of two slots at 10 ms: 600 requests a second in all.
     let all: Vec<Server> = servers("s", 3, 10).into_iter().map(|s| s.slots(2)).collect();
     let (events, seen) = timeline();
     let mut b = fleet(&all, BalanceConfig::default(), events);
-    let began = || seen.lock().unwrap().iter().filter(|(_, e)| *e == Event::Queueing { queueing: true }).count();
+    let began = || queueing_began(&seen);
     // Half the capacity: no queue.
     assert_eq!(queueing_share(&mut b, 2_000, 0.3).await, 0.0);
     // One endpoint of three twenty times slower: the fleet's median is not.
@@ -686,7 +690,6 @@ async fn the_balancer_tells_the_retry_layer_when_its_endpoints_queue_past_their_
 
 #[tokio::test(start_paused = true)]
 async fn a_heavy_tail_is_not_taken_for_a_queue() {
-    use ha_core::Event;
     use std::sync::atomic::Ordering::Relaxed;
     // From the start, one request in fifty takes 400 ms and the rest 5 ms,
     // with no queue anywhere: the PeakEWMA estimates sit near the tail once
@@ -706,13 +709,12 @@ async fn a_heavy_tail_is_not_taken_for_a_queue() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
-    let began = seen.lock().unwrap().iter().filter(|(_, e)| *e == Event::Queueing { queueing: true }).count();
+    let began = queueing_began(&seen);
     assert_eq!(began, 0, "{queued} of 10000 picks judged queueing");
 }
 
 #[tokio::test(start_paused = true)]
 async fn one_endpoint_holding_requests_is_not_a_fleet_queueing() {
-    use ha_core::Event;
     use std::sync::atomic::Ordering::Relaxed;
     // s0 hangs (accepts, never answers) from 2 s on, and round robin
     // keeps sending it a third of the requests: the requests it holds are
@@ -724,13 +726,12 @@ async fn one_endpoint_holding_requests_is_not_a_fleet_queueing() {
     assert_eq!(queueing_share(&mut b, 2_000, 0.6).await, 0.0);
     all[0].st.delay_ms.store(3_600_000, Relaxed);
     let share = queueing_share(&mut b, 10_000, 0.6).await;
-    let began = seen.lock().unwrap().iter().filter(|(_, e)| *e == Event::Queueing { queueing: true }).count();
+    let began = queueing_began(&seen);
     assert_eq!(began, 0, "{share} of the picks judged queueing");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_quiet_start_is_no_calm_to_judge_a_busy_day_by() {
-    use ha_core::Event;
     // A trickle (one request in 50 ms, mostly none in flight when sampled)
     // and then ten times the traffic at the same latency: no queue.
     let all: Vec<Server> = servers("s", 3, 20).into_iter().map(|s| s.slots(64)).collect();
@@ -738,6 +739,6 @@ async fn a_quiet_start_is_no_calm_to_judge_a_busy_day_by() {
     let mut b = fleet(&all, BalanceConfig::default(), events);
     assert_eq!(queueing_share(&mut b, 30_000, 0.02).await, 0.0);
     assert_eq!(queueing_share(&mut b, 10_000, 0.3).await, 0.0);
-    let began = seen.lock().unwrap().iter().filter(|(_, e)| *e == Event::Queueing { queueing: true }).count();
+    let began = queueing_began(&seen);
     assert_eq!(began, 0);
 }
