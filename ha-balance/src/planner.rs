@@ -261,8 +261,8 @@ impl TierPlanner {
     }
 
     /// Samples the requests in flight, and at the end of each span
-    /// compares the mean time in flight with its calm level and notes
-    /// whether the endpoints queue.
+    /// compares the median endpoint's time in flight with its calm level
+    /// and notes whether the endpoints queue.
     fn judge_queueing<S>(&self, snap: &Snapshot<S>, now_ns: u64, events: &Events) {
         let now: Vec<(u64, u64)> = snap
             .endpoints

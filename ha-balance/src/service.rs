@@ -66,10 +66,11 @@ where
         self.core.table().snapshot().plan.in_panic()
     }
 
-    /// True while the endpoints in selection queue (as of the last
-    /// recount): the time requests spend in flight many times its calm
-    /// level, the fleet past its capacity. A retry layer above withholds retries of
-    /// failed attempts meanwhile ([`Event::Queueing`](ha_core::Event::Queueing)).
+    /// True while its endpoints queue (as of the last recount): the time
+    /// requests spend in flight at the median endpoint many times its calm
+    /// level, the fleet past its capacity. A retry layer above withholds
+    /// retries of failed attempts meanwhile
+    /// ([`Event::Queueing`](ha_core::Event::Queueing)).
     pub fn is_queueing(&self) -> bool {
         self.core.queueing()
     }

@@ -129,8 +129,8 @@ pub enum Event {
     },
     /// The endpoints a balancer picks among began to queue (`queueing`:
     /// the time requests spend in flight many times its calm level, the
-    /// fleet past its capacity), or stopped. While they queue, a retry layer above
-    /// does not retry failed attempts that were sent.
+    /// fleet past its capacity), or stopped. While they queue, a retry
+    /// layer above does not retry failed attempts that were sent.
     Queueing {
         /// True when they began to queue, false when they stopped.
         queueing: bool,
